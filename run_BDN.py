@@ -1,0 +1,115 @@
+"""Step 1: reconstruct every noisy image of a folder with Deep Image Prior, saving snapshots.
+
+Example:
+    python run_BDN.py --dataset_real_path dataset/sample/real --dataset_mean_path dataset/sample/mean \
+        --output_path result/sample --num_iter 300 --save_iter 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from models.skip import SkipConfig
+from utils import devices, reconstruction
+from utils.dip import FitSettings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_real_path", type=Path, required=True, help="folder of noisy images")
+    data.add_argument("--dataset_mean_path", type=Path, help="folder of clean references, paired by file name stem (optional)")
+    data.add_argument("--output_path", type=Path, required=True, help="output folder (rerun to resume)")
+    fit = parser.add_argument_group("fitting")
+    fit.add_argument("--num_iter", type=int, default=3000, help="iterations per image (default 3000)")
+    fit.add_argument("--save_iter", type=int, default=20, help="snapshot every N iterations (default 20)")
+    fit.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
+    fit.add_argument("--reg_noise_std", type=float, default=1 / 30, help="std of the noise added to the input each iteration (default 1/30)")
+    fit.add_argument("--target_noise_std", type=float, default=0.0, help="std of noise added to the target each iteration; the original used 8.5/255 (default 0)")
+    fit.add_argument("--exp_weight", type=float, default=0.99, help="weight of the output moving average (default 0.99)")
+    fit.add_argument("--backtrack_db", type=float, default=5.0, help="restore the last good network when PSNR vs the noisy image drops by more than this (0 = off; default 5)")
+    fit.add_argument("--seed", type=int, default=0, help="random seed; CPU runs are repeatable bit for bit (default 0)")
+    network = parser.add_argument_group("network")
+    network.add_argument("--input_depth", type=int, default=32, help="channels of the random input (default 32)")
+    network.add_argument("--channels", type=int, default=128, help="channels down and up at every scale (default 128)")
+    network.add_argument("--skip_channels", type=int, default=4, help="channels of each skip connection (default 4)")
+    network.add_argument("--num_scales", type=int, default=5, help="number of scales (default 5)")
+    network.add_argument("--init_from", default="scratch",
+                         help="'scratch' (default), 'previous' (start each image from the previous image's final network) or a saved net.pt")
+    run = parser.add_argument_group("run")
+    run.add_argument("--gpu_id", default="0", help="CUDA device id, or 'cpu' (default 0; falls back to the CPU when CUDA is absent)")
+    run.add_argument("--checkpoint_every", type=int, default=500, help="save resumable state every N iterations (default 500)")
+    run.add_argument("--show_iter", type=int, default=0, help="with --quiet, log one line every N iterations (a multiple of save_iter; 0 = never)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars (batch jobs)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and validate flags; every problem is an argparse error, before any work starts."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings(args).fit.validate()
+    except ValueError as error:
+        parser.error(str(error))
+    if not args.dataset_real_path.is_dir():
+        parser.error(f"--dataset_real_path {args.dataset_real_path}: no such folder")
+    if args.dataset_mean_path is not None and not args.dataset_mean_path.is_dir():
+        parser.error(f"--dataset_mean_path {args.dataset_mean_path}: no such folder")
+    if args.init_from not in ("scratch", "previous") and not Path(args.init_from).is_file():
+        parser.error(f"--init_from {args.init_from}: not 'scratch', 'previous' or an existing network file")
+    if args.checkpoint_every < 1:
+        parser.error("--checkpoint_every must be positive")
+    if args.show_iter < 0 or (args.show_iter and args.show_iter % args.save_iter):
+        parser.error("--show_iter must be 0 or a positive multiple of --save_iter")
+    if min(args.input_depth, args.channels, args.num_scales) < 1 or args.skip_channels < 0:
+        parser.error("--input_depth, --channels and --num_scales must be positive, --skip_channels >= 0")
+    try:
+        args.gpu_ids = devices.parse_gpu_ids(args.gpu_id)
+        args.device = devices.resolve_device(args.gpu_ids[0] if args.gpu_ids else None)
+    except ValueError as error:
+        parser.error(f"--gpu_id: {error}")
+    return args
+
+
+def settings(args: argparse.Namespace, device=None) -> reconstruction.RunSettings:
+    """Flags -> run settings."""
+    return reconstruction.RunSettings(
+        output_path=args.output_path,
+        network=SkipConfig(input_depth=args.input_depth, channels_down=args.channels, channels_up=args.channels,
+                           channels_skip=args.skip_channels, num_scales=args.num_scales),
+        fit=FitSettings(num_iter=args.num_iter, save_iter=args.save_iter, lr=args.lr, reg_noise_std=args.reg_noise_std,
+                        target_noise_std=args.target_noise_std, exp_weight=args.exp_weight, backtrack_db=args.backtrack_db),
+        seed=args.seed,
+        init_from=args.init_from,
+        checkpoint_every=args.checkpoint_every,
+        device=device,
+        quiet=args.quiet,
+        show_iter=args.show_iter,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run step 1; returns the exit code (1 if any image failed)."""
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
+    run_settings = settings(args, args.device)
+    try:
+        jobs = reconstruction.plan_jobs(args.dataset_real_path, args.dataset_mean_path)
+        if not jobs:
+            raise ValueError(f"{args.dataset_real_path}: no images (png, jpg, jpeg, bmp, tif)")
+        record = reconstruction.run_record(run_settings, args.dataset_real_path, args.dataset_mean_path)
+        failures = reconstruction.reconstruct_folder(jobs, run_settings, record)
+    except ValueError as error:
+        logging.error("%s", error)
+        return 2
+    if failures:
+        logging.error("%d of %d images failed: %s", len(failures), len(jobs), ", ".join(path.name for path, _ in failures))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -1,0 +1,149 @@
+"""Reading and writing images: lossless, atomic, any common format and bit depth.
+
+Images in memory are float32 arrays in [0, 1], HWC (C = 3) or HW (grayscale).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import logging
+from pathlib import Path
+
+import numpy as np
+
+LOGGER = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    """A decoded image: `pixels` float32 in [0, 1], HWC or HW; `bit_depth` 8 or 16."""
+
+    path: Path
+    pixels: np.ndarray
+    bit_depth: int
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return self.pixels.shape[0], self.pixels.shape[1]
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files of `folder` (suffix in IMAGE_SUFFIXES, any case), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder")
+    return sorted(
+        (path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda path: path.name,
+    )
+
+
+def find_by_stem(folder: str | Path, stem: str) -> Path | None:
+    """The image of `folder` named `stem` with any image suffix, or None."""
+    matches = [path for path in list_images(folder) if path.stem == stem]
+    if len(matches) > 1:
+        raise ValueError(f"{folder}: several images named {stem!r}: {[path.name for path in matches]}")
+    return matches[0] if matches else None
+
+
+def to_float(array: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
+    """Integer or float pixels -> (float32 in [0, 1], HWC or HW; bit depth 8 or 16)."""
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 3 and array.shape[-1] in (2, 4):
+        LOGGER.warning("%s: alpha channel dropped", path)
+        array = array[..., :-1]
+        if array.shape[-1] == 1:
+            array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
+        raise ValueError(f"{path}: unsupported image layout {array.shape}")
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0, 8
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0, 16
+    if array.dtype == bool:
+        return array.astype(np.float32), 8
+    if np.issubdtype(array.dtype, np.floating):
+        return np.clip(array, 0.0, 1.0).astype(np.float32), 16
+    raise ValueError(f"{path}: unsupported pixel type {array.dtype}")
+
+
+def decode(data: bytes, path: Path) -> np.ndarray:
+    """Encoded file bytes -> integer or float array, RGB(A) channel order."""
+    import cv2
+
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None or array.size == 0:
+        raise ValueError(f"{path}: not a readable image")
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        array = array[..., [2, 1, 0, 3][: array.shape[2]]]
+    return array
+
+
+def read_image(path: str | Path) -> Image:
+    """Decode an image file; raise ValueError naming the file if it is not a usable image."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    data = path.read_bytes()
+    if not data:
+        raise ValueError(f"{path}: empty file")
+    pixels, bit_depth = to_float(decode(data, path), path)
+    return Image(path=path, pixels=pixels, bit_depth=bit_depth)
+
+
+def quantize(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
+    """float [0, 1] -> uint8 or uint16 (round to nearest)."""
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit depth must be 8 or 16, got {bit_depth}")
+    maximum = 255 if bit_depth == 8 else 65535
+    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    return np.rint(np.clip(pixels, 0.0, 1.0) * maximum).astype(dtype)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """uint8/uint16 HW or HWC (C = 3, RGB) array -> lossless PNG bytes."""
+    import cv2
+
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"PNG needs uint8 or uint16 pixels, got {array.dtype}")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise ValueError(f"PNG needs HW or HWC with 3 channels, got {array.shape}")
+    if array.ndim == 3:
+        array = np.ascontiguousarray(array[..., ::-1])
+    ok, buffer = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write bytes so that `path` is never seen half-written (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_png(path: str | Path, pixels: np.ndarray, bit_depth: int = 8) -> None:
+    """Save float [0, 1] HWC/HW pixels as a lossless PNG of `bit_depth` bits, atomically."""
+    write_atomic(path, encode_png(quantize(pixels, bit_depth)))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically."""
+    write_atomic(path, text.encode("utf-8"))
