@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
+import uuid
 import logging
 from pathlib import Path
 
@@ -126,16 +126,17 @@ def encode_png(array: np.ndarray) -> bytes:
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write bytes so that `path` is never seen half-written (temp file + rename)."""
+    """Write bytes so that `path` is never seen half-written (temp file + rename; umask applies)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with os.fdopen(handle, "wb") as stream:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(descriptor, "wb") as stream:
             stream.write(data)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 
