@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny synthetic noisy/clean folders, a CPU device, real-data location."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from utils import image_io
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def smooth_image(height: int, width: int, channels: int, seed: int) -> np.ndarray:
+    """A smooth random image in [0, 1], HWC (HW when channels == 1)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    layers = [0.5 + 0.4 * np.sin(2 * np.pi * (rng.uniform(0.5, 2) * x + rng.uniform(0.5, 2) * y + rng.uniform()))
+              for _ in range(channels)]
+    image = np.stack(layers, axis=-1)
+    return image[..., 0] if channels == 1 else image
+
+
+def make_pair(folder: Path, stem: str, height: int = 64, width: int = 64, channels: int = 3,
+              seed: int = 0, suffix: str = ".png", with_clean: bool = True) -> None:
+    """Write `folder/real/<stem><suffix>` (noisy) and, optionally, `folder/mean/<stem>.png` (clean)."""
+    clean = smooth_image(height, width, channels, seed)
+    noisy = np.clip(clean + np.random.default_rng(seed + 100).normal(0, 0.08, clean.shape), 0, 1)
+    if with_clean:
+        image_io.write_png(folder / "mean" / f"{stem}.png", clean)
+    (folder / "real").mkdir(parents=True, exist_ok=True)
+    if suffix.lower() == ".png":
+        image_io.write_png(folder / "real" / f"{stem}{suffix}", noisy)
+    else:
+        import cv2
+
+        array = image_io.quantize(noisy, 8)
+        if array.ndim == 3:
+            array = array[..., ::-1]
+        cv2.imwrite(str(folder / "real" / f"{stem}{suffix}"), array)
+
+
+@pytest.fixture
+def pairs(tmp_path: Path) -> Path:
+    """Two 64x64 colour pairs, a and b."""
+    make_pair(tmp_path, "a", seed=1)
+    make_pair(tmp_path, "b", seed=2)
+    return tmp_path
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """The device tests run on: CPU (GPU-only tests use the `gpu` marker)."""
+    return torch.device("cpu")
+
+
+@pytest.fixture
+def cuda_device() -> torch.device:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    return torch.device("cuda", 0)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real-noise data not found at {SHARED_DATA}")
+    return SHARED_DATA
