@@ -94,7 +94,6 @@ def settings(args: argparse.Namespace, device=None) -> reconstruction.RunSetting
 
 def main(args: argparse.Namespace) -> int:
     """Run step 1; returns the exit code (1 if any image failed)."""
-    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
     run_settings = settings(args, args.device)
     try:
         jobs = reconstruction.plan_jobs(args.dataset_real_path, args.dataset_mean_path)
@@ -112,4 +111,5 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
     sys.exit(main(parse_args()))
