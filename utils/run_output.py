@@ -1,0 +1,151 @@
+"""Read the output folder of run_BDN.py (step 1): image folders, metrics.csv, snapshot paths.
+
+Layout (the contract with run_BDN.py): ``<run>/<stem>/metrics.csv`` with the header
+``iteration,loss,psnr_noisy,psnr_raw,ssim_raw,psnr_avg,ssim_avg`` and one row per snapshot,
+``<run>/<stem>/<iteration:05d>.png`` snapshots and ``<run>/<stem>/summary.json``, written last,
+which marks a finished image. Reference columns are empty strings for blind images.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+METRICS_COLUMNS = ("iteration", "loss", "psnr_noisy", "psnr_raw", "ssim_raw", "psnr_avg",
+                   "ssim_avg")
+REFERENCE_COLUMNS = ("psnr_raw", "ssim_raw", "psnr_avg", "ssim_avg")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageMetrics:
+    """Per-snapshot metrics of one image; every array has shape (snapshots,).
+
+    ``iteration`` is int64 (counted from 1); the other columns are float64, NaN where empty
+    (reference columns of a blind image).
+    """
+
+    folder: Path
+    iteration: np.ndarray
+    loss: np.ndarray
+    psnr_noisy: np.ndarray
+    psnr_raw: np.ndarray
+    ssim_raw: np.ndarray
+    psnr_avg: np.ndarray
+    ssim_avg: np.ndarray
+
+    @property
+    def name(self) -> str:
+        """Image stem (the folder name)."""
+        return self.folder.name
+
+    @property
+    def has_reference(self) -> bool:
+        """True when every snapshot has a PSNR against a clean reference."""
+        return bool(np.all(np.isfinite(self.psnr_avg)))
+
+    @property
+    def true_psnr(self) -> np.ndarray:
+        """PSNR (dB) of each saved (averaged) snapshot against the reference, shape (snapshots,)."""
+        return self.psnr_avg
+
+    def snapshot_paths(self) -> list[Path]:
+        """Snapshot file of every row, in row order."""
+        return [snapshot_path(self.folder, int(iteration)) for iteration in self.iteration]
+
+
+def snapshot_path(image_folder: str | Path, iteration: int) -> Path:
+    """Path of the snapshot saved at ``iteration``: ``<folder>/<iteration:05d>.png``."""
+    return Path(image_folder) / f"{iteration:05d}.png"
+
+
+def _parse_float(text: str, column: str, where: str, allow_empty: bool) -> float:
+    """One metrics.csv cell as float; empty -> NaN where allowed, else ValueError naming it."""
+    if text.strip() == "":
+        if allow_empty:
+            return float("nan")
+        raise ValueError(f"{where}: column {column!r} is empty")
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{where}: column {column!r} is not a number: {text!r}") from None
+
+
+def read_metrics(image_folder: str | Path) -> ImageMetrics:
+    """Read ``<image_folder>/metrics.csv``; ValueError naming the file when missing or broken."""
+    folder = Path(image_folder)
+    path = folder / METRICS_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: not found; {folder} is not a run_BDN image folder")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None or tuple(cell.strip() for cell in header) != METRICS_COLUMNS:
+            raise ValueError(f"{path}: header must be {','.join(METRICS_COLUMNS)}, "
+                             f"got {','.join(header or [])!r}")
+        columns: dict[str, list[float]] = {column: [] for column in METRICS_COLUMNS}
+        for line_number, cells in enumerate(reader, 2):
+            if not cells or all(cell.strip() == "" for cell in cells):
+                continue
+            where = f"{path}:{line_number}"
+            if len(cells) != len(METRICS_COLUMNS):
+                raise ValueError(f"{where}: expected {len(METRICS_COLUMNS)} columns, "
+                                 f"got {len(cells)}")
+            for column, cell in zip(METRICS_COLUMNS, cells):
+                columns[column].append(_parse_float(cell, column, where,
+                                                    column in REFERENCE_COLUMNS))
+    if not columns["iteration"]:
+        raise ValueError(f"{path}: has a header but no snapshot rows")
+    iterations = np.array(columns["iteration"])
+    if np.any(iterations != np.round(iterations)) or np.any(iterations < 1):
+        raise ValueError(f"{path}: iterations must be positive integers")
+    if np.any(np.diff(iterations) <= 0):
+        raise ValueError(f"{path}: iterations must be strictly increasing")
+    arrays = {column: np.array(values, dtype=np.float64) for column, values in columns.items()}
+    arrays["iteration"] = iterations.astype(np.int64)
+    return ImageMetrics(folder=folder, **arrays)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFolders:
+    """Image folders of a run: ``finished`` ones (sorted by name) and ``skipped`` with reasons."""
+
+    finished: list[Path]
+    skipped: list[tuple[Path, str]]
+
+
+def list_image_folders(run_folder: str | Path) -> RunFolders:
+    """Finished image folders of a run_BDN output folder, sorted by name.
+
+    A sub-folder without metrics.csv is not a run_BDN image folder; one without summary.json
+    is not finished. Both are returned in ``skipped`` with the reason. Raises ValueError when
+    ``run_folder`` is missing or holds no finished image folder.
+    """
+    run_folder = Path(run_folder)
+    if not run_folder.is_dir():
+        raise ValueError(f"{run_folder}: run folder not found")
+    finished: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for folder in sorted(path for path in run_folder.iterdir() if path.is_dir()):
+        if not (folder / METRICS_FILE).is_file():
+            skipped.append((folder, f"no {METRICS_FILE}: not a run_BDN image folder"))
+        elif not (folder / SUMMARY_FILE).is_file():
+            skipped.append((folder, f"no {SUMMARY_FILE}: the run of this image did not finish"))
+        else:
+            finished.append(folder)
+    if not finished:
+        raise ValueError(f"{run_folder}: no finished run_BDN image folders (sub-folders with "
+                         f"{METRICS_FILE} and {SUMMARY_FILE})")
+    return RunFolders(finished=finished, skipped=skipped)
+
+
+def check_snapshots_exist(paths: list[Path]) -> None:
+    """Raise ValueError naming the first snapshot file in ``paths`` that does not exist."""
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(f"{path}: snapshot listed in {path.parent / METRICS_FILE} "
+                             f"not found")

@@ -1,0 +1,207 @@
+"""Snapshot selectors: which saved DIP snapshot of an image to output.
+
+* ``biqan``: the snapshot with the highest predicted quality (argmax of the score curve).
+* ``wmv``: the training-free windowed-moving-variance early-stopping rule of Wang et al.
+  ("Early Stopping for Deep Image Prior"): the variance of the last ``window`` snapshots is
+  tracked; after ``patience`` snapshots without a new variance minimum the rule fires, and the
+  pick is the snapshot at the variance minimum (the newest snapshot of that window).
+* ``last``: the last snapshot.
+* ``fixed:N``: the snapshot saved at iteration N.
+
+Selectors return an index into the candidate list; the caller maps it to an iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+SELECTOR_NAMES = ("biqan", "wmv", "last", "fixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Selector:
+    """A parsed ``--selector`` value; ``iteration`` is set only for ``fixed``."""
+
+    name: str
+    iteration: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The selector as written on the command line, e.g. ``fixed:500``."""
+        return self.name if self.iteration is None else f"{self.name}:{self.iteration}"
+
+
+def parse_selector(text: str) -> Selector:
+    """Parse ``biqan``, ``wmv``, ``last`` or ``fixed:N`` (N a positive iteration number)."""
+    name, separator, argument = text.strip().partition(":")
+    if name not in SELECTOR_NAMES:
+        raise ValueError(f"unknown selector {text!r}; choose from biqan, wmv, last, fixed:N")
+    if name != "fixed":
+        if separator:
+            raise ValueError(f"selector {name!r} takes no argument, got {text!r}")
+        return Selector(name=name)
+    try:
+        iteration = int(argument)
+    except ValueError:
+        raise ValueError(f"selector {text!r}: write fixed:N with N an iteration number, "
+                         f"e.g. fixed:500") from None
+    if iteration < 1:
+        raise ValueError(f"selector {text!r}: the iteration must be at least 1")
+    return Selector(name=name, iteration=iteration)
+
+
+def select_argmax(scores: np.ndarray) -> int:
+    """Index of the highest score in a 1-D array (first one on ties); NaN scores never win."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1 or scores.size == 0:
+        raise ValueError(f"scores must be a non-empty 1-D array, got shape {scores.shape}")
+    if not np.any(np.isfinite(scores)):
+        raise ValueError("scores has no finite value")
+    return int(np.nanargmax(np.where(np.isfinite(scores), scores, np.nan)))
+
+
+def select_last(count: int) -> int:
+    """Index of the last of ``count`` snapshots."""
+    if count < 1:
+        raise ValueError("there are no snapshots to select from")
+    return count - 1
+
+
+def select_fixed(iterations: np.ndarray, iteration: int) -> int:
+    """Index of the snapshot saved at ``iteration``; ValueError listing the range otherwise."""
+    iterations = np.asarray(iterations)
+    matches = np.flatnonzero(iterations == iteration)
+    if matches.size == 0:
+        raise ValueError(f"no snapshot at iteration {iteration}; the candidates run from "
+                         f"{iterations.min()} to {iterations.max()}")
+    return int(matches[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class WmvResult:
+    """Outcome of the windowed-moving-variance rule.
+
+    ``variances`` has shape (snapshots,): NaN before the first full window and after the rule
+    fired; ``pick_index`` is the snapshot at the variance minimum; ``fired`` tells whether
+    ``patience`` snapshots passed without a new minimum (``stop_index`` is where); when it never
+    fired, the pick is the minimum over all snapshots.
+    """
+
+    pick_index: int
+    variances: np.ndarray
+    fired: bool
+    stop_index: int | None
+
+
+def windowed_moving_variance(snapshots: Sequence[np.ndarray] | Callable[[int], np.ndarray],
+                             window: int, patience: int,
+                             count: int | None = None) -> WmvResult:
+    """Run the ES-WMV rule over snapshots given as HxWxC float arrays or a loader.
+
+    ``snapshots`` is a sequence of equally shaped float arrays (any range, e.g. [0, 1]) or a
+    callable ``index -> array`` together with ``count``. The variance of a window is the mean
+    over its ``window`` snapshots of the per-pixel mean squared deviation from the window mean.
+    Loading stops when the rule fires.
+    """
+    if window < 2:
+        raise ValueError(f"window must be at least 2 snapshots, got {window}")
+    if patience < 1:
+        raise ValueError(f"patience must be at least 1 snapshot, got {patience}")
+    if callable(snapshots):
+        if count is None:
+            raise ValueError("count is required when snapshots is a loader function")
+        load = snapshots
+    else:
+        count = len(snapshots)
+        load = snapshots.__getitem__
+    if count < window:
+        raise ValueError(f"the windowed-moving-variance rule needs at least {window} "
+                         f"snapshots (the window), got {count}")
+    variances = np.full(count, np.nan)
+    history: list[np.ndarray] = []
+    running_sum = running_squares = None
+    best_variance, best_index, waited = np.inf, -1, 0
+    for index in range(count):
+        snapshot = np.asarray(load(index), dtype=np.float64)
+        if running_sum is None:
+            running_sum, running_squares = np.zeros_like(snapshot), np.zeros_like(snapshot)
+        elif snapshot.shape != running_sum.shape:
+            raise ValueError(f"snapshot {index} has shape {snapshot.shape}, the earlier ones "
+                             f"{running_sum.shape}")
+        history.append(snapshot)
+        running_sum += snapshot
+        running_squares += snapshot ** 2
+        if len(history) > window:
+            dropped = history.pop(0)
+            running_sum -= dropped
+            running_squares -= dropped ** 2
+        if len(history) < window:
+            continue
+        window_mean = running_sum / window
+        variance = float(np.maximum(running_squares / window - window_mean ** 2, 0.0).mean())
+        variances[index] = variance
+        if variance < best_variance:
+            best_variance, best_index, waited = variance, index, 0
+        else:
+            waited += 1
+            if waited >= patience:
+                return WmvResult(pick_index=best_index, variances=variances, fired=True,
+                                 stop_index=index)
+    return WmvResult(pick_index=best_index, variances=variances, fired=False, stop_index=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class WmvSettings:
+    """Window and patience of the windowed-moving-variance rule, in snapshots."""
+
+    window: int = 5
+    patience: int = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSelection:
+    """Every selector's pick among one image's candidate snapshots.
+
+    ``picks``: selector label -> candidate index; ``distributions`` (candidates, 10) when the
+    biqan selector ran; ``wmv`` when the wmv selector ran.
+    """
+
+    picks: dict[str, int]
+    distributions: np.ndarray | None
+    wmv: WmvResult | None
+
+
+def apply_selectors(selectors: Sequence[Selector], iterations: np.ndarray,
+                    score: Callable[[], np.ndarray] | None,
+                    load_snapshot: Callable[[int], np.ndarray],
+                    wmv_settings: WmvSettings) -> ImageSelection:
+    """Run ``selectors`` over the candidate snapshots of one image.
+
+    ``iterations`` (candidates,): their iteration numbers; ``score()`` returns the predicted
+    distributions (candidates, 10) (needed by biqan); ``load_snapshot(index)`` returns the
+    candidate's HxWxC float array (needed by wmv).
+    """
+    bins = np.arange(1, 11, dtype=np.float64)
+    picks: dict[str, int] = {}
+    distributions = wmv = None
+    for selector in selectors:
+        if selector.name == "biqan":
+            if score is None:
+                raise ValueError("the biqan selector needs a trained BIQAN")
+            distributions = np.asarray(score(), dtype=np.float64)
+            if distributions.shape != (len(iterations), len(bins)):
+                raise ValueError(f"expected score distributions of shape "
+                                 f"({len(iterations)}, {len(bins)}), got {distributions.shape}")
+            picks[selector.label] = select_argmax(distributions @ bins)
+        elif selector.name == "wmv":
+            wmv = windowed_moving_variance(load_snapshot, wmv_settings.window,
+                                           wmv_settings.patience, count=len(iterations))
+            picks[selector.label] = wmv.pick_index
+        elif selector.name == "last":
+            picks[selector.label] = select_last(len(iterations))
+        else:
+            picks[selector.label] = select_fixed(iterations, selector.iteration)
+    return ImageSelection(picks=picks, distributions=distributions, wmv=wmv)
