@@ -1,0 +1,112 @@
+"""Step 2: turn the snapshot PSNRs of a run_BDN output folder into AVA-format quality labels.
+
+    python generator_dataset.py --dataset_path result/PolyU_run --output_path dataset/PolyU_labels.txt
+
+Writes one AVA row per snapshot (after the first --start_position of each image) and, beside
+it, ``<output stem>_psnr.csv`` with image, iteration, image id, PSNR and mean score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from utils import labels, run_output
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags of step 2."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset_path", type=Path, required=True,
+                        help="run_BDN output folder (one sub-folder per image with metrics.csv)")
+    parser.add_argument("--output_path", type=Path, required=True,
+                        help="AVA label file to write, e.g. dataset/PolyU_labels.txt")
+    parser.add_argument("--start_position", type=int, default=8,
+                        help="skip the first N snapshots of each image (default 8)")
+    parser.add_argument("--min_psnr", type=float, default=8.0,
+                        help="PSNR (dB) mapped to mean score 2.5 (default 8)")
+    parser.add_argument("--max_psnr", type=float, default=45.0,
+                        help="PSNR (dB) mapped to mean score 7.5 (default 45)")
+    parser.add_argument("--votes", type=int, default=10000,
+                        help="vote count of each row, split over the 10 bins (default 10000)")
+    parser.add_argument("--score_std", type=float, default=1.0,
+                        help="std of the Gaussian score distribution (default 1)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and validate flags; every problem is an argparse error, before any work."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.dataset_path.is_dir():
+        parser.error(f"--dataset_path {args.dataset_path}: no such folder")
+    if args.start_position < 0:
+        parser.error("--start_position must be >= 0")
+    if not args.max_psnr > args.min_psnr:
+        parser.error("--max_psnr must be greater than --min_psnr")
+    if args.votes < 1:
+        parser.error("--votes must be at least 1")
+    if not args.score_std > 0:
+        parser.error("--score_std must be positive")
+    if args.output_path.is_dir():
+        parser.error(f"--output_path {args.output_path}: is a folder; give a file name")
+    return args
+
+
+def table_path(output_path: Path) -> Path:
+    """The CSV written beside the label file: ``<stem>_psnr.csv``."""
+    return output_path.with_name(f"{output_path.stem}_psnr.csv")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Write the label file and its CSV; 0 on success, 2 on bad data (one line on stderr)."""
+    try:
+        folders = run_output.list_image_folders(args.dataset_path)
+        for folder, reason in folders.skipped:
+            print(f"skipped {folder}: {reason}")
+        rows: list[labels.AvaRow] = []
+        table: list[dict] = []
+        for folder in folders.finished:
+            metrics = run_output.read_metrics(folder)
+            if not metrics.has_reference:
+                print(f"skipped {folder.name}: no clean reference (blind run), no PSNR to learn")
+                continue
+            if len(metrics.iteration) <= args.start_position:
+                print(f"skipped {folder.name}: {len(metrics.iteration)} snapshots, all within "
+                      f"--start_position {args.start_position}")
+                continue
+            paths = metrics.snapshot_paths()[args.start_position:]
+            run_output.check_snapshots_exist(paths)
+            for path, iteration, psnr in zip(paths, metrics.iteration[args.start_position:],
+                                             metrics.true_psnr[args.start_position:]):
+                mean_score = float(labels.psnr_to_mean_score(psnr, args.min_psnr, args.max_psnr))
+                distribution = labels.score_distribution(mean_score, args.score_std)
+                image_id = path.relative_to(args.dataset_path).as_posix()
+                rows.append(labels.AvaRow(index=len(rows) + 1, image_id=image_id,
+                                          votes=tuple(labels.distribution_to_votes(
+                                              distribution, args.votes).tolist())))
+                table.append({"image": folder.name, "iteration": int(iteration),
+                              "image_id": image_id, "psnr": f"{psnr:.4f}",
+                              "mean_score": f"{mean_score:.4f}"})
+        if not rows:
+            raise ValueError(f"{args.dataset_path}: no snapshot with a reference PSNR after "
+                             f"--start_position {args.start_position}; nothing to label")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    args.output_path.parent.mkdir(parents=True, exist_ok=True)
+    labels.write_ava_file(args.output_path, rows)
+    with table_path(args.output_path).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    images = len({row["image"] for row in table})
+    print(f"wrote {len(rows)} labels of {images} images to {args.output_path} "
+          f"and {table_path(args.output_path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -1,0 +1,211 @@
+"""Step 3: train the BIQAN quality network on the labels of generator_dataset.py.
+
+    python train_BIQAN.py --dataset_image_path result/PolyU_run --dataset_file_path dataset/PolyU_labels.txt \\
+        --output_checkpoint checkpoint/PolyU/mobilenet --output_path result/PolyU_biqan
+
+Stage 1 trains the head on a frozen backbone (Adam), stage 2 fine-tunes all layers (SGD,
+momentum 0.9), each with early stopping and LR reduction. Best-only weight checkpoints and
+biqan.json go to --output_checkpoint; loss plots, history.csv and the validation correlations
+(SRCC/PLCC of predicted mean score vs true PSNR) to --output_path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np  # noqa: E402
+
+from utils import biqan_eval, keras_device, labels, run_output  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags of step 3."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_image_path", type=Path, required=True,
+                      help="run_BDN output folder the label image ids are relative to")
+    data.add_argument("--dataset_file_path", type=Path, required=True,
+                      help="AVA label file written by generator_dataset.py")
+    data.add_argument("--output_checkpoint", type=Path, required=True,
+                      help="folder for weights.{epoch:03d}-{val_loss:.3f}.weights.h5 and biqan.json")
+    data.add_argument("--output_path", type=Path, required=True,
+                      help="folder for loss plots, history.csv and validation correlations")
+    data.add_argument("--validation_fraction", type=float, default=0.1,
+                      help="fraction of source images held out for validation (default 0.1)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--classification_model", choices=("mobilenet", "mobilenet_v2"),
+                       default="mobilenet", help="backbone (default mobilenet, as in the paper)")
+    model.add_argument("--alpha", type=float, default=1.0, help="backbone width (default 1.0)")
+    model.add_argument("--weights", default="imagenet",
+                       help="backbone start: imagenet (download), none, or PATH to a weights "
+                            "file (a headless backbone or a whole BIQAN) (default imagenet)")
+    model.add_argument("--image_size", type=int, default=224,
+                       help="side of the square network input (default 224)")
+    model.add_argument("--input_mode", choices=("resize", "crop"), default="resize",
+                       help="resize: whole snapshot resized (paper); crop: native-resolution "
+                            "crops that keep the residual noise (default resize)")
+    fit = parser.add_argument_group("training")
+    fit.add_argument("--epochs", type=int, default=40,
+                     help="most epochs of each stage; early stopping may end it sooner (default 40)")
+    fit.add_argument("--batchsize", type=int, default=32, help="batch size (default 32)")
+    fit.add_argument("--lr", type=float, default=1e-3, help="stage 1 Adam learning rate (default 1e-3)")
+    fit.add_argument("--finetune_lr", type=float, default=1e-4,
+                     help="stage 2 SGD learning rate (default 1e-4)")
+    fit.add_argument("--momentum", type=float, default=0.9, help="stage 2 SGD momentum (default 0.9)")
+    fit.add_argument("--early_stopping_patience", type=int, default=8,
+                     help="epochs without val_loss improvement before a stage stops (default 8)")
+    fit.add_argument("--reduce_lr_patience", type=int, default=2,
+                     help="epochs without improvement before the LR is reduced (default 2)")
+    fit.add_argument("--reduce_lr_factor", type=float, default=0.2,
+                     help="LR reduction factor (default 0.2)")
+    fit.add_argument("--test_crops", type=int, default=3,
+                     help="crop mode: score the validation snapshots on an N x N grid of crops "
+                          "(default 3)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of split, weights, augmentation (default 0)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--workers", type=int, default=4, help="image-decoding threads (default 4)")
+    run.add_argument("--gpu_id", type=keras_device.parse_gpu_id, default=None,
+                     help="CUDA device number or 'cpu' (default: the backend's choice)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and validate flags; every problem is an argparse error, before any work."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.dataset_image_path.is_dir():
+        parser.error(f"--dataset_image_path {args.dataset_image_path}: no such folder")
+    if not args.dataset_file_path.is_file():
+        parser.error(f"--dataset_file_path {args.dataset_file_path}: no such file")
+    if args.weights not in ("imagenet", "none") and not Path(args.weights).is_file():
+        parser.error(f"--weights {args.weights}: not 'imagenet', 'none' or an existing file")
+    if not args.alpha > 0:
+        parser.error("--alpha must be positive")
+    if args.image_size < 32:
+        parser.error("--image_size must be at least 32")
+    if min(args.epochs, args.batchsize, args.workers, args.test_crops) < 1:
+        parser.error("--epochs, --batchsize, --workers and --test_crops must be at least 1")
+    if not (args.lr > 0 and args.finetune_lr > 0 and 0 <= args.momentum < 1):
+        parser.error("--lr and --finetune_lr must be positive, --momentum in [0, 1)")
+    if min(args.early_stopping_patience, args.reduce_lr_patience) < 0 \
+            or not 0 < args.reduce_lr_factor < 1:
+        parser.error("patiences must be >= 0 and --reduce_lr_factor in (0, 1)")
+    if not 0 < args.validation_fraction < 1:
+        parser.error("--validation_fraction must be in (0, 1)")
+    return args
+
+
+def read_dataset(args: argparse.Namespace) -> tuple[list[str], list[Path], np.ndarray, np.ndarray]:
+    """Image ids, snapshot paths, distributions (N, 10) and true PSNRs (N,) of the label file."""
+    image_ids, distributions = labels.read_labels(args.dataset_file_path)
+    paths = [args.dataset_image_path / image_id for image_id in image_ids]
+    for image_id, path in zip(image_ids, paths):
+        if not path.is_file():
+            raise ValueError(f"{path}: snapshot {image_id} of {args.dataset_file_path} not found")
+    true_psnr: dict[Path, float] = {}
+    for folder in sorted({path.parent for path in paths}):
+        metrics = run_output.read_metrics(folder)
+        true_psnr.update(zip(metrics.snapshot_paths(), metrics.true_psnr.tolist()))
+    missing = [path for path in paths if path not in true_psnr]
+    if missing:
+        raise ValueError(f"{missing[0]}: no row in {missing[0].parent / run_output.METRICS_FILE}")
+    return image_ids, paths, distributions, np.array([true_psnr[path] for path in paths])
+
+
+def main(args: argparse.Namespace) -> int:
+    """Train both stages, keep the best checkpoint, report validation correlations."""
+    keras_device.hide_other_gpus(args.gpu_id)
+    # Keras and the backend are imported only now, after the GPU choice is in the environment.
+    import keras
+
+    from models import biqan
+    from utils import biqan_data, biqan_plots
+
+    try:
+        image_ids, paths, distributions, true_psnr = read_dataset(args)
+        train_rows, validation_rows = biqan_data.split_by_source(
+            image_ids, args.validation_fraction, args.seed)
+        config = biqan.BiqanConfig(
+            architecture=args.classification_model, alpha=args.alpha, image_size=args.image_size,
+            input_mode=args.input_mode, backbone_weights=args.weights,
+            trained_backend=keras.backend.backend())
+        keras.utils.set_random_seed(args.seed)
+        model = biqan.build_biqan(config, imagenet=args.weights == "imagenet")
+        if args.weights not in ("imagenet", "none"):
+            print(f"loaded {biqan.load_initial_weights(model, args.weights)} weights "
+                  f"from {args.weights}")
+        train_data = biqan_data.SnapshotDataset(
+            [paths[row] for row in train_rows], distributions[train_rows], args.batchsize,
+            args.input_mode, args.image_size, augment=True, seed=args.seed, workers=args.workers)
+        validation_paths = [paths[row] for row in validation_rows]
+        validation_data = biqan_data.SnapshotDataset(
+            validation_paths, distributions[validation_rows], args.batchsize, args.input_mode,
+            args.image_size, augment=False, crops_per_side=1, workers=args.workers)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    sources = sorted({biqan_data.source_image(image_ids[row]) for row in validation_rows})
+    print(f"{len(train_rows)} training and {len(validation_rows)} validation snapshots; "
+          f"validation images: {', '.join(sources)}")
+    args.output_checkpoint.mkdir(parents=True, exist_ok=True)
+    args.output_path.mkdir(parents=True, exist_ok=True)
+    biqan.save_config(args.output_checkpoint, config)
+    started = time.time()
+    history_rows: list[dict] = []
+    best_val_loss, epochs_done = float("inf"), 0
+    for stage, learning_rate, title in ((1, args.lr, "first_stage"),
+                                        (2, args.finetune_lr, "second_stage")):
+        biqan.compile_stage(model, stage, learning_rate, args.momentum)
+        settings = biqan.StageSettings(
+            epochs=args.epochs, initial_epoch=epochs_done,
+            early_stopping_patience=args.early_stopping_patience,
+            reduce_lr_factor=args.reduce_lr_factor, reduce_lr_patience=args.reduce_lr_patience)
+        history, best_val_loss = biqan.fit_stage(model, train_data, validation_data,
+                                                 args.output_checkpoint, settings, best_val_loss)
+        epochs_done = history["epoch"][-1]
+        biqan_plots.plot_loss_curves(history, f"stage {stage}: {title.replace('_', ' ')}",
+                                     args.output_path / f"{title}.png")
+        history_rows.extend({"stage": stage, **{name: values[number]
+                                                for name, values in history.items()}}
+                            for number in range(len(history["epoch"])))
+    biqan_eval.write_table(args.output_path / "history.csv", history_rows)
+    try:
+        best = biqan.best_checkpoint(args.output_checkpoint, written_since=started)
+    except ValueError as error:
+        print(f"error: no checkpoint was written (is val_loss finite?): {error}", file=sys.stderr)
+        return 1
+    biqan.save_config(args.output_checkpoint,
+                      dataclasses.replace(config, best_checkpoint=best.name))
+    model, config, _ = biqan.load_biqan(best)
+    predicted = biqan_data.score_snapshots(model, validation_paths, args.input_mode,
+                                           args.image_size, args.test_crops, args.batchsize,
+                                           args.workers)
+    means = labels.distribution_mean(predicted)
+    validation_images = [biqan_data.source_image(image_ids[row]) for row in validation_rows]
+    report = biqan_eval.correlation_report(validation_images, means, true_psnr[validation_rows])
+    biqan_eval.write_table(args.output_path / "validation_scores.csv", [
+        {"image_id": image_ids[row], "true_psnr": f"{true_psnr[row]:.4f}",
+         "predicted_mean": f"{mean:.4f}", "predicted_std": f"{std:.4f}"}
+        for row, mean, std in zip(validation_rows, means, labels.distribution_std(predicted))])
+    correlation_rows = [{"image": "all snapshots", "srcc": report.srcc, "plcc": report.plcc}]
+    correlation_rows += [{"image": image, "srcc": srcc, "plcc": plcc}
+                         for image, (srcc, plcc) in report.per_image.items()]
+    mean_srcc, mean_plcc = report.mean_within_image
+    correlation_rows.append({"image": "mean within image", "srcc": mean_srcc, "plcc": mean_plcc})
+    biqan_eval.write_table(args.output_path / "validation_correlation.csv", correlation_rows)
+    print(f"best checkpoint: {best} (val_loss {best_val_loss:.4f})")
+    print(f"validation SRCC {report.srcc:.3f}, PLCC {report.plcc:.3f} over all snapshots; "
+          f"within image: SRCC {mean_srcc:.3f}, PLCC {mean_plcc:.3f} (mean over "
+          f"{len(report.per_image)} images)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
