@@ -1,0 +1,129 @@
+"""utils/selection.py: selector parsing and each selector on synthetic curves and snapshots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from utils import selection
+
+
+def scalar_snapshots(values: list[float]) -> list[np.ndarray]:
+    """1x1x1 'images' holding one value each."""
+    return [np.full((1, 1, 1), value) for value in values]
+
+
+@pytest.mark.parametrize("text, name, iteration", [
+    ("biqan", "biqan", None), ("wmv", "wmv", None), ("last", "last", None),
+    ("fixed:500", "fixed", 500), (" fixed:20 ", "fixed", 20)])
+def test_parse_selector(text, name, iteration):
+    selector = selection.parse_selector(text)
+    assert (selector.name, selector.iteration) == (name, iteration)
+    assert selector.label == text.strip()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("best", "unknown selector"), ("fixed", "fixed:N"), ("fixed:abc", "fixed:N"),
+    ("fixed:0", "at least 1"), ("last:3", "takes no argument")])
+def test_parse_selector_errors(text, message):
+    with pytest.raises(ValueError, match=message):
+        selection.parse_selector(text)
+
+
+def test_argmax_picks_the_peak_of_a_score_curve():
+    iterations = np.arange(20, 2001, 20)
+    scores = 6.0 - ((iterations - 700) / 500.0) ** 2
+    assert iterations[selection.select_argmax(scores)] == 700
+    assert selection.select_argmax(np.array([1.0, np.nan, 3.0, 3.0])) == 2
+    with pytest.raises(ValueError, match="non-empty"):
+        selection.select_argmax(np.array([]))
+    with pytest.raises(ValueError, match="no finite"):
+        selection.select_argmax(np.array([np.nan, np.nan]))
+
+
+def test_last_and_fixed():
+    iterations = np.array([180, 200, 220])
+    assert selection.select_last(3) == 2
+    assert selection.select_fixed(iterations, 200) == 1
+    with pytest.raises(ValueError, match="from 180 to 220"):
+        selection.select_fixed(iterations, 210)
+    with pytest.raises(ValueError, match="no snapshots"):
+        selection.select_last(0)
+
+
+def test_wmv_hand_computed_case():
+    # Window 2: the variance of values a, b is ((a - b) / 2)^2.
+    # Windows end at 1..5: 0.25, 0.0625, 0.0025 (minimum, index 3), 0.25, 1.0.
+    # Patience 2: no new minimum at indices 4 and 5, so the rule fires at 5 and picks 3.
+    result = selection.windowed_moving_variance(scalar_snapshots([0, 1, 1.5, 1.6, 2.6, 4.6]),
+                                                window=2, patience=2)
+    np.testing.assert_allclose(result.variances, [np.nan, 0.25, 0.0625, 0.0025, 0.25, 1.0])
+    assert (result.pick_index, result.fired, result.stop_index) == (3, True, 5)
+
+
+def test_wmv_matches_a_direct_computation_on_images():
+    rng = np.random.default_rng(0)
+    base = rng.random((8, 8, 3))
+    amplitudes = np.concatenate([np.linspace(0.3, 0.01, 12), np.linspace(0.02, 0.5, 12)])
+    snapshots = [base + amplitude * rng.standard_normal(base.shape) for amplitude in amplitudes]
+    result = selection.windowed_moving_variance(snapshots, window=4, patience=50)
+    expected = [np.nan] * 3 + [np.mean(np.var(np.stack(snapshots[end - 3:end + 1]), axis=0))
+                               for end in range(3, len(snapshots))]
+    np.testing.assert_allclose(result.variances, expected, rtol=1e-9)
+    assert not result.fired and result.stop_index is None
+    assert result.pick_index == int(np.nanargmin(expected))
+    assert 10 <= result.pick_index <= 15
+
+
+def test_wmv_that_never_fires_picks_the_minimum():
+    values = np.cumsum(np.linspace(1.0, 0.1, 10))
+    result = selection.windowed_moving_variance(scalar_snapshots(values.tolist()), window=3,
+                                                patience=5)
+    assert not result.fired and result.pick_index == 9
+
+
+def test_wmv_loader_stops_loading_when_fired():
+    values = [0, 1, 1.5, 1.6, 2.6, 4.6, 8.0, 9.0]
+    loaded = []
+
+    def load(index: int) -> np.ndarray:
+        loaded.append(index)
+        return np.full((1, 1, 1), values[index])
+
+    result = selection.windowed_moving_variance(load, window=2, patience=2, count=len(values))
+    assert result.pick_index == 3 and loaded == [0, 1, 2, 3, 4, 5]
+    assert np.all(np.isnan(result.variances[6:]))
+
+
+def test_wmv_errors():
+    snapshots = scalar_snapshots([0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="window must be at least 2"):
+        selection.windowed_moving_variance(snapshots, window=1, patience=1)
+    with pytest.raises(ValueError, match="patience"):
+        selection.windowed_moving_variance(snapshots, window=2, patience=0)
+    with pytest.raises(ValueError, match="at least 5 snapshots"):
+        selection.windowed_moving_variance(snapshots, window=5, patience=1)
+    with pytest.raises(ValueError, match="count is required"):
+        selection.windowed_moving_variance(lambda index: snapshots[index], window=2, patience=1)
+    with pytest.raises(ValueError, match="shape"):
+        selection.windowed_moving_variance([np.zeros((2, 2, 3)), np.zeros((2, 3, 3))],
+                                           window=2, patience=1)
+
+
+def test_apply_selectors_runs_each_selector():
+    iterations = np.array([20, 40, 60, 80, 100, 120])
+    distributions = np.eye(10)[[2, 3, 8, 5, 4, 3]]
+    snapshots = scalar_snapshots([0, 1, 1.5, 1.6, 2.6, 4.6])
+    selectors = [selection.parse_selector(text) for text in ("biqan", "wmv", "last", "fixed:40")]
+    chosen = selection.apply_selectors(selectors, iterations, lambda: distributions,
+                                       snapshots.__getitem__,
+                                       selection.WmvSettings(window=2, patience=2))
+    assert chosen.picks == {"biqan": 2, "wmv": 3, "last": 5, "fixed:40": 1}
+    assert chosen.wmv.fired
+    np.testing.assert_array_equal(chosen.distributions, distributions)
+    with pytest.raises(ValueError, match="needs a trained BIQAN"):
+        selection.apply_selectors(selectors[:1], iterations, None, snapshots.__getitem__,
+                                  selection.WmvSettings())
+    with pytest.raises(ValueError, match="shape"):
+        selection.apply_selectors(selectors[:1], iterations, lambda: distributions[:3],
+                                  snapshots.__getitem__, selection.WmvSettings())
