@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
+import torch
+
 from models.skip import SkipConfig
-from utils import devices, reconstruction
+from utils import devices, dispatch, reconstruction
 from utils.dip import FitSettings
 
 
@@ -40,7 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_argument("--init_from", default="scratch",
                          help="'scratch' (default), 'previous' (start each image from the previous image's final network) or a saved net.pt")
     run = parser.add_argument_group("run")
-    run.add_argument("--gpu_id", default="0", help="CUDA device id, or 'cpu' (default 0; falls back to the CPU when CUDA is absent)")
+    run.add_argument("--gpu_id", default="0",
+                     help="CUDA device id, a list like 0,1,2,3 (one worker per GPU), or 'cpu' (default 0; falls back to the CPU when CUDA is absent)")
+    run.add_argument("--workers", type=int, default=1, help="worker processes on the CPU (default 1; with GPUs: one per --gpu_id)")
+    run.add_argument("--batch_images", type=int, default=1, help="fit up to K images of one size at once, each with its own network (default 1)")
+    run.add_argument("--precision", choices=devices.PRECISIONS, default="fp32", help="fp32 (default), tf32 or bf16 (autocast)")
+    run.add_argument("--compile", action="store_true", help="torch.compile the network (pays off on long GPU runs)")
+    run.add_argument("--num_shards", type=int, default=int(os.environ.get("SLURM_ARRAY_TASK_COUNT", 1)),
+                     help="process only 1/N of the images (default: $SLURM_ARRAY_TASK_COUNT or 1)")
+    run.add_argument("--shard_index", type=int, default=int(os.environ.get("SLURM_ARRAY_TASK_ID", 0)),
+                     help="which share, 0..N-1 (default: $SLURM_ARRAY_TASK_ID or 0)")
     run.add_argument("--checkpoint_every", type=int, default=500, help="save resumable state every N iterations (default 500)")
     run.add_argument("--show_iter", type=int, default=0, help="with --quiet, log one line every N iterations (a multiple of save_iter; 0 = never)")
     run.add_argument("--quiet", action="store_true", help="no progress bars (batch jobs)")
@@ -67,11 +79,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--show_iter must be 0 or a positive multiple of --save_iter")
     if min(args.input_depth, args.channels, args.num_scales) < 1 or args.skip_channels < 0:
         parser.error("--input_depth, --channels and --num_scales must be positive, --skip_channels >= 0")
+    if args.batch_images < 1 or args.workers < 1:
+        parser.error("--batch_images and --workers must be positive")
+    if not 0 <= args.shard_index < args.num_shards:
+        parser.error(f"--shard_index must be in 0..{args.num_shards - 1} (--num_shards {args.num_shards})")
     try:
-        args.gpu_ids = devices.parse_gpu_ids(args.gpu_id)
-        args.device = devices.resolve_device(args.gpu_ids[0] if args.gpu_ids else None)
+        gpu_ids = devices.parse_gpu_ids(args.gpu_id)
+        resolved = [devices.resolve_device(gpu_id) for gpu_id in gpu_ids] or [torch.device("cpu")]
     except ValueError as error:
         parser.error(f"--gpu_id: {error}")
+    args.devices = sorted(set(resolved), key=str) if resolved[0].type == "cuda" else [torch.device("cpu")] * args.workers
+    args.device = args.devices[0]
+    sequential = args.batch_images == 1 and len(args.devices) == 1 and args.num_shards == 1
+    if args.init_from == "previous" and not sequential:
+        parser.error("--init_from previous chains images one after another: use it without --batch_images, several workers or shards")
     return args
 
 
@@ -89,6 +110,9 @@ def settings(args: argparse.Namespace, device=None) -> reconstruction.RunSetting
         device=device,
         quiet=args.quiet,
         show_iter=args.show_iter,
+        batch_images=args.batch_images,
+        precision=args.precision,
+        compile_network=args.compile,
     )
 
 
@@ -99,8 +123,13 @@ def main(args: argparse.Namespace) -> int:
         jobs = reconstruction.plan_jobs(args.dataset_real_path, args.dataset_mean_path)
         if not jobs:
             raise ValueError(f"{args.dataset_real_path}: no images (png, jpg, jpeg, bmp, tif)")
-        record = reconstruction.run_record(run_settings, args.dataset_real_path, args.dataset_mean_path)
-        failures = reconstruction.reconstruct_folder(jobs, run_settings, record)
+        jobs = reconstruction.shard(jobs, args.num_shards, args.shard_index)
+        reconstruction.start_folder(args.output_path, reconstruction.run_record(run_settings, args.dataset_real_path, args.dataset_mean_path))
+        if len(args.devices) > 1:
+            failures = dispatch.reconstruct_parallel(jobs, run_settings, args.devices)
+        else:
+            devices.configure_precision(args.precision, args.device)
+            failures = reconstruction.reconstruct_folder(jobs, run_settings)
     except ValueError as error:
         logging.error("%s", error)
         return 2

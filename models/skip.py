@@ -11,6 +11,12 @@ followed by a final 1x1 convolution to the output channels and a sigmoid. All 3x
 convolutions use reflection padding. With the paper's settings (5 scales, 128 channels
 down and up, 4 skip channels, input depth 32, 3 output channels) it has 2,217,831
 trainable parameters.
+
+`groups=K` stacks K independent networks into one module with grouped convolutions (every
+layer's channels are K blocks, one per network, concatenated group by group), so K images are
+fitted in one pass: with one image per network, BatchNorm statistics are per channel, so each
+block behaves exactly as a separate network. `stack_states` / `unstack_state` convert between
+K single-network state dicts and the stacked one.
 """
 
 from __future__ import annotations
@@ -49,65 +55,84 @@ class SkipConfig:
         return 2**self.num_scales
 
 
-def conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Sequential:
-    """Convolution with reflection padding ('same' size for stride 1, halved for stride 2)."""
+def conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    """Convolution with reflection padding ('same' size for stride 1, halved for stride 2).
+
+    Channel counts are per network; with `groups` networks the layer has groups times as many.
+    """
     layers: list[nn.Module] = []
     padding = (kernel_size - 1) // 2
     if padding:
         layers.append(nn.ReflectionPad2d(padding))
-    layers.append(nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride))
+    layers.append(nn.Conv2d(in_channels * groups, out_channels * groups, kernel_size, stride=stride, groups=groups))
     return nn.Sequential(*layers)
 
 
-def conv_bn_act(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Sequential:
+def conv_bn_act(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
     """conv -> BatchNorm -> LeakyReLU(0.2)."""
     return nn.Sequential(
-        conv(in_channels, out_channels, kernel_size, stride),
-        nn.BatchNorm2d(out_channels),
+        conv(in_channels, out_channels, kernel_size, stride, groups),
+        nn.BatchNorm2d(out_channels * groups),
         nn.LeakyReLU(0.2, inplace=True),
     )
+
+
+def concat_groups(first: torch.Tensor, second: torch.Tensor, groups: int) -> torch.Tensor:
+    """Concatenate channels network by network: (N, K*a, H, W), (N, K*b, H, W) -> (N, K*(a+b), H, W)."""
+    if groups == 1:
+        return torch.cat([first, second], dim=1)
+    batch, _, height, width = first.shape
+    merged = torch.cat([first.view(batch, groups, -1, height, width), second.view(batch, groups, -1, height, width)], dim=2)
+    return merged.view(batch, -1, height, width)
 
 
 class Scale(nn.Module):
     """One scale of the U-shaped network; `inner` is the next (coarser) scale or None."""
 
-    def __init__(self, in_channels: int, config: SkipConfig, inner: "Scale | None") -> None:
+    def __init__(self, in_channels: int, config: SkipConfig, inner: "Scale | None", groups: int = 1) -> None:
         super().__init__()
         down, up, skip = config.channels_down, config.channels_up, config.channels_skip
-        self.skip = conv_bn_act(in_channels, skip, 1) if skip else None
-        self.down = nn.Sequential(conv_bn_act(in_channels, down, 3, stride=2), conv_bn_act(down, down, 3))
+        self.groups = groups
+        self.skip = conv_bn_act(in_channels, skip, 1, groups=groups) if skip else None
+        self.down = nn.Sequential(conv_bn_act(in_channels, down, 3, 2, groups), conv_bn_act(down, down, 3, groups=groups))
         self.inner = inner
         self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
         deeper = up if inner is not None else down
-        self.merge_norm = nn.BatchNorm2d(skip + deeper)
-        self.up = nn.Sequential(conv_bn_act(skip + deeper, up, 3), conv_bn_act(up, up, 1))
+        self.merge_norm = nn.BatchNorm2d((skip + deeper) * groups)
+        self.up = nn.Sequential(conv_bn_act(skip + deeper, up, 3, groups=groups), conv_bn_act(up, up, 1, groups=groups))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         deeper = self.down(x)
         if self.inner is not None:
             deeper = self.inner(deeper)
         deeper = self.upsample(deeper)
-        merged = deeper if self.skip is None else torch.cat([self.skip(x), deeper], dim=1)
+        merged = deeper if self.skip is None else concat_groups(self.skip(x), deeper, self.groups)
         return self.up(self.merge_norm(merged))
 
 
 class SkipNet(nn.Module):
-    """DIP skip network: (N, input_depth, H, W) -> (N, output_channels, H, W) in (0, 1).
+    """DIP skip network(s): (N, K*input_depth, H, W) -> (N, K*output_channels, H, W) in (0, 1).
 
-    H and W must be multiples of `config.size_multiple` and at least twice that.
+    K = `groups` independent networks. H and W must be multiples of `config.size_multiple`
+    and at least twice that.
     """
 
-    def __init__(self, config: SkipConfig = SkipConfig()) -> None:
+    def __init__(self, config: SkipConfig = SkipConfig(), groups: int = 1) -> None:
         super().__init__()
         if config.num_scales < 1:
             raise ValueError(f"num_scales must be at least 1, got {config.num_scales}")
+        if groups < 1:
+            raise ValueError(f"groups must be at least 1, got {groups}")
         self.config = config
+        self.groups = groups
         inner = None
         for scale in reversed(range(config.num_scales)):
             in_channels = config.input_depth if scale == 0 else config.channels_down
-            inner = Scale(in_channels, config, inner)
+            inner = Scale(in_channels, config, inner, groups)
         self.body = inner
-        self.head = nn.Sequential(nn.Conv2d(config.channels_up, config.output_channels, 1), nn.Sigmoid())
+        self.head = nn.Sequential(
+            nn.Conv2d(config.channels_up * groups, config.output_channels * groups, 1, groups=groups), nn.Sigmoid()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
@@ -116,3 +141,19 @@ class SkipNet(nn.Module):
 def count_parameters(net: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(parameter.numel() for parameter in net.parameters() if parameter.requires_grad)
+
+
+def stack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """K single-network state dicts -> the state dict of `SkipNet(config, groups=K)`."""
+    return {
+        key: torch.cat([state[key] for state in states]) if states[0][key].dim() else states[0][key].clone()
+        for key in states[0]
+    }
+
+
+def unstack_state(state: dict[str, torch.Tensor], groups: int) -> list[dict[str, torch.Tensor]]:
+    """State dict of `SkipNet(config, groups=K)` -> K single-network state dicts (copies)."""
+    return [
+        {key: value.chunk(groups)[index].clone() if value.dim() else value.clone() for key, value in state.items()}
+        for index in range(groups)
+    ]

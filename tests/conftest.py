@@ -12,6 +12,9 @@ from utils import image_io
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# The tests fit tiny networks: one thread is as fast and avoids oversubscribing a busy machine.
+torch.set_num_threads(1)
+
 
 def smooth_image(height: int, width: int, channels: int, seed: int) -> np.ndarray:
     """A smooth random image in [0, 1], HWC (HW when channels == 1)."""

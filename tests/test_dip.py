@@ -10,7 +10,7 @@ SMALL = SkipConfig(input_depth=8, channels_down=8, channels_up=8, channels_skip=
 
 def small_fit(seed=0, settings=FitSettings(num_iter=6, save_iter=2), size=64):
     noisy = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(5))
-    return DipFit(build_network(SMALL, seed, torch.device("cpu")), noisy, settings, seed)
+    return DipFit(build_network(SMALL, seed, torch.device("cpu")), noisy, settings, [seed])
 
 
 @pytest.mark.parametrize("side, expected", [(16, 64), (64, 64), (65, 96), (100, 128), (512, 512)])
@@ -61,9 +61,9 @@ def test_state_dict_resume_equals_uninterrupted_fit():
     part = small_fit()
     while part.iteration < 3:
         part.step()
-    state = part.state_dict()
+    state = part.state_dicts()
     resumed = small_fit(seed=0)
-    resumed.load_state_dict(state)
+    resumed.load_state_dicts(state)
     run_fit(resumed, [])
     assert resumed.iteration == whole.iteration
     for a, b in zip(whole.net.parameters(), resumed.net.parameters()):
@@ -86,11 +86,11 @@ def test_backtracking_restores_last_good_parameters():
 def test_backtracking_keeps_parameters_after_small_drop():
     fit = small_fit(settings=FitSettings(num_iter=10, save_iter=1))
     fit.step()
-    fit.backtrack(torch.tensor(30.0))
+    fit.backtrack(torch.tensor([30.0]))
     for p in fit.parameters:
         p.data.add_(1.0)
     moved = [p.detach().clone() for p in fit.parameters]
-    fit.backtrack(torch.tensor(26.0))
+    fit.backtrack(torch.tensor([26.0]))
     for p, m in zip(fit.parameters, moved):
         assert torch.equal(p, m)
     assert float(fit.last_psnr) == 26.0

@@ -119,24 +119,25 @@ def test_init_from_file_starts_from_that_network(pairs, tmp_path):
     settings = run_BDN.settings(run_BDN.parse_args(
         ["--dataset_real_path", str(pairs / "real"), "--output_path", str(tmp_path / "x"), *FAST,
          "--init_from", str(network_file)]), torch.device("cpu"))
-    job = reconstruction.ImageJob(pairs / "real" / "b.png", None)
-    net = reconstruction.initial_network(job, settings, None, 3)
+    image = reconstruction.prepare(reconstruction.ImageJob(pairs / "real" / "b.png", None), 32)
+    state, label = reconstruction.initial_state(image, settings, None)
     saved = torch.load(network_file, weights_only=True)["state_dict"]
-    assert all(torch.equal(value, saved[key]) for key, value in net.state_dict().items())
+    assert label == str(network_file)
+    assert all(torch.equal(value, saved[key]) for key, value in state.items())
     assert run(pairs, tmp_path / "second", "--init_from", str(network_file), "--num_iter", "20") == 0
     assert read_csv(tmp_path / "second" / "summary.csv")[0]["init"] == str(network_file)
 
 
 def test_previous_init_chains_images(pairs, tmp_path, monkeypatch):
     started_from = {}
-    original = reconstruction.initial_network
+    original = reconstruction.initial_state
 
-    def spy(job, settings, previous, channels):
-        net = original(job, settings, previous, channels)
-        started_from[job.stem] = {k: v.clone() for k, v in net.state_dict().items()}
-        return net
+    def spy(image, settings, previous):
+        state, label = original(image, settings, previous)
+        started_from[image.job.stem] = {k: v.clone() for k, v in state.items()}
+        return state, label
 
-    monkeypatch.setattr(reconstruction, "initial_network", spy)
+    monkeypatch.setattr(reconstruction, "initial_state", spy)
     assert run(pairs, tmp_path / "out", "--init_from", "previous", "--num_iter", "20") == 0
     final_a = torch.load(tmp_path / "out" / "a" / "net.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(started_from["b"][k], final_a[k]) for k in final_a)

@@ -37,3 +37,24 @@ def resolve_device(gpu_id: int | None) -> torch.device:
     if gpu_id >= count:
         raise ValueError(f"GPU {gpu_id} does not exist: this machine has {count} CUDA device(s) (0..{count - 1})")
     return torch.device("cuda", gpu_id)
+
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def configure_precision(precision: str, device: torch.device) -> None:
+    """Process-wide numeric settings for `precision` on `device` (cuDNN autotuning on CUDA).
+
+    fp32 turns TF32 off (PyTorch leaves it on for cuDNN convolutions by default); tf32 turns it
+    on for convolutions and matrix products; bf16 runs the network under bfloat16 autocast
+    (done by the fit loop) with TF32 off for the rest.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if device.type != "cuda":
+        if precision == "tf32":
+            LOGGER.warning("tf32 has no effect on %s", device)
+        return
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"

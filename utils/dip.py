@@ -16,9 +16,8 @@ from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from models.skip import SkipConfig, SkipNet
+from models.skip import SkipConfig, SkipNet, stack_states, unstack_state
 
 MIN_SIDE = 16
 
@@ -95,11 +94,6 @@ def to_array(tensor: torch.Tensor) -> np.ndarray:
     return array[..., 0] if array.shape[2] == 1 else array
 
 
-def psnr_tensor(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB (data range 1) as a 0-d tensor on the device; no host synchronisation."""
-    return -10.0 * torch.log10(F.mse_loss(output, target))
-
-
 def build_network(config: SkipConfig, seed: int, device: torch.device) -> SkipNet:
     """A freshly initialised network, reproducible from `seed` without touching global RNG state."""
     with torch.random.fork_rng(devices=[]):
@@ -114,41 +108,89 @@ def make_input(config: SkipConfig, height: int, width: int, scale: float, seed: 
     return torch.rand(1, config.input_depth, height, width, generator=generator) * scale
 
 
-class DipFit:
-    """State of one DIP fit; `step()` runs one iteration on the device."""
+def stack_optimizer_states(states: list[dict]) -> dict:
+    """K single-network Adam state dicts -> the state dict for the stacked parameters."""
+    stacked = {"param_groups": states[0]["param_groups"], "state": {}}
+    for index, first in states[0]["state"].items():
+        stacked["state"][index] = {
+            key: torch.cat([state["state"][index][key] for state in states]) if value.dim() else value.clone()
+            for key, value in first.items()
+        }
+    return stacked
 
-    def __init__(self, net: SkipNet, noisy: torch.Tensor, settings: FitSettings, seed: int) -> None:
-        if noisy.shape[1] != net.config.output_channels:
-            raise ValueError(f"image has {noisy.shape[1]} channels, network outputs {net.config.output_channels}")
+
+def unstack_optimizer_state(state: dict, groups: int) -> list[dict]:
+    """Adam state dict of stacked parameters -> K single-network state dicts."""
+    return [
+        {
+            "param_groups": state["param_groups"],
+            "state": {
+                index: {key: value.chunk(groups)[image].clone() if value.dim() else value.clone() for key, value in entry.items()}
+                for index, entry in state["state"].items()
+            },
+        }
+        for image in range(groups)
+    ]
+
+
+class DipFit:
+    """State of a DIP fit of K same-size images, each with its own network (K = net.groups).
+
+    Adam is elementwise and the networks do not share weights, so fitting them together gives
+    each image the fit it would get alone (up to floating-point rounding of grouped kernels).
+    `noisy` is (K, C, H, W) on the fit's device; `seeds` one per image.
+    """
+
+    def __init__(self, net: SkipNet, noisy: torch.Tensor, settings: FitSettings, seeds: list[int],
+                 precision: str = "fp32", compile_network: bool = False) -> None:
+        images, channels, height, width = noisy.shape
+        if images != net.groups or len(seeds) != images:
+            raise ValueError(f"{images} images and {len(seeds)} seeds for a network of {net.groups} groups")
+        if channels != net.config.output_channels:
+            raise ValueError(f"image has {channels} channels, network outputs {net.config.output_channels}")
         self.net = net
         self.settings = settings
         self.noisy = noisy
+        self.bf16 = precision == "bf16"
+        self.forward = torch.compile(net) if compile_network else net
         device = noisy.device
-        self.base_input = make_input(net.config, noisy.shape[2], noisy.shape[3], settings.input_noise_scale, seed).to(device)
-        self.generator = torch.Generator(device=device).manual_seed(seed + 1)
+        self.base_input = torch.cat(
+            [make_input(net.config, height, width, settings.input_noise_scale, seed) for seed in seeds], dim=1
+        ).to(device)
+        self.generators = [torch.Generator(device=device).manual_seed(seed + 1) for seed in seeds]
         self.optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
         self.parameters = [parameter for parameter in net.parameters()]
         self.last_good = [parameter.detach().clone() for parameter in self.parameters]
-        self.last_psnr = torch.full((), -math.inf, device=device)
+        self.last_psnr = torch.full((images,), -math.inf, device=device)
         self.average: torch.Tensor | None = None
         self.iteration = 0
 
+    @property
+    def images(self) -> int:
+        return self.net.groups
+
     def noise_like(self, tensor: torch.Tensor, std: float) -> torch.Tensor:
-        return torch.randn(tensor.shape, generator=self.generator, device=tensor.device) * std
+        """Gaussian noise of `tensor`'s shape (1, K*c, H, W), each image's block from its own generator."""
+        shape = (1, tensor.shape[1] // self.images, *tensor.shape[2:])
+        blocks = [torch.randn(shape, generator=generator, device=tensor.device) for generator in self.generators]
+        return torch.cat(blocks, dim=1) * std
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One iteration; returns (raw output, loss) as device tensors (no sync)."""
+        """One iteration; returns (raw outputs (K, C, H, W), losses (K,)) as device tensors (no sync)."""
         settings = self.settings
+        images, channels, height, width = self.noisy.shape
         net_input = self.base_input
         if settings.reg_noise_std > 0:
             net_input = net_input + self.noise_like(net_input, settings.reg_noise_std)
         target = self.noisy
         if settings.target_noise_std > 0:
-            target = target + self.noise_like(target, settings.target_noise_std)
-        output = self.net(net_input)
-        loss = F.mse_loss(output, target)
+            target = target + self.noise_like(target.reshape(1, -1, height, width), settings.target_noise_std).view_as(target)
+        with torch.autocast(self.noisy.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            output = self.forward(net_input)
+        output = output.float().reshape(images, channels, height, width)
+        losses = (output - target).square().flatten(1).mean(dim=1)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.sum().backward()
         output = output.detach()
         with torch.no_grad():
             if self.average is None:
@@ -156,56 +198,68 @@ class DipFit:
             else:
                 self.average.mul_(settings.exp_weight).add_(output, alpha=1.0 - settings.exp_weight)
             if settings.backtrack_db > 0:
-                self.backtrack(psnr_tensor(output, self.noisy))
+                errors = losses.detach() if settings.target_noise_std == 0 else (output - self.noisy).square().flatten(1).mean(dim=1)
+                self.backtrack(-10.0 * torch.log10(errors))
         self.optimizer.step()
         self.iteration += 1
-        return output, loss.detach()
+        return output, losses.detach()
 
     @torch.no_grad()
     def backtrack(self, psnr_now: torch.Tensor) -> None:
-        """Restore the last good parameters if PSNR vs the noisy image fell by > backtrack_db.
+        """Restore an image's last good parameters if its PSNR vs the noisy image fell by > backtrack_db.
 
-        On an accelerator the choice is made on the device with `torch.where` (no host round
-        trip, no CPU copy); on the CPU, where there is nothing to wait for, a host branch
-        copies each parameter once instead of twice. Both give identical values.
+        `psnr_now` is (K,). On an accelerator the choice is made on the device with `torch.where`
+        (no host round trip, no CPU copy); on the CPU, where there is nothing to wait for, a host
+        branch copies each parameter once when no image fell back. Both give identical values.
         """
         good = psnr_now >= self.last_psnr - self.settings.backtrack_db
-        if good.device.type == "cpu":
-            if bool(good):
-                torch._foreach_copy_(self.last_good, self.parameters)
-            else:
-                torch._foreach_copy_(self.parameters, self.last_good)
+        if good.device.type == "cpu" and bool(good.all()):
+            torch._foreach_copy_(self.last_good, self.parameters)
         else:
+            mask = good.view(self.images, 1)
             for parameter, last in zip(self.parameters, self.last_good):
-                torch.where(good, parameter, last, out=last)
+                torch.where(mask, parameter.view(self.images, -1), last.view(self.images, -1), out=last.view(self.images, -1))
                 parameter.copy_(last)
         torch.where(good, psnr_now, self.last_psnr, out=self.last_psnr)
 
-    def state_dict(self) -> dict:
-        """Everything needed to continue the fit bit for bit (tensors stay on their device)."""
-        return {
-            "iteration": self.iteration,
-            "net": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "base_input": self.base_input,
-            "generator": self.generator.get_state(),
-            "last_good": self.last_good,
-            "last_psnr": self.last_psnr,
-            "average": self.average,
-        }
+    def state_dicts(self) -> list[dict]:
+        """One state per image: everything needed to continue its fit bit for bit, alone or batched."""
+        images = self.images
+        nets = unstack_state(self.net.state_dict(), images)
+        optimizers = unstack_optimizer_state(self.optimizer.state_dict(), images)
+        inputs = self.base_input.chunk(images, dim=1)
+        last_good = list(zip(*[last.chunk(images) for last in self.last_good]))
+        return [
+            {
+                "iteration": self.iteration,
+                "net": nets[image],
+                "optimizer": optimizers[image],
+                "base_input": inputs[image].clone(),
+                "generator": self.generators[image].get_state(),
+                "last_good": [last.clone() for last in last_good[image]],
+                "last_psnr": self.last_psnr[image].clone(),
+                "average": None if self.average is None else self.average[image : image + 1].clone(),
+            }
+            for image in range(images)
+        ]
 
-    def load_state_dict(self, state: dict) -> None:
-        """Continue from `state_dict()` output (possibly loaded with map_location)."""
+    def load_state_dicts(self, states: list[dict]) -> None:
+        """Continue from one `state_dicts()` entry per image (all at the same iteration)."""
+        iterations = {int(state["iteration"]) for state in states}
+        if len(states) != self.images or len(iterations) != 1:
+            raise ValueError(f"need {self.images} states of one iteration, got iterations {sorted(iterations)}")
         device = self.noisy.device
-        self.iteration = int(state["iteration"])
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.base_input = state["base_input"].to(device)
-        self.generator.set_state(state["generator"].cpu())
-        for last, saved in zip(self.last_good, state["last_good"]):
-            last.copy_(saved)
-        self.last_psnr = state["last_psnr"].to(device)
-        self.average = None if state["average"] is None else state["average"].to(device)
+        self.iteration = iterations.pop()
+        self.net.load_state_dict(stack_states([state["net"] for state in states]))
+        self.optimizer.load_state_dict(stack_optimizer_states([state["optimizer"] for state in states]))
+        self.base_input = torch.cat([state["base_input"] for state in states], dim=1).to(device)
+        for generator, state in zip(self.generators, states):
+            generator.set_state(state["generator"].cpu())
+        for index, last in enumerate(self.last_good):
+            last.copy_(torch.cat([state["last_good"][index] for state in states]))
+        self.last_psnr = torch.stack([state["last_psnr"].reshape(()) for state in states]).to(device)
+        averages = [state["average"] for state in states]
+        self.average = None if averages[0] is None else torch.cat(averages).to(device)
 
 
 class FitCallback(Protocol):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import dataclasses
 import io
 import math
 import time
@@ -17,15 +18,11 @@ import numpy as np
 import torch
 
 from utils import image_io, metrics
+from utils.run_output import METRICS_COLUMNS, snapshot_path
 from utils.dip import DipFit, Padding, to_array
 
-METRIC_COLUMNS = ("iteration", "loss", "psnr_noisy", "psnr_raw", "ssim_raw", "psnr_avg", "ssim_avg")
 MAX_PENDING_SNAPSHOTS = 4
-
-
-def snapshot_path(folder: Path, iteration: int) -> Path:
-    """`<folder>/<iteration:05d>.png`."""
-    return folder / f"{iteration:05d}.png"
+STATE_FILE = "state.pt"
 
 
 def format_value(value: float | None) -> str:
@@ -36,28 +33,13 @@ def format_value(value: float | None) -> str:
 
 
 def metrics_csv(rows: list[dict]) -> str:
-    """Rows of METRIC_COLUMNS -> CSV text with header."""
+    """Rows of METRICS_COLUMNS -> CSV text with header."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(METRIC_COLUMNS)
+    writer.writerow(METRICS_COLUMNS)
     for row in rows:
-        writer.writerow([row["iteration"]] + [format_value(row[column]) for column in METRIC_COLUMNS[1:]])
+        writer.writerow([row["iteration"]] + [format_value(row[column]) for column in METRICS_COLUMNS[1:]])
     return buffer.getvalue()
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """metrics.csv -> rows with floats (None for empty cells); ValueError naming the file if broken."""
-    try:
-        with open(path, newline="") as stream:
-            reader = csv.DictReader(stream)
-            if tuple(reader.fieldnames or ()) != METRIC_COLUMNS:
-                raise ValueError(f"{path}: header is not {','.join(METRIC_COLUMNS)}")
-            return [
-                {"iteration": int(row["iteration"]), **{c: float(row[c]) if row[c] else None for c in METRIC_COLUMNS[1:]}}
-                for row in reader
-            ]
-    except (OSError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: unreadable metrics ({error})") from None
 
 
 def snapshot_metrics(
@@ -71,51 +53,51 @@ def snapshot_metrics(
     return row
 
 
-class SnapshotWriter:
-    """Every `save_iter` iterations: write the averaged output and a metrics.csv row."""
+@dataclasses.dataclass
+class SnapshotTarget:
+    """One image of a fit, as the snapshot writer needs it; `rows` grows as snapshots are made."""
 
-    def __init__(
-        self,
-        folder: Path,
-        save_iter: int,
-        padding: Padding,
-        noisy: np.ndarray,
-        clean: np.ndarray | None,
-        bit_depth: int,
-        rows: list[dict],
-        on_row=None,
-    ) -> None:
-        self.folder = folder
-        self.save_iter = save_iter
-        self.padding = padding
-        self.noisy = noisy
-        self.clean = clean
-        self.bit_depth = bit_depth
-        self.rows = rows
-        self.on_row = on_row
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        self.pending: list[concurrent.futures.Future] = []
+    folder: Path
+    padding: Padding
+    noisy: np.ndarray
+    clean: np.ndarray | None
+    bit_depth: int
+    rows: list[dict]
 
-    def quantized(self, tensor: torch.Tensor) -> np.ndarray:
-        """Device tensor of the padded size -> cropped host array as it is saved."""
+    def saved_pixels(self, tensor: torch.Tensor) -> np.ndarray:
+        """(1, C, H, W) host tensor of the padded size -> cropped array, quantised as it is saved."""
         pixels = self.padding.crop(to_array(tensor))
         maximum = 255.0 if self.bit_depth == 8 else 65535.0
         return image_io.quantize(pixels, self.bit_depth).astype(np.float32) / maximum
 
-    def record(self, iteration: int, raw: torch.Tensor, average: torch.Tensor, loss: torch.Tensor) -> None:
-        average_pixels = self.quantized(average)
-        image_io.write_png(snapshot_path(self.folder, iteration), average_pixels, self.bit_depth)
-        row = {"iteration": iteration, "loss": float(loss)}
-        row.update(snapshot_metrics(self.quantized(raw), average_pixels, self.noisy, self.clean))
-        self.rows.append(row)
-        image_io.write_text(self.folder / "metrics.csv", metrics_csv(self.rows))
-        if self.on_row is not None:
-            self.on_row(row)
 
-    def on_iteration(self, fit: DipFit, output: torch.Tensor, loss: torch.Tensor) -> None:
+class SnapshotWriter:
+    """Every `save_iter` iterations: write each image's averaged output and a metrics.csv row."""
+
+    def __init__(self, targets: list[SnapshotTarget], save_iter: int, on_row=None) -> None:
+        self.targets = targets
+        self.save_iter = save_iter
+        self.on_row = on_row
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.pending: list[concurrent.futures.Future] = []
+
+    def record(self, iteration: int, raw: torch.Tensor, average: torch.Tensor, losses: torch.Tensor) -> None:
+        """Runs on the writer thread: one device-to-host copy per tensor, then per-image work."""
+        raw, average, losses = raw.cpu(), average.cpu(), losses.cpu()
+        for index, target in enumerate(self.targets):
+            average_pixels = target.saved_pixels(average[index : index + 1])
+            image_io.write_png(snapshot_path(target.folder, iteration), average_pixels, target.bit_depth)
+            row = {"iteration": iteration, "loss": float(losses[index])}
+            row.update(snapshot_metrics(target.saved_pixels(raw[index : index + 1]), average_pixels, target.noisy, target.clean))
+            target.rows.append(row)
+            image_io.write_text(target.folder / "metrics.csv", metrics_csv(target.rows))
+            if self.on_row is not None:
+                self.on_row(index, row)
+
+    def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
         if fit.iteration % self.save_iter:
             return
-        future = self.executor.submit(self.record, fit.iteration, output, fit.average.clone(), loss)
+        future = self.executor.submit(self.record, fit.iteration, output, fit.average.clone(), losses)
         self.pending.append(future)
         if len(self.pending) > MAX_PENDING_SNAPSHOTS:
             self.pending.pop(0).result()
@@ -140,24 +122,27 @@ def save_torch(path: Path, payload: dict) -> None:
 
 
 class Checkpointer:
-    """Every `every` iterations: flush snapshots, then save the fit's full state atomically."""
+    """Every `every` iterations: flush snapshots, then save each image's fit state atomically.
 
-    def __init__(self, path: Path, every: int, writer: SnapshotWriter, clock_start: float, elapsed: float) -> None:
-        self.path = path
-        self.every = every
+    `<folder>/state.pt` holds the image's fit state, its metrics rows so far and its fit time.
+    """
+
+    def __init__(self, writer: SnapshotWriter, every: int, elapsed: list[float]) -> None:
         self.writer = writer
-        self.clock_start = clock_start
+        self.every = every
+        self.clock_start = time.perf_counter()
         self.elapsed = elapsed
 
-    def seconds(self) -> float:
-        """Fit time so far, including time spent before a resume."""
-        return self.elapsed + time.perf_counter() - self.clock_start
+    def seconds(self, index: int) -> float:
+        """Fit time of image `index` so far, including time spent before a resume."""
+        return self.elapsed[index] + time.perf_counter() - self.clock_start
 
-    def on_iteration(self, fit: DipFit, output: torch.Tensor, loss: torch.Tensor) -> None:
+    def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
         if fit.iteration % self.every or fit.iteration == fit.settings.num_iter:
             return
         self.writer.flush()
-        save_torch(self.path, {"fit": fit.state_dict(), "rows": list(self.writer.rows), "elapsed": self.seconds()})
+        for index, (target, state) in enumerate(zip(self.writer.targets, fit.state_dicts())):
+            save_torch(target.folder / STATE_FILE, {"fit": state, "rows": list(target.rows), "elapsed": self.seconds(index)})
 
 
 class Progress:
@@ -166,5 +151,5 @@ class Progress:
     def __init__(self, bar) -> None:
         self.bar = bar
 
-    def on_iteration(self, fit: DipFit, output: torch.Tensor, loss: torch.Tensor) -> None:
+    def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
         self.bar.update(1)
