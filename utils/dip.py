@@ -156,12 +156,12 @@ class DipFit:
         device = noisy.device
         self.base_input = torch.cat(
             [make_input(net.config, height, width, settings.input_noise_scale, seed) for seed in seeds], dim=1
-        ).to(device)
+        ).to(device, noisy.dtype)
         self.generators = [torch.Generator(device=device).manual_seed(seed + 1) for seed in seeds]
         self.optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
         self.parameters = [parameter for parameter in net.parameters()]
         self.last_good = [parameter.detach().clone() for parameter in self.parameters]
-        self.last_psnr = torch.full((images,), -math.inf, device=device)
+        self.last_psnr = torch.full((images,), -math.inf, device=device, dtype=noisy.dtype)
         self.average: torch.Tensor | None = None
         self.iteration = 0
 
@@ -172,7 +172,7 @@ class DipFit:
     def noise_like(self, tensor: torch.Tensor, std: float) -> torch.Tensor:
         """Gaussian noise of `tensor`'s shape (1, K*c, H, W), each image's block from its own generator."""
         shape = (1, tensor.shape[1] // self.images, *tensor.shape[2:])
-        blocks = [torch.randn(shape, generator=generator, device=tensor.device) for generator in self.generators]
+        blocks = [torch.randn(shape, generator=generator, device=tensor.device, dtype=tensor.dtype) for generator in self.generators]
         return torch.cat(blocks, dim=1) * std
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,7 +187,7 @@ class DipFit:
             target = target + self.noise_like(target.reshape(1, -1, height, width), settings.target_noise_std).view_as(target)
         with torch.autocast(self.noisy.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             output = self.forward(net_input)
-        output = output.float().reshape(images, channels, height, width)
+        output = output.to(self.noisy.dtype).reshape(images, channels, height, width)
         losses = (output - target).square().flatten(1).mean(dim=1)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
