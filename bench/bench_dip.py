@@ -27,7 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.skip import SkipConfig  # noqa: E402
 from utils import devices, image_io, metrics  # noqa: E402
 from utils.dip import DipFit, FitSettings, Padding, build_network, run_fit, to_array  # noqa: E402
-from utils.snapshots import SnapshotWriter  # noqa: E402
+from utils.snapshots import SnapshotTarget, SnapshotWriter, snapshot_metrics  # noqa: E402
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's architecture and torch thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def synchronize(device: torch.device) -> None:
@@ -59,16 +66,16 @@ def reference_loop(noisy: torch.Tensor, settings: FitSettings, seed: int, folder
         optimizer.step()
         if iteration % settings.save_iter == 0:
             pixels = np.clip(to_array(average), 0, 1)
-            metrics.ssim(pixels, noisy_host)
+            snapshot_metrics(np.clip(to_array(output.detach()), 0, 1), pixels, noisy_host, noisy_host)
             image_io.write_png(folder / f"ref_{iteration:05d}.png", pixels)
 
 
 def our_loop(noisy: torch.Tensor, settings: FitSettings, seed: int, folder: Path, iterations: int) -> None:
     """`run_fit` with the threaded snapshot writer (metrics against the noisy image as reference)."""
     fit_settings = dataclasses.replace(settings, num_iter=iterations)
-    fit = DipFit(build_network(SkipConfig(), seed, noisy.device), noisy, fit_settings, seed)
+    fit = DipFit(build_network(SkipConfig(), seed, noisy.device), noisy, fit_settings, [seed])
     host = to_array(noisy)
-    writer = SnapshotWriter(folder, settings.save_iter, Padding(0, 0, *host.shape[:2]), host, host, 8, [])
+    writer = SnapshotWriter([SnapshotTarget(folder, Padding(0, 0, *host.shape[:2]), host, host, 8, [])], settings.save_iter)
     try:
         run_fit(fit, [writer])
         writer.flush()
@@ -89,8 +96,7 @@ def time_loop(loop, noisy, settings, folder, iterations, warmup) -> float:
 def main(args: argparse.Namespace) -> None:
     ids = devices.parse_gpu_ids(args.gpu_id)
     device = devices.resolve_device(ids[0] if ids else None)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    print(f"device: {name}; torch {torch.__version__}")
+    print(f"device: {device_name(device)}; torch {torch.__version__}")
     print(f"{'size':>6} {'iters':>6} {'reference it/s':>15} {'ours it/s':>10} {'ratio':>6}")
     settings = FitSettings(save_iter=args.save_iter)
     with tempfile.TemporaryDirectory() as folder:

@@ -18,7 +18,6 @@ import torch
 import run_BDN
 from tests.conftest import make_pair
 from utils import image_io, reconstruction
-from utils.dip import to_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--input_depth", "8", "--channels", "16", "--num_iter", "40", "--save_iter", "10", "--gpu_id", "cpu", "--quiet"]
