@@ -1,0 +1,113 @@
+"""Helpers shared by the experiment scripts: reading run_BDN.py outputs, small statistics, tables.
+
+Numpy and the standard library only, so the report scripts do not depend on torch or keras.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def read_metrics(image_dir: Path) -> dict[str, np.ndarray] | None:
+    """`<image_dir>/metrics.csv` as float arrays by column (NaN where empty), or None if absent."""
+    path = Path(image_dir) / "metrics.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return None
+    return {key: np.array([float(row[key]) if row[key] not in ("", None) else math.nan for row in rows])
+            for key in rows[0]}
+
+
+def finished(image_dir: Path) -> bool:
+    """run_BDN.py marks a finished image with `summary.json`."""
+    return (Path(image_dir) / "summary.json").is_file()
+
+
+def run_images(run_dir: Path) -> list[str]:
+    """Stems of the finished images of a run_BDN.py output folder, sorted."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir() if p.is_dir() and finished(p))
+
+
+def read_args(run_dir: Path) -> dict:
+    path = Path(run_dir) / "args.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def first_reaching(iterations: np.ndarray, values: np.ndarray, target: float) -> float:
+    """First iteration whose value is >= target, or NaN if never reached."""
+    hits = np.flatnonzero(values >= target)
+    return float(iterations[hits[0]]) if hits.size else math.nan
+
+
+def mean_std(values, digits: int = 2) -> str:
+    """'mean ± std (n)' over the finite values, '-' when there are none."""
+    values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if values.size == 0:
+        return "-"
+    if values.size == 1:
+        return f"{values[0]:.{digits}f} (n=1)"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f} (n={values.size})"
+
+
+def fmt(value, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return f"{value:.{digits}f}"
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(fmt(cell) if not isinstance(cell, str) else cell for cell in row) + " |"
+              for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not rows:
+        path.write_text("")
+        return
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def read_csv(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def code_version(code: Path) -> str:
+    """The frozen code folder's name (a commit) or this checkout's HEAD."""
+    code = Path(code).resolve()
+    if code != REPO:
+        return code.name
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# All reduced-scale CPU experiments, one after another (one process, one thread at a time), resumable:
+# rerun the same command after an interruption and finished work is skipped.
+#
+#   nohup nice -n 10 experiments/queue.sh > devdata/logs/queue.log 2>&1 &
+#
+# Environment: DATA (default ../shared/data), SIZE (crop side, 64), ITER (1200), SEEDS ("0 1 2"),
+# CODE (frozen copy of the repository whose run_BDN.py is run; default: this checkout's HEAD,
+# exported once into devdata/code/<sha> so that edits to the checkout cannot change a running queue),
+# THREADS (torch/OpenMP threads per process, 1).
+set -u
+main() {
+    cd "$(dirname "$0")/.."
+    PY=${PY:-/work/venv/bin/python}
+    DATA=${DATA:-../shared/data}
+    SIZE=${SIZE:-64}
+    ITER=${ITER:-1200}
+    SEEDS=${SEEDS:-"0 1 2"}
+    export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
+    mkdir -p devdata/logs
+    exec 9> devdata/logs/queue.lock
+    if ! flock -n 9; then echo "another queue is running (devdata/logs/queue.lock)"; return 1; fi
+    if [ -z "${CODE:-}" ]; then
+        CODE=devdata/code/$(git rev-parse --short HEAD)
+        if [ ! -f "$CODE/run_BDN.py" ]; then mkdir -p "$CODE" && git archive HEAD | tar -x -C "$CODE"; fi
+    fi
+    echo "$(date -Is) queue start: code $CODE, crops ${SIZE}px, $ITER iterations, seeds $SEEDS, $OMP_NUM_THREADS thread(s)"
+
+    step() { echo "$(date -Is) step: $*"; "$@" || echo "$(date -Is) step failed ($?): $*"; }
+
+    step $PY experiments/prepare_data.py --data "$DATA" --out devdata/crops --size "$SIZE" > devdata/logs/prepare_data.log
+    # Q3 training data and early-stopping tuning data: every 4th PolyU crop (25 images), seed 0
+    step $PY experiments/run_polyu.py --crops devdata/crops --out devdata/runs/PolyU_s0 --seed 0 --num_iter "$ITER" --code "$CODE"
+    # Q2 (and Q1, Q4 from the scratch runs): CC from each init, seed by seed
+    step $PY experiments/transfer.py run --crops devdata/crops --runs devdata/runs --seeds $SEEDS --num_iter "$ITER" --code "$CODE"
+    step $PY experiments/transfer.py analyse --runs devdata/runs --tables devdata/tables --seeds $SEEDS
+    step $PY experiments/report.py
+    echo "$(date -Is) queue done"
+}
+# the whole script is parsed before it runs, so editing this file cannot disturb a running queue
+main "$@"; exit
