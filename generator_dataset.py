@@ -1,6 +1,7 @@
 """Step 2: turn the snapshot PSNRs of a run_BDN output folder into AVA-format quality labels.
 
-    python generator_dataset.py --dataset_path result/PolyU_run --output_path dataset/PolyU_labels.txt
+    python generator_dataset.py --dataset_path result/PolyU_run \\
+        --output_path dataset/PolyU_labels.txt
 
 Writes one AVA row per snapshot (after the first --start_position of each image) and, beside
 it, ``<output stem>_psnr.csv`` with image, iteration, image id, PSNR and mean score.

@@ -1,9 +1,10 @@
 """Step 4: pick the best snapshot of every image of a run_BDN output folder.
 
-    python test_BIQAN.py --dataset_image_path result/CC_run --pre_trained_model checkpoint/PolyU/mobilenet \\
-        --output_path result/CC_biqan --start_index 8 --selector biqan wmv last
+    python test_BIQAN.py --dataset_image_path result/CC_run \\
+        --pre_trained_model checkpoint/PolyU/mobilenet --output_path result/CC_biqan \\
+        --start_index 8 --selector biqan wmv last
 
-Per image: ``<stem>_BIQAN.png`` (the BIQAN pick; other selectors' picks as ``<stem>_<selector>.png``),
+Per image: ``<stem>_BIQAN.png`` (the BIQAN pick; other selectors' as ``<stem>_<selector>.png``),
 ``<stem>_scores.png``/``.csv`` (predicted mean and spread, true PSNR where a reference exists),
 ``<stem>_wmv_variance.png`` with the wmv selector, ``<stem>_Compare.png`` (true best | pick of the
 first selector). Over all: ``selection.csv`` and ``Denoised_PSNR.txt``, ending with the mean gap
@@ -14,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import numpy as np  # noqa: E402
-
-from utils import biqan_eval, keras_device, labels, run_output, selection  # noqa: E402
+from utils import keras_device, run_output, selection  # noqa: E402
 
 
 def selector_type(text: str) -> selection.Selector:
@@ -89,22 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def pick_file_name(stem: str, label: str) -> str:
-    """File of a selector's pick: ``<stem>_BIQAN.png`` for biqan, ``<stem>_fixed500.png``..."""
-    return f"{stem}_{'BIQAN' if label == 'biqan' else label.replace(':', '')}.png"
-
-
-def format_db(value: float) -> str:
-    """A PSNR or gap in dB with two decimals, or ``n/a`` when unknown."""
-    return f"{value:.2f} dB" if np.isfinite(value) else "n/a"
-
-
 def main(args: argparse.Namespace) -> int:
     """Select snapshots of every image, write picks, figures, selection.csv, Denoised_PSNR.txt."""
     keras_device.hide_other_gpus(args.gpu_id)
     # Keras and the backend are imported only now, after the GPU choice is in the environment.
     from models import biqan
-    from utils import biqan_data, biqan_plots
+    from utils import biqan_data, biqan_report
 
     try:
         folders = run_output.list_image_folders(args.dataset_image_path)
@@ -133,9 +121,8 @@ def main(args: argparse.Namespace) -> int:
     wmv_settings = selection.WmvSettings(window=args.wmv_window, patience=args.wmv_patience)
     primary = args.selector[0].label
     rows: list[dict] = []
-    report_lines: list[str] = []
+    image_lines: list[str] = []
     for metrics in images:
-        stem = metrics.name
         iterations = metrics.iteration[args.start_index:]
         paths = metrics.snapshot_paths()[args.start_index:]
         true_psnr = metrics.true_psnr[args.start_index:] if metrics.has_reference else None
@@ -151,73 +138,11 @@ def main(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"error: {metrics.folder}: {error}", file=sys.stderr)
             return 2
-        best_index = int(np.argmax(true_psnr)) if true_psnr is not None else None
-        for label, index in chosen.picks.items():
-            shutil.copyfile(paths[index], args.output_path / pick_file_name(stem, label))
-            picked_psnr = true_psnr[index] if true_psnr is not None else float("nan")
-            best_psnr = true_psnr[best_index] if true_psnr is not None else float("nan")
-            note = ""
-            if label == "wmv":
-                note = "rule fired" if chosen.wmv.fired else "rule did not fire: variance minimum"
-            rows.append({"image": stem, "selector": label,
-                         "picked_iteration": int(iterations[index]), "picked_psnr": picked_psnr,
-                         "best_iteration": int(iterations[best_index]) if true_psnr is not None
-                         else "", "best_psnr": best_psnr, "loss_db": best_psnr - picked_psnr,
-                         "note": note})
-        picks_by_iteration = {label: int(iterations[index])
-                              for label, index in chosen.picks.items()}
-        if chosen.distributions is not None:
-            means = labels.distribution_mean(chosen.distributions)
-            stds = labels.distribution_std(chosen.distributions)
-            biqan_plots.plot_score_curves(iterations, means, stds, true_psnr, picks_by_iteration,
-                                          f"{stem}: BIQAN scores", args.output_path /
-                                          f"{stem}_scores.png")
-            biqan_eval.write_table(args.output_path / f"{stem}_scores.csv", [
-                {"iteration": int(iteration), "predicted_mean": f"{mean:.4f}",
-                 "predicted_std": f"{std:.4f}",
-                 "true_psnr": f"{psnr:.4f}" if np.isfinite(psnr) else ""}
-                for iteration, mean, std, psnr in zip(
-                    iterations, means, stds,
-                    true_psnr if true_psnr is not None else np.full(len(iterations), np.nan))])
-        if chosen.wmv is not None:
-            stop = chosen.wmv.stop_index
-            biqan_plots.plot_wmv_variance(
-                iterations, chosen.wmv.variances, int(iterations[chosen.wmv.pick_index]),
-                int(iterations[stop]) if stop is not None else None,
-                f"{stem}: windowed moving variance", args.output_path /
-                f"{stem}_wmv_variance.png")
-        pick_index = chosen.picks[primary]
-        if true_psnr is None:
-            report_lines.append(f"{stem}: no reference; {primary} pick at iteration "
-                                f"{iterations[pick_index]}")
-            continue
-        biqan_plots.plot_compare(
-            biqan_data.read_rgb(paths[best_index]),
-            f"True best: iteration {iterations[best_index]}, {true_psnr[best_index]:.2f} dB",
-            biqan_data.read_rgb(paths[pick_index]),
-            f"{primary} pick: iteration {iterations[pick_index]}, "
-            f"{true_psnr[pick_index]:.2f} dB", args.output_path / f"{stem}_Compare.png")
-        report_lines.append(
-            f"{stem}: best PSNR {true_psnr[best_index]:.2f} dB (iteration "
-            f"{iterations[best_index]}), denoised PSNR {true_psnr[pick_index]:.2f} dB "
-            f"(iteration {iterations[pick_index]}, {primary}), loss "
-            f"{true_psnr[best_index] - true_psnr[pick_index]:.2f} dB")
-    biqan_eval.write_table(args.output_path / "selection.csv", [
-        {key: (f"{value:.4f}" if np.isfinite(value) else "") if isinstance(value, float)
-         else value for key, value in row.items()} for row in rows])
-    referenced = [row for row in rows if np.isfinite(row["best_psnr"])]
-    primary_rows = [row for row in referenced if row["selector"] == primary]
-    if primary_rows:
-        report_lines.append(f"Mean best PSNR: "
-                            f"{np.mean([row['best_psnr'] for row in primary_rows]):.2f} dB")
-        report_lines.append(f"Mean denoised PSNR ({primary}): "
-                            f"{np.mean([row['picked_psnr'] for row in primary_rows]):.2f} dB")
-    gaps = biqan_eval.mean_gap_by_selector(referenced)
-    report_lines.append("Mean gap to the true best: " + (", ".join(
-        f"{label} {format_db(gap)}" for label, gap in gaps.items()) or "n/a (no references)"))
-    (args.output_path / "Denoised_PSNR.txt").write_text("\n".join(report_lines) + "\n",
-                                                          encoding="utf-8")
-    print("\n".join(report_lines))
+        rows.extend(biqan_report.selection_rows(metrics.name, iterations, true_psnr, chosen))
+        image_lines.append(biqan_report.write_image_outputs(
+            args.output_path, metrics.name, iterations, paths, true_psnr, chosen, primary,
+            biqan_data.read_rgb))
+    print("\n".join(biqan_report.write_summary(args.output_path, rows, image_lines, primary)))
     return 0
 
 

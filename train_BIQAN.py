@@ -1,6 +1,7 @@
 """Step 3: train the BIQAN quality network on the labels of generator_dataset.py.
 
-    python train_BIQAN.py --dataset_image_path result/PolyU_run --dataset_file_path dataset/PolyU_labels.txt \\
+    python train_BIQAN.py --dataset_image_path result/PolyU_run \\
+        --dataset_file_path dataset/PolyU_labels.txt \\
         --output_checkpoint checkpoint/PolyU/mobilenet --output_path result/PolyU_biqan
 
 Stage 1 trains the head on a frozen backbone (Adam), stage 2 fine-tunes all layers (SGD,
@@ -34,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset_file_path", type=Path, required=True,
                       help="AVA label file written by generator_dataset.py")
     data.add_argument("--output_checkpoint", type=Path, required=True,
-                      help="folder for weights.{epoch:03d}-{val_loss:.3f}.weights.h5 and biqan.json")
+                      help="folder for the weights.{epoch:03d}-{val_loss:.3f}.weights.h5 "
+                           "checkpoints and biqan.json")
     data.add_argument("--output_path", type=Path, required=True,
                       help="folder for loss plots, history.csv and validation correlations")
     data.add_argument("--validation_fraction", type=float, default=0.1,
@@ -53,12 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "crops that keep the residual noise (default resize)")
     fit = parser.add_argument_group("training")
     fit.add_argument("--epochs", type=int, default=40,
-                     help="most epochs of each stage; early stopping may end it sooner (default 40)")
+                     help="most epochs of each stage; early stopping may end it sooner "
+                          "(default 40)")
     fit.add_argument("--batchsize", type=int, default=32, help="batch size (default 32)")
-    fit.add_argument("--lr", type=float, default=1e-3, help="stage 1 Adam learning rate (default 1e-3)")
+    fit.add_argument("--lr", type=float, default=1e-3,
+                     help="stage 1 Adam learning rate (default 1e-3)")
     fit.add_argument("--finetune_lr", type=float, default=1e-4,
                      help="stage 2 SGD learning rate (default 1e-4)")
-    fit.add_argument("--momentum", type=float, default=0.9, help="stage 2 SGD momentum (default 0.9)")
+    fit.add_argument("--momentum", type=float, default=0.9,
+                     help="stage 2 SGD momentum (default 0.9)")
     fit.add_argument("--early_stopping_patience", type=int, default=8,
                      help="epochs without val_loss improvement before a stage stops (default 8)")
     fit.add_argument("--reduce_lr_patience", type=int, default=2,
@@ -68,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--test_crops", type=int, default=3,
                      help="crop mode: score the validation snapshots on an N x N grid of crops "
                           "(default 3)")
-    fit.add_argument("--seed", type=int, default=0, help="seed of split, weights, augmentation (default 0)")
+    fit.add_argument("--seed", type=int, default=0,
+                     help="seed of the split, the initial weights and augmentation (default 0)")
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, default=4, help="image-decoding threads (default 4)")
     run.add_argument("--gpu_id", type=keras_device.parse_gpu_id, default=None,
@@ -102,7 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def read_dataset(args: argparse.Namespace) -> tuple[list[str], list[Path], np.ndarray, np.ndarray]:
+def read_dataset(args: argparse.Namespace
+                 ) -> tuple[list[str], list[Path], np.ndarray, np.ndarray]:
     """Image ids, snapshot paths, distributions (N, 10) and true PSNRs (N,) of the label file."""
     image_ids, distributions = labels.read_labels(args.dataset_file_path)
     paths = [args.dataset_image_path / image_id for image_id in image_ids]
@@ -126,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
     import keras
 
     from models import biqan
-    from utils import biqan_data, biqan_plots
+    from utils import biqan_data, biqan_plots, biqan_report
 
     try:
         image_ids, paths, distributions, true_psnr = read_dataset(args)
@@ -154,26 +161,29 @@ def main(args: argparse.Namespace) -> int:
     sources = sorted({biqan_data.source_image(image_ids[row]) for row in validation_rows})
     print(f"{len(train_rows)} training and {len(validation_rows)} validation snapshots; "
           f"validation images: {', '.join(sources)}")
+    earlier = biqan.list_checkpoints(args.output_checkpoint) \
+        if args.output_checkpoint.is_dir() else []
+    if earlier:
+        print(f"note: {args.output_checkpoint} already holds {len(earlier)} checkpoints of an "
+              f"earlier run; biqan.json will describe this run")
     args.output_checkpoint.mkdir(parents=True, exist_ok=True)
     args.output_path.mkdir(parents=True, exist_ok=True)
     biqan.save_config(args.output_checkpoint, config)
     started = time.time()
+    stages = [biqan.StageSettings(stage=stage, learning_rate=learning_rate, epochs=args.epochs,
+                                  momentum=args.momentum,
+                                  early_stopping_patience=args.early_stopping_patience,
+                                  reduce_lr_factor=args.reduce_lr_factor,
+                                  reduce_lr_patience=args.reduce_lr_patience)
+              for stage, learning_rate in ((1, args.lr), (2, args.finetune_lr))]
+    histories, best_val_loss = biqan.train_stages(model, train_data, validation_data,
+                                                  args.output_checkpoint, stages)
     history_rows: list[dict] = []
-    best_val_loss, epochs_done = float("inf"), 0
-    for stage, learning_rate, title in ((1, args.lr, "first_stage"),
-                                        (2, args.finetune_lr, "second_stage")):
-        biqan.compile_stage(model, stage, learning_rate, args.momentum)
-        settings = biqan.StageSettings(
-            epochs=args.epochs, initial_epoch=epochs_done,
-            early_stopping_patience=args.early_stopping_patience,
-            reduce_lr_factor=args.reduce_lr_factor, reduce_lr_patience=args.reduce_lr_patience)
-        history, best_val_loss = biqan.fit_stage(model, train_data, validation_data,
-                                                 args.output_checkpoint, settings, best_val_loss)
-        epochs_done = history["epoch"][-1]
-        biqan_plots.plot_loss_curves(history, f"stage {stage}: {title.replace('_', ' ')}",
-                                     args.output_path / f"{title}.png")
-        history_rows.extend({"stage": stage, **{name: values[number]
-                                                for name, values in history.items()}}
+    for stage, history, name in zip((1, 2), histories, ("first_stage", "second_stage")):
+        biqan_plots.plot_loss_curves(history, f"stage {stage}: {name.replace('_', ' ')}",
+                                     args.output_path / f"{name}.png")
+        history_rows.extend({"stage": stage, **{key: values[number]
+                                                for key, values in history.items()}}
                             for number in range(len(history["epoch"])))
     biqan_eval.write_table(args.output_path / "history.csv", history_rows)
     try:
@@ -187,19 +197,11 @@ def main(args: argparse.Namespace) -> int:
     predicted = biqan_data.score_snapshots(model, validation_paths, args.input_mode,
                                            args.image_size, args.test_crops, args.batchsize,
                                            args.workers)
-    means = labels.distribution_mean(predicted)
-    validation_images = [biqan_data.source_image(image_ids[row]) for row in validation_rows]
-    report = biqan_eval.correlation_report(validation_images, means, true_psnr[validation_rows])
-    biqan_eval.write_table(args.output_path / "validation_scores.csv", [
-        {"image_id": image_ids[row], "true_psnr": f"{true_psnr[row]:.4f}",
-         "predicted_mean": f"{mean:.4f}", "predicted_std": f"{std:.4f}"}
-        for row, mean, std in zip(validation_rows, means, labels.distribution_std(predicted))])
-    correlation_rows = [{"image": "all snapshots", "srcc": report.srcc, "plcc": report.plcc}]
-    correlation_rows += [{"image": image, "srcc": srcc, "plcc": plcc}
-                         for image, (srcc, plcc) in report.per_image.items()]
+    report = biqan_report.write_validation_report(
+        args.output_path, [image_ids[row] for row in validation_rows],
+        [biqan_data.source_image(image_ids[row]) for row in validation_rows], predicted,
+        true_psnr[validation_rows])
     mean_srcc, mean_plcc = report.mean_within_image
-    correlation_rows.append({"image": "mean within image", "srcc": mean_srcc, "plcc": mean_plcc})
-    biqan_eval.write_table(args.output_path / "validation_correlation.csv", correlation_rows)
     print(f"best checkpoint: {best} (val_loss {best_val_loss:.4f})")
     print(f"validation SRCC {report.srcc:.3f}, PLCC {report.plcc:.3f} over all snapshots; "
           f"within image: SRCC {mean_srcc:.3f}, PLCC {mean_plcc:.3f} (mean over "

@@ -213,23 +213,28 @@ def compile_stage(model: keras.Model, stage: int, learning_rate: float,
 
 @dataclasses.dataclass(frozen=True)
 class StageSettings:
-    """Callbacks' settings of one training stage."""
+    """One training stage: 1 (frozen backbone, Adam) or 2 (all layers, SGD), and its callbacks."""
 
+    stage: int
+    learning_rate: float
     epochs: int
-    initial_epoch: int
+    momentum: float = 0.9
     early_stopping_patience: int = 8
     reduce_lr_factor: float = 0.2
     reduce_lr_patience: int = 2
 
 
 def fit_stage(model: keras.Model, train_data, validation_data, checkpoint_folder: Path,
-              settings: StageSettings, best_val_loss: float) -> tuple[dict, float]:
-    """Fit one stage with early stopping, LR reduction and best-only weight checkpoints.
+              settings: StageSettings, initial_epoch: int,
+              best_val_loss: float) -> tuple[dict, float]:
+    """Compile and fit one stage with early stopping, LR reduction, best-only checkpoints.
 
     Checkpoints are ``weights.{epoch:03d}-{val_loss:.3f}.weights.h5`` in ``checkpoint_folder``;
     one is written only when val_loss beats ``best_val_loss`` (carried over between stages).
-    Returns the history (metric -> list per epoch, plus ``epoch``) and the best val_loss so far.
+    Returns the history (metric -> list per epoch, plus ``epoch`` counted from 1 over all
+    stages) and the best val_loss so far.
     """
+    compile_stage(model, settings.stage, settings.learning_rate, settings.momentum)
     checkpoint = keras.callbacks.ModelCheckpoint(
         str(checkpoint_folder / "weights.{epoch:03d}-{val_loss:.3f}.weights.h5"),
         monitor="val_loss", save_best_only=True, save_weights_only=True,
@@ -242,16 +247,33 @@ def fit_stage(model: keras.Model, train_data, validation_data, checkpoint_folder
                                           patience=settings.reduce_lr_patience),
     ]
     history = model.fit(train_data, validation_data=validation_data,
-                        epochs=settings.initial_epoch + settings.epochs,
-                        initial_epoch=settings.initial_epoch, callbacks=callbacks, verbose=2)
+                        epochs=initial_epoch + settings.epochs, initial_epoch=initial_epoch,
+                        callbacks=callbacks, verbose=2)
     record = {name: [float(value) for value in values]
               for name, values in history.history.items()}
     record["epoch"] = [epoch + 1 for epoch in history.epoch]
     return record, float(min(best_val_loss, checkpoint.best))
 
 
+def train_stages(model: keras.Model, train_data, validation_data, checkpoint_folder: Path,
+                 stages: list[StageSettings]) -> tuple[list[dict], float]:
+    """Fit ``stages`` one after the other, epochs numbered on, the best val_loss carried over.
+
+    Returns one history per stage (see :func:`fit_stage`) and the best val_loss.
+    """
+    histories: list[dict] = []
+    best_val_loss, epochs_done = float("inf"), 0
+    for settings in stages:
+        history, best_val_loss = fit_stage(model, train_data, validation_data,
+                                           checkpoint_folder, settings, epochs_done,
+                                           best_val_loss)
+        epochs_done = history["epoch"][-1] if history["epoch"] else epochs_done
+        histories.append(history)
+    return histories, best_val_loss
+
+
 def _checkpoint_epoch_and_loss(path: Path) -> tuple[int, float]:
-    """(epoch, val_loss) from a checkpoint name ``weights.{epoch:03d}-{val_loss:.3f}.weights.h5``."""
+    """(epoch, val_loss) from a name ``weights.{epoch:03d}-{val_loss:.3f}.weights.h5``."""
     epoch_text, _, loss_text = path.name[len("weights."):-len(".weights.h5")].partition("-")
     return int(epoch_text), float(loss_text)
 

@@ -1,8 +1,9 @@
 """End to end: run_BDN -> generator_dataset -> train_BIQAN -> test_BIQAN, on both Keras backends.
 
 A real run_BDN run (three 64x64 images: colour and grayscale with references, one blind;
-40 iterations, a snapshot every 4; a small DIP network to keep it fast) feeds the three BIQAN scripts, each run as a command in a subprocess with
-KERAS_BACKEND set, since the backend is fixed when Keras is imported. Bad inputs are checked
+40 iterations, a snapshot every 4; a small DIP network to keep it fast) feeds the three BIQAN
+scripts, each run as a command in a subprocess with KERAS_BACKEND set, since the backend is
+fixed when Keras is imported. Bad inputs are checked
 in-process through each script's main().
 """
 
@@ -27,7 +28,7 @@ import run_BDN  # noqa: E402
 import test_BIQAN  # noqa: E402
 import train_BIQAN  # noqa: E402
 from tests.biqan_helpers import write_fake_image_folder  # noqa: E402
-from utils import image_io, labels, run_output  # noqa: E402
+from utils import biqan_report, image_io, labels, run_output  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 START = 2
@@ -78,7 +79,8 @@ def run_script(script: str, arguments: list[str], backend: str) -> subprocess.Co
     """Run a top-level script under a Keras backend; fail with its output when it fails."""
     environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     completed = subprocess.run([sys.executable, script, *arguments], cwd=REPOSITORY,
-                               env=environment, capture_output=True, text=True, timeout=600)
+                               env=environment, capture_output=True, text=True, timeout=600,
+                               check=False)
     assert completed.returncode == 0, f"{script} failed:\n{completed.stdout}\n{completed.stderr}"
     return completed
 
@@ -153,7 +155,7 @@ def test_four_steps_chain(run_folder: Path, tmp_path: Path, backend: str):
         candidates = metrics.iteration[START:]
         picked = int(row["picked_iteration"])
         assert picked in candidates
-        file_name = test_BIQAN.pick_file_name(row["image"], row["selector"])
+        file_name = biqan_report.pick_file_name(row["image"], row["selector"])
         assert (output / file_name).read_bytes() == \
             run_output.snapshot_path(metrics.folder, picked).read_bytes()
         if row["selector"] == "last":
