@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from models.skip import SkipConfig
-from utils import devices, dispatch, reconstruction
+from utils import devices, dispatch, early_stopping, reconstruction
 from utils.dip import FitSettings
 
 
@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_argument("--num_scales", type=int, default=5, help="number of scales (default 5)")
     network.add_argument("--init_from", default="scratch",
                          help="'scratch' (default), 'previous' (start each image from the previous image's final network) or a saved net.pt")
+    stopping = parser.add_argument_group("online early stopping (default: none, the paper's fixed iterations)")
+    stopping.add_argument("--early_stop", choices=early_stopping.EARLY_STOP_RULES, default="none",
+                          help="stop each image when its rule fires and write the pick as <stem>/denoised.png")
+    stopping.add_argument("--wmv_window", type=int, default=100, help="wmv: window in iterations, a multiple of save_iter (default 100)")
+    stopping.add_argument("--patience", type=int, default=1000,
+                          help="iterations without a new variance minimum (wmv) or a better score (biqan), a multiple of save_iter (default 1000)")
+    stopping.add_argument("--pre_trained_model", type=Path, help="biqan: trained BIQAN checkpoint file or folder (train_BIQAN.py)")
     run = parser.add_argument_group("run")
     run.add_argument("--gpu_id", default="0",
                      help="CUDA device id, a list like 0,1,2,3 (one worker per GPU), or 'cpu' (default 0; falls back to the CPU when CUDA is absent)")
@@ -79,6 +86,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--show_iter must be 0 or a positive multiple of --save_iter")
     if min(args.input_depth, args.channels, args.num_scales) < 1 or args.skip_channels < 0:
         parser.error("--input_depth, --channels and --num_scales must be positive, --skip_channels >= 0")
+    if args.wmv_window % args.save_iter or args.patience % args.save_iter or args.wmv_window < 2 * args.save_iter or args.patience < args.save_iter:
+        parser.error("--wmv_window (at least 2 snapshots) and --patience must be multiples of --save_iter")
+    if args.early_stop == "biqan" and (args.pre_trained_model is None or not args.pre_trained_model.exists()):
+        parser.error("--early_stop biqan needs --pre_trained_model, an existing BIQAN checkpoint file or folder")
     if args.batch_images < 1 or args.workers < 1:
         parser.error("--batch_images and --workers must be positive")
     if not 0 <= args.shard_index < args.num_shards:
@@ -113,6 +124,9 @@ def settings(args: argparse.Namespace, device=None) -> reconstruction.RunSetting
         batch_images=args.batch_images,
         precision=args.precision,
         compile_network=args.compile,
+        early_stop=early_stopping.EarlyStopSettings(
+            rule=args.early_stop, window=args.wmv_window // args.save_iter, patience=args.patience // args.save_iter,
+            model_path=args.pre_trained_model if args.early_stop == "biqan" else None),
     )
 
 

@@ -164,6 +164,7 @@ class DipFit:
         self.last_psnr = torch.full((images,), -math.inf, device=device, dtype=noisy.dtype)
         self.average: torch.Tensor | None = None
         self.iteration = 0
+        self.stopped = False
 
     @property
     def images(self) -> int:
@@ -269,8 +270,9 @@ class FitCallback(Protocol):
 
 
 def run_fit(fit: DipFit, callbacks: list[FitCallback]) -> None:
-    """Iterate from the fit's current iteration to `num_iter`, calling callbacks after each step."""
-    while fit.iteration < fit.settings.num_iter:
+    """Iterate from the fit's current iteration to `num_iter` (or until a callback sets
+    `fit.stopped`), calling the callbacks after each step."""
+    while fit.iteration < fit.settings.num_iter and not fit.stopped:
         output, loss = fit.step()
         for callback in callbacks:
             callback.on_iteration(fit, output, loss)

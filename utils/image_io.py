@@ -125,6 +125,26 @@ def encode_png(array: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
+def encode_image(array: np.ndarray, suffix: str) -> bytes:
+    """uint8/uint16 HW or HWC (RGB) array -> file bytes in the format of `suffix` (.png lossless;
+    .jpg/.jpeg at quality 100, 8-bit; .bmp 8-bit; .tif/.tiff lossless)."""
+    import cv2
+
+    suffix = suffix.lower()
+    if suffix == ".png":
+        return encode_png(array)
+    if suffix not in IMAGE_SUFFIXES:
+        raise ValueError(f"cannot write {suffix} images; use one of {', '.join(IMAGE_SUFFIXES)}")
+    if suffix in (".jpg", ".jpeg", ".bmp") and array.dtype == np.uint16:
+        array = np.rint(array / 257.0).astype(np.uint8)
+    if array.ndim == 3:
+        array = np.ascontiguousarray(array[..., ::-1])
+    ok, buffer = cv2.imencode(suffix, array, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    if not ok:
+        raise ValueError(f"{suffix} encoding failed")
+    return buffer.tobytes()
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write bytes so that `path` is never seen half-written (temp file + rename; umask applies)."""
     path = Path(path)

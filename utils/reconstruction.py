@@ -34,16 +34,19 @@ from tqdm import tqdm
 from models.skip import SkipConfig, SkipNet, stack_states
 from utils import image_io, plots
 from utils.dip import DipFit, FitSettings, Padding, build_network, pad_image, run_fit, to_tensor
-from utils.run_output import SUMMARY_FILE
+from utils.early_stopping import EarlyStopSettings, make_stoppers
+from utils.run_output import SUMMARY_FILE, snapshot_path
 from utils.snapshots import STATE_FILE, Checkpointer, Progress, SnapshotTarget, SnapshotWriter, save_torch
 
 LOGGER = logging.getLogger(__name__)
 NETWORK_FILE = "net.pt"
 SUMMARY_COLUMNS = (
     "image", "height", "width", "reference", "init", "iterations", "best_iteration",
-    "best_psnr", "best_ssim", "final_psnr", "seconds", "iterations_per_second",
+    "best_psnr", "best_ssim", "final_psnr", "stop_iteration", "picked_iteration", "picked_psnr",
+    "seconds", "iterations_per_second",
 )
-RESULT_KEYS = ("network", "fit", "seed", "init_from")
+DENOISED_FILE = "denoised.png"
+RESULT_KEYS = ("network", "fit", "seed", "init_from", "early_stop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +77,7 @@ class RunSettings:
     batch_images: int = 1
     precision: str = "fp32"
     compile_network: bool = False
+    early_stop: EarlyStopSettings = EarlyStopSettings()
 
 
 @dataclasses.dataclass
@@ -178,11 +182,14 @@ def initial_state(image: PreparedImage, settings: RunSettings, previous: Path | 
     return transferred.state_dict(), settings.init_from
 
 
-def summarize(image: PreparedImage, rows: list[dict], settings: RunSettings, seconds: float, init: str) -> dict:
-    """Per-image summary (best snapshot by PSNR of the averaged output where a reference exists)."""
+def summarize(image: PreparedImage, target: SnapshotTarget, iterations: int, seconds: float, init: str) -> dict:
+    """Per-image summary: best snapshot by PSNR of the averaged output where a reference exists,
+    and the early-stopping rule's stop and pick where one ran."""
+    rows = target.rows
     with_reference = [row for row in rows if row["psnr_avg"] is not None]
     best = max(with_reference, key=lambda row: row["psnr_avg"]) if with_reference else None
-    iterations = settings.fit.num_iter
+    picked = target.stopper.pick_iteration if target.stopper is not None else None
+    picked_psnr = next((row["psnr_avg"] for row in rows if row["iteration"] == picked), None)
     return {
         "image": image.job.stem,
         "height": image.noisy.size[0],
@@ -194,6 +201,9 @@ def summarize(image: PreparedImage, rows: list[dict], settings: RunSettings, sec
         "best_psnr": round(best["psnr_avg"], 4) if best else None,
         "best_ssim": round(best["ssim_avg"], 5) if best else None,
         "final_psnr": round(rows[-1]["psnr_avg"], 4) if rows and rows[-1]["psnr_avg"] is not None else None,
+        "stop_iteration": target.stop_iteration,
+        "picked_iteration": picked,
+        "picked_psnr": None if picked_psnr is None else round(picked_psnr, 4),
         "seconds": round(seconds, 3),
         "iterations_per_second": round(iterations / seconds, 3) if seconds > 0 else None,
     }
@@ -224,11 +234,14 @@ def fit_group(images: list[PreparedImage], settings: RunSettings, previous: Path
     resumed = [load_resume_state(folder, device) for folder in folders]
     if any(state is not None for state in resumed):
         fit.load_state_dicts([state["fit"] for state in resumed])
+    stoppers = make_stoppers(settings.early_stop, len(images)) or [None] * len(images)
     targets = [
         SnapshotTarget(folder, image.padding, image.noisy.pixels, None if image.clean is None else image.clean.pixels,
-                       image.noisy.bit_depth, [] if state is None else state["rows"])
-        for folder, image, state in zip(folders, images, resumed)
+                       image.noisy.bit_depth, [] if state is None else state["rows"], stopper)
+        for folder, image, state, stopper in zip(folders, images, resumed, stoppers)
     ]
+    for target in targets:
+        replay_snapshots(target)
     name = images[0].job.stem if len(images) == 1 else f"{len(images)} images {images[0].padded.shape[1]}x{images[0].padded.shape[0]}"
     bar = tqdm(total=settings.fit.num_iter, initial=fit.iteration, desc=name, position=1, leave=False,
                disable=settings.quiet, dynamic_ncols=True)
@@ -241,13 +254,26 @@ def fit_group(images: list[PreparedImage], settings: RunSettings, previous: Path
         bar.close()
     summaries = []
     for index, (image, folder, target) in enumerate(zip(images, folders, targets)):
-        summary = summarize(image, target.rows, settings, checkpointer.seconds(index), starts[index][1])
+        summary = summarize(image, target, fit.iteration, checkpointer.seconds(index), starts[index][1])
+        if target.stopper is not None and target.stopper.pick_iteration is not None:
+            image_io.write_atomic(folder / DENOISED_FILE, snapshot_path(folder, target.stopper.pick_iteration).read_bytes())
         save_network(folder / NETWORK_FILE, config, fit.state_dicts()[index]["net"], image.job.stem, fit.iteration)
         plots.psnr_curve(target.rows, settings.output_path / f"{image.job.stem}_psnr.png", image.job.stem)
         image_io.write_text(folder / SUMMARY_FILE, json.dumps(summary, indent=2))
         (folder / STATE_FILE).unlink(missing_ok=True)
         summaries.append(summary)
     return summaries
+
+
+def replay_snapshots(target: SnapshotTarget) -> None:
+    """After a resume, feed the snapshots already saved to the early-stopping rule, in order."""
+    if target.stopper is None:
+        return
+    for row in target.rows:
+        target.stopper.push(row["iteration"], image_io.read_image(snapshot_path(target.folder, row["iteration"])).pixels)
+        if target.stopper.fired:
+            target.stop_iteration = row["iteration"]
+            return
 
 
 def progress_reporter(images: list[PreparedImage], settings: RunSettings, bar):
@@ -334,6 +360,7 @@ def run_record(settings: RunSettings, noisy_folder: Path, clean_folder: Path | N
         "init_from": settings.init_from,
         "batch_images": settings.batch_images,
         "precision": settings.precision,
+        "early_stop": dataclasses.asdict(settings.early_stop) | {"model_path": str(settings.early_stop.model_path)},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
         "command": sys.argv,
     }
@@ -421,6 +448,12 @@ def reconstruct_folder(jobs: list[ImageJob], settings: RunSettings) -> list[tupl
 def describe(summary: dict) -> str:
     """One line per finished image."""
     text = f"{summary['image']}: {summary['iterations']} iterations in {summary['seconds']:.1f} s"
+    if summary["stop_iteration"] is not None:
+        text += f", stopped at {summary['stop_iteration']}"
+    if summary["picked_iteration"] is not None:
+        text += f", picked {summary['picked_iteration']}"
+        if summary["picked_psnr"] is not None:
+            text += f" ({summary['picked_psnr']:.2f} dB)"
     if summary["best_psnr"] is not None:
         text += f", best {summary['best_psnr']:.2f} dB at iteration {summary['best_iteration']}"
     return text

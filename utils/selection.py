@@ -96,20 +96,69 @@ class WmvResult:
     stop_index: int | None
 
 
+class WmvTracker:
+    """The ES-WMV rule fed one snapshot at a time (offline selector and online stopping share it).
+
+    The variance of a window is the mean over its ``window`` snapshots of the per-pixel mean
+    squared deviation from the window mean. After ``push``: ``variances`` (one per snapshot,
+    NaN before the first full window), ``best_index`` (snapshot at the variance minimum, -1
+    before the first full window) and ``fired`` (``patience`` snapshots without a new minimum).
+    """
+
+    def __init__(self, window: int, patience: int) -> None:
+        if window < 2:
+            raise ValueError(f"window must be at least 2 snapshots, got {window}")
+        if patience < 1:
+            raise ValueError(f"patience must be at least 1 snapshot, got {patience}")
+        self.window = window
+        self.patience = patience
+        self.history: list[np.ndarray] = []
+        self.running_sum: np.ndarray | None = None
+        self.running_squares: np.ndarray | None = None
+        self.variances: list[float] = []
+        self.best_variance = np.inf
+        self.best_index = -1
+        self.waited = 0
+        self.fired = False
+
+    def push(self, snapshot: np.ndarray) -> None:
+        """Add the next snapshot (an array of the same shape as the earlier ones)."""
+        snapshot = np.asarray(snapshot, dtype=np.float64)
+        index = len(self.variances)
+        if self.running_sum is None:
+            self.running_sum, self.running_squares = np.zeros_like(snapshot), np.zeros_like(snapshot)
+        elif snapshot.shape != self.running_sum.shape:
+            raise ValueError(f"snapshot {index} has shape {snapshot.shape}, the earlier ones "
+                             f"{self.running_sum.shape}")
+        self.history.append(snapshot)
+        self.running_sum += snapshot
+        self.running_squares += snapshot ** 2
+        if len(self.history) > self.window:
+            dropped = self.history.pop(0)
+            self.running_sum -= dropped
+            self.running_squares -= dropped ** 2
+        if len(self.history) < self.window:
+            self.variances.append(np.nan)
+            return
+        window_mean = self.running_sum / self.window
+        variance = float(np.maximum(self.running_squares / self.window - window_mean ** 2, 0.0).mean())
+        self.variances.append(variance)
+        if variance < self.best_variance:
+            self.best_variance, self.best_index, self.waited = variance, index, 0
+        else:
+            self.waited += 1
+            self.fired = self.waited >= self.patience
+
+
 def windowed_moving_variance(snapshots: Sequence[np.ndarray] | Callable[[int], np.ndarray],
                              window: int, patience: int,
                              count: int | None = None) -> WmvResult:
-    """Run the ES-WMV rule over snapshots given as HxWxC float arrays or a loader.
+    """Run the ES-WMV rule (`WmvTracker`) over snapshots given as HxWxC float arrays or a loader.
 
     ``snapshots`` is a sequence of equally shaped float arrays (any range, e.g. [0, 1]) or a
-    callable ``index -> array`` together with ``count``. The variance of a window is the mean
-    over its ``window`` snapshots of the per-pixel mean squared deviation from the window mean.
-    Loading stops when the rule fires.
+    callable ``index -> array`` together with ``count``. Loading stops when the rule fires.
     """
-    if window < 2:
-        raise ValueError(f"window must be at least 2 snapshots, got {window}")
-    if patience < 1:
-        raise ValueError(f"patience must be at least 1 snapshot, got {patience}")
+    tracker = WmvTracker(window, patience)
     if callable(snapshots):
         if count is None:
             raise ValueError("count is required when snapshots is a loader function")
@@ -121,36 +170,12 @@ def windowed_moving_variance(snapshots: Sequence[np.ndarray] | Callable[[int], n
         raise ValueError(f"the windowed-moving-variance rule needs at least {window} "
                          f"snapshots (the window), got {count}")
     variances = np.full(count, np.nan)
-    history: list[np.ndarray] = []
-    running_sum = running_squares = None
-    best_variance, best_index, waited = np.inf, -1, 0
     for index in range(count):
-        snapshot = np.asarray(load(index), dtype=np.float64)
-        if running_sum is None:
-            running_sum, running_squares = np.zeros_like(snapshot), np.zeros_like(snapshot)
-        elif snapshot.shape != running_sum.shape:
-            raise ValueError(f"snapshot {index} has shape {snapshot.shape}, the earlier ones "
-                             f"{running_sum.shape}")
-        history.append(snapshot)
-        running_sum += snapshot
-        running_squares += snapshot ** 2
-        if len(history) > window:
-            dropped = history.pop(0)
-            running_sum -= dropped
-            running_squares -= dropped ** 2
-        if len(history) < window:
-            continue
-        window_mean = running_sum / window
-        variance = float(np.maximum(running_squares / window - window_mean ** 2, 0.0).mean())
-        variances[index] = variance
-        if variance < best_variance:
-            best_variance, best_index, waited = variance, index, 0
-        else:
-            waited += 1
-            if waited >= patience:
-                return WmvResult(pick_index=best_index, variances=variances, fired=True,
-                                 stop_index=index)
-    return WmvResult(pick_index=best_index, variances=variances, fired=False, stop_index=None)
+        tracker.push(load(index))
+        variances[index] = tracker.variances[-1]
+        if tracker.fired:
+            return WmvResult(pick_index=tracker.best_index, variances=variances, fired=True, stop_index=index)
+    return WmvResult(pick_index=tracker.best_index, variances=variances, fired=False, stop_index=None)
 
 
 @dataclasses.dataclass(frozen=True)

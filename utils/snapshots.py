@@ -1,7 +1,10 @@
 """Callbacks of the fit loop: snapshots with metrics, resumable checkpoints, progress.
 
-Snapshot work (device -> host copy, PNG encoding, PSNR/SSIM) runs on a background thread so
-the loop never waits for it; the loop only clones the averaged output at snapshot iterations.
+Snapshot work (device -> host copy, PNG encoding, PSNR/SSIM, early-stopping rules) runs on a
+background thread so the loop never waits for it; the loop only clones the averaged output at
+snapshot iterations. With early stopping the loop waits, at each snapshot, for the previous
+snapshot's decision (one snapshot of lag), so a fit stops exactly `save_iter` iterations after
+its rule fires, whatever the timing, and no snapshot after the stop is written.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from utils import image_io, metrics
 from utils.run_output import METRICS_COLUMNS, snapshot_path
 from utils.dip import DipFit, Padding, to_array
+from utils.early_stopping import Stopper
 
 MAX_PENDING_SNAPSHOTS = 4
 STATE_FILE = "state.pt"
@@ -63,6 +67,8 @@ class SnapshotTarget:
     clean: np.ndarray | None
     bit_depth: int
     rows: list[dict]
+    stopper: Stopper | None = None
+    stop_iteration: int | None = None
 
     def saved_pixels(self, tensor: torch.Tensor) -> np.ndarray:
         """(1, C, H, W) host tensor of the padded size -> cropped array, quantised as it is saved."""
@@ -85,22 +91,38 @@ class SnapshotWriter:
         """Runs on the writer thread: one device-to-host copy per tensor, then per-image work."""
         raw, average, losses = raw.cpu(), average.cpu(), losses.cpu()
         for index, target in enumerate(self.targets):
+            if target.stop_iteration is not None:
+                continue
             average_pixels = target.saved_pixels(average[index : index + 1])
             image_io.write_png(snapshot_path(target.folder, iteration), average_pixels, target.bit_depth)
             row = {"iteration": iteration, "loss": float(losses[index])}
             row.update(snapshot_metrics(target.saved_pixels(raw[index : index + 1]), average_pixels, target.noisy, target.clean))
             target.rows.append(row)
             image_io.write_text(target.folder / "metrics.csv", metrics_csv(target.rows))
+            if target.stopper is not None:
+                target.stopper.push(iteration, average_pixels)
+                if target.stopper.fired:
+                    target.stop_iteration = iteration
             if self.on_row is not None:
                 self.on_row(index, row)
+
+    @property
+    def early_stopping(self) -> bool:
+        return any(target.stopper is not None for target in self.targets)
+
+    def all_stopped(self) -> bool:
+        return all(target.stop_iteration is not None for target in self.targets)
 
     def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
         if fit.iteration % self.save_iter:
             return
         future = self.executor.submit(self.record, fit.iteration, output, fit.average.clone(), losses)
         self.pending.append(future)
-        if len(self.pending) > MAX_PENDING_SNAPSHOTS:
+        backlog = 1 if self.early_stopping else MAX_PENDING_SNAPSHOTS
+        while len(self.pending) > backlog:
             self.pending.pop(0).result()
+        if self.early_stopping and self.all_stopped():
+            fit.stopped = True
 
     def flush(self) -> None:
         """Wait for every queued snapshot (re-raising its error, if any)."""

@@ -1,0 +1,69 @@
+"""One-command denoising (denoise.py): inputs -> DIP with online stopping -> one image per input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from utils import image_io, reconstruction
+from utils.run_output import SUMMARY_FILE, snapshot_path
+
+WORK_FOLDER = "snapshots"
+SAVE_ITER = 20
+WMV_WINDOW = 100
+PATIENCE = 1000
+
+
+def collect_inputs(inputs: list[Path], output: Path) -> list[reconstruction.ImageJob]:
+    """Image files named directly or found in folders, as blind jobs; ValueError when an input is
+    missing, two inputs share a name, or an output would overwrite an input."""
+    paths: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            found = image_io.list_images(item)
+            if not found:
+                raise ValueError(f"{item}: no images (png, jpg, jpeg, bmp, tif) in this folder")
+            paths += found
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise ValueError(f"{item}: no such file or folder")
+    names: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in names:
+            raise ValueError(f"{path}: another input, {names[path.stem]}, has the same name")
+        names[path.stem] = path
+        if (output / path.name).resolve() == path.resolve():
+            raise ValueError(f"{path}: the output folder is this image's folder; refusing to overwrite the input")
+    return [reconstruction.ImageJob(path, None) for path in paths]
+
+
+def picked_iteration(summary: dict, rows_folder: Path) -> int:
+    """The stopping rule's pick, or the last snapshot when no rule ran."""
+    if summary["picked_iteration"] is not None:
+        return int(summary["picked_iteration"])
+    return max(int(path.stem) for path in rows_folder.glob("[0-9]*.png"))
+
+
+def write_result(job: reconstruction.ImageJob, work: Path, output: Path) -> None:
+    """Copy the image's picked snapshot to `output/<input name>` in the input's format."""
+    folder = work / job.stem
+    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    snapshot = image_io.read_image(snapshot_path(folder, picked_iteration(summary, folder)))
+    data = image_io.encode_image(image_io.quantize(snapshot.pixels, snapshot.bit_depth), job.noisy.suffix)
+    image_io.write_atomic(output / job.noisy.name, data)
+
+
+def denoise(jobs: list[reconstruction.ImageJob], settings: reconstruction.RunSettings, output: Path,
+            keep_snapshots: bool) -> list[tuple[Path, str]]:
+    """Fit every job in `settings.output_path`, write the picks to `output`; returns the failures."""
+    reconstruction.start_folder(settings.output_path, reconstruction.run_record(settings, output, None))
+    failures = reconstruction.reconstruct_folder(jobs, settings)
+    failed = {path for path, _ in failures}
+    for job in jobs:
+        if job.noisy not in failed:
+            write_result(job, settings.output_path, output)
+    if not keep_snapshots:
+        shutil.rmtree(settings.output_path)
+    return failures

@@ -1,0 +1,125 @@
+"""Online early stopping: decide, snapshot by snapshot, when an image's fit is done.
+
+A stopper sees each saved snapshot once, in order (`push`), on the snapshot writer's thread,
+never in the fit loop. It says when its rule fires and which snapshot is the pick:
+
+* `WmvStopper`: the windowed-moving-variance rule (Wang et al., "Early Stopping for Deep Image
+  Prior"), the same computation as test_BIQAN's offline `wmv` selector
+  (`selection.WmvTracker`), so the online pick equals the offline one on the same run.
+* `BiqanStopper`: a trained BIQAN scores each snapshot; the rule fires when the score has not
+  improved for `patience` snapshots; the pick is the best-scored snapshot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from utils import selection
+
+EARLY_STOP_RULES = ("none", "wmv", "biqan")
+
+
+class Stopper(Protocol):
+    """Sees snapshots in order; `fired` after its rule fires; `pick_iteration` is its choice so far."""
+
+    fired: bool
+    pick_iteration: int | None
+
+    def push(self, iteration: int, snapshot: np.ndarray) -> None: ...
+
+
+class WmvStopper:
+    """Windowed moving variance over snapshots; window and patience counted in snapshots."""
+
+    def __init__(self, window: int, patience: int) -> None:
+        self.tracker = selection.WmvTracker(window, patience)
+        self.iterations: list[int] = []
+        self.fired = False
+        self.pick_iteration: int | None = None
+
+    def push(self, iteration: int, snapshot: np.ndarray) -> None:
+        self.iterations.append(iteration)
+        self.tracker.push(snapshot)
+        if self.tracker.best_index >= 0:
+            self.pick_iteration = self.iterations[self.tracker.best_index]
+        self.fired = self.tracker.fired
+
+
+class BiqanStopper:
+    """Best predicted quality so far; fires after `patience` snapshots without a new best.
+
+    `score` maps a (H, W, C) float snapshot in [0, 1] to its predicted mean quality.
+    """
+
+    def __init__(self, score: Callable[[np.ndarray], float], patience: int) -> None:
+        if patience < 1:
+            raise ValueError(f"patience must be at least 1 snapshot, got {patience}")
+        self.score = score
+        self.patience = patience
+        self.best_score = -np.inf
+        self.waited = 0
+        self.fired = False
+        self.pick_iteration: int | None = None
+        self.scores: list[float] = []
+
+    def push(self, iteration: int, snapshot: np.ndarray) -> None:
+        value = float(self.score(snapshot))
+        self.scores.append(value)
+        if value > self.best_score:
+            self.best_score, self.pick_iteration, self.waited = value, iteration, 0
+        else:
+            self.waited += 1
+            self.fired = self.waited >= self.patience
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopSettings:
+    """Which rule and its parameters, in snapshots (run_BDN's flags are in iterations)."""
+
+    rule: str = "none"
+    window: int = 5
+    patience: int = 50
+    model_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.rule not in EARLY_STOP_RULES:
+            raise ValueError(f"early stopping rule must be one of {', '.join(EARLY_STOP_RULES)}, got {self.rule!r}")
+        if self.rule == "biqan" and self.model_path is None:
+            raise ValueError("early stopping with biqan needs a trained BIQAN (--pre_trained_model)")
+
+
+def biqan_scorer(model_path: Path, crops_per_side: int = 3) -> Callable[[np.ndarray], float]:
+    """Load a trained BIQAN once; return snapshot (H, W, C) float [0, 1] -> predicted mean quality.
+
+    The views and preprocessing are test_BIQAN's (`biqan_data.evaluation_views`, averaged
+    distributions), so online scores equal offline ones.
+    """
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    from models import biqan
+    from utils import biqan_data
+
+    model, config, _ = biqan.load_biqan(model_path)
+
+    def score(snapshot: np.ndarray) -> float:
+        pixels = np.repeat(snapshot[..., None], 3, axis=2) if snapshot.ndim == 2 else snapshot
+        views = biqan_data.evaluation_views(pixels, config.input_mode, config.image_size, crops_per_side)
+        distributions = biqan.predict_distributions(model, biqan.preprocess_pixels(views)).mean(axis=0)
+        return float(distributions @ np.arange(1, 11))
+
+    return score
+
+
+def make_stoppers(settings: EarlyStopSettings, count: int) -> list[Stopper] | None:
+    """One stopper per image of a fit group, or None without early stopping."""
+    if settings.rule == "none":
+        return None
+    if settings.rule == "wmv":
+        return [WmvStopper(settings.window, settings.patience) for _ in range(count)]
+    score = biqan_scorer(settings.model_path)
+    return [BiqanStopper(score, settings.patience) for _ in range(count)]
