@@ -9,6 +9,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import skimage.transform  # noqa: E402
 
 from models import biqan  # noqa: E402
 from utils import biqan_data, image_io  # noqa: E402
@@ -31,7 +32,12 @@ def test_views_of_both_input_modes():
     assert biqan_data.training_view(image, "resize", 32, rng).shape == (32, 32, 3)
     crop = biqan_data.training_view(image, "crop", 32, rng)
     assert crop.shape == (32, 32, 3)
-    assert biqan_data.evaluation_views(image, "resize", 32, 3).shape == (1, 32, 32, 3)
+    single = biqan_data.evaluation_views(image, "resize", 32, 3)
+    assert single.shape == (1, 32, 32, 3)
+    resized = skimage.transform.resize(image, (37, 52), order=1, preserve_range=True)
+    np.testing.assert_allclose(single[0], resized[2:34, 10:42], atol=1e-6)
+    np.testing.assert_array_equal(biqan_data.evaluation_views(image, "crop", 32, 1)[0],
+                                  image[9:41, 19:51])
     views = biqan_data.evaluation_views(image, "crop", 32, 2)
     assert views.shape == (4, 32, 32, 3)
     np.testing.assert_array_equal(views[0], image[:32, :32])

@@ -5,8 +5,9 @@ float [0, 1]), a view function (``training_view`` or ``evaluation_views``: resiz
 ``models.biqan.preprocess_pixels`` ([0, 1] -> [-1, 1]).
 
 ``input_mode``:
-* ``resize`` (the paper's): the snapshot is resized to ``resize_side(image_size)`` (256 for
-  224) and cropped to ``image_size`` (random crop and flip in training, centre crop in testing);
+* ``resize`` (the paper's): the snapshot is resized, aspect kept, to a shorter side of
+  ``resize_side(image_size)`` (256 for 224) and cropped to ``image_size`` (random crop and flip
+  in training, centre crop in testing);
 * ``crop``: ``image_size`` crops at native resolution, which keep the residual noise visible
   (random crop and flip in training, an evenly spaced grid of crops averaged in testing).
 """
@@ -34,8 +35,8 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 
 def resize_side(image_size: int) -> int:
-    """Side the whole snapshot is resized to in ``resize`` mode: 256 for 224 (ratio 256/224)."""
-    return int(round(image_size * 256 / 224))
+    """Shorter side of the resized snapshot in ``resize`` mode: 256 for 224 (ratio 256/224)."""
+    return round(image_size * 256 / 224)
 
 
 def _check_size(image: np.ndarray, image_size: int) -> None:
@@ -46,8 +47,10 @@ def _check_size(image: np.ndarray, image_size: int) -> None:
 
 
 def _resized(image: np.ndarray, side: int) -> np.ndarray:
-    """``image`` (H, W, 3) resized to (side, side, 3) with anti-aliasing, float32."""
-    return skimage.transform.resize(image, (side, side), order=1, anti_aliasing=True,
+    """``image`` (H, W, 3) scaled so that its shorter side is ``side`` (aspect kept), float32."""
+    scale = side / min(image.shape[0], image.shape[1])
+    shape = (max(side, round(image.shape[0] * scale)), max(side, round(image.shape[1] * scale)))
+    return skimage.transform.resize(image, shape, order=1, anti_aliasing=scale < 1,
                                      preserve_range=True).astype(np.float32)
 
 
@@ -67,15 +70,20 @@ def training_view(image: np.ndarray, input_mode: str, image_size: int,
 
 
 def grid_offsets(length: int, size: int, count: int) -> list[int]:
-    """``count`` evenly spaced start offsets of ``size`` windows over ``length`` pixels."""
-    return [int(round(offset)) for offset in np.linspace(0, length - size, count)]
+    """``count`` evenly spaced start offsets of ``size`` windows over ``length`` pixels.
+
+    One window is centred; more span the whole length, first and last touching the ends.
+    """
+    if count == 1:
+        return [(length - size) // 2]
+    return [round(offset) for offset in np.linspace(0, length - size, count)]
 
 
 def evaluation_views(image: np.ndarray, input_mode: str, image_size: int,
                      crops_per_side: int) -> np.ndarray:
     """Deterministic views (K, image_size, image_size, 3) of an RGB [0, 1] snapshot.
 
-    ``resize``: one centre crop of the resized snapshot (K = 1). ``crop``: a grid of
+    ``resize``: the centre crop of the resized snapshot (K = 1). ``crop``: a grid of
     ``crops_per_side`` x ``crops_per_side`` native-resolution crops (K = crops_per_side**2).
     """
     if crops_per_side < 1:
@@ -194,7 +202,7 @@ def split_by_source(image_ids: Sequence[str], validation_fraction: float,
     if len(unique) < 2:
         raise ValueError(f"need snapshots of at least 2 source images to split training and "
                          f"validation by image, got {len(unique)}")
-    count = min(max(1, int(round(validation_fraction * len(unique)))), len(unique) - 1)
+    count = min(max(1, round(validation_fraction * len(unique))), len(unique) - 1)
     chosen = np.random.default_rng(seed).choice(unique, size=count, replace=False)
     is_validation = np.isin(sources, chosen)
     return np.flatnonzero(~is_validation), np.flatnonzero(is_validation)
