@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +113,31 @@ def code_version(code: Path) -> str:
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def writers_of(out: Path) -> list[int]:
+    """PIDs of other processes whose command line has `--output_path` equal to `out` (resolved)."""
+    target = Path(out).resolve()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(proc / "cwd"))
+        except OSError:
+            continue
+        for flag, value in zip(argv, argv[1:]):
+            if flag == b"--output_path" and (cwd / value.decode(errors="replace")).resolve() == target:
+                pids.append(int(proc.name))
+    return pids
+
+
+def wait_until_free(out: Path, poll_seconds: float = 60.0) -> None:
+    """Wait while another process writes into the run folder `out` (two writers would clash)."""
+    announced = False
+    while pids := writers_of(out):
+        if not announced:
+            print(f"{out}: written by process(es) {pids}; waiting", flush=True)
+            announced = True
+        time.sleep(poll_seconds)

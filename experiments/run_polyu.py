@@ -25,6 +25,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -63,6 +66,7 @@ def run_bdn_command(real: Path, mean: Path, out: Path, args: argparse.Namespace,
 def main(args: argparse.Namespace) -> int:
     folder = subset(Path(args.crops), args.dataset, args.every, args.offset)
     command = run_bdn_command(folder / "real", folder / "mean", Path(args.out), args)
+    common.wait_until_free(Path(args.out))
     print(" ".join(command), flush=True)
     return subprocess.call(command)
 

@@ -56,6 +56,7 @@ def chain_run_dir(runs: Path, init: str) -> Path:
 
 
 def call(command: list[str]) -> int:
+    common.wait_until_free(Path(command[command.index("--output_path") + 1]))
     LOGGER.info("%s", " ".join(command))
     code = subprocess.call(command)
     if code:

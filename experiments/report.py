@@ -1,0 +1,409 @@
+"""Regenerate the measured tables and figures of docs/REPRODUCTION.md from devdata/.
+
+Reads what exists, never runs a DIP fit, and leaves a placeholder where a measurement is missing:
+- `<crops>/CC/{real,mean}` (experiments/prepare_data.py): noisy-input PSNR/SSIM; CBM3D baselines
+  (the `bm3d` package; computed here and cached in `<tables>/cbm3d.csv`);
+- `<runs>/CC_scratch_s<seed>/` (experiments/transfer.py): DIP true best, raw best, last iteration;
+- `<selection>/CC_scratch_s<seed>/<variant>/selection.csv` (experiments/select.py, i.e.
+  test_BIQAN.py): the WMV and BIQAN picks;
+- `<tables>/transfer.md` (experiments/transfer.py analyse): the transfer-learning table.
+
+Each table goes between `<!-- BEGIN name -->` and `<!-- END name -->` in the document; the text
+around the markers is left alone. Figures go to `--figures` (our own plots only: no image
+crops, since the data is licensed).
+
+    python experiments/report.py --crops devdata/crops --runs devdata/runs --doc docs/REPRODUCTION.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+CBM3D_SIGMAS = (2, 4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)  # in 8-bit units (/255)
+PUBLISHED = {"noisy": 33.41, "cbm3d": 33.99, "biqan": 37.47, "true_best": 37.83}
+
+
+# ----------------------------------------------------------------------------------------------
+# images and metrics
+def read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+
+
+def quantise(image: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0) / 255.0
+
+
+def psnr(image: np.ndarray, reference: np.ndarray) -> float:
+    from skimage import metrics
+    return float(metrics.peak_signal_noise_ratio(reference, image, data_range=1.0))
+
+
+def ssim(image: np.ndarray, reference: np.ndarray) -> float:
+    from skimage import metrics
+    return float(metrics.structural_similarity(reference, image, data_range=1.0, channel_axis=-1))
+
+
+def pairs(crops: Path, dataset: str) -> list[tuple[str, Path, Path]]:
+    real_dir, mean_dir = crops / dataset / "real", crops / dataset / "mean"
+    if not real_dir.is_dir():
+        return []
+    out = []
+    for real in sorted(real_dir.glob("*.png")):
+        mean = mean_dir / real.name
+        if mean.is_file():
+            out.append((real.stem, real, mean))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# CBM3D baselines
+def cbm3d_grid(real: np.ndarray, mean: np.ndarray) -> dict[int, tuple[float, float]]:
+    import bm3d
+    results = {}
+    for sigma in CBM3D_SIGMAS:
+        denoised = quantise(bm3d.bm3d_rgb(real, sigma / 255.0))
+        results[sigma] = (psnr(denoised, mean), ssim(denoised, mean))
+    return results
+
+
+def cbm3d_rows(crops: Path, tables: Path, polyu_folder: str) -> list[dict]:
+    """Per image of CC (and of the PolyU tuning subset): blind-sigma result and the sigma grid; cached."""
+    cache = tables / "cbm3d.csv"
+    cached = {(row["dataset"], row["image"]): row for row in common.read_csv(cache)}
+    try:
+        import bm3d  # noqa: F401
+        from skimage.restoration import estimate_sigma
+    except ImportError as error:
+        print(f"CBM3D skipped: {error}")
+        return list(cached.values())
+    rows, changed = [], False
+    for dataset in ("CC", polyu_folder):
+        for stem, real_path, mean_path in pairs(crops, dataset):
+            if (dataset, stem) in cached:
+                rows.append(cached[(dataset, stem)])
+                continue
+            import bm3d
+            real, mean = read_image(real_path), read_image(mean_path)
+            sigma_est = float(estimate_sigma(real, channel_axis=-1, average_sigmas=True))
+            blind = quantise(bm3d.bm3d_rgb(real, max(sigma_est, 1e-4)))
+            row = {"dataset": dataset, "image": stem, "sigma_est_255": round(sigma_est * 255, 3),
+                   "blind_psnr": round(psnr(blind, mean), 4), "blind_ssim": round(ssim(blind, mean), 4)}
+            for sigma, (p, s) in cbm3d_grid(real, mean).items():
+                row[f"psnr_s{sigma}"], row[f"ssim_s{sigma}"] = round(p, 4), round(s, 4)
+            rows.append(row)
+            changed = True
+            print(f"CBM3D {dataset} {stem}: sigma_est {row['sigma_est_255']:.2f}/255, blind {row['blind_psnr']:.2f} dB")
+    if changed:
+        common.write_csv(cache, rows)
+    return rows
+
+
+def cbm3d_summary(rows: list[dict], polyu_folder: str) -> tuple[dict[str, dict], int | None]:
+    """Per CC image: blind, PolyU-tuned-sigma and oracle-sigma (psnr, ssim, sigma)."""
+    polyu = [r for r in rows if r["dataset"] == polyu_folder]
+    tuned = None
+    if polyu:
+        tuned = max(CBM3D_SIGMAS, key=lambda s: np.mean([float(r[f"psnr_s{s}"]) for r in polyu]))
+    out = {}
+    for row in (r for r in rows if r["dataset"] == "CC"):
+        oracle = max(CBM3D_SIGMAS, key=lambda s: float(row[f"psnr_s{s}"]))
+        out[row["image"]] = {
+            "sigma_est": float(row["sigma_est_255"]),
+            "blind": (float(row["blind_psnr"]), float(row["blind_ssim"])),
+            "tuned": (float(row[f"psnr_s{tuned}"]), float(row[f"ssim_s{tuned}"])) if tuned else (math.nan, math.nan),
+            "oracle": (float(row[f"psnr_s{oracle}"]), float(row[f"ssim_s{oracle}"])),
+            "oracle_sigma": oracle,
+        }
+    return out, tuned
+
+
+# ----------------------------------------------------------------------------------------------
+# DIP runs and selections
+def dip_image(run_dir: Path, image: str) -> dict | None:
+    if not common.finished(run_dir / image):
+        return None
+    m = common.read_metrics(run_dir / image)
+    best = int(np.nanargmax(m["psnr_avg"]))
+    raw_best = int(np.nanargmax(m["psnr_raw"]))
+    return {"metrics": m, "best_psnr": m["psnr_avg"][best], "best_ssim": m["ssim_avg"][best],
+            "best_iteration": int(m["iteration"][best]), "raw_best_psnr": m["psnr_raw"][raw_best],
+            "raw_best_iteration": int(m["iteration"][raw_best]),
+            "last_psnr": m["psnr_avg"][-1], "last_ssim": m["ssim_avg"][-1], "last_iteration": int(m["iteration"][-1])}
+
+
+def selections(selection_root: Path, run_name: str) -> dict[str, dict[str, dict]]:
+    """{column label: {image: selection row}} from every `<root>/<run>/<variant>/selection.csv`."""
+    out: dict[str, dict[str, dict]] = {}
+    folder = selection_root / run_name
+    if not folder.is_dir():
+        return out
+    for csv_path in sorted(folder.glob("*/selection.csv")):
+        variant = csv_path.parent.name
+        for row in common.read_csv(csv_path):
+            label = row["selector"] if variant == "noref" else f"{row['selector']} ({variant})"
+            if variant != "noref" and row["selector"] != "biqan":
+                continue  # wmv/last are model-independent: taken from the 'noref' variant only
+            out.setdefault(label, {})[row["image"]] = row
+    return out
+
+
+def ssim_at(metrics: dict, iteration: int) -> float:
+    hits = np.flatnonzero(metrics["iteration"] == iteration)
+    return float(metrics["ssim_avg"][hits[0]]) if hits.size else math.nan
+
+
+# ----------------------------------------------------------------------------------------------
+# tables
+def q1_tables(crops: Path, runs: Path, selection_root: Path, cbm3d: dict, tuned_sigma, seed: int) -> tuple[str, dict]:
+    run_dir = runs / f"CC_scratch_s{seed}"
+    picks = selections(selection_root, run_dir.name)
+    images = pairs(crops, "CC")
+    pick_labels = sorted(picks, key=lambda label: (not label.startswith("wmv"), not label.startswith("last"), label))
+    pick_labels = [label for label in pick_labels if not label.startswith("last")]
+    header = (["image", "noisy input", "CBM3D, blind σ (est. σ/255)", f"CBM3D, σ tuned on PolyU ({tuned_sigma}/255)",
+               "CBM3D, oracle σ (σ/255)", "DIP true best (iteration)", "DIP raw-output best (iteration)",
+               "DIP last iteration"] + [f"{label} pick (iteration)" for label in pick_labels])
+    psnr_rows, ssim_rows = [], []
+    columns: dict[str, list[float]] = {}
+
+    def add(column, value):
+        columns.setdefault(column, []).append(value)
+
+    for stem, real_path, mean_path in images:
+        real, mean = read_image(real_path), read_image(mean_path)
+        noisy_p, noisy_s = psnr(real, mean), ssim(real, mean)
+        base = cbm3d.get(stem)
+        dip = dip_image(run_dir, stem)
+        prow = [stem, f"{noisy_p:.2f}"]
+        srow = [stem, f"{noisy_s:.3f}"]
+        add("noisy", noisy_p); add("noisy_ssim", noisy_s)
+        if base:
+            prow += [f"{base['blind'][0]:.2f} ({base['sigma_est']:.1f})", f"{base['tuned'][0]:.2f}",
+                     f"{base['oracle'][0]:.2f} ({base['oracle_sigma']})"]
+            srow += [f"{base['blind'][1]:.3f}", f"{base['tuned'][1]:.3f}", f"{base['oracle'][1]:.3f}"]
+            for key in ("blind", "tuned", "oracle"):
+                add(key, base[key][0]); add(key + "_ssim", base[key][1])
+        else:
+            prow += ["not measured"] * 3
+            srow += ["not measured"] * 3
+        if dip:
+            prow += [f"{dip['best_psnr']:.2f} ({dip['best_iteration']})",
+                     f"{dip['raw_best_psnr']:.2f} ({dip['raw_best_iteration']})", f"{dip['last_psnr']:.2f}"]
+            srow += [f"{dip['best_ssim']:.3f}", "-", f"{dip['last_ssim']:.3f}"]
+            add("best", dip["best_psnr"]); add("best_ssim", dip["best_ssim"]); add("raw_best", dip["raw_best_psnr"])
+            add("last", dip["last_psnr"]); add("last_ssim", dip["last_ssim"])
+        else:
+            prow += ["running"] * 3
+            srow += ["running", "-", "running"]
+        for label in pick_labels:
+            row = picks[label].get(stem)
+            if row and dip:
+                iteration = int(row["picked_iteration"])
+                note = "" if "did not fire" not in row.get("note", "") else ", did not fire"
+                prow.append(f"{float(row['picked_psnr']):.2f} ({iteration}{note})")
+                srow.append(f"{ssim_at(dip['metrics'], iteration):.3f}")
+                add(label, float(row["picked_psnr"])); add(label + "_ssim", ssim_at(dip["metrics"], iteration))
+            else:
+                prow.append("not measured")
+                srow.append("not measured")
+        psnr_rows.append(prow)
+        ssim_rows.append(srow)
+
+    def mean_of(key, digits):
+        values = columns.get(key, [])
+        complete = len(values) == len(images) and images
+        return f"**{np.mean(values):.{digits}f}**" if complete else ("-" if not values else f"({np.mean(values):.{digits}f}, {len(values)} of {len(images)})")
+
+    keys = ["noisy", "blind", "tuned", "oracle", "best", "raw_best", "last"] + pick_labels
+    psnr_rows.append(["**mean**"] + [mean_of(k, 2) for k in keys])
+    ssim_keys = ["noisy_ssim", "blind_ssim", "tuned_ssim", "oracle_ssim", "best_ssim", None, "last_ssim"] + [k + "_ssim" for k in pick_labels]
+    ssim_rows.append(["**mean**"] + [mean_of(k, 3) if k else "-" for k in ssim_keys])
+    published = ["published (15 CC, 512x512)", f"{PUBLISHED['noisy']:.2f}", f"{PUBLISHED['cbm3d']:.2f}", "-", "-",
+                 f"{PUBLISHED['true_best']:.2f}", "-", "-"] + [f"{PUBLISHED['biqan']:.2f}" if l.startswith("biqan") else "-" for l in pick_labels]
+    psnr_rows.append(published)
+    text = ("PSNR (dB) against the clean mean image:\n\n" + common.markdown_table(header, psnr_rows) +
+            "\n\nSSIM (same snapshots; the raw-output column has no saved snapshot, so no SSIM):\n\n" +
+            common.markdown_table(header, ssim_rows) + "\n")
+    return text, columns
+
+
+def q4_table(crops: Path, runs: Path, selection_root: Path, seeds: list[int]) -> str:
+    header = ["image"] + [f"true best s{s} (iter)" for s in seeds] + ["true best mean ± sd", "range",
+                                                                       "last mean ± sd", "WMV pick mean ± sd"]
+    rows = []
+    all_best, all_range = [], []
+    for stem, _, _ in pairs(crops, "CC"):
+        bests, lasts, wmv, cells = [], [], [], []
+        for seed in seeds:
+            dip = dip_image(runs / f"CC_scratch_s{seed}", stem)
+            if dip is None:
+                cells.append("running")
+                continue
+            bests.append(dip["best_psnr"]); lasts.append(dip["last_psnr"])
+            cells.append(f"{dip['best_psnr']:.2f} ({dip['best_iteration']})")
+            row = selections(selection_root, f"CC_scratch_s{seed}").get("wmv", {}).get(stem)
+            if row:
+                wmv.append(float(row["picked_psnr"]))
+        if len(bests) >= 2:
+            all_best.append(np.std(bests, ddof=1)); all_range.append(np.ptp(bests))
+        rows.append([stem] + cells + [common.mean_std(bests), f"{np.ptp(bests):.2f}" if len(bests) > 1 else "-",
+                                      common.mean_std(lasts), common.mean_std(wmv)])
+    rows.append(["**mean over images**"] + ["" for _ in seeds] +
+                [f"sd {np.mean(all_best):.2f}" if all_best else "-", f"{np.mean(all_range):.2f}" if all_range else "-", "", ""])
+    return common.markdown_table(header, rows) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# figures
+def figure_curves(crops: Path, runs: Path, selection_root: Path, cbm3d: dict, seed: int, path: Path) -> bool:
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    run_dir = runs / f"CC_scratch_s{seed}"
+    images = [p for p in pairs(crops, "CC") if common.finished(run_dir / p[0])]
+    if not images:
+        return False
+    picks = selections(selection_root, run_dir.name)
+    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 2.8), squeeze=False, dpi=80)
+    markers = {"wmv": ("v", "tab:green"), "last": ("s", "tab:gray")}
+    for ax, (stem, real_path, mean_path) in zip(axes[0], images):
+        dip = dip_image(run_dir, stem)
+        m = dip["metrics"]
+        ax.plot(m["iteration"], m["psnr_avg"], label="DIP averaged output", color="tab:blue")
+        ax.plot(m["iteration"], m["psnr_raw"], label="DIP raw output", color="tab:blue", alpha=0.35, lw=0.8)
+        ax.axhline(psnr(read_image(real_path), read_image(mean_path)), color="k", ls=":", lw=1, label="noisy input")
+        if stem in cbm3d:
+            ax.axhline(cbm3d[stem]["tuned"][0], color="tab:orange", ls="--", lw=1, label="CBM3D (σ tuned on PolyU)")
+        ax.plot(dip["best_iteration"], dip["best_psnr"], "*", color="tab:red", ms=10, label="true best")
+        for label, rows in picks.items():
+            row = rows.get(stem)
+            if row is None or label == "last":
+                continue
+            marker, colour = markers.get(label, ("o", "tab:purple"))
+            ax.plot(int(row["picked_iteration"]), float(row["picked_psnr"]), marker, color=colour, ms=7,
+                    mfc="none", label=f"{label} pick")
+        ax.set_title(stem, fontsize=8)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("PSNR (dB)", fontsize=8)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def figure_transfer(crops: Path, runs: Path, seed: int, path: Path) -> bool:
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    inits = ("scratch", "previous", "polyu1", "polyu_chain4", "polyu_chain8_short")
+    images = [p[0] for p in pairs(crops, "CC") if common.finished(runs / f"CC_scratch_s{seed}" / p[0])]
+    if not images:
+        return False
+    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 2.8), squeeze=False, dpi=80)
+    for ax, stem in zip(axes[0], images):
+        for init in inits:
+            if common.finished(runs / f"CC_{init}_s{seed}" / stem):
+                m = common.read_metrics(runs / f"CC_{init}_s{seed}" / stem)
+                ax.plot(m["iteration"], m["psnr_avg"], label=init, lw=1.2 if init == "scratch" else 0.9)
+        ref = common.read_metrics(runs / f"CC_scratch_s{seed}" / stem)
+        ax.axhline(np.nanmax(ref["psnr_avg"]) - 0.1, color="k", ls=":", lw=0.8, label="scratch peak - 0.1 dB")
+        low = np.nanmax(ref["psnr_avg"]) - 4
+        ax.set_ylim(bottom=low)
+        ax.set_title(stem, fontsize=8)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("PSNR of averaged output (dB)", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+def replace_block(text: str, name: str, content: str) -> str:
+    pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
+    if not pattern.search(text):
+        print(f"warning: no block {name} in the document")
+        return text
+    return pattern.sub(lambda m: m.group(1) + content.rstrip() + "\n" + m.group(2), text)
+
+
+def progress(runs: Path, crops: Path) -> str:
+    lines = []
+    for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
+        args = common.read_args(run_dir)
+        fit = args.get("fit", {})
+        lines.append(f"| {run_dir.name} | {len(common.run_images(run_dir))} | {fit.get('num_iter', '?')} | "
+                     f"{args.get('seed', '?')} | {args.get('init_from', '?')} |")
+    return ("| run folder | finished images | iterations | seed | init |\n|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+
+
+def main(args: argparse.Namespace) -> int:
+    crops, runs, tables = Path(args.crops), Path(args.runs), Path(args.tables)
+    selection_root, figures, doc = Path(args.selection), Path(args.figures), Path(args.doc)
+    tables.mkdir(parents=True, exist_ok=True)
+    rows = cbm3d_rows(crops, tables, args.polyu_folder) if not args.no_cbm3d else common.read_csv(tables / "cbm3d.csv")
+    cbm3d, tuned_sigma = cbm3d_summary(rows, args.polyu_folder)
+    blocks = {}
+    q1, _ = q1_tables(crops, runs, selection_root, cbm3d, tuned_sigma, args.seeds[0])
+    blocks["q1"] = q1
+    blocks["q4"] = q4_table(crops, runs, selection_root, args.seeds)
+    transfer_md = tables / "transfer.md"
+    blocks["q2"] = transfer_md.read_text() if transfer_md.is_file() else "Not measured yet.\n"
+    sel_md = tables / "selection.md"
+    blocks["q3"] = sel_md.read_text() if sel_md.is_file() else "Not measured yet.\n"
+    blocks["progress"] = progress(runs, crops)
+    for name, content in blocks.items():
+        (tables / f"{name}.md").write_text(content) if name not in ("q2", "q3") else None
+    made = []
+    for seed in args.seeds:
+        if figure_curves(crops, runs, selection_root, cbm3d, seed, figures / f"q1_cc_psnr_curves_s{seed}.png"):
+            made.append(f"q1_cc_psnr_curves_s{seed}.png")
+    if figure_transfer(crops, runs, args.seeds[0], figures / f"q2_transfer_curves_s{args.seeds[0]}.png"):
+        made.append(f"q2_transfer_curves_s{args.seeds[0]}.png")
+    if doc.is_file():
+        text = doc.read_text()
+        for name, content in blocks.items():
+            text = replace_block(text, name, content)
+        doc.write_text(text)
+    print(q1)
+    print(blocks["q4"])
+    print("figures:", ", ".join(made) or "none yet")
+    return 0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--crops", default="devdata/crops", help="crops folder (default devdata/crops)")
+    parser.add_argument("--runs", default="devdata/runs", help="run_BDN outputs (default devdata/runs)")
+    parser.add_argument("--selection", default="devdata/selection", help="test_BIQAN outputs (default devdata/selection)")
+    parser.add_argument("--tables", default="devdata/tables", help="tables and caches (default devdata/tables)")
+    parser.add_argument("--figures", default="docs/figures", help="figure folder (default docs/figures)")
+    parser.add_argument("--doc", default="docs/REPRODUCTION.md", help="document whose marked blocks are replaced")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="DIP seeds (default 0 1 2; the first is the Q1 seed)")
+    parser.add_argument("--polyu_folder", default="PolyU_every4_0",
+                        help="crops sub-folder on which the CBM3D sigma is tuned (default PolyU_every4_0)")
+    parser.add_argument("--no_cbm3d", action="store_true", help="use the cached CBM3D results only")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
