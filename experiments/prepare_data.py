@@ -2,7 +2,7 @@
 
 Writes `<out>/<dataset>/{real,mean}/<stem>.png` (lossless PNG, 8-bit RGB) for every pair of
 `<data>/<dataset>/{real,mean}/`, paired by file name stem, and prints each crop's noisy-input
-PSNR against its mean (data range 255). Deterministic: the crop is the exact centre
+PSNR against its mean (data range 255). Deterministic (an unchanged file is not rewritten): the crop is the exact centre
 (top = (H - size) // 2, left = (W - size) // 2) and nothing is random. Rerunning overwrites.
 
     python experiments/prepare_data.py --data ../shared/data --out devdata/crops --size 64
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 from pathlib import Path
 
@@ -46,6 +47,18 @@ def psnr_255(noisy: np.ndarray, clean: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
 
 
+def save_png(array: np.ndarray, path: Path) -> None:
+    """Write a PNG atomically, and only when the file is missing or differs (runs may be reading it)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    if path.is_file() and path.read_bytes() == data:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 def read_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
@@ -64,8 +77,8 @@ def prepare(data: Path, out: Path, size: int, datasets: list[str]) -> list[dict]
         for stem in sorted(set(reals) & set(means)):
             real = centre_crop(read_rgb(reals[stem]), size)
             mean = centre_crop(read_rgb(means[stem]), size)
-            Image.fromarray(real).save(out / dataset / "real" / f"{stem}.png")
-            Image.fromarray(mean).save(out / dataset / "mean" / f"{stem}.png")
+            save_png(real, out / dataset / "real" / f"{stem}.png")
+            save_png(mean, out / dataset / "mean" / f"{stem}.png")
             rows.append({"dataset": dataset, "image": stem, "size": size,
                          "psnr_noisy": round(psnr_255(real, mean), 4),
                          "psnr_noisy_full": round(psnr_255(read_rgb(reals[stem]), read_rgb(means[stem])), 4)})

@@ -7,7 +7,7 @@
 # Environment: DATA (default ../shared/data), SIZE (crop side, 64), ITER (1200), SEEDS ("0 1 2"),
 # CODE (frozen copy of the repository whose run_BDN.py is run; default: this checkout's HEAD,
 # exported once into devdata/code/<sha> so that edits to the checkout cannot change a running queue),
-# THREADS (torch/OpenMP threads per process, 1).
+# THREADS (torch/OpenMP threads per process, 1), WAIT=1 (wait for a running queue instead of exiting).
 set -u
 main() {
     cd "$(dirname "$0")/.."
@@ -19,7 +19,9 @@ main() {
     export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
     mkdir -p devdata/logs
     exec 9> devdata/logs/queue.lock
-    if ! flock -n 9; then echo "another queue is running (devdata/logs/queue.lock)"; return 1; fi
+    if [ "${WAIT:-0}" = 1 ]; then
+        echo "$(date -Is) waiting for the running queue to finish"; flock 9
+    elif ! flock -n 9; then echo "another queue is running (devdata/logs/queue.lock)"; return 1; fi
     if [ -z "${CODE:-}" ]; then
         CODE=devdata/code/$(git rev-parse --short HEAD)
         if [ ! -f "$CODE/run_BDN.py" ]; then mkdir -p "$CODE" && git archive HEAD | tar -x -C "$CODE"; fi
@@ -33,6 +35,10 @@ main() {
     step $PY experiments/run_polyu.py --crops devdata/crops --out devdata/runs/PolyU_s0 --seed 0 --num_iter "$ITER" --code "$CODE"
     # Q2 (and Q1, Q4 from the scratch runs): CC from each init, seed by seed
     step $PY experiments/transfer.py run --crops devdata/crops --runs devdata/runs --seeds $SEEDS --num_iter "$ITER" --code "$CODE"
+    # Q1/Q3 model-free selectors on the CC scratch runs; WMV tuned on the PolyU runs
+    step $PY experiments/select.py noref --seeds $SEEDS --code "$CODE" --quiet
+    step $PY experiments/select.py tune_wmv --seeds $SEEDS --code "$CODE" --quiet
+    step $PY experiments/select.py table --seeds $SEEDS
     step $PY experiments/transfer.py analyse --runs devdata/runs --tables devdata/tables --seeds $SEEDS
     step $PY experiments/report.py
     echo "$(date -Is) queue done"
