@@ -36,9 +36,9 @@ main() {
     # Q2 (and Q1, Q4 from the scratch runs): CC from each init, seed by seed
     step $PY experiments/transfer.py run --crops devdata/crops --runs devdata/runs --seeds $SEEDS --num_iter "$ITER" --code "$CODE"
     # Q1/Q3 model-free selectors on the CC scratch runs; WMV tuned on the PolyU runs
-    step $PY experiments/select.py noref --seeds $SEEDS --code "$CODE" --quiet
-    step $PY experiments/select.py tune_wmv --seeds $SEEDS --code "$CODE" --quiet
-    step $PY experiments/select.py table --seeds $SEEDS
+    step $PY experiments/select_snapshots.py noref --seeds $SEEDS --code "$CODE" --quiet
+    step $PY experiments/select_snapshots.py tune_wmv --seeds $SEEDS --code "$CODE" --quiet
+    step $PY experiments/select_snapshots.py table --seeds $SEEDS
     step $PY experiments/transfer.py analyse --runs devdata/runs --tables devdata/tables --seeds $SEEDS
     step $PY experiments/report.py
     echo "$(date -Is) queue done"

@@ -4,7 +4,7 @@ Reads what exists, never runs a DIP fit, and leaves a placeholder where a measur
 - `<crops>/CC/{real,mean}` (experiments/prepare_data.py): noisy-input PSNR/SSIM; CBM3D baselines
   (the `bm3d` package; computed here and cached in `<tables>/cbm3d.csv`);
 - `<runs>/CC_scratch_s<seed>/` (experiments/transfer.py): DIP true best, raw best, last iteration;
-- `<selection>/CC_scratch_s<seed>/<variant>/selection.csv` (experiments/select.py, i.e.
+- `<selection>/CC_scratch_s<seed>/<variant>/selection.csv` (experiments/select_snapshots.py, i.e.
   test_BIQAN.py): the WMV and BIQAN picks;
 - `<tables>/transfer.md` (experiments/transfer.py analyse): the transfer-learning table.
 

@@ -12,10 +12,10 @@ into `<selection>/<run>/<variant>/`, which experiments/report.py reads):
 - `table`: gap to the true best per selector (mean and spread over images and seeds) and, for
   BIQAN, the within-image SRCC/PLCC of predicted score vs PSNR -> `<tables>/selection.md`.
 
-    python experiments/select.py noref --code devdata/code/SHA
-    python experiments/select.py tune_wmv --code devdata/code/SHA
-    python experiments/select.py biqan --model resize_imagenet=devdata/biqan/resize_imagenet --code devdata/code/SHA
-    python experiments/select.py table
+    python experiments/select_snapshots.py noref --code devdata/code/SHA
+    python experiments/select_snapshots.py tune_wmv --code devdata/code/SHA
+    python experiments/select_snapshots.py biqan --model resize_imagenet=devdata/biqan/resize_imagenet --code devdata/code/SHA
+    python experiments/select_snapshots.py table
 
 All snapshots before `--start_index` (8, i.e. iteration 160) are excluded from every selector and
 from the true best, as in test_BIQAN.py.
