@@ -14,7 +14,7 @@ checkout is edited).
 Full scale on a GPU (512x512 originals, the paper's 3000 iterations, all 100 images):
 
     python experiments/run_polyu.py --crops ../shared/data --every 1 --num_iter 3000 \\
-        --out result/PolyU_full_s0 --gpu_id 0
+        --out devdata/full/runs/PolyU_s0 --gpu_id 0
 """
 
 from __future__ import annotations
@@ -32,14 +32,15 @@ REPO = Path(__file__).resolve().parents[1]
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def subset(crops: Path, dataset: str, every: int, offset: int) -> Path:
-    """Copy every `every`-th pair (sorted by name, from `offset`) into a subset folder; return it."""
+def subset(crops: Path, dataset: str, every: int, offset: int, root: Path | None = None) -> Path:
+    """Copy every `every`-th pair (sorted by name, from `offset`) into `<root>/<dataset>_every<N>_<offset>`
+    (root defaults to `crops`; give another one when `crops` is the read-only shared data); return it."""
     if every == 1 and offset == 0:
         return crops / dataset
     real_dir, mean_dir = crops / dataset / "real", crops / dataset / "mean"
     reals = sorted(p for p in real_dir.iterdir() if p.suffix.lower() in SUFFIXES)
     chosen = reals[offset::every]
-    target = crops / f"{dataset}_every{every}_{offset}"
+    target = Path(root or crops) / f"{dataset}_every{every}_{offset}"
     for kind in ("real", "mean"):
         (target / kind).mkdir(parents=True, exist_ok=True)
     for real in chosen:
@@ -64,7 +65,7 @@ def run_bdn_command(real: Path, mean: Path, out: Path, args: argparse.Namespace,
 
 
 def main(args: argparse.Namespace) -> int:
-    folder = subset(Path(args.crops), args.dataset, args.every, args.offset)
+    folder = subset(Path(args.crops), args.dataset, args.every, args.offset, args.subsets)
     command = run_bdn_command(folder / "real", folder / "mean", Path(args.out), args)
     common.wait_until_free(Path(args.out))
     print(" ".join(command), flush=True)
@@ -84,6 +85,8 @@ def add_run_flags(parser: argparse.ArgumentParser, num_iter: int = 1200) -> None
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crops", default="devdata/crops", help="folder holding <dataset>/{real,mean} (default devdata/crops)")
+    parser.add_argument("--subsets", default=None,
+                        help="where subset folders are made (default: inside --crops; give one when --crops is ../shared/data)")
     parser.add_argument("--dataset", default="PolyU", help="dataset folder name (default PolyU)")
     parser.add_argument("--every", type=int, default=4, help="take every N-th pair sorted by name (default 4)")
     parser.add_argument("--offset", type=int, default=0, help="index of the first pair taken (default 0)")

@@ -22,7 +22,8 @@ Saving = 1 - iters_to_target(init) / iters_to_target(scratch).
 `run` is resumable (run_BDN.py skips finished images and continues an unfinished one) and runs
 one fit at a time, seed by seed, so that partial results are usable early. `analyse` reads
 whatever has finished and writes `transfer.csv` (per image, seed and init) and `transfer.md`.
-Full scale on a GPU: `--crops ../shared/data --num_iter 3000 --gpu_id 0` (512x512 images).
+Full scale on a GPU: `--crops ../shared/data --subsets devdata/full/subsets --runs devdata/full/runs
+--polyu_run devdata/full/runs/PolyU_s0 --num_iter 3000 --gpu_id 0` (512x512 images).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def last_net(run_dir: Path) -> Path | None:
 def prefit_chain(args: argparse.Namespace, init: str) -> Path | None:
     """Fit the PolyU chain of `init` (resumable) and return its final net.pt."""
     every, offset, fraction = CHAINS[init]
-    folder = run_polyu.subset(Path(args.crops), "PolyU", every, offset)
+    folder = run_polyu.subset(Path(args.crops), "PolyU", every, offset, args.subsets)
     out = chain_run_dir(Path(args.runs), init)
     iterations = max(args.save_iter, int(round(args.num_iter * fraction / args.save_iter)) * args.save_iter)
     chain_args = argparse.Namespace(**{**vars(args), "num_iter": iterations})
@@ -230,6 +231,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("run", "analyse"), help="run the fits, or analyse the finished ones")
     parser.add_argument("--crops", default="devdata/crops", help="folder holding CC/ and PolyU/ {real,mean} (default devdata/crops)")
+    parser.add_argument("--subsets", default=None,
+                        help="where the PolyU chain subsets are made (default: inside --crops; give one when --crops is ../shared/data)")
     parser.add_argument("--runs", default="devdata/runs", help="folder of run_BDN outputs (default devdata/runs)")
     parser.add_argument("--tables", default="devdata/tables", help="where analyse writes its tables (default devdata/tables)")
     parser.add_argument("--polyu_run", default="devdata/runs/PolyU_s0",
