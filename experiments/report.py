@@ -59,12 +59,11 @@ def pairs(crops: Path, dataset: str, every: int = 1) -> list[tuple[str, Path, Pa
     real_dir, mean_dir = crops / dataset / "real", crops / dataset / "mean"
     if not real_dir.is_dir():
         return []
-    out = []
-    for real in sorted(real_dir.glob("*.png"))[::every]:
-        mean = mean_dir / real.name
-        if mean.is_file():
-            out.append((real.stem, real, mean))
-    return out
+    suffixes = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+    means = {p.stem: p for p in mean_dir.iterdir() if p.suffix.lower() in suffixes}
+    reals = sorted((p for p in real_dir.iterdir() if p.suffix.lower() in suffixes and p.stem in means),
+                   key=lambda p: p.name)
+    return [(real.stem, real, means[real.stem]) for real in reals[::every]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,7 +169,7 @@ def q1_tables(crops: Path, runs: Path, selection_root: Path, cbm3d: dict, tuned_
     images = pairs(crops, "CC")
     pick_labels = sorted(picks, key=lambda label: (not label.startswith("wmv"), not label.startswith("last"), label))
     pick_labels = [label for label in pick_labels if not label.startswith("last")]
-    header = (["image", "noisy input", "CBM3D, blind σ (est. σ/255)", f"CBM3D, σ tuned on PolyU ({tuned_sigma}/255)",
+    header = (["image", "noisy input", "CBM3D, blind σ (est. σ/255)", f"CBM3D, σ tuned on PolyU ({tuned_sigma if tuned_sigma else '-'}/255)",
                "CBM3D, oracle σ (σ/255)", "DIP true best (iteration)", "DIP raw-output best (iteration)",
                "DIP last iteration"] + [f"{label} pick (iteration)" for label in pick_labels])
     psnr_rows, ssim_rows = [], []
