@@ -172,6 +172,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.time()
     stages = [biqan.StageSettings(stage=stage, learning_rate=learning_rate, epochs=args.epochs,
                                   momentum=args.momentum,
+                                  freeze_batchnorm=args.weights != "none",
                                   early_stopping_patience=args.early_stopping_patience,
                                   reduce_lr_factor=args.reduce_lr_factor,
                                   reduce_lr_patience=args.reduce_lr_patience)

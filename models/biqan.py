@@ -127,12 +127,11 @@ def build_backbone(config: BiqanConfig, imagenet: bool) -> keras.Model:
 def build_biqan(config: BiqanConfig, imagenet: bool = False) -> keras.Model:
     """BIQAN: images (N, S, S, 3) in [-1, 1] -> score distributions (N, 10).
 
-    With ImageNet weights the backbone is called with ``training=False``, so its BatchNorm
-    layers stay in inference mode when fine-tuned (Keras transfer-learning guide).
+    ``imagenet`` downloads the backbone's ImageNet weights.
     """
     inputs = keras.Input(shape=(config.image_size, config.image_size, 3), name="image")
     backbone = build_backbone(config, imagenet)
-    features = backbone(inputs, training=False if imagenet else None)
+    features = backbone(inputs)
     pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
     dropped = keras.layers.Dropout(config.dropout, name="dropout")(pooled)
     outputs = keras.layers.Dense(NUMBER_OF_BINS, activation="softmax", name="scores")(dropped)
@@ -167,9 +166,21 @@ def load_initial_weights(model: keras.Model, path: str | Path) -> str:
                                f"{first_line}") from None
 
 
-def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
-    """Freeze (stage 1) or unfreeze (stage 2) the backbone; recompile afterwards."""
-    model.get_layer(BACKBONE_NAME).trainable = trainable
+def set_backbone_trainable(model: keras.Model, trainable: bool,
+                           freeze_batchnorm: bool = False) -> None:
+    """Freeze (stage 1) or unfreeze (stage 2) the backbone; recompile afterwards.
+
+    With ``freeze_batchnorm`` the unfrozen backbone's BatchNormalization layers stay frozen,
+    which in Keras 3 also keeps them in inference mode (moving statistics neither used from
+    the batch nor updated): what fine-tuning a pretrained backbone needs. (Calling the backbone
+    with ``training=False`` does not do this in Keras 3: ``fit`` overrides it.)
+    """
+    backbone = model.get_layer(BACKBONE_NAME)
+    backbone.trainable = trainable
+    if trainable and freeze_batchnorm:
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
 
 
 def earth_movers_distance(y_true, y_pred, r: float = 2.0):
@@ -198,13 +209,16 @@ def distribution_std(distribution):
 
 
 def compile_stage(model: keras.Model, stage: int, learning_rate: float,
-                  momentum: float = 0.9) -> None:
-    """Stage 1: backbone frozen, Adam. Stage 2: all layers trainable, SGD with momentum."""
+                  momentum: float = 0.9, freeze_batchnorm: bool = False) -> None:
+    """Stage 1: backbone frozen, Adam. Stage 2: all layers trainable, SGD with momentum.
+
+    ``freeze_batchnorm`` (for a pretrained backbone): stage 2 leaves BatchNorm layers frozen.
+    """
     if stage == 1:
         set_backbone_trainable(model, False)
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     elif stage == 2:
-        set_backbone_trainable(model, True)
+        set_backbone_trainable(model, True, freeze_batchnorm)
         optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
     else:
         raise ValueError(f"stage must be 1 or 2, got {stage}")
@@ -219,6 +233,7 @@ class StageSettings:
     learning_rate: float
     epochs: int
     momentum: float = 0.9
+    freeze_batchnorm: bool = False
     early_stopping_patience: int = 8
     reduce_lr_factor: float = 0.2
     reduce_lr_patience: int = 2
@@ -234,7 +249,8 @@ def fit_stage(model: keras.Model, train_data, validation_data, checkpoint_folder
     Returns the history (metric -> list per epoch, plus ``epoch`` counted from 1 over all
     stages) and the best val_loss so far.
     """
-    compile_stage(model, settings.stage, settings.learning_rate, settings.momentum)
+    compile_stage(model, settings.stage, settings.learning_rate, settings.momentum,
+                  settings.freeze_batchnorm)
     checkpoint = keras.callbacks.ModelCheckpoint(
         str(checkpoint_folder / "weights.{epoch:03d}-{val_loss:.3f}.weights.h5"),
         monitor="val_loss", save_best_only=True, save_weights_only=True,

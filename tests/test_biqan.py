@@ -127,6 +127,22 @@ def test_fit_stage_writes_best_only_checkpoints(tmp_path: Path):
     assert biqan.list_checkpoints(tmp_path) == written
 
 
+@pytest.mark.parametrize("freeze_batchnorm", [True, False])
+def test_fine_tuning_keeps_batchnorm_in_inference_mode_when_asked(freeze_batchnorm):
+    model = biqan.build_biqan(TINY)
+    biqan.compile_stage(model, 2, 1e-3, freeze_batchnorm=freeze_batchnorm)
+    backbone = model.get_layer(biqan.BACKBONE_NAME)
+    batchnorm, convolution = backbone.get_layer("conv1_bn"), backbone.get_layer("conv1")
+    statistics = keras.ops.convert_to_numpy(batchnorm.moving_mean).copy()
+    targets = np.full((4, 10), 0.1, dtype="float32")
+    model.fit(ArrayBatches(random_images(4), targets), epochs=1, verbose=0)
+    unchanged = np.array_equal(statistics, keras.ops.convert_to_numpy(batchnorm.moving_mean))
+    assert unchanged == freeze_batchnorm
+    trainable = {id(weight) for weight in model.trainable_weights}
+    assert id(convolution.kernel) in trainable
+    assert (id(batchnorm.gamma) in trainable) != freeze_batchnorm
+
+
 def test_save_and_load_give_identical_predictions(tmp_path: Path):
     config = biqan.BiqanConfig(architecture="mobilenet", alpha=0.25, image_size=32,
                                input_mode="crop", best_checkpoint="weights.001-0.100.weights.h5")
