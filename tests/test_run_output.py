@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +64,14 @@ def test_missing_snapshot_is_named(tmp_path: Path):
     (folder / "00040.png").unlink()
     with pytest.raises(ValueError, match="00040.png"):
         run_output.check_snapshots_exist(run_output.read_metrics(folder).snapshot_paths())
+
+
+def test_numpy_only_modules_and_step_2_load_no_framework():
+    code = ("import sys, generator_dataset, utils.labels, utils.selection, utils.run_output, "
+            "utils.biqan_eval, utils.keras_device; "
+            "print(sorted(name for name in ('torch', 'keras', 'tensorflow') "
+            "if name in sys.modules))")
+    completed = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1],
+                               capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
