@@ -52,12 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if len(gpu_ids) > 1:
             raise ValueError("--gpu_id: denoise.py uses one device; run_BDN.py spreads work over several")
         args.device = devices.resolve_device(gpu_ids[0] if gpu_ids else None)
+        args.early_stop_settings = early_stopping.from_iterations(
+            args.early_stop, args.wmv_window, args.patience, args.save_iter, args.pre_trained_model)
     except ValueError as error:
         parser.error(str(error))
-    if args.wmv_window % args.save_iter or args.patience % args.save_iter or args.wmv_window < 2 * args.save_iter or args.patience < args.save_iter:
-        parser.error("--wmv_window (at least 2 snapshots) and --patience must be multiples of --save_iter")
-    if args.early_stop == "biqan" and (args.pre_trained_model is None or not args.pre_trained_model.exists()):
-        parser.error("--early_stop biqan needs --pre_trained_model, an existing BIQAN checkpoint")
     if args.init_from is not None and not args.init_from.is_file():
         parser.error(f"--init_from {args.init_from}: no such network file")
     if args.precision == "auto":
@@ -80,9 +78,7 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         quiet=args.quiet,
         precision=args.precision,
-        early_stop=early_stopping.EarlyStopSettings(
-            rule=args.early_stop, window=args.wmv_window // args.save_iter, patience=args.patience // args.save_iter,
-            model_path=args.pre_trained_model if args.early_stop == "biqan" else None),
+        early_stop=args.early_stop_settings,
     )
     devices.configure_precision(args.precision, args.device)
     try:

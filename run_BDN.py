@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings(args).fit.validate()
+        fit_settings(args).validate()
     except ValueError as error:
         parser.error(str(error))
     if not args.dataset_real_path.is_dir():
@@ -86,10 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--show_iter must be 0 or a positive multiple of --save_iter")
     if min(args.input_depth, args.channels, args.num_scales) < 1 or args.skip_channels < 0:
         parser.error("--input_depth, --channels and --num_scales must be positive, --skip_channels >= 0")
-    if args.wmv_window % args.save_iter or args.patience % args.save_iter or args.wmv_window < 2 * args.save_iter or args.patience < args.save_iter:
-        parser.error("--wmv_window (at least 2 snapshots) and --patience must be multiples of --save_iter")
-    if args.early_stop == "biqan" and (args.pre_trained_model is None or not args.pre_trained_model.exists()):
-        parser.error("--early_stop biqan needs --pre_trained_model, an existing BIQAN checkpoint file or folder")
+    try:
+        args.early_stop_settings = early_stopping.from_iterations(
+            args.early_stop, args.wmv_window, args.patience, args.save_iter, args.pre_trained_model)
+    except ValueError as error:
+        parser.error(str(error))
     if args.batch_images < 1 or args.workers < 1:
         parser.error("--batch_images and --workers must be positive")
     if not 0 <= args.shard_index < args.num_shards:
@@ -107,32 +108,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def settings(args: argparse.Namespace, device=None) -> reconstruction.RunSettings:
-    """Flags -> run settings."""
+def fit_settings(args: argparse.Namespace) -> FitSettings:
+    """Flags -> the fit's hyper-parameters."""
+    return FitSettings(num_iter=args.num_iter, save_iter=args.save_iter, lr=args.lr, reg_noise_std=args.reg_noise_std,
+                       target_noise_std=args.target_noise_std, exp_weight=args.exp_weight, backtrack_db=args.backtrack_db)
+
+
+def settings(args: argparse.Namespace) -> reconstruction.RunSettings:
+    """Parsed flags (see `parse_args`) -> run settings."""
     return reconstruction.RunSettings(
         output_path=args.output_path,
         network=SkipConfig(input_depth=args.input_depth, channels_down=args.channels, channels_up=args.channels,
                            channels_skip=args.skip_channels, num_scales=args.num_scales),
-        fit=FitSettings(num_iter=args.num_iter, save_iter=args.save_iter, lr=args.lr, reg_noise_std=args.reg_noise_std,
-                        target_noise_std=args.target_noise_std, exp_weight=args.exp_weight, backtrack_db=args.backtrack_db),
+        fit=fit_settings(args),
         seed=args.seed,
         init_from=args.init_from,
         checkpoint_every=args.checkpoint_every,
-        device=device,
+        device=args.device,
         quiet=args.quiet,
         show_iter=args.show_iter,
         batch_images=args.batch_images,
         precision=args.precision,
         compile_network=args.compile,
-        early_stop=early_stopping.EarlyStopSettings(
-            rule=args.early_stop, window=args.wmv_window // args.save_iter, patience=args.patience // args.save_iter,
-            model_path=args.pre_trained_model if args.early_stop == "biqan" else None),
+        early_stop=args.early_stop_settings,
     )
 
 
 def main(args: argparse.Namespace) -> int:
     """Run step 1; returns the exit code (1 if any image failed)."""
-    run_settings = settings(args, args.device)
+    run_settings = settings(args)
     try:
         jobs = reconstruction.plan_jobs(args.dataset_real_path, args.dataset_mean_path)
         if not jobs:

@@ -117,7 +117,7 @@ def test_init_from_file_starts_from_that_network(pairs, tmp_path):
     network_file = tmp_path / "first" / "a" / "net.pt"
     settings = run_BDN.settings(run_BDN.parse_args(
         ["--dataset_real_path", str(pairs / "real"), "--output_path", str(tmp_path / "x"), *FAST,
-         "--init_from", str(network_file)]), torch.device("cpu"))
+         "--init_from", str(network_file)]))
     image = reconstruction.prepare(reconstruction.ImageJob(pairs / "real" / "b.png", None), 32)
     state, label = reconstruction.initial_state(image, settings, None)
     saved = torch.load(network_file, weights_only=True)["state_dict"]

@@ -92,6 +92,19 @@ class EarlyStopSettings:
             raise ValueError("early stopping with biqan needs a trained BIQAN (--pre_trained_model)")
 
 
+def from_iterations(rule: str, window: int, patience: int, save_iter: int, model_path: Path | None) -> EarlyStopSettings:
+    """Command-line values (window and patience in iterations) -> settings in snapshots.
+
+    ValueError when they are not multiples of `save_iter` (window at least 2 snapshots) or when
+    biqan has no existing checkpoint.
+    """
+    if window % save_iter or patience % save_iter or window < 2 * save_iter or patience < save_iter:
+        raise ValueError("--wmv_window (at least 2 snapshots) and --patience must be multiples of --save_iter")
+    if rule == "biqan" and (model_path is None or not Path(model_path).exists()):
+        raise ValueError("--early_stop biqan needs --pre_trained_model, an existing BIQAN checkpoint file or folder")
+    return EarlyStopSettings(rule, window // save_iter, patience // save_iter, model_path if rule == "biqan" else None)
+
+
 def biqan_scorer(model_path: Path, crops_per_side: int = 3) -> Callable[[np.ndarray], float]:
     """Load a trained BIQAN once; return snapshot (H, W, C) float [0, 1] -> predicted mean quality.
 
