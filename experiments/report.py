@@ -280,7 +280,10 @@ def figure_curves(crops: Path, runs: Path, selection_root: Path, cbm3d: dict, se
         m = dip["metrics"]
         ax.plot(m["iteration"], m["psnr_avg"], label="DIP averaged output", color="tab:blue")
         ax.plot(m["iteration"], m["psnr_raw"], label="DIP raw output", color="tab:blue", alpha=0.35, lw=0.8)
-        ax.axhline(psnr(read_image(real_path), read_image(mean_path)), color="k", ls=":", lw=1, label="noisy input")
+        noisy = psnr(read_image(real_path), read_image(mean_path))
+        ax.axhline(noisy, color="k", ls=":", lw=1, label="noisy input")
+        top = max(dip["best_psnr"], dip["raw_best_psnr"], cbm3d[stem]["tuned"][0] if stem in cbm3d else 0)
+        ax.set_ylim(min(noisy, dip["best_psnr"]) - 3, top + 1.5)
         if stem in cbm3d:
             ax.axhline(cbm3d[stem]["tuned"][0], color="tab:orange", ls="--", lw=1, label="CBM3D (σ tuned on PolyU)")
         ax.plot(dip["best_iteration"], dip["best_psnr"], "*", color="tab:red", ms=10, label="true best")
