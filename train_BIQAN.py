@@ -207,6 +207,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"validation SRCC {report.srcc:.3f}, PLCC {report.plcc:.3f} over all snapshots; "
           f"within image: SRCC {mean_srcc:.3f}, PLCC {mean_plcc:.3f} (mean over "
           f"{len(report.per_image)} images)")
+    if np.ptp(labels.distribution_mean(predicted)) == 0:
+        print("note: the predicted mean score is the same for every validation snapshot "
+              "(correlations undefined): the network has not learnt to tell them apart")
     return 0
 
 
