@@ -16,7 +16,7 @@ def test_real_pairs_pair_by_stem_with_published_noise_levels(shared_data, datase
     for job in jobs[:5]:
         image = reconstruction.prepare(job, 32)
         assert image.noisy.pixels.shape == (512, 512, 3) and image.padded.shape == (512, 512, 3)
-        assert low <= metrics.psnr(image.noisy.pixels, image.clean.pixels) <= high
+        assert low - 0.05 <= metrics.psnr(image.noisy.pixels, image.clean.pixels) <= high + 0.05  # ranges given to 0.1 dB
 
 
 def test_short_run_on_a_real_crop(shared_data, tmp_path):
