@@ -7,7 +7,8 @@
 # Environment: DATA (default ../shared/data), SIZE (crop side, 64), ITER (1200), SEEDS ("0 1 2"),
 # CODE (frozen copy of the repository whose run_BDN.py is run; default: this checkout's HEAD,
 # exported once into devdata/code/<sha> so that edits to the checkout cannot change a running queue),
-# THREADS (torch/OpenMP threads per process, 1), WAIT=1 (wait for a running queue instead of exiting).
+# THREADS (torch/OpenMP threads per process, 1), WAIT=1 (wait for a running queue instead of exiting),
+# WAIT_PIDS ("PID ..." of other experiment processes to let finish first).
 set -u
 main() {
     cd "$(dirname "$0")/.."
@@ -22,6 +23,10 @@ main() {
     if [ "${WAIT:-0}" = 1 ]; then
         echo "$(date -Is) waiting for the running queue to finish"; flock 9
     elif ! flock -n 9; then echo "another queue is running (devdata/logs/queue.lock)"; return 1; fi
+    for pid in ${WAIT_PIDS:-}; do
+        echo "$(date -Is) waiting for process $pid to end"
+        while kill -0 "$pid" 2>/dev/null; do sleep 60; done
+    done
     if [ -z "${CODE:-}" ]; then
         CODE=devdata/code/$(git rev-parse --short HEAD)
         if [ ! -f "$CODE/run_BDN.py" ]; then mkdir -p "$CODE" && git archive HEAD | tar -x -C "$CODE"; fi
