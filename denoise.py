@@ -24,20 +24,59 @@ from utils.dip import FitSettings
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (not an input folder)")
-    parser.add_argument("--early_stop", choices=("wmv", "biqan", "none"), default="wmv",
-                        help="online stopping rule (default wmv; none = run --num_iter and keep the last snapshot)")
-    parser.add_argument("--pre_trained_model", type=Path, help="trained BIQAN for --early_stop biqan")
-    parser.add_argument("--init_from", type=Path, help="start every image from this saved network (transfer learning)")
-    parser.add_argument("--num_iter", type=int, default=3000, help="most iterations per image (default 3000)")
-    parser.add_argument("--save_iter", type=int, default=denoising.SAVE_ITER, help=f"snapshot every N iterations (default {denoising.SAVE_ITER})")
-    parser.add_argument("--wmv_window", type=int, default=denoising.WMV_WINDOW, help=f"wmv window in iterations (default {denoising.WMV_WINDOW})")
-    parser.add_argument("--patience", type=int, default=denoising.PATIENCE, help=f"patience in iterations (default {denoising.PATIENCE})")
-    parser.add_argument("--precision", choices=("auto", *devices.PRECISIONS), default="auto",
-                        help="auto (default): bf16 on a GPU that supports it, else fp32")
-    parser.add_argument("--gpu_id", default="0", help="CUDA device or 'cpu' (default 0; the CPU when CUDA is absent)")
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, help="output folder (not an input folder)"
+    )
+    parser.add_argument(
+        "--early_stop",
+        choices=("wmv", "biqan", "none"),
+        default="wmv",
+        help="online stopping rule (default wmv; none = run --num_iter and keep the last snapshot)",
+    )
+    parser.add_argument(
+        "--pre_trained_model", type=Path, help="trained BIQAN for --early_stop biqan"
+    )
+    parser.add_argument(
+        "--init_from",
+        type=Path,
+        help="start every image from this saved network (transfer learning)",
+    )
+    parser.add_argument(
+        "--num_iter", type=int, default=3000, help="most iterations per image (default 3000)"
+    )
+    parser.add_argument(
+        "--save_iter",
+        type=int,
+        default=denoising.SAVE_ITER,
+        help=f"snapshot every N iterations (default {denoising.SAVE_ITER})",
+    )
+    parser.add_argument(
+        "--wmv_window",
+        type=int,
+        default=denoising.WMV_WINDOW,
+        help=f"wmv window in iterations (default {denoising.WMV_WINDOW})",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=denoising.PATIENCE,
+        help=f"patience in iterations (default {denoising.PATIENCE})",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", *devices.PRECISIONS),
+        default="auto",
+        help="auto (default): bf16 on a GPU that supports it, else fp32",
+    )
+    parser.add_argument(
+        "--gpu_id",
+        default="0",
+        help="CUDA device or 'cpu' (default 0; the CPU when CUDA is absent)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep_snapshots", action="store_true", help="keep snapshots and metrics in OUT/snapshots/")
+    parser.add_argument(
+        "--keep_snapshots", action="store_true", help="keep snapshots and metrics in OUT/snapshots/"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -50,16 +89,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.jobs = denoising.collect_inputs(args.inputs, args.output)
         gpu_ids = devices.parse_gpu_ids(args.gpu_id)
         if len(gpu_ids) > 1:
-            raise ValueError("--gpu_id: denoise.py uses one device; run_BDN.py spreads work over several")
+            raise ValueError(
+                "--gpu_id: denoise.py uses one device; run_BDN.py spreads work over several"
+            )
         args.device = devices.resolve_device(gpu_ids[0] if gpu_ids else None)
         args.early_stop_settings = early_stopping.from_iterations(
-            args.early_stop, args.wmv_window, args.patience, args.save_iter, args.pre_trained_model)
+            args.early_stop, args.wmv_window, args.patience, args.save_iter, args.pre_trained_model
+        )
     except ValueError as error:
         parser.error(str(error))
     if args.init_from is not None and not args.init_from.is_file():
         parser.error(f"--init_from {args.init_from}: no such network file")
     if args.precision == "auto":
-        args.precision = "bf16" if args.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        args.precision = (
+            "bf16" if args.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        )
     return args
 
 
@@ -87,7 +131,12 @@ def main(args: argparse.Namespace) -> int:
         logging.error("%s", error)
         return 2
     if failures:
-        logging.error("%d of %d images failed: %s", len(failures), len(args.jobs), ", ".join(path.name for path, _ in failures))
+        logging.error(
+            "%d of %d images failed: %s",
+            len(failures),
+            len(args.jobs),
+            ", ".join(path.name for path, _ in failures),
+        )
         return 1
     return 0
 

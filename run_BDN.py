@@ -23,45 +23,153 @@ from utils.dip import FitSettings
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset_real_path", type=Path, required=True, help="folder of noisy images")
-    data.add_argument("--dataset_mean_path", type=Path, help="folder of clean references, paired by file name stem (optional)")
-    data.add_argument("--output_path", type=Path, required=True, help="output folder (rerun to resume)")
+    data.add_argument(
+        "--dataset_real_path", type=Path, required=True, help="folder of noisy images"
+    )
+    data.add_argument(
+        "--dataset_mean_path",
+        type=Path,
+        help="folder of clean references, paired by file name stem (optional)",
+    )
+    data.add_argument(
+        "--output_path", type=Path, required=True, help="output folder (rerun to resume)"
+    )
     fit = parser.add_argument_group("fitting")
-    fit.add_argument("--num_iter", type=int, default=3000, help="iterations per image (default 3000)")
-    fit.add_argument("--save_iter", type=int, default=20, help="snapshot every N iterations (default 20)")
+    fit.add_argument(
+        "--num_iter", type=int, default=3000, help="iterations per image (default 3000)"
+    )
+    fit.add_argument(
+        "--save_iter", type=int, default=20, help="snapshot every N iterations (default 20)"
+    )
     fit.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
-    fit.add_argument("--reg_noise_std", type=float, default=1 / 30, help="std of the noise added to the input each iteration (default 1/30)")
-    fit.add_argument("--target_noise_std", type=float, default=0.0, help="std of noise added to the target each iteration; the original used 8.5/255 (default 0)")
-    fit.add_argument("--exp_weight", type=float, default=0.99, help="weight of the output moving average (default 0.99)")
-    fit.add_argument("--backtrack_db", type=float, default=5.0, help="restore the last good network when PSNR vs the noisy image drops by more than this (0 = off; default 5)")
-    fit.add_argument("--seed", type=int, default=0, help="random seed; CPU runs are repeatable bit for bit (default 0)")
+    fit.add_argument(
+        "--reg_noise_std",
+        type=float,
+        default=1 / 30,
+        help="std of the noise added to the input each iteration (default 1/30)",
+    )
+    fit.add_argument(
+        "--target_noise_std",
+        type=float,
+        default=0.0,
+        help="std of noise added to the target each iteration; the original used 8.5/255 (default 0)",
+    )
+    fit.add_argument(
+        "--exp_weight",
+        type=float,
+        default=0.99,
+        help="weight of the output moving average (default 0.99)",
+    )
+    fit.add_argument(
+        "--backtrack_db",
+        type=float,
+        default=5.0,
+        help="restore the last good network when PSNR vs the noisy image drops by more than this (0 = off; default 5)",
+    )
+    fit.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed; CPU runs are repeatable bit for bit (default 0)",
+    )
     network = parser.add_argument_group("network")
-    network.add_argument("--input_depth", type=int, default=32, help="channels of the random input (default 32)")
-    network.add_argument("--channels", type=int, default=128, help="channels down and up at every scale (default 128)")
-    network.add_argument("--skip_channels", type=int, default=4, help="channels of each skip connection (default 4)")
+    network.add_argument(
+        "--input_depth", type=int, default=32, help="channels of the random input (default 32)"
+    )
+    network.add_argument(
+        "--channels",
+        type=int,
+        default=128,
+        help="channels down and up at every scale (default 128)",
+    )
+    network.add_argument(
+        "--skip_channels", type=int, default=4, help="channels of each skip connection (default 4)"
+    )
     network.add_argument("--num_scales", type=int, default=5, help="number of scales (default 5)")
-    network.add_argument("--init_from", default="scratch",
-                         help="'scratch' (default), 'previous' (start each image from the previous image's final network) or a saved net.pt")
-    stopping = parser.add_argument_group("online early stopping (default: none, the paper's fixed iterations)")
-    stopping.add_argument("--early_stop", choices=early_stopping.EARLY_STOP_RULES, default="none",
-                          help="stop each image when its rule fires and write the pick as <stem>/denoised.png")
-    stopping.add_argument("--wmv_window", type=int, default=100, help="wmv: window in iterations, a multiple of save_iter (default 100)")
-    stopping.add_argument("--patience", type=int, default=1000,
-                          help="iterations without a new variance minimum (wmv) or a better score (biqan), a multiple of save_iter (default 1000)")
-    stopping.add_argument("--pre_trained_model", type=Path, help="biqan: trained BIQAN checkpoint file or folder (train_BIQAN.py)")
+    network.add_argument(
+        "--init_from",
+        default="scratch",
+        help="'scratch' (default), 'previous' (start each image from the previous image's final network) or a saved net.pt",
+    )
+    stopping = parser.add_argument_group(
+        "online early stopping (default: none, the paper's fixed iterations)"
+    )
+    stopping.add_argument(
+        "--early_stop",
+        choices=early_stopping.EARLY_STOP_RULES,
+        default="none",
+        help="stop each image when its rule fires and write the pick as <stem>/denoised.png",
+    )
+    stopping.add_argument(
+        "--wmv_window",
+        type=int,
+        default=100,
+        help="wmv: window in iterations, a multiple of save_iter (default 100)",
+    )
+    stopping.add_argument(
+        "--patience",
+        type=int,
+        default=1000,
+        help="iterations without a new variance minimum (wmv) or a better score (biqan), a multiple of save_iter (default 1000)",
+    )
+    stopping.add_argument(
+        "--pre_trained_model",
+        type=Path,
+        help="biqan: trained BIQAN checkpoint file or folder (train_BIQAN.py)",
+    )
     run = parser.add_argument_group("run")
-    run.add_argument("--gpu_id", default="0",
-                     help="CUDA device id, a list like 0,1,2,3 (one worker per GPU), or 'cpu' (default 0; falls back to the CPU when CUDA is absent)")
-    run.add_argument("--workers", type=int, default=1, help="worker processes on the CPU (default 1; with GPUs: one per --gpu_id)")
-    run.add_argument("--batch_images", type=int, default=1, help="fit up to K images of one size at once, each with its own network (default 1)")
-    run.add_argument("--precision", choices=devices.PRECISIONS, default="fp32", help="fp32 (default), tf32 or bf16 (autocast)")
-    run.add_argument("--compile", action="store_true", help="torch.compile the network (pays off on long GPU runs)")
-    run.add_argument("--num_shards", type=int, default=int(os.environ.get("SLURM_ARRAY_TASK_COUNT", 1)),
-                     help="process only 1/N of the images (default: $SLURM_ARRAY_TASK_COUNT or 1)")
-    run.add_argument("--shard_index", type=int, default=int(os.environ.get("SLURM_ARRAY_TASK_ID", 0)),
-                     help="which share, 0..N-1 (default: $SLURM_ARRAY_TASK_ID or 0)")
-    run.add_argument("--checkpoint_every", type=int, default=500, help="save resumable state every N iterations (default 500)")
-    run.add_argument("--show_iter", type=int, default=0, help="with --quiet, log one line every N iterations (a multiple of save_iter; 0 = never)")
+    run.add_argument(
+        "--gpu_id",
+        default="0",
+        help="CUDA device id, a list like 0,1,2,3 (one worker per GPU), or 'cpu' (default 0; falls back to the CPU when CUDA is absent)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on the CPU (default 1; with GPUs: one per --gpu_id)",
+    )
+    run.add_argument(
+        "--batch_images",
+        type=int,
+        default=1,
+        help="fit up to K images of one size at once, each with its own network (default 1)",
+    )
+    run.add_argument(
+        "--precision",
+        choices=devices.PRECISIONS,
+        default="fp32",
+        help="fp32 (default), tf32 or bf16 (autocast)",
+    )
+    run.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network (pays off on long GPU runs)",
+    )
+    run.add_argument(
+        "--num_shards",
+        type=int,
+        default=int(os.environ.get("SLURM_ARRAY_TASK_COUNT", 1)),
+        help="process only 1/N of the images (default: $SLURM_ARRAY_TASK_COUNT or 1)",
+    )
+    run.add_argument(
+        "--shard_index",
+        type=int,
+        default=int(os.environ.get("SLURM_ARRAY_TASK_ID", 0)),
+        help="which share, 0..N-1 (default: $SLURM_ARRAY_TASK_ID or 0)",
+    )
+    run.add_argument(
+        "--checkpoint_every",
+        type=int,
+        default=500,
+        help="save resumable state every N iterations (default 500)",
+    )
+    run.add_argument(
+        "--show_iter",
+        type=int,
+        default=0,
+        help="with --quiet, log one line every N iterations (a multiple of save_iter; 0 = never)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars (batch jobs)")
     return parser
 
@@ -79,47 +187,72 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.dataset_mean_path is not None and not args.dataset_mean_path.is_dir():
         parser.error(f"--dataset_mean_path {args.dataset_mean_path}: no such folder")
     if args.init_from not in ("scratch", "previous") and not Path(args.init_from).is_file():
-        parser.error(f"--init_from {args.init_from}: not 'scratch', 'previous' or an existing network file")
+        parser.error(
+            f"--init_from {args.init_from}: not 'scratch', 'previous' or an existing network file"
+        )
     if args.checkpoint_every < 1:
         parser.error("--checkpoint_every must be positive")
     if args.show_iter < 0 or (args.show_iter and args.show_iter % args.save_iter):
         parser.error("--show_iter must be 0 or a positive multiple of --save_iter")
     if min(args.input_depth, args.channels, args.num_scales) < 1 or args.skip_channels < 0:
-        parser.error("--input_depth, --channels and --num_scales must be positive, --skip_channels >= 0")
+        parser.error(
+            "--input_depth, --channels and --num_scales must be positive, --skip_channels >= 0"
+        )
     try:
         args.early_stop_settings = early_stopping.from_iterations(
-            args.early_stop, args.wmv_window, args.patience, args.save_iter, args.pre_trained_model)
+            args.early_stop, args.wmv_window, args.patience, args.save_iter, args.pre_trained_model
+        )
     except ValueError as error:
         parser.error(str(error))
     if args.batch_images < 1 or args.workers < 1:
         parser.error("--batch_images and --workers must be positive")
     if not 0 <= args.shard_index < args.num_shards:
-        parser.error(f"--shard_index must be in 0..{args.num_shards - 1} (--num_shards {args.num_shards})")
+        parser.error(
+            f"--shard_index must be in 0..{args.num_shards - 1} (--num_shards {args.num_shards})"
+        )
     try:
         gpu_ids = devices.parse_gpu_ids(args.gpu_id)
         resolved = [devices.resolve_device(gpu_id) for gpu_id in gpu_ids] or [torch.device("cpu")]
     except ValueError as error:
         parser.error(f"--gpu_id: {error}")
-    args.devices = sorted(set(resolved), key=str) if resolved[0].type == "cuda" else [torch.device("cpu")] * args.workers
+    args.devices = (
+        sorted(set(resolved), key=str)
+        if resolved[0].type == "cuda"
+        else [torch.device("cpu")] * args.workers
+    )
     args.device = args.devices[0]
     sequential = args.batch_images == 1 and len(args.devices) == 1 and args.num_shards == 1
     if args.init_from == "previous" and not sequential:
-        parser.error("--init_from previous chains images one after another: use it without --batch_images, several workers or shards")
+        parser.error(
+            "--init_from previous chains images one after another: use it without --batch_images, several workers or shards"
+        )
     return args
 
 
 def fit_settings(args: argparse.Namespace) -> FitSettings:
     """Flags -> the fit's hyper-parameters."""
-    return FitSettings(num_iter=args.num_iter, save_iter=args.save_iter, lr=args.lr, reg_noise_std=args.reg_noise_std,
-                       target_noise_std=args.target_noise_std, exp_weight=args.exp_weight, backtrack_db=args.backtrack_db)
+    return FitSettings(
+        num_iter=args.num_iter,
+        save_iter=args.save_iter,
+        lr=args.lr,
+        reg_noise_std=args.reg_noise_std,
+        target_noise_std=args.target_noise_std,
+        exp_weight=args.exp_weight,
+        backtrack_db=args.backtrack_db,
+    )
 
 
 def settings(args: argparse.Namespace) -> reconstruction.RunSettings:
     """Parsed flags (see `parse_args`) -> run settings."""
     return reconstruction.RunSettings(
         output_path=args.output_path,
-        network=SkipConfig(input_depth=args.input_depth, channels_down=args.channels, channels_up=args.channels,
-                           channels_skip=args.skip_channels, num_scales=args.num_scales),
+        network=SkipConfig(
+            input_depth=args.input_depth,
+            channels_down=args.channels,
+            channels_up=args.channels,
+            channels_skip=args.skip_channels,
+            num_scales=args.num_scales,
+        ),
         fit=fit_settings(args),
         seed=args.seed,
         init_from=args.init_from,
@@ -142,7 +275,10 @@ def main(args: argparse.Namespace) -> int:
         if not jobs:
             raise ValueError(f"{args.dataset_real_path}: no images (png, jpg, jpeg, bmp, tif)")
         jobs = reconstruction.shard(jobs, args.num_shards, args.shard_index)
-        reconstruction.start_folder(args.output_path, reconstruction.run_record(run_settings, args.dataset_real_path, args.dataset_mean_path))
+        reconstruction.start_folder(
+            args.output_path,
+            reconstruction.run_record(run_settings, args.dataset_real_path, args.dataset_mean_path),
+        )
         if len(args.devices) > 1:
             failures = dispatch.reconstruct_parallel(jobs, run_settings, args.devices)
         else:
@@ -152,7 +288,12 @@ def main(args: argparse.Namespace) -> int:
         logging.error("%s", error)
         return 2
     if failures:
-        logging.error("%d of %d images failed: %s", len(failures), len(jobs), ", ".join(path.name for path, _ in failures))
+        logging.error(
+            "%d of %d images failed: %s",
+            len(failures),
+            len(jobs),
+            ", ".join(path.name for path, _ in failures),
+        )
         return 1
     return 0
 

@@ -42,7 +42,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def reference_loop(noisy: torch.Tensor, settings: FitSettings, seed: int, folder: Path, iterations: int) -> None:
+def reference_loop(
+    noisy: torch.Tensor, settings: FitSettings, seed: int, folder: Path, iterations: int
+) -> None:
     """The original's loop: host sync, host PSNR and a CPU weight copy every iteration."""
     net = build_network(SkipConfig(), seed, noisy.device)
     net_input = torch.rand(1, 32, *noisy.shape[2:], device=noisy.device) * 0.1
@@ -51,7 +53,11 @@ def reference_loop(noisy: torch.Tensor, settings: FitSettings, seed: int, folder
     average, last_psnr, last_net = None, -np.inf, None
     for iteration in range(1, iterations + 1):
         output = net(net_input + torch.randn_like(net_input) * settings.reg_noise_std)
-        average = output.detach() if average is None else average * settings.exp_weight + output.detach() * (1 - settings.exp_weight)
+        average = (
+            output.detach()
+            if average is None
+            else average * settings.exp_weight + output.detach() * (1 - settings.exp_weight)
+        )
         loss = F.mse_loss(output, noisy)
         optimizer.zero_grad()
         loss.backward()
@@ -66,16 +72,23 @@ def reference_loop(noisy: torch.Tensor, settings: FitSettings, seed: int, folder
         optimizer.step()
         if iteration % settings.save_iter == 0:
             pixels = np.clip(to_array(average), 0, 1)
-            snapshot_metrics(np.clip(to_array(output.detach()), 0, 1), pixels, noisy_host, noisy_host)
+            snapshot_metrics(
+                np.clip(to_array(output.detach()), 0, 1), pixels, noisy_host, noisy_host
+            )
             image_io.write_png(folder / f"ref_{iteration:05d}.png", pixels)
 
 
-def our_loop(noisy: torch.Tensor, settings: FitSettings, seed: int, folder: Path, iterations: int) -> None:
+def our_loop(
+    noisy: torch.Tensor, settings: FitSettings, seed: int, folder: Path, iterations: int
+) -> None:
     """`run_fit` with the threaded snapshot writer (metrics against the noisy image as reference)."""
     fit_settings = dataclasses.replace(settings, num_iter=iterations)
     fit = DipFit(build_network(SkipConfig(), seed, noisy.device), noisy, fit_settings, [seed])
     host = to_array(noisy)
-    writer = SnapshotWriter([SnapshotTarget(folder, Padding(0, 0, *host.shape[:2]), host, host, 8, [])], settings.save_iter)
+    writer = SnapshotWriter(
+        [SnapshotTarget(folder, Padding(0, 0, *host.shape[:2]), host, host, 8, [])],
+        settings.save_iter,
+    )
     try:
         run_fit(fit, [writer])
         writer.flush()
@@ -101,16 +114,25 @@ def main(args: argparse.Namespace) -> None:
     settings = FitSettings(save_iter=args.save_iter)
     with tempfile.TemporaryDirectory() as folder:
         for size, iterations in zip(args.sizes, args.iterations):
-            noisy = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-            reference = time_loop(reference_loop, noisy, settings, Path(folder), iterations, args.warmup)
+            noisy = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(
+                device
+            )
+            reference = time_loop(
+                reference_loop, noisy, settings, Path(folder), iterations, args.warmup
+            )
             ours = time_loop(our_loop, noisy, settings, Path(folder), iterations, args.warmup)
-            print(f"{size:>6} {iterations:>6} {reference:>15.2f} {ours:>10.2f} {ours / reference:>6.2f}", flush=True)
+            print(
+                f"{size:>6} {iterations:>6} {reference:>15.2f} {ours:>10.2f} {ours / reference:>6.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
-    parser.add_argument("--iterations", type=int, nargs="+", default=[40, 20, 10], help="timed iterations per size")
+    parser.add_argument(
+        "--iterations", type=int, nargs="+", default=[40, 20, 10], help="timed iterations per size"
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--save_iter", type=int, default=10)
     parser.add_argument("--gpu_id", default="0")

@@ -27,7 +27,9 @@ CROPS = {
 }
 
 
-def camera_noise(clean: np.ndarray, rng: np.random.Generator, shot: float = 0.002, read: float = 0.0002) -> np.ndarray:
+def camera_noise(
+    clean: np.ndarray, rng: np.random.Generator, shot: float = 0.002, read: float = 0.0002
+) -> np.ndarray:
     """Add Poisson-Gaussian noise (variance shot * x + read), mildly correlated; [0, 1] in and out."""
     white = rng.standard_normal(clean.shape)
     spatial_axes = (0.6, 0.6) + ((0.0,) if clean.ndim == 3 else ())
@@ -42,7 +44,9 @@ def camera_noise(clean: np.ndarray, rng: np.random.Generator, shot: float = 0.00
 def main(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
     for name, (loader, top, left, height, width) in CROPS.items():
-        clean = image_io.quantize(loader()[top : top + height, left : left + width] / 255.0, 8) / 255.0
+        clean = (
+            image_io.quantize(loader()[top : top + height, left : left + width] / 255.0, 8) / 255.0
+        )
         noisy = camera_noise(clean, rng)
         image_io.write_png(args.output / "mean" / f"{name}.png", clean)
         image_io.write_png(args.output / "real" / f"{name}.png", noisy)

@@ -55,7 +55,9 @@ class SkipConfig:
         return 2**self.num_scales
 
 
-def conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+def conv(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1
+) -> nn.Sequential:
     """Convolution with reflection padding ('same' size for stride 1, halved for stride 2).
 
     Channel counts are per network; with `groups` networks the layer has groups times as many.
@@ -64,11 +66,17 @@ def conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
     padding = (kernel_size - 1) // 2
     if padding:
         layers.append(nn.ReflectionPad2d(padding))
-    layers.append(nn.Conv2d(in_channels * groups, out_channels * groups, kernel_size, stride=stride, groups=groups))
+    layers.append(
+        nn.Conv2d(
+            in_channels * groups, out_channels * groups, kernel_size, stride=stride, groups=groups
+        )
+    )
     return nn.Sequential(*layers)
 
 
-def conv_bn_act(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+def conv_bn_act(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1
+) -> nn.Sequential:
     """conv -> BatchNorm -> LeakyReLU(0.2)."""
     return nn.Sequential(
         conv(in_channels, out_channels, kernel_size, stride, groups),
@@ -82,24 +90,36 @@ def concat_groups(first: torch.Tensor, second: torch.Tensor, groups: int) -> tor
     if groups == 1:
         return torch.cat([first, second], dim=1)
     batch, _, height, width = first.shape
-    merged = torch.cat([first.view(batch, groups, -1, height, width), second.view(batch, groups, -1, height, width)], dim=2)
+    merged = torch.cat(
+        [
+            first.view(batch, groups, -1, height, width),
+            second.view(batch, groups, -1, height, width),
+        ],
+        dim=2,
+    )
     return merged.view(batch, -1, height, width)
 
 
 class Scale(nn.Module):
     """One scale of the U-shaped network; `inner` is the next (coarser) scale or None."""
 
-    def __init__(self, in_channels: int, config: SkipConfig, inner: "Scale | None", groups: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, config: SkipConfig, inner: "Scale | None", groups: int = 1
+    ) -> None:
         super().__init__()
         down, up, skip = config.channels_down, config.channels_up, config.channels_skip
         self.groups = groups
         self.skip = conv_bn_act(in_channels, skip, 1, groups=groups) if skip else None
-        self.down = nn.Sequential(conv_bn_act(in_channels, down, 3, 2, groups), conv_bn_act(down, down, 3, groups=groups))
+        self.down = nn.Sequential(
+            conv_bn_act(in_channels, down, 3, 2, groups), conv_bn_act(down, down, 3, groups=groups)
+        )
         self.inner = inner
         self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
         deeper = up if inner is not None else down
         self.merge_norm = nn.BatchNorm2d((skip + deeper) * groups)
-        self.up = nn.Sequential(conv_bn_act(skip + deeper, up, 3, groups=groups), conv_bn_act(up, up, 1, groups=groups))
+        self.up = nn.Sequential(
+            conv_bn_act(skip + deeper, up, 3, groups=groups), conv_bn_act(up, up, 1, groups=groups)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         deeper = self.down(x)
@@ -131,7 +151,10 @@ class SkipNet(nn.Module):
             inner = Scale(in_channels, config, inner, groups)
         self.body = inner
         self.head = nn.Sequential(
-            nn.Conv2d(config.channels_up * groups, config.output_channels * groups, 1, groups=groups), nn.Sigmoid()
+            nn.Conv2d(
+                config.channels_up * groups, config.output_channels * groups, 1, groups=groups
+            ),
+            nn.Sigmoid(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,7 +169,9 @@ def count_parameters(net: nn.Module) -> int:
 def stack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """K single-network state dicts -> the state dict of `SkipNet(config, groups=K)`."""
     return {
-        key: torch.cat([state[key] for state in states]) if states[0][key].dim() else states[0][key].clone()
+        key: torch.cat([state[key] for state in states])
+        if states[0][key].dim()
+        else states[0][key].clone()
         for key in states[0]
     }
 
@@ -154,6 +179,9 @@ def stack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 def unstack_state(state: dict[str, torch.Tensor], groups: int) -> list[dict[str, torch.Tensor]]:
     """State dict of `SkipNet(config, groups=K)` -> K single-network state dicts (copies)."""
     return [
-        {key: value.chunk(groups)[index].clone() if value.dim() else value.clone() for key, value in state.items()}
+        {
+            key: value.chunk(groups)[index].clone() if value.dim() else value.clone()
+            for key, value in state.items()
+        }
         for index in range(groups)
     ]

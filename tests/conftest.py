@@ -20,14 +20,26 @@ def smooth_image(height: int, width: int, channels: int, seed: int) -> np.ndarra
     """A smooth random image in [0, 1], HWC (HW when channels == 1)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    layers = [0.5 + 0.4 * np.sin(2 * np.pi * (rng.uniform(0.5, 2) * x + rng.uniform(0.5, 2) * y + rng.uniform()))
-              for _ in range(channels)]
+    layers = [
+        0.5
+        + 0.4
+        * np.sin(2 * np.pi * (rng.uniform(0.5, 2) * x + rng.uniform(0.5, 2) * y + rng.uniform()))
+        for _ in range(channels)
+    ]
     image = np.stack(layers, axis=-1)
     return image[..., 0] if channels == 1 else image
 
 
-def make_pair(folder: Path, stem: str, height: int = 64, width: int = 64, channels: int = 3,
-              seed: int = 0, suffix: str = ".png", with_clean: bool = True) -> None:
+def make_pair(
+    folder: Path,
+    stem: str,
+    height: int = 64,
+    width: int = 64,
+    channels: int = 3,
+    seed: int = 0,
+    suffix: str = ".png",
+    with_clean: bool = True,
+) -> None:
     """Write `folder/real/<stem><suffix>` (noisy) and, optionally, `folder/mean/<stem>.png` (clean)."""
     clean = smooth_image(height, width, channels, seed)
     noisy = np.clip(clean + np.random.default_rng(seed + 100).normal(0, 0.08, clean.shape), 0, 1)

@@ -31,9 +31,15 @@ def test_too_small_image_is_refused():
         pad_image(np.zeros((15, 40, 3), np.float32), 32)
 
 
-@pytest.mark.parametrize("settings", [
-    FitSettings(num_iter=0), FitSettings(num_iter=10, save_iter=20), FitSettings(lr=-1), FitSettings(exp_weight=1.0),
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        FitSettings(num_iter=0),
+        FitSettings(num_iter=10, save_iter=20),
+        FitSettings(lr=-1),
+        FitSettings(exp_weight=1.0),
+    ],
+)
 def test_invalid_settings(settings):
     with pytest.raises(ValueError):
         settings.validate()

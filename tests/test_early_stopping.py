@@ -57,30 +57,75 @@ def run_with_wmv(tmp_path):
     make_pair(tmp_path, "a", seed=1)
     make_pair(tmp_path, "b", height=64, width=96, seed=2)
     output = tmp_path / "run"
-    args = run_BDN.parse_args(["--dataset_real_path", str(tmp_path / "real"), "--dataset_mean_path", str(tmp_path / "mean"),
-                               "--output_path", str(output), *FAST, "--num_iter", "300", "--exp_weight", "0",
-                               "--early_stop", "wmv", "--wmv_window", "30", "--patience", "40"])
+    args = run_BDN.parse_args(
+        [
+            "--dataset_real_path",
+            str(tmp_path / "real"),
+            "--dataset_mean_path",
+            str(tmp_path / "mean"),
+            "--output_path",
+            str(output),
+            *FAST,
+            "--num_iter",
+            "300",
+            "--exp_weight",
+            "0",
+            "--early_stop",
+            "wmv",
+            "--wmv_window",
+            "30",
+            "--patience",
+            "40",
+        ]
+    )
     assert run_BDN.main(args) == 0
     return output
 
 
 def test_online_wmv_stop_matches_test_biqan_offline_wmv(run_with_wmv, tmp_path):
     summary = read_csv(run_with_wmv / "summary.csv")
-    assert all(row["stop_iteration"] for row in summary), "the rule should fire within 300 iterations here"
+    assert all(row["stop_iteration"] for row in summary), (
+        "the rule should fire within 300 iterations here"
+    )
     selected = tmp_path / "selected"
-    args = test_BIQAN.parse_args(["--dataset_image_path", str(run_with_wmv), "--output_path", str(selected), "--selector", "wmv",
-                                  "--start_index", "0", "--wmv_window", "3", "--wmv_patience", "4", "--gpu_id", "cpu"])
+    args = test_BIQAN.parse_args(
+        [
+            "--dataset_image_path",
+            str(run_with_wmv),
+            "--output_path",
+            str(selected),
+            "--selector",
+            "wmv",
+            "--start_index",
+            "0",
+            "--wmv_window",
+            "3",
+            "--wmv_patience",
+            "4",
+            "--gpu_id",
+            "cpu",
+        ]
+    )
     assert test_BIQAN.main(args) == 0
     offline = {row["image"]: row for row in read_csv(selected / "selection.csv")}
     for row in summary:
         folder = run_with_wmv / row["image"]
         stop, picked = int(row["stop_iteration"]), int(row["picked_iteration"])
         assert int(offline[row["image"]]["picked_iteration"]) == picked
-        assert int(row["iterations"]) == stop + 10  # the loop ends one snapshot after the rule fires
-        assert max(int(p.stem) for p in folder.glob("0*.png")) == stop  # nothing saved after the stop
+        assert (
+            int(row["iterations"]) == stop + 10
+        )  # the loop ends one snapshot after the rule fires
+        assert (
+            max(int(p.stem) for p in folder.glob("0*.png")) == stop
+        )  # nothing saved after the stop
         assert (folder / "denoised.png").read_bytes() == (folder / f"{picked:05d}.png").read_bytes()
         assert float(row["picked_psnr"]) == pytest.approx(
-            next(float(m["psnr_avg"]) for m in read_csv(folder / "metrics.csv") if int(m["iteration"]) == picked))
+            next(
+                float(m["psnr_avg"])
+                for m in read_csv(folder / "metrics.csv")
+                if int(m["iteration"]) == picked
+            )
+        )
 
 
 def test_online_biqan_stop_with_a_tiny_checkpoint(tmp_path):
@@ -89,31 +134,74 @@ def test_online_biqan_stop_with_a_tiny_checkpoint(tmp_path):
     checkpoint = tmp_path / "biqan"
     checkpoint.mkdir()
     biqan.build_biqan(biqan.BiqanConfig(alpha=0.25, image_size=32, input_mode="crop")).save_weights(
-        str(checkpoint / "weights.001-0.100.weights.h5"))
+        str(checkpoint / "weights.001-0.100.weights.h5")
+    )
     biqan.save_config(checkpoint, biqan.BiqanConfig(alpha=0.25, image_size=32, input_mode="crop"))
     make_pair(tmp_path, "a", seed=1)
-    args = run_BDN.parse_args(["--dataset_real_path", str(tmp_path / "real"), "--output_path", str(tmp_path / "run"), *FAST,
-                               "--num_iter", "200", "--early_stop", "biqan", "--pre_trained_model", str(checkpoint),
-                               "--patience", "30"])
+    args = run_BDN.parse_args(
+        [
+            "--dataset_real_path",
+            str(tmp_path / "real"),
+            "--output_path",
+            str(tmp_path / "run"),
+            *FAST,
+            "--num_iter",
+            "200",
+            "--early_stop",
+            "biqan",
+            "--pre_trained_model",
+            str(checkpoint),
+            "--patience",
+            "30",
+        ]
+    )
     assert run_BDN.main(args) == 0
     summary = json.loads((tmp_path / "run" / "a" / "summary.json").read_text())
     assert summary["picked_iteration"] is not None
-    assert summary["stop_iteration"] is None or summary["stop_iteration"] >= summary["picked_iteration"] + 30
+    assert (
+        summary["stop_iteration"] is None
+        or summary["stop_iteration"] >= summary["picked_iteration"] + 30
+    )
     folder = tmp_path / "run" / "a"
-    assert (folder / "denoised.png").read_bytes() == (folder / f"{summary['picked_iteration']:05d}.png").read_bytes()
+    assert (folder / "denoised.png").read_bytes() == (
+        folder / f"{summary['picked_iteration']:05d}.png"
+    ).read_bytes()
 
 
 def test_biqan_early_stop_needs_a_model(tmp_path, capsys):
     make_pair(tmp_path, "a")
     with pytest.raises(SystemExit):
-        run_BDN.parse_args(["--dataset_real_path", str(tmp_path / "real"), "--output_path", str(tmp_path / "o"), *FAST,
-                            "--early_stop", "biqan"])
+        run_BDN.parse_args(
+            [
+                "--dataset_real_path",
+                str(tmp_path / "real"),
+                "--output_path",
+                str(tmp_path / "o"),
+                *FAST,
+                "--early_stop",
+                "biqan",
+            ]
+        )
     assert "--pre_trained_model" in capsys.readouterr().err
 
 
 def denoise_args(*argv: str):
-    return denoise.parse_args([*argv, "--num_iter", "60", "--save_iter", "10", "--wmv_window", "20", "--patience", "20",
-                               "--gpu_id", "cpu", "--quiet"])
+    return denoise.parse_args(
+        [
+            *argv,
+            "--num_iter",
+            "60",
+            "--save_iter",
+            "10",
+            "--wmv_window",
+            "20",
+            "--patience",
+            "20",
+            "--gpu_id",
+            "cpu",
+            "--quiet",
+        ]
+    )
 
 
 def test_denoise_keeps_names_sizes_and_formats_and_survives_a_bad_file(tmp_path, caplog):
@@ -132,7 +220,14 @@ def test_denoise_keeps_names_sizes_and_formats_and_survives_a_bad_file(tmp_path,
 
 def test_denoise_keeps_snapshots_only_when_asked(tmp_path):
     make_pair(tmp_path, "one", seed=3)
-    assert denoise.main(denoise_args(str(tmp_path / "real" / "one.png"), "-o", str(tmp_path / "out"), "--keep_snapshots")) == 0
+    assert (
+        denoise.main(
+            denoise_args(
+                str(tmp_path / "real" / "one.png"), "-o", str(tmp_path / "out"), "--keep_snapshots"
+            )
+        )
+        == 0
+    )
     assert (tmp_path / "out" / "snapshots" / "one" / "metrics.csv").exists()
     assert (tmp_path / "out" / "one.png").exists()
 
@@ -151,5 +246,7 @@ def test_denoise_rejects_missing_inputs_and_duplicate_names(tmp_path, capsys):
         denoise_args(str(tmp_path / "nothing.png"), "-o", str(tmp_path / "out"))
     assert "no such file or folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        denoise_args(str(tmp_path / "real"), str(tmp_path / "other" / "real"), "-o", str(tmp_path / "out"))
+        denoise_args(
+            str(tmp_path / "real"), str(tmp_path / "other" / "real"), "-o", str(tmp_path / "out")
+        )
     assert "same name" in capsys.readouterr().err

@@ -10,7 +10,13 @@ from utils import image_io
 def test_list_images_sorted_any_case(tmp_path):
     for name in ["b.PNG", "a.jpg", "c.Tiff", "d.bmp", "notes.txt", "e.JPEG"]:
         (tmp_path / name).write_bytes(b"x")
-    assert [p.name for p in image_io.list_images(tmp_path)] == ["a.jpg", "b.PNG", "c.Tiff", "d.bmp", "e.JPEG"]
+    assert [p.name for p in image_io.list_images(tmp_path)] == [
+        "a.jpg",
+        "b.PNG",
+        "c.Tiff",
+        "d.bmp",
+        "e.JPEG",
+    ]
 
 
 def test_list_images_missing_folder(tmp_path):
@@ -25,7 +31,9 @@ def test_png_round_trip_is_lossless(tmp_path, shape, bit_depth):
     image_io.write_png(tmp_path / "x.png", pixels, bit_depth)
     image = image_io.read_image(tmp_path / "x.png")
     assert image.bit_depth == bit_depth and image.pixels.shape == shape
-    np.testing.assert_array_equal(image_io.quantize(image.pixels, bit_depth), image_io.quantize(pixels, bit_depth))
+    np.testing.assert_array_equal(
+        image_io.quantize(image.pixels, bit_depth), image_io.quantize(pixels, bit_depth)
+    )
 
 
 def test_channel_order_is_rgb(tmp_path):
@@ -54,7 +62,9 @@ def test_alpha_dropped_with_warning(tmp_path, caplog):
     assert "alpha channel dropped" in caplog.text and "alpha.png" in caplog.text
 
 
-@pytest.mark.parametrize("content, message", [(b"", "empty file"), (b"not an image at all", "not a readable image")])
+@pytest.mark.parametrize(
+    "content, message", [(b"", "empty file"), (b"not an image at all", "not a readable image")]
+)
 def test_bad_files_name_the_file(tmp_path, content, message):
     path = tmp_path / "bad.png"
     path.write_bytes(content)

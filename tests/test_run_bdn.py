@@ -20,11 +20,30 @@ from tests.conftest import make_pair
 from utils import image_io, reconstruction
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--input_depth", "8", "--channels", "16", "--num_iter", "40", "--save_iter", "10", "--gpu_id", "cpu", "--quiet"]
+FAST = [
+    "--input_depth",
+    "8",
+    "--channels",
+    "16",
+    "--num_iter",
+    "40",
+    "--save_iter",
+    "10",
+    "--gpu_id",
+    "cpu",
+    "--quiet",
+]
 
 
 def run(folder: Path, output: Path, *extra: str, clean: bool = True) -> int:
-    argv = ["--dataset_real_path", str(folder / "real"), "--output_path", str(output), *FAST, *extra]
+    argv = [
+        "--dataset_real_path",
+        str(folder / "real"),
+        "--output_path",
+        str(output),
+        *FAST,
+        *extra,
+    ]
     if clean:
         argv += ["--dataset_mean_path", str(folder / "mean")]
     return run_BDN.main(run_BDN.parse_args(argv))
@@ -40,14 +59,25 @@ def test_snapshots_metrics_and_summary(pairs, tmp_path):
     assert run(pairs, output) == 0
     for stem in ("a", "b"):
         folder = output / stem
-        assert sorted(p.name for p in folder.glob("*.png")) == [f"{i:05d}.png" for i in (10, 20, 30, 40)]
+        assert sorted(p.name for p in folder.glob("*.png")) == [
+            f"{i:05d}.png" for i in (10, 20, 30, 40)
+        ]
         rows = read_csv(folder / "metrics.csv")
-        assert list(rows[0]) == ["iteration", "loss", "psnr_noisy", "psnr_raw", "ssim_raw", "psnr_avg", "ssim_avg"]
+        assert list(rows[0]) == [
+            "iteration",
+            "loss",
+            "psnr_noisy",
+            "psnr_raw",
+            "ssim_raw",
+            "psnr_avg",
+            "ssim_avg",
+        ]
         assert [int(r["iteration"]) for r in rows] == [10, 20, 30, 40]
         assert all(float(r["psnr_avg"]) > 5 and 0 < float(r["ssim_avg"]) <= 1 for r in rows)
         snapshot = image_io.read_image(folder / "00040.png").pixels
         clean = image_io.read_image(pairs / "mean" / f"{stem}.png").pixels
         from utils.metrics import psnr
+
         assert psnr(snapshot, clean) == pytest.approx(float(rows[-1]["psnr_avg"]), abs=1e-4)
         assert (output / f"{stem}_psnr.png").stat().st_size > 0
         assert (folder / "net.pt").exists() and not (folder / "state.pt").exists()
@@ -56,7 +86,11 @@ def test_snapshots_metrics_and_summary(pairs, tmp_path):
     best = max(read_csv(output / "a" / "metrics.csv"), key=lambda r: float(r["psnr_avg"]))
     assert summary[0]["best_iteration"] == best["iteration"]
     record = json.loads((output / "args.json").read_text())
-    assert record["fit"]["num_iter"] == 40 and record["network"]["channels_down"] == 16 and "torch" in record["versions"]
+    assert (
+        record["fit"]["num_iter"] == 40
+        and record["network"]["channels_down"] == 16
+        and "torch" in record["versions"]
+    )
 
 
 def test_pairing_by_stem_and_blind_images(tmp_path):
@@ -68,11 +102,16 @@ def test_pairing_by_stem_and_blind_images(tmp_path):
     (tmp_path / "decoy" / "mean" / "b_unrelated.png").rename(tmp_path / "mean" / "b_unrelated.png")
     jobs = reconstruction.plan_jobs(tmp_path / "real", tmp_path / "mean")
     assert [(j.stem, j.clean.name if j.clean else None) for j in jobs] == [
-        ("a_blind", None), ("m_jpeg", "m_jpeg.png"), ("z_first", "z_first.png")]
+        ("a_blind", None),
+        ("m_jpeg", "m_jpeg.png"),
+        ("z_first", "z_first.png"),
+    ]
     output = tmp_path / "out"
     assert run(tmp_path, output) == 0
     blind = read_csv(output / "a_blind" / "metrics.csv")
-    assert all(r["psnr_avg"] == "" and r["ssim_raw"] == "" and float(r["psnr_noisy"]) > 0 for r in blind)
+    assert all(
+        r["psnr_avg"] == "" and r["ssim_raw"] == "" and float(r["psnr_noisy"]) > 0 for r in blind
+    )
     assert all(r["psnr_avg"] != "" for r in read_csv(output / "z_first" / "metrics.csv"))
 
 
@@ -84,7 +123,13 @@ def test_fully_blind_run(pairs, tmp_path):
 
 @pytest.mark.parametrize("shape", [(50, 70, 3), (40, 33)])
 def test_output_keeps_the_input_size(tmp_path, shape):
-    make_pair(tmp_path, "odd", height=shape[0], width=shape[1], channels=shape[2] if len(shape) == 3 else 1)
+    make_pair(
+        tmp_path,
+        "odd",
+        height=shape[0],
+        width=shape[1],
+        channels=shape[2] if len(shape) == 3 else 1,
+    )
     assert run(tmp_path, tmp_path / "out") == 0
     snapshot = image_io.read_image(tmp_path / "out" / "odd" / "00040.png")
     assert snapshot.pixels.shape == shape
@@ -115,15 +160,27 @@ def test_saved_network_reproduces_its_output(pairs, tmp_path):
 def test_init_from_file_starts_from_that_network(pairs, tmp_path):
     assert run(pairs, tmp_path / "first", "--num_iter", "20") == 0
     network_file = tmp_path / "first" / "a" / "net.pt"
-    settings = run_BDN.settings(run_BDN.parse_args(
-        ["--dataset_real_path", str(pairs / "real"), "--output_path", str(tmp_path / "x"), *FAST,
-         "--init_from", str(network_file)]))
+    settings = run_BDN.settings(
+        run_BDN.parse_args(
+            [
+                "--dataset_real_path",
+                str(pairs / "real"),
+                "--output_path",
+                str(tmp_path / "x"),
+                *FAST,
+                "--init_from",
+                str(network_file),
+            ]
+        )
+    )
     image = reconstruction.prepare(reconstruction.ImageJob(pairs / "real" / "b.png", None), 32)
     state, label = reconstruction.initial_state(image, settings, None)
     saved = torch.load(network_file, weights_only=True)["state_dict"]
     assert label == str(network_file)
     assert all(torch.equal(value, saved[key]) for key, value in state.items())
-    assert run(pairs, tmp_path / "second", "--init_from", str(network_file), "--num_iter", "20") == 0
+    assert (
+        run(pairs, tmp_path / "second", "--init_from", str(network_file), "--num_iter", "20") == 0
+    )
     assert read_csv(tmp_path / "second" / "summary.csv")[0]["init"] == str(network_file)
 
 
@@ -141,7 +198,10 @@ def test_previous_init_chains_images(pairs, tmp_path, monkeypatch):
     final_a = torch.load(tmp_path / "out" / "a" / "net.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(started_from["b"][k], final_a[k]) for k in final_a)
     assert not all(torch.equal(started_from["a"][k], final_a[k]) for k in final_a)
-    assert [r["init"] for r in read_csv(tmp_path / "out" / "summary.csv")] == ["scratch", "previous"]
+    assert [r["init"] for r in read_csv(tmp_path / "out" / "summary.csv")] == [
+        "scratch",
+        "previous",
+    ]
 
 
 def test_bad_inputs_are_reported_and_the_rest_is_done(tmp_path, caplog):
@@ -155,31 +215,49 @@ def test_bad_inputs_are_reported_and_the_rest_is_done(tmp_path, caplog):
     output.mkdir()
     assert run(tmp_path, output) == 1
     errors = caplog.text
-    for name, reason in [("empty.png", "empty file"), ("text.jpg", "not a readable image"),
-                         ("tiny.png", "too small"), ("wrongref.png", "reference is 48x64x3")]:
+    for name, reason in [
+        ("empty.png", "empty file"),
+        ("text.jpg", "not a readable image"),
+        ("tiny.png", "too small"),
+        ("wrongref.png", "reference is 48x64x3"),
+    ]:
         line = next(line for line in errors.splitlines() if name in line and reason in line)
         assert "Traceback" not in line
     assert "Traceback" not in errors
     assert [r["image"] for r in read_csv(output / "summary.csv")] == ["good"]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--num_iter", "-5"], "num_iter must be positive"),
-    (["--save_iter", "100"], "save_iter must be in"),
-    (["--gpu_id", "x"], "invalid GPU id"),
-    (["--init_from", "missing.pt"], "--init_from"),
-    (["--show_iter", "15"], "--show_iter"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--num_iter", "-5"], "num_iter must be positive"),
+        (["--save_iter", "100"], "save_iter must be in"),
+        (["--gpu_id", "x"], "invalid GPU id"),
+        (["--init_from", "missing.pt"], "--init_from"),
+        (["--show_iter", "15"], "--show_iter"),
+    ],
+)
 def test_invalid_flags_fail_before_work(pairs, tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_info:
-        run_BDN.parse_args(["--dataset_real_path", str(pairs / "real"), "--output_path", str(tmp_path / "o"), *FAST, *flags])
+        run_BDN.parse_args(
+            [
+                "--dataset_real_path",
+                str(pairs / "real"),
+                "--output_path",
+                str(tmp_path / "o"),
+                *FAST,
+                *flags,
+            ]
+        )
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
 def test_missing_folder_is_a_flag_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        run_BDN.parse_args(["--dataset_real_path", str(tmp_path / "none"), "--output_path", str(tmp_path / "o")])
+        run_BDN.parse_args(
+            ["--dataset_real_path", str(tmp_path / "none"), "--output_path", str(tmp_path / "o")]
+        )
     assert "no such folder" in capsys.readouterr().err
 
 
@@ -191,33 +269,68 @@ def test_rerun_with_other_settings_is_refused(pairs, tmp_path):
 def test_gpu_id_falls_back_to_cpu_without_cuda(pairs, tmp_path, caplog):
     if torch.cuda.is_available():
         pytest.skip("CUDA is present: the fallback cannot be observed")
-    args = run_BDN.parse_args(["--dataset_real_path", str(pairs / "real"), "--output_path", str(tmp_path / "o"),
-                               *FAST[:-3], "--gpu_id", "0", "--quiet"])
+    args = run_BDN.parse_args(
+        [
+            "--dataset_real_path",
+            str(pairs / "real"),
+            "--output_path",
+            str(tmp_path / "o"),
+            *FAST[:-3],
+            "--gpu_id",
+            "0",
+            "--quiet",
+        ]
+    )
     assert args.device == torch.device("cpu")
     assert "CUDA is not available" in caplog.text
 
 
 def snapshot_files(output: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(output)): p.read_bytes()
-            for p in sorted(output.rglob("*")) if p.suffix in (".png", ".csv") and "_psnr" not in p.name
-            and p.name != "summary.csv"}
+    return {
+        str(p.relative_to(output)): p.read_bytes()
+        for p in sorted(output.rglob("*"))
+        if p.suffix in (".png", ".csv") and "_psnr" not in p.name and p.name != "summary.csv"
+    }
 
 
 def test_interrupted_run_resumes_to_identical_files(pairs, tmp_path):
-    command = [sys.executable, str(ROOT / "run_BDN.py"), "--dataset_real_path", str(pairs / "real"),
-               "--dataset_mean_path", str(pairs / "mean"), *FAST[:4], "--num_iter", "60", "--save_iter", "10",
-               "--checkpoint_every", "20", "--gpu_id", "cpu", "--quiet"]
+    command = [
+        sys.executable,
+        str(ROOT / "run_BDN.py"),
+        "--dataset_real_path",
+        str(pairs / "real"),
+        "--dataset_mean_path",
+        str(pairs / "mean"),
+        *FAST[:4],
+        "--num_iter",
+        "60",
+        "--save_iter",
+        "10",
+        "--checkpoint_every",
+        "20",
+        "--gpu_id",
+        "cpu",
+        "--quiet",
+    ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(command + ["--output_path", str(tmp_path / "whole")], check=True, env=environment, cwd=ROOT)
+    subprocess.run(
+        command + ["--output_path", str(tmp_path / "whole")], check=True, env=environment, cwd=ROOT
+    )
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(command + ["--output_path", str(interrupted)], env=environment, cwd=ROOT)
+    process = subprocess.Popen(
+        command + ["--output_path", str(interrupted)], env=environment, cwd=ROOT
+    )
     deadline = time.time() + 120
     while not (interrupted / "b" / "state.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert (interrupted / "b" / "state.pt").exists(), "the run never reached a checkpoint of image b"
+    assert (interrupted / "b" / "state.pt").exists(), (
+        "the run never reached a checkpoint of image b"
+    )
     assert not (interrupted / "b" / "summary.json").exists()
-    subprocess.run(command + ["--output_path", str(interrupted)], check=True, env=environment, cwd=ROOT)
+    subprocess.run(
+        command + ["--output_path", str(interrupted)], check=True, env=environment, cwd=ROOT
+    )
     assert snapshot_files(interrupted) == snapshot_files(tmp_path / "whole")
     assert not list(interrupted.rglob("*.tmp"))

@@ -19,7 +19,19 @@ from utils.dip import DipFit, FitSettings, build_network, run_fit
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = SkipConfig(input_depth=8, channels_down=8, channels_up=8, channels_skip=2)
-FAST = ["--input_depth", "8", "--channels", "16", "--num_iter", "30", "--save_iter", "10", "--gpu_id", "cpu", "--quiet"]
+FAST = [
+    "--input_depth",
+    "8",
+    "--channels",
+    "16",
+    "--num_iter",
+    "30",
+    "--save_iter",
+    "10",
+    "--gpu_id",
+    "cpu",
+    "--quiet",
+]
 
 
 def noisy_images(count: int, size: int = 64) -> torch.Tensor:
@@ -33,15 +45,26 @@ def test_batched_fit_equals_fitting_each_image_alone():
     noisy, seeds = noisy_images(3).double(), [11, 22, 33]
     alone = []
     for index, seed in enumerate(seeds):
-        fit = DipFit(build_network(SMALL, seed, torch.device("cpu")).double(), noisy[index : index + 1], settings, [seed])
+        fit = DipFit(
+            build_network(SMALL, seed, torch.device("cpu")).double(),
+            noisy[index : index + 1],
+            settings,
+            [seed],
+        )
         run_fit(fit, [])
         alone.append(fit)
     stacked = SkipNet(SMALL, groups=3)
-    stacked.load_state_dict(stack_states([build_network(SMALL, seed, torch.device("cpu")).state_dict() for seed in seeds]))
+    stacked.load_state_dict(
+        stack_states(
+            [build_network(SMALL, seed, torch.device("cpu")).state_dict() for seed in seeds]
+        )
+    )
     batched = DipFit(stacked.double(), noisy, settings, seeds)
     run_fit(batched, [])
     for index, fit in enumerate(alone):
-        torch.testing.assert_close(batched.average[index : index + 1], fit.average, atol=1e-9, rtol=0)
+        torch.testing.assert_close(
+            batched.average[index : index + 1], fit.average, atol=1e-9, rtol=0
+        )
 
 
 def test_batched_backtracking_restores_only_the_image_that_fell():
@@ -59,7 +82,9 @@ def test_batched_backtracking_restores_only_the_image_that_fell():
 
 
 def test_batch_state_splits_into_per_image_states():
-    fit = DipFit(SkipNet(SMALL, groups=2), noisy_images(2), FitSettings(num_iter=4, save_iter=1), [1, 2])
+    fit = DipFit(
+        SkipNet(SMALL, groups=2), noisy_images(2), FitSettings(num_iter=4, save_iter=1), [1, 2]
+    )
     for _ in range(2):
         fit.step()
     states = fit.state_dicts()
@@ -81,13 +106,19 @@ def test_shards_partition_the_images(tmp_path, count, shards):
 
 def run_files(output: Path) -> dict[str, bytes]:
     """Every snapshot and metrics file of a run folder, by relative path."""
-    return {str(p.relative_to(output)): p.read_bytes() for p in sorted(output.rglob("*"))
-            if p.suffix in (".png", ".csv") and "_psnr" not in p.name and p.name != "summary.csv"}
+    return {
+        str(p.relative_to(output)): p.read_bytes()
+        for p in sorted(output.rglob("*"))
+        if p.suffix in (".png", ".csv") and "_psnr" not in p.name and p.name != "summary.csv"
+    }
 
 
 def summary_rows(output: Path) -> list[dict]:
     with open(output / "summary.csv", newline="") as stream:
-        return [{k: v for k, v in row.items() if k not in ("seconds", "iterations_per_second")} for row in csv.DictReader(stream)]
+        return [
+            {k: v for k, v in row.items() if k not in ("seconds", "iterations_per_second")}
+            for row in csv.DictReader(stream)
+        ]
 
 
 @pytest.fixture
@@ -98,12 +129,32 @@ def three_pairs(tmp_path):
 
 
 def test_two_shard_processes_write_the_files_of_one_run(three_pairs, tmp_path):
-    base = [sys.executable, str(ROOT / "run_BDN.py"), "--dataset_real_path", str(three_pairs / "real"),
-            "--dataset_mean_path", str(three_pairs / "mean"), *FAST]
+    base = [
+        sys.executable,
+        str(ROOT / "run_BDN.py"),
+        "--dataset_real_path",
+        str(three_pairs / "real"),
+        "--dataset_mean_path",
+        str(three_pairs / "mean"),
+        *FAST,
+    ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(base + ["--output_path", str(tmp_path / "whole")], check=True, env=environment)
-    shards = [subprocess.Popen(base + ["--output_path", str(tmp_path / "sharded"), "--num_shards", "2", "--shard_index", str(index)],
-                               env=environment) for index in range(2)]
+    shards = [
+        subprocess.Popen(
+            base
+            + [
+                "--output_path",
+                str(tmp_path / "sharded"),
+                "--num_shards",
+                "2",
+                "--shard_index",
+                str(index),
+            ],
+            env=environment,
+        )
+        for index in range(2)
+    ]
     assert [process.wait() for process in shards] == [0, 0]
     assert run_files(tmp_path / "sharded") == run_files(tmp_path / "whole")
     assert summary_rows(tmp_path / "sharded") == summary_rows(tmp_path / "whole")
@@ -112,14 +163,28 @@ def test_two_shard_processes_write_the_files_of_one_run(three_pairs, tmp_path):
 def test_slurm_array_variables_pick_the_shard(three_pairs, tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
-    args = run_BDN.parse_args(["--dataset_real_path", str(three_pairs / "real"), "--output_path", str(tmp_path / "o"), *FAST])
+    args = run_BDN.parse_args(
+        [
+            "--dataset_real_path",
+            str(three_pairs / "real"),
+            "--output_path",
+            str(tmp_path / "o"),
+            *FAST,
+        ]
+    )
     assert (args.num_shards, args.shard_index) == (3, 1)
     assert run_BDN.main(args) == 0
     assert [p.name for p in (tmp_path / "o").iterdir() if p.is_dir()] == ["b"]
 
 
 def test_cpu_workers_write_the_files_of_one_run(three_pairs, tmp_path):
-    common = ["--dataset_real_path", str(three_pairs / "real"), "--dataset_mean_path", str(three_pairs / "mean"), *FAST]
+    common = [
+        "--dataset_real_path",
+        str(three_pairs / "real"),
+        "--dataset_mean_path",
+        str(three_pairs / "mean"),
+        *FAST,
+    ]
     assert run_BDN.main(run_BDN.parse_args(common + ["--output_path", str(tmp_path / "one")])) == 0
     args = run_BDN.parse_args(common + ["--output_path", str(tmp_path / "two"), "--workers", "2"])
     assert len(args.devices) == 2
@@ -129,26 +194,55 @@ def test_cpu_workers_write_the_files_of_one_run(three_pairs, tmp_path):
 
 
 def test_batch_images_run_matches_single_runs(three_pairs, tmp_path):
-    common = ["--dataset_real_path", str(three_pairs / "real"), "--dataset_mean_path", str(three_pairs / "mean"), *FAST]
+    common = [
+        "--dataset_real_path",
+        str(three_pairs / "real"),
+        "--dataset_mean_path",
+        str(three_pairs / "mean"),
+        *FAST,
+    ]
     make_pair(three_pairs, "d_other_size", height=96, width=64, seed=9)
     assert run_BDN.main(run_BDN.parse_args(common + ["--output_path", str(tmp_path / "one")])) == 0
-    assert run_BDN.main(run_BDN.parse_args(common + ["--output_path", str(tmp_path / "batched"), "--batch_images", "4"])) == 0
+    assert (
+        run_BDN.main(
+            run_BDN.parse_args(
+                common + ["--output_path", str(tmp_path / "batched"), "--batch_images", "4"]
+            )
+        )
+        == 0
+    )
     assert run_files(tmp_path / "batched").keys() == run_files(tmp_path / "one").keys()
     for one, batched in zip(summary_rows(tmp_path / "one"), summary_rows(tmp_path / "batched")):
-        assert (one["image"], one["height"], one["width"]) == (batched["image"], batched["height"], batched["width"])
+        assert (one["image"], one["height"], one["width"]) == (
+            batched["image"],
+            batched["height"],
+            batched["width"],
+        )
         # float32 trajectories differ by rounding (see the float64 test above); the quality does not
         assert float(batched["best_psnr"]) == pytest.approx(float(one["best_psnr"]), abs=0.3)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--precision", "fp16"], "invalid choice"),
-    (["--batch_images", "0"], "--batch_images"),
-    (["--num_shards", "2", "--shard_index", "2"], "--shard_index"),
-    (["--init_from", "previous", "--batch_images", "2"], "chains images"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--precision", "fp16"], "invalid choice"),
+        (["--batch_images", "0"], "--batch_images"),
+        (["--num_shards", "2", "--shard_index", "2"], "--shard_index"),
+        (["--init_from", "previous", "--batch_images", "2"], "chains images"),
+    ],
+)
 def test_scale_flags_are_validated(three_pairs, tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit):
-        run_BDN.parse_args(["--dataset_real_path", str(three_pairs / "real"), "--output_path", str(tmp_path / "o"), *FAST, *flags])
+        run_BDN.parse_args(
+            [
+                "--dataset_real_path",
+                str(three_pairs / "real"),
+                "--output_path",
+                str(tmp_path / "o"),
+                *FAST,
+                *flags,
+            ]
+        )
     assert message in capsys.readouterr().err
 
 
@@ -169,7 +263,9 @@ def test_bf16_fit_runs_and_stays_close_to_fp32():
     assert 0 < float(error) < 0.05
 
 
-def test_out_of_memory_splits_the_batch_then_reports_a_clear_error(three_pairs, tmp_path, monkeypatch, caplog):
+def test_out_of_memory_splits_the_batch_then_reports_a_clear_error(
+    three_pairs, tmp_path, monkeypatch, caplog
+):
     original = reconstruction.fit_group
     attempts = []
 
@@ -180,11 +276,22 @@ def test_out_of_memory_splits_the_batch_then_reports_a_clear_error(three_pairs, 
         return original(images, settings, previous)
 
     monkeypatch.setattr(reconstruction, "fit_group", fake_fit_group)
-    args = run_BDN.parse_args(["--dataset_real_path", str(three_pairs / "real"), "--output_path", str(tmp_path / "o"),
-                               *FAST, "--batch_images", "3"])
+    args = run_BDN.parse_args(
+        [
+            "--dataset_real_path",
+            str(three_pairs / "real"),
+            "--output_path",
+            str(tmp_path / "o"),
+            *FAST,
+            "--batch_images",
+            "3",
+        ]
+    )
     assert run_BDN.main(args) == 1
     assert attempts[0] == ["a", "b", "c"] and ["a"] in attempts and ["c"] in attempts
-    line = next(line for line in caplog.text.splitlines() if "b.png" in line and "out of memory" in line)
+    line = next(
+        line for line in caplog.text.splitlines() if "b.png" in line and "out of memory" in line
+    )
     assert "3.50 GiB" in line and "--batch_images" in line
     assert [row["image"] for row in summary_rows(tmp_path / "o")] == ["a", "c"]
 
@@ -194,11 +301,19 @@ def test_cuda_precisions_stay_within_a_tenth_of_a_decibel(cuda_device):
     from utils.dip import to_array
 
     clean = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
-    noisy = (clean + 0.05 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    noisy = (
+        clean + 0.05 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))
+    ).clamp(0, 1)
     results = {}
     for precision in devices.PRECISIONS:
         devices.configure_precision(precision, cuda_device)
-        fit = DipFit(build_network(SkipConfig(), 0, cuda_device), noisy.to(cuda_device), FitSettings(num_iter=300), [0], precision)
+        fit = DipFit(
+            build_network(SkipConfig(), 0, cuda_device),
+            noisy.to(cuda_device),
+            FitSettings(num_iter=300),
+            [0],
+            precision,
+        )
         run_fit(fit, [])
         results[precision] = psnr(to_array(fit.average), to_array(clean))
     assert all(abs(value - results["fp32"]) < 0.1 for value in results.values()), results

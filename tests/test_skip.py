@@ -16,7 +16,9 @@ def test_layer_structure_matches_upstream_skip():
     assert len(strided) == 5 and all(m.kernel_size == (3, 3) for m in strided)
     skips = [m for m in convs if m.kernel_size == (1, 1) and m.out_channels == 4]
     assert len(skips) == 5
-    assert sum(isinstance(m, nn.ReflectionPad2d) for m in modules) == 15  # 3 per scale: down x2, up x1
+    assert (
+        sum(isinstance(m, nn.ReflectionPad2d) for m in modules) == 15
+    )  # 3 per scale: down x2, up x1
     assert all(m.padding == (0, 0) for m in convs)
     upsamples = [m for m in modules if isinstance(m, nn.Upsample)]
     assert len(upsamples) == 5 and all(m.mode == "bilinear" for m in upsamples)

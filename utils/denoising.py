@@ -35,7 +35,9 @@ def collect_inputs(inputs: list[Path], output: Path) -> list[reconstruction.Imag
             raise ValueError(f"{path}: another input, {names[path.stem]}, has the same name")
         names[path.stem] = path
         if (output / path.name).resolve() == path.resolve():
-            raise ValueError(f"{path}: the output folder is this image's folder; refusing to overwrite the input")
+            raise ValueError(
+                f"{path}: the output folder is this image's folder; refusing to overwrite the input"
+            )
     return [reconstruction.ImageJob(path, None) for path in paths]
 
 
@@ -51,14 +53,22 @@ def write_result(job: reconstruction.ImageJob, work: Path, output: Path) -> None
     folder = work / job.stem
     summary = json.loads((folder / SUMMARY_FILE).read_text())
     snapshot = image_io.read_image(snapshot_path(folder, picked_iteration(summary, folder)))
-    data = image_io.encode_image(image_io.quantize(snapshot.pixels, snapshot.bit_depth), job.noisy.suffix)
+    data = image_io.encode_image(
+        image_io.quantize(snapshot.pixels, snapshot.bit_depth), job.noisy.suffix
+    )
     image_io.write_atomic(output / job.noisy.name, data)
 
 
-def denoise(jobs: list[reconstruction.ImageJob], settings: reconstruction.RunSettings, output: Path,
-            keep_snapshots: bool) -> list[tuple[Path, str]]:
+def denoise(
+    jobs: list[reconstruction.ImageJob],
+    settings: reconstruction.RunSettings,
+    output: Path,
+    keep_snapshots: bool,
+) -> list[tuple[Path, str]]:
     """Fit every job in `settings.output_path`, write the picks to `output`; returns the failures."""
-    reconstruction.start_folder(settings.output_path, reconstruction.run_record(settings, output, None))
+    reconstruction.start_folder(
+        settings.output_path, reconstruction.run_record(settings, output, None)
+    )
     failures = reconstruction.reconstruct_folder(jobs, settings)
     failed = {path for path, _ in failures}
     for job in jobs:

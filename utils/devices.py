@@ -35,7 +35,9 @@ def resolve_device(gpu_id: int | None) -> torch.device:
         return torch.device("cpu")
     count = torch.cuda.device_count()
     if gpu_id >= count:
-        raise ValueError(f"GPU {gpu_id} does not exist: this machine has {count} CUDA device(s) (0..{count - 1})")
+        raise ValueError(
+            f"GPU {gpu_id} does not exist: this machine has {count} CUDA device(s) (0..{count - 1})"
+        )
     return torch.device("cuda", gpu_id)
 
 

@@ -40,7 +40,9 @@ class FitSettings:
         if self.num_iter < 1:
             raise ValueError(f"num_iter must be positive, got {self.num_iter}")
         if not 1 <= self.save_iter <= self.num_iter:
-            raise ValueError(f"save_iter must be in 1..num_iter ({self.num_iter}), got {self.save_iter}")
+            raise ValueError(
+                f"save_iter must be in 1..num_iter ({self.num_iter}), got {self.save_iter}"
+            )
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.reg_noise_std < 0 or self.target_noise_std < 0 or self.input_noise_scale <= 0:
@@ -74,7 +76,9 @@ def pad_image(pixels: np.ndarray, multiple: int) -> tuple[np.ndarray, Padding]:
     """Reflection-pad an HWC/HW image so both sides are valid network sizes (see `padded_side`)."""
     height, width = pixels.shape[:2]
     if min(height, width) < MIN_SIDE:
-        raise ValueError(f"image too small to process: {height}x{width}, needs at least {MIN_SIDE} pixels per side")
+        raise ValueError(
+            f"image too small to process: {height}x{width}, needs at least {MIN_SIDE} pixels per side"
+        )
     extra_height = padded_side(height, multiple) - height
     extra_width = padded_side(width, multiple) - width
     top, left = extra_height // 2, extra_width // 2
@@ -85,7 +89,12 @@ def pad_image(pixels: np.ndarray, multiple: int) -> tuple[np.ndarray, Padding]:
 def to_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
     """HWC/HW float array -> (1, C, H, W) float32 tensor on `device`."""
     array = pixels[..., None] if pixels.ndim == 2 else pixels
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().unsqueeze(0).to(device)
+    return (
+        torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        .float()
+        .unsqueeze(0)
+        .to(device)
+    )
 
 
 def to_array(tensor: torch.Tensor) -> np.ndarray:
@@ -102,7 +111,9 @@ def build_network(config: SkipConfig, seed: int, device: torch.device) -> SkipNe
     return net.to(device)
 
 
-def make_input(config: SkipConfig, height: int, width: int, scale: float, seed: int) -> torch.Tensor:
+def make_input(
+    config: SkipConfig, height: int, width: int, scale: float, seed: int
+) -> torch.Tensor:
     """Fixed network input: uniform noise in [0, scale), (1, input_depth, H, W), on the CPU."""
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(1, config.input_depth, height, width, generator=generator) * scale
@@ -113,7 +124,9 @@ def stack_optimizer_states(states: list[dict]) -> dict:
     stacked = {"param_groups": states[0]["param_groups"], "state": {}}
     for index, first in states[0]["state"].items():
         stacked["state"][index] = {
-            key: torch.cat([state["state"][index][key] for state in states]) if value.dim() else value.clone()
+            key: torch.cat([state["state"][index][key] for state in states])
+            if value.dim()
+            else value.clone()
             for key, value in first.items()
         }
     return stacked
@@ -125,7 +138,10 @@ def unstack_optimizer_state(state: dict, groups: int) -> list[dict]:
         {
             "param_groups": state["param_groups"],
             "state": {
-                index: {key: value.chunk(groups)[image].clone() if value.dim() else value.clone() for key, value in entry.items()}
+                index: {
+                    key: value.chunk(groups)[image].clone() if value.dim() else value.clone()
+                    for key, value in entry.items()
+                }
                 for index, entry in state["state"].items()
             },
         }
@@ -141,13 +157,24 @@ class DipFit:
     `noisy` is (K, C, H, W) on the fit's device; `seeds` one per image.
     """
 
-    def __init__(self, net: SkipNet, noisy: torch.Tensor, settings: FitSettings, seeds: list[int],
-                 precision: str = "fp32", compile_network: bool = False) -> None:
+    def __init__(
+        self,
+        net: SkipNet,
+        noisy: torch.Tensor,
+        settings: FitSettings,
+        seeds: list[int],
+        precision: str = "fp32",
+        compile_network: bool = False,
+    ) -> None:
         images, channels, height, width = noisy.shape
         if images != net.groups or len(seeds) != images:
-            raise ValueError(f"{images} images and {len(seeds)} seeds for a network of {net.groups} groups")
+            raise ValueError(
+                f"{images} images and {len(seeds)} seeds for a network of {net.groups} groups"
+            )
         if channels != net.config.output_channels:
-            raise ValueError(f"image has {channels} channels, network outputs {net.config.output_channels}")
+            raise ValueError(
+                f"image has {channels} channels, network outputs {net.config.output_channels}"
+            )
         self.net = net
         self.settings = settings
         self.noisy = noisy
@@ -155,7 +182,11 @@ class DipFit:
         self.forward = torch.compile(net) if compile_network else net
         device = noisy.device
         self.base_input = torch.cat(
-            [make_input(net.config, height, width, settings.input_noise_scale, seed) for seed in seeds], dim=1
+            [
+                make_input(net.config, height, width, settings.input_noise_scale, seed)
+                for seed in seeds
+            ],
+            dim=1,
         ).to(device, noisy.dtype)
         self.generators = [torch.Generator(device=device).manual_seed(seed + 1) for seed in seeds]
         self.optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
@@ -173,7 +204,10 @@ class DipFit:
     def noise_like(self, tensor: torch.Tensor, std: float) -> torch.Tensor:
         """Gaussian noise of `tensor`'s shape (1, K*c, H, W), each image's block from its own generator."""
         shape = (1, tensor.shape[1] // self.images, *tensor.shape[2:])
-        blocks = [torch.randn(shape, generator=generator, device=tensor.device, dtype=tensor.dtype) for generator in self.generators]
+        blocks = [
+            torch.randn(shape, generator=generator, device=tensor.device, dtype=tensor.dtype)
+            for generator in self.generators
+        ]
         return torch.cat(blocks, dim=1) * std
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,7 +219,9 @@ class DipFit:
             net_input = net_input + self.noise_like(net_input, settings.reg_noise_std)
         target = self.noisy
         if settings.target_noise_std > 0:
-            target = target + self.noise_like(target.reshape(1, -1, height, width), settings.target_noise_std).view_as(target)
+            target = target + self.noise_like(
+                target.reshape(1, -1, height, width), settings.target_noise_std
+            ).view_as(target)
         with torch.autocast(self.noisy.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             output = self.forward(net_input)
         output = output.to(self.noisy.dtype).reshape(images, channels, height, width)
@@ -199,7 +235,11 @@ class DipFit:
             else:
                 self.average.mul_(settings.exp_weight).add_(output, alpha=1.0 - settings.exp_weight)
             if settings.backtrack_db > 0:
-                errors = losses.detach() if settings.target_noise_std == 0 else (output - self.noisy).square().flatten(1).mean(dim=1)
+                errors = (
+                    losses.detach()
+                    if settings.target_noise_std == 0
+                    else (output - self.noisy).square().flatten(1).mean(dim=1)
+                )
                 self.backtrack(-10.0 * torch.log10(errors))
         self.optimizer.step()
         self.iteration += 1
@@ -219,7 +259,12 @@ class DipFit:
         else:
             mask = good.view(self.images, 1)
             for parameter, last in zip(self.parameters, self.last_good):
-                torch.where(mask, parameter.view(self.images, -1), last.view(self.images, -1), out=last.view(self.images, -1))
+                torch.where(
+                    mask,
+                    parameter.view(self.images, -1),
+                    last.view(self.images, -1),
+                    out=last.view(self.images, -1),
+                )
                 parameter.copy_(last)
         torch.where(good, psnr_now, self.last_psnr, out=self.last_psnr)
 
@@ -239,7 +284,9 @@ class DipFit:
                 "generator": self.generators[image].get_state(),
                 "last_good": [last.clone() for last in last_good[image]],
                 "last_psnr": self.last_psnr[image].clone(),
-                "average": None if self.average is None else self.average[image : image + 1].clone(),
+                "average": None
+                if self.average is None
+                else self.average[image : image + 1].clone(),
             }
             for image in range(images)
         ]
@@ -248,17 +295,23 @@ class DipFit:
         """Continue from one `state_dicts()` entry per image (all at the same iteration)."""
         iterations = {int(state["iteration"]) for state in states}
         if len(states) != self.images or len(iterations) != 1:
-            raise ValueError(f"need {self.images} states of one iteration, got iterations {sorted(iterations)}")
+            raise ValueError(
+                f"need {self.images} states of one iteration, got iterations {sorted(iterations)}"
+            )
         device = self.noisy.device
         self.iteration = iterations.pop()
         self.net.load_state_dict(stack_states([state["net"] for state in states]))
-        self.optimizer.load_state_dict(stack_optimizer_states([state["optimizer"] for state in states]))
+        self.optimizer.load_state_dict(
+            stack_optimizer_states([state["optimizer"] for state in states])
+        )
         self.base_input = torch.cat([state["base_input"] for state in states], dim=1).to(device)
         for generator, state in zip(self.generators, states):
             generator.set_state(state["generator"].cpu())
         for index, last in enumerate(self.last_good):
             last.copy_(torch.cat([state["last_good"][index] for state in states]))
-        self.last_psnr = torch.stack([state["last_psnr"].reshape(()) for state in states]).to(device)
+        self.last_psnr = torch.stack([state["last_psnr"].reshape(()) for state in states]).to(
+            device
+        )
         averages = [state["average"] for state in states]
         self.average = None if averages[0] is None else torch.cat(averages).to(device)
 

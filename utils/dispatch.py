@@ -32,15 +32,23 @@ def worker(settings: reconstruction.RunSettings, threads: int, jobs, results) ->
             images = [reconstruction.prepare(job, settings.network.size_multiple) for job in group]
             summaries, failures = reconstruction.fit_with_fallback(images, settings)
         except Exception as error:  # report, never hang the parent
-            summaries, failures = [], [(job.noisy, f"{job.noisy}: {type(error).__name__}: {error}") for job in group]
+            summaries, failures = (
+                [],
+                [(job.noisy, f"{job.noisy}: {type(error).__name__}: {error}") for job in group],
+            )
         results.put((summaries, [(str(path), message) for path, message in failures]))
 
 
-def reconstruct_parallel(jobs: list[reconstruction.ImageJob], settings: reconstruction.RunSettings,
-                         worker_devices: list[torch.device]) -> list[tuple[Path, str]]:
+def reconstruct_parallel(
+    jobs: list[reconstruction.ImageJob],
+    settings: reconstruction.RunSettings,
+    worker_devices: list[torch.device],
+) -> list[tuple[Path, str]]:
     """Fit every unfinished job on `worker_devices` (one process each); returns the failures."""
     images, failures = reconstruction.prepare_all(jobs, settings)
-    groups = [[image.job for image in group] for group in reconstruction.make_groups(images, settings)]
+    groups = [
+        [image.job for image in group] for group in reconstruction.make_groups(images, settings)
+    ]
     context = multiprocessing.get_context("spawn")
     job_queue, results = context.Queue(), context.Queue()
     for group in groups:
@@ -50,7 +58,11 @@ def reconstruct_parallel(jobs: list[reconstruction.ImageJob], settings: reconstr
     for device in worker_devices:
         job_queue.put(None)
         worker_settings = dataclasses.replace(settings, device=device, quiet=True)
-        processes.append(context.Process(target=worker, args=(worker_settings, threads, job_queue, results), daemon=True))
+        processes.append(
+            context.Process(
+                target=worker, args=(worker_settings, threads, job_queue, results), daemon=True
+            )
+        )
     for process in processes:
         process.start()
     received = 0
@@ -60,13 +72,24 @@ def reconstruct_parallel(jobs: list[reconstruction.ImageJob], settings: reconstr
                 summaries, group_failures = results.get(timeout=1.0)
             except queue_module.Empty:
                 if not any(process.is_alive() for process in processes):
-                    LOGGER.error("all workers stopped with %d image group(s) unfinished", len(groups) - received)
-                    failures += [(job.noisy, "worker stopped") for group in groups for job in group
-                                 if not (settings.output_path / job.stem / reconstruction.SUMMARY_FILE).exists()]
+                    LOGGER.error(
+                        "all workers stopped with %d image group(s) unfinished",
+                        len(groups) - received,
+                    )
+                    failures += [
+                        (job.noisy, "worker stopped")
+                        for group in groups
+                        for job in group
+                        if not (
+                            settings.output_path / job.stem / reconstruction.SUMMARY_FILE
+                        ).exists()
+                    ]
                     break
                 continue
             received += 1
-            failures += reconstruction.report(summaries, [(Path(path), message) for path, message in group_failures], settings)
+            failures += reconstruction.report(
+                summaries, [(Path(path), message) for path, message in group_failures], settings
+            )
             bar.update(len(summaries) + len(group_failures))
     for process in processes:
         process.join(timeout=10)

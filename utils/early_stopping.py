@@ -87,22 +87,34 @@ class EarlyStopSettings:
 
     def __post_init__(self) -> None:
         if self.rule not in EARLY_STOP_RULES:
-            raise ValueError(f"early stopping rule must be one of {', '.join(EARLY_STOP_RULES)}, got {self.rule!r}")
+            raise ValueError(
+                f"early stopping rule must be one of {', '.join(EARLY_STOP_RULES)}, got {self.rule!r}"
+            )
         if self.rule == "biqan" and self.model_path is None:
-            raise ValueError("early stopping with biqan needs a trained BIQAN (--pre_trained_model)")
+            raise ValueError(
+                "early stopping with biqan needs a trained BIQAN (--pre_trained_model)"
+            )
 
 
-def from_iterations(rule: str, window: int, patience: int, save_iter: int, model_path: Path | None) -> EarlyStopSettings:
+def from_iterations(
+    rule: str, window: int, patience: int, save_iter: int, model_path: Path | None
+) -> EarlyStopSettings:
     """Command-line values (window and patience in iterations) -> settings in snapshots.
 
     ValueError when they are not multiples of `save_iter` (window at least 2 snapshots) or when
     biqan has no existing checkpoint.
     """
     if window % save_iter or patience % save_iter or window < 2 * save_iter or patience < save_iter:
-        raise ValueError("--wmv_window (at least 2 snapshots) and --patience must be multiples of --save_iter")
+        raise ValueError(
+            "--wmv_window (at least 2 snapshots) and --patience must be multiples of --save_iter"
+        )
     if rule == "biqan" and (model_path is None or not Path(model_path).exists()):
-        raise ValueError("--early_stop biqan needs --pre_trained_model, an existing BIQAN checkpoint file or folder")
-    return EarlyStopSettings(rule, window // save_iter, patience // save_iter, model_path if rule == "biqan" else None)
+        raise ValueError(
+            "--early_stop biqan needs --pre_trained_model, an existing BIQAN checkpoint file or folder"
+        )
+    return EarlyStopSettings(
+        rule, window // save_iter, patience // save_iter, model_path if rule == "biqan" else None
+    )
 
 
 def biqan_scorer(model_path: Path, crops_per_side: int = 3) -> Callable[[np.ndarray], float]:
@@ -121,8 +133,12 @@ def biqan_scorer(model_path: Path, crops_per_side: int = 3) -> Callable[[np.ndar
 
     def score(snapshot: np.ndarray) -> float:
         pixels = np.repeat(snapshot[..., None], 3, axis=2) if snapshot.ndim == 2 else snapshot
-        views = biqan_data.evaluation_views(pixels, config.input_mode, config.image_size, crops_per_side)
-        distributions = biqan.predict_distributions(model, biqan.preprocess_pixels(views)).mean(axis=0)
+        views = biqan_data.evaluation_views(
+            pixels, config.input_mode, config.image_size, crops_per_side
+        )
+        distributions = biqan.predict_distributions(model, biqan.preprocess_pixels(views)).mean(
+            axis=0
+        )
         return float(distributions @ np.arange(1, 11))
 
     return score

@@ -41,7 +41,11 @@ def list_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder")
     return sorted(
-        (path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES),
+        (
+            path
+            for path in folder.iterdir()
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+        ),
         key=lambda path: path.name,
     )
 
@@ -50,7 +54,9 @@ def find_by_stem(folder: str | Path, stem: str) -> Path | None:
     """The image of `folder` named `stem` with any image suffix, or None."""
     matches = [path for path in list_images(folder) if path.stem == stem]
     if len(matches) > 1:
-        raise ValueError(f"{folder}: several images named {stem!r}: {[path.name for path in matches]}")
+        raise ValueError(
+            f"{folder}: several images named {stem!r}: {[path.name for path in matches]}"
+        )
     return matches[0] if matches else None
 
 

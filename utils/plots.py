@@ -27,13 +27,20 @@ def psnr_curve(rows: list[dict], path: Path, title: str) -> None:
     """PSNR per snapshot: vs the noisy input always, vs the reference (raw and averaged) when known."""
     figure, axis = pyplot.subplots(figsize=(6, 4))
     iterations = [row["iteration"] for row in rows]
-    axis.plot(iterations, [row["psnr_noisy"] for row in rows], label="averaged vs noisy", color="0.6")
+    axis.plot(
+        iterations, [row["psnr_noisy"] for row in rows], label="averaged vs noisy", color="0.6"
+    )
     if rows and rows[0]["psnr_avg"] is not None:
         axis.plot(iterations, [row["psnr_raw"] for row in rows], label="raw vs clean", alpha=0.6)
         axis.plot(iterations, [row["psnr_avg"] for row in rows], label="averaged vs clean")
         best = max(rows, key=lambda row: row["psnr_avg"])
-        axis.plot([best["iteration"]], [best["psnr_avg"]], "o", color="red",
-                  label=f"best {best['psnr_avg']:.2f} dB @ {best['iteration']}")
+        axis.plot(
+            [best["iteration"]],
+            [best["psnr_avg"]],
+            "o",
+            color="red",
+            label=f"best {best['psnr_avg']:.2f} dB @ {best['iteration']}",
+        )
     axis.set_xlabel("iteration")
     axis.set_ylabel("PSNR (dB)")
     axis.set_title(title)

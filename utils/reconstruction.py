@@ -36,14 +36,33 @@ from utils import image_io, plots
 from utils.dip import DipFit, FitSettings, Padding, build_network, pad_image, run_fit, to_tensor
 from utils.early_stopping import EarlyStopSettings, make_stoppers
 from utils.run_output import SUMMARY_FILE, snapshot_path
-from utils.snapshots import STATE_FILE, Checkpointer, Progress, SnapshotTarget, SnapshotWriter, save_torch
+from utils.snapshots import (
+    STATE_FILE,
+    Checkpointer,
+    Progress,
+    SnapshotTarget,
+    SnapshotWriter,
+    save_torch,
+)
 
 LOGGER = logging.getLogger(__name__)
 NETWORK_FILE = "net.pt"
 SUMMARY_COLUMNS = (
-    "image", "height", "width", "reference", "init", "iterations", "best_iteration",
-    "best_psnr", "best_ssim", "final_psnr", "stop_iteration", "picked_iteration", "picked_psnr",
-    "seconds", "iterations_per_second",
+    "image",
+    "height",
+    "width",
+    "reference",
+    "init",
+    "iterations",
+    "best_iteration",
+    "best_psnr",
+    "best_ssim",
+    "final_psnr",
+    "stop_iteration",
+    "picked_iteration",
+    "picked_psnr",
+    "seconds",
+    "iterations_per_second",
 )
 DENOISED_FILE = "denoised.png"
 RESULT_KEYS = ("network", "fit", "seed", "init_from", "early_stop")
@@ -132,14 +151,24 @@ def load_network(path: Path, device: torch.device) -> SkipNet:
         net = SkipNet(SkipConfig.from_dict(saved["config"]))
         net.load_state_dict(saved["state_dict"])
     except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as error:
-        raise ValueError(f"{path}: not a usable network file ({type(error).__name__}: {error})") from None
+        raise ValueError(
+            f"{path}: not a usable network file ({type(error).__name__}: {error})"
+        ) from None
     return net.to(device)
 
 
 def save_network(path: Path, config: SkipConfig, state: dict, source: str, iterations: int) -> None:
     """Save one network's state with everything needed to rebuild it."""
     state = {key: value.detach().cpu() for key, value in state.items()}
-    save_torch(path, {"config": config.to_dict(), "state_dict": state, "source": source, "iterations": iterations})
+    save_torch(
+        path,
+        {
+            "config": config.to_dict(),
+            "state_dict": state,
+            "source": source,
+            "iterations": iterations,
+        },
+    )
 
 
 def prepare(job: ImageJob, multiple: int) -> PreparedImage:
@@ -164,7 +193,9 @@ def network_config(settings: RunSettings, channels: int) -> SkipConfig:
     return dataclasses.replace(settings.network, output_channels=channels)
 
 
-def initial_state(image: PreparedImage, settings: RunSettings, previous: Path | None) -> tuple[dict, str]:
+def initial_state(
+    image: PreparedImage, settings: RunSettings, previous: Path | None
+) -> tuple[dict, str]:
     """(network state the image's fit starts from, init label): fresh or transferred."""
     config = network_config(settings, image.channels)
     source = None
@@ -177,12 +208,16 @@ def initial_state(image: PreparedImage, settings: RunSettings, previous: Path | 
         return net.state_dict(), "scratch"
     transferred = load_network(source, torch.device("cpu"))
     if transferred.config != config:
-        raise ValueError(f"{source}: network settings {transferred.config.to_dict()} do not fit "
-                         f"{image.job.noisy.name} with this run's settings {config.to_dict()}")
+        raise ValueError(
+            f"{source}: network settings {transferred.config.to_dict()} do not fit "
+            f"{image.job.noisy.name} with this run's settings {config.to_dict()}"
+        )
     return transferred.state_dict(), settings.init_from
 
 
-def summarize(image: PreparedImage, target: SnapshotTarget, iterations: int, seconds: float, init: str) -> dict:
+def summarize(
+    image: PreparedImage, target: SnapshotTarget, iterations: int, seconds: float, init: str
+) -> dict:
     """Per-image summary: best snapshot by PSNR of the averaged output where a reference exists,
     and the early-stopping rule's stop and pick where one ran."""
     rows = target.rows
@@ -200,7 +235,9 @@ def summarize(image: PreparedImage, target: SnapshotTarget, iterations: int, sec
         "best_iteration": best["iteration"] if best else None,
         "best_psnr": round(best["psnr_avg"], 4) if best else None,
         "best_ssim": round(best["ssim_avg"], 5) if best else None,
-        "final_psnr": round(rows[-1]["psnr_avg"], 4) if rows and rows[-1]["psnr_avg"] is not None else None,
+        "final_psnr": round(rows[-1]["psnr_avg"], 4)
+        if rows and rows[-1]["psnr_avg"] is not None
+        else None,
         "stop_iteration": target.stop_iteration,
         "picked_iteration": picked,
         "picked_psnr": None if picked_psnr is None else round(picked_psnr, 4),
@@ -215,7 +252,9 @@ def load_resume_state(folder: Path, device: torch.device) -> dict | None:
     return torch.load(path, map_location=device, weights_only=False) if path.exists() else None
 
 
-def fit_group(images: list[PreparedImage], settings: RunSettings, previous: Path | None = None) -> list[dict]:
+def fit_group(
+    images: list[PreparedImage], settings: RunSettings, previous: Path | None = None
+) -> list[dict]:
     """Fit K same-size images together (resuming from their state files); returns their summaries."""
     device = settings.device
     folders = [settings.output_path / image.job.stem for image in images]
@@ -236,17 +275,41 @@ def fit_group(images: list[PreparedImage], settings: RunSettings, previous: Path
         fit.load_state_dicts([state["fit"] for state in resumed])
     stoppers = make_stoppers(settings.early_stop, len(images)) or [None] * len(images)
     targets = [
-        SnapshotTarget(folder, image.padding, image.noisy.pixels, None if image.clean is None else image.clean.pixels,
-                       image.noisy.bit_depth, [] if state is None else state["rows"], stopper)
+        SnapshotTarget(
+            folder,
+            image.padding,
+            image.noisy.pixels,
+            None if image.clean is None else image.clean.pixels,
+            image.noisy.bit_depth,
+            [] if state is None else state["rows"],
+            stopper,
+        )
         for folder, image, state, stopper in zip(folders, images, resumed, stoppers)
     ]
     for target in targets:
         replay_snapshots(target)
-    name = images[0].job.stem if len(images) == 1 else f"{len(images)} images {images[0].padded.shape[1]}x{images[0].padded.shape[0]}"
-    bar = tqdm(total=settings.fit.num_iter, initial=fit.iteration, desc=name, position=1, leave=False,
-               disable=settings.quiet, dynamic_ncols=True)
-    writer = SnapshotWriter(targets, settings.fit.save_iter, progress_reporter(images, settings, bar))
-    checkpointer = Checkpointer(writer, settings.checkpoint_every, [0.0 if state is None else state["elapsed"] for state in resumed])
+    name = (
+        images[0].job.stem
+        if len(images) == 1
+        else f"{len(images)} images {images[0].padded.shape[1]}x{images[0].padded.shape[0]}"
+    )
+    bar = tqdm(
+        total=settings.fit.num_iter,
+        initial=fit.iteration,
+        desc=name,
+        position=1,
+        leave=False,
+        disable=settings.quiet,
+        dynamic_ncols=True,
+    )
+    writer = SnapshotWriter(
+        targets, settings.fit.save_iter, progress_reporter(images, settings, bar)
+    )
+    checkpointer = Checkpointer(
+        writer,
+        settings.checkpoint_every,
+        [0.0 if state is None else state["elapsed"] for state in resumed],
+    )
     try:
         run_fit(fit, [writer, checkpointer, Progress(bar)])
     finally:
@@ -254,11 +317,24 @@ def fit_group(images: list[PreparedImage], settings: RunSettings, previous: Path
         bar.close()
     summaries = []
     for index, (image, folder, target) in enumerate(zip(images, folders, targets)):
-        summary = summarize(image, target, fit.iteration, checkpointer.seconds(index), starts[index][1])
+        summary = summarize(
+            image, target, fit.iteration, checkpointer.seconds(index), starts[index][1]
+        )
         if target.stopper is not None and target.stopper.pick_iteration is not None:
-            image_io.write_atomic(folder / DENOISED_FILE, snapshot_path(folder, target.stopper.pick_iteration).read_bytes())
-        save_network(folder / NETWORK_FILE, config, fit.state_dicts()[index]["net"], image.job.stem, fit.iteration)
-        plots.psnr_curve(target.rows, settings.output_path / f"{image.job.stem}_psnr.png", image.job.stem)
+            image_io.write_atomic(
+                folder / DENOISED_FILE,
+                snapshot_path(folder, target.stopper.pick_iteration).read_bytes(),
+            )
+        save_network(
+            folder / NETWORK_FILE,
+            config,
+            fit.state_dicts()[index]["net"],
+            image.job.stem,
+            fit.iteration,
+        )
+        plots.psnr_curve(
+            target.rows, settings.output_path / f"{image.job.stem}_psnr.png", image.job.stem
+        )
         image_io.write_text(folder / SUMMARY_FILE, json.dumps(summary, indent=2))
         (folder / STATE_FILE).unlink(missing_ok=True)
         summaries.append(summary)
@@ -270,7 +346,10 @@ def replay_snapshots(target: SnapshotTarget) -> None:
     if target.stopper is None:
         return
     for row in target.rows:
-        target.stopper.push(row["iteration"], image_io.read_image(snapshot_path(target.folder, row["iteration"])).pixels)
+        target.stopper.push(
+            row["iteration"],
+            image_io.read_image(snapshot_path(target.folder, row["iteration"])).pixels,
+        )
         if target.stopper.fired:
             target.stop_iteration = row["iteration"]
             return
@@ -292,7 +371,9 @@ def progress_reporter(images: list[PreparedImage], settings: RunSettings, bar):
     return report
 
 
-def out_of_memory_message(images: list[PreparedImage], settings: RunSettings, error: Exception) -> str:
+def out_of_memory_message(
+    images: list[PreparedImage], settings: RunSettings, error: Exception
+) -> str:
     """One line: which image, how much memory was asked for, what to lower."""
     asked = re.search(r"Tried to allocate ([\d.]+ [KMGT]i?B)", str(error))
     height, width = images[0].padded.shape[:2]
@@ -306,7 +387,9 @@ def out_of_memory_message(images: list[PreparedImage], settings: RunSettings, er
     return text + "; lower --channels or --batch_images, or use a larger device"
 
 
-def fit_with_fallback(images: list[PreparedImage], settings: RunSettings, previous: Path | None = None) -> tuple[list[dict], list[tuple[Path, str]]]:
+def fit_with_fallback(
+    images: list[PreparedImage], settings: RunSettings, previous: Path | None = None
+) -> tuple[list[dict], list[tuple[Path, str]]]:
     """`fit_group`, splitting the group in halves when it runs out of memory; (summaries, failures)."""
     try:
         return fit_group(images, settings, previous), []
@@ -317,7 +400,10 @@ def fit_with_fallback(images: list[PreparedImage], settings: RunSettings, previo
             return [], [(images[0].job.noisy, out_of_memory_message(images, settings, error))]
         LOGGER.warning("out of memory with %d images of one size: retrying in halves", len(images))
         half = len(images) // 2
-        first, second = fit_with_fallback(images[:half], settings), fit_with_fallback(images[half:], settings)
+        first, second = (
+            fit_with_fallback(images[:half], settings),
+            fit_with_fallback(images[half:], settings),
+        )
         return first[0] + second[0], first[1] + second[1]
 
 
@@ -326,18 +412,29 @@ def make_groups(images: list[PreparedImage], settings: RunSettings) -> list[list
     by_key: dict[tuple, list[PreparedImage]] = {}
     for image in images:
         state_path = settings.output_path / image.job.stem / STATE_FILE
-        iteration = torch.load(state_path, map_location="cpu", weights_only=False, mmap=True)["fit"]["iteration"] if state_path.exists() else 0
+        iteration = (
+            torch.load(state_path, map_location="cpu", weights_only=False, mmap=True)["fit"][
+                "iteration"
+            ]
+            if state_path.exists()
+            else 0
+        )
         by_key.setdefault((image.group_key, iteration), []).append(image)
     groups = []
     for members in by_key.values():
-        groups += [members[start : start + settings.batch_images] for start in range(0, len(members), settings.batch_images)]
+        groups += [
+            members[start : start + settings.batch_images]
+            for start in range(0, len(members), settings.batch_images)
+        ]
     return sorted(groups, key=lambda group: group[0].job.stem)
 
 
 def summary_csv(output_path: Path) -> str:
     """summary.csv text built from every finished image's summary.json under `output_path`."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer = csv.DictWriter(
+        buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n", extrasaction="ignore"
+    )
     writer.writeheader()
     for path in sorted(output_path.glob(f"*/{SUMMARY_FILE}")):
         summary = json.loads(path.read_text())
@@ -360,8 +457,13 @@ def run_record(settings: RunSettings, noisy_folder: Path, clean_folder: Path | N
         "init_from": settings.init_from,
         "batch_images": settings.batch_images,
         "precision": settings.precision,
-        "early_stop": dataclasses.asdict(settings.early_stop) | {"model_path": str(settings.early_stop.model_path)},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+        "early_stop": dataclasses.asdict(settings.early_stop)
+        | {"model_path": str(settings.early_stop.model_path)},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
         "command": sys.argv,
     }
 
@@ -377,7 +479,9 @@ def check_compatible(output_path: Path, record: dict) -> None:
         raise ValueError(f"{path}: unreadable; remove it or use another --output_path") from None
     changed = [key for key in RESULT_KEYS if existing.get(key) != record[key]]
     if changed:
-        raise ValueError(f"{output_path} holds a run with other settings ({', '.join(changed)}); use another --output_path")
+        raise ValueError(
+            f"{output_path} holds a run with other settings ({', '.join(changed)}); use another --output_path"
+        )
 
 
 def start_folder(output_path: Path, record: dict) -> None:
@@ -387,7 +491,9 @@ def start_folder(output_path: Path, record: dict) -> None:
     image_io.write_text(output_path / "args.json", json.dumps(record, indent=2))
 
 
-def prepare_all(jobs: list[ImageJob], settings: RunSettings) -> tuple[list[PreparedImage], list[tuple[Path, str]]]:
+def prepare_all(
+    jobs: list[ImageJob], settings: RunSettings
+) -> tuple[list[PreparedImage], list[tuple[Path, str]]]:
     """Decode and check every unfinished image up front; bad ones become (file, reason) failures."""
     prepared, failures = [], []
     for job in jobs:
@@ -420,7 +526,9 @@ def reconstruct_chained(jobs: list[ImageJob], settings: RunSettings) -> list[tup
     return failures
 
 
-def report(summaries: list[dict], failures: list[tuple[Path, str]], settings: RunSettings) -> list[tuple[Path, str]]:
+def report(
+    summaries: list[dict], failures: list[tuple[Path, str]], settings: RunSettings
+) -> list[tuple[Path, str]]:
     """Log finished images and failures, refresh summary.csv; returns the failures."""
     for summary in summaries:
         if not settings.quiet:
@@ -437,7 +545,9 @@ def reconstruct_folder(jobs: list[ImageJob], settings: RunSettings) -> list[tupl
         return reconstruct_chained(jobs, settings)
     images, failures = prepare_all(jobs, settings)
     groups = make_groups(images, settings)
-    with tqdm(total=len(images), desc="images", position=0, disable=settings.quiet, dynamic_ncols=True) as folder_bar:
+    with tqdm(
+        total=len(images), desc="images", position=0, disable=settings.quiet, dynamic_ncols=True
+    ) as folder_bar:
         for group in groups:
             failures += report(*fit_with_fallback(group, settings), settings)
             folder_bar.update(len(group))

@@ -42,7 +42,9 @@ def metrics_csv(rows: list[dict]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(METRICS_COLUMNS)
     for row in rows:
-        writer.writerow([row["iteration"]] + [format_value(row[column]) for column in METRICS_COLUMNS[1:]])
+        writer.writerow(
+            [row["iteration"]] + [format_value(row[column]) for column in METRICS_COLUMNS[1:]]
+        )
     return buffer.getvalue()
 
 
@@ -87,16 +89,27 @@ class SnapshotWriter:
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self.pending: list[concurrent.futures.Future] = []
 
-    def record(self, iteration: int, raw: torch.Tensor, average: torch.Tensor, losses: torch.Tensor) -> None:
+    def record(
+        self, iteration: int, raw: torch.Tensor, average: torch.Tensor, losses: torch.Tensor
+    ) -> None:
         """Runs on the writer thread: one device-to-host copy per tensor, then per-image work."""
         raw, average, losses = raw.cpu(), average.cpu(), losses.cpu()
         for index, target in enumerate(self.targets):
             if target.stop_iteration is not None:
                 continue
             average_pixels = target.saved_pixels(average[index : index + 1])
-            image_io.write_png(snapshot_path(target.folder, iteration), average_pixels, target.bit_depth)
+            image_io.write_png(
+                snapshot_path(target.folder, iteration), average_pixels, target.bit_depth
+            )
             row = {"iteration": iteration, "loss": float(losses[index])}
-            row.update(snapshot_metrics(target.saved_pixels(raw[index : index + 1]), average_pixels, target.noisy, target.clean))
+            row.update(
+                snapshot_metrics(
+                    target.saved_pixels(raw[index : index + 1]),
+                    average_pixels,
+                    target.noisy,
+                    target.clean,
+                )
+            )
             target.rows.append(row)
             image_io.write_text(target.folder / "metrics.csv", metrics_csv(target.rows))
             if target.stopper is not None:
@@ -116,7 +129,9 @@ class SnapshotWriter:
     def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
         if fit.iteration % self.save_iter:
             return
-        future = self.executor.submit(self.record, fit.iteration, output, fit.average.clone(), losses)
+        future = self.executor.submit(
+            self.record, fit.iteration, output, fit.average.clone(), losses
+        )
         self.pending.append(future)
         backlog = 1 if self.early_stopping else MAX_PENDING_SNAPSHOTS
         while len(self.pending) > backlog:
@@ -164,7 +179,10 @@ class Checkpointer:
             return
         self.writer.flush()
         for index, (target, state) in enumerate(zip(self.writer.targets, fit.state_dicts())):
-            save_torch(target.folder / STATE_FILE, {"fit": state, "rows": list(target.rows), "elapsed": self.seconds(index)})
+            save_torch(
+                target.folder / STATE_FILE,
+                {"fit": state, "rows": list(target.rows), "elapsed": self.seconds(index)},
+            )
 
 
 class Progress:
