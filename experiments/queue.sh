@@ -43,6 +43,7 @@ main() {
     # Q1/Q3 model-free selectors on the CC scratch runs; WMV tuned on the PolyU runs
     step $PY experiments/select_snapshots.py noref --seeds $SEEDS --code "$CODE" --quiet
     step $PY experiments/select_snapshots.py tune_wmv --seeds $SEEDS --code "$CODE" --quiet
+    step $PY experiments/select_snapshots.py tune_fixed --seeds $SEEDS --code "$CODE" --quiet
     step $PY experiments/select_snapshots.py table --seeds $SEEDS
     step $PY experiments/transfer.py analyse --runs devdata/runs --tables devdata/tables --seeds $SEEDS
     step $PY experiments/report.py

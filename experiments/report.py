@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import select_snapshots  # noqa: E402
 
 CBM3D_SIGMAS = (5, 10, 15, 20, 25, 30, 40)  # in 8-bit units (/255); bm3d takes ~8 s per 64x64 call here
 PUBLISHED = {"noisy": 33.41, "cbm3d": 33.99, "biqan": 37.47, "true_best": 37.83}
@@ -149,10 +150,8 @@ def selections(selection_root: Path, run_name: str) -> dict[str, dict[str, dict]
     for csv_path in sorted(folder.glob("*/selection.csv")):
         variant = csv_path.parent.name
         for row in common.read_csv(csv_path):
-            label = row["selector"] if variant == "noref" else f"{row['selector']} ({variant})"
-            if variant != "noref" and row["selector"] != "biqan":
-                continue  # wmv/last are model-independent: taken from the 'noref' variant only
-            out.setdefault(label, {})[row["image"]] = row
+            if select_snapshots.variant_keeps(variant, row["selector"]):
+                out.setdefault(select_snapshots.variant_label(variant, row["selector"]), {})[row["image"]] = row
     return out
 
 
@@ -274,7 +273,7 @@ def figure_curves(crops: Path, runs: Path, selection_root: Path, cbm3d: dict, se
         return False
     picks = selections(selection_root, run_dir.name)
     fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 2.8), squeeze=False, dpi=80)
-    markers = {"wmv": ("v", "tab:green"), "last": ("s", "tab:gray")}
+    markers = {"wmv": ("v", "tab:green"), "last": ("s", "tab:gray"), "fixed": ("D", "tab:brown")}
     for ax, (stem, real_path, mean_path) in zip(axes[0], images):
         dip = dip_image(run_dir, stem)
         m = dip["metrics"]
@@ -291,7 +290,7 @@ def figure_curves(crops: Path, runs: Path, selection_root: Path, cbm3d: dict, se
             row = rows.get(stem)
             if row is None or label == "last":
                 continue
-            marker, colour = markers.get(label, ("o", "tab:purple"))
+            marker, colour = markers.get(label.split(" ")[0].split(":")[0], ("o", "tab:purple"))
             ax.plot(int(row["picked_iteration"]), float(row["picked_psnr"]), marker, color=colour, ms=7,
                     mfc="none", label=f"{label} pick")
         ax.set_title(stem, fontsize=8)

@@ -8,12 +8,15 @@ into `<selection>/<run>/<variant>/`, which experiments/report.py reads):
 - `tune_wmv`: the WMV window/patience grid on the PolyU runs (`--polyu_run`, which have clean
   references), the setting with the smallest mean gap to the true best, then that setting on
   CC -> variant `wmv_tuned`; the grid goes to `<tables>/wmv_tuning.md`.
+- `tune_fixed`: the fixed stopping iteration with the smallest mean gap on the PolyU runs, then
+  `fixed:N` on CC -> variant `fixed_tuned` (the simplest no-reference rule, as a yardstick).
 - `biqan`: every `--model NAME=CHECKPOINT` (a train_BIQAN.py checkpoint) -> variant `NAME`.
 - `table`: gap to the true best per selector (mean and spread over images and seeds) and, for
   BIQAN, the within-image SRCC/PLCC of predicted score vs PSNR -> `<tables>/selection.md`.
 
     python experiments/select_snapshots.py noref --code devdata/code/SHA
     python experiments/select_snapshots.py tune_wmv --code devdata/code/SHA
+    python experiments/select_snapshots.py tune_fixed --code devdata/code/SHA
     python experiments/select_snapshots.py biqan --model resize_imagenet=devdata/biqan/resize_imagenet --code devdata/code/SHA
     python experiments/select_snapshots.py table
 
@@ -33,6 +36,24 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+
+
+def variant_keeps(variant: str, selector: str) -> bool:
+    """Which selection.csv rows of a variant folder count: all of 'noref'; the tuned selector of a
+    '*_tuned' variant; the BIQAN rows of a model variant (its wmv/last rows repeat 'noref')."""
+    if variant == "noref":
+        return True
+    if variant.endswith("_tuned"):
+        return selector.startswith(variant[: -len("_tuned")])
+    return selector == "biqan"
+
+
+def variant_label(variant: str, selector: str) -> str:
+    if variant == "noref":
+        return selector
+    if variant.endswith("_tuned"):
+        return f"{selector} (tuned on PolyU)"
+    return f"{selector} ({variant})"
 
 
 def cc_runs(runs: Path, seeds: list[int]) -> list[Path]:
@@ -99,6 +120,37 @@ def action_tune_wmv(args: argparse.Namespace) -> int:
     return 0
 
 
+def action_tune_fixed(args: argparse.Namespace) -> int:
+    """The fixed iteration with the smallest mean gap to the true best on the PolyU runs, applied to CC."""
+    polyu = Path(args.polyu_run)
+    images = common.run_images(polyu)
+    if not images:
+        print(f"{polyu}: no finished PolyU image yet")
+        return 1
+    gaps = []
+    for image in images:
+        m = common.read_metrics(polyu / image)
+        keep = slice(args.start_index, None)
+        iterations, values = m["iteration"][keep], m["psnr_avg"][keep]
+        gaps.append(np.nanmax(values) - values)
+    length = min(len(g) for g in gaps)
+    mean_gaps = np.mean([g[:length] for g in gaps], axis=0)
+    best = int(np.argmin(mean_gaps))
+    iteration = int(iterations[best])
+    shown = [(int(iterations[i]), float(mean_gaps[i])) for i in range(0, length, max(1, length // 12))]
+    text = (f"Fixed stopping iteration tuned on {polyu} ({len(images)} PolyU crops): mean gap to the true best "
+            f"is smallest at iteration {iteration} ({mean_gaps[best]:.3f} dB). Mean gap by iteration: " +
+            ", ".join(f"{it}: {gap:.2f}" for it, gap in shown) + " dB.\n")
+    Path(args.tables).mkdir(parents=True, exist_ok=True)
+    (Path(args.tables) / "fixed_tuning.md").write_text(text)
+    print(text)
+    failures = 0
+    for run in cc_runs(Path(args.runs), args.seeds):
+        out = Path(args.selection) / run.name / "fixed_tuned"
+        failures += test_biqan(args, run, out, [f"fixed:{iteration}"]) != 0
+    return 1 if failures else 0
+
+
 def action_biqan(args: argparse.Namespace) -> int:
     failures = 0
     for spec in args.model:
@@ -135,13 +187,13 @@ def action_table(args: argparse.Namespace) -> int:
         for csv_path in sorted(folder.glob("*/selection.csv")):
             variant = csv_path.parent.name
             for row in common.read_csv(csv_path):
-                if variant not in ("noref",) and row["selector"] != ("wmv" if variant == "wmv_tuned" else "biqan"):
+                if not variant_keeps(variant, row["selector"]):
                     continue
-                label = row["selector"] if variant == "noref" else f"{row['selector']} ({variant})"
+                label = variant_label(variant, row["selector"])
                 by_label.setdefault(label, []).append(float(row["loss_db"]))
                 fired.setdefault(label, []).append("did not fire" not in row.get("note", ""))
                 seeds_seen.setdefault(label, set()).add(seed)
-            if variant not in ("noref", "wmv_tuned"):
+            if variant != "noref" and not variant.endswith("_tuned"):
                 corr.setdefault(f"biqan ({variant})", []).append(correlations(csv_path.parent))
     if not by_label:
         text = "Not measured yet.\n"
@@ -159,9 +211,10 @@ def action_table(args: argparse.Namespace) -> int:
                 f"{(args.start_index + 1) * args.save_iter}), CC crops:\n\n" +
                 common.markdown_table(["selector", "images (seeds)", "gap mean ± sd", "worst gap", "WMV fired",
                                        "SRCC (within image)", "PLCC (within image)"], rows) + "\n")
-        tuning = Path(args.tables) / "wmv_tuning.md"
-        if tuning.is_file():
-            text += "\n" + tuning.read_text()
+        for name in ("fixed_tuning.md", "wmv_tuning.md"):
+            tuning = Path(args.tables) / name
+            if tuning.is_file():
+                text += "\n" + tuning.read_text()
     Path(args.tables).mkdir(parents=True, exist_ok=True)
     (Path(args.tables) / "selection.md").write_text(text)
     print(text)
@@ -170,7 +223,7 @@ def action_table(args: argparse.Namespace) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("noref", "tune_wmv", "biqan", "table"))
+    parser.add_argument("action", choices=("noref", "tune_wmv", "tune_fixed", "biqan", "table"))
     parser.add_argument("--runs", default="devdata/runs", help="run_BDN outputs (default devdata/runs)")
     parser.add_argument("--selection", default="devdata/selection", help="test_BIQAN outputs (default devdata/selection)")
     parser.add_argument("--tables", default="devdata/tables", help="tables (default devdata/tables)")
@@ -189,5 +242,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 if __name__ == "__main__":
     arguments = parse_args()
-    actions = {"noref": action_noref, "tune_wmv": action_tune_wmv, "biqan": action_biqan, "table": action_table}
+    actions = {"noref": action_noref, "tune_wmv": action_tune_wmv, "tune_fixed": action_tune_fixed,
+               "biqan": action_biqan, "table": action_table}
     sys.exit(actions[arguments.action](arguments))
