@@ -1,0 +1,175 @@
+"""Issue 6: time to the denoised image and its PSNR, fixed iterations vs online stopping.
+
+The online WMV rule of `run_BDN.py --early_stop wmv` sees exactly the saved snapshots, in order
+(`selection.WmvTracker`, tested equal online and offline), and stops the fit `save_iter`
+iterations after it fires. So its stop and pick on a finished fixed-iteration run are what an
+online run would have done: this script replays the rule on the runs' snapshots.
+
+1. Tune (window, patience) on PolyU runs: the setting with the smallest mean gap to the true
+   best among those that fire on at least half of the images (ties: fewer iterations).
+2. Report on CC runs (every init and seed found): iterations, time (iterations x a measured
+   ms/iteration, --ms_per_iteration) and PSNR for (a) the paper's fixed iterations with the pick made
+   afterwards (the true best: an upper bound for any picker), the last snapshot, and (b) online
+   WMV; (d) online WMV on the transfer-learning runs. (c) online BIQAN needs a trained BIQAN
+   that ranks snapshots, which this study does not have (see docs/REPRODUCTION.md, question 3).
+
+    python experiments/online_stopping.py --runs devdata/runs --out devdata/tables/online_stopping.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils import image_io, selection  # noqa: E402
+from utils.run_output import snapshot_path  # noqa: E402
+
+
+def read_run(folder: Path) -> list[dict]:
+    """Finished images of a run folder: name, iterations, PSNRs, snapshot loader, seconds."""
+    summary_path = folder / "summary.csv"
+    if not summary_path.exists():
+        return []
+    with open(summary_path, newline="") as stream:
+        summaries = {row["image"]: row for row in csv.DictReader(stream)}
+    images = []
+    for name, summary in sorted(summaries.items()):
+        with open(folder / name / "metrics.csv", newline="") as stream:
+            rows = list(csv.DictReader(stream))
+        iterations = np.array([int(row["iteration"]) for row in rows])
+        snapshots = [
+            image_io.read_image(snapshot_path(folder / name, it)).pixels for it in iterations
+        ]
+        images.append(
+            {
+                "name": name,
+                "iterations": iterations,
+                "psnr": np.array([float(row["psnr_avg"]) for row in rows]),
+                "snapshots": snapshots,
+            }
+        )
+    return images
+
+
+def replay_wmv(image: dict, window: int, patience: int) -> tuple[int, int, bool]:
+    """(iterations an online run would do, picked iteration, fired) for one image."""
+    tracker = selection.WmvTracker(window, patience)
+    save_iter = int(image["iterations"][0])
+    for index, snapshot in enumerate(image["snapshots"]):
+        tracker.push(snapshot)
+        if tracker.fired:
+            used = min(int(image["iterations"][index]) + save_iter, int(image["iterations"][-1]))
+            return used, int(image["iterations"][tracker.best_index]), True
+    best = max(tracker.best_index, 0)
+    return int(image["iterations"][-1]), int(image["iterations"][best]), False
+
+
+def evaluate(images: list[dict], window: int, patience: int) -> dict:
+    """Mean gap to the true best, mean iterations and firing rate of one WMV setting."""
+    gaps, used, fired = [], [], 0
+    for image in images:
+        iterations, picked, did_fire = replay_wmv(image, window, patience)
+        psnr = image["psnr"][list(image["iterations"]).index(picked)]
+        gaps.append(image["psnr"].max() - psnr)
+        used.append(iterations)
+        fired += did_fire
+    return {
+        "window": window,
+        "patience": patience,
+        "gap": float(np.mean(gaps)),
+        "iterations": float(np.mean(used)),
+        "fired": fired / len(images),
+    }
+
+
+def tune(images: list[dict], windows: list[int], patiences: list[int]) -> tuple[dict, list[dict]]:
+    """All settings evaluated, and the chosen one (see the module docstring)."""
+    results = [evaluate(images, w, p) for w, p in itertools.product(windows, patiences)]
+    firing = [r for r in results if r["fired"] >= 0.5] or results
+    return min(firing, key=lambda r: (round(r["gap"], 2), r["iterations"])), results
+
+
+def table(runs: Path, chosen: dict, ms: float) -> list[str]:
+    """Markdown rows per CC run folder: fixed iterations (true best, last) vs online WMV."""
+    lines = [
+        "| run (init, seed) | images | fixed: iterations | fixed: time/image (s) | fixed: true best (dB) "
+        "| fixed: last (dB) | online WMV: iterations | time/image (s) | speed-up | WMV pick (dB) "
+        "| pick - true best (dB) | fired |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for folder in sorted(runs.glob("CC_*_s*")):
+        images = read_run(folder)
+        if not images:
+            continue
+        fixed_iterations = np.mean([image["iterations"][-1] for image in images])
+        replays = [replay_wmv(image, chosen["window"], chosen["patience"]) for image in images]
+        used = np.mean([replay[0] for replay in replays])
+        picks = [
+            image["psnr"][list(image["iterations"]).index(replay[1])]
+            for image, replay in zip(images, replays)
+        ]
+        best = [image["psnr"].max() for image in images]
+        last = [image["psnr"][-1] for image in images]
+        fired = sum(replay[2] for replay in replays)
+        lines.append(
+            f"| {folder.name} | {len(images)} | {fixed_iterations:.0f} | {fixed_iterations * ms / 1000:.1f} "
+            f"| {np.mean(best):.2f} | {np.mean(last):.2f} | {used:.0f} | {used * ms / 1000:.1f} "
+            f"| {fixed_iterations / used:.2f}x | {np.mean(picks):.2f} | {np.mean(picks) - np.mean(best):+.2f} "
+            f"| {fired}/{len(images)} |"
+        )
+    return lines
+
+
+def main(args: argparse.Namespace) -> None:
+    polyu = read_run(args.runs / args.tune_on)
+    if not polyu:
+        raise SystemExit(f"{args.runs / args.tune_on}: no finished runs to tune on")
+    chosen, results = tune(polyu, args.windows, args.patiences)
+    lines = [
+        f"WMV (window, patience in snapshots of 20 iterations) tuned on {args.tune_on} ({len(polyu)} images):",
+        "",
+        "| window | patience | fired | mean iterations | mean gap to true best (dB) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['window']} | {r['patience']} | {r['fired']:.0%} | {r['iterations']:.0f} | {r['gap']:.2f} |"
+        for r in results
+    ]
+    lines += [
+        "",
+        f"Chosen: window {chosen['window']}, patience {chosen['patience']} snapshots.",
+        "",
+    ]
+    lines += [
+        f"Times: iterations x {args.ms_per_iteration} ms (this CPU, 64x64, fp32, measured with "
+        "bench/bench_scale.py on a quiet machine; the runs themselves shared the CPU).",
+        "",
+    ]
+    lines += table(args.runs, chosen, args.ms_per_iteration)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=Path("devdata/runs"))
+    parser.add_argument(
+        "--tune_on", default="PolyU_s0", help="run folder (under --runs) to tune on"
+    )
+    parser.add_argument("--windows", type=int, nargs="+", default=[2, 3, 5, 10])
+    parser.add_argument("--patiences", type=int, nargs="+", default=[2, 3, 5, 10, 25, 50])
+    parser.add_argument("--out", type=Path, default=Path("devdata/tables/online_stopping.md"))
+    parser.add_argument(
+        "--ms_per_iteration",
+        type=float,
+        default=71.0,
+        help="time of one iteration for the time columns (default 71.0: 64x64 on the 2-core CI CPU)",
+    )
+    main(parser.parse_args())
