@@ -8,7 +8,10 @@
 # CODE (frozen copy of the repository whose run_BDN.py is run; default: this checkout's HEAD,
 # exported once into devdata/code/<sha> so that edits to the checkout cannot change a running queue),
 # THREADS (torch/OpenMP threads per process, 1), WAIT=1 (wait for a running queue instead of exiting),
-# WAIT_PIDS ("PID ..." of other experiment processes to let finish first).
+# WAIT_PIDS ("PID ..." of other experiment processes to let finish first), POLYU_EVERY (PolyU subset:
+# every N-th pair by name, 4 = 25 images), JOBS (1, or 2: the DIP fits run as two parallel streams,
+# A = CC from scratch and chained, B = PolyU runs then CC from the PolyU inits; for a 2-core machine),
+# CHAIN4=0 (leave out the slowest init, polyu_chain4).
 set -u
 main() {
     cd "$(dirname "$0")/.."
@@ -17,6 +20,10 @@ main() {
     SIZE=${SIZE:-64}
     ITER=${ITER:-1200}
     SEEDS=${SEEDS:-"0 1 2"}
+    POLYU_EVERY=${POLYU_EVERY:-4}
+    JOBS=${JOBS:-1}
+    LATE_INITS="polyu1 polyu_chain8_short"
+    [ "${CHAIN4:-1}" = 1 ] && LATE_INITS="$LATE_INITS polyu_chain4"
     export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
     mkdir -p devdata/logs
     exec 9> devdata/logs/queue.lock
@@ -36,10 +43,23 @@ main() {
     step() { echo "$(date -Is) step: $*"; "$@" || echo "$(date -Is) step failed ($?): $*"; }
 
     step $PY experiments/prepare_data.py --data "$DATA" --out devdata/crops --size "$SIZE" > devdata/logs/prepare_data.log
-    # Q3 training data and early-stopping tuning data: every 4th PolyU crop (25 images), seed 0
-    step $PY experiments/run_polyu.py --crops devdata/crops --out devdata/runs/PolyU_s0 --seed 0 --num_iter "$ITER" --code "$CODE"
-    # Q2 (and Q1, Q4 from the scratch runs): CC from each init, seed by seed
-    step $PY experiments/transfer.py run --crops devdata/crops --runs devdata/runs --seeds $SEEDS --num_iter "$ITER" --code "$CODE"
+    transfer() { step $PY experiments/transfer.py run --crops devdata/crops --runs devdata/runs --seeds $SEEDS \
+        --num_iter "$ITER" --code "$CODE" --polyu_run "devdata/runs/PolyU_s0" --inits "$@"; }
+    # stream A, Q1/Q2/Q4: CC from scratch and chained, seed by seed
+    stream_a() { transfer scratch previous; }
+    # stream B: Q3 training data and early-stopping tuning data (PolyU crops, seed 0), then Q2's PolyU inits
+    stream_b() {
+        step $PY experiments/run_polyu.py --crops devdata/crops --out devdata/runs/PolyU_s0 --every "$POLYU_EVERY" \
+            --seed 0 --num_iter "$ITER" --code "$CODE"
+        transfer $LATE_INITS
+    }
+    if [ "$JOBS" = 2 ]; then
+        stream_a > devdata/logs/stream_a.log 2>&1 &
+        stream_b > devdata/logs/stream_b.log 2>&1
+        wait
+    else
+        stream_a; stream_b
+    fi
     # Q1/Q3 model-free selectors on the CC scratch runs; WMV tuned on the PolyU runs
     step $PY experiments/select_snapshots.py noref --seeds $SEEDS --code "$CODE" --quiet
     step $PY experiments/select_snapshots.py tune_wmv --seeds $SEEDS --code "$CODE" --quiet
