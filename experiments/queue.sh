@@ -15,7 +15,7 @@
 set -u
 main() {
     cd "$(dirname "$0")/.."
-    PY=${PY:-/work/venv/bin/python}
+    PY=${PY:-$PWD/.venv/bin/python}
     DATA=${DATA:-../shared/data}
     SIZE=${SIZE:-64}
     ITER=${ITER:-1200}
