@@ -11,7 +11,7 @@
 # WAIT_PIDS ("PID ..." of other experiment processes to let finish first), POLYU_EVERY (PolyU subset:
 # every N-th pair by name, 4 = 25 images), JOBS (1, or 2: the DIP fits run as two parallel streams,
 # A = CC from scratch and chained, B = PolyU runs then CC from the PolyU inits; for a 2-core machine),
-# CHAIN4=0 (leave out the slowest init, polyu_chain4).
+# POLYU_INITS (the PolyU-pre-fitted inits of stream B, default "polyu1 polyu_chain8_short polyu_chain4").
 set -u
 main() {
     cd "$(dirname "$0")/.."
@@ -22,8 +22,7 @@ main() {
     SEEDS=${SEEDS:-"0 1 2"}
     POLYU_EVERY=${POLYU_EVERY:-4}
     JOBS=${JOBS:-1}
-    LATE_INITS="polyu1 polyu_chain8_short"
-    [ "${CHAIN4:-1}" = 1 ] && LATE_INITS="$LATE_INITS polyu_chain4"
+    POLYU_INITS=${POLYU_INITS:-"polyu1 polyu_chain8_short polyu_chain4"}
     export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
     mkdir -p devdata/logs
     exec 9> devdata/logs/queue.lock
@@ -51,7 +50,7 @@ main() {
     stream_b() {
         step $PY experiments/run_polyu.py --crops devdata/crops --out devdata/runs/PolyU_s0 --every "$POLYU_EVERY" \
             --seed 0 --num_iter "$ITER" --code "$CODE"
-        transfer $LATE_INITS
+        transfer $POLYU_INITS
     }
     if [ "$JOBS" = 2 ]; then
         stream_a > devdata/logs/stream_a.log 2>&1 &
