@@ -10,10 +10,11 @@ online run would have done: this script replays the rule on the runs' snapshots.
 2. Report on CC runs (every init and seed found): iterations, time (iterations x a measured
    ms/iteration, --ms_per_iteration) and PSNR for (a) the paper's fixed iterations with the pick made
    afterwards (the true best: an upper bound for any picker), the last snapshot, and (b) online
-   WMV; (d) online WMV on the transfer-learning runs. (c) online BIQAN needs a trained BIQAN
-   that ranks snapshots, which this study does not have (see docs/REPRODUCTION.md, question 3).
+   WMV, (c) online BIQAN (`--biqan MODEL...`: the BiqanStopper of run_BDN.py replayed on the
+   per-snapshot scores that `test_BIQAN.py` wrote for the run, e.g. by experiments/biqan_study.py),
+   (d) both on the transfer-learning runs (every CC_<init>_s<seed> folder found).
 
-    python experiments/online_stopping.py --runs devdata/runs --out devdata/tables/online_stopping.md
+    python experiments/online_stopping.py --runs devdata/runs --biqan resize_imagenet crop_imagenet
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils import image_io, selection  # noqa: E402
-from utils.run_output import snapshot_path  # noqa: E402
+from utils import early_stopping, image_io, selection
+from utils.run_output import snapshot_path
 
 
 def read_run(folder: Path) -> list[dict]:
@@ -95,34 +96,71 @@ def tune(images: list[dict], windows: list[int], patiences: list[int]) -> tuple[
     return min(firing, key=lambda r: (round(r["gap"], 2), r["iterations"])), results
 
 
-def table(runs: Path, chosen: dict, ms: float) -> list[str]:
-    """Markdown rows per CC run folder: fixed iterations (true best, last) vs online WMV."""
+def replay_biqan(image: dict, scores: dict[int, float], patience: int) -> tuple[int, int, bool]:
+    """(iterations, picked iteration, fired) of `run_BDN.py --early_stop biqan` replayed on the
+    per-snapshot BIQAN scores of test_BIQAN.py (`scores`: iteration -> predicted mean quality)."""
+    stopper = early_stopping.BiqanStopper(float, patience)
+    save_iter = int(image["iterations"][0])
+    for iteration in image["iterations"]:
+        if int(iteration) not in scores:
+            continue
+        stopper.push(int(iteration), scores[int(iteration)])
+        if stopper.fired:
+            return min(int(iteration) + save_iter, int(image["iterations"][-1])), stopper.pick_iteration, True
+    return int(image["iterations"][-1]), stopper.pick_iteration, False
+
+
+def read_scores(folder: Path, image: str) -> dict[int, float]:
+    """iteration -> predicted mean of `<folder>/<image>_scores.csv` (test_BIQAN.py), {} if absent."""
+    path = folder / f"{image}_scores.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as stream:
+        return {int(row["iteration"]): float(row["predicted_mean"]) for row in csv.DictReader(stream)}
+
+
+def table_row(label: str, images: list[dict], replays: list[tuple[int, int, bool]], ms: float) -> str:
+    """One markdown row: fixed iterations (true best, last) vs an online rule's stop and pick."""
+    fixed_iterations = np.mean([image["iterations"][-1] for image in images])
+    used = np.mean([replay[0] for replay in replays])
+    picks = [
+        image["psnr"][list(image["iterations"]).index(replay[1])]
+        for image, replay in zip(images, replays)
+    ]
+    best = [image["psnr"].max() for image in images]
+    last = [image["psnr"][-1] for image in images]
+    fired = sum(replay[2] for replay in replays)
+    return (
+        f"| {label} | {len(images)} | {fixed_iterations:.0f} | {fixed_iterations * ms / 1000:.1f} "
+        f"| {np.mean(best):.2f} | {np.mean(last):.2f} | {used:.0f} | {used * ms / 1000:.1f} "
+        f"| {fixed_iterations / used:.2f}x | {np.mean(picks):.2f} | {np.mean(picks) - np.mean(best):+.2f} "
+        f"| {fired}/{len(images)} |"
+    )
+
+
+def table(runs: Path, chosen: dict, args: argparse.Namespace) -> list[str]:
+    """Markdown rows per CC run folder: fixed iterations vs online WMV and, where test_BIQAN.py
+    scored the run (`<selection>/<run>/<model>/`), online BIQAN."""
     lines = [
-        "| run (init, seed) | images | fixed: iterations | fixed: time/image (s) | fixed: true best (dB) "
-        "| fixed: last (dB) | online WMV: iterations | time/image (s) | speed-up | WMV pick (dB) "
-        "| pick - true best (dB) | fired |",
+        ("| run (init, seed), rule | images | fixed: iterations | fixed: time/image (s) "
+        "| fixed: true best (dB) | fixed: last (dB) | online: iterations | time/image (s) | speed-up "
+        "| online pick (dB) | pick - true best (dB) | fired |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for folder in sorted(runs.glob("CC_*_s*")):
         images = read_run(folder)
         if not images:
             continue
-        fixed_iterations = np.mean([image["iterations"][-1] for image in images])
         replays = [replay_wmv(image, chosen["window"], chosen["patience"]) for image in images]
-        used = np.mean([replay[0] for replay in replays])
-        picks = [
-            image["psnr"][list(image["iterations"]).index(replay[1])]
-            for image, replay in zip(images, replays)
-        ]
-        best = [image["psnr"].max() for image in images]
-        last = [image["psnr"][-1] for image in images]
-        fired = sum(replay[2] for replay in replays)
-        lines.append(
-            f"| {folder.name} | {len(images)} | {fixed_iterations:.0f} | {fixed_iterations * ms / 1000:.1f} "
-            f"| {np.mean(best):.2f} | {np.mean(last):.2f} | {used:.0f} | {used * ms / 1000:.1f} "
-            f"| {fixed_iterations / used:.2f}x | {np.mean(picks):.2f} | {np.mean(picks) - np.mean(best):+.2f} "
-            f"| {fired}/{len(images)} |"
-        )
+        lines.append(table_row(f"{folder.name}, wmv", images, replays, args.ms_per_iteration))
+        for model in args.biqan:
+            scores = [read_scores(args.selection / folder.name / model, image["name"]) for image in images]
+            if not all(scores):
+                continue
+            replays = [replay_biqan(image, s, args.biqan_patience) for image, s in zip(images, scores)]
+            lines.append(
+                table_row(f"{folder.name}, biqan {model}", images, replays, args.ms_per_iteration)
+            )
     return lines
 
 
@@ -147,11 +185,17 @@ def main(args: argparse.Namespace) -> None:
         "",
     ]
     lines += [
-        f"Times: iterations x {args.ms_per_iteration} ms (this CPU, 64x64, fp32, measured with "
-        "bench/bench_scale.py on a quiet machine; the runs themselves shared the CPU).",
+        (f"Times: iterations x {args.ms_per_iteration} ms (this CPU, 64x64, fp32, measured with "
+        "bench/bench_scale.py on a quiet machine; the runs themselves shared the CPU)."),
         "",
     ]
-    lines += table(args.runs, chosen, args.ms_per_iteration)
+    if args.biqan:
+        lines += [
+            f"BIQAN: patience {args.biqan_patience} snapshots (not tuned), scores of test_BIQAN.py "
+            "from snapshot 9 on (iteration 180); models: " + ", ".join(args.biqan) + ".",
+            "",
+        ]
+    lines += table(args.runs, chosen, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -166,6 +210,16 @@ if __name__ == "__main__":
     parser.add_argument("--windows", type=int, nargs="+", default=[2, 3, 5, 10])
     parser.add_argument("--patiences", type=int, nargs="+", default=[2, 3, 5, 10, 25, 50])
     parser.add_argument("--out", type=Path, default=Path("devdata/tables/online_stopping.md"))
+    parser.add_argument(
+        "--selection",
+        type=Path,
+        default=Path("devdata/selection"),
+        help="test_BIQAN.py outputs holding <run>/<model>/<image>_scores.csv",
+    )
+    parser.add_argument(
+        "--biqan", nargs="*", default=[], help="BIQAN variants (folder names under each run's selection)"
+    )
+    parser.add_argument("--biqan_patience", type=int, default=5, help="snapshots (default 5)")
     parser.add_argument(
         "--ms_per_iteration",
         type=float,

@@ -1,0 +1,110 @@
+"""Question 3: train BIQAN on the PolyU runs (steps 2-3) in four variants, then pick on CC (step 4).
+
+Variants: `--input_mode` resize or crop, backbone MobileNetV2 from scratch (`none`) or from
+torchvision's ImageNet weights converted by `experiments/convert_mobilenet_v2.py` (`imagenet`,
+given by `--imagenet_weights`; left out with a message when that file is absent). MobileNetV2 for
+all four, so that the weights are the only difference between the pairs.
+
+    python experiments/biqan_study.py --runs devdata/runs --out devdata/biqan
+
+Steps, each skipped when its output exists (rerun to resume):
+1. `generator_dataset.py` on `<runs>/<polyu>` -> `<out>/labels.txt`;
+2. `train_BIQAN.py` per variant -> `<out>/<variant>/` (checkpoints, biqan.json) and
+   `<out>/<variant>/report/` (history, validation correlations);
+3. `select_snapshots.py biqan` on the CC scratch runs -> `devdata/selection/CC_scratch_s<seed>/<variant>/`.
+
+At the reduced scale (64x64 snapshots) the input size is `--image_size` (64: the whole snapshot,
+resized to 73 and cropped back in training) for resize and `--crop_size` (32: native-resolution
+crops, a 3x3 grid averaged in testing) for crop. The paper: 224 from 512x512 snapshots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(command: list[str]) -> int:
+    """Run one step, echoing its command line; returns its exit code."""
+    print(" ".join(command), flush=True)
+    code = subprocess.call(command)
+    if code:
+        print(f"exit code {code}: {command[1]}", flush=True)
+    return code
+
+
+def variants(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(name, input mode, weights flag) of each variant that can run."""
+    chosen = []
+    for mode in args.input_modes:
+        for weights in args.weights:
+            if weights == "imagenet" and not Path(args.imagenet_weights).is_file():
+                print(f"{args.imagenet_weights}: not found; the {mode}_imagenet variant is left "
+                      "out (make it with experiments/convert_mobilenet_v2.py)", flush=True)
+                continue
+            flag = args.imagenet_weights if weights == "imagenet" else "none"
+            chosen.append((f"{mode}_{weights}", mode, flag))
+    return chosen
+
+
+def train_command(args: argparse.Namespace, labels: Path, name: str, mode: str, weights: str) -> list[str]:
+    size = args.image_size if mode == "resize" else args.crop_size
+    folder = Path(args.out) / name
+    return [sys.executable, str(REPO / "train_BIQAN.py"),
+            "--dataset_image_path", str(Path(args.runs) / args.polyu), "--dataset_file_path", str(labels),
+            "--output_checkpoint", str(folder), "--output_path", str(folder / "report"),
+            "--classification_model", "mobilenet_v2", "--weights", weights,
+            "--input_mode", mode, "--image_size", str(size), "--epochs", str(args.epochs),
+            "--early_stopping_patience", str(args.early_stopping_patience),
+            "--seed", str(args.seed), "--workers", "1", "--gpu_id", args.gpu_id]
+
+
+def main(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = out / "labels.txt"
+    if not labels.is_file() and run([sys.executable, str(REPO / "generator_dataset.py"),
+                                     "--dataset_path", str(Path(args.runs) / args.polyu),
+                                     "--output_path", str(labels)]):
+        return 1
+    failures = 0
+    models = []
+    for name, mode, weights in variants(args):
+        folder = out / name
+        trained = (folder / "biqan.json").is_file() and list(folder.glob("weights.*.weights.h5"))
+        if not trained and run(train_command(args, labels, name, mode, weights)):
+            failures += 1
+            continue
+        models.append(f"{name}={folder}")
+    if models:
+        failures += run([sys.executable, str(REPO / "experiments" / "select_snapshots.py"), "biqan",
+                         "--runs", str(args.runs), "--seeds", *map(str, args.seeds), "--gpu_id", args.gpu_id,
+                         "--quiet", "--model", *models]) != 0
+    return 1 if failures else 0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="devdata/runs", help="run_BDN outputs (default devdata/runs)")
+    parser.add_argument("--polyu", default="PolyU_s0", help="PolyU run folder under --runs (default PolyU_s0)")
+    parser.add_argument("--out", default="devdata/biqan", help="labels and trained models (default devdata/biqan)")
+    parser.add_argument("--imagenet_weights", default="devdata/weights/mobilenet_v2_imagenet_backbone.weights.h5",
+                        help="converted ImageNet backbone (experiments/convert_mobilenet_v2.py)")
+    parser.add_argument("--input_modes", nargs="+", default=["resize", "crop"], choices=("resize", "crop"))
+    parser.add_argument("--weights", nargs="+", default=["imagenet", "none"], choices=("imagenet", "none"))
+    parser.add_argument("--image_size", type=int, default=64, help="resize mode input side (default 64)")
+    parser.add_argument("--crop_size", type=int, default=32, help="crop mode input side (default 32)")
+    parser.add_argument("--epochs", type=int, default=20, help="most epochs per training stage (default 20)")
+    parser.add_argument("--early_stopping_patience", type=int, default=4, help="epochs (default 4)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="CC scratch run seeds (default 0 1 2)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--gpu_id", default="cpu", help="'cpu' (default) or a CUDA device number")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
