@@ -287,15 +287,7 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as error:
         logging.error("%s", error)
         return 2
-    if failures:
-        logging.error(
-            "%d of %d images failed: %s",
-            len(failures),
-            len(jobs),
-            ", ".join(path.name for path, _ in failures),
-        )
-        return 1
-    return 0
+    return reconstruction.exit_code(failures, len(jobs))
 
 
 if __name__ == "__main__":

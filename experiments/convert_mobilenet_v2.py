@@ -34,10 +34,16 @@ torch reference forward built from the same state_dict):
   backbone's BatchNorm: frozen), and close to torchvision's even if BatchNorm were trained.
 * Padding of the stride-2 layers. torch pads (1, 1) on each side; Keras pads "same" / with
   `correct_pad`, which is (1, 1) for odd sizes but (0, 1) for even ones. With an input whose
-  size stays odd at every stride-2 layer (97 -> 49 -> 25 -> 13 -> 7 -> 4, the self-check) the two
-  networks agree to float rounding; at BIQAN's 224 the Keras features are sampled half a
-  stride off torchvision's at each stride-2 layer: still the pretrained features, not identical
-  numbers. ReLU6 is the same in both.
+  size stays odd at every stride-2 layer (sizes 32k + 1: 97 -> 49 -> 25 -> 13 -> 7 -> 4 in the
+  self-check, or 225) the two networks agree to float rounding. At an even size such as
+  BIQAN's default 224 every stride-2 layer samples the other phase of the grid than the one
+  the weights were trained on. The weights are the right ones (a torch forward with Keras's
+  padding matches the Keras network to 2e-5 at 224) but the features differ: on the four
+  96x96 dataset/sample images resized to 224, the pooled features are 41-58% (relative L2)
+  away from torchvision's and the classifier's top probability drops (e.g. 0.80 -> 0.24),
+  against 3-6% at 225 (the grey border only). So use `train_BIQAN.py --image_size 225` (or
+  another 32k + 1) with these weights; the script prints a note when --image_size is not one.
+* Activations: Keras's ReLU6 is torch's ReLU6; the classifier is not converted.
 """
 
 from __future__ import annotations
@@ -365,6 +371,11 @@ def convert(state: dict, out: Path, image_size: int) -> Path:
     return out
 
 
+def odd_at_every_stride(size: int) -> bool:
+    """True when the input and every stride-2 layer's input are odd (size = 32k + 1)."""
+    return size % 32 == 1
+
+
 def main(args: argparse.Namespace) -> int:
     state, origin = load_source(args.source)
     out = convert(state, args.out, args.image_size)
@@ -378,6 +389,10 @@ def main(args: argparse.Namespace) -> int:
     config = biqan.BiqanConfig(architecture="mobilenet_v2", image_size=args.image_size)
     loaded = biqan.load_initial_weights(biqan.build_biqan(config), out)
     print(f"biqan.load_initial_weights: loads as {loaded!r} at image size {args.image_size}")
+    if not odd_at_every_stride(args.image_size):
+        print(f"note: at image size {args.image_size} Keras pads the stride-2 layers on one side "
+              f"only, so the features are not torchvision's; a size 32k + 1 (e.g. "
+              f"{(args.image_size + 15) // 32 * 32 + 1}) keeps them (see the module docstring)")
     return 0 if loaded == "backbone" and check["exact"] <= 1e-4 * max(check["scale"], 1) else 1
 
 

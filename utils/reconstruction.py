@@ -567,3 +567,13 @@ def describe(summary: dict) -> str:
     if summary["best_psnr"] is not None:
         text += f", best {summary['best_psnr']:.2f} dB at iteration {summary['best_iteration']}"
     return text
+
+
+def exit_code(failures: list[tuple[Path, str]], total: int) -> int:
+    """Log one line naming the failed files (each already reported); 1 if any failed, else 0."""
+    if not failures:
+        return 0
+    LOGGER.error(
+        "%d of %d images failed: %s", len(failures), total, ", ".join(path.name for path, _ in failures)
+    )
+    return 1
