@@ -63,9 +63,12 @@ main() {
     step $PY experiments/select_snapshots.py noref --seeds $SEEDS --code "$CODE" --quiet
     step $PY experiments/select_snapshots.py tune_wmv --seeds $SEEDS --code "$CODE" --quiet
     step $PY experiments/select_snapshots.py tune_fixed --seeds $SEEDS --code "$CODE" --quiet
+    # Q3: BIQAN variants trained on the PolyU runs (ImageNet ones only if convert_mobilenet_v2.py has run)
+    step $PY experiments/biqan_study.py --seeds $SEEDS
     step $PY experiments/select_snapshots.py table --seeds $SEEDS
     step $PY experiments/transfer.py analyse --runs devdata/runs --tables devdata/tables --seeds $SEEDS
     step $PY experiments/report.py
+    step $PY experiments/online_stopping.py --biqan resize_imagenet crop_imagenet resize_none crop_none
     echo "$(date -Is) queue done"
 }
 # the whole script is parsed before it runs, so editing this file cannot disturb a running queue

@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
 import select_snapshots  # noqa: E402
+from utils.run_output import snapshot_path  # noqa: E402  (numpy only)
 
 CBM3D_SIGMAS = (5, 10, 15, 20, 25, 30, 40)  # in 8-bit units (/255); bm3d takes ~8 s per 64x64 call here
 PUBLISHED = {"noisy": 33.41, "cbm3d": 33.99, "biqan": 37.47, "true_best": 37.83}
@@ -337,6 +339,50 @@ def figure_transfer(crops: Path, runs: Path, seed: int, path: Path) -> bool:
     return True
 
 
+def figure_compare(crops: Path, runs: Path, selection_root: Path, tuned_sigma: int | None, seed: int,
+                   stems: list[str], path: Path) -> bool:
+    """Noisy | clean | CBM3D (PolyU-tuned sigma) | DIP true best | every pick, for a few CC crops,
+    enlarged 3x without interpolation, PSNR in each title."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    run_dir = runs / f"CC_scratch_s{seed}"
+    chosen = [p for p in pairs(crops, "CC") if p[0] in stems and common.finished(run_dir / p[0])]
+    if not chosen:
+        return False
+    picks = selections(selection_root, run_dir.name)
+    labels = [label for label in picks if label != "last"]
+    columns = 4 + len(labels)
+    fig, axes = plt.subplots(len(chosen), columns, figsize=(1.9 * columns, 2.2 * len(chosen)), squeeze=False, dpi=100)
+    for row_axes, (stem, real_path, mean_path) in zip(axes, chosen):
+        real, mean = read_image(real_path), read_image(mean_path)
+        dip = dip_image(run_dir, stem)
+        panels = [("noisy", real), ("clean (mean)", None)]
+        if tuned_sigma is not None:
+            import bm3d
+            panels.append((f"CBM3D σ={tuned_sigma}", quantise(bm3d.bm3d_rgb(real, tuned_sigma / 255.0))))
+        panels.append((f"DIP true best ({dip['best_iteration']})",
+                       read_image(snapshot_path(run_dir / stem, dip["best_iteration"]))))
+        for label in labels:
+            row = picks[label].get(stem)
+            if row is not None:
+                iteration = int(row["picked_iteration"])
+                panels.append((f"{label} ({iteration})", read_image(snapshot_path(run_dir / stem, iteration))))
+        for ax in row_axes:
+            ax.axis("off")
+        for ax, (title, image) in zip(row_axes, panels):
+            ax.imshow(mean if image is None else image, interpolation="nearest")
+            text = title if image is None else f"{title}\n{psnr(image, mean):.2f} dB"
+            ax.set_title(text, fontsize=6)
+        row_axes[0].text(-0.08, 0.5, stem, transform=row_axes[0].transAxes, rotation=90, va="center",
+                         ha="right", fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 # ----------------------------------------------------------------------------------------------
 def replace_block(text: str, name: str, content: str) -> str:
     pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
@@ -379,6 +425,9 @@ def main(args: argparse.Namespace) -> int:
             made.append(f"q1_cc_psnr_curves_s{seed}.png")
     if figure_transfer(crops, runs, args.seeds[0], figures / f"q2_transfer_curves_s{args.seeds[0]}.png"):
         made.append(f"q2_transfer_curves_s{args.seeds[0]}.png")
+    compare = f"q1_cc_compare_s{args.seeds[0]}.png"
+    if figure_compare(crops, runs, selection_root, tuned_sigma, args.seeds[0], args.compare, figures / compare):
+        made.append(compare)
     if doc.is_file():
         text = doc.read_text()
         for name, content in blocks.items():
@@ -401,6 +450,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="DIP seeds (default 0 1 2; the first is the Q1 seed)")
     parser.add_argument("--polyu_every", type=int, default=13,
                         help="tune the CBM3D sigma on every N-th PolyU crop by name (default 13: 8 crops)")
+    parser.add_argument("--compare", nargs="+", default=["d800_iso3200_1", "d800_iso6400_1"],
+                        help="CC images of the compare figure (default d800_iso3200_1 d800_iso6400_1)")
     parser.add_argument("--no_cbm3d", action="store_true", help="use the cached CBM3D results only")
     return parser.parse_args(argv)
 
