@@ -13,9 +13,11 @@ Steps, each skipped when its output exists (rerun to resume):
    `<out>/<variant>/report/` (history, validation correlations);
 3. `select_snapshots.py biqan` on the CC scratch runs -> `devdata/selection/CC_scratch_s<seed>/<variant>/`.
 
-At the reduced scale (64x64 snapshots) the input size is `--image_size` (64: the whole snapshot,
-resized to 73 and cropped back in training) for resize and `--crop_size` (32: native-resolution
-crops, a 3x3 grid averaged in testing) for crop. The paper: 224 from 512x512 snapshots.
+At the reduced scale (64x64 snapshots) the input side is `--image_size` (65: the whole snapshot,
+resized and cropped in training) for resize and `--crop_size` (33: native-resolution crops, a 3x3
+grid averaged in testing) for crop; the paper: 224 from 512x512 snapshots. Sides of the form
+32k + 1 keep every stride-2 layer's input odd, where Keras pads like torchvision, so the converted
+ImageNet features are the ones torchvision computes (see convert_mobilenet_v2.py).
 """
 
 from __future__ import annotations
@@ -96,8 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="converted ImageNet backbone (experiments/convert_mobilenet_v2.py)")
     parser.add_argument("--input_modes", nargs="+", default=["resize", "crop"], choices=("resize", "crop"))
     parser.add_argument("--weights", nargs="+", default=["imagenet", "none"], choices=("imagenet", "none"))
-    parser.add_argument("--image_size", type=int, default=64, help="resize mode input side (default 64)")
-    parser.add_argument("--crop_size", type=int, default=32, help="crop mode input side (default 32)")
+    parser.add_argument("--image_size", type=int, default=65, help="resize mode input side (default 65)")
+    parser.add_argument("--crop_size", type=int, default=33, help="crop mode input side (default 33)")
     parser.add_argument("--epochs", type=int, default=20, help="most epochs per training stage (default 20)")
     parser.add_argument("--early_stopping_patience", type=int, default=4, help="epochs (default 4)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="CC scratch run seeds (default 0 1 2)")
