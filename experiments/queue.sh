@@ -4,7 +4,8 @@
 #
 #   nohup nice -n 10 experiments/queue.sh > devdata/logs/queue.log 2>&1 &
 #
-# Environment: DATA (default ../shared/data), SIZE (crop side, 64), ITER (1200), SEEDS ("0 1 2"),
+# Environment: DATA (default ../shared/data), SIZE (crop side, 64), ITER (1200: PolyU and CC-from-scratch
+# runs), TRANSFER_ITER (iterations of the CC runs from the other inits, default ITER), SEEDS ("0 1 2"),
 # CODE (frozen copy of the repository whose run_BDN.py is run; default: this checkout's HEAD,
 # exported once into devdata/code/<sha> so that edits to the checkout cannot change a running queue),
 # THREADS (torch/OpenMP threads per process, 1), WAIT=1 (wait for a running queue instead of exiting),
@@ -19,6 +20,7 @@ main() {
     DATA=${DATA:-../shared/data}
     SIZE=${SIZE:-64}
     ITER=${ITER:-1200}
+    TRANSFER_ITER=${TRANSFER_ITER:-$ITER}
     SEEDS=${SEEDS:-"0 1 2"}
     POLYU_EVERY=${POLYU_EVERY:-4}
     JOBS=${JOBS:-1}
@@ -42,15 +44,18 @@ main() {
     step() { echo "$(date -Is) step: $*"; "$@" || echo "$(date -Is) step failed ($?): $*"; }
 
     step $PY experiments/prepare_data.py --data "$DATA" --out devdata/crops --size "$SIZE" > devdata/logs/prepare_data.log
-    transfer() { step $PY experiments/transfer.py run --crops devdata/crops --runs devdata/runs --seeds $SEEDS \
-        --num_iter "$ITER" --code "$CODE" --polyu_run "devdata/runs/PolyU_s0" --inits "$@"; }
-    # stream A, Q1/Q2/Q4: CC from scratch and chained, seed by seed
-    stream_a() { transfer scratch previous; }
+    transfer() {  # iterations, then inits
+        local iterations=$1; shift
+        step $PY experiments/transfer.py run --crops devdata/crops --runs devdata/runs --seeds $SEEDS \
+            --num_iter "$iterations" --code "$CODE" --polyu_run "devdata/runs/PolyU_s0" --inits "$@"
+    }
+    # stream A, Q1/Q2/Q4: CC from scratch (every seed), then chained
+    stream_a() { transfer "$ITER" scratch; transfer "$TRANSFER_ITER" previous; }
     # stream B: Q3 training data and early-stopping tuning data (PolyU crops, seed 0), then Q2's PolyU inits
     stream_b() {
         step $PY experiments/run_polyu.py --crops devdata/crops --out devdata/runs/PolyU_s0 --every "$POLYU_EVERY" \
             --seed 0 --num_iter "$ITER" --code "$CODE"
-        transfer $POLYU_INITS
+        transfer "$TRANSFER_ITER" $POLYU_INITS
     }
     if [ "$JOBS" = 2 ]; then
         stream_a > devdata/logs/stream_a.log 2>&1 &
