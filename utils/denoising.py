@@ -11,8 +11,10 @@ from utils.run_output import SUMMARY_FILE, snapshot_path
 
 WORK_FOLDER = "snapshots"
 SAVE_ITER = 20
-WMV_WINDOW = 100
-PATIENCE = 1000
+# WMV tuned on PolyU runs (experiments/online_stopping.py, 64x64 crops, docs/REPRODUCTION.md
+# section 5): the smallest window and patience of the grid had the smallest gap to the true best.
+WMV_WINDOW = 40
+PATIENCE = 40
 
 
 def collect_inputs(inputs: list[Path], output: Path) -> list[reconstruction.ImageJob]:
