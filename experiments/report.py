@@ -6,7 +6,8 @@ Reads what exists, never runs a DIP fit, and leaves a placeholder where a measur
 - `<runs>/CC_scratch_s<seed>/` (experiments/transfer.py): DIP true best, raw best, last iteration;
 - `<selection>/CC_scratch_s<seed>/<variant>/selection.csv` (experiments/select_snapshots.py, i.e.
   test_BIQAN.py): the WMV and BIQAN picks;
-- `<tables>/transfer.md` (experiments/transfer.py analyse): the transfer-learning table.
+- `<tables>/transfer.md` (experiments/transfer.py analyse): the transfer-learning table;
+- `<tables>/online_stopping.md` (experiments/online_stopping.py): the online-stopping table.
 
 Each table goes between `<!-- BEGIN name -->` and `<!-- END name -->` in the document; the text
 around the markers is left alone. Figures go to `--figures` (our own plots only: no image
@@ -414,11 +415,12 @@ def main(args: argparse.Namespace) -> int:
     blocks["q4"] = q4_table(crops, runs, selection_root, args.seeds)
     transfer_md = tables / "transfer.md"
     blocks["q2"] = transfer_md.read_text() if transfer_md.is_file() else "Not measured yet.\n"
-    sel_md = tables / "selection.md"
-    blocks["q3"] = sel_md.read_text() if sel_md.is_file() else "Not measured yet.\n"
+    for name, source in (("q3", "selection.md"), ("online", "online_stopping.md")):
+        path = tables / source
+        blocks[name] = path.read_text() if path.is_file() else "Not measured yet.\n"
     blocks["progress"] = progress(runs, crops)
     for name, content in blocks.items():
-        (tables / f"{name}.md").write_text(content) if name not in ("q2", "q3") else None
+        (tables / f"{name}.md").write_text(content) if name not in ("q2", "q3", "online") else None
     made = []
     for seed in args.seeds:
         if figure_curves(crops, runs, selection_root, cbm3d, seed, figures / f"q1_cc_psnr_curves_s{seed}.png"):
