@@ -75,7 +75,7 @@ def run_with_wmv(tmp_path):
             "--wmv_window",
             "30",
             "--patience",
-            "40",
+            "20",
         ]
     )
     assert run_BDN.main(args) == 0
@@ -101,7 +101,7 @@ def test_online_wmv_stop_matches_test_biqan_offline_wmv(run_with_wmv, tmp_path):
             "--wmv_window",
             "3",
             "--wmv_patience",
-            "4",
+            "2",
             "--gpu_id",
             "cpu",
         ]
