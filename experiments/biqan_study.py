@@ -45,33 +45,68 @@ def variants(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     for mode in args.input_modes:
         for weights in args.weights:
             if weights == "imagenet" and not Path(args.imagenet_weights).is_file():
-                print(f"{args.imagenet_weights}: not found; the {mode}_imagenet variant is left "
-                      "out (make it with experiments/convert_mobilenet_v2.py)", flush=True)
+                print(
+                    f"{args.imagenet_weights}: not found; the {mode}_imagenet variant is left "
+                    "out (make it with experiments/convert_mobilenet_v2.py)",
+                    flush=True,
+                )
                 continue
             flag = args.imagenet_weights if weights == "imagenet" else "none"
             chosen.append((f"{mode}_{weights}", mode, flag))
     return chosen
 
 
-def train_command(args: argparse.Namespace, labels: Path, name: str, mode: str, weights: str) -> list[str]:
+def train_command(
+    args: argparse.Namespace, labels: Path, name: str, mode: str, weights: str
+) -> list[str]:
     size = args.image_size if mode == "resize" else args.crop_size
     folder = Path(args.out) / name
-    return [sys.executable, str(REPO / "train_BIQAN.py"),
-            "--dataset_image_path", str(Path(args.runs) / args.polyu), "--dataset_file_path", str(labels),
-            "--output_checkpoint", str(folder), "--output_path", str(folder / "report"),
-            "--classification_model", "mobilenet_v2", "--weights", weights,
-            "--input_mode", mode, "--image_size", str(size), "--epochs", str(args.epochs),
-            "--early_stopping_patience", str(args.early_stopping_patience),
-            "--seed", str(args.seed), "--workers", "1", "--gpu_id", args.gpu_id]
+    return [
+        sys.executable,
+        str(REPO / "train_BIQAN.py"),
+        "--dataset_image_path",
+        str(Path(args.runs) / args.polyu),
+        "--dataset_file_path",
+        str(labels),
+        "--output_checkpoint",
+        str(folder),
+        "--output_path",
+        str(folder / "report"),
+        "--classification_model",
+        "mobilenet_v2",
+        "--weights",
+        weights,
+        "--input_mode",
+        mode,
+        "--image_size",
+        str(size),
+        "--epochs",
+        str(args.epochs),
+        "--early_stopping_patience",
+        str(args.early_stopping_patience),
+        "--seed",
+        str(args.seed),
+        "--workers",
+        "1",
+        "--gpu_id",
+        args.gpu_id,
+    ]
 
 
 def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     labels = out / "labels.txt"
-    if not labels.is_file() and run([sys.executable, str(REPO / "generator_dataset.py"),
-                                     "--dataset_path", str(Path(args.runs) / args.polyu),
-                                     "--output_path", str(labels)]):
+    if not labels.is_file() and run(
+        [
+            sys.executable,
+            str(REPO / "generator_dataset.py"),
+            "--dataset_path",
+            str(Path(args.runs) / args.polyu),
+            "--output_path",
+            str(labels),
+        ]
+    ):
         return 1
     failures = 0
     models = []
@@ -83,26 +118,67 @@ def main(args: argparse.Namespace) -> int:
             continue
         models.append(f"{name}={folder}")
     if models:
-        failures += run([sys.executable, str(REPO / "experiments" / "select_snapshots.py"), "biqan",
-                         "--runs", str(args.runs), "--seeds", *map(str, args.seeds), "--gpu_id", args.gpu_id,
-                         "--quiet", "--model", *models]) != 0
+        failures += (
+            run(
+                [
+                    sys.executable,
+                    str(REPO / "experiments" / "select_snapshots.py"),
+                    "biqan",
+                    "--runs",
+                    str(args.runs),
+                    "--seeds",
+                    *map(str, args.seeds),
+                    "--gpu_id",
+                    args.gpu_id,
+                    "--quiet",
+                    "--model",
+                    *models,
+                ]
+            )
+            != 0
+        )
     return 1 if failures else 0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="devdata/runs", help="run_BDN outputs (default devdata/runs)")
-    parser.add_argument("--polyu", default="PolyU_s0", help="PolyU run folder under --runs (default PolyU_s0)")
-    parser.add_argument("--out", default="devdata/biqan", help="labels and trained models (default devdata/biqan)")
-    parser.add_argument("--imagenet_weights", default="devdata/weights/mobilenet_v2_imagenet_backbone.weights.h5",
-                        help="converted ImageNet backbone (experiments/convert_mobilenet_v2.py)")
-    parser.add_argument("--input_modes", nargs="+", default=["resize", "crop"], choices=("resize", "crop"))
-    parser.add_argument("--weights", nargs="+", default=["imagenet", "none"], choices=("imagenet", "none"))
-    parser.add_argument("--image_size", type=int, default=65, help="resize mode input side (default 65)")
-    parser.add_argument("--crop_size", type=int, default=33, help="crop mode input side (default 33)")
-    parser.add_argument("--epochs", type=int, default=20, help="most epochs per training stage (default 20)")
+    parser.add_argument(
+        "--runs", default="devdata/runs", help="run_BDN outputs (default devdata/runs)"
+    )
+    parser.add_argument(
+        "--polyu", default="PolyU_s0", help="PolyU run folder under --runs (default PolyU_s0)"
+    )
+    parser.add_argument(
+        "--out", default="devdata/biqan", help="labels and trained models (default devdata/biqan)"
+    )
+    parser.add_argument(
+        "--imagenet_weights",
+        default="devdata/weights/mobilenet_v2_imagenet_backbone.weights.h5",
+        help="converted ImageNet backbone (experiments/convert_mobilenet_v2.py)",
+    )
+    parser.add_argument(
+        "--input_modes", nargs="+", default=["resize", "crop"], choices=("resize", "crop")
+    )
+    parser.add_argument(
+        "--weights", nargs="+", default=["imagenet", "none"], choices=("imagenet", "none")
+    )
+    parser.add_argument(
+        "--image_size", type=int, default=65, help="resize mode input side (default 65)"
+    )
+    parser.add_argument(
+        "--crop_size", type=int, default=33, help="crop mode input side (default 33)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=20, help="most epochs per training stage (default 20)"
+    )
     parser.add_argument("--early_stopping_patience", type=int, default=4, help="epochs (default 4)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="CC scratch run seeds (default 0 1 2)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="CC scratch run seeds (default 0 1 2)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--gpu_id", default="cpu", help="'cpu' (default) or a CUDA device number")
     return parser.parse_args(argv)

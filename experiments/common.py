@@ -27,8 +27,10 @@ def read_metrics(image_dir: Path) -> dict[str, np.ndarray] | None:
         rows = list(csv.DictReader(handle))
     if not rows:
         return None
-    return {key: np.array([float(row[key]) if row[key] not in ("", None) else math.nan for row in rows])
-            for key in rows[0]}
+    return {
+        key: np.array([float(row[key]) if row[key] not in ("", None) else math.nan for row in rows])
+        for key in rows[0]
+    }
 
 
 def finished(image_dir: Path) -> bool:
@@ -75,8 +77,10 @@ def fmt(value, digits: int = 2) -> str:
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(fmt(cell) if not isinstance(cell, str) else cell for cell in row) + " |"
-              for row in rows]
+    lines += [
+        "| " + " | ".join(fmt(cell) if not isinstance(cell, str) else cell for cell in row) + " |"
+        for row in rows
+    ]
     return "\n".join(lines)
 
 
@@ -109,8 +113,13 @@ def code_version(code: Path) -> str:
     if code != REPO:
         return code.name
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -128,7 +137,10 @@ def writers_of(out: Path) -> list[int]:
         except OSError:
             continue
         for flag, value in zip(argv, argv[1:]):
-            if flag == b"--output_path" and (cwd / value.decode(errors="replace")).resolve() == target:
+            if (
+                flag == b"--output_path"
+                and (cwd / value.decode(errors="replace")).resolve() == target
+            ):
                 pids.append(int(proc.name))
     return pids
 

@@ -106,7 +106,11 @@ def replay_biqan(image: dict, scores: dict[int, float], patience: int) -> tuple[
             continue
         stopper.push(int(iteration), scores[int(iteration)])
         if stopper.fired:
-            return min(int(iteration) + save_iter, int(image["iterations"][-1])), stopper.pick_iteration, True
+            return (
+                min(int(iteration) + save_iter, int(image["iterations"][-1])),
+                stopper.pick_iteration,
+                True,
+            )
     return int(image["iterations"][-1]), stopper.pick_iteration, False
 
 
@@ -116,10 +120,14 @@ def read_scores(folder: Path, image: str) -> dict[int, float]:
     if not path.is_file():
         return {}
     with open(path, newline="") as stream:
-        return {int(row["iteration"]): float(row["predicted_mean"]) for row in csv.DictReader(stream)}
+        return {
+            int(row["iteration"]): float(row["predicted_mean"]) for row in csv.DictReader(stream)
+        }
 
 
-def table_row(label: str, images: list[dict], replays: list[tuple[int, int, bool]], ms: float) -> str:
+def table_row(
+    label: str, images: list[dict], replays: list[tuple[int, int, bool]], ms: float
+) -> str:
     """One markdown row: fixed iterations (true best, last) vs an online rule's stop and pick."""
     fixed_iterations = np.mean([image["iterations"][-1] for image in images])
     used = np.mean([replay[0] for replay in replays])
@@ -142,9 +150,11 @@ def table(runs: Path, chosen: dict, args: argparse.Namespace) -> list[str]:
     """Markdown rows per CC run folder: fixed iterations vs online WMV and, where test_BIQAN.py
     scored the run (`<selection>/<run>/<model>/`), online BIQAN."""
     lines = [
-        ("| run (init, seed), rule | images | fixed: iterations | fixed: time/image (s) "
-        "| fixed: true best (dB) | fixed: last (dB) | online: iterations | time/image (s) | speed-up "
-        "| online pick (dB) | pick - true best (dB) | fired |"),
+        (
+            "| run (init, seed), rule | images | fixed: iterations | fixed: time/image (s) "
+            "| fixed: true best (dB) | fixed: last (dB) | online: iterations | time/image (s) | speed-up "
+            "| online pick (dB) | pick - true best (dB) | fired |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for folder in sorted(runs.glob("CC_*_s*")):
@@ -154,10 +164,14 @@ def table(runs: Path, chosen: dict, args: argparse.Namespace) -> list[str]:
         replays = [replay_wmv(image, chosen["window"], chosen["patience"]) for image in images]
         lines.append(table_row(f"{folder.name}, wmv", images, replays, args.ms_per_iteration))
         for model in args.biqan:
-            scores = [read_scores(args.selection / folder.name / model, image["name"]) for image in images]
+            scores = [
+                read_scores(args.selection / folder.name / model, image["name"]) for image in images
+            ]
             if not all(scores):
                 continue
-            replays = [replay_biqan(image, s, args.biqan_patience) for image, s in zip(images, scores)]
+            replays = [
+                replay_biqan(image, s, args.biqan_patience) for image, s in zip(images, scores)
+            ]
             lines.append(
                 table_row(f"{folder.name}, biqan {model}", images, replays, args.ms_per_iteration)
             )
@@ -185,8 +199,10 @@ def main(args: argparse.Namespace) -> None:
         "",
     ]
     lines += [
-        (f"Times: iterations x {args.ms_per_iteration} ms (this CPU, 64x64, fp32, measured with "
-        "bench/bench_scale.py on a quiet machine; the runs themselves shared the CPU)."),
+        (
+            f"Times: iterations x {args.ms_per_iteration} ms (this CPU, 64x64, fp32, measured with "
+            "bench/bench_scale.py on a quiet machine; the runs themselves shared the CPU)."
+        ),
         "",
     ]
     if args.biqan:
@@ -217,7 +233,10 @@ if __name__ == "__main__":
         help="test_BIQAN.py outputs holding <run>/<model>/<image>_scores.csv",
     )
     parser.add_argument(
-        "--biqan", nargs="*", default=[], help="BIQAN variants (folder names under each run's selection)"
+        "--biqan",
+        nargs="*",
+        default=[],
+        help="BIQAN variants (folder names under each run's selection)",
     )
     parser.add_argument("--biqan_patience", type=int, default=5, help="snapshots (default 5)")
     parser.add_argument(

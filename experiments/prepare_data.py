@@ -38,13 +38,13 @@ def centre_crop(array: np.ndarray, size: int) -> np.ndarray:
     if height < size or width < size:
         raise ValueError(f"image {width}x{height} is smaller than the crop {size}")
     top, left = (height - size) // 2, (width - size) // 2
-    return array[top:top + size, left:left + size]
+    return array[top : top + size, left : left + size]
 
 
 def psnr_255(noisy: np.ndarray, clean: np.ndarray) -> float:
     """PSNR in dB of two uint8 arrays, data range 255."""
     mse = np.mean((noisy.astype(np.float64) - clean.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
+    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 
 
 def save_png(array: np.ndarray, path: Path) -> None:
@@ -79,9 +79,17 @@ def prepare(data: Path, out: Path, size: int, datasets: list[str]) -> list[dict]
             mean = centre_crop(read_rgb(means[stem]), size)
             save_png(real, out / dataset / "real" / f"{stem}.png")
             save_png(mean, out / dataset / "mean" / f"{stem}.png")
-            rows.append({"dataset": dataset, "image": stem, "size": size,
-                         "psnr_noisy": round(psnr_255(real, mean), 4),
-                         "psnr_noisy_full": round(psnr_255(read_rgb(reals[stem]), read_rgb(means[stem])), 4)})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "image": stem,
+                    "size": size,
+                    "psnr_noisy": round(psnr_255(real, mean), 4),
+                    "psnr_noisy_full": round(
+                        psnr_255(read_rgb(reals[stem]), read_rgb(means[stem])), 4
+                    ),
+                }
+            )
     return rows
 
 
@@ -93,20 +101,32 @@ def main(args: argparse.Namespace) -> int:
         writer.writerows(rows)
     print(f"{'dataset':8s} {'image':40s} {'crop dB':>8s} {'full dB':>8s}")
     for row in rows:
-        print(f"{row['dataset']:8s} {row['image']:40s} {row['psnr_noisy']:8.2f} {row['psnr_noisy_full']:8.2f}")
+        print(
+            f"{row['dataset']:8s} {row['image']:40s} {row['psnr_noisy']:8.2f} {row['psnr_noisy_full']:8.2f}"
+        )
     for dataset in args.datasets:
         values = [r for r in rows if r["dataset"] == dataset]
-        print(f"{dataset}: {len(values)} pairs, noisy-input PSNR mean {np.mean([r['psnr_noisy'] for r in values]):.2f} dB "
-              f"(crop), {np.mean([r['psnr_noisy_full'] for r in values]):.2f} dB (full image)")
+        print(
+            f"{dataset}: {len(values)} pairs, noisy-input PSNR mean {np.mean([r['psnr_noisy'] for r in values]):.2f} dB "
+            f"(crop), {np.mean([r['psnr_noisy_full'] for r in values]):.2f} dB (full image)"
+        )
     return 0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data", help="folder holding PolyU/ and CC/ (default ../shared/data)")
-    parser.add_argument("--out", default="devdata/crops", help="output folder (default devdata/crops)")
+    parser.add_argument(
+        "--data",
+        default="../shared/data",
+        help="folder holding PolyU/ and CC/ (default ../shared/data)",
+    )
+    parser.add_argument(
+        "--out", default="devdata/crops", help="output folder (default devdata/crops)"
+    )
     parser.add_argument("--size", type=int, default=64, help="crop side in pixels (default 64)")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), help="datasets to crop (default PolyU CC)")
+    parser.add_argument(
+        "--datasets", nargs="+", default=list(DATASETS), help="datasets to crop (default PolyU CC)"
+    )
     return parser.parse_args(argv)
 
 

@@ -32,7 +32,15 @@ import common  # noqa: E402
 import select_snapshots  # noqa: E402
 from utils.run_output import snapshot_path  # noqa: E402  (numpy only)
 
-CBM3D_SIGMAS = (5, 10, 15, 20, 25, 30, 40)  # in 8-bit units (/255); bm3d takes ~8 s per 64x64 call here
+CBM3D_SIGMAS = (
+    5,
+    10,
+    15,
+    20,
+    25,
+    30,
+    40,
+)  # in 8-bit units (/255); bm3d takes ~8 s per 64x64 call here
 PUBLISHED = {"noisy": 33.41, "cbm3d": 33.99, "biqan": 37.47, "true_best": 37.83}
 
 
@@ -40,6 +48,7 @@ PUBLISHED = {"noisy": 33.41, "cbm3d": 33.99, "biqan": 37.47, "true_best": 37.83}
 # images and metrics
 def read_image(path: Path) -> np.ndarray:
     from PIL import Image
+
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
 
@@ -50,11 +59,13 @@ def quantise(image: np.ndarray) -> np.ndarray:
 
 def psnr(image: np.ndarray, reference: np.ndarray) -> float:
     from skimage import metrics
+
     return float(metrics.peak_signal_noise_ratio(reference, image, data_range=1.0))
 
 
 def ssim(image: np.ndarray, reference: np.ndarray) -> float:
     from skimage import metrics
+
     return float(metrics.structural_similarity(reference, image, data_range=1.0, channel_axis=-1))
 
 
@@ -65,8 +76,10 @@ def pairs(crops: Path, dataset: str, every: int = 1) -> list[tuple[str, Path, Pa
         return []
     suffixes = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
     means = {p.stem: p for p in mean_dir.iterdir() if p.suffix.lower() in suffixes}
-    reals = sorted((p for p in real_dir.iterdir() if p.suffix.lower() in suffixes and p.stem in means),
-                   key=lambda p: p.name)
+    reals = sorted(
+        (p for p in real_dir.iterdir() if p.suffix.lower() in suffixes and p.stem in means),
+        key=lambda p: p.name,
+    )
     return [(real.stem, real, means[real.stem]) for real in reals[::every]]
 
 
@@ -74,6 +87,7 @@ def pairs(crops: Path, dataset: str, every: int = 1) -> list[tuple[str, Path, Pa
 # CBM3D baselines
 def cbm3d_grid(real: np.ndarray, mean: np.ndarray) -> dict[int, tuple[float, float]]:
     import bm3d
+
     results = {}
     for sigma in CBM3D_SIGMAS:
         denoised = quantise(bm3d.bm3d_rgb(real, sigma / 255.0))
@@ -101,13 +115,20 @@ def cbm3d_rows(crops: Path, tables: Path, polyu_every: int) -> list[dict]:
             real, mean = read_image(real_path), read_image(mean_path)
             sigma_est = float(estimate_sigma(real, channel_axis=-1, average_sigmas=True))
             blind = quantise(bm3d.bm3d_rgb(real, max(sigma_est, 1e-4)))
-            row = {"dataset": dataset, "image": stem, "sigma_est_255": round(sigma_est * 255, 3),
-                   "blind_psnr": round(psnr(blind, mean), 4), "blind_ssim": round(ssim(blind, mean), 4)}
+            row = {
+                "dataset": dataset,
+                "image": stem,
+                "sigma_est_255": round(sigma_est * 255, 3),
+                "blind_psnr": round(psnr(blind, mean), 4),
+                "blind_ssim": round(ssim(blind, mean), 4),
+            }
             for sigma, (p, s) in cbm3d_grid(real, mean).items():
                 row[f"psnr_s{sigma}"], row[f"ssim_s{sigma}"] = round(p, 4), round(s, 4)
             rows.append(row)
             common.write_csv(cache, rows + [r for k, r in cached.items() if r not in rows])
-            print(f"CBM3D {dataset} {stem}: sigma_est {row['sigma_est_255']:.2f}/255, blind {row['blind_psnr']:.2f} dB")
+            print(
+                f"CBM3D {dataset} {stem}: sigma_est {row['sigma_est_255']:.2f}/255, blind {row['blind_psnr']:.2f} dB"
+            )
     return rows
 
 
@@ -123,7 +144,9 @@ def cbm3d_summary(rows: list[dict]) -> tuple[dict[str, dict], int | None]:
         out[row["image"]] = {
             "sigma_est": float(row["sigma_est_255"]),
             "blind": (float(row["blind_psnr"]), float(row["blind_ssim"])),
-            "tuned": (float(row[f"psnr_s{tuned}"]), float(row[f"ssim_s{tuned}"])) if tuned else (math.nan, math.nan),
+            "tuned": (float(row[f"psnr_s{tuned}"]), float(row[f"ssim_s{tuned}"]))
+            if tuned
+            else (math.nan, math.nan),
             "oracle": (float(row[f"psnr_s{oracle}"]), float(row[f"ssim_s{oracle}"])),
             "oracle_sigma": oracle,
         }
@@ -138,10 +161,17 @@ def dip_image(run_dir: Path, image: str) -> dict | None:
     m = common.read_metrics(run_dir / image)
     best = int(np.nanargmax(m["psnr_avg"]))
     raw_best = int(np.nanargmax(m["psnr_raw"]))
-    return {"metrics": m, "best_psnr": m["psnr_avg"][best], "best_ssim": m["ssim_avg"][best],
-            "best_iteration": int(m["iteration"][best]), "raw_best_psnr": m["psnr_raw"][raw_best],
-            "raw_best_iteration": int(m["iteration"][raw_best]),
-            "last_psnr": m["psnr_avg"][-1], "last_ssim": m["ssim_avg"][-1], "last_iteration": int(m["iteration"][-1])}
+    return {
+        "metrics": m,
+        "best_psnr": m["psnr_avg"][best],
+        "best_ssim": m["ssim_avg"][best],
+        "best_iteration": int(m["iteration"][best]),
+        "raw_best_psnr": m["psnr_raw"][raw_best],
+        "raw_best_iteration": int(m["iteration"][raw_best]),
+        "last_psnr": m["psnr_avg"][-1],
+        "last_ssim": m["ssim_avg"][-1],
+        "last_iteration": int(m["iteration"][-1]),
+    }
 
 
 def selections(selection_root: Path, run_name: str) -> dict[str, dict[str, dict]]:
@@ -154,7 +184,9 @@ def selections(selection_root: Path, run_name: str) -> dict[str, dict[str, dict]
         variant = csv_path.parent.name
         for row in common.read_csv(csv_path):
             if select_snapshots.variant_keeps(variant, row["selector"]):
-                out.setdefault(select_snapshots.variant_label(variant, row["selector"]), {})[row["image"]] = row
+                out.setdefault(select_snapshots.variant_label(variant, row["selector"]), {})[
+                    row["image"]
+                ] = row
     return out
 
 
@@ -165,15 +197,26 @@ def ssim_at(metrics: dict, iteration: int) -> float:
 
 # ----------------------------------------------------------------------------------------------
 # tables
-def q1_tables(crops: Path, runs: Path, selection_root: Path, cbm3d: dict, tuned_sigma, seed: int) -> tuple[str, dict]:
+def q1_tables(
+    crops: Path, runs: Path, selection_root: Path, cbm3d: dict, tuned_sigma, seed: int
+) -> tuple[str, dict]:
     run_dir = runs / f"CC_scratch_s{seed}"
     picks = selections(selection_root, run_dir.name)
     images = pairs(crops, "CC")
-    pick_labels = sorted(picks, key=lambda label: (not label.startswith("wmv"), not label.startswith("last"), label))
+    pick_labels = sorted(
+        picks, key=lambda label: (not label.startswith("wmv"), not label.startswith("last"), label)
+    )
     pick_labels = [label for label in pick_labels if not label.startswith("last")]
-    header = (["image", "noisy input", "CBM3D, blind σ (est. σ/255)", f"CBM3D, σ tuned on PolyU ({tuned_sigma if tuned_sigma else '-'}/255)",
-               "CBM3D, oracle σ (σ/255)", "DIP true best (iteration)", "DIP raw-output best (iteration)",
-               "DIP last iteration"] + [f"{label} pick (iteration)" for label in pick_labels])
+    header = [
+        "image",
+        "noisy input",
+        "CBM3D, blind σ (est. σ/255)",
+        f"CBM3D, σ tuned on PolyU ({tuned_sigma if tuned_sigma else '-'}/255)",
+        "CBM3D, oracle σ (σ/255)",
+        "DIP true best (iteration)",
+        "DIP raw-output best (iteration)",
+        "DIP last iteration",
+    ] + [f"{label} pick (iteration)" for label in pick_labels]
     psnr_rows, ssim_rows = [], []
     columns: dict[str, list[float]] = {}
 
@@ -187,22 +230,37 @@ def q1_tables(crops: Path, runs: Path, selection_root: Path, cbm3d: dict, tuned_
         dip = dip_image(run_dir, stem)
         prow = [stem, f"{noisy_p:.2f}"]
         srow = [stem, f"{noisy_s:.3f}"]
-        add("noisy", noisy_p); add("noisy_ssim", noisy_s)
+        add("noisy", noisy_p)
+        add("noisy_ssim", noisy_s)
         if base:
-            prow += [f"{base['blind'][0]:.2f} ({base['sigma_est']:.1f})", f"{base['tuned'][0]:.2f}",
-                     f"{base['oracle'][0]:.2f} ({base['oracle_sigma']})"]
-            srow += [f"{base['blind'][1]:.3f}", f"{base['tuned'][1]:.3f}", f"{base['oracle'][1]:.3f}"]
+            prow += [
+                f"{base['blind'][0]:.2f} ({base['sigma_est']:.1f})",
+                f"{base['tuned'][0]:.2f}",
+                f"{base['oracle'][0]:.2f} ({base['oracle_sigma']})",
+            ]
+            srow += [
+                f"{base['blind'][1]:.3f}",
+                f"{base['tuned'][1]:.3f}",
+                f"{base['oracle'][1]:.3f}",
+            ]
             for key in ("blind", "tuned", "oracle"):
-                add(key, base[key][0]); add(key + "_ssim", base[key][1])
+                add(key, base[key][0])
+                add(key + "_ssim", base[key][1])
         else:
             prow += ["not measured"] * 3
             srow += ["not measured"] * 3
         if dip:
-            prow += [f"{dip['best_psnr']:.2f} ({dip['best_iteration']})",
-                     f"{dip['raw_best_psnr']:.2f} ({dip['raw_best_iteration']})", f"{dip['last_psnr']:.2f}"]
+            prow += [
+                f"{dip['best_psnr']:.2f} ({dip['best_iteration']})",
+                f"{dip['raw_best_psnr']:.2f} ({dip['raw_best_iteration']})",
+                f"{dip['last_psnr']:.2f}",
+            ]
             srow += [f"{dip['best_ssim']:.3f}", "-", f"{dip['last_ssim']:.3f}"]
-            add("best", dip["best_psnr"]); add("best_ssim", dip["best_ssim"]); add("raw_best", dip["raw_best_psnr"])
-            add("last", dip["last_psnr"]); add("last_ssim", dip["last_ssim"])
+            add("best", dip["best_psnr"])
+            add("best_ssim", dip["best_ssim"])
+            add("raw_best", dip["raw_best_psnr"])
+            add("last", dip["last_psnr"])
+            add("last_ssim", dip["last_ssim"])
         else:
             prow += ["running"] * 3
             srow += ["running", "-", "running"]
@@ -213,7 +271,8 @@ def q1_tables(crops: Path, runs: Path, selection_root: Path, cbm3d: dict, tuned_
                 note = "" if "did not fire" not in row.get("note", "") else ", did not fire"
                 prow.append(f"{float(row['picked_psnr']):.2f} ({iteration}{note})")
                 srow.append(f"{ssim_at(dip['metrics'], iteration):.3f}")
-                add(label, float(row["picked_psnr"])); add(label + "_ssim", ssim_at(dip["metrics"], iteration))
+                add(label, float(row["picked_psnr"]))
+                add(label + "_ssim", ssim_at(dip["metrics"], iteration))
             else:
                 prow.append("not measured")
                 srow.append("not measured")
@@ -223,24 +282,55 @@ def q1_tables(crops: Path, runs: Path, selection_root: Path, cbm3d: dict, tuned_
     def mean_of(key, digits):
         values = columns.get(key, [])
         complete = len(values) == len(images) and images
-        return f"**{np.mean(values):.{digits}f}**" if complete else ("-" if not values else f"({np.mean(values):.{digits}f}, {len(values)} of {len(images)})")
+        return (
+            f"**{np.mean(values):.{digits}f}**"
+            if complete
+            else (
+                "-"
+                if not values
+                else f"({np.mean(values):.{digits}f}, {len(values)} of {len(images)})"
+            )
+        )
 
     keys = ["noisy", "blind", "tuned", "oracle", "best", "raw_best", "last"] + pick_labels
     psnr_rows.append(["**mean**"] + [mean_of(k, 2) for k in keys])
-    ssim_keys = ["noisy_ssim", "blind_ssim", "tuned_ssim", "oracle_ssim", "best_ssim", None, "last_ssim"] + [k + "_ssim" for k in pick_labels]
+    ssim_keys = [
+        "noisy_ssim",
+        "blind_ssim",
+        "tuned_ssim",
+        "oracle_ssim",
+        "best_ssim",
+        None,
+        "last_ssim",
+    ] + [k + "_ssim" for k in pick_labels]
     ssim_rows.append(["**mean**"] + [mean_of(k, 3) if k else "-" for k in ssim_keys])
-    published = ["published (15 CC, 512x512)", f"{PUBLISHED['noisy']:.2f}", f"{PUBLISHED['cbm3d']:.2f}", "-", "-",
-                 f"{PUBLISHED['true_best']:.2f}", "-", "-"] + [f"{PUBLISHED['biqan']:.2f}" if l.startswith("biqan") else "-" for l in pick_labels]
+    published = [
+        "published (15 CC, 512x512)",
+        f"{PUBLISHED['noisy']:.2f}",
+        f"{PUBLISHED['cbm3d']:.2f}",
+        "-",
+        "-",
+        f"{PUBLISHED['true_best']:.2f}",
+        "-",
+        "-",
+    ] + [f"{PUBLISHED['biqan']:.2f}" if l.startswith("biqan") else "-" for l in pick_labels]
     psnr_rows.append(published)
-    text = ("PSNR (dB) against the clean mean image:\n\n" + common.markdown_table(header, psnr_rows) +
-            "\n\nSSIM (same snapshots; the raw-output column has no saved snapshot, so no SSIM):\n\n" +
-            common.markdown_table(header, ssim_rows) + "\n")
+    text = (
+        "PSNR (dB) against the clean mean image:\n\n"
+        + common.markdown_table(header, psnr_rows)
+        + "\n\nSSIM (same snapshots; the raw-output column has no saved snapshot, so no SSIM):\n\n"
+        + common.markdown_table(header, ssim_rows)
+        + "\n"
+    )
     return text, columns
 
 
 def q4_table(crops: Path, runs: Path, selection_root: Path, seeds: list[int]) -> str:
-    header = ["image"] + [f"true best s{s} (iter)" for s in seeds] + ["true best mean ± sd", "range",
-                                                                       "last mean ± sd", "WMV pick mean ± sd"]
+    header = (
+        ["image"]
+        + [f"true best s{s} (iter)" for s in seeds]
+        + ["true best mean ± sd", "range", "last mean ± sd", "WMV pick mean ± sd"]
+    )
     rows = []
     all_best, all_range = [], []
     for stem, _, _ in pairs(crops, "CC"):
@@ -250,58 +340,108 @@ def q4_table(crops: Path, runs: Path, selection_root: Path, seeds: list[int]) ->
             if dip is None:
                 cells.append("running")
                 continue
-            bests.append(dip["best_psnr"]); lasts.append(dip["last_psnr"])
+            bests.append(dip["best_psnr"])
+            lasts.append(dip["last_psnr"])
             cells.append(f"{dip['best_psnr']:.2f} ({dip['best_iteration']})")
             row = selections(selection_root, f"CC_scratch_s{seed}").get("wmv", {}).get(stem)
             if row:
                 wmv.append(float(row["picked_psnr"]))
         if len(bests) >= 2:
-            all_best.append(np.std(bests, ddof=1)); all_range.append(np.ptp(bests))
-        rows.append([stem] + cells + [common.mean_std(bests), f"{np.ptp(bests):.2f}" if len(bests) > 1 else "-",
-                                      common.mean_std(lasts), common.mean_std(wmv)])
-    rows.append(["**mean over images**"] + ["" for _ in seeds] +
-                [f"sd {np.mean(all_best):.2f}" if all_best else "-", f"{np.mean(all_range):.2f}" if all_range else "-", "", ""])
+            all_best.append(np.std(bests, ddof=1))
+            all_range.append(np.ptp(bests))
+        rows.append(
+            [stem]
+            + cells
+            + [
+                common.mean_std(bests),
+                f"{np.ptp(bests):.2f}" if len(bests) > 1 else "-",
+                common.mean_std(lasts),
+                common.mean_std(wmv),
+            ]
+        )
+    rows.append(
+        ["**mean over images**"]
+        + ["" for _ in seeds]
+        + [
+            f"sd {np.mean(all_best):.2f}" if all_best else "-",
+            f"{np.mean(all_range):.2f}" if all_range else "-",
+            "",
+            "",
+        ]
+    )
     return common.markdown_table(header, rows) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------
 # figures
-def figure_curves(crops: Path, runs: Path, selection_root: Path, cbm3d: dict, seed: int, path: Path) -> bool:
+def figure_curves(
+    crops: Path, runs: Path, selection_root: Path, cbm3d: dict, seed: int, path: Path
+) -> bool:
     import matplotlib
+
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+
     run_dir = runs / f"CC_scratch_s{seed}"
     images = [p for p in pairs(crops, "CC") if common.finished(run_dir / p[0])]
     if not images:
         return False
     picks = selections(selection_root, run_dir.name)
-    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 2.8), squeeze=False, dpi=80)
+    fig, axes = plt.subplots(
+        1, len(images), figsize=(3.2 * len(images), 2.8), squeeze=False, dpi=80
+    )
     markers = {"wmv": ("v", "tab:green"), "last": ("s", "tab:gray"), "fixed": ("D", "tab:brown")}
     for ax, (stem, real_path, mean_path) in zip(axes[0], images):
         dip = dip_image(run_dir, stem)
         m = dip["metrics"]
         ax.plot(m["iteration"], m["psnr_avg"], label="DIP averaged output", color="tab:blue")
-        ax.plot(m["iteration"], m["psnr_raw"], label="DIP raw output", color="tab:blue", alpha=0.35, lw=0.8)
+        ax.plot(
+            m["iteration"],
+            m["psnr_raw"],
+            label="DIP raw output",
+            color="tab:blue",
+            alpha=0.35,
+            lw=0.8,
+        )
         noisy = psnr(read_image(real_path), read_image(mean_path))
         ax.axhline(noisy, color="k", ls=":", lw=1, label="noisy input")
-        top = max(dip["best_psnr"], dip["raw_best_psnr"], cbm3d[stem]["tuned"][0] if stem in cbm3d else 0)
+        top = max(
+            dip["best_psnr"], dip["raw_best_psnr"], cbm3d[stem]["tuned"][0] if stem in cbm3d else 0
+        )
         ax.set_ylim(min(noisy, dip["best_psnr"]) - 3, top + 1.5)
         if stem in cbm3d:
-            ax.axhline(cbm3d[stem]["tuned"][0], color="tab:orange", ls="--", lw=1, label="CBM3D (σ tuned on PolyU)")
-        ax.plot(dip["best_iteration"], dip["best_psnr"], "*", color="tab:red", ms=10, label="true best")
+            ax.axhline(
+                cbm3d[stem]["tuned"][0],
+                color="tab:orange",
+                ls="--",
+                lw=1,
+                label="CBM3D (σ tuned on PolyU)",
+            )
+        ax.plot(
+            dip["best_iteration"], dip["best_psnr"], "*", color="tab:red", ms=10, label="true best"
+        )
         for label, rows in picks.items():
             row = rows.get(stem)
             if row is None or label == "last":
                 continue
             marker, colour = markers.get(label.split(" ")[0].split(":")[0], ("o", "tab:purple"))
-            ax.plot(int(row["picked_iteration"]), float(row["picked_psnr"]), marker, color=colour, ms=7,
-                    mfc="none", label=f"{label} pick")
+            ax.plot(
+                int(row["picked_iteration"]),
+                float(row["picked_psnr"]),
+                marker,
+                color=colour,
+                ms=7,
+                mfc="none",
+                label=f"{label} pick",
+            )
         ax.set_title(stem, fontsize=8)
         ax.set_xlabel("iteration", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0][0].set_ylabel("PSNR (dB)", fontsize=8)
     handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=7, frameon=False)
+    fig.legend(
+        handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=7, frameon=False
+    )
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -311,20 +451,34 @@ def figure_curves(crops: Path, runs: Path, selection_root: Path, cbm3d: dict, se
 
 def figure_transfer(crops: Path, runs: Path, seed: int, path: Path) -> bool:
     import matplotlib
+
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+
     inits = ("scratch", "previous", "polyu1", "polyu_chain4", "polyu_chain8_short")
-    images = [p[0] for p in pairs(crops, "CC") if common.finished(runs / f"CC_scratch_s{seed}" / p[0])]
+    images = [
+        p[0] for p in pairs(crops, "CC") if common.finished(runs / f"CC_scratch_s{seed}" / p[0])
+    ]
     if not images:
         return False
-    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 2.8), squeeze=False, dpi=80)
+    fig, axes = plt.subplots(
+        1, len(images), figsize=(3.2 * len(images), 2.8), squeeze=False, dpi=80
+    )
     for ax, stem in zip(axes[0], images):
         for init in inits:
             if common.finished(runs / f"CC_{init}_s{seed}" / stem):
                 m = common.read_metrics(runs / f"CC_{init}_s{seed}" / stem)
-                ax.plot(m["iteration"], m["psnr_avg"], label=init, lw=1.2 if init == "scratch" else 0.9)
+                ax.plot(
+                    m["iteration"], m["psnr_avg"], label=init, lw=1.2 if init == "scratch" else 0.9
+                )
         ref = common.read_metrics(runs / f"CC_scratch_s{seed}" / stem)
-        ax.axhline(np.nanmax(ref["psnr_avg"]) - 0.1, color="k", ls=":", lw=0.8, label="scratch peak - 0.1 dB")
+        ax.axhline(
+            np.nanmax(ref["psnr_avg"]) - 0.1,
+            color="k",
+            ls=":",
+            lw=0.8,
+            label="scratch peak - 0.1 dB",
+        )
         low = np.nanmax(ref["psnr_avg"]) - 4
         ax.set_ylim(bottom=low)
         ax.set_title(stem, fontsize=8)
@@ -340,13 +494,22 @@ def figure_transfer(crops: Path, runs: Path, seed: int, path: Path) -> bool:
     return True
 
 
-def figure_compare(crops: Path, runs: Path, selection_root: Path, tuned_sigma: int | None, seed: int,
-                   stems: list[str], path: Path) -> bool:
+def figure_compare(
+    crops: Path,
+    runs: Path,
+    selection_root: Path,
+    tuned_sigma: int | None,
+    seed: int,
+    stems: list[str],
+    path: Path,
+) -> bool:
     """Noisy | clean | CBM3D (PolyU-tuned sigma) | DIP true best | every pick, for a few CC crops,
     enlarged 3x without interpolation, PSNR in each title."""
     import matplotlib
+
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+
     run_dir = runs / f"CC_scratch_s{seed}"
     chosen = [p for p in pairs(crops, "CC") if p[0] in stems and common.finished(run_dir / p[0])]
     if not chosen:
@@ -354,29 +517,48 @@ def figure_compare(crops: Path, runs: Path, selection_root: Path, tuned_sigma: i
     picks = selections(selection_root, run_dir.name)
     labels = [label for label in picks if label != "last"]
     columns = 4 + len(labels)
-    fig, axes = plt.subplots(len(chosen), columns, figsize=(1.9 * columns, 2.2 * len(chosen)), squeeze=False, dpi=100)
+    fig, axes = plt.subplots(
+        len(chosen), columns, figsize=(1.9 * columns, 2.2 * len(chosen)), squeeze=False, dpi=100
+    )
     for row_axes, (stem, real_path, mean_path) in zip(axes, chosen):
         real, mean = read_image(real_path), read_image(mean_path)
         dip = dip_image(run_dir, stem)
         panels = [("noisy", real), ("clean (mean)", None)]
         if tuned_sigma is not None:
             import bm3d
-            panels.append((f"CBM3D σ={tuned_sigma}", quantise(bm3d.bm3d_rgb(real, tuned_sigma / 255.0))))
-        panels.append((f"DIP true best ({dip['best_iteration']})",
-                       read_image(snapshot_path(run_dir / stem, dip["best_iteration"]))))
+
+            panels.append(
+                (f"CBM3D σ={tuned_sigma}", quantise(bm3d.bm3d_rgb(real, tuned_sigma / 255.0)))
+            )
+        panels.append(
+            (
+                f"DIP true best ({dip['best_iteration']})",
+                read_image(snapshot_path(run_dir / stem, dip["best_iteration"])),
+            )
+        )
         for label in labels:
             row = picks[label].get(stem)
             if row is not None:
                 iteration = int(row["picked_iteration"])
-                panels.append((f"{label} ({iteration})", read_image(snapshot_path(run_dir / stem, iteration))))
+                panels.append(
+                    (f"{label} ({iteration})", read_image(snapshot_path(run_dir / stem, iteration)))
+                )
         for ax in row_axes:
             ax.axis("off")
         for ax, (title, image) in zip(row_axes, panels):
             ax.imshow(mean if image is None else image, interpolation="nearest")
             text = title if image is None else f"{title}\n{psnr(image, mean):.2f} dB"
             ax.set_title(text, fontsize=6)
-        row_axes[0].text(-0.08, 0.5, stem, transform=row_axes[0].transAxes, rotation=90, va="center",
-                         ha="right", fontsize=6)
+        row_axes[0].text(
+            -0.08,
+            0.5,
+            stem,
+            transform=row_axes[0].transAxes,
+            rotation=90,
+            va="center",
+            ha="right",
+            fontsize=6,
+        )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -398,16 +580,26 @@ def progress(runs: Path, crops: Path) -> str:
     for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
         args = common.read_args(run_dir)
         fit = args.get("fit", {})
-        lines.append(f"| {run_dir.name} | {len(common.run_images(run_dir))} | {fit.get('num_iter', '?')} | "
-                     f"{args.get('seed', '?')} | {args.get('init_from', '?')} |")
-    return ("| run folder | finished images | iterations | seed | init |\n|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+        lines.append(
+            f"| {run_dir.name} | {len(common.run_images(run_dir))} | {fit.get('num_iter', '?')} | "
+            f"{args.get('seed', '?')} | {args.get('init_from', '?')} |"
+        )
+    return (
+        "| run folder | finished images | iterations | seed | init |\n|---|---|---|---|---|\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     crops, runs, tables = Path(args.crops), Path(args.runs), Path(args.tables)
     selection_root, figures, doc = Path(args.selection), Path(args.figures), Path(args.doc)
     tables.mkdir(parents=True, exist_ok=True)
-    rows = cbm3d_rows(crops, tables, args.polyu_every) if not args.no_cbm3d else common.read_csv(tables / "cbm3d.csv")
+    rows = (
+        cbm3d_rows(crops, tables, args.polyu_every)
+        if not args.no_cbm3d
+        else common.read_csv(tables / "cbm3d.csv")
+    )
     cbm3d, tuned_sigma = cbm3d_summary(rows)
     blocks = {}
     q1, _ = q1_tables(crops, runs, selection_root, cbm3d, tuned_sigma, args.seeds[0])
@@ -423,12 +615,18 @@ def main(args: argparse.Namespace) -> int:
         (tables / f"{name}.md").write_text(content) if name not in ("q2", "q3", "online") else None
     made = []
     for seed in args.seeds:
-        if figure_curves(crops, runs, selection_root, cbm3d, seed, figures / f"q1_cc_psnr_curves_s{seed}.png"):
+        if figure_curves(
+            crops, runs, selection_root, cbm3d, seed, figures / f"q1_cc_psnr_curves_s{seed}.png"
+        ):
             made.append(f"q1_cc_psnr_curves_s{seed}.png")
-    if figure_transfer(crops, runs, args.seeds[0], figures / f"q2_transfer_curves_s{args.seeds[0]}.png"):
+    if figure_transfer(
+        crops, runs, args.seeds[0], figures / f"q2_transfer_curves_s{args.seeds[0]}.png"
+    ):
         made.append(f"q2_transfer_curves_s{args.seeds[0]}.png")
     compare = f"q1_cc_compare_s{args.seeds[0]}.png"
-    if figure_compare(crops, runs, selection_root, tuned_sigma, args.seeds[0], args.compare, figures / compare):
+    if figure_compare(
+        crops, runs, selection_root, tuned_sigma, args.seeds[0], args.compare, figures / compare
+    ):
         made.append(compare)
     if doc.is_file():
         text = doc.read_text()
@@ -443,17 +641,45 @@ def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--crops", default="devdata/crops", help="crops folder (default devdata/crops)")
-    parser.add_argument("--runs", default="devdata/runs", help="run_BDN outputs (default devdata/runs)")
-    parser.add_argument("--selection", default="devdata/selection", help="test_BIQAN outputs (default devdata/selection)")
-    parser.add_argument("--tables", default="devdata/tables", help="tables and caches (default devdata/tables)")
-    parser.add_argument("--figures", default="docs/figures", help="figure folder (default docs/figures)")
-    parser.add_argument("--doc", default="docs/REPRODUCTION.md", help="document whose marked blocks are replaced")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="DIP seeds (default 0 1 2; the first is the Q1 seed)")
-    parser.add_argument("--polyu_every", type=int, default=13,
-                        help="tune the CBM3D sigma on every N-th PolyU crop by name (default 13: 8 crops)")
-    parser.add_argument("--compare", nargs="+", default=["d800_iso3200_1", "d800_iso6400_1"],
-                        help="CC images of the compare figure (default d800_iso3200_1 d800_iso6400_1)")
+    parser.add_argument(
+        "--crops", default="devdata/crops", help="crops folder (default devdata/crops)"
+    )
+    parser.add_argument(
+        "--runs", default="devdata/runs", help="run_BDN outputs (default devdata/runs)"
+    )
+    parser.add_argument(
+        "--selection",
+        default="devdata/selection",
+        help="test_BIQAN outputs (default devdata/selection)",
+    )
+    parser.add_argument(
+        "--tables", default="devdata/tables", help="tables and caches (default devdata/tables)"
+    )
+    parser.add_argument(
+        "--figures", default="docs/figures", help="figure folder (default docs/figures)"
+    )
+    parser.add_argument(
+        "--doc", default="docs/REPRODUCTION.md", help="document whose marked blocks are replaced"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="DIP seeds (default 0 1 2; the first is the Q1 seed)",
+    )
+    parser.add_argument(
+        "--polyu_every",
+        type=int,
+        default=13,
+        help="tune the CBM3D sigma on every N-th PolyU crop by name (default 13: 8 crops)",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        default=["d800_iso3200_1", "d800_iso6400_1"],
+        help="CC images of the compare figure (default d800_iso3200_1 d800_iso6400_1)",
+    )
     parser.add_argument("--no_cbm3d", action="store_true", help="use the cached CBM3D results only")
     return parser.parse_args(argv)
 

@@ -54,14 +54,38 @@ def subset(crops: Path, dataset: str, every: int, offset: int, root: Path | None
     return target
 
 
-def run_bdn_command(real: Path, mean: Path, out: Path, args: argparse.Namespace, init_from: str = "scratch",
-                    seed: int | None = None) -> list[str]:
+def run_bdn_command(
+    real: Path,
+    mean: Path,
+    out: Path,
+    args: argparse.Namespace,
+    init_from: str = "scratch",
+    seed: int | None = None,
+) -> list[str]:
     """The run_BDN.py command line shared by the experiments (run_BDN.py taken from `args.code`)."""
-    return [sys.executable, str(Path(args.code) / "run_BDN.py"),
-            "--dataset_real_path", str(real), "--dataset_mean_path", str(mean), "--output_path", str(out),
-            "--num_iter", str(args.num_iter), "--save_iter", str(args.save_iter),
-            "--seed", str(args.seed if seed is None else seed), "--init_from", init_from,
-            "--gpu_id", args.gpu_id, "--quiet", "--show_iter", str(args.show_iter)]
+    return [
+        sys.executable,
+        str(Path(args.code) / "run_BDN.py"),
+        "--dataset_real_path",
+        str(real),
+        "--dataset_mean_path",
+        str(mean),
+        "--output_path",
+        str(out),
+        "--num_iter",
+        str(args.num_iter),
+        "--save_iter",
+        str(args.save_iter),
+        "--seed",
+        str(args.seed if seed is None else seed),
+        "--init_from",
+        init_from,
+        "--gpu_id",
+        args.gpu_id,
+        "--quiet",
+        "--show_iter",
+        str(args.show_iter),
+    ]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -73,24 +97,48 @@ def main(args: argparse.Namespace) -> int:
 
 
 def add_run_flags(parser: argparse.ArgumentParser, num_iter: int = 1200) -> None:
-    parser.add_argument("--num_iter", type=int, default=num_iter, help=f"iterations per image (default {num_iter})")
-    parser.add_argument("--save_iter", type=int, default=20, help="snapshot every N iterations (default 20)")
+    parser.add_argument(
+        "--num_iter", type=int, default=num_iter, help=f"iterations per image (default {num_iter})"
+    )
+    parser.add_argument(
+        "--save_iter", type=int, default=20, help="snapshot every N iterations (default 20)"
+    )
     parser.add_argument("--gpu_id", default="cpu", help="'cpu' (default) or a CUDA device id")
-    parser.add_argument("--show_iter", type=int, default=200, help="log a line every N iterations (default 200)")
-    parser.add_argument("--code", default=str(REPO),
-                        help="repository root whose run_BDN.py is run (default this checkout); a frozen copy, e.g. "
-                             "`git archive HEAD | tar -x -C devdata/code/SHA`, keeps long runs safe from edits")
+    parser.add_argument(
+        "--show_iter", type=int, default=200, help="log a line every N iterations (default 200)"
+    )
+    parser.add_argument(
+        "--code",
+        default=str(REPO),
+        help="repository root whose run_BDN.py is run (default this checkout); a frozen copy, e.g. "
+        "`git archive HEAD | tar -x -C devdata/code/SHA`, keeps long runs safe from edits",
+    )
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--crops", default="devdata/crops", help="folder holding <dataset>/{real,mean} (default devdata/crops)")
-    parser.add_argument("--subsets", default=None,
-                        help="where subset folders are made (default: inside --crops; give one when --crops is ../shared/data)")
+    parser.add_argument(
+        "--crops",
+        default="devdata/crops",
+        help="folder holding <dataset>/{real,mean} (default devdata/crops)",
+    )
+    parser.add_argument(
+        "--subsets",
+        default=None,
+        help="where subset folders are made (default: inside --crops; give one when --crops is ../shared/data)",
+    )
     parser.add_argument("--dataset", default="PolyU", help="dataset folder name (default PolyU)")
-    parser.add_argument("--every", type=int, default=4, help="take every N-th pair sorted by name (default 4)")
-    parser.add_argument("--offset", type=int, default=0, help="index of the first pair taken (default 0)")
-    parser.add_argument("--out", default="devdata/runs/PolyU_s0", help="run_BDN output folder (default devdata/runs/PolyU_s0)")
+    parser.add_argument(
+        "--every", type=int, default=4, help="take every N-th pair sorted by name (default 4)"
+    )
+    parser.add_argument(
+        "--offset", type=int, default=0, help="index of the first pair taken (default 0)"
+    )
+    parser.add_argument(
+        "--out",
+        default="devdata/runs/PolyU_s0",
+        help="run_BDN output folder (default devdata/runs/PolyU_s0)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="run_BDN seed (default 0)")
     add_run_flags(parser)
     return parser.parse_args(argv)

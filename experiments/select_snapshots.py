@@ -57,17 +57,35 @@ def variant_label(variant: str, selector: str) -> str:
 
 
 def cc_runs(runs: Path, seeds: list[int]) -> list[Path]:
-    return [runs / f"CC_scratch_s{seed}" for seed in seeds if common.run_images(runs / f"CC_scratch_s{seed}")]
+    return [
+        runs / f"CC_scratch_s{seed}"
+        for seed in seeds
+        if common.run_images(runs / f"CC_scratch_s{seed}")
+    ]
 
 
 def complete(run: Path, expected: int) -> bool:
     return len(common.run_images(run)) >= expected
 
 
-def test_biqan(args: argparse.Namespace, run: Path, out: Path, selectors: list[str], extra: list[str] = ()) -> int:
-    command = [sys.executable, str(Path(args.code) / "test_BIQAN.py"), "--dataset_image_path", str(run),
-               "--output_path", str(out), "--start_index", str(args.start_index), "--selector", *selectors,
-               "--gpu_id", args.gpu_id, *extra]
+def test_biqan(
+    args: argparse.Namespace, run: Path, out: Path, selectors: list[str], extra: list[str] = ()
+) -> int:
+    command = [
+        sys.executable,
+        str(Path(args.code) / "test_BIQAN.py"),
+        "--dataset_image_path",
+        str(run),
+        "--output_path",
+        str(out),
+        "--start_index",
+        str(args.start_index),
+        "--selector",
+        *selectors,
+        "--gpu_id",
+        args.gpu_id,
+        *extra,
+    ]
     print(" ".join(command), flush=True)
     return subprocess.call(command, stdout=subprocess.DEVNULL if args.quiet else None)
 
@@ -80,7 +98,11 @@ def mean_gap(csv_path: Path, selector: str) -> tuple[float, int, int]:
     """(mean loss in dB, number of images, number where the rule fired) for one selector."""
     rows = [r for r in common.read_csv(csv_path) if r["selector"] == selector]
     fired = sum("did not fire" not in r.get("note", "") for r in rows)
-    return (float(np.mean([float(r["loss_db"]) for r in rows])) if rows else float("nan")), len(rows), fired
+    return (
+        (float(np.mean([float(r["loss_db"]) for r in rows])) if rows else float("nan")),
+        len(rows),
+        fired,
+    )
 
 
 def action_noref(args: argparse.Namespace) -> int:
@@ -101,14 +123,32 @@ def action_tune_wmv(args: argparse.Namespace) -> int:
         out = Path(args.selection) / polyu.name / f"wmv_w{window}_p{patience}"
         test_biqan(args, polyu, out, ["wmv"], wmv_flags(window, patience))
         gap, n, fired = mean_gap(out / "selection.csv", "wmv")
-        grid.append({"window": window, "patience": patience, "mean_gap_db": round(gap, 4), "images": n, "fired": fired})
+        grid.append(
+            {
+                "window": window,
+                "patience": patience,
+                "mean_gap_db": round(gap, 4),
+                "images": n,
+                "fired": fired,
+            }
+        )
     grid.sort(key=lambda row: row["mean_gap_db"])
     best = grid[0]
-    rows = [[f"{r['window']} ({r['window'] * args.save_iter} it)", f"{r['patience']} ({r['patience'] * args.save_iter} it)",
-             f"{r['mean_gap_db']:.3f}", f"{r['fired']}/{r['images']}"] for r in grid]
-    text = (f"WMV on {polyu} ({best['images']} PolyU crops; window and patience in snapshots of {args.save_iter} "
-            f"iterations), sorted by mean gap to the true best:\n\n" +
-            common.markdown_table(["window", "patience", "mean gap dB", "rule fired"], rows) + "\n")
+    rows = [
+        [
+            f"{r['window']} ({r['window'] * args.save_iter} it)",
+            f"{r['patience']} ({r['patience'] * args.save_iter} it)",
+            f"{r['mean_gap_db']:.3f}",
+            f"{r['fired']}/{r['images']}",
+        ]
+        for r in grid
+    ]
+    text = (
+        f"WMV on {polyu} ({best['images']} PolyU crops; window and patience in snapshots of {args.save_iter} "
+        f"iterations), sorted by mean gap to the true best:\n\n"
+        + common.markdown_table(["window", "patience", "mean gap dB", "rule fired"], rows)
+        + "\n"
+    )
     Path(args.tables).mkdir(parents=True, exist_ok=True)
     (Path(args.tables) / "wmv_tuning.md").write_text(text)
     common.write_csv(Path(args.tables) / "wmv_tuning.csv", grid)
@@ -137,10 +177,15 @@ def action_tune_fixed(args: argparse.Namespace) -> int:
     mean_gaps = np.mean([g[:length] for g in gaps], axis=0)
     best = int(np.argmin(mean_gaps))
     iteration = int(iterations[best])
-    shown = [(int(iterations[i]), float(mean_gaps[i])) for i in range(0, length, max(1, length // 12))]
-    text = (f"Fixed stopping iteration tuned on {polyu} ({len(images)} PolyU crops): mean gap to the true best "
-            f"is smallest at iteration {iteration} ({mean_gaps[best]:.3f} dB). Mean gap by iteration: " +
-            ", ".join(f"{it}: {gap:.2f}" for it, gap in shown) + " dB.\n")
+    shown = [
+        (int(iterations[i]), float(mean_gaps[i])) for i in range(0, length, max(1, length // 12))
+    ]
+    text = (
+        f"Fixed stopping iteration tuned on {polyu} ({len(images)} PolyU crops): mean gap to the true best "
+        f"is smallest at iteration {iteration} ({mean_gaps[best]:.3f} dB). Mean gap by iteration: "
+        + ", ".join(f"{it}: {gap:.2f}" for it, gap in shown)
+        + " dB.\n"
+    )
     Path(args.tables).mkdir(parents=True, exist_ok=True)
     (Path(args.tables) / "fixed_tuning.md").write_text(text)
     print(text)
@@ -157,8 +202,16 @@ def action_biqan(args: argparse.Namespace) -> int:
         name, _, checkpoint = spec.partition("=")
         for run in cc_runs(Path(args.runs), args.seeds):
             out = Path(args.selection) / run.name / name
-            failures += test_biqan(args, run, out, ["biqan", "wmv", "last"],
-                                   ["--pre_trained_model", checkpoint, *wmv_flags(5, 50)]) != 0
+            failures += (
+                test_biqan(
+                    args,
+                    run,
+                    out,
+                    ["biqan", "wmv", "last"],
+                    ["--pre_trained_model", checkpoint, *wmv_flags(5, 50)],
+                )
+                != 0
+            )
     return 1 if failures else 0
 
 
@@ -173,7 +226,9 @@ def correlations(folder: Path) -> tuple[float, float]:
             rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731  (no ties in practice)
             srcc.append(np.corrcoef(rank(pred), rank(true))[0, 1])
             plcc.append(np.corrcoef(pred, true)[0, 1])
-    return (float(np.mean(srcc)) if srcc else float("nan")), (float(np.mean(plcc)) if plcc else float("nan"))
+    return (float(np.mean(srcc)) if srcc else float("nan")), (
+        float(np.mean(plcc)) if plcc else float("nan")
+    )
 
 
 def action_table(args: argparse.Namespace) -> int:
@@ -205,12 +260,34 @@ def action_table(args: argparse.Namespace) -> int:
                 srcc = f"{np.nanmean([c[0] for c in corr[label]]):.3f}"
                 plcc = f"{np.nanmean([c[1] for c in corr[label]]):.3f}"
             fire = f"{sum(fired[label])}/{len(gaps)}" if label.startswith("wmv") else "-"
-            rows.append([label, f"{len(gaps)} ({len(seeds_seen[label])} seeds)", common.mean_std(gaps),
-                         f"{np.max(gaps):.2f}", fire, srcc, plcc])
-        text = ("Gap to the true best snapshot (dB; true best over snapshots from iteration "
-                f"{(args.start_index + 1) * args.save_iter}), CC crops:\n\n" +
-                common.markdown_table(["selector", "images (seeds)", "gap mean ± sd", "worst gap", "WMV fired",
-                                       "SRCC (within image)", "PLCC (within image)"], rows) + "\n")
+            rows.append(
+                [
+                    label,
+                    f"{len(gaps)} ({len(seeds_seen[label])} seeds)",
+                    common.mean_std(gaps),
+                    f"{np.max(gaps):.2f}",
+                    fire,
+                    srcc,
+                    plcc,
+                ]
+            )
+        text = (
+            "Gap to the true best snapshot (dB; true best over snapshots from iteration "
+            f"{(args.start_index + 1) * args.save_iter}), CC crops:\n\n"
+            + common.markdown_table(
+                [
+                    "selector",
+                    "images (seeds)",
+                    "gap mean ± sd",
+                    "worst gap",
+                    "WMV fired",
+                    "SRCC (within image)",
+                    "PLCC (within image)",
+                ],
+                rows,
+            )
+            + "\n"
+        )
         for name in ("fixed_tuning.md", "wmv_tuning.md"):
             tuning = Path(args.tables) / name
             if tuning.is_file():
@@ -224,17 +301,45 @@ def action_table(args: argparse.Namespace) -> int:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("noref", "tune_wmv", "tune_fixed", "biqan", "table"))
-    parser.add_argument("--runs", default="devdata/runs", help="run_BDN outputs (default devdata/runs)")
-    parser.add_argument("--selection", default="devdata/selection", help="test_BIQAN outputs (default devdata/selection)")
-    parser.add_argument("--tables", default="devdata/tables", help="tables (default devdata/tables)")
-    parser.add_argument("--polyu_run", default="devdata/runs/PolyU_s0", help="PolyU run for tune_wmv")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="CC run seeds (default 0 1 2)")
-    parser.add_argument("--windows", type=int, nargs="+", default=[3, 5, 10], help="tune_wmv windows, snapshots")
-    parser.add_argument("--patiences", type=int, nargs="+", default=[5, 10, 25, 50], help="tune_wmv patiences, snapshots")
-    parser.add_argument("--model", nargs="+", default=[], help="biqan: NAME=CHECKPOINT (file or folder)")
-    parser.add_argument("--start_index", type=int, default=8, help="snapshots skipped by every selector (default 8)")
-    parser.add_argument("--save_iter", type=int, default=20, help="snapshot interval of the runs (default 20)")
-    parser.add_argument("--code", default=str(common.REPO), help="repository root whose test_BIQAN.py is run")
+    parser.add_argument(
+        "--runs", default="devdata/runs", help="run_BDN outputs (default devdata/runs)"
+    )
+    parser.add_argument(
+        "--selection",
+        default="devdata/selection",
+        help="test_BIQAN outputs (default devdata/selection)",
+    )
+    parser.add_argument(
+        "--tables", default="devdata/tables", help="tables (default devdata/tables)"
+    )
+    parser.add_argument(
+        "--polyu_run", default="devdata/runs/PolyU_s0", help="PolyU run for tune_wmv"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="CC run seeds (default 0 1 2)"
+    )
+    parser.add_argument(
+        "--windows", type=int, nargs="+", default=[3, 5, 10], help="tune_wmv windows, snapshots"
+    )
+    parser.add_argument(
+        "--patiences",
+        type=int,
+        nargs="+",
+        default=[5, 10, 25, 50],
+        help="tune_wmv patiences, snapshots",
+    )
+    parser.add_argument(
+        "--model", nargs="+", default=[], help="biqan: NAME=CHECKPOINT (file or folder)"
+    )
+    parser.add_argument(
+        "--start_index", type=int, default=8, help="snapshots skipped by every selector (default 8)"
+    )
+    parser.add_argument(
+        "--save_iter", type=int, default=20, help="snapshot interval of the runs (default 20)"
+    )
+    parser.add_argument(
+        "--code", default=str(common.REPO), help="repository root whose test_BIQAN.py is run"
+    )
     parser.add_argument("--gpu_id", default="cpu", help="'cpu' (default) or a CUDA device number")
     parser.add_argument("--quiet", action="store_true", help="hide test_BIQAN.py's per-image lines")
     return parser.parse_args(argv)
@@ -242,6 +347,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 if __name__ == "__main__":
     arguments = parse_args()
-    actions = {"noref": action_noref, "tune_wmv": action_tune_wmv, "tune_fixed": action_tune_fixed,
-               "biqan": action_biqan, "table": action_table}
+    actions = {
+        "noref": action_noref,
+        "tune_wmv": action_tune_wmv,
+        "tune_fixed": action_tune_fixed,
+        "biqan": action_biqan,
+        "table": action_table,
+    }
     sys.exit(actions[arguments.action](arguments))

@@ -76,9 +76,15 @@ def prefit_chain(args: argparse.Namespace, init: str) -> Path | None:
     every, offset, fraction = CHAINS[init]
     folder = run_polyu.subset(Path(args.crops), "PolyU", every, offset, args.subsets)
     out = chain_run_dir(Path(args.runs), init)
-    iterations = max(args.save_iter, int(round(args.num_iter * fraction / args.save_iter)) * args.save_iter)
+    iterations = max(
+        args.save_iter, int(round(args.num_iter * fraction / args.save_iter)) * args.save_iter
+    )
     chain_args = argparse.Namespace(**{**vars(args), "num_iter": iterations})
-    call(run_polyu.run_bdn_command(folder / "real", folder / "mean", out, chain_args, "previous", seed=0))
+    call(
+        run_polyu.run_bdn_command(
+            folder / "real", folder / "mean", out, chain_args, "previous", seed=0
+        )
+    )
     expected = len(list((folder / "real").iterdir()))
     if len(common.run_images(out)) < expected:
         LOGGER.warning("%s: chain unfinished", out)
@@ -109,8 +115,14 @@ def run(args: argparse.Namespace) -> int:
             if source is None:
                 failures += 1
                 continue
-            command = run_polyu.run_bdn_command(crops / "CC" / "real", crops / "CC" / "mean",
-                                                cc_run_dir(runs, init, seed), args, source, seed=seed)
+            command = run_polyu.run_bdn_command(
+                crops / "CC" / "real",
+                crops / "CC" / "mean",
+                cc_run_dir(runs, init, seed),
+                args,
+                source,
+                seed=seed,
+            )
             failures += call(command) != 0
     return 1 if failures else 0
 
@@ -118,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
 def image_init(run_dir: Path, image: str) -> str:
     """The init actually used for an image (summary.json), e.g. 'scratch' for a chain's first image."""
     import json
+
     path = run_dir / image / "summary.json"
     return json.loads(path.read_text()).get("init", "") if path.is_file() else ""
 
@@ -130,7 +143,9 @@ def analyse_rows(runs: Path, seeds: list[int], inits: list[str]) -> list[dict]:
             reference = common.read_metrics(scratch_dir / image)
             peak = float(np.nanmax(reference["psnr_avg"]))
             target = peak - TOLERANCE_DB
-            scratch_iters = common.first_reaching(reference["iteration"], reference["psnr_avg"], target)
+            scratch_iters = common.first_reaching(
+                reference["iteration"], reference["psnr_avg"], target
+            )
             for init in inits:
                 run_dir = cc_run_dir(runs, init, seed)
                 if not common.finished(run_dir / image):
@@ -139,19 +154,26 @@ def analyse_rows(runs: Path, seeds: list[int], inits: list[str]) -> list[dict]:
                 avg = metrics["psnr_avg"]
                 iters = common.first_reaching(metrics["iteration"], avg, target)
                 used = image_init(run_dir, image)
-                rows.append({
-                    "seed": seed, "image": image, "init": init,
-                    "chain_start": init == "previous" and used == "scratch",
-                    "scratch_peak": round(peak, 4), "scratch_iters_to_target": scratch_iters,
-                    "iters_to_target": iters,
-                    "saving": round(1.0 - iters / scratch_iters, 4) if np.isfinite(iters) else math.nan,
-                    "peak": round(float(np.nanmax(avg)), 4),
-                    "peak_iteration": int(metrics["iteration"][int(np.nanargmax(avg))]),
-                    "peak_minus_scratch": round(float(np.nanmax(avg)) - peak, 4),
-                    "peak_raw": round(float(np.nanmax(metrics["psnr_raw"])), 4),
-                    "last": round(float(avg[-1]), 4),
-                    "num_iter": int(metrics["iteration"][-1]),
-                })
+                rows.append(
+                    {
+                        "seed": seed,
+                        "image": image,
+                        "init": init,
+                        "chain_start": init == "previous" and used == "scratch",
+                        "scratch_peak": round(peak, 4),
+                        "scratch_iters_to_target": scratch_iters,
+                        "iters_to_target": iters,
+                        "saving": round(1.0 - iters / scratch_iters, 4)
+                        if np.isfinite(iters)
+                        else math.nan,
+                        "peak": round(float(np.nanmax(avg)), 4),
+                        "peak_iteration": int(metrics["iteration"][int(np.nanargmax(avg))]),
+                        "peak_minus_scratch": round(float(np.nanmax(avg)) - peak, 4),
+                        "peak_raw": round(float(np.nanmax(metrics["psnr_raw"])), 4),
+                        "last": round(float(avg[-1]), 4),
+                        "num_iter": int(metrics["iteration"][-1]),
+                    }
+                )
     return rows
 
 
@@ -167,35 +189,65 @@ def summary_table(rows: list[dict], inits: list[str]) -> tuple[str, list[dict]]:
         reached = np.isfinite(iters)
         # not reached within the run: counted as the full run length (a lower bound on the cost)
         censored = np.where(reached, iters, run_length)
-        summary.append({
-            "init": init, "n": len(chosen), "seeds": len({r["seed"] for r in chosen}),
-            "reached": f"{int(reached.sum())}/{len(chosen)}",
-            "iters_to_target": common.mean_std(censored, 0),
-            "saving_pct": common.mean_std(100 * (1 - censored / scratch_iters), 0),
-            "total_saving_pct": f"{100 * (1 - censored.sum() / scratch_iters.sum()):.0f}",
-            "peak": common.mean_std([r["peak"] for r in chosen]),
-            "peak_minus_scratch": common.mean_std([r["peak_minus_scratch"] for r in chosen]),
-            "peak_iteration": common.mean_std([r["peak_iteration"] for r in chosen], 0),
-        })
-    header = ["init", "images x seeds", "reached scratch peak - 0.1 dB", "iterations to reach, never = run length (mean ± sd)",
-              "saving per image % (mean ± sd)", "saving of summed iterations %", "own peak dB",
-              "peak - scratch peak dB", "peak iteration"]
-    table = common.markdown_table(header, [[s["init"], f"{s['n']} ({s['seeds']} seeds)", s["reached"],
-                                            s["iters_to_target"], s["saving_pct"], s["total_saving_pct"],
-                                            s["peak"], s["peak_minus_scratch"], s["peak_iteration"]]
-                                           for s in summary])
+        summary.append(
+            {
+                "init": init,
+                "n": len(chosen),
+                "seeds": len({r["seed"] for r in chosen}),
+                "reached": f"{int(reached.sum())}/{len(chosen)}",
+                "iters_to_target": common.mean_std(censored, 0),
+                "saving_pct": common.mean_std(100 * (1 - censored / scratch_iters), 0),
+                "total_saving_pct": f"{100 * (1 - censored.sum() / scratch_iters.sum()):.0f}",
+                "peak": common.mean_std([r["peak"] for r in chosen]),
+                "peak_minus_scratch": common.mean_std([r["peak_minus_scratch"] for r in chosen]),
+                "peak_iteration": common.mean_std([r["peak_iteration"] for r in chosen], 0),
+            }
+        )
+    header = [
+        "init",
+        "images x seeds",
+        "reached scratch peak - 0.1 dB",
+        "iterations to reach, never = run length (mean ± sd)",
+        "saving per image % (mean ± sd)",
+        "saving of summed iterations %",
+        "own peak dB",
+        "peak - scratch peak dB",
+        "peak iteration",
+    ]
+    table = common.markdown_table(
+        header,
+        [
+            [
+                s["init"],
+                f"{s['n']} ({s['seeds']} seeds)",
+                s["reached"],
+                s["iters_to_target"],
+                s["saving_pct"],
+                s["total_saving_pct"],
+                s["peak"],
+                s["peak_minus_scratch"],
+                s["peak_iteration"],
+            ]
+            for s in summary
+        ],
+    )
     return table, summary
 
 
 def per_image_table(rows: list[dict], inits: list[str]) -> str:
     images = sorted({r["image"] for r in rows})
-    header = ["image", "scratch peak dB", "scratch iters"] + [f"{i} iters / peak" for i in inits if i != "scratch"]
+    header = ["image", "scratch peak dB", "scratch iters"] + [
+        f"{i} iters / peak" for i in inits if i != "scratch"
+    ]
     body = []
     for image in images:
         mine = [r for r in rows if r["image"] == image]
         scratch = [r for r in mine if r["init"] == "scratch"]
-        line = [image, common.mean_std([r["scratch_peak"] for r in scratch]),
-                common.mean_std([r["scratch_iters_to_target"] for r in scratch], 0)]
+        line = [
+            image,
+            common.mean_std([r["scratch_peak"] for r in scratch]),
+            common.mean_std([r["scratch_iters_to_target"] for r in scratch], 0),
+        ]
         for init in inits:
             if init == "scratch":
                 continue
@@ -220,8 +272,10 @@ def analyse(args: argparse.Namespace) -> int:
         return 0
     table, summary = summary_table(rows, args.inits)
     common.write_csv(tables / "transfer_summary.csv", summary)
-    text = (f"{table}\n\nPer image (iterations to reach the scratch peak - {TOLERANCE_DB} dB, one entry per seed, "
-            f"'never' = not within the run; mean own peak over seeds):\n\n{per_image_table(rows, args.inits)}\n")
+    text = (
+        f"{table}\n\nPer image (iterations to reach the scratch peak - {TOLERANCE_DB} dB, one entry per seed, "
+        f"'never' = not within the run; mean own peak over seeds):\n\n{per_image_table(rows, args.inits)}\n"
+    )
     (tables / "transfer.md").write_text(text)
     print(text)
     return 0
@@ -229,21 +283,49 @@ def analyse(args: argparse.Namespace) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("run", "analyse"), help="run the fits, or analyse the finished ones")
-    parser.add_argument("--crops", default="devdata/crops", help="folder holding CC/ and PolyU/ {real,mean} (default devdata/crops)")
-    parser.add_argument("--subsets", default=None,
-                        help="where the PolyU chain subsets are made (default: inside --crops; give one when --crops is ../shared/data)")
-    parser.add_argument("--runs", default="devdata/runs", help="folder of run_BDN outputs (default devdata/runs)")
-    parser.add_argument("--tables", default="devdata/tables", help="where analyse writes its tables (default devdata/tables)")
-    parser.add_argument("--polyu_run", default="devdata/runs/PolyU_s0",
-                        help="PolyU run whose first image's net.pt is the polyu1 init (default devdata/runs/PolyU_s0)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
-    parser.add_argument("--inits", nargs="+", default=list(INITS), choices=INITS, help=f"inits (default all: {' '.join(INITS)})")
+    parser.add_argument(
+        "action", choices=("run", "analyse"), help="run the fits, or analyse the finished ones"
+    )
+    parser.add_argument(
+        "--crops",
+        default="devdata/crops",
+        help="folder holding CC/ and PolyU/ {real,mean} (default devdata/crops)",
+    )
+    parser.add_argument(
+        "--subsets",
+        default=None,
+        help="where the PolyU chain subsets are made (default: inside --crops; give one when --crops is ../shared/data)",
+    )
+    parser.add_argument(
+        "--runs", default="devdata/runs", help="folder of run_BDN outputs (default devdata/runs)"
+    )
+    parser.add_argument(
+        "--tables",
+        default="devdata/tables",
+        help="where analyse writes its tables (default devdata/tables)",
+    )
+    parser.add_argument(
+        "--polyu_run",
+        default="devdata/runs/PolyU_s0",
+        help="PolyU run whose first image's net.pt is the polyu1 init (default devdata/runs/PolyU_s0)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)"
+    )
+    parser.add_argument(
+        "--inits",
+        nargs="+",
+        default=list(INITS),
+        choices=INITS,
+        help=f"inits (default all: {' '.join(INITS)})",
+    )
     run_polyu.add_run_flags(parser)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout
+    )
     arguments = parse_args()
     sys.exit(run(arguments) if arguments.action == "run" else analyse(arguments))
