@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils import early_stopping, image_io, selection
+from utils import early_stopping, image_io
 from utils.run_output import snapshot_path
 
 
@@ -58,17 +58,24 @@ def read_run(folder: Path) -> list[dict]:
     return images
 
 
+def replay(
+    stopper: early_stopping.Stopper, image: dict, inputs: list[tuple[int, object]]
+) -> tuple[int, int, bool]:
+    """(iterations an online run would do, picked iteration, fired): push (iteration, input)
+    pairs into one of run_BDN.py's stoppers in order; it stops one snapshot after firing."""
+    save_iter, last = int(image["iterations"][0]), int(image["iterations"][-1])
+    for iteration, value in inputs:
+        stopper.push(iteration, value)
+        if stopper.fired:
+            return min(iteration + save_iter, last), stopper.pick_iteration, True
+    picked = stopper.pick_iteration
+    return last, int(image["iterations"][0]) if picked is None else picked, False
+
+
 def replay_wmv(image: dict, window: int, patience: int) -> tuple[int, int, bool]:
-    """(iterations an online run would do, picked iteration, fired) for one image."""
-    tracker = selection.WmvTracker(window, patience)
-    save_iter = int(image["iterations"][0])
-    for index, snapshot in enumerate(image["snapshots"]):
-        tracker.push(snapshot)
-        if tracker.fired:
-            used = min(int(image["iterations"][index]) + save_iter, int(image["iterations"][-1]))
-            return used, int(image["iterations"][tracker.best_index]), True
-    best = max(tracker.best_index, 0)
-    return int(image["iterations"][-1]), int(image["iterations"][best]), False
+    """`run_BDN.py --early_stop wmv` replayed on one image's saved snapshots."""
+    inputs = list(zip(map(int, image["iterations"]), image["snapshots"]))
+    return replay(early_stopping.WmvStopper(window, patience), image, inputs)
 
 
 def evaluate(images: list[dict], window: int, patience: int) -> dict:
@@ -97,21 +104,10 @@ def tune(images: list[dict], windows: list[int], patiences: list[int]) -> tuple[
 
 
 def replay_biqan(image: dict, scores: dict[int, float], patience: int) -> tuple[int, int, bool]:
-    """(iterations, picked iteration, fired) of `run_BDN.py --early_stop biqan` replayed on the
-    per-snapshot BIQAN scores of test_BIQAN.py (`scores`: iteration -> predicted mean quality)."""
-    stopper = early_stopping.BiqanStopper(float, patience)
-    save_iter = int(image["iterations"][0])
-    for iteration in image["iterations"]:
-        if int(iteration) not in scores:
-            continue
-        stopper.push(int(iteration), scores[int(iteration)])
-        if stopper.fired:
-            return (
-                min(int(iteration) + save_iter, int(image["iterations"][-1])),
-                stopper.pick_iteration,
-                True,
-            )
-    return int(image["iterations"][-1]), stopper.pick_iteration, False
+    """`run_BDN.py --early_stop biqan` replayed on the per-snapshot BIQAN scores of test_BIQAN.py
+    (`scores`: iteration -> predicted mean quality; snapshots without a score are skipped)."""
+    inputs = [(int(it), scores[int(it)]) for it in image["iterations"] if int(it) in scores]
+    return replay(early_stopping.BiqanStopper(float, patience), image, inputs)
 
 
 def read_scores(folder: Path, image: str) -> dict[int, float]:
