@@ -612,7 +612,8 @@ def main(args: argparse.Namespace) -> int:
         blocks[name] = path.read_text() if path.is_file() else "Not measured yet.\n"
     blocks["progress"] = progress(runs, crops)
     for name, content in blocks.items():
-        (tables / f"{name}.md").write_text(content) if name not in ("q2", "q3", "online") else None
+        if name not in ("q2", "q3", "online"):  # those three are read from their own tables
+            (tables / f"{name}.md").write_text(content)
     made = []
     for seed in args.seeds:
         if figure_curves(
