@@ -29,12 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--early_stop",
-        choices=("wmv", "biqan", "none"),
+        choices=early_stopping.EARLY_STOP_RULES,
         default="wmv",
         help="online stopping rule (default wmv; none = run --num_iter and keep the last snapshot)",
     )
     parser.add_argument(
-        "--pre_trained_model", type=Path, help="trained BIQAN for --early_stop biqan"
+        "--pre_trained_model",
+        type=Path,
+        help="trained BIQAN for --early_stop biqan; snapshot ranker for --early_stop ranker "
+        "(default: the shipped checkpoint/ranker)",
     )
     parser.add_argument(
         "--init_from",

@@ -110,12 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--patience",
         type=int,
         default=1000,
-        help="iterations without a new variance minimum (wmv) or a better score (biqan), a multiple of save_iter (default 1000)",
+        help="iterations without a new variance minimum (wmv) or a better score (biqan, ranker), a multiple of save_iter (default 1000)",
     )
     stopping.add_argument(
         "--pre_trained_model",
         type=Path,
-        help="biqan: trained BIQAN checkpoint file or folder (train_BIQAN.py)",
+        help="biqan: trained BIQAN checkpoint file or folder (train_BIQAN.py); ranker: a snapshot ranker (default: the shipped checkpoint/ranker)",
     )
     run = parser.add_argument_group("run")
     run.add_argument(

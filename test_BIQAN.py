@@ -20,7 +20,8 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from utils import keras_device, run_output, selection  # noqa: E402
+from models import snapshot_ranker  # noqa: E402
+from utils import image_io, keras_device, run_output, selection, snapshot_features  # noqa: E402
 
 
 def selector_type(text: str) -> selection.Selector:
@@ -39,12 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pre_trained_model", type=Path,
                         help="BIQAN checkpoint: a *.weights.h5 file with biqan.json beside it, "
                              "or that folder (its best checkpoint); needed by --selector biqan")
+    parser.add_argument("--ranker", type=Path, default=snapshot_ranker.DEFAULT_RANKER,
+                        help="snapshot ranker (ranker.json or its folder) of --selector ranker "
+                             "(default: the shipped one, checkpoint/ranker)")
+    parser.add_argument("--noisy_path", type=Path,
+                        help="folder of the noisy inputs, for --selector ranker (default: the "
+                             "dataset_real_path in the run's args.json)")
     parser.add_argument("--output_path", type=Path, required=True, help="folder for the results")
     parser.add_argument("--start_index", type=int, default=8,
                         help="skip the first N snapshots of each image (default 8)")
     parser.add_argument("--selector", type=selector_type, nargs="+",
                         default=[selection.parse_selector("biqan")],
-                        help="one or more of biqan, wmv, last, fixed:N (iteration N); the first "
+                        help="one or more of biqan, ranker, wmv, last, fixed:N (iteration N); the first "
                              "one is the pick of the Compare figure and Denoised_PSNR.txt "
                              "(default biqan)")
     parser.add_argument("--wmv_window", type=int, default=5,
@@ -78,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--selector biqan needs --pre_trained_model")
         if not args.pre_trained_model.exists():
             parser.error(f"--pre_trained_model {args.pre_trained_model}: not found")
+    if "ranker" in labels_given and not args.ranker.exists():
+        parser.error(f"--ranker {args.ranker}: not found (train one with train_BIQAN.py "
+                     "--classification_model ranker)")
     if args.start_index < 0:
         parser.error("--start_index must be >= 0")
     if args.wmv_window < 2 or args.wmv_patience < 1:
@@ -101,6 +111,10 @@ def main(args: argparse.Namespace) -> int:
             model, config, weights = biqan.load_biqan(args.pre_trained_model)
             print(f"BIQAN {config.architecture} alpha {config.alpha} from {weights} "
                   f"(trained under the {config.trained_backend or 'unknown'} backend)")
+        ranker = None
+        if any(selector.name == "ranker" for selector in args.selector):
+            ranker = snapshot_ranker.load_ranker(args.ranker)
+            print(f"snapshot ranker from {args.ranker} ({ranker.trained_on or 'training data not recorded'})")
         input_mode = args.input_mode or (config.input_mode if config else "resize")
         if config and input_mode != config.input_mode:
             print(f"warning: --input_mode {input_mode} differs from the trained "
@@ -131,17 +145,25 @@ def main(args: argparse.Namespace) -> int:
             return biqan_data.score_snapshots(model, paths, input_mode, config.image_size,
                                               args.test_crops, args.batchsize, args.workers)
 
+        def rank(metrics=metrics):
+            noisy = image_io.read_rgb(
+                run_output.noisy_input(args.dataset_image_path, metrics.name, args.noisy_path))
+            snapshots = [image_io.read_rgb(path) for path in metrics.snapshot_paths()]
+            features = snapshot_features.image_features(noisy, snapshots)
+            return ranker.score(features)[args.start_index:]
+
         try:
             chosen = selection.apply_selectors(
                 args.selector, iterations, score if model is not None else None,
-                lambda index, paths=paths: biqan_data.read_rgb(paths[index]), wmv_settings)
+                lambda index, paths=paths: image_io.read_rgb(paths[index]), wmv_settings,
+                rank if ranker is not None else None)
         except ValueError as error:
             print(f"error: {metrics.folder}: {error}", file=sys.stderr)
             return 2
         rows.extend(biqan_report.selection_rows(metrics.name, iterations, true_psnr, chosen))
         image_lines.append(biqan_report.write_image_outputs(
             args.output_path, metrics.name, iterations, paths, true_psnr, chosen, primary,
-            biqan_data.read_rgb))
+            image_io.read_rgb))
     print("\n".join(biqan_report.write_summary(args.output_path, rows, image_lines, primary)))
     return 0
 

@@ -23,7 +23,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
 
-from utils import biqan_eval, keras_device, labels, run_output  # noqa: E402
+from utils import biqan_eval, keras_device, labels, run_output, snapshot_features  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--validation_fraction", type=float, default=0.1,
                       help="fraction of source images held out for validation (default 0.1)")
     model = parser.add_argument_group("model")
-    model.add_argument("--classification_model", choices=("mobilenet", "mobilenet_v2"),
-                       default="mobilenet", help="backbone (default mobilenet, as in the paper)")
+    model.add_argument("--classification_model", choices=("mobilenet", "mobilenet_v2", "ranker"),
+                       default="mobilenet",
+                       help="backbone (default mobilenet, as in the paper); ranker: the snapshot "
+                            "ranker instead of BIQAN (no-reference features of each snapshot and "
+                            "its residual, trained to order the snapshots of each image)")
     model.add_argument("--alpha", type=float, default=1.0, help="backbone width (default 1.0)")
     model.add_argument("--weights", default="imagenet",
                        help="backbone start: imagenet (download), none, or PATH to a weights "
@@ -75,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default 3)")
     fit.add_argument("--seed", type=int, default=0,
                      help="seed of the split, the initial weights and augmentation (default 0)")
+    data.add_argument("--noisy_path", type=Path,
+                      help="ranker: folder of the noisy inputs (default: the dataset_real_path "
+                           "in the run's args.json)")
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, default=4, help="image-decoding threads (default 4)")
     run.add_argument("--gpu_id", type=keras_device.parse_gpu_id, default=None,
@@ -126,8 +132,53 @@ def read_dataset(args: argparse.Namespace
     return image_ids, paths, distributions, np.array([true_psnr[path] for path in paths])
 
 
+def train_ranker(args: argparse.Namespace) -> int:
+    """Train the snapshot ranker on the labelled images, report validation ranking quality."""
+    from models import snapshot_ranker
+    from utils import biqan_data, biqan_eval, ranker_training
+
+    try:
+        image_ids, paths, _, _ = read_dataset(args)
+        train_rows, validation_rows = biqan_data.split_by_source(
+            image_ids, args.validation_fraction, args.seed)
+        images = {}
+        for folder in sorted({path.parent for path in paths}):
+            labelled = {path for path in paths if path.parent == folder}
+            noisy = run_output.noisy_input(args.dataset_image_path, folder.name, args.noisy_path)
+            iterations, psnr, features = ranker_training.run_image_features(folder, noisy)
+            keep = np.array([run_output.snapshot_path(folder, int(i)) in labelled
+                             for i in iterations])
+            images[folder.name] = (features[keep], psnr[keep])
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    sources = {split: sorted({biqan_data.source_image(image_ids[row]) for row in rows})
+               for split, rows in (("train", train_rows), ("validation", validation_rows))}
+    settings = ranker_training.RankerTraining(seed=args.seed)
+    ranker = ranker_training.train_ranker(
+        [images[name] for name in sources["train"]], snapshot_features.FEATURE_NAMES, settings,
+        trained_on=f"{len(sources['train'])} images of {args.dataset_image_path}")
+    path = snapshot_ranker.save_ranker(ranker, args.output_checkpoint)
+    rows = []
+    for name in sources["validation"]:
+        features, psnr = images[name]
+        srcc, plcc, gap = ranker_training.ranking_quality(ranker.score(features), psnr)
+        rows.append({"image": name, "srcc": round(srcc, 4), "plcc": round(plcc, 4),
+                     "gap_db": round(gap, 4)})
+    args.output_path.mkdir(parents=True, exist_ok=True)
+    biqan_eval.write_table(args.output_path / "ranker_validation.csv", rows)
+    print(f"snapshot ranker trained on {len(sources['train'])} images: {path}")
+    print(f"validation ({len(rows)} images): within image SRCC "
+          f"{np.nanmean([row['srcc'] for row in rows]):.3f}, PLCC "
+          f"{np.nanmean([row['plcc'] for row in rows]):.3f}; gap of the pick to the true best "
+          f"{np.mean([row['gap_db'] for row in rows]):.2f} dB")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     """Train both stages, keep the best checkpoint, report validation correlations."""
+    if args.classification_model == "ranker":
+        return train_ranker(args)
     keras_device.hide_other_gpus(args.gpu_id)
     # Keras and the backend are imported only now, after the GPU choice is in the environment.
     import keras

@@ -18,11 +18,11 @@ from utils import biqan_data, image_io  # noqa: E402
 def test_read_rgb_handles_gray_and_16_bit(tmp_path: Path):
     gray = np.random.default_rng(0).random((6, 5))
     image_io.write_png(tmp_path / "gray.png", gray, bit_depth=16)
-    pixels = biqan_data.read_rgb(tmp_path / "gray.png")
+    pixels = image_io.read_rgb(tmp_path / "gray.png")
     assert pixels.shape == (6, 5, 3) and pixels.dtype == np.float32
     np.testing.assert_allclose(pixels[..., 2], gray, atol=1 / 65535)
     with pytest.raises(ValueError, match="no such file"):
-        biqan_data.read_rgb(tmp_path / "absent.png")
+        image_io.read_rgb(tmp_path / "absent.png")
 
 
 def test_views_of_both_input_modes():
@@ -87,7 +87,7 @@ def test_score_snapshots_averages_the_views(tmp_path: Path):
     model = biqan.build_biqan(biqan.BiqanConfig(alpha=0.25, image_size=32))
     scores = biqan_data.score_snapshots(model, paths, "crop", 32, 2, batch_size=2, workers=2)
     assert scores.shape == (3, 10)
-    views = biqan_data.evaluation_views(biqan_data.read_rgb(paths[1]), "crop", 32, 2)
+    views = biqan_data.evaluation_views(image_io.read_rgb(paths[1]), "crop", 32, 2)
     expected = biqan.predict_distributions(model, biqan.preprocess_pixels(views)).mean(axis=0)
     np.testing.assert_allclose(scores[1], expected, atol=1e-5)
 

@@ -26,14 +26,6 @@ from models import biqan
 from utils import image_io
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode a snapshot to float32 RGB (H, W, 3) in [0, 1]; grayscale is repeated to 3."""
-    pixels = image_io.read_image(path).pixels
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[..., None], 3, axis=-1)
-    return pixels
-
-
 def resize_side(image_size: int) -> int:
     """Shorter side of the resized snapshot in ``resize`` mode: 256 for 224 (ratio 256/224)."""
     return round(image_size * 256 / 224)
@@ -146,10 +138,10 @@ class SnapshotDataset(keras.utils.PyDataset):
         members = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            views = np.stack([training_view(read_rgb(self.paths[member]), self.input_mode,
+            views = np.stack([training_view(image_io.read_rgb(self.paths[member]), self.input_mode,
                                             self.image_size, rng) for member in members])
         else:
-            views = np.concatenate([evaluation_views(read_rgb(self.paths[member]),
+            views = np.concatenate([evaluation_views(image_io.read_rgb(self.paths[member]),
                                                      self.input_mode, self.image_size,
                                                      self.crops_per_side)
                                     for member in members])

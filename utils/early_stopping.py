@@ -8,6 +8,9 @@ never in the fit loop. It says when its rule fires and which snapshot is the pic
   (`selection.WmvTracker`), so the online pick equals the offline one on the same run.
 * `BiqanStopper`: a trained BIQAN scores each snapshot; the rule fires when the score has not
   improved for `patience` snapshots; the pick is the best-scored snapshot.
+* `RankerStopper`: the same rule with the snapshot ranker's scores (models/snapshot_ranker.py),
+  whose features need the noisy input; the first `RANKER_SKIP` snapshots are never picked
+  (test_BIQAN's default `--start_index`: the ranker is trained on the later ones).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import numpy as np
 
 from utils import selection
 
-EARLY_STOP_RULES = ("none", "wmv", "biqan")
+EARLY_STOP_RULES = ("none", "wmv", "biqan", "ranker")
+RANKER_SKIP = 8
 
 
 class Stopper(Protocol):
@@ -76,6 +80,37 @@ class BiqanStopper:
             self.fired = self.waited >= self.patience
 
 
+class RankerStopper:
+    """Best ranker score so far among snapshots `skip` and later; fires after `patience`
+    snapshots without a new best. `noisy` is the image's noisy input, (H, W, C) in [0, 1]."""
+
+    def __init__(self, ranker, noisy: np.ndarray, patience: int, skip: int = RANKER_SKIP) -> None:
+        if patience < 1:
+            raise ValueError(f"patience must be at least 1 snapshot, got {patience}")
+        from utils.snapshot_features import FeatureTracker
+
+        self.ranker = ranker
+        self.features = FeatureTracker(noisy)
+        self.patience = patience
+        self.skip = skip
+        self.best_score = -np.inf
+        self.waited = 0
+        self.fired = False
+        self.pick_iteration: int | None = None
+        self.scores: list[float] = []
+
+    def push(self, iteration: int, snapshot: np.ndarray) -> None:
+        value = float(self.ranker.score(self.features.push(snapshot)[None])[0])
+        self.scores.append(value)
+        if len(self.scores) <= self.skip:
+            return
+        if value > self.best_score:
+            self.best_score, self.pick_iteration, self.waited = value, iteration, 0
+        else:
+            self.waited += 1
+            self.fired = self.waited >= self.patience
+
+
 @dataclasses.dataclass(frozen=True)
 class EarlyStopSettings:
     """Which rule and its parameters, in snapshots (run_BDN's flags are in iterations)."""
@@ -108,12 +143,17 @@ def from_iterations(
         raise ValueError(
             "--wmv_window (at least 2 snapshots) and --patience must be multiples of --save_iter"
         )
+    if rule == "ranker" and model_path is not None and not Path(model_path).exists():
+        raise ValueError(f"--pre_trained_model {model_path}: no such snapshot ranker")
     if rule == "biqan" and (model_path is None or not Path(model_path).exists()):
         raise ValueError(
             "--early_stop biqan needs --pre_trained_model, an existing BIQAN checkpoint file or folder"
         )
     return EarlyStopSettings(
-        rule, window // save_iter, patience // save_iter, model_path if rule == "biqan" else None
+        rule,
+        window // save_iter,
+        patience // save_iter,
+        model_path if rule in ("biqan", "ranker") else None,
     )
 
 
@@ -144,11 +184,17 @@ def biqan_scorer(model_path: Path, crops_per_side: int = 3) -> Callable[[np.ndar
     return score
 
 
-def make_stoppers(settings: EarlyStopSettings, count: int) -> list[Stopper] | None:
-    """One stopper per image of a fit group, or None without early stopping."""
+def make_stoppers(settings: EarlyStopSettings, noisy: list[np.ndarray]) -> list[Stopper] | None:
+    """One stopper per image of a fit group (`noisy`: their inputs, (H, W[, C]) in [0, 1]), or
+    None without early stopping."""
     if settings.rule == "none":
         return None
     if settings.rule == "wmv":
-        return [WmvStopper(settings.window, settings.patience) for _ in range(count)]
+        return [WmvStopper(settings.window, settings.patience) for _ in noisy]
+    if settings.rule == "ranker":
+        from models import snapshot_ranker
+
+        ranker = snapshot_ranker.load_ranker(settings.model_path or snapshot_ranker.DEFAULT_RANKER)
+        return [RankerStopper(ranker, image, settings.patience) for image in noisy]
     score = biqan_scorer(settings.model_path)
-    return [BiqanStopper(score, settings.patience) for _ in range(count)]
+    return [BiqanStopper(score, settings.patience) for _ in noisy]

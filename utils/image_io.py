@@ -106,6 +106,14 @@ def read_image(path: str | Path) -> Image:
     return Image(path=path, pixels=pixels, bit_depth=bit_depth)
 
 
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image to float32 RGB (H, W, 3) in [0, 1]; grayscale is repeated to 3."""
+    pixels = read_image(path).pixels
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
+    return pixels
+
+
 def quantize(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
     """float [0, 1] -> uint8 or uint16 (round to nearest)."""
     if bit_depth not in (8, 16):

@@ -273,7 +273,9 @@ def fit_group(
     resumed = [load_resume_state(folder, device) for folder in folders]
     if any(state is not None for state in resumed):
         fit.load_state_dicts([state["fit"] for state in resumed])
-    stoppers = make_stoppers(settings.early_stop, len(images)) or [None] * len(images)
+    stoppers = make_stoppers(
+        settings.early_stop, [image.noisy.pixels for image in images]
+    ) or [None] * len(images)
     targets = [
         SnapshotTarget(
             folder,

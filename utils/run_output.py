@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 
+from utils.image_io import IMAGE_SUFFIXES
+
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
+RUN_RECORD_FILE = "args.json"
 METRICS_COLUMNS = ("iteration", "loss", "psnr_noisy", "psnr_raw", "ssim_raw", "psnr_avg",
                    "ssim_avg")
 REFERENCE_COLUMNS = ("psnr_raw", "ssim_raw", "psnr_avg", "ssim_avg")
@@ -149,3 +153,30 @@ def check_snapshots_exist(paths: list[Path]) -> None:
         if not path.is_file():
             raise ValueError(f"{path}: snapshot listed in {path.parent / METRICS_FILE} "
                              f"not found")
+
+
+def noisy_input(run_folder: str | Path, stem: str, noisy_folder: str | Path | None = None) -> Path:
+    """The noisy input image of `stem`: in `noisy_folder` when given, else in the folder that the
+    run's args.json records (`dataset_real_path`, relative to the working directory as typed).
+
+    ValueError naming the folder when it has no single image of that stem.
+    """
+    if noisy_folder is None:
+        record = Path(run_folder) / RUN_RECORD_FILE
+        try:
+            noisy_folder = json.loads(record.read_text())["dataset_real_path"]
+        except (OSError, ValueError, KeyError) as error:
+            raise ValueError(f"{record}: cannot read the noisy input folder ({error}); "
+                             "give it with --noisy_path") from None
+    folder = Path(noisy_folder)
+    matches = sorted(folder.glob(f"{glob_escape(stem)}.*")) if folder.is_dir() else []
+    matches = [path for path in matches if path.suffix.lower() in IMAGE_SUFFIXES]
+    if len(matches) != 1:
+        raise ValueError(f"{folder}: no single noisy image named {stem} (found {len(matches)}); "
+                         "give the noisy input folder with --noisy_path")
+    return matches[0]
+
+
+def glob_escape(text: str) -> str:
+    """`text` with glob wildcards escaped."""
+    return "".join(f"[{char}]" if char in "*?[" else char for char in text)

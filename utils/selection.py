@@ -1,6 +1,9 @@
 """Snapshot selectors: which saved DIP snapshot of an image to output.
 
 * ``biqan``: the snapshot with the highest predicted quality (argmax of the score curve).
+* ``ranker``: the snapshot with the highest score of the snapshot ranker
+  (models/snapshot_ranker.py), which scores no-reference features of the snapshot and its
+  residual against the noisy input (utils/snapshot_features.py).
 * ``wmv``: the training-free windowed-moving-variance early-stopping rule of Wang et al.
   ("Early Stopping for Deep Image Prior"): the variance of the last ``window`` snapshots is
   tracked; after ``patience`` snapshots without a new variance minimum the rule fires, and the
@@ -18,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-SELECTOR_NAMES = ("biqan", "wmv", "last", "fixed")
+SELECTOR_NAMES = ("biqan", "ranker", "wmv", "last", "fixed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +41,7 @@ def parse_selector(text: str) -> Selector:
     """Parse ``biqan``, ``wmv``, ``last`` or ``fixed:N`` (N a positive iteration number)."""
     name, separator, argument = text.strip().partition(":")
     if name not in SELECTOR_NAMES:
-        raise ValueError(f"unknown selector {text!r}; choose from biqan, wmv, last, fixed:N")
+        raise ValueError(f"unknown selector {text!r}; choose from {', '.join(SELECTOR_NAMES[:-1])}, fixed:N")
     if name != "fixed":
         if separator:
             raise ValueError(f"selector {name!r} takes no argument, got {text!r}")
@@ -202,12 +205,14 @@ class ImageSelection:
 def apply_selectors(selectors: Sequence[Selector], iterations: np.ndarray,
                     score: Callable[[], np.ndarray] | None,
                     load_snapshot: Callable[[int], np.ndarray],
-                    wmv_settings: WmvSettings) -> ImageSelection:
+                    wmv_settings: WmvSettings,
+                    rank: Callable[[], np.ndarray] | None = None) -> ImageSelection:
     """Run ``selectors`` over the candidate snapshots of one image.
 
     ``iterations`` (candidates,): their iteration numbers; ``score()`` returns the predicted
-    distributions (candidates, 10) (needed by biqan); ``load_snapshot(index)`` returns the
-    candidate's HxWxC float array (needed by wmv).
+    distributions (candidates, 10) (needed by biqan); ``rank()`` the ranker's scores
+    (candidates,) (needed by ranker); ``load_snapshot(index)`` returns the candidate's HxWxC
+    float array (needed by wmv).
     """
     bins = np.arange(1, 11, dtype=np.float64)
     picks: dict[str, int] = {}
@@ -221,6 +226,13 @@ def apply_selectors(selectors: Sequence[Selector], iterations: np.ndarray,
                 raise ValueError(f"expected score distributions of shape "
                                  f"({len(iterations)}, {len(bins)}), got {distributions.shape}")
             picks[selector.label] = select_argmax(distributions @ bins)
+        elif selector.name == "ranker":
+            if rank is None:
+                raise ValueError("the ranker selector needs a snapshot ranker")
+            ranks = np.asarray(rank(), dtype=np.float64)
+            if ranks.shape != (len(iterations),):
+                raise ValueError(f"expected {len(iterations)} ranker scores, got {ranks.shape}")
+            picks[selector.label] = select_argmax(ranks)
         elif selector.name == "wmv":
             wmv = windowed_moving_variance(load_snapshot, wmv_settings.window,
                                            wmv_settings.patience, count=len(iterations))

@@ -1,0 +1,181 @@
+"""Issue 9: does a no-reference selector rank the DIP snapshots of an image? Train on PolyU,
+tune on PolyU (cross-validation by whole images), report on the CC runs (seeds 0-2).
+
+Reads the feature cache of experiments/selector_features.py (`<cache>/PolyU_s0_o<k>/` = the
+PolyU images every 10th from offset k, `<cache>/CC_scratch_s<seed>/`). Every selector skips the
+first `--start_index` snapshots, as test_BIQAN.py does. Per CC image and seed it measures the
+within-image SRCC and PLCC of the scores against the true PSNR and the gap of the pick to the
+true best; `fixed:N` is tuned on the same PolyU images. Writes `<tables>/selector_study.md`.
+
+    PYTHONPATH=. python experiments/selector_study.py --cache devdata/features --tables devdata/tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from utils import snapshot_features
+from utils.ranker_training import RankerTraining, train_ranker
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRun:
+    """One image's cached run: dataset, name, seed, iterations (N,), PSNR (N,), features (N, F)."""
+
+    dataset: str
+    name: str
+    seed: int
+    offset: int
+    iteration: np.ndarray
+    psnr: np.ndarray
+    features: np.ndarray
+
+
+def load_cache(cache: Path, start_index: int) -> list[ImageRun]:
+    """Every cached image with its first `start_index` snapshots dropped."""
+    runs = []
+    for folder in sorted(path for path in cache.iterdir() if path.is_dir()):
+        if folder.name.startswith("PolyU_s0_o"):
+            dataset, seed, offset = "PolyU", 0, int(folder.name.rsplit("o", 1)[1])
+        elif folder.name.startswith("CC_scratch_s"):
+            dataset, seed, offset = "CC", int(folder.name.rsplit("s", 1)[1]), 0
+        else:
+            continue
+        for path in sorted(folder.glob("*.npz")):
+            data = np.load(path)
+            runs.append(ImageRun(dataset, path.stem, seed, offset, data["iteration"][start_index:],
+                                 data["psnr"][start_index:], data["features"][start_index:]))
+    return runs
+
+
+def with_iteration(run: ImageRun, columns: list[int], use_iteration: bool) -> np.ndarray:
+    """The chosen feature columns, plus log10(iteration) when asked."""
+    chosen = run.features[:, columns]
+    return np.column_stack([chosen, np.log10(run.iteration)]) if use_iteration else chosen
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A ranker variant: which features, whether log-iteration is one, the training settings."""
+
+    label: str
+    features: tuple[str, ...]
+    use_iteration: bool
+    training: RankerTraining
+
+
+def fit_variant(variant: Variant, train: list[ImageRun]):
+    columns = [snapshot_features.FEATURE_NAMES.index(name) for name in variant.features]
+    images = [(with_iteration(run, columns, variant.use_iteration), run.psnr) for run in train]
+    names = variant.features + (("log_iteration",) if variant.use_iteration else ())
+    ranker = train_ranker(images, names, variant.training)
+    return lambda run: ranker.score(with_iteration(run, columns, variant.use_iteration))
+
+
+def evaluate(scores: np.ndarray, run: ImageRun) -> tuple[float, float, float]:
+    """(SRCC, PLCC, gap of the argmax pick to the true best in dB) of one image."""
+    srcc = stats.spearmanr(scores, run.psnr).statistic
+    plcc = stats.pearsonr(scores, run.psnr).statistic if np.std(scores) > 0 else np.nan
+    return float(srcc), float(plcc), float(run.psnr.max() - run.psnr[int(np.argmax(scores))])
+
+
+def tune_fixed(train: list[ImageRun]) -> int:
+    """The iteration with the best mean PSNR over `train` (all runs share the iterations)."""
+    iterations = train[0].iteration
+    return int(iterations[int(np.argmax(np.mean([run.psnr for run in train], axis=0)))])
+
+
+def fixed_scores(iteration: int):
+    return lambda run: -np.abs(run.iteration - iteration).astype(float)
+
+
+def summary(selector, runs: list[ImageRun]) -> dict[str, float]:
+    rows = np.array([evaluate(selector(run), run) for run in runs])
+    return {"srcc": np.nanmean(rows[:, 0]), "plcc": np.nanmean(rows[:, 1]),
+            "gap": rows[:, 2].mean(), "gap_sd": rows[:, 2].std(), "n": len(runs)}
+
+
+def cross_validate(variant: Variant, polyu: list[ImageRun], folds: int) -> dict[str, float]:
+    """Fold by whole images (a fold's images are never trained on), pooled over folds."""
+    rows = []
+    for fold in range(folds):
+        test = polyu[fold::folds]
+        train = [run for index, run in enumerate(polyu) if index % folds != fold]
+        selector = fit_variant(variant, train)
+        rows += [evaluate(selector(run), run) for run in test]
+    rows = np.array(rows)
+    return {"srcc": np.nanmean(rows[:, 0]), "gap": rows[:, 2].mean(), "n": len(rows)}
+
+
+def variants() -> list[Variant]:
+    names = snapshot_features.FEATURE_NAMES
+    trajectory = ("fit_db", "fit_rate_db", "step_db")
+    residual = ("noise_db", "residual_db", "residual_correlation", "residual_edge_correlation",
+                "detail_db", "snapshot_noise_db")
+    base = RankerTraining()
+    return [
+        Variant("all features", names, False, base),
+        Variant("all + log iteration", names, True, base),
+        Variant("trajectory only", trajectory, False, base),
+        Variant("residual only", residual, False, base),
+        Variant("all, linear", names, False, dataclasses.replace(base, hidden=())),
+        Variant("all, hidden 32x32", names, False, dataclasses.replace(base, hidden=(32, 32))),
+        Variant("all, temperature 1 dB", names, False, dataclasses.replace(base, temperature_db=1.0)),
+    ]
+
+
+def row(label: str, values: dict[str, float], cv: dict[str, float] | None = None) -> str:
+    cv_text = f"{cv['srcc']:.2f} | {cv['gap']:.2f}" if cv else "- | -"
+    return (f"| {label} | {cv_text} | {values['srcc']:.2f} | {values['plcc']:.2f} | "
+            f"{values['gap']:.2f} ± {values['gap_sd']:.2f} |")
+
+
+def main(args: argparse.Namespace) -> int:
+    runs = load_cache(Path(args.cache), args.start_index)
+    polyu = [run for run in runs if run.dataset == "PolyU"]
+    cc = [run for run in runs if run.dataset == "CC"]
+    if len(polyu) < args.folds or not cc:
+        print(f"not enough data: {len(polyu)} PolyU and {len(cc)} CC images cached")
+        return 1
+    header = ("| selector | PolyU CV SRCC | PolyU CV gap (dB) | CC SRCC | CC PLCC | CC gap (dB) |\n"
+              "|---|---|---|---|---|---|")
+    fixed = tune_fixed(polyu)
+    lines = [f"PolyU training images: {len(polyu)}; CC image-seeds: {len(cc)} "
+             f"(seeds {sorted({run.seed for run in cc})}); start index {args.start_index}.", "",
+             header,
+             row(f"fixed:{fixed} (tuned on PolyU)", summary(fixed_scores(fixed), cc)),
+             row("last", summary(lambda run: run.iteration.astype(float), cc))]
+    for variant in variants():
+        cv = cross_validate(variant, polyu, args.folds)
+        lines.append(row(variant.label, summary(fit_variant(variant, polyu), cc), cv))
+        print(lines[-1], flush=True)
+    lines += ["", "Learning curve (all features; PolyU images by offset, every 10th from offset k):",
+              "", header]
+    for offsets in ((0,), (0, 1, 2), tuple(range(10))):
+        subset = [run for run in polyu if run.offset in offsets]
+        if subset and len(subset) < len(polyu) or offsets == tuple(range(10)):
+            lines.append(row(f"{len(subset)} PolyU images", summary(fit_variant(variants()[0], subset), cc)))
+    text = "\n".join(lines) + "\n"
+    Path(args.tables).mkdir(parents=True, exist_ok=True)
+    (Path(args.tables) / "selector_study.md").write_text(text)
+    print(text)
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", default="devdata/features", help="feature cache folder")
+    parser.add_argument("--tables", default="devdata/tables", help="output folder")
+    parser.add_argument("--start_index", type=int, default=8, help="snapshots skipped (default 8)")
+    parser.add_argument("--folds", type=int, default=5, help="PolyU cross-validation folds")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
