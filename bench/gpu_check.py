@@ -299,6 +299,21 @@ def run_tests(args: argparse.Namespace, report: Report, deadline: float) -> bool
     return status in (0, 5)  # 5: no test selected
 
 
+def speed_plan(sizes: list[int], psnr_size: int, labels: list[str]) -> list[tuple[int, list[str]]]:
+    """Order of the speed measurements: (size, option labels) steps.
+
+    --psnr_size first with every option (the full-scale choice needs it), then the other sizes
+    without the compiled option, then the compiled option at those sizes (each new size costs
+    a compilation, the most likely to run out of budget).
+    """
+    others = [size for size in sizes if size != psnr_size]
+    plain = [label for label in labels if label in SPEED_LABELS and label != "compiled"]
+    plan = [(psnr_size, list(labels))] + [(size, plain) for size in others]
+    if "compiled" in labels:
+        plan += [(size, ["compiled"]) for size in others]
+    return plan
+
+
 def measure_speed(
     args: argparse.Namespace,
     report: Report,
@@ -310,30 +325,33 @@ def measure_speed(
     config = network_config(args)
     reference_loop = functools.partial(bench_dip.reference_loop, config=config)
     settings = FitSettings(save_iter=args.save_iter)
-    sizes = [args.psnr_size] + [size for size in args.sizes if size != args.psnr_size]
+    options = {
+        label: (precision, compiled, seed)
+        for label, precision, compiled, seed in bench_scale.OPTIONS
+    }
+    original_ms: dict[int, float] = {}
+    fp32_psnr = None
     report.note("speed", f"real crop: centre of {job.noisy.name} and its reference")
     with tempfile.TemporaryDirectory(dir=args.work_path) as folder:
-        for size in sizes:
+        for size, labels in speed_plan(args.sizes, args.psnr_size, args.speed_options):
             pair = crop_pair(job, size)
             if pair is None:
                 report.note("speed", f"{size} px: skipped, {job.noisy.name} is smaller")
                 continue
-            noisy = to_tensor(pair[0], device)
-            clean = pair[1]
-            if seconds_left(deadline) <= 0:
-                report.note("speed", f"stopped at {size} px: the part's budget ran out")
-                break
-            devices.configure_precision("fp32", device)
-            original_ms = 1000 / bench_dip.time_loop(
-                reference_loop, noisy, settings, Path(folder), args.iterations, args.warmup
-            )
-            report.add("speed", speed_row(size, "original", original_ms, original_ms))
-            fp32_psnr = None
-            for label, precision, compiled, seed in bench_scale.OPTIONS:
-                with_psnr = size == args.psnr_size
-                skipped = label not in args.speed_options or (seed and not with_psnr)
-                if seconds_left(deadline) <= 0 or skipped:
+            noisy, clean = to_tensor(pair[0], device), pair[1]
+            if size not in original_ms and seconds_left(deadline) > 0:
+                devices.configure_precision("fp32", device)
+                original_ms[size] = 1000 / bench_dip.time_loop(
+                    reference_loop, noisy, settings, Path(folder), args.iterations, args.warmup
+                )
+                report.add(
+                    "speed", speed_row(size, "original", original_ms[size], original_ms[size])
+                )
+            for label in labels:
+                if seconds_left(deadline) <= 0:
+                    report.note("speed", f"{label} at {size} px: not measured, the budget ran out")
                     continue
+                precision, compiled, seed = options[label]
                 devices.configure_precision(precision, device)
                 fit = bench_scale.make_fit(
                     noisy, precision, compiled, args.psnr_iters, seed, config
@@ -341,16 +359,16 @@ def measure_speed(
                 ms = None
                 if not seed:
                     ms = bench_scale.ms_per_iteration(fit, args.iterations, args.warmup)
-                    report.add("speed", speed_row(size, label, ms, original_ms))
-                if not with_psnr:
+                    report.add("speed", speed_row(size, label, ms, original_ms[size]))
+                if size != args.psnr_size:
                     continue
                 while fit.iteration < args.psnr_iters and seconds_left(deadline) > 0:
                     fit.step()
                 if fit.iteration < args.psnr_iters:
-                    report.note("speed", f"PSNR of {label}: stopped, the part's budget ran out")
+                    report.note("speed", f"PSNR of {label}: not measured, the budget ran out")
                     continue
                 psnr = metrics.psnr(np.clip(to_array(fit.average[:1]), 0, 1), clean)
-                fp32_psnr = psnr if fp32_psnr is None else fp32_psnr
+                fp32_psnr = psnr if label == "fp32" else fp32_psnr
                 report.add(
                     "precision",
                     {
@@ -359,19 +377,20 @@ def measure_speed(
                         "ms_per_iteration": None if ms is None else round(ms, 3),
                         "iterations": args.psnr_iters,
                         "psnr_db": round(psnr, 3),
-                        "psnr_vs_fp32_db": round(psnr - fp32_psnr, 3),
+                        "psnr_vs_fp32_db": None
+                        if fp32_psnr is None
+                        else round(psnr - fp32_psnr, 3),
                         "noisy_psnr_db": round(metrics.psnr(pair[0], clean), 3),
                     },
                 )
-            if size == args.psnr_size:
-                choice = fastest_within(report.tables["precision"], args.tolerance_db)
-                report.note(
-                    "speed",
-                    f"full-scale option: {choice} (fastest within {args.tolerance_db} dB of fp32 "
-                    f"after {args.psnr_iters} iterations at {size} px)",
-                )
     devices.configure_precision("fp32", device)
-    return fastest_within(report.tables["precision"], args.tolerance_db)
+    choice = fastest_within(report.tables["precision"], args.tolerance_db)
+    report.note(
+        "speed",
+        f"full-scale option: {choice} (fastest within {args.tolerance_db} dB of fp32 after "
+        f"{args.psnr_iters} iterations at {args.psnr_size} px)",
+    )
+    return choice
 
 
 def speed_row(size: int, loop: str, ms: float, original_ms: float) -> dict:
