@@ -555,6 +555,7 @@ def run_fullscale(
         "--channels", str(args.channels),
         "--skip_channels", str(args.skip_channels),
         "--quiet",
+        "--show_iter", str(args.save_iter * 25),
     ] + (["--compile"] if compiled else [])  # fmt: skip
     report.note(
         "fullscale",
