@@ -230,7 +230,7 @@ def option_settings(label: str) -> tuple[str, bool]:
 
 
 def oom_memory_limit(peak_one: int, peak_many: int) -> int:
-    """A memory limit (bytes) between the peak of one image and of K images: K cannot fit, one can."""
+    """Memory cap (bytes) between the peaks of one image and of K images: K cannot fit, one can."""
     if peak_many <= peak_one:
         raise ValueError(
             f"peak memory of the batch ({peak_many}) is not above one image's ({peak_one})"
@@ -537,7 +537,10 @@ def run_fullscale(
     jobs: list[reconstruction.ImageJob],
     option: str,
 ) -> bool:
-    """Part 4: run_BDN.py on the pairs, then test_BIQAN.py's no-reference selectors; True if all ran."""
+    """Part 4: run_BDN.py on the pairs, then test_BIQAN.py's no-reference selectors.
+
+    Returns True when the fit and both selector runs finished without error.
+    """
     precision, compiled = option_settings(option)
     run_folder = args.work_path / "fullscale"
     command = [
@@ -587,7 +590,8 @@ def run_fullscale(
     if status is None:
         report.note(
             "fullscale",
-            f"run_BDN.py stopped by the budget after {time.monotonic() - start:.0f} s: {finished} of "
+            f"run_BDN.py stopped by the budget after {time.monotonic() - start:.0f} s: "
+            f"{finished} of "
             f"{len(jobs)} images finished (rerunning the check resumes the run in {run_folder})",
         )
     else:
@@ -649,7 +653,7 @@ def run_fullscale(
 def write_crops(
     jobs: list[reconstruction.ImageJob], size: int, count: int, folder: Path
 ) -> list[reconstruction.ImageJob]:
-    """`count` noisy/clean centre crops of the pairs (cycling through them) as PNG pairs in `folder`."""
+    """`count` centre crops of the pairs (cycling through them), PNG pairs in `folder`."""
     written = []
     for index in range(count):
         job = jobs[index % len(jobs)]
@@ -727,7 +731,8 @@ def run_extras(
             report.note(
                 "extras",
                 f"{name} on {device}: {len(bests[name])} of {len(crops)} images of "
-                f"{args.extras_size} px, {args.extras_iterations} iterations, in {seconds[name]:.1f} s"
+                f"{args.extras_size} px, {args.extras_iterations} iterations, "
+                f"in {seconds[name]:.1f} s"
                 + (f"; failures: {[message for _, message in failures]}" if failures else ""),
             )
         common = sorted(set(bests["two workers"]) & set(bests["one process"]))
@@ -760,7 +765,8 @@ def run_oom_fallback(
     if (size, 1) not in peaks or (size, count) not in peaks:
         report.note(
             "extras",
-            f"OOM fallback: skipped, no peak memory of K=1 and K={count} at {size} px from the batching part",
+            f"OOM fallback: skipped, no peak memory of K=1 and K={count} at {size} px "
+            "from the batching part",
         )
         return
     if seconds_left(deadline) <= 0:
@@ -787,7 +793,8 @@ def run_oom_fallback(
     report.note(
         "extras",
         f"OOM fallback: {count} images of {size} px under a cap of {limit / 2**30:.2f} GiB "
-        f"(peak K=1 {peaks[(size, 1)] / 2**30:.2f}, K={count} {peaks[(size, count)] / 2**30:.2f} GiB): "
+        f"(peak K=1 {peaks[(size, 1)] / 2**30:.2f}, "
+        f"K={count} {peaks[(size, count)] / 2**30:.2f} GiB): "
         f"{retries} retries in halves, {finished} of {count} finished"
         + (f"; failures: {[message for _, message in failures]}" if failures else ""),
     )

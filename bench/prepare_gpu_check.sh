@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare what bench/gpu_check.py needs on a GPU machine that has no internet and no Keras:
-#   devdata/gpu/CC/{real,mean}  the CC pairs, copied from ../shared/data/CC (git-ignored, never commit)
+#   devdata/gpu/CC/{real,mean}  the CC pairs from ../shared/data/CC (git-ignored: never commit)
 #   .whl/                       wheels of the packages the GPU machine lacks (git-ignored)
 # Run it once in the root of the checkout that travels to the GPU machine, with the project's
 # Python (for pip). Usage: bench/prepare_gpu_check.sh [SOURCE_CC_FOLDER]
