@@ -43,11 +43,17 @@ def synchronize(device: torch.device) -> None:
 
 
 def reference_loop(
-    noisy: torch.Tensor, settings: FitSettings, seed: int, folder: Path, iterations: int
+    noisy: torch.Tensor,
+    settings: FitSettings,
+    seed: int,
+    folder: Path,
+    iterations: int,
+    config: SkipConfig | None = None,
 ) -> None:
     """The original's loop: host sync, host PSNR and a CPU weight copy every iteration."""
-    net = build_network(SkipConfig(), seed, noisy.device)
-    net_input = torch.rand(1, 32, *noisy.shape[2:], device=noisy.device) * 0.1
+    config = config or SkipConfig()
+    net = build_network(config, seed, noisy.device)
+    net_input = torch.rand(1, config.input_depth, *noisy.shape[2:], device=noisy.device) * 0.1
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     noisy_host = to_array(noisy)
     average, last_psnr, last_net = None, -np.inf, None

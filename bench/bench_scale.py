@@ -29,29 +29,39 @@ from utils.dip import DipFit, FitSettings, build_network, to_array  # noqa: E402
 from utils.metrics import psnr  # noqa: E402
 
 PAPER_ITERATIONS = 3000
+# (label, precision, compiled, seed): "fp32 seed1" shows how far two equally good fits drift
+# apart, the yardstick for the other options' PSNR differences
+OPTIONS = (
+    ("fp32", "fp32", False, 0),
+    ("fp32 seed1", "fp32", False, 1),
+    ("tf32", "tf32", False, 0),
+    ("bf16", "bf16", False, 0),
+    ("compiled", "fp32", True, 0),
+)
 
 
 def make_fit(
-    noisy: torch.Tensor, precision: str, compile_network: bool, iterations: int, first_seed: int = 0
+    noisy: torch.Tensor,
+    precision: str,
+    compile_network: bool,
+    iterations: int,
+    first_seed: int = 0,
+    config: SkipConfig | None = None,
 ) -> DipFit:
     """A fit of the K images in `noisy` (K, 3, H, W), networks seeded first_seed, first_seed+1, ..."""
+    config = config or SkipConfig()
     count = noisy.shape[0]
     seeds = list(range(first_seed, first_seed + count))
-    net = SkipNet(SkipConfig(), groups=count)
+    net = SkipNet(config, groups=count)
     net.load_state_dict(
         stack_states(
-            [
-                build_network(SkipConfig(), seed, torch.device("cpu")).state_dict()
-                for seed in seeds
-            ]
+            [build_network(config, seed, torch.device("cpu")).state_dict() for seed in seeds]
         )
     )
     net = net.to(noisy.device)
     if noisy.device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
-    return DipFit(
-        net, noisy, FitSettings(num_iter=iterations), seeds, precision, compile_network
-    )
+    return DipFit(net, noisy, FitSettings(num_iter=iterations), seeds, precision, compile_network)
 
 
 def ms_per_iteration(fit: DipFit, iterations: int, warmup: int) -> float:
@@ -84,15 +94,6 @@ def main(args: argparse.Namespace) -> None:
         f"device: {device_name(device)}; torch {torch.__version__}; image {args.size}x{args.size}"
     )
     clean, noisy = synthetic_pair(args.size, device)
-    # (label, precision, compiled, seed): "fp32 seed 1" shows how far two equally good fits
-    # drift apart, the yardstick for the other options' PSNR differences
-    options = [
-        ("fp32", "fp32", False, 0),
-        ("fp32 seed1", "fp32", False, 1),
-        ("tf32", "tf32", False, 0),
-        ("bf16", "bf16", False, 0),
-        ("compiled", "fp32", True, 0),
-    ]
     devices.configure_precision("fp32", device)
     with tempfile.TemporaryDirectory() as folder:
         reference_ms = 1000 / time_loop(
@@ -105,7 +106,7 @@ def main(args: argparse.Namespace) -> None:
         f"{'original':<10} {reference_ms:>9.2f} {1000 / reference_ms:>8.1f} {1.0:>9.2f} {'':>8} {'':>8}"
     )
     fp32_psnr = None
-    for label, precision, compile_network, seed in options:
+    for label, precision, compile_network, seed in OPTIONS:
         devices.configure_precision(precision, device)
         ms = ms_per_iteration(
             make_fit(noisy, precision, compile_network, args.iterations),

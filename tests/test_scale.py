@@ -296,6 +296,7 @@ def test_out_of_memory_splits_the_batch_then_reports_a_clear_error(
     assert [row["image"] for row in summary_rows(tmp_path / "o")] == ["a", "c"]
 
 
+@pytest.mark.gpu
 def test_cuda_precisions_stay_within_a_tenth_of_a_decibel(cuda_device):
     from utils.metrics import psnr
     from utils.dip import to_array
@@ -317,3 +318,31 @@ def test_cuda_precisions_stay_within_a_tenth_of_a_decibel(cuda_device):
         run_fit(fit, [])
         results[precision] = psnr(to_array(fit.average), to_array(clean))
     assert all(abs(value - results["fp32"]) < 0.1 for value in results.values()), results
+
+
+@pytest.mark.gpu
+def test_cuda_batched_bf16_run_writes_what_a_cpu_run_writes(cuda_device, pairs, tmp_path):
+    def run(output: str, *flags: str) -> set[str]:
+        base = [flag for flag in FAST if flag not in ("--gpu_id", "cpu")]
+        args = run_BDN.parse_args(
+            [
+                "--dataset_real_path",
+                str(pairs / "real"),
+                "--dataset_mean_path",
+                str(pairs / "mean"),
+                "--output_path",
+                str(tmp_path / output),
+                *base,
+                *flags,
+            ]
+        )
+        assert run_BDN.main(args) == 0
+        return {str(path.relative_to(tmp_path / output)) for path in (tmp_path / output).rglob("*")}
+
+    cpu_files = run("cpu", "--gpu_id", "cpu")
+    cuda_files = run("cuda", "--gpu_id", "0", "--batch_images", "2", "--precision", "bf16")
+    assert cuda_files == cpu_files
+    cpu_rows, cuda_rows = summary_rows(tmp_path / "cpu"), summary_rows(tmp_path / "cuda")
+    assert [row["image"] for row in cuda_rows] == ["a", "b"]
+    for cpu_row, cuda_row in zip(cpu_rows, cuda_rows):
+        assert abs(float(cuda_row["best_psnr"]) - float(cpu_row["best_psnr"])) < 1.0
