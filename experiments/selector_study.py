@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+import pandas as pd
 
 from utils import snapshot_features
-from utils.ranker_training import RankerTraining, train_ranker
+from utils.ranker_training import RankerTraining, ranking_quality, train_ranker
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +80,7 @@ def fit_variant(variant: Variant, train: list[ImageRun]):
 
 def evaluate(scores: np.ndarray, run: ImageRun) -> tuple[float, float, float]:
     """(SRCC, PLCC, gap of the argmax pick to the true best in dB) of one image."""
-    srcc = stats.spearmanr(scores, run.psnr).statistic
-    plcc = stats.pearsonr(scores, run.psnr).statistic if np.std(scores) > 0 else np.nan
-    return float(srcc), float(plcc), float(run.psnr.max() - run.psnr[int(np.argmax(scores))])
+    return ranking_quality(scores, run.psnr)
 
 
 def tune_fixed(train: list[ImageRun]) -> int:
@@ -95,22 +93,42 @@ def fixed_scores(iteration: int):
     return lambda run: -np.abs(run.iteration - iteration).astype(float)
 
 
-def summary(selector, runs: list[ImageRun]) -> dict[str, float]:
-    rows = np.array([evaluate(selector(run), run) for run in runs])
+def summary(selector, runs: list[ImageRun], label: str = "", picks: list | None = None
+            ) -> dict[str, float]:
+    """Mean within-image SRCC/PLCC and gap of `selector` over `runs`; picks appended to `picks`."""
+    rows = []
+    for run in runs:
+        scores = selector(run)
+        rows.append(evaluate(scores, run))
+        if picks is not None:
+            picks.append(pick_row(label, run, scores))
+    rows = np.array(rows)
     return {"srcc": np.nanmean(rows[:, 0]), "plcc": np.nanmean(rows[:, 1]),
             "gap": rows[:, 2].mean(), "gap_sd": rows[:, 2].std(), "n": len(runs)}
 
 
-def cross_validate(variant: Variant, polyu: list[ImageRun], folds: int) -> dict[str, float]:
-    """Fold by whole images (a fold's images are never trained on), pooled over folds."""
+def cross_validate(variant: Variant, polyu: list[ImageRun], folds: int,
+                   picks: list[dict]) -> dict[str, float]:
+    """Fold by whole images (a fold's images are never trained on), pooled over folds; the
+    out-of-fold pick of every image is appended to `picks`."""
     rows = []
     for fold in range(folds):
         test = polyu[fold::folds]
         train = [run for index, run in enumerate(polyu) if index % folds != fold]
         selector = fit_variant(variant, train)
-        rows += [evaluate(selector(run), run) for run in test]
+        for run in test:
+            scores = selector(run)
+            rows.append(evaluate(scores, run))
+            picks.append(pick_row(variant.label, run, scores))
     rows = np.array(rows)
     return {"srcc": np.nanmean(rows[:, 0]), "gap": rows[:, 2].mean(), "n": len(rows)}
+
+
+def pick_row(selector: str, run: ImageRun, scores: np.ndarray) -> dict:
+    """One pick: which snapshot `selector` chose for `run`, and the true best."""
+    return {"selector": selector, "dataset": run.dataset, "image": run.name, "seed": run.seed,
+            "offset": run.offset, "picked_iteration": int(run.iteration[int(np.argmax(scores))]),
+            "best_iteration": int(run.iteration[int(np.argmax(run.psnr))])}
 
 
 def variants() -> list[Variant]:
@@ -130,6 +148,51 @@ def variants() -> list[Variant]:
     ]
 
 
+def online_pick(scores: np.ndarray, patience: int) -> tuple[int, int]:
+    """(pick index, stop index) of run_BDN's online rule on a score curve: the best score so far,
+    stopping after `patience` snapshots without a better one (the last index when it never fires)."""
+    best, waited = 0, 0
+    for index in range(1, len(scores)):
+        if scores[index] > scores[best]:
+            best, waited = index, 0
+        else:
+            waited += 1
+            if waited >= patience:
+                return best, index
+    return best, len(scores) - 1
+
+
+def online_table(variant: Variant, polyu: list[ImageRun], cc: list[ImageRun], folds: int,
+                 patiences: tuple[int, ...] = (3, 5, 10, 15, 20)) -> list[str]:
+    """Online stopping with the ranker: patience tuned on PolyU (out-of-fold scores), on CC."""
+    polyu_scores = {}
+    for fold in range(folds):
+        train = [run for index, run in enumerate(polyu) if index % folds != fold]
+        selector = fit_variant(variant, train)
+        polyu_scores.update({run.name: selector(run) for run in polyu[fold::folds]})
+    selector = fit_variant(variant, polyu)
+
+    def measure(runs, scores_of, patience):
+        gaps, fractions = [], []
+        for run in runs:
+            pick, stop = online_pick(scores_of(run), patience)
+            gaps.append(run.psnr.max() - run.psnr[pick])
+            fractions.append(run.iteration[stop] / run.iteration[-1])
+        return float(np.mean(gaps)), float(np.mean(fractions))
+
+    tuned = min(patiences, key=lambda p: measure(polyu, lambda run: polyu_scores[run.name], p)[0])
+    lines = ["", f"Online stopping with the ranker ({variant.label}); patience in snapshots, "
+             "tuned on PolyU (out-of-fold scores):", "",
+             "| patience | PolyU gap (dB) | PolyU share of iterations | CC gap (dB) | CC share of iterations |",
+             "|---|---|---|---|---|"]
+    for patience in patiences:
+        polyu_gap, polyu_share = measure(polyu, lambda run: polyu_scores[run.name], patience)
+        cc_gap, cc_share = measure(cc, selector, patience)
+        mark = " (tuned)" if patience == tuned else ""
+        lines.append(f"| {patience}{mark} | {polyu_gap:.2f} | {polyu_share:.2f} | {cc_gap:.2f} | {cc_share:.2f} |")
+    return lines
+
+
 def row(label: str, values: dict[str, float], cv: dict[str, float] | None = None) -> str:
     cv_text = f"{cv['srcc']:.2f} | {cv['gap']:.2f}" if cv else "- | -"
     return (f"| {label} | {cv_text} | {values['srcc']:.2f} | {values['plcc']:.2f} | "
@@ -146,23 +209,28 @@ def main(args: argparse.Namespace) -> int:
     header = ("| selector | PolyU CV SRCC | PolyU CV gap (dB) | CC SRCC | CC PLCC | CC gap (dB) |\n"
               "|---|---|---|---|---|---|")
     fixed = tune_fixed(polyu)
+    picks: list[dict] = []
+    fixed_label = f"fixed:{fixed} (tuned on PolyU)"
     lines = [f"PolyU training images: {len(polyu)}; CC image-seeds: {len(cc)} "
              f"(seeds {sorted({run.seed for run in cc})}); start index {args.start_index}.", "",
              header,
-             row(f"fixed:{fixed} (tuned on PolyU)", summary(fixed_scores(fixed), cc)),
+             row(fixed_label, summary(fixed_scores(fixed), cc, fixed_label, picks)),
              row("last", summary(lambda run: run.iteration.astype(float), cc))]
     for variant in variants():
-        cv = cross_validate(variant, polyu, args.folds)
-        lines.append(row(variant.label, summary(fit_variant(variant, polyu), cc), cv))
+        cv = cross_validate(variant, polyu, args.folds, picks)
+        lines.append(row(variant.label, summary(fit_variant(variant, polyu), cc, variant.label, picks), cv))
         print(lines[-1], flush=True)
+    Path(args.tables).mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(picks).to_csv(Path(args.tables) / "selector_picks.csv", index=False)
     lines += ["", "Learning curve (all features; PolyU images by offset, every 10th from offset k):",
               "", header]
     for offsets in ((0,), (0, 1, 2), tuple(range(10))):
         subset = [run for run in polyu if run.offset in offsets]
-        if subset and len(subset) < len(polyu) or offsets == tuple(range(10)):
-            lines.append(row(f"{len(subset)} PolyU images", summary(fit_variant(variants()[0], subset), cc)))
+        if len(subset) >= 2:
+            lines.append(row(f"{len(subset)} PolyU images (offsets {offsets[0]}-{offsets[-1]})",
+                             summary(fit_variant(variants()[0], subset), cc)))
+    lines += online_table(variants()[args.online_variant], polyu, cc, args.folds)
     text = "\n".join(lines) + "\n"
-    Path(args.tables).mkdir(parents=True, exist_ok=True)
     (Path(args.tables) / "selector_study.md").write_text(text)
     print(text)
     return 0
@@ -174,6 +242,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tables", default="devdata/tables", help="output folder")
     parser.add_argument("--start_index", type=int, default=8, help="snapshots skipped (default 8)")
     parser.add_argument("--folds", type=int, default=5, help="PolyU cross-validation folds")
+    parser.add_argument("--online_variant", type=int, default=0,
+                        help="index of the variant replayed as an online rule (default 0)")
     return parser.parse_args(argv)
 
 
