@@ -114,12 +114,16 @@ def main(args: argparse.Namespace) -> int:
         ranker = None
         if any(selector.name == "ranker" for selector in args.selector):
             ranker = snapshot_ranker.load_ranker(args.ranker)
-            print(f"snapshot ranker from {args.ranker} ({ranker.trained_on or 'training data not recorded'})")
+            print(f"snapshot ranker from {args.ranker} "
+                  f"({ranker.trained_on or 'training data not recorded'})")
         input_mode = args.input_mode or (config.input_mode if config else "resize")
         if config and input_mode != config.input_mode:
             print(f"warning: --input_mode {input_mode} differs from the trained "
                   f"{config.input_mode}")
         images = [run_output.read_metrics(folder) for folder in folders.finished]
+        for interval in sorted({int(metrics.iteration[0]) for metrics in images}):
+            if ranker is not None and (warning := ranker.interval_warning(interval)):
+                print(f"warning: {warning}")
         for metrics in images:
             if len(metrics.iteration) <= args.start_index:
                 raise ValueError(f"{metrics.folder / run_output.METRICS_FILE}: "

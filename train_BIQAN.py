@@ -141,7 +141,7 @@ def train_ranker(args: argparse.Namespace) -> int:
         image_ids, paths, _, _ = read_dataset(args)
         train_rows, validation_rows = biqan_data.split_by_source(
             image_ids, args.validation_fraction, args.seed)
-        images = {}
+        images, intervals = {}, set()
         for folder in sorted({path.parent for path in paths}):
             labelled = {path for path in paths if path.parent == folder}
             noisy = run_output.noisy_input(args.dataset_image_path, folder.name, args.noisy_path)
@@ -149,6 +149,10 @@ def train_ranker(args: argparse.Namespace) -> int:
             keep = np.array([run_output.snapshot_path(folder, int(i)) in labelled
                              for i in iterations])
             images[folder.name] = (features[keep], psnr[keep])
+            intervals.add(int(iterations[0]))
+        if len(intervals) != 1:
+            raise ValueError(f"{args.dataset_image_path}: the images were saved at different "
+                             f"snapshot intervals {sorted(intervals)}; train on one")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -157,7 +161,8 @@ def train_ranker(args: argparse.Namespace) -> int:
     settings = ranker_training.RankerTraining(seed=args.seed)
     ranker = ranker_training.train_ranker(
         [images[name] for name in sources["train"]], snapshot_features.FEATURE_NAMES, settings,
-        trained_on=f"{len(sources['train'])} images of {args.dataset_image_path}")
+        trained_on=f"{len(sources['train'])} images of {args.dataset_image_path}",
+        snapshot_interval=intervals.pop())
     path = snapshot_ranker.save_ranker(ranker, args.output_checkpoint)
     rows = []
     for name in sources["validation"]:

@@ -26,7 +26,8 @@ class SnapshotRanker:
     """Standardisation, then layers of (weight (in, out), bias (out,)) with tanh between them.
 
     `feature_names` fixes the input order (len F); `feature_mean`/`feature_scale` (F,) are the
-    training set's; the last layer has one output, the score. `trained_on` names the data.
+    training set's; the last layer has one output, the score. `trained_on` names the data;
+    `snapshot_interval` is the training runs' --save_iter (the rate features count snapshots).
     """
 
     feature_names: tuple[str, ...]
@@ -35,6 +36,14 @@ class SnapshotRanker:
     weights: tuple[np.ndarray, ...]
     biases: tuple[np.ndarray, ...]
     trained_on: str = ""
+    snapshot_interval: int = 20
+
+    def interval_warning(self, interval: int) -> str | None:
+        """A warning when snapshots every `interval` iterations differ from the training runs'."""
+        if interval == self.snapshot_interval:
+            return None
+        return (f"the snapshot ranker was trained on snapshots every {self.snapshot_interval} "
+                f"iterations, these are every {interval}: its rate features will be off")
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Scores of snapshots, shape (N,), from their features (N, F) in `feature_names` order."""
@@ -62,6 +71,7 @@ def save_ranker(ranker: SnapshotRanker, folder: str | Path) -> Path:
         "weights": [weight.tolist() for weight in ranker.weights],
         "biases": [bias.tolist() for bias in ranker.biases],
         "trained_on": ranker.trained_on,
+        "snapshot_interval": ranker.snapshot_interval,
     }
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(document))
@@ -88,6 +98,7 @@ def load_ranker(path: str | Path) -> SnapshotRanker:
             weights=weights,
             biases=biases,
             trained_on=str(document.get("trained_on", "")),
+            snapshot_interval=int(document.get("snapshot_interval", 20)),
         )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{path}: not a snapshot ranker ({error})") from None

@@ -153,3 +153,12 @@ def test_noisy_input_is_found_or_named(small_run: Path, tmp_path: Path):
         run_output.noisy_input(run, "zz")
     with pytest.raises(ValueError, match="--noisy_path"):
         run_output.noisy_input(tmp_path, "a")
+
+
+def test_ranker_warns_when_snapshots_are_saved_at_another_interval(tmp_path: Path):
+    images = synthetic_images(4, 3)
+    settings = ranker_training.RankerTraining(steps=5)
+    ranker = ranker_training.train_ranker(images, ("a", "b", "c"), settings, snapshot_interval=20)
+    loaded = snapshot_ranker.load_ranker(snapshot_ranker.save_ranker(ranker, tmp_path))
+    assert loaded.interval_warning(20) is None
+    assert "every 20 iterations, these are every 100" in loaded.interval_warning(100)

@@ -57,8 +57,10 @@ def padded(images: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
 
 
 def train_ranker(images: list[tuple[np.ndarray, np.ndarray]], feature_names: tuple[str, ...],
-                 settings: RankerTraining, trained_on: str = "") -> SnapshotRanker:
-    """Fit a ranker to images given as (features (N_i, F), true PSNR (N_i,)) pairs."""
+                 settings: RankerTraining, trained_on: str = "",
+                 snapshot_interval: int = 20) -> SnapshotRanker:
+    """Fit a ranker to images given as (features (N_i, F), true PSNR (N_i,)) pairs whose
+    snapshots were saved every `snapshot_interval` iterations."""
     features, psnr, mask = padded(images)
     flat = features[mask]
     mean, scale = flat.mean(axis=0), flat.std(axis=0)
@@ -94,6 +96,7 @@ def train_ranker(images: list[tuple[np.ndarray, np.ndarray]], feature_names: tup
         weights=tuple(weight.detach().numpy().copy() for weight, _ in layers),
         biases=tuple(bias.detach().numpy().copy() for _, bias in layers),
         trained_on=trained_on,
+        snapshot_interval=snapshot_interval,
     )
 
 
