@@ -9,6 +9,7 @@ Output layout under `output_path`:
     <stem>/net.pt              the final network, with the settings to rebuild it
     <stem>/summary.json        written last: marks the image as finished
     <stem>/state.pt            resumable state of an unfinished image (removed when done)
+    <stem>/input.json          the input files and their SHA-256 (see utils.run_guard)
 
 Images of one padded size are fitted `batch_images` at a time, each with its own network
 (see `models.skip.SkipNet(groups=K)`); results per image do not depend on the grouping.
