@@ -337,6 +337,39 @@ def test_disk_full_on_a_tiny_tmpfs(pairs, tmp_path):
     assert failed and failed | finished == {"a", "b"} and not failed & finished
 
 
+def test_read_only_output_is_one_line(pairs, tmp_path):
+    """A read-only tmpfs (EROFS; root ignores permission bits, so this stands for "not
+    writable"), mounted in a private mount namespace; skipped where that is not allowed."""
+    mount = tmp_path / "readonly"
+    mount.mkdir()
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o ro,size=64k tmpfs {mount}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs in a mount namespace here: {probe.stderr.strip()}")
+    command = (
+        f"mount -t tmpfs -o ro,size=64k tmpfs {mount} && exec {sys.executable} run_BDN.py "
+        + " ".join(bdn_argv(pairs, mount / "out"))
+    )
+    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", command],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "cannot write the output folder" in result.stderr
+    assert "Read-only file system" in result.stderr
+
+
 # Step 2.
 
 
