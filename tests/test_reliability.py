@@ -487,3 +487,15 @@ def test_rerun_with_a_reference_added_is_refused(pairs, tmp_path, caplog):
     assert run(pairs, output, clean=False) == 0
     assert run(pairs, output) == 2
     assert "clean input None" in caplog.text
+
+
+def test_a_chain_stops_at_an_image_another_process_is_fitting(pairs, tmp_path, caplog):
+    output = tmp_path / "out"
+    argv = bdn_argv(pairs, output, "--init_from", "previous")
+    record = reconstruction.run_record(run_BDN.settings(run_BDN.parse_args(argv)), pairs, None)
+    with reconstruction.start_folder(output, record, []), run_guard.claim([output / "a"]):
+        assert run_BDN.main(run_BDN.parse_args(argv)) == 1
+    assert "a.png: another process is fitting this image" in caplog.text
+    assert not (output / "b" / "summary.json").exists()  # b would start from a's network
+    assert run_BDN.main(run_BDN.parse_args(argv)) == 0
+    assert json.loads((output / "b" / "summary.json").read_text())["init"] == "previous"

@@ -570,7 +570,15 @@ def reconstruct_chained(jobs: list[ImageJob], settings: RunSettings) -> list[tup
             failures += job_failures
             if not image:
                 continue
-            summaries, fit_failures = fit_claimed(image, settings, previous)
+            with run_guard.claim([folder]) as (claimed,):
+                if not claimed:  # the next images start from this one's network: stop here
+                    busy = [(job.noisy, run_guard.busy_message(job.noisy, folder))]
+                    return failures + report([], busy, settings)
+                summaries, fit_failures = (
+                    ([], [])
+                    if (folder / SUMMARY_FILE).exists()
+                    else fit_with_fallback(image, settings, previous)
+                )
             failures += report(summaries, fit_failures, settings)
             if fit_failures:
                 continue
