@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from models.skip import SkipConfig
-from utils import devices, dispatch, early_stopping, reconstruction
+from utils import devices, dispatch, early_stopping, labels, reconstruction
 from utils.dip import FitSettings
 
 
@@ -280,6 +280,13 @@ def main(args: argparse.Namespace) -> int:
         if not jobs:
             raise ValueError(f"{args.dataset_real_path}: no images (png, jpg, jpeg, bmp, tif)")
         jobs = reconstruction.shard(jobs, args.num_shards, args.shard_index)
+        for job in jobs:
+            if not labels.fits_image_id(job.stem):
+                logging.warning(
+                    "%s: a name with white space cannot be labelled by step 2 "
+                    "(generator_dataset.py); rename it if you will train BIQAN on this run",
+                    job.noisy,
+                )
         run_lock = reconstruction.start_folder(
             args.output_path,
             reconstruction.run_record(run_settings, args.dataset_real_path, args.dataset_mean_path),

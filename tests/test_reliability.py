@@ -499,3 +499,9 @@ def test_a_chain_stops_at_an_image_another_process_is_fitting(pairs, tmp_path, c
     assert not (output / "b" / "summary.json").exists()  # b would start from a's network
     assert run_BDN.main(run_BDN.parse_args(argv)) == 0
     assert json.loads((output / "b" / "summary.json").read_text())["init"] == "previous"
+
+
+def test_step1_warns_of_a_name_step2_cannot_label(tmp_path, caplog):
+    make_pair(tmp_path, "my image", seed=1)
+    assert run(tmp_path, tmp_path / "out") == 0
+    assert "my image.png: a name with white space cannot be labelled by step 2" in caplog.text
