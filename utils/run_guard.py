@@ -90,7 +90,7 @@ def check_input(folder: Path, noisy: Path, clean: Path | None) -> None:
         if recorded.get(f"{role}_sha256") != current[f"{role}_sha256"]:
             raise ValueError(
                 f"{folder} holds results of {role} input {recorded.get(role)}, "
-                f"which differs from {current[role]}; use another --output_path"
+                f"which differs from {current[role]}; use another output folder"
             )
 
 
@@ -106,7 +106,7 @@ def changed_settings(output_path: Path, record: dict, keys: tuple[str, ...]) -> 
     try:
         existing = json.loads(path.read_text())
     except (OSError, ValueError):
-        raise ValueError(f"{path}: unreadable; remove it or use another --output_path") from None
+        raise ValueError(f"{path}: unreadable; remove it or use another output folder") from None
     return [key for key in keys if existing.get(key) != record[key]]
 
 
@@ -142,7 +142,7 @@ def open_run(output_path: Path, record: dict, keys: tuple[str, ...]) -> IO:
                 if changed and (not alone or holds_results(output_path)):
                     raise ValueError(
                         f"{output_path} holds a run with other settings ({', '.join(changed)})"
-                        "; use another --output_path"
+                        "; use another output folder"
                     )
                 image_io.write_text(output_path / RECORD_FILE, json.dumps(record, indent=2))
                 fcntl.flock(run_lock, fcntl.LOCK_SH)
