@@ -7,6 +7,7 @@ exit code says something failed), and a run folder's record describes every resu
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -505,3 +506,14 @@ def test_step1_warns_of_a_name_step2_cannot_label(tmp_path, caplog):
     make_pair(tmp_path, "my image", seed=1)
     assert run(tmp_path, tmp_path / "out") == 0
     assert "my image.png: a name with white space cannot be labelled by step 2" in caplog.text
+
+
+def test_a_file_system_without_locks_warns_and_runs(pairs, tmp_path, caplog, monkeypatch):
+    def no_locks(stream, operation) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_guard.fcntl, "flock", no_locks)
+    output = tmp_path / "out"
+    assert run(pairs, output) == 0
+    assert caplog.text.count("does not support locks (No locks available)") == 1
+    assert (output / "a" / "summary.json").exists() and (output / "b" / "summary.json").exists()

@@ -7,16 +7,19 @@
 - A folder that is not empty and has no `args.json` is not ours: refused, never written into.
 - Locks (POSIX `flock`, released by the kernel when a process dies): every run holds
   `.run.lock` shared, and each image's `.lock` while fitting it, so two runs of one command
-  (a job submitted twice) share the images instead of writing the same files.
+  (a job submitted twice) share the images instead of writing the same files. On a file
+  system without locks a warning says so and runs go on uncoordinated.
 - `remove_run` deletes only the files a run writes, then the folders it left empty.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ from typing import IO
 from utils import image_io
 from utils.run_output import METRICS_FILE, SUMMARY_FILE
 
+LOGGER = logging.getLogger(__name__)
 RECORD_FILE = "args.json"
 INPUT_FILE = "input.json"
 RUN_LOCK = ".run.lock"
@@ -34,6 +38,7 @@ IMAGE_LOCK = ".lock"
 IMAGE_FILES = (METRICS_FILE, SUMMARY_FILE, INPUT_FILE, "net.pt", "state.pt", "denoised.png")
 RUN_FILES = (RECORD_FILE, "summary.csv", RUN_LOCK, RECORD_LOCK)
 SNAPSHOT_NAME = re.compile(r"^\d{5,}\.png$")
+LOCKS_UNSUPPORTED = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
 
 
 def visible_entries(folder: Path) -> list[Path]:
@@ -114,7 +119,7 @@ def changed_settings(output_path: Path, record: dict, keys: tuple[str, ...]) -> 
 def exclusive(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path` (waiting for it) inside the block."""
     with open(path, "a") as stream:
-        fcntl.flock(stream, fcntl.LOCK_EX)
+        lock(stream, fcntl.LOCK_EX, warn=False)
         yield
 
 
@@ -137,7 +142,7 @@ def open_run(output_path: Path, record: dict, keys: tuple[str, ...]) -> IO:
         with exclusive(output_path / RECORD_LOCK):
             run_lock = open(output_path / RUN_LOCK, "a")  # noqa: SIM115 (held by the caller)
             try:
-                alone = try_lock(run_lock, fcntl.LOCK_EX)
+                alone = try_lock(run_lock, fcntl.LOCK_EX, warn=False)
                 changed = changed_settings(output_path, record, keys)
                 if changed and (not alone or holds_results(output_path)):
                     raise ValueError(
@@ -145,7 +150,7 @@ def open_run(output_path: Path, record: dict, keys: tuple[str, ...]) -> IO:
                         "; use another output folder"
                     )
                 image_io.write_text(output_path / RECORD_FILE, json.dumps(record, indent=2))
-                fcntl.flock(run_lock, fcntl.LOCK_SH)
+                lock(run_lock, fcntl.LOCK_SH)
             except BaseException:
                 run_lock.close()
                 raise
@@ -154,12 +159,30 @@ def open_run(output_path: Path, record: dict, keys: tuple[str, ...]) -> IO:
     return run_lock
 
 
-def try_lock(stream: IO, operation: int) -> bool:
+def try_lock(stream: IO, operation: int, warn: bool = True) -> bool:
     """Take a lock without waiting; False when another process holds a conflicting one."""
     try:
-        fcntl.flock(stream, operation | fcntl.LOCK_NB)
+        return lock(stream, operation | fcntl.LOCK_NB, warn)
     except BlockingIOError:
         return False
+
+
+def lock(stream: IO, operation: int, warn: bool = True) -> bool:
+    """`flock`; on a file system without locks, go on as if the lock were taken (with a
+    warning unless `warn` is False: the run's own lock has warned already)."""
+    try:
+        fcntl.flock(stream, operation)
+    except OSError as error:
+        if isinstance(error, BlockingIOError) or error.errno not in LOCKS_UNSUPPORTED:
+            raise
+        if not warn:
+            return True
+        LOGGER.warning(
+            "%s: the file system does not support locks (%s); runs sharing this folder are "
+            "not coordinated",
+            stream.name,
+            error.strerror,
+        )
     return True
 
 
@@ -172,7 +195,7 @@ def claim(folders: list[Path]) -> Iterator[list[bool]]:
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
             stream = stack.enter_context(open(folder / IMAGE_LOCK, "a"))
-            claimed.append(try_lock(stream, fcntl.LOCK_EX))
+            claimed.append(try_lock(stream, fcntl.LOCK_EX, warn=False))
         yield claimed
 
 
