@@ -517,3 +517,11 @@ def test_a_file_system_without_locks_warns_and_runs(pairs, tmp_path, caplog, mon
     assert run(pairs, output) == 0
     assert caplog.text.count("does not support locks (No locks available)") == 1
     assert (output / "a" / "summary.json").exists() and (output / "b" / "summary.json").exists()
+
+
+def test_a_diverged_fit_fails_instead_of_reporting_a_psnr(pairs, tmp_path, caplog):
+    output = tmp_path / "out"
+    assert run(pairs, output, "--lr", "1e30") == 1
+    assert "the fit diverged (loss not finite at iteration 10); lower --lr" in caplog.text
+    assert not (output / "a" / "summary.json").exists()
+    assert len((output / "summary.csv").read_text().splitlines()) == 1  # the header only

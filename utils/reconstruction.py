@@ -22,6 +22,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import platform
 import re
 import sys
@@ -287,8 +288,9 @@ def load_resume_state(folder: Path, device: torch.device, mmap: bool = False) ->
 
 def fit_group(
     images: list[PreparedImage], settings: RunSettings, previous: Path | None = None
-) -> list[dict]:
-    """Fit K same-size images together (resuming from their state files); returns their summaries."""
+) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """Fit K same-size images together (resuming from their state files); returns the
+    summaries of the finished images and (file, reason) for each whose fit diverged."""
     device = settings.device
     folders = [settings.output_path / image.job.stem for image in images]
     starts = [initial_state(image, settings, previous) for image in images]
@@ -348,8 +350,16 @@ def fit_group(
     finally:
         writer.close()
         bar.close()
-    summaries = []
+    summaries, failures = [], []
     for index, (image, folder, target) in enumerate(zip(images, folders, targets)):
+        diverged = first_non_finite_loss(target.rows)
+        if diverged is not None:
+            message = (
+                f"{image.job.noisy}: the fit diverged (loss not finite at iteration {diverged}); "
+                "lower --lr and use another output folder"
+            )
+            failures.append((image.job.noisy, message))
+            continue
         summary = summarize(
             image, target, fit.iteration, checkpointer.seconds(index), starts[index][1]
         )
@@ -371,7 +381,12 @@ def fit_group(
         image_io.write_text(folder / SUMMARY_FILE, json.dumps(summary, indent=2))
         (folder / STATE_FILE).unlink(missing_ok=True)
         summaries.append(summary)
-    return summaries
+    return summaries, failures
+
+
+def first_non_finite_loss(rows: list[dict]) -> int | None:
+    """Iteration of the first snapshot row whose loss is NaN or infinite, or None."""
+    return next((row["iteration"] for row in rows if not math.isfinite(row["loss"])), None)
 
 
 def replay_snapshots(target: SnapshotTarget) -> None:
@@ -425,7 +440,7 @@ def fit_with_fallback(
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
     """`fit_group`, splitting the group in halves when it runs out of memory; (summaries, failures)."""
     try:
-        return fit_group(images, settings, previous), []
+        return fit_group(images, settings, previous)
     except ValueError as error:
         return [], [(image.job.noisy, f"{image.job.noisy}: {error}") for image in images]
     except OSError as error:
