@@ -132,7 +132,7 @@ def open_run(output_path: Path, record: dict, keys: tuple[str, ...]) -> IO:
     try:
         if output_path.exists() and not (output_path / RECORD_FILE).exists():
             if not output_path.is_dir():
-                raise ValueError(f"{output_path}: is a file; --output_path must be a folder")
+                raise ValueError(f"{output_path}: is a file; the output must be a folder")
             if visible_entries(output_path):
                 raise ValueError(
                     f"{output_path}: not empty and not a run folder (no {RECORD_FILE}); "
