@@ -101,8 +101,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     except ValueError as error:
         parser.error(str(error))
-    if args.init_from is not None and not args.init_from.is_file():
-        parser.error(f"--init_from {args.init_from}: no such network file")
+    if args.init_from is not None:
+        if not args.init_from.is_file():
+            parser.error(f"--init_from {args.init_from}: no such network file")
+        try:
+            args.network = reconstruction.load_network(args.init_from, torch.device("cpu")).config
+        except ValueError as error:
+            parser.error(f"--init_from {error}")
     if args.precision == "auto":
         args.precision = (
             "bf16" if args.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -112,12 +117,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> int:
     """Denoise every input; returns the exit code (1 if any image failed)."""
-    network = SkipConfig()
-    if args.init_from is not None:
-        network = reconstruction.load_network(args.init_from, torch.device("cpu")).config
     settings = reconstruction.RunSettings(
         output_path=args.output / denoising.WORK_FOLDER,
-        network=network,
+        network=SkipConfig() if args.init_from is None else args.network,
         fit=FitSettings(num_iter=args.num_iter, save_iter=args.save_iter),
         seed=args.seed,
         init_from="scratch" if args.init_from is None else str(args.init_from),

@@ -70,7 +70,11 @@ def main(args: argparse.Namespace) -> int:
         rows: list[labels.AvaRow] = []
         table: list[dict] = []
         for folder in folders.finished:
+            if not labels.fits_image_id(folder.name):
+                raise ValueError(f"{folder}: the AVA label file separates fields by spaces and "
+                                 "cannot hold this name; rename the image and rerun step 1")
             metrics = run_output.read_metrics(folder)
+            run_output.check_complete(metrics)
             if not metrics.has_reference:
                 print(f"skipped {folder.name}: no clean reference (blind run), no PSNR to learn")
                 continue

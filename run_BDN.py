@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from models.skip import SkipConfig
-from utils import devices, dispatch, early_stopping, reconstruction
+from utils import devices, dispatch, early_stopping, labels, reconstruction
 from utils.dip import FitSettings
 
 
@@ -186,10 +186,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--dataset_real_path {args.dataset_real_path}: no such folder")
     if args.dataset_mean_path is not None and not args.dataset_mean_path.is_dir():
         parser.error(f"--dataset_mean_path {args.dataset_mean_path}: no such folder")
-    if args.init_from not in ("scratch", "previous") and not Path(args.init_from).is_file():
-        parser.error(
-            f"--init_from {args.init_from}: not 'scratch', 'previous' or an existing network file"
-        )
+    if args.init_from not in ("scratch", "previous"):
+        if not Path(args.init_from).is_file():
+            parser.error(
+                f"--init_from {args.init_from}: not 'scratch', 'previous' or an existing network file"
+            )
+        try:
+            reconstruction.load_network(Path(args.init_from), torch.device("cpu"))
+        except ValueError as error:
+            parser.error(f"--init_from {error}")
     if args.checkpoint_every < 1:
         parser.error("--checkpoint_every must be positive")
     if args.show_iter < 0 or (args.show_iter and args.show_iter % args.save_iter):
@@ -275,15 +280,24 @@ def main(args: argparse.Namespace) -> int:
         if not jobs:
             raise ValueError(f"{args.dataset_real_path}: no images (png, jpg, jpeg, bmp, tif)")
         jobs = reconstruction.shard(jobs, args.num_shards, args.shard_index)
-        reconstruction.start_folder(
+        for job in jobs:
+            if not labels.fits_image_id(job.stem):
+                logging.warning(
+                    "%s: a name with white space cannot be labelled by step 2 "
+                    "(generator_dataset.py); rename it if you will train BIQAN on this run",
+                    job.noisy,
+                )
+        run_lock = reconstruction.start_folder(
             args.output_path,
             reconstruction.run_record(run_settings, args.dataset_real_path, args.dataset_mean_path),
+            jobs,
         )
-        if len(args.devices) > 1:
-            failures = dispatch.reconstruct_parallel(jobs, run_settings, args.devices)
-        else:
-            devices.configure_precision(args.precision, args.device)
-            failures = reconstruction.reconstruct_folder(jobs, run_settings)
+        with run_lock:
+            if len(args.devices) > 1:
+                failures = dispatch.reconstruct_parallel(jobs, run_settings, args.devices)
+            else:
+                devices.configure_precision(args.precision, args.device)
+                failures = reconstruction.reconstruct_folder(jobs, run_settings)
     except ValueError as error:
         logging.error("%s", error)
         return 2

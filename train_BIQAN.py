@@ -224,7 +224,6 @@ def main(args: argparse.Namespace) -> int:
               f"earlier run; biqan.json will describe this run")
     args.output_checkpoint.mkdir(parents=True, exist_ok=True)
     args.output_path.mkdir(parents=True, exist_ok=True)
-    biqan.save_config(args.output_checkpoint, config)
     started = time.time()
     stages = [biqan.StageSettings(stage=stage, learning_rate=learning_rate, epochs=args.epochs,
                                   momentum=args.momentum,
@@ -233,8 +232,12 @@ def main(args: argparse.Namespace) -> int:
                                   reduce_lr_factor=args.reduce_lr_factor,
                                   reduce_lr_patience=args.reduce_lr_patience)
               for stage, learning_rate in ((1, args.lr), (2, args.finetune_lr))]
-    histories, best_val_loss = biqan.train_stages(model, train_data, validation_data,
-                                                  args.output_checkpoint, stages)
+    try:
+        histories, best_val_loss = biqan.train_stages(model, train_data, validation_data,
+                                                      args.output_checkpoint, stages)
+    except ValueError as error:  # a snapshot that cannot be read; biqan.json is not written
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     history_rows: list[dict] = []
     for stage, history, name in zip((1, 2), histories, ("first_stage", "second_stage")):
         biqan_plots.plot_loss_curves(history, f"stage {stage}: {name.replace('_', ' ')}",

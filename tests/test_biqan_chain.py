@@ -308,3 +308,15 @@ def test_test_biqan_without_a_model_and_too_few_snapshots(tmp_path: Path, capsys
     assert code == 0
     rows = read_csv(tmp_path / "out" / "selection.csv")
     assert [row["picked_iteration"] for row in rows] == ["60", "40"] * 3
+
+
+def test_train_names_a_damaged_snapshot_and_writes_no_biqan_json(tmp_path: Path, capsys):
+    run, label_file = fake_run_with_labels(tmp_path)
+    damaged = run / "b" / "00040.png"
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    code = train_BIQAN.main(train_BIQAN.parse_args(
+        train_arguments(run, label_file, tmp_path, "--weights", "none")))
+    assert code == 2
+    error = capsys.readouterr().err
+    assert f"{damaged}: not a readable image" in error and "Traceback" not in error
+    assert not (tmp_path / "checkpoint" / "biqan.json").exists()

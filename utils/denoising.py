@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
+import logging
 from pathlib import Path
 
-from utils import image_io, reconstruction
+from utils import image_io, reconstruction, run_guard
 from utils.run_output import SUMMARY_FILE, snapshot_path
 
+LOGGER = logging.getLogger(__name__)
 WORK_FOLDER = "snapshots"
 SAVE_ITER = 20
 # WMV tuned on PolyU runs (experiments/online_stopping.py, 64x64 crops, docs/REPRODUCTION.md
@@ -67,15 +68,30 @@ def denoise(
     output: Path,
     keep_snapshots: bool,
 ) -> list[tuple[Path, str]]:
-    """Fit every job in `settings.output_path`, write the picks to `output`; returns the failures."""
-    reconstruction.start_folder(
-        settings.output_path, reconstruction.run_record(settings, output, None)
-    )
-    failures = reconstruction.reconstruct_folder(jobs, settings)
-    failed = {path for path, _ in failures}
-    for job in jobs:
-        if job.noisy not in failed:
-            write_result(job, settings.output_path, output)
+    """Fit every job in `settings.output_path`, write the picks to `output`; returns the failures.
+
+    Without `keep_snapshots` the work folder's files are deleted afterwards, and only those
+    (`run_guard.remove_run`): a folder there that is not a run folder is refused up front."""
+    with reconstruction.start_folder(
+        settings.output_path, reconstruction.run_record(settings, output, None), jobs
+    ):
+        failures = reconstruction.reconstruct_folder(jobs, settings)
+        failed = {path for path, _ in failures}
+        for job in jobs:
+            if job.noisy in failed:
+                continue
+            try:
+                write_result(job, settings.output_path, output)
+            except OSError as error:
+                message = f"{job.noisy}: cannot write {error.filename} ({error.strerror})"
+                LOGGER.error("%s", message)
+                failures.append((job.noisy, message))
     if not keep_snapshots:
-        shutil.rmtree(settings.output_path)
+        failed = {path for path, _ in failures}
+        done = [
+            job.stem
+            for job in jobs
+            if job.noisy not in failed or not run_guard.has_results(settings.output_path / job.stem)
+        ]
+        run_guard.remove_run(settings.output_path, done)
     return failures

@@ -36,7 +36,10 @@ class FitSettings:
     backtrack_db: float = 5.0
 
     def validate(self) -> None:
-        """Raise ValueError for settings that cannot run."""
+        """Raise ValueError for settings that cannot run (NaN and infinities included)."""
+        for name in ("lr", "reg_noise_std", "target_noise_std", "exp_weight", "backtrack_db"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.num_iter < 1:
             raise ValueError(f"num_iter must be positive, got {self.num_iter}")
         if not 1 <= self.save_iter <= self.num_iter:

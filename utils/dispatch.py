@@ -30,7 +30,7 @@ def worker(settings: reconstruction.RunSettings, threads: int, jobs, results) ->
     while (group := jobs.get()) is not None:
         try:
             images = [reconstruction.prepare(job, settings.network.size_multiple) for job in group]
-            summaries, failures = reconstruction.fit_with_fallback(images, settings)
+            summaries, failures = reconstruction.fit_claimed(images, settings)
         except Exception as error:  # report, never hang the parent
             summaries, failures = (
                 [],

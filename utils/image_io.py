@@ -36,7 +36,10 @@ class Image:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files of `folder` (suffix in IMAGE_SUFFIXES, any case), sorted by name."""
+    """Image files of `folder` (suffix in IMAGE_SUFFIXES, any case), sorted by name.
+
+    Symbolic links that lead nowhere (dangling or looping) are listed too, so that reading them
+    fails with a line naming them instead of their being left out silently."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder")
@@ -44,7 +47,8 @@ def list_images(folder: str | Path) -> list[Path]:
         (
             path
             for path in folder.iterdir()
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+            if (path.is_file() or (path.is_symlink() and not path.exists()))
+            and path.suffix.lower() in IMAGE_SUFFIXES
         ),
         key=lambda path: path.name,
     )
@@ -97,9 +101,17 @@ def decode(data: bytes, path: Path) -> np.ndarray:
 def read_image(path: str | Path) -> Image:
     """Decode an image file; raise ValueError naming the file if it is not a usable image."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise ValueError(
+            f"{path}: symbolic link to {os.readlink(path)}, which does not exist or loops; "
+            "fix or remove the link"
+        )
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read ({error.strerror}); fix its permissions") from None
     if not data:
         raise ValueError(f"{path}: empty file")
     pixels, bit_depth = to_float(decode(data, path), path)
@@ -169,6 +181,9 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         with os.fdopen(descriptor, "wb") as stream:
             stream.write(data)
         os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from error
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

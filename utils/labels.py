@@ -130,6 +130,12 @@ def format_ava_row(row: AvaRow) -> str:
     return " ".join(fields)
 
 
+def fits_image_id(name: str) -> bool:
+    """True when ``name`` can be part of an AVA image id: printable, no white space (the
+    fields of a row are separated by spaces)."""
+    return name.isprintable() and not any(character.isspace() for character in name)
+
+
 def write_ava_file(path: str | Path, rows: list[AvaRow]) -> None:
     """Write ``rows`` to ``path`` in the AVA layout, one row per line."""
     lines = [format_ava_row(row) for row in rows]

@@ -9,6 +9,7 @@ Output layout under `output_path`:
     <stem>/net.pt              the final network, with the settings to rebuild it
     <stem>/summary.json        written last: marks the image as finished
     <stem>/state.pt            resumable state of an unfinished image (removed when done)
+    <stem>/input.json          the input files and their SHA-256 (see utils.run_guard)
 
 Images of one padded size are fitted `batch_images` at a time, each with its own network
 (see `models.skip.SkipNet(groups=K)`); results per image do not depend on the grouping.
@@ -21,18 +22,20 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import platform
 import re
 import sys
 import zlib
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from models.skip import SkipConfig, SkipNet, stack_states
-from utils import image_io, plots
+from utils import image_io, plots, run_guard
 from utils.dip import DipFit, FitSettings, Padding, build_network, pad_image, run_fit, to_tensor
 from utils.early_stopping import EarlyStopSettings, make_stoppers
 from utils.run_output import SUMMARY_FILE, snapshot_path
@@ -65,7 +68,7 @@ SUMMARY_COLUMNS = (
     "iterations_per_second",
 )
 DENOISED_FILE = "denoised.png"
-RESULT_KEYS = ("network", "fit", "seed", "init_from", "early_stop")
+RESULT_KEYS = ("network", "fit", "seed", "init_from", "early_stop", "precision")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,16 +122,25 @@ class PreparedImage:
         return self.padded.shape
 
 
+def check_unique_stems(folder: Path, paths: list[Path]) -> None:
+    """ValueError naming the images of `folder` that share a stem (which one is meant?)."""
+    stems = [path.stem for path in paths]
+    duplicates = sorted(path.name for path in paths if stems.count(path.stem) > 1)
+    if duplicates:
+        raise ValueError(
+            f"{folder}: several images share a name: {duplicates}; keep one of each, or rename"
+        )
+
+
 def plan_jobs(noisy_folder: Path, clean_folder: Path | None) -> list[ImageJob]:
     """Noisy images sorted by name, each paired with the clean image of the same stem."""
     noisy_paths = image_io.list_images(noisy_folder)
-    stems = [path.stem for path in noisy_paths]
-    duplicates = sorted({stem for stem in stems if stems.count(stem) > 1})
-    if duplicates:
-        raise ValueError(f"{noisy_folder}: several images share a name: {duplicates}")
+    check_unique_stems(noisy_folder, noisy_paths)
     clean_by_stem = {}
     if clean_folder is not None:
-        clean_by_stem = {path.stem: path for path in image_io.list_images(clean_folder)}
+        clean_paths = image_io.list_images(clean_folder)
+        check_unique_stems(clean_folder, clean_paths)
+        clean_by_stem = {path.stem: path for path in clean_paths}
     return [ImageJob(path, clean_by_stem.get(path.stem)) for path in noisy_paths]
 
 
@@ -150,7 +162,7 @@ def load_network(path: Path, device: torch.device) -> SkipNet:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         net = SkipNet(SkipConfig.from_dict(saved["config"]))
         net.load_state_dict(saved["state_dict"])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as error:
+    except Exception as error:  # noqa: BLE001 (unpickling a foreign file can raise anything)
         raise ValueError(
             f"{path}: not a usable network file ({type(error).__name__}: {error})"
         ) from None
@@ -171,8 +183,20 @@ def save_network(path: Path, config: SkipConfig, state: dict, source: str, itera
     )
 
 
+def valid_utf8(name: str) -> bool:
+    """False for a file name holding bytes that are not UTF-8 (decoded as surrogate escapes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def prepare(job: ImageJob, multiple: int) -> PreparedImage:
     """Decode the noisy image and its reference and pad; ValueError naming the file on any problem."""
+    for path in (job.noisy, job.clean):
+        if path is not None and not valid_utf8(path.name):
+            raise ValueError(f"{path}: file name is not valid UTF-8; rename it")
     noisy = image_io.read_image(job.noisy)
     clean = None
     if job.clean is not None:
@@ -246,21 +270,32 @@ def summarize(
     }
 
 
-def load_resume_state(folder: Path, device: torch.device) -> dict | None:
-    """The image's saved fit state, or None when it has none."""
+def load_resume_state(folder: Path, device: torch.device, mmap: bool = False) -> dict | None:
+    """The image's saved fit state, or None when it has none; ValueError when it is damaged."""
     path = folder / STATE_FILE
-    return torch.load(path, map_location=device, weights_only=False) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=False, mmap=mmap)
+        state["fit"]["iteration"]
+    except Exception as error:  # noqa: BLE001 (unpickling a damaged file can raise anything)
+        raise ValueError(
+            f"{path}: damaged resume state ({type(error).__name__}); delete it to refit "
+            f"{folder.name} from the start"
+        ) from None
+    return state
 
 
 def fit_group(
     images: list[PreparedImage], settings: RunSettings, previous: Path | None = None
-) -> list[dict]:
-    """Fit K same-size images together (resuming from their state files); returns their summaries."""
+) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """Fit K same-size images together (resuming from their state files); returns the
+    summaries of the finished images and (file, reason) for each whose fit diverged."""
     device = settings.device
     folders = [settings.output_path / image.job.stem for image in images]
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
     starts = [initial_state(image, settings, previous) for image in images]
+    for folder, image in zip(folders, images):
+        run_guard.write_input(folder, image.job.noisy, image.job.clean)
     config = network_config(settings, images[0].channels)
     net = SkipNet(config, groups=len(images))
     net.load_state_dict(stack_states([state for state, _ in starts]))
@@ -317,8 +352,16 @@ def fit_group(
     finally:
         writer.close()
         bar.close()
-    summaries = []
+    summaries, failures = [], []
     for index, (image, folder, target) in enumerate(zip(images, folders, targets)):
+        diverged = first_non_finite_loss(target.rows)
+        if diverged is not None:
+            message = (
+                f"{image.job.noisy}: the fit diverged (loss not finite at iteration {diverged}); "
+                "lower --lr and use another output folder"
+            )
+            failures.append((image.job.noisy, message))
+            continue
         summary = summarize(
             image, target, fit.iteration, checkpointer.seconds(index), starts[index][1]
         )
@@ -340,7 +383,12 @@ def fit_group(
         image_io.write_text(folder / SUMMARY_FILE, json.dumps(summary, indent=2))
         (folder / STATE_FILE).unlink(missing_ok=True)
         summaries.append(summary)
-    return summaries
+    return summaries, failures
+
+
+def first_non_finite_loss(rows: list[dict]) -> int | None:
+    """Iteration of the first snapshot row whose loss is NaN or infinite, or None."""
+    return next((row["iteration"] for row in rows if not math.isfinite(row["loss"])), None)
 
 
 def replay_snapshots(target: SnapshotTarget) -> None:
@@ -394,7 +442,15 @@ def fit_with_fallback(
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
     """`fit_group`, splitting the group in halves when it runs out of memory; (summaries, failures)."""
     try:
-        return fit_group(images, settings, previous), []
+        return fit_group(images, settings, previous)
+    except ValueError as error:
+        return [], [(image.job.noisy, f"{image.job.noisy}: {error}") for image in images]
+    except OSError as error:
+        message = (
+            f"cannot write its results ({error.strerror}: {error.filename}); free space or fix "
+            "permissions, then rerun the same command to resume"
+        )
+        return [], [(image.job.noisy, f"{image.job.noisy}: {message}") for image in images]
     except torch.OutOfMemoryError as error:
         if settings.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -409,18 +465,32 @@ def fit_with_fallback(
         return first[0] + second[0], first[1] + second[1]
 
 
+def fit_claimed(
+    images: list[PreparedImage], settings: RunSettings, previous: Path | None = None
+) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """`fit_with_fallback` on the images no other process is fitting (see `run_guard.claim`);
+    an image another process holds fails with a line saying so, one it finished is skipped."""
+    folders = [settings.output_path / image.job.stem for image in images]
+    with run_guard.claim(folders) as claimed:
+        busy = [
+            (image.job.noisy, run_guard.busy_message(image.job.noisy, folder))
+            for image, folder, got in zip(images, folders, claimed)
+            if not got
+        ]
+        free = [
+            image
+            for image, folder, got in zip(images, folders, claimed)
+            if got and not (folder / SUMMARY_FILE).exists()
+        ]
+        summaries, failures = fit_with_fallback(free, settings, previous) if free else ([], [])
+    return summaries, failures + busy
+
+
 def make_groups(images: list[PreparedImage], settings: RunSettings) -> list[list[PreparedImage]]:
     """Groups of at most batch_images images of one padded size and one resume iteration, in name order."""
     by_key: dict[tuple, list[PreparedImage]] = {}
     for image in images:
-        state_path = settings.output_path / image.job.stem / STATE_FILE
-        iteration = (
-            torch.load(state_path, map_location="cpu", weights_only=False, mmap=True)["fit"][
-                "iteration"
-            ]
-            if state_path.exists()
-            else 0
-        )
+        iteration = resume_iteration(settings.output_path / image.job.stem)
         by_key.setdefault((image.group_key, iteration), []).append(image)
     groups = []
     for members in by_key.values():
@@ -429,6 +499,12 @@ def make_groups(images: list[PreparedImage], settings: RunSettings) -> list[list
             for start in range(0, len(members), settings.batch_images)
         ]
     return sorted(groups, key=lambda group: group[0].job.stem)
+
+
+def resume_iteration(folder: Path) -> int:
+    """Iteration the image's saved state resumes from (0 without one); ValueError if damaged."""
+    state = load_resume_state(folder, torch.device("cpu"), mmap=True)
+    return 0 if state is None else int(state["fit"]["iteration"])
 
 
 def summary_csv(output_path: Path) -> str:
@@ -445,7 +521,11 @@ def summary_csv(output_path: Path) -> str:
 
 
 def write_summary(output_path: Path) -> None:
-    image_io.write_text(output_path / "summary.csv", summary_csv(output_path))
+    """Rebuild summary.csv; a failure to write it is one line (it is rebuilt by every run)."""
+    try:
+        image_io.write_text(output_path / "summary.csv", summary_csv(output_path))
+    except OSError as error:
+        LOGGER.error("%s: cannot write (%s); rerun to rebuild it", error.filename, error.strerror)
 
 
 def run_record(settings: RunSettings, noisy_folder: Path, clean_folder: Path | None) -> dict:
@@ -470,27 +550,13 @@ def run_record(settings: RunSettings, noisy_folder: Path, clean_folder: Path | N
     }
 
 
-def check_compatible(output_path: Path, record: dict) -> None:
-    """Refuse to mix runs: an existing args.json must have the same result-shaping settings."""
-    path = output_path / "args.json"
-    if not path.exists():
-        return
-    try:
-        existing = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise ValueError(f"{path}: unreadable; remove it or use another --output_path") from None
-    changed = [key for key in RESULT_KEYS if existing.get(key) != record[key]]
-    if changed:
-        raise ValueError(
-            f"{output_path} holds a run with other settings ({', '.join(changed)}); use another --output_path"
-        )
-
-
-def start_folder(output_path: Path, record: dict) -> None:
-    """Check an existing run folder is compatible, then record this run's settings."""
-    check_compatible(output_path, record)
-    output_path.mkdir(parents=True, exist_ok=True)
-    image_io.write_text(output_path / "args.json", json.dumps(record, indent=2))
+def start_folder(output_path: Path, record: dict, jobs: list[ImageJob]) -> IO:
+    """Refuse a folder that is not ours or holds results of other settings or inputs, then
+    record this run's settings; returns the run lock, to keep open while the run writes
+    (see `utils.run_guard`)."""
+    for job in jobs:
+        run_guard.check_input(output_path / job.stem, job.noisy, job.clean)
+    return run_guard.open_run(output_path, record, RESULT_KEYS)
 
 
 def prepare_all(
@@ -502,6 +568,7 @@ def prepare_all(
         if (settings.output_path / job.stem / SUMMARY_FILE).exists():
             continue
         try:
+            resume_iteration(settings.output_path / job.stem)
             prepared.append(prepare(job, settings.network.size_multiple))
         except ValueError as error:
             failures.append((job.noisy, str(error)))
@@ -520,7 +587,15 @@ def reconstruct_chained(jobs: list[ImageJob], settings: RunSettings) -> list[tup
             failures += job_failures
             if not image:
                 continue
-            summaries, fit_failures = fit_with_fallback(image, settings, previous)
+            with run_guard.claim([folder]) as (claimed,):
+                if not claimed:  # the next images start from this one's network: stop here
+                    busy = [(job.noisy, run_guard.busy_message(job.noisy, folder))]
+                    return failures + report([], busy, settings)
+                summaries, fit_failures = (
+                    ([], [])
+                    if (folder / SUMMARY_FILE).exists()
+                    else fit_with_fallback(image, settings, previous)
+                )
             failures += report(summaries, fit_failures, settings)
             if fit_failures:
                 continue
@@ -551,7 +626,7 @@ def reconstruct_folder(jobs: list[ImageJob], settings: RunSettings) -> list[tupl
         total=len(images), desc="images", position=0, disable=settings.quiet, dynamic_ncols=True
     ) as folder_bar:
         for group in groups:
-            failures += report(*fit_with_fallback(group, settings), settings)
+            failures += report(*fit_claimed(group, settings), settings)
             folder_bar.update(len(group))
     write_summary(settings.output_path)
     return failures
@@ -576,6 +651,9 @@ def exit_code(failures: list[tuple[Path, str]], total: int) -> int:
     if not failures:
         return 0
     LOGGER.error(
-        "%d of %d images failed: %s", len(failures), total, ", ".join(path.name for path, _ in failures)
+        "%d of %d images failed: %s",
+        len(failures),
+        total,
+        ", ".join(path.name for path, _ in failures),
     )
     return 1

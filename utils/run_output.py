@@ -147,6 +147,33 @@ def list_image_folders(run_folder: str | Path) -> RunFolders:
     return RunFolders(finished=finished, skipped=skipped)
 
 
+def check_complete(metrics: ImageMetrics) -> None:
+    """ValueError naming metrics.csv when it lacks rows that ``summary.json`` says were made.
+
+    Snapshots are taken every ``s`` iterations (``s`` = the first row's iteration), so the rows
+    must be s, 2s, ... up to the last snapshot before the run ended: ``stop_iteration`` when an
+    early-stopping rule stopped it, else the largest multiple of ``s`` within ``iterations``.
+    A summary without ``iterations`` (not written by run_BDN.py) is not checked."""
+    path = metrics.folder / METRICS_FILE
+    try:
+        summary = json.loads((metrics.folder / SUMMARY_FILE).read_text())
+        if "iterations" not in summary:
+            return
+        iterations = int(summary["iterations"])
+        stop = summary.get("stop_iteration")
+    except (OSError, ValueError, TypeError):
+        raise ValueError(f"{metrics.folder / SUMMARY_FILE}: unreadable; rerun step 1") from None
+    every = int(metrics.iteration[0])
+    last = int(stop) if stop is not None else iterations // every * every
+    expected = np.arange(every, last + 1, every)
+    if not np.array_equal(metrics.iteration, expected):
+        raise ValueError(
+            f"{path}: rows end at iteration {metrics.iteration[-1]} but the run made snapshots "
+            f"up to {last} every {every}; the file is damaged, rerun step 1 for "
+            f"{metrics.folder.name}"
+        )
+
+
 def check_snapshots_exist(paths: list[Path]) -> None:
     """Raise ValueError naming the first snapshot file in ``paths`` that does not exist."""
     for path in paths:
