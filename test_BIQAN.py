@@ -106,6 +106,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"warning: --input_mode {input_mode} differs from the trained "
                   f"{config.input_mode}")
         images = [run_output.read_metrics(folder) for folder in folders.finished]
+        noisy_psnr = {metrics.name: run_output.read_noisy_psnr(metrics.folder)
+                      for metrics in images}
         for metrics in images:
             if len(metrics.iteration) <= args.start_index:
                 raise ValueError(f"{metrics.folder / run_output.METRICS_FILE}: "
@@ -142,7 +144,8 @@ def main(args: argparse.Namespace) -> int:
         image_lines.append(biqan_report.write_image_outputs(
             args.output_path, metrics.name, iterations, paths, true_psnr, chosen, primary,
             biqan_data.read_rgb))
-    print("\n".join(biqan_report.write_summary(args.output_path, rows, image_lines, primary)))
+    print("\n".join(biqan_report.write_summary(args.output_path, rows, image_lines, primary,
+                                                noisy_psnr)))
     return 0
 
 

@@ -35,7 +35,7 @@ from models.skip import SkipConfig, SkipNet, stack_states
 from utils import image_io, metrics, plots
 from utils.dip import DipFit, FitSettings, Padding, build_network, pad_image, run_fit, to_tensor
 from utils.early_stopping import EarlyStopSettings, make_stoppers
-from utils.run_output import SUMMARY_FILE, read_metrics, snapshot_path
+from utils.run_output import NOISY_PSNR, SUMMARY_FILE, read_metrics, snapshot_path
 from utils.snapshots import (
     STATE_FILE,
     Checkpointer,
@@ -54,7 +54,7 @@ SUMMARY_COLUMNS = (
     "reference",
     "init",
     "iterations",
-    "noisy_psnr",
+    NOISY_PSNR,
     "best_iteration",
     "best_psnr",
     "best_ssim",
@@ -236,7 +236,7 @@ def summarize(
         "reference": image.job.clean is not None,
         "init": init,
         "iterations": iterations,
-        "noisy_psnr": None if noisy_psnr is None else round(noisy_psnr, 4),
+        NOISY_PSNR: None if noisy_psnr is None else round(noisy_psnr, 4),
         "best_iteration": best["iteration"] if best else None,
         "best_psnr": round(best["psnr_avg"], 4) if best else None,
         "best_ssim": round(best["ssim_avg"], 5) if best else None,
@@ -563,8 +563,8 @@ def reconstruct_folder(jobs: list[ImageJob], settings: RunSettings) -> list[tupl
 def describe(summary: dict) -> str:
     """One line per finished image."""
     text = f"{summary['image']}: {summary['iterations']} iterations in {summary['seconds']:.1f} s"
-    if summary.get("noisy_psnr") is not None:
-        text += f", noisy input {summary['noisy_psnr']:.2f} dB"
+    if summary.get(NOISY_PSNR) is not None:
+        text += f", noisy input {summary[NOISY_PSNR]:.2f} dB"
     if summary["stop_iteration"] is not None:
         text += f", stopped at {summary['stop_iteration']}"
     if summary["picked_iteration"] is not None:
@@ -590,7 +590,7 @@ def curve_path(output_path: Path, stem: str) -> Path:
 
 def gains(summary: dict) -> str:
     """'noisy input 24.07 dB, picked 27.10 dB (+3.03), best 27.50 dB (+3.43)', or 'no reference'."""
-    noisy = summary.get("noisy_psnr")
+    noisy = summary.get(NOISY_PSNR)
     if noisy is None:
         return "no reference"
     text = f"noisy input {noisy:.2f} dB"
@@ -614,12 +614,12 @@ def closing_lines(output_path: Path, stems: list[str]) -> list[str]:
         for path in (output_path / stem / SUMMARY_FILE for stem in stems)
         if path.exists()
     ]
-    referenced = [summary for summary in summaries if summary.get("noisy_psnr") is not None]
+    referenced = [summary for summary in summaries if summary.get(NOISY_PSNR) is not None]
     lines = []
     if len(referenced) > 1:
         mean = {
             key: mean_or_none([summary[key] for summary in referenced])
-            for key in ("noisy_psnr", "picked_psnr", "best_psnr")
+            for key in (NOISY_PSNR, "picked_psnr", "best_psnr")
         }
         lines.append(f"mean of {len(referenced)} images with a reference: {gains(mean)}")
     for summary in summaries:

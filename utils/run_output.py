@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ SUMMARY_FILE = "summary.json"
 METRICS_COLUMNS = ("iteration", "loss", "psnr_noisy", "psnr_raw", "ssim_raw", "psnr_avg",
                    "ssim_avg")
 REFERENCE_COLUMNS = ("psnr_raw", "ssim_raw", "psnr_avg", "ssim_avg")
+NOISY_PSNR = "noisy_psnr"  # summary key: PSNR (dB) of the noisy input vs the reference, or null
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +143,19 @@ def list_image_folders(run_folder: str | Path) -> RunFolders:
         raise ValueError(f"{run_folder}: no finished run_BDN image folders (sub-folders with "
                          f"{METRICS_FILE} and {SUMMARY_FILE})")
     return RunFolders(finished=finished, skipped=skipped)
+
+
+def read_noisy_psnr(image_folder: str | Path) -> float:
+    """PSNR (dB) of the image's noisy input against its reference, from ``summary.json``.
+
+    NaN when the image is blind or its run predates the key; ValueError naming a broken file.
+    """
+    path = Path(image_folder) / SUMMARY_FILE
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get(NOISY_PSNR)
+    except (OSError, json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"{path}: not a readable run_BDN summary ({error})") from None
+    return float("nan") if value is None else float(value)
 
 
 def check_snapshots_exist(paths: list[Path]) -> None:
