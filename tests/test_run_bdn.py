@@ -164,6 +164,16 @@ def test_closing_log_without_early_stop_gives_means_and_the_last_snapshot(pairs,
     assert f"-> {output / 'a' / '00040.png'} (PSNR curves: {output / 'a_psnr.png'})" in line_a
 
 
+def test_closing_log_of_an_image_without_metrics_names_its_folder(tmp_path):
+    folder = tmp_path / "x"
+    folder.mkdir()
+    summary = {"image": "x", "picked_iteration": None, "picked_psnr": None, "best_psnr": None}
+    (folder / "summary.json").write_text(json.dumps(summary | {"noisy_psnr": None}))
+    assert reconstruction.closing_lines(tmp_path, ["x", "absent"]) == [
+        f"x: no reference -> {folder} (PSNR curves: {tmp_path / 'x_psnr.png'})"
+    ]
+
+
 @pytest.mark.parametrize("shape", [(50, 70, 3), (40, 33)])
 def test_output_keeps_the_input_size(tmp_path, shape):
     make_pair(

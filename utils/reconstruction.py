@@ -577,10 +577,14 @@ def describe(summary: dict) -> str:
 
 
 def output_image(folder: Path, summary: dict) -> Path:
-    """The image's result: the early-stopping pick (denoised.png), else its last snapshot."""
+    """The image's result: the early-stopping pick (denoised.png), else its last snapshot (the
+    folder itself when its metrics.csv cannot be read)."""
     if summary["picked_iteration"] is not None:
         return folder / DENOISED_FILE
-    return snapshot_path(folder, int(read_metrics(folder).iteration[-1]))
+    try:
+        return snapshot_path(folder, int(read_metrics(folder).iteration[-1]))
+    except ValueError:
+        return folder
 
 
 def curve_path(output_path: Path, stem: str) -> Path:
