@@ -301,6 +301,8 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as error:
         logging.error("%s", error)
         return 2
+    for line in reconstruction.closing_lines(args.output_path, [job.stem for job in jobs]):
+        logging.info("%s", line)
     return reconstruction.exit_code(failures, len(jobs))
 
 

@@ -124,6 +124,8 @@ def main(args: argparse.Namespace) -> int:
         for interval in sorted({int(metrics.iteration[0]) for metrics in images}):
             if ranker is not None and (warning := ranker.interval_warning(interval)):
                 print(f"warning: {warning}")
+        noisy_psnr = {metrics.name: run_output.read_noisy_psnr(metrics.folder)
+                      for metrics in images}
         for metrics in images:
             if len(metrics.iteration) <= args.start_index:
                 raise ValueError(f"{metrics.folder / run_output.METRICS_FILE}: "
@@ -168,7 +170,8 @@ def main(args: argparse.Namespace) -> int:
         image_lines.append(biqan_report.write_image_outputs(
             args.output_path, metrics.name, iterations, paths, true_psnr, chosen, primary,
             image_io.read_rgb))
-    print("\n".join(biqan_report.write_summary(args.output_path, rows, image_lines, primary)))
+    print("\n".join(biqan_report.write_summary(args.output_path, rows, image_lines, primary,
+                                                noisy_psnr)))
     return 0
 
 

@@ -39,10 +39,11 @@ torch reference forward built from the same state_dict):
   BIQAN's default 224 every stride-2 layer samples the other phase of the grid than the one
   the weights were trained on. The weights are the right ones (a torch forward with Keras's
   padding matches the Keras network to 2e-5 at 224) but the features differ: on the four
-  96x96 dataset/sample images resized to 224, the pooled features are 41-58% (relative L2)
-  away from torchvision's and the classifier's top probability drops (e.g. 0.80 -> 0.24),
-  against 3-6% at 225 (the grey border only). So use `train_BIQAN.py --image_size 225` (or
-  another 32k + 1) with these weights; the script prints a note when --image_size is not one.
+  96x96 images of the earlier dataset/sample, resized to 224, the pooled features are 41-58%
+  (relative L2) away from torchvision's and the classifier's top probability drops (e.g.
+  0.80 -> 0.24), against 3-6% at 225 (the grey border only). So use `train_BIQAN.py
+  --image_size 225` (or another 32k + 1) with these weights; the script prints a note when
+  --image_size is not one.
 * Activations: Keras's ReLU6 is torch's ReLU6; the classifier is not converted.
 """
 

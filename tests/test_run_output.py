@@ -75,3 +75,17 @@ def test_numpy_only_modules_and_step_2_load_no_framework():
                                capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]"
+
+
+def test_read_noisy_psnr(tmp_path: Path):
+    write_fake_image_folder(tmp_path, "a", [20], [30.0], size=8)
+    assert np.isnan(run_output.read_noisy_psnr(tmp_path / "a"))  # a run from before the key
+    summary = tmp_path / "a" / run_output.SUMMARY_FILE
+    summary.write_text('{"image": "a", "noisy_psnr": 24.5}')
+    assert run_output.read_noisy_psnr(tmp_path / "a") == 24.5
+    summary.write_text('{"image": "a", "noisy_psnr": null}')
+    assert np.isnan(run_output.read_noisy_psnr(tmp_path / "a"))
+    for broken in ("{not json", "[1, 2]"):
+        summary.write_text(broken)
+        with pytest.raises(ValueError, match=f"{summary}: not a readable run_BDN summary"):
+            run_output.read_noisy_psnr(tmp_path / "a")

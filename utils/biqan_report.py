@@ -122,11 +122,13 @@ def write_image_outputs(output_path: Path, stem: str, iterations: np.ndarray,
 
 
 def write_summary(output_path: Path, rows: Sequence[dict], image_lines: Sequence[str],
-                  primary: str) -> list[str]:
+                  primary: str, noisy_psnr: dict[str, float] | None = None) -> list[str]:
     """Write selection.csv and Denoised_PSNR.txt; return the text's lines.
 
-    The text ends with the means of the primary selector and the mean gap to the true best
-    per selector, over the images that have a reference.
+    The text ends with the means of the primary selector, the mean noisy input PSNR and each
+    selector's mean picked PSNR beside it (when ``noisy_psnr``, image -> dB, knows every image
+    with a reference), and the mean gap to the true best per selector, over the images that
+    have a reference.
     """
     biqan_eval.write_table(output_path / "selection.csv", [
         {key: format_number(value) if isinstance(value, float) else value
@@ -139,9 +141,24 @@ def write_summary(output_path: Path, rows: Sequence[dict], image_lines: Sequence
                      f"{np.mean([row['best_psnr'] for row in primary_rows]):.2f} dB")
         lines.append(f"Mean denoised PSNR ({display_name(primary)}): "
                      f"{np.mean([row['picked_psnr'] for row in primary_rows]):.2f} dB")
+    noisy = [(noisy_psnr or {}).get(row["image"], np.nan) for row in primary_rows]
+    if primary_rows and np.all(np.isfinite(noisy)):
+        lines += gain_lines(referenced, float(np.mean(noisy)))
     gaps = biqan_eval.mean_gap_by_selector(referenced)
     lines.append("Mean gap to the true best: " + (
         ", ".join(f"{label} {gap:.2f} dB" for label, gap in gaps.items())
         or "n/a (no image has a reference)"))
     (output_path / "Denoised_PSNR.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return lines
+
+
+def gain_lines(referenced: Sequence[dict], mean_noisy: float) -> list[str]:
+    """The mean noisy input PSNR, then each selector's mean picked PSNR and gain over it (dB)."""
+    picked: dict[str, list[float]] = {}
+    for row in referenced:
+        picked.setdefault(row["selector"], []).append(row["picked_psnr"])
+    means = {label: float(np.mean(values)) for label, values in picked.items()}
+    return [f"Mean noisy input PSNR: {mean_noisy:.2f} dB",
+            "Mean picked PSNR (gain over the noisy input): " + ", ".join(
+                f"{label} {value:.2f} dB ({value - mean_noisy:+.2f})"
+                for label, value in means.items())]

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 from matplotlib import pyplot  # noqa: E402  (backend must be chosen first)
@@ -46,4 +47,16 @@ def psnr_curve(rows: list[dict], path: Path, title: str) -> None:
     axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
+    save_figure(figure, path)
+
+
+def image_row(panels: list[tuple[np.ndarray, str]], path: Path) -> None:
+    """Images side by side, each with its title; pixels in [0, 1], HWC RGB or HW grayscale."""
+    figure, axes = pyplot.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
+    for axis, (pixels, title) in zip(np.atleast_1d(axes), panels):
+        axis.imshow(
+            np.clip(pixels, 0.0, 1.0), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest"
+        )
+        axis.set_title(title, fontsize=9)
+        axis.axis("off")
     save_figure(figure, path)

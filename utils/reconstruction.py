@@ -35,10 +35,10 @@ import torch
 from tqdm import tqdm
 
 from models.skip import SkipConfig, SkipNet, stack_states
-from utils import image_io, plots, run_guard
+from utils import image_io, metrics, plots, run_guard
 from utils.dip import DipFit, FitSettings, Padding, build_network, pad_image, run_fit, to_tensor
 from utils.early_stopping import EarlyStopSettings, make_stoppers
-from utils.run_output import SUMMARY_FILE, snapshot_path
+from utils.run_output import NOISY_PSNR, SUMMARY_FILE, read_metrics, snapshot_path
 from utils.snapshots import (
     STATE_FILE,
     Checkpointer,
@@ -57,6 +57,7 @@ SUMMARY_COLUMNS = (
     "reference",
     "init",
     "iterations",
+    NOISY_PSNR,
     "best_iteration",
     "best_psnr",
     "best_ssim",
@@ -242,13 +243,16 @@ def initial_state(
 def summarize(
     image: PreparedImage, target: SnapshotTarget, iterations: int, seconds: float, init: str
 ) -> dict:
-    """Per-image summary: best snapshot by PSNR of the averaged output where a reference exists,
-    and the early-stopping rule's stop and pick where one ran."""
+    """Per-image summary: the noisy input's PSNR and the best snapshot by PSNR of the averaged
+    output where a reference exists, and the early-stopping rule's stop and pick where one ran."""
     rows = target.rows
     with_reference = [row for row in rows if row["psnr_avg"] is not None]
     best = max(with_reference, key=lambda row: row["psnr_avg"]) if with_reference else None
     picked = target.stopper.pick_iteration if target.stopper is not None else None
     picked_psnr = next((row["psnr_avg"] for row in rows if row["iteration"] == picked), None)
+    noisy_psnr = (
+        None if image.clean is None else metrics.psnr(image.noisy.pixels, image.clean.pixels)
+    )
     return {
         "image": image.job.stem,
         "height": image.noisy.size[0],
@@ -256,6 +260,7 @@ def summarize(
         "reference": image.job.clean is not None,
         "init": init,
         "iterations": iterations,
+        NOISY_PSNR: None if noisy_psnr is None else round(noisy_psnr, 4),
         "best_iteration": best["iteration"] if best else None,
         "best_psnr": round(best["psnr_avg"], 4) if best else None,
         "best_ssim": round(best["ssim_avg"], 5) if best else None,
@@ -378,7 +383,7 @@ def fit_group(
             fit.iteration,
         )
         plots.psnr_curve(
-            target.rows, settings.output_path / f"{image.job.stem}_psnr.png", image.job.stem
+            target.rows, curve_path(settings.output_path, image.job.stem), image.job.stem
         )
         image_io.write_text(folder / SUMMARY_FILE, json.dumps(summary, indent=2))
         (folder / STATE_FILE).unlink(missing_ok=True)
@@ -635,6 +640,8 @@ def reconstruct_folder(jobs: list[ImageJob], settings: RunSettings) -> list[tupl
 def describe(summary: dict) -> str:
     """One line per finished image."""
     text = f"{summary['image']}: {summary['iterations']} iterations in {summary['seconds']:.1f} s"
+    if summary.get(NOISY_PSNR) is not None:
+        text += f", noisy input {summary[NOISY_PSNR]:.2f} dB"
     if summary["stop_iteration"] is not None:
         text += f", stopped at {summary['stop_iteration']}"
     if summary["picked_iteration"] is not None:
@@ -644,6 +651,65 @@ def describe(summary: dict) -> str:
     if summary["best_psnr"] is not None:
         text += f", best {summary['best_psnr']:.2f} dB at iteration {summary['best_iteration']}"
     return text
+
+
+def output_image(folder: Path, summary: dict) -> Path:
+    """The image's result: the early-stopping pick (denoised.png), else its last snapshot (the
+    folder itself when its metrics.csv cannot be read)."""
+    if summary["picked_iteration"] is not None:
+        return folder / DENOISED_FILE
+    try:
+        return snapshot_path(folder, int(read_metrics(folder).iteration[-1]))
+    except ValueError:
+        return folder
+
+
+def curve_path(output_path: Path, stem: str) -> Path:
+    """The image's PSNR-curve figure."""
+    return output_path / f"{stem}_psnr.png"
+
+
+def gains(summary: dict) -> str:
+    """'noisy input 24.07 dB, picked 27.10 dB (+3.03), best 27.50 dB (+3.43)', or 'no reference'."""
+    noisy = summary.get(NOISY_PSNR)
+    if noisy is None:
+        return "no reference"
+    text = f"noisy input {noisy:.2f} dB"
+    for label in ("picked", "best"):
+        if summary[f"{label}_psnr"] is not None:
+            value = summary[f"{label}_psnr"]
+            text += f", {label} {value:.2f} dB ({value - noisy:+.2f})"
+    return text
+
+
+def mean_or_none(values: list[float | None]) -> float | None:
+    """Mean of the values, or None when any is missing."""
+    return None if None in values else float(np.mean(values))
+
+
+def closing_lines(output_path: Path, stems: list[str]) -> list[str]:
+    """End-of-run report of the finished images among `stems`: the noisy input's PSNR beside the
+    picked and best PSNR (means, then per image), and where each result and curve figure is."""
+    summaries = [
+        json.loads(path.read_text())
+        for path in (output_path / stem / SUMMARY_FILE for stem in stems)
+        if path.exists()
+    ]
+    referenced = [summary for summary in summaries if summary.get(NOISY_PSNR) is not None]
+    lines = []
+    if len(referenced) > 1:
+        mean = {
+            key: mean_or_none([summary[key] for summary in referenced])
+            for key in (NOISY_PSNR, "picked_psnr", "best_psnr")
+        }
+        lines.append(f"mean of {len(referenced)} images with a reference: {gains(mean)}")
+    for summary in summaries:
+        folder = output_path / summary["image"]
+        lines.append(
+            f"{summary['image']}: {gains(summary)} -> {output_image(folder, summary)} "
+            f"(PSNR curves: {curve_path(output_path, summary['image'])})"
+        )
+    return lines
 
 
 def exit_code(failures: list[tuple[Path, str]], total: int) -> int:

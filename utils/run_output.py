@@ -23,6 +23,7 @@ RUN_RECORD_FILE = "args.json"
 METRICS_COLUMNS = ("iteration", "loss", "psnr_noisy", "psnr_raw", "ssim_raw", "psnr_avg",
                    "ssim_avg")
 REFERENCE_COLUMNS = ("psnr_raw", "ssim_raw", "psnr_avg", "ssim_avg")
+NOISY_PSNR = "noisy_psnr"  # summary key: PSNR (dB) of the noisy input vs the reference, or null
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +173,19 @@ def check_complete(metrics: ImageMetrics) -> None:
             f"up to {last} every {every}; the file is damaged, rerun step 1 for "
             f"{metrics.folder.name}"
         )
+
+
+def read_noisy_psnr(image_folder: str | Path) -> float:
+    """PSNR (dB) of the image's noisy input against its reference, from ``summary.json``.
+
+    NaN when the image is blind or its run predates the key; ValueError naming a broken file.
+    """
+    path = Path(image_folder) / SUMMARY_FILE
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get(NOISY_PSNR)
+    except (OSError, json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"{path}: not a readable run_BDN summary ({error})") from None
+    return float("nan") if value is None else float(value)
 
 
 def check_snapshots_exist(paths: list[Path]) -> None:
