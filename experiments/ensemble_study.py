@@ -13,7 +13,8 @@ Combinations of what step 1 already saved, each measured against the clean refer
 
 Picks come from experiments/selector_study.py (`<tables>/selector_picks.csv`): `true best`
 (an oracle, the upper bound), `fixed:N` and every ranker variant; PolyU rows there are
-out-of-fold picks, so lambda and sigma are tuned on PolyU without touching CC. CBM3D outputs of
+out-of-fold picks (the `fixed:N` ones in-sample: N is tuned on them), so lambda and sigma are
+tuned on PolyU without touching CC. CBM3D outputs of
 the 64x64 crops are cached in `<tables>/cbm3d_crops/` (a call takes seconds here).
 
     PYTHONPATH=. python experiments/ensemble_study.py --crops devdata/crops --runs devdata/runs
@@ -102,11 +103,12 @@ def evaluate(outputs: dict, sigma: int, weight: float) -> dict[str, float]:
 def main(args: argparse.Namespace) -> int:
     tables, crops, runs = Path(args.tables), Path(args.crops), Path(args.runs)
     picks = pd.read_csv(tables / "selector_picks.csv")
-    selectors = [s for s in picks["selector"].unique() if (picks["selector"] == s).any()]
+    selectors = list(picks["selector"].unique())
     lines = []
     for selector in ["true best", *selectors]:
         column = "best_iteration" if selector == "true best" else "picked_iteration"
         chosen = picks[picks["selector"] == (selectors[0] if selector == "true best" else selector)]
+        chosen = chosen.drop_duplicates(["dataset", "image", "seed"])
         polyu = [image_outputs(g, crops, runs, tables, column)
                  for _, g in chosen[chosen["dataset"] == "PolyU"].groupby("image")]
         cc = [image_outputs(g, crops, runs, tables, column)

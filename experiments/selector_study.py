@@ -216,6 +216,7 @@ def main(args: argparse.Namespace) -> int:
              header,
              row(fixed_label, summary(fixed_scores(fixed), cc, fixed_label, picks)),
              row("last", summary(lambda run: run.iteration.astype(float), cc))]
+    summary(fixed_scores(fixed), polyu, fixed_label, picks)  # PolyU picks, for ensemble_study.py
     for variant in variants():
         cv = cross_validate(variant, polyu, args.folds, picks)
         lines.append(row(variant.label, summary(fit_variant(variant, polyu), cc, variant.label, picks), cv))
