@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from models.skip import SkipConfig
-from utils import denoising, devices, early_stopping, reconstruction
+from utils import cluster, denoising, devices, early_stopping, reconstruction
 from utils.dip import FitSettings
 
 
@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--keep_snapshots", action="store_true", help="keep snapshots and metrics in OUT/snapshots/"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars, plain log lines (the default when the output is not a terminal)",
+    )
     return parser
 
 
@@ -100,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(error))
     if args.init_from is not None and not args.init_from.is_file():
         parser.error(f"--init_from {args.init_from}: no such network file")
+    if not cluster.is_terminal():
+        args.quiet = True
     if args.precision == "auto":
         args.precision = (
             "bf16" if args.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -121,15 +127,20 @@ def main(args: argparse.Namespace) -> int:
         checkpoint_every=max(args.save_iter, 500 // args.save_iter * args.save_iter),
         device=args.device,
         quiet=args.quiet,
+        show_iter=cluster.log_interval(args.num_iter, args.save_iter) if args.quiet else 0,
         precision=args.precision,
         early_stop=args.early_stop_settings,
     )
     devices.configure_precision(args.precision, args.device)
+    settings.stop_request.install()
     try:
         failures = denoising.denoise(args.jobs, settings, args.output, args.keep_snapshots)
     except ValueError as error:
         logging.error("%s", error)
         return 2
+    except cluster.Interrupted as error:
+        logging.warning("%s; rerun the same command to resume", error)
+        return cluster.REQUEUE_EXIT_CODE
     return reconstruction.exit_code(failures, len(args.jobs))
 
 

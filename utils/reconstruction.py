@@ -3,6 +3,7 @@
 Output layout under `output_path`:
     args.json                  settings and versions of the run
     summary.csv                one row per finished image (rebuilt from the per-image files)
+    .summary.lock              lock file of the summary.csv rebuild (several tasks, one folder)
     <stem>_psnr.png            PSNR curve of each image
     <stem>/00020.png ...       snapshots of the averaged output, every save_iter iterations
     <stem>/metrics.csv         one row per snapshot (see run_output.METRICS_COLUMNS)
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import fcntl
 import io
 import json
 import logging
@@ -33,6 +35,7 @@ from tqdm import tqdm
 
 from models.skip import SkipConfig, SkipNet, stack_states
 from utils import image_io, plots
+from utils.cluster import Interrupted, StopRequest
 from utils.dip import DipFit, FitSettings, Padding, build_network, pad_image, run_fit, to_tensor
 from utils.early_stopping import EarlyStopSettings, make_stoppers
 from utils.run_output import SUMMARY_FILE, snapshot_path
@@ -42,6 +45,7 @@ from utils.snapshots import (
     Progress,
     SnapshotTarget,
     SnapshotWriter,
+    StopOnRequest,
     save_torch,
 )
 
@@ -65,6 +69,7 @@ SUMMARY_COLUMNS = (
     "iterations_per_second",
 )
 DENOISED_FILE = "denoised.png"
+SUMMARY_LOCK_FILE = ".summary.lock"
 RESULT_KEYS = ("network", "fit", "seed", "init_from", "early_stop")
 
 
@@ -97,6 +102,7 @@ class RunSettings:
     precision: str = "fp32"
     compile_network: bool = False
     early_stop: EarlyStopSettings = EarlyStopSettings()
+    stop_request: StopRequest = dataclasses.field(default_factory=StopRequest)
 
 
 @dataclasses.dataclass
@@ -311,7 +317,13 @@ def fit_group(
         [0.0 if state is None else state["elapsed"] for state in resumed],
     )
     try:
-        run_fit(fit, [writer, checkpointer, Progress(bar)])
+        run_fit(fit, [writer, checkpointer, Progress(bar), StopOnRequest(settings.stop_request)])
+        if stopped_by_signal(fit, writer, settings):
+            checkpointer.save(fit)
+            raise Interrupted(
+                f"{name}: stopped by {settings.stop_request.signal_name} at iteration "
+                f"{fit.iteration} of {settings.fit.num_iter}; state saved"
+            )
     finally:
         writer.close()
         bar.close()
@@ -339,6 +351,16 @@ def fit_group(
         (folder / STATE_FILE).unlink(missing_ok=True)
         summaries.append(summary)
     return summaries
+
+
+def stopped_by_signal(fit: DipFit, writer: SnapshotWriter, settings: RunSettings) -> bool:
+    """Whether the loop ended on a stop signal with work left (not at num_iter or an early stop)."""
+    early_stopped = writer.early_stopping and writer.all_stopped()
+    return (
+        settings.stop_request.requested
+        and fit.iteration < settings.fit.num_iter
+        and not early_stopped
+    )
 
 
 def replay_snapshots(target: SnapshotTarget) -> None:
@@ -443,7 +465,11 @@ def summary_csv(output_path: Path) -> str:
 
 
 def write_summary(output_path: Path) -> None:
-    image_io.write_text(output_path / "summary.csv", summary_csv(output_path))
+    """Rebuild summary.csv under an exclusive lock (`SUMMARY_LOCK_FILE`): every task writes its
+    summary.json before taking the lock, so the last of tasks finishing together lists them all."""
+    with open(output_path / SUMMARY_LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        image_io.write_text(output_path / "summary.csv", summary_csv(output_path))
 
 
 def run_record(settings: RunSettings, noisy_folder: Path, clean_folder: Path | None) -> dict:
@@ -531,7 +557,9 @@ def report(
 ) -> list[tuple[Path, str]]:
     """Log finished images and failures, refresh summary.csv; returns the failures."""
     for summary in summaries:
-        if not settings.quiet:
+        if settings.quiet:
+            LOGGER.info("%s", describe(summary))
+        else:
             tqdm.write(describe(summary))
     for _, message in failures:
         LOGGER.error("%s", message)
@@ -549,6 +577,8 @@ def reconstruct_folder(jobs: list[ImageJob], settings: RunSettings) -> list[tupl
         total=len(images), desc="images", position=0, disable=settings.quiet, dynamic_ncols=True
     ) as folder_bar:
         for group in groups:
+            if settings.stop_request.requested:
+                raise Interrupted(f"stopped by {settings.stop_request.signal_name} between images")
             failures += report(*fit_with_fallback(group, settings), settings)
             folder_bar.update(len(group))
     write_summary(settings.output_path)
