@@ -279,6 +279,7 @@ def fit_group(
     resumed = [load_resume_state(folder, device) for folder in folders]
     if any(state is not None for state in resumed):
         fit.load_state_dicts([state["fit"] for state in resumed])
+        LOGGER.info("%s: resuming at iteration %d", images[0].job.stem, fit.iteration)
     stoppers = make_stoppers(settings.early_stop, len(images)) or [None] * len(images)
     targets = [
         SnapshotTarget(
