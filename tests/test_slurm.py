@@ -244,3 +244,49 @@ def test_tasks_finishing_together_leave_a_complete_summary(slurm, tmp_path):
     for round_index in range(rounds):
         lines = (tmp_path / "runs" / str(round_index) / "summary.csv").read_text().splitlines()
         assert [line.split(",")[0] for line in lines[1:]] == expected, f"round {round_index}"
+
+
+def test_submit_runs_steps_2_to_4_after_the_whole_array(slurm, tmp_path):
+    """examples/slurm/submit.sh on the sample: the step 1 array, then steps 2-4 (afterok)."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    for source in (ROOT / "examples" / "slurm").iterdir():
+        text = source.read_text().replace(" --gres=gpu:1", "")
+        (scripts / source.name).write_text(
+            re.sub(r"--cpus-per-task=\d+", "--cpus-per-task=1", text)
+        )
+    run, results = tmp_path / "run", tmp_path / "results"
+    environment = slurm | {
+        "REAL": str(SAMPLE / "real"),
+        "MEAN": str(SAMPLE / "mean"),
+        "RUN": str(run),
+        "FLAGS": f"{TINY_FLAGS} --num_iter 60",
+        "CHECKPOINT": str(tmp_path / "checkpoint"),
+        "RESULTS": str(results),
+        "LABEL_FLAGS": "--start_position 2",
+        "TRAIN_FLAGS": "--alpha 0.25 --image_size 32 --weights none --epochs 1 --batchsize 8 "
+        "--validation_fraction 0.25 --workers 1 --gpu_id cpu",
+        "TEST_FLAGS": "--start_index 2 --selector biqan last --workers 1 --gpu_id cpu",
+        "SBATCH_OUTPUT": f"{tmp_path}/%x_%j.out",
+    }
+    submitted = subprocess.run(
+        ["bash", str(scripts / "submit.sh"), "--array=1-2"],
+        env=environment,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    array, selection = re.findall(r"job (\d+)", submitted)[:2]
+    array_records = wait_for_job(environment, array)
+    assert [(r["JobState"], r["ExitCode"]) for r in array_records] == [("COMPLETED", "0:0")] * 2
+    (record,) = wait_for_job(environment, selection)
+    logs = "".join(path.read_text() for path in tmp_path.glob("*.out"))
+    assert (record["JobState"], record["ExitCode"]) == ("COMPLETED", "0:0"), logs
+    assert record["StartTime"] >= max(r["EndTime"] for r in array_records)
+    with open(results / "selection" / "selection.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    images = ("astronaut", "camera", "chelsea", "coffee")
+    assert sorted((row["image"], row["selector"]) for row in rows) == [
+        (image, selector) for image in images for selector in ("biqan", "last")
+    ]
