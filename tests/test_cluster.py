@@ -184,6 +184,17 @@ def test_signal_saves_the_state_then_a_rerun_ends_as_an_uninterrupted_run(
     assert not (stopped / "a" / STATE_FILE).exists()
 
 
+def test_sigterm_to_a_run_with_workers_saves_every_fit_then_resumes(uninterrupted, tmp_path):
+    pairs, whole, _ = uninterrupted
+    stopped = tmp_path / "stopped"
+    command = run_command(stopped, pairs) + ["--workers", "2"]
+    code = signal_mid_fit(command, stopped / "a" / "metrics.csv", signal.SIGTERM)
+    assert code == cluster.REQUEUE_EXIT_CODE
+    assert (stopped / "a" / STATE_FILE).exists()
+    subprocess.run(command, check=True, env=ENVIRONMENT, cwd=ROOT)
+    assert run_files(stopped) == run_files(whole)
+
+
 def test_a_log_file_gets_plain_lines_not_progress_bars(uninterrupted):
     _, _, log = uninterrupted
     assert "\r" not in log and "it/s" not in log
