@@ -106,6 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--init_from {args.init_from}: no such network file")
     if not cluster.is_terminal():
         args.quiet = True
+    args.stop_request = cluster.StopRequest()
     if args.precision == "auto":
         args.precision = (
             "bf16" if args.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -130,9 +131,9 @@ def main(args: argparse.Namespace) -> int:
         show_iter=cluster.log_interval(args.num_iter, args.save_iter) if args.quiet else 0,
         precision=args.precision,
         early_stop=args.early_stop_settings,
+        stop_request=args.stop_request,
     )
     devices.configure_precision(args.precision, args.device)
-    settings.stop_request.install()
     try:
         failures = denoising.denoise(args.jobs, settings, args.output, args.keep_snapshots)
     except ValueError as error:
@@ -146,4 +147,6 @@ def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
-    sys.exit(main(parse_args()))
+    arguments = parse_args()
+    arguments.stop_request.install()
+    sys.exit(main(arguments))

@@ -234,6 +234,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         else [torch.device("cpu")] * args.workers
     )
     args.device = args.devices[0]
+    args.stop_request = cluster.StopRequest()
     sequential = args.batch_images == 1 and len(args.devices) == 1 and args.num_shards == 1
     if args.init_from == "previous" and not sequential:
         parser.error(
@@ -277,6 +278,7 @@ def settings(args: argparse.Namespace) -> reconstruction.RunSettings:
         precision=args.precision,
         compile_network=args.compile,
         early_stop=args.early_stop_settings,
+        stop_request=args.stop_request,
     )
 
 
@@ -284,7 +286,6 @@ def main(args: argparse.Namespace) -> int:
     """Run step 1; returns the exit code (1 if any image failed, `cluster.REQUEUE_EXIT_CODE`
     when stopped by SIGTERM/SIGUSR1 with the state saved)."""
     run_settings = settings(args)
-    run_settings.stop_request.install()
     try:
         jobs = reconstruction.plan_jobs(args.dataset_real_path, args.dataset_mean_path)
         if not jobs:
@@ -311,4 +312,6 @@ def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
-    sys.exit(main(parse_args()))
+    arguments = parse_args()
+    arguments.stop_request.install()
+    sys.exit(main(arguments))
