@@ -37,7 +37,8 @@ class StopRequest:
     def signal_name(self) -> str:
         return "" if self.signal_number is None else signal.Signals(self.signal_number).name
 
-    def handle(self, signal_number: int, frame) -> None:
+    def handle(self, signal_number: int, frame: object) -> None:
+        """Signal handler: record the signal (the fit loop does the rest)."""
         self.signal_number = signal_number
 
     def install(self) -> None:
