@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from models.skip import SkipConfig
-from utils import denoising, devices, early_stopping, reconstruction
+from utils import cluster, denoising, devices, early_stopping, reconstruction
 from utils.dip import FitSettings
 
 
@@ -80,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--keep_snapshots", action="store_true", help="keep snapshots and metrics in OUT/snapshots/"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars, plain log lines (the default when the output is not a terminal)",
+    )
     return parser
 
 
@@ -108,6 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.network = reconstruction.load_network(args.init_from, torch.device("cpu")).config
         except ValueError as error:
             parser.error(f"--init_from {error}")
+    if not cluster.is_terminal():
+        args.quiet = True
+    args.stop_request = cluster.StopRequest()
     if args.precision == "auto":
         args.precision = (
             "bf16" if args.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -126,8 +133,10 @@ def main(args: argparse.Namespace) -> int:
         checkpoint_every=max(args.save_iter, 500 // args.save_iter * args.save_iter),
         device=args.device,
         quiet=args.quiet,
+        show_iter=cluster.log_interval(args.num_iter, args.save_iter) if args.quiet else 0,
         precision=args.precision,
         early_stop=args.early_stop_settings,
+        stop_request=args.stop_request,
     )
     devices.configure_precision(args.precision, args.device)
     try:
@@ -135,9 +144,14 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as error:
         logging.error("%s", error)
         return 2
+    except cluster.Interrupted as error:
+        logging.warning("%s; rerun the same command to resume", error)
+        return cluster.REQUEUE_EXIT_CODE
     return reconstruction.exit_code(failures, len(args.jobs))
 
 
 if __name__ == "__main__":
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
-    sys.exit(main(parse_args()))
+    arguments = parse_args()
+    arguments.stop_request.install()
+    sys.exit(main(arguments))

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from models.skip import SkipConfig
-from utils import devices, dispatch, early_stopping, labels, reconstruction
+from utils import cluster, devices, dispatch, early_stopping, labels, reconstruction
 from utils.dip import FitSettings
 
 
@@ -149,14 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--num_shards",
         type=int,
-        default=int(os.environ.get("SLURM_ARRAY_TASK_COUNT", 1)),
-        help="process only 1/N of the images (default: $SLURM_ARRAY_TASK_COUNT or 1)",
+        help="process only 1/N of the images (default: the SLURM array's task count, or 1)",
     )
     run.add_argument(
         "--shard_index",
         type=int,
-        default=int(os.environ.get("SLURM_ARRAY_TASK_ID", 0)),
-        help="which share, 0..N-1 (default: $SLURM_ARRAY_TASK_ID or 0)",
+        help="which share, 0..N-1 (default: this task's position in the SLURM array, or 0)",
     )
     run.add_argument(
         "--checkpoint_every",
@@ -167,10 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--show_iter",
         type=int,
-        default=0,
-        help="with --quiet, log one line every N iterations (a multiple of save_iter; 0 = never)",
+        help="with --quiet, log one line every N iterations (a multiple of save_iter; 0 = never; "
+        "default: 0 on a terminal, about num_iter/10 in a log file)",
     )
-    run.add_argument("--quiet", action="store_true", help="no progress bars (batch jobs)")
+    run.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars, plain log lines (the default when the output is not a terminal)",
+    )
     return parser
 
 
@@ -197,6 +199,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--init_from {error}")
     if args.checkpoint_every < 1:
         parser.error("--checkpoint_every must be positive")
+    if not cluster.is_terminal():
+        args.quiet = True
+    if args.show_iter is None:
+        args.show_iter = cluster.log_interval(args.num_iter, args.save_iter) if args.quiet else 0
     if args.show_iter < 0 or (args.show_iter and args.show_iter % args.save_iter):
         parser.error("--show_iter must be 0 or a positive multiple of --save_iter")
     if min(args.input_depth, args.channels, args.num_scales) < 1 or args.skip_channels < 0:
@@ -211,6 +217,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(error))
     if args.batch_images < 1 or args.workers < 1:
         parser.error("--batch_images and --workers must be positive")
+    if args.num_shards is None or args.shard_index is None:
+        try:
+            array_shards, array_index = cluster.array_shard(os.environ)
+        except ValueError as error:
+            parser.error(str(error))
+        args.num_shards = array_shards if args.num_shards is None else args.num_shards
+        args.shard_index = array_index if args.shard_index is None else args.shard_index
     if not 0 <= args.shard_index < args.num_shards:
         parser.error(
             f"--shard_index must be in 0..{args.num_shards - 1} (--num_shards {args.num_shards})"
@@ -226,6 +239,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         else [torch.device("cpu")] * args.workers
     )
     args.device = args.devices[0]
+    args.stop_request = cluster.StopRequest()
     sequential = args.batch_images == 1 and len(args.devices) == 1 and args.num_shards == 1
     if args.init_from == "previous" and not sequential:
         parser.error(
@@ -269,11 +283,13 @@ def settings(args: argparse.Namespace) -> reconstruction.RunSettings:
         precision=args.precision,
         compile_network=args.compile,
         early_stop=args.early_stop_settings,
+        stop_request=args.stop_request,
     )
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run step 1; returns the exit code (1 if any image failed)."""
+    """Run step 1; returns the exit code (1 if any image failed, `cluster.REQUEUE_EXIT_CODE`
+    when stopped by SIGTERM/SIGUSR1 with the state saved)."""
     run_settings = settings(args)
     try:
         jobs = reconstruction.plan_jobs(args.dataset_real_path, args.dataset_mean_path)
@@ -301,6 +317,10 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as error:
         logging.error("%s", error)
         return 2
+    except cluster.Interrupted as error:
+        reconstruction.write_summary(args.output_path)
+        logging.warning("%s; rerun the same command to resume", error)
+        return cluster.REQUEUE_EXIT_CODE
     for line in reconstruction.closing_lines(args.output_path, [job.stem for job in jobs]):
         logging.info("%s", line)
     return reconstruction.exit_code(failures, len(jobs))
@@ -308,4 +328,6 @@ def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
-    sys.exit(main(parse_args()))
+    arguments = parse_args()
+    arguments.stop_request.install()
+    sys.exit(main(arguments))

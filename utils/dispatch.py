@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from utils import devices, reconstruction
+from utils import cluster, devices, reconstruction
 
 LOGGER = logging.getLogger(__name__)
 
@@ -27,10 +27,13 @@ def worker(settings: reconstruction.RunSettings, threads: int, jobs, results) ->
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
     torch.set_num_threads(threads)
     devices.configure_precision(settings.precision, settings.device)
+    settings.stop_request.install()
     while (group := jobs.get()) is not None:
         try:
             images = [reconstruction.prepare(job, settings.network.size_multiple) for job in group]
             summaries, failures = reconstruction.fit_claimed(images, settings)
+        except cluster.Interrupted:
+            return
         except Exception as error:  # report, never hang the parent
             summaries, failures = (
                 [],
@@ -68,6 +71,12 @@ def reconstruct_parallel(
     received = 0
     with tqdm(total=len(images), desc="images", disable=settings.quiet, dynamic_ncols=True) as bar:
         while received < len(groups):
+            if settings.stop_request.requested:
+                stop_workers(processes)
+                reconstruction.write_summary(settings.output_path)
+                raise cluster.Interrupted(
+                    f"stopped by {settings.stop_request.signal_name}; the workers saved their state"
+                )
             try:
                 summaries, group_failures = results.get(timeout=1.0)
             except queue_module.Empty:
@@ -95,3 +104,12 @@ def reconstruct_parallel(
         process.join(timeout=10)
     reconstruction.write_summary(settings.output_path)
     return failures
+
+
+def stop_workers(processes: list, timeout: float = 60.0) -> None:
+    """SIGTERM every live worker (each saves its fit state and exits) and wait for them."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=timeout)

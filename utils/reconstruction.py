@@ -3,6 +3,7 @@
 Output layout under `output_path`:
     args.json                  settings and versions of the run
     summary.csv                one row per finished image (rebuilt from the per-image files)
+    .summary.lock              lock file of the summary.csv rebuild (several tasks, one folder)
     <stem>_psnr.png            PSNR curve of each image
     <stem>/00020.png ...       snapshots of the averaged output, every save_iter iterations
     <stem>/metrics.csv         one row per snapshot (see run_output.METRICS_COLUMNS)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import fcntl
 import io
 import json
 import logging
@@ -36,6 +38,7 @@ from tqdm import tqdm
 
 from models.skip import SkipConfig, SkipNet, stack_states
 from utils import image_io, metrics, plots, run_guard
+from utils.cluster import Interrupted, StopRequest
 from utils.dip import DipFit, FitSettings, Padding, build_network, pad_image, run_fit, to_tensor
 from utils.early_stopping import EarlyStopSettings, make_stoppers
 from utils.run_output import NOISY_PSNR, SUMMARY_FILE, read_metrics, snapshot_path
@@ -45,6 +48,7 @@ from utils.snapshots import (
     Progress,
     SnapshotTarget,
     SnapshotWriter,
+    StopOnRequest,
     save_torch,
 )
 
@@ -69,6 +73,7 @@ SUMMARY_COLUMNS = (
     "iterations_per_second",
 )
 DENOISED_FILE = "denoised.png"
+SUMMARY_LOCK_FILE = ".summary.lock"
 RESULT_KEYS = ("network", "fit", "seed", "init_from", "early_stop", "precision")
 
 
@@ -101,6 +106,7 @@ class RunSettings:
     precision: str = "fp32"
     compile_network: bool = False
     early_stop: EarlyStopSettings = EarlyStopSettings()
+    stop_request: StopRequest = dataclasses.field(default_factory=StopRequest)
 
 
 @dataclasses.dataclass
@@ -313,6 +319,7 @@ def fit_group(
     resumed = [load_resume_state(folder, device) for folder in folders]
     if any(state is not None for state in resumed):
         fit.load_state_dicts([state["fit"] for state in resumed])
+        LOGGER.info("%s: resuming at iteration %d", images[0].job.stem, fit.iteration)
     stoppers = make_stoppers(
         settings.early_stop, [image.noisy.pixels for image in images]
     ) or [None] * len(images)
@@ -353,7 +360,13 @@ def fit_group(
         [0.0 if state is None else state["elapsed"] for state in resumed],
     )
     try:
-        run_fit(fit, [writer, checkpointer, Progress(bar)])
+        run_fit(fit, [writer, checkpointer, Progress(bar), StopOnRequest(settings.stop_request)])
+        if stopped_by_signal(fit, writer, settings):
+            checkpointer.save(fit)
+            raise Interrupted(
+                f"{name}: stopped by {settings.stop_request.signal_name} at iteration "
+                f"{fit.iteration} of {settings.fit.num_iter}; state saved"
+            )
     finally:
         writer.close()
         bar.close()
@@ -394,6 +407,16 @@ def fit_group(
 def first_non_finite_loss(rows: list[dict]) -> int | None:
     """Iteration of the first snapshot row whose loss is NaN or infinite, or None."""
     return next((row["iteration"] for row in rows if not math.isfinite(row["loss"])), None)
+
+
+def stopped_by_signal(fit: DipFit, writer: SnapshotWriter, settings: RunSettings) -> bool:
+    """Whether the loop ended on a stop signal with work left (not at num_iter or an early stop)."""
+    early_stopped = writer.early_stopping and writer.all_stopped()
+    return (
+        settings.stop_request.requested
+        and fit.iteration < settings.fit.num_iter
+        and not early_stopped
+    )
 
 
 def replay_snapshots(target: SnapshotTarget) -> None:
@@ -526,9 +549,13 @@ def summary_csv(output_path: Path) -> str:
 
 
 def write_summary(output_path: Path) -> None:
-    """Rebuild summary.csv; a failure to write it is one line (it is rebuilt by every run)."""
+    """Rebuild summary.csv under an exclusive lock (`SUMMARY_LOCK_FILE`): every task writes its
+    summary.json before taking the lock, so the last of tasks finishing together lists them all.
+    A failure to write it is one line (it is rebuilt by every run)."""
     try:
-        image_io.write_text(output_path / "summary.csv", summary_csv(output_path))
+        with open(output_path / SUMMARY_LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            image_io.write_text(output_path / "summary.csv", summary_csv(output_path))
     except OSError as error:
         LOGGER.error("%s: cannot write (%s); rerun to rebuild it", error.filename, error.strerror)
 
@@ -613,7 +640,9 @@ def report(
 ) -> list[tuple[Path, str]]:
     """Log finished images and failures, refresh summary.csv; returns the failures."""
     for summary in summaries:
-        if not settings.quiet:
+        if settings.quiet:
+            LOGGER.info("%s", describe(summary))
+        else:
             tqdm.write(describe(summary))
     for _, message in failures:
         LOGGER.error("%s", message)
@@ -631,6 +660,8 @@ def reconstruct_folder(jobs: list[ImageJob], settings: RunSettings) -> list[tupl
         total=len(images), desc="images", position=0, disable=settings.quiet, dynamic_ncols=True
     ) as folder_bar:
         for group in groups:
+            if settings.stop_request.requested:
+                raise Interrupted(f"stopped by {settings.stop_request.signal_name} between images")
             failures += report(*fit_claimed(group, settings), settings)
             folder_bar.update(len(group))
     write_summary(settings.output_path)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from utils import image_io, metrics
+from utils.cluster import StopRequest
 from utils.run_output import METRICS_COLUMNS, snapshot_path
 from utils.dip import DipFit, Padding, to_array
 from utils.early_stopping import Stopper
@@ -177,6 +178,10 @@ class Checkpointer:
     def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
         if fit.iteration % self.every or fit.iteration == fit.settings.num_iter:
             return
+        self.save(fit)
+
+    def save(self, fit: DipFit) -> None:
+        """Flush snapshots, then write every image's state at the fit's current iteration."""
         self.writer.flush()
         for index, (target, state) in enumerate(zip(self.writer.targets, fit.state_dicts())):
             save_torch(
@@ -193,3 +198,14 @@ class Progress:
 
     def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
         self.bar.update(1)
+
+
+class StopOnRequest:
+    """Stop the loop after the current iteration once a stop signal arrived (see utils.cluster)."""
+
+    def __init__(self, request: StopRequest) -> None:
+        self.request = request
+
+    def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
+        if self.request.requested:
+            fit.stopped = True
