@@ -73,7 +73,6 @@ SUMMARY_COLUMNS = (
     "iterations_per_second",
 )
 DENOISED_FILE = "denoised.png"
-SUMMARY_LOCK_FILE = ".summary.lock"
 RESULT_KEYS = ("network", "fit", "seed", "init_from", "early_stop", "precision")
 
 
@@ -549,11 +548,11 @@ def summary_csv(output_path: Path) -> str:
 
 
 def write_summary(output_path: Path) -> None:
-    """Rebuild summary.csv under an exclusive lock (`SUMMARY_LOCK_FILE`): every task writes its
+    """Rebuild summary.csv under an exclusive lock (`run_guard.SUMMARY_LOCK`): every task writes its
     summary.json before taking the lock, so the last of tasks finishing together lists them all.
     A failure to write it is one line (it is rebuilt by every run)."""
     try:
-        with open(output_path / SUMMARY_LOCK_FILE, "a") as lock:
+        with open(output_path / run_guard.SUMMARY_LOCK, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             image_io.write_text(output_path / "summary.csv", summary_csv(output_path))
     except OSError as error:
