@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from models.skip import SkipConfig, SkipNet, stack_states
-from utils import image_io, plots
+from utils import image_io, pairing, plots
 from utils.dip import DipFit, FitSettings, Padding, build_network, pad_image, run_fit, to_tensor
 from utils.early_stopping import EarlyStopSettings, make_stoppers
 from utils.run_output import SUMMARY_FILE, snapshot_path
@@ -120,16 +120,20 @@ class PreparedImage:
 
 
 def plan_jobs(noisy_folder: Path, clean_folder: Path | None) -> list[ImageJob]:
-    """Noisy images sorted by name, each paired with the clean image of the same stem."""
+    """Noisy images sorted by name, each paired with its clean image (rule: `utils.pairing`)."""
     noisy_paths = image_io.list_images(noisy_folder)
     stems = [path.stem for path in noisy_paths]
     duplicates = sorted({stem for stem in stems if stems.count(stem) > 1})
     if duplicates:
         raise ValueError(f"{noisy_folder}: several images share a name: {duplicates}")
-    clean_by_stem = {}
-    if clean_folder is not None:
-        clean_by_stem = {path.stem: path for path in image_io.list_images(clean_folder)}
-    return [ImageJob(path, clean_by_stem.get(path.stem)) for path in noisy_paths]
+    if clean_folder is None:
+        return [ImageJob(path, None) for path in noisy_paths]
+    clean_paths = image_io.list_images(clean_folder)
+    references = pairing.pair_references(noisy_paths, clean_paths)
+    report = pairing.unpaired_report(clean_folder, noisy_paths, clean_paths, references)
+    if report:
+        LOGGER.warning("%s", report)
+    return [ImageJob(path, reference) for path, reference in zip(noisy_paths, references)]
 
 
 def shard(jobs: list[ImageJob], num_shards: int, shard_index: int) -> list[ImageJob]:
@@ -574,6 +578,9 @@ def exit_code(failures: list[tuple[Path, str]], total: int) -> int:
     if not failures:
         return 0
     LOGGER.error(
-        "%d of %d images failed: %s", len(failures), total, ", ".join(path.name for path, _ in failures)
+        "%d of %d images failed: %s",
+        len(failures),
+        total,
+        ", ".join(path.name for path, _ in failures),
     )
     return 1
