@@ -20,7 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from utils import keras_device, run_output, selection  # noqa: E402
+from utils import keras_device, original_flags, run_output, selection  # noqa: E402
 
 
 def selector_type(text: str) -> selection.Selector:
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=4, help="image-decoding threads (default 4)")
     parser.add_argument("--gpu_id", type=keras_device.parse_gpu_id, default=None,
                         help="CUDA device number or 'cpu' (default: the backend's choice)")
+    original_flags.add_refused(parser, original_flags.TEST_BIQAN_REFUSED)
     return parser
 
 

@@ -194,6 +194,10 @@ def prepare(job: ImageJob, multiple: int) -> PreparedImage:
 
 
 def network_config(settings: RunSettings, channels: int) -> SkipConfig:
+    """The run's network for an image of `channels` channels (also its input depth when the
+    noisy image is the input)."""
+    if settings.fit.input_kind == "noisy_image":
+        return dataclasses.replace(settings.network, output_channels=channels, input_depth=channels)
     return dataclasses.replace(settings.network, output_channels=channels)
 
 
