@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from models.skip import SkipConfig
+from models.skip import NET_TYPES, SkipConfig
 from utils import devices, dispatch, early_stopping, original_flags, reconstruction
 from utils.dip import FitSettings
 
@@ -175,7 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
         "flags of the original code (same meaning and units; see docs/ORIGINAL.md)"
     )
     original.add_argument(
-        "--net_type", default="skip", help="'skip' (default; the only network available)"
+        "--net_type",
+        choices=NET_TYPES,
+        default="skip",
+        help="skip (default) or snail, the original's smaller network (8..128 channels)",
     )
     original.add_argument(
         "--input_base_option",
@@ -216,10 +219,10 @@ def apply_original_flags(
     args: argparse.Namespace, given: set[str], parser: argparse.ArgumentParser
 ) -> None:
     """Translate the original's input/target flags into this project's settings, in place."""
-    if args.net_type != "skip":
+    width_flags = sorted(given & {"--channels", "--skip_channels", "--num_scales"})
+    if args.net_type == "snail" and width_flags:
         parser.error(
-            f"--net_type {args.net_type}: the original's non-uniform network is not available; "
-            "--channels and --skip_channels set the width of the skip network"
+            f"--net_type snail has fixed channels and scales: drop {', '.join(width_flags)}"
         )
     for flag, value in (
         ("--input_base_option", args.input_base_option),
@@ -331,6 +334,7 @@ def settings(args: argparse.Namespace) -> reconstruction.RunSettings:
             channels_up=args.channels,
             channels_skip=args.skip_channels,
             num_scales=args.num_scales,
+            net_type=args.net_type,
         ),
         fit=fit_settings(args),
         seed=args.seed,

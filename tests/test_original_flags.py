@@ -81,7 +81,8 @@ REFUSED = [
     ("run_BDN", ["--is_split_dataset", "True"], "--num_shards N --shard_index I"),
     ("run_BDN", ["--dataset_part_id", "1/7"], "--num_shards N --shard_index I"),
     ("run_BDN", ["--output_checkpoint", "checkpoint"], "<output_path>/<image>/net.pt"),
-    ("run_BDN", ["--net_type", "snail"], "--channels and --skip_channels"),
+    ("run_BDN", ["--net_type", "snail", "--channels", "8"], "drop --channels"),
+    ("run_BDN", ["--net_type", "unet"], "invalid choice: 'unet'"),
     ("run_BDN", ["--input_base_option", "use_denoised_image"], "Laplacian"),
     ("run_BDN", ["--refer_base_option", "use_denoised_image"], "Laplacian"),
     ("run_BDN", ["--reg_noise_std", "0.1", "--input_max_gn_std", "5"], "give one"),
@@ -377,3 +378,87 @@ def test_original_backbones_build_and_train_one_step(architecture, size):
     history = model.fit(images, targets, batch_size=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert model.predict(images, verbose=0).shape == (2, 10)
+
+
+def upstream_parameter_count(input_depth: int, scales: list[tuple[int, int, int]]) -> int:
+    """Parameters of upstream DIP's skip() with per-scale (down, up, skip) channels, counted
+    layer by layer from its definition (3 output channels)."""
+    total = 0
+    for index, (down, up, skip) in enumerate(scales):
+        in_channels = input_depth if index == 0 else scales[index - 1][0]
+        deeper = scales[index + 1][1] if index + 1 < len(scales) else down
+        if skip:
+            total += in_channels * skip + skip + 2 * skip
+        total += 9 * in_channels * down + down + 2 * down + 9 * down * down + down + 2 * down
+        total += 2 * (skip + deeper)
+        total += 9 * (skip + deeper) * up + up + 2 * up + up * up + up + 2 * up
+    return total + scales[0][1] * 3 + 3
+
+
+def test_snail_network_has_the_originals_channels():
+    from models.skip import SNAIL_CHANNELS, count_parameters
+
+    skip = SkipNet(SkipConfig())
+    assert count_parameters(skip) == upstream_parameter_count(32, [(128, 128, 4)] * 5) == 2217831
+    snail = SkipNet(SkipConfig(net_type="snail"))
+    assert count_parameters(snail) == upstream_parameter_count(32, list(SNAIL_CHANNELS))
+    assert snail(torch.rand(1, 32, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_run_bdn_snail(tmp_path):
+    make_pair(tmp_path, "a")
+    output = tmp_path / "out"
+    args = run_BDN.parse_args(
+        [
+            "--dataset_real_path",
+            str(tmp_path / "real"),
+            "--output_path",
+            str(output),
+            "--gpu_id",
+            "cpu",
+            "--quiet",
+            "--num_iter",
+            "10",
+            "--save_iter",
+            "10",
+            "--net_type",
+            "snail",
+        ]
+    )
+    assert run_BDN.main(args) == 0
+    saved = torch.load(output / "a" / "net.pt", weights_only=False)["config"]
+    assert saved["net_type"] == "snail"
+
+
+def test_runs_recorded_before_the_new_settings_resume(tmp_path):
+    from utils import reconstruction
+
+    make_pair(tmp_path, "a")
+    output = tmp_path / "out"
+    argv = [
+        "--dataset_real_path",
+        str(tmp_path / "real"),
+        "--output_path",
+        str(output),
+        "--gpu_id",
+        "cpu",
+        "--quiet",
+        "--num_iter",
+        "10",
+        "--save_iter",
+        "10",
+        "--channels",
+        "8",
+    ]
+    assert run_BDN.main(run_BDN.parse_args(argv)) == 0
+    record = json.loads((output / "args.json").read_text())
+    for key in ("reg_noise_random", "target_noise_random", "input_kind"):
+        del record["fit"][key]
+    del record["network"]["net_type"]
+    (output / "args.json").write_text(json.dumps(record))
+    reconstruction.check_compatible(output, reconstruction.with_defaults(record))
+    assert run_BDN.main(run_BDN.parse_args(argv)) == 0
+    with pytest.raises(ValueError, match="other settings"):
+        reconstruction.check_compatible(
+            output, {**record, "fit": {**record["fit"], "input_kind": "noisy_image"}}
+        )

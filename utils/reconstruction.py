@@ -476,6 +476,19 @@ def run_record(settings: RunSettings, noisy_folder: Path, clean_folder: Path | N
     }
 
 
+def with_defaults(record: dict) -> dict:
+    """A run record (args.json) with the fit and network settings added since it was written
+    filled in at their defaults, the values those runs had."""
+    filled = dict(record)
+    for key, defaults in (
+        ("fit", dataclasses.asdict(FitSettings())),
+        ("network", SkipConfig().to_dict()),
+    ):
+        if isinstance(record.get(key), dict):
+            filled[key] = {**defaults, **record[key]}
+    return filled
+
+
 def check_compatible(output_path: Path, record: dict) -> None:
     """Refuse to mix runs: an existing args.json must have the same result-shaping settings."""
     path = output_path / "args.json"
@@ -485,6 +498,7 @@ def check_compatible(output_path: Path, record: dict) -> None:
         existing = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         raise ValueError(f"{path}: unreadable; remove it or use another --output_path") from None
+    existing = with_defaults(existing)
     changed = [key for key in RESULT_KEYS if existing.get(key) != record[key]]
     if changed:
         raise ValueError(
