@@ -58,6 +58,7 @@ def folders(tmp_path: Path) -> dict[str, list[str]]:
             "--output_path",
             str(tmp_path / "res"),
         ],
+        "label_file": str(label_file),
         "test_BIQAN": [
             "--dataset_image_path",
             str(tmp_path / "run"),
@@ -223,8 +224,21 @@ def test_readme_commands_of_the_original_parse(folders):
         10,
         "vgg16",
     )
-    args = test_BIQAN.parse_args(folders["test_BIQAN"] + ["--start_index", "90"])
-    assert args.start_index == 90
+    args = test_BIQAN.parse_args(
+        folders["test_BIQAN"]
+        + ["--start_index", "90", "--gpu_id", "0", "--pre_trained_model", folders["label_file"]]
+    )
+    assert (args.start_index, args.gpu_id, str(args.pre_trained_model)) == (
+        90,
+        "0",
+        folders["label_file"],
+    )
+    assert train_BIQAN.parse_args(folders["train_BIQAN"] + ["--gpu_id", "0"]).gpu_id == "0"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback of --gpu_id 1")
+def test_original_gpu_id_default_runs_on_the_cpu_without_cuda(folders):
+    assert run_BDN.parse_args(folders["run_BDN"][:-2] + ["--gpu_id", "1"]).device.type == "cpu"
 
 
 def test_noise_setting_keeps_the_originals_none_meaning():
