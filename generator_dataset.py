@@ -14,7 +14,7 @@ import csv
 import sys
 from pathlib import Path
 
-from utils import labels, run_output
+from utils import labels, original_flags, run_output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,14 +26,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="AVA label file to write, e.g. dataset/PolyU_labels.txt")
     parser.add_argument("--start_position", type=int, default=8,
                         help="skip the first N snapshots of each image (default 8)")
-    parser.add_argument("--min_psnr", type=float, default=8.0,
+    parser.add_argument("--min_psnr", "--min_value", type=float, default=8.0,
                         help="PSNR (dB) mapped to mean score 2.5 (default 8)")
-    parser.add_argument("--max_psnr", type=float, default=45.0,
+    parser.add_argument("--max_psnr", "--max_value", type=float, default=45.0,
                         help="PSNR (dB) mapped to mean score 7.5 (default 45)")
+    parser.add_argument("--is_use_exp", type=original_flags.boolean, default=False,
+                        help="label exp(PSNR) instead of PSNR (true/false; default false)")
+    parser.add_argument("--is_use_fix_minmax", type=original_flags.boolean, default=True,
+                        help="normalise by --min_psnr/--max_psnr (true, default) or by each "
+                             "image's own minimum and maximum (false)")
     parser.add_argument("--votes", type=int, default=10000,
                         help="vote count of each row, split over the 10 bins (default 10000)")
     parser.add_argument("--score_std", type=float, default=1.0,
                         help="std of the Gaussian score distribution (default 1)")
+    original_flags.add_refused(parser, {})
     return parser
 
 
@@ -47,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--start_position must be >= 0")
     if not args.max_psnr > args.min_psnr:
         parser.error("--max_psnr must be greater than --min_psnr")
+    if args.is_use_exp and args.is_use_fix_minmax:
+        parser.error("--is_use_exp true needs --is_use_fix_minmax false: exp(PSNR) lies far above "
+                     "--max_psnr, so every label would be the top bin")
     if args.votes < 1:
         parser.error("--votes must be at least 1")
     if not args.score_std > 0:
@@ -84,9 +93,11 @@ def main(args: argparse.Namespace) -> int:
                 continue
             paths = metrics.snapshot_paths()[args.start_position:]
             run_output.check_snapshots_exist(paths)
-            for path, iteration, psnr in zip(paths, metrics.iteration[args.start_position:],
-                                             metrics.true_psnr[args.start_position:]):
-                mean_score = float(labels.psnr_to_mean_score(psnr, args.min_psnr, args.max_psnr))
+            psnrs = metrics.true_psnr[args.start_position:]
+            mean_scores = labels.image_mean_scores(psnrs, args.min_psnr, args.max_psnr,
+                                                   args.is_use_exp, args.is_use_fix_minmax)
+            for path, iteration, psnr, mean_score in zip(
+                    paths, metrics.iteration[args.start_position:], psnrs, mean_scores.tolist()):
                 distribution = labels.score_distribution(mean_score, args.score_std)
                 image_id = path.relative_to(args.dataset_path).as_posix()
                 rows.append(labels.AvaRow(index=len(rows) + 1, image_id=image_id,

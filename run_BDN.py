@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from models.skip import SkipConfig
-from utils import cluster, devices, dispatch, early_stopping, labels, reconstruction
+from models.skip import NET_TYPES, SkipConfig
+from utils import cluster, devices, dispatch, early_stopping, labels, original_flags, reconstruction
 from utils.dip import FitSettings
 
 
@@ -173,13 +173,92 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no progress bars, plain log lines (the default when the output is not a terminal)",
     )
+    original = parser.add_argument_group(
+        "flags of the original code (same meaning and units; see docs/ORIGINAL.md)"
+    )
+    original.add_argument(
+        "--net_type",
+        choices=NET_TYPES,
+        default="skip",
+        help="skip (default) or snail, the original's smaller network (8..128 channels)",
+    )
+    original.add_argument(
+        "--input_base_option",
+        choices=original_flags.INPUT_BASE_OPTIONS,
+        help="network input: use_unifrom_noise (default) or use_raw_image (the noisy image)",
+    )
+    original.add_argument(
+        "--input_extra_option",
+        choices=original_flags.NOISE_OPTIONS,
+        help="noise added to the input each iteration: fixed or random std (replaces --reg_noise_std)",
+    )
+    original.add_argument(
+        "--input_max_gn_std",
+        type=float,
+        help="its (maximum) std in 1/255 units (8.5 = 1/30; replaces --reg_noise_std)",
+    )
+    original.add_argument(
+        "--refer_base_option",
+        choices=original_flags.REFERENCE_BASE_OPTIONS,
+        help="fitting target: use_raw_image (the noisy image, always)",
+    )
+    original.add_argument(
+        "--refer_extra_option",
+        choices=original_flags.NOISE_OPTIONS,
+        help="noise added to the target each iteration (replaces --target_noise_std)",
+    )
+    original.add_argument(
+        "--refer_max_gn_std",
+        type=float,
+        help="its (maximum) std in 1/255 units (replaces --target_noise_std)",
+    )
+    original_flags.add_refused(parser, original_flags.RUN_BDN_REFUSED)
+    parser.set_defaults(reg_noise_random=False, target_noise_random=False, input_kind="noise")
     return parser
+
+
+def apply_original_flags(
+    args: argparse.Namespace, given: set[str], parser: argparse.ArgumentParser
+) -> None:
+    """Translate the original's input/target flags into this project's settings, in place."""
+    width_flags = sorted(given & {"--channels", "--skip_channels", "--num_scales"})
+    if args.net_type == "snail" and width_flags:
+        parser.error(
+            f"--net_type snail has fixed channels and scales: drop {', '.join(width_flags)}"
+        )
+    for flag, value in (
+        ("--input_base_option", args.input_base_option),
+        ("--refer_base_option", args.refer_base_option),
+    ):
+        if value == "use_denoised_image":
+            parser.error(f"{flag} {value}: {original_flags.DENOISED_IMAGE_REASON}")
+    if args.input_base_option == "use_raw_image":
+        args.input_kind = "noisy_image"
+    pairs = (
+        ("--input_extra_option", "--input_max_gn_std", "--reg_noise_std", "reg_noise"),
+        ("--refer_extra_option", "--refer_max_gn_std", "--target_noise_std", "target_noise"),
+    )
+    for option_flag, std_flag, ours, name in pairs:
+        try:
+            setting = original_flags.noise_setting(
+                getattr(args, option_flag[2:]), getattr(args, std_flag[2:])
+            )
+        except ValueError as error:
+            parser.error(f"{std_flag}: {error}")
+        if setting is None:
+            continue
+        if ours in given:
+            parser.error(f"{ours} and {option_flag}/{std_flag} set the same noise: give one")
+        setattr(args, f"{name}_std", setting[0])
+        setattr(args, f"{name}_random", setting[1])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and validate flags; every problem is an argparse error, before any work starts."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    apply_original_flags(args, original_flags.given_flags(argv), parser)
     try:
         fit_settings(args).validate()
     except ValueError as error:
@@ -258,6 +337,9 @@ def fit_settings(args: argparse.Namespace) -> FitSettings:
         target_noise_std=args.target_noise_std,
         exp_weight=args.exp_weight,
         backtrack_db=args.backtrack_db,
+        reg_noise_random=args.reg_noise_random,
+        target_noise_random=args.target_noise_random,
+        input_kind=args.input_kind,
     )
 
 
@@ -271,6 +353,7 @@ def settings(args: argparse.Namespace) -> reconstruction.RunSettings:
             channels_up=args.channels,
             channels_skip=args.skip_channels,
             num_scales=args.num_scales,
+            net_type=args.net_type,
         ),
         fit=fit_settings(args),
         seed=args.seed,

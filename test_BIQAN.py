@@ -21,7 +21,14 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from models import snapshot_ranker  # noqa: E402
-from utils import image_io, keras_device, run_output, selection, snapshot_features  # noqa: E402
+from utils import (  # noqa: E402
+    image_io,
+    keras_device,
+    original_flags,
+    run_output,
+    selection,
+    snapshot_features,
+)
 
 
 def selector_type(text: str) -> selection.Selector:
@@ -68,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=4, help="image-decoding threads (default 4)")
     parser.add_argument("--gpu_id", type=keras_device.parse_gpu_id, default=None,
                         help="CUDA device number or 'cpu' (default: the backend's choice)")
+    original_flags.add_refused(parser, original_flags.TEST_BIQAN_REFUSED)
     return parser
 
 

@@ -23,7 +23,16 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
 
-from utils import biqan_eval, keras_device, labels, run_output, snapshot_features  # noqa: E402
+from utils import (  # noqa: E402
+    biqan_eval,
+    keras_device,
+    labels,
+    original_flags,
+    run_output,
+    snapshot_features,
+)
+
+ARCHITECTURES = ("mobilenet", "mobilenet_v2", "inceptionv2", "vgg16")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,15 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--validation_fraction", type=float, default=0.1,
                       help="fraction of source images held out for validation (default 0.1)")
     model = parser.add_argument_group("model")
-    model.add_argument("--classification_model", choices=("mobilenet", "mobilenet_v2", "ranker"),
+    model.add_argument("--classification_model", choices=(*ARCHITECTURES, "ranker"),
                        default="mobilenet",
-                       help="backbone (default mobilenet, as in the paper); ranker: the snapshot "
+                       help="backbone (default mobilenet, as in the paper; inceptionv2 is "
+                            "InceptionResNetV2, as in the original); ranker: the snapshot "
                             "ranker instead of BIQAN (no-reference features of each snapshot and "
                             "its residual, trained to order the snapshots of each image)")
     model.add_argument("--alpha", type=float, default=1.0, help="backbone width (default 1.0)")
     model.add_argument("--weights", default="imagenet",
                        help="backbone start: imagenet (download), none, or PATH to a weights "
                             "file (a headless backbone or a whole BIQAN) (default imagenet)")
+    model.add_argument("--class_num", type=int, default=labels.NUMBER_OF_BINS,
+                       help=f"score bins of the head: {labels.NUMBER_OF_BINS}, the bins of "
+                            f"the labels (the original's flag)")
     model.add_argument("--image_size", type=int, default=224,
                        help="side of the square network input (default 224)")
     model.add_argument("--input_mode", choices=("resize", "crop"), default="resize",
@@ -85,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=4, help="image-decoding threads (default 4)")
     run.add_argument("--gpu_id", type=keras_device.parse_gpu_id, default=None,
                      help="CUDA device number or 'cpu' (default: the backend's choice)")
+    original_flags.add_refused(parser, {})
     return parser
 
 
@@ -102,6 +116,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--alpha must be positive")
     if args.image_size < 32:
         parser.error("--image_size must be at least 32")
+    if args.classification_model == "inceptionv2" and args.image_size < 75:
+        parser.error("--image_size must be at least 75 for inceptionv2 (InceptionResNetV2)")
+    if args.class_num != labels.NUMBER_OF_BINS:
+        parser.error(f"--class_num must be {labels.NUMBER_OF_BINS}: the labels of "
+                     f"generator_dataset.py (and of the original) have {labels.NUMBER_OF_BINS} "
+                     f"bins")
     if min(args.epochs, args.batchsize, args.workers, args.test_crops) < 1:
         parser.error("--epochs, --batchsize, --workers and --test_crops must be at least 1")
     if not (args.lr > 0 and args.finetune_lr > 0 and 0 <= args.momentum < 1):
@@ -116,16 +136,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def read_dataset(args: argparse.Namespace
                  ) -> tuple[list[str], list[Path], np.ndarray, np.ndarray]:
-    """Image ids, snapshot paths, distributions (N, 10) and true PSNRs (N,) of the label file."""
+    """Image ids, snapshot paths, distributions (N, 10) and true PSNRs (N,) of the label file.
+
+    Snapshots without a run_BDN metrics.csv (the original's label files and snapshots) get the
+    PSNR their label implies (mean score mapped back with the default 8..45 dB range).
+    """
     image_ids, distributions = labels.read_labels(args.dataset_file_path)
-    paths = [args.dataset_image_path / image_id for image_id in image_ids]
+    paths = [snapshot_path(args.dataset_image_path, image_id) for image_id in image_ids]
     for image_id, path in zip(image_ids, paths):
         if not path.is_file():
             raise ValueError(f"{path}: snapshot {image_id} of {args.dataset_file_path} not found")
     true_psnr: dict[Path, float] = {}
-    for folder in sorted({path.parent for path in paths}):
+    implied = sorted({path.parent for path in paths
+                      if not (path.parent / run_output.METRICS_FILE).is_file()})
+    for folder in sorted({path.parent for path in paths} - set(implied)):
         metrics = run_output.read_metrics(folder)
         true_psnr.update(zip(metrics.snapshot_paths(), metrics.true_psnr.tolist()))
+    if implied:
+        print(f"note: {len(implied)} image folders have no {run_output.METRICS_FILE}; their "
+              f"validation PSNR is the one their labels imply")
+        label_psnr = labels.mean_score_to_psnr(labels.distribution_mean(distributions))
+        true_psnr.update((path, float(psnr)) for path, psnr in zip(paths, label_psnr)
+                         if path.parent in implied)
     missing = [path for path in paths if path not in true_psnr]
     if missing:
         raise ValueError(f"{missing[0]}: no row in {missing[0].parent / run_output.METRICS_FILE}")
@@ -178,6 +210,13 @@ def train_ranker(args: argparse.Namespace) -> int:
           f"{np.nanmean([row['plcc'] for row in rows]):.3f}; gap of the pick to the true best "
           f"{np.mean([row['gap_db'] for row in rows]):.2f} dB")
     return 0
+
+
+def snapshot_path(image_path: Path, image_id: str) -> Path:
+    """A label's image id -> its snapshot file: relative to --dataset_image_path (this project's
+    labels) or, where only that exists, to the working folder (the original's label files)."""
+    joined = image_path / image_id
+    return Path(image_id) if not joined.is_file() and Path(image_id).is_file() else joined
 
 
 def main(args: argparse.Namespace) -> int:

@@ -22,7 +22,9 @@ import numpy as np
 from keras import ops
 
 CONFIG_FILE = "biqan.json"
-ARCHITECTURES = ("mobilenet", "mobilenet_v2")
+ARCHITECTURES = ("mobilenet", "mobilenet_v2", "inceptionv2", "vgg16")
+WIDTH_MULTIPLIER_ARCHITECTURES = ("mobilenet", "mobilenet_v2")
+MIN_IMAGE_SIZE = {"inceptionv2": 75}
 INPUT_MODES = ("resize", "crop")
 NUMBER_OF_BINS = 10
 BACKBONE_NAME = "backbone"
@@ -59,8 +61,10 @@ class BiqanConfig:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
         if not self.alpha > 0:
             raise ValueError(f"alpha must be positive, got {self.alpha}")
-        if self.image_size < 32:
-            raise ValueError(f"image_size must be at least 32 (MobileNet), got {self.image_size}")
+        minimum = MIN_IMAGE_SIZE.get(self.architecture, 32)
+        if self.image_size < minimum:
+            raise ValueError(f"image_size must be at least {minimum} ({self.architecture}), "
+                             f"got {self.image_size}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -97,11 +101,16 @@ def preprocess_pixels(images: np.ndarray) -> np.ndarray:
 
 
 def _backbone_constructor(architecture: str):
-    """The keras.applications constructor of ``architecture``."""
+    """The keras.applications constructor of ``architecture`` (``inceptionv2`` is the
+    original code's name for InceptionResNetV2)."""
     if architecture == "mobilenet":
         return keras.applications.MobileNet
     if architecture == "mobilenet_v2":
         return keras.applications.MobileNetV2
+    if architecture == "inceptionv2":
+        return keras.applications.InceptionResNetV2
+    if architecture == "vgg16":
+        return keras.applications.VGG16
     raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
 
 
@@ -109,12 +118,14 @@ def build_backbone(config: BiqanConfig, imagenet: bool) -> keras.Model:
     """Headless backbone (H, W, 3) -> feature map; ImageNet weights downloaded when asked."""
     constructor = _backbone_constructor(config.architecture)
     shape = (config.image_size, config.image_size, 3)
+    width = {"alpha": config.alpha} \
+        if config.architecture in WIDTH_MULTIPLIER_ARCHITECTURES else {}
     if not imagenet:
-        return constructor(input_shape=shape, alpha=config.alpha, include_top=False,
-                           weights=None, name=BACKBONE_NAME)
+        return constructor(input_shape=shape, include_top=False, weights=None,
+                           name=BACKBONE_NAME, **width)
     try:
-        return constructor(input_shape=shape, alpha=config.alpha, include_top=False,
-                           weights="imagenet", name=BACKBONE_NAME)
+        return constructor(input_shape=shape, include_top=False, weights="imagenet",
+                           name=BACKBONE_NAME, **width)
     except ValueError as error:
         raise WeightsError(f"ImageNet weights for {config.architecture} alpha {config.alpha}: "
                            f"{error}") from None

@@ -12,6 +12,10 @@ convolutions use reflection padding. With the paper's settings (5 scales, 128 ch
 down and up, 4 skip channels, input depth 32, 3 output channels) it has 2,217,831
 trainable parameters.
 
+`net_type="snail"` is the original code's other network (its `--net_type` other than skip):
+the same structure with 8, 16, 32, 64, 128 channels down and up at the five scales and skip
+connections only at the two coarsest (4 channels each).
+
 `groups=K` stacks K independent networks into one module with grouped convolutions (every
 layer's channels are K blocks, one per network, concatenated group by group), so K images are
 fitted in one pass: with one image per network, BatchNorm statistics are per channel, so each
@@ -26,6 +30,9 @@ import dataclasses
 import torch
 from torch import nn
 
+NET_TYPES = ("skip", "snail")
+SNAIL_CHANNELS = ((8, 8, 0), (16, 16, 0), (32, 32, 0), (64, 64, 4), (128, 128, 4))
+
 
 @dataclasses.dataclass(frozen=True)
 class SkipConfig:
@@ -37,6 +44,13 @@ class SkipConfig:
     channels_up: int = 128
     channels_skip: int = 4
     num_scales: int = 5
+    net_type: str = "skip"
+
+    def scale_channels(self, scale: int) -> tuple[int, int, int]:
+        """(down, up, skip) channels of scale `scale` (0 = finest)."""
+        if self.net_type == "snail":
+            return SNAIL_CHANNELS[scale]
+        return self.channels_down, self.channels_up, self.channels_skip
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -104,10 +118,15 @@ class Scale(nn.Module):
     """One scale of the U-shaped network; `inner` is the next (coarser) scale or None."""
 
     def __init__(
-        self, in_channels: int, config: SkipConfig, inner: "Scale | None", groups: int = 1
+        self,
+        in_channels: int,
+        channels: tuple[int, int, int],
+        inner: "Scale | None",
+        groups: int = 1,
     ) -> None:
         super().__init__()
-        down, up, skip = config.channels_down, config.channels_up, config.channels_skip
+        down, up, skip = channels
+        self.up_channels = up
         self.groups = groups
         self.skip = conv_bn_act(in_channels, skip, 1, groups=groups) if skip else None
         self.down = nn.Sequential(
@@ -115,7 +134,7 @@ class Scale(nn.Module):
         )
         self.inner = inner
         self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
-        deeper = up if inner is not None else down
+        deeper = inner.up_channels if inner is not None else down
         self.merge_norm = nn.BatchNorm2d((skip + deeper) * groups)
         self.up = nn.Sequential(
             conv_bn_act(skip + deeper, up, 3, groups=groups), conv_bn_act(up, up, 1, groups=groups)
@@ -143,16 +162,20 @@ class SkipNet(nn.Module):
             raise ValueError(f"num_scales must be at least 1, got {config.num_scales}")
         if groups < 1:
             raise ValueError(f"groups must be at least 1, got {groups}")
+        if config.net_type not in NET_TYPES:
+            raise ValueError(f"net_type must be one of {NET_TYPES}, got {config.net_type!r}")
+        if config.net_type == "snail" and config.num_scales != len(SNAIL_CHANNELS):
+            raise ValueError(f"the snail network has {len(SNAIL_CHANNELS)} scales")
         self.config = config
         self.groups = groups
         inner = None
         for scale in reversed(range(config.num_scales)):
-            in_channels = config.input_depth if scale == 0 else config.channels_down
-            inner = Scale(in_channels, config, inner, groups)
+            in_channels = config.input_depth if scale == 0 else config.scale_channels(scale - 1)[0]
+            inner = Scale(in_channels, config.scale_channels(scale), inner, groups)
         self.body = inner
         self.head = nn.Sequential(
             nn.Conv2d(
-                config.channels_up * groups, config.output_channels * groups, 1, groups=groups
+                inner.up_channels * groups, config.output_channels * groups, 1, groups=groups
             ),
             nn.Sigmoid(),
         )

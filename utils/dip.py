@@ -20,6 +20,7 @@ import torch
 from models.skip import SkipConfig, SkipNet, stack_states, unstack_state
 
 MIN_SIDE = 16
+INPUT_KINDS = ("noise", "noisy_image")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,9 @@ class FitSettings:
     exp_weight: float = 0.99
     input_noise_scale: float = 0.1
     backtrack_db: float = 5.0
+    reg_noise_random: bool = False
+    target_noise_random: bool = False
+    input_kind: str = "noise"
 
     def validate(self) -> None:
         """Raise ValueError for settings that cannot run (NaN and infinities included)."""
@@ -54,6 +58,8 @@ class FitSettings:
             raise ValueError(f"exp_weight must be in [0, 1), got {self.exp_weight}")
         if self.backtrack_db < 0:
             raise ValueError(f"backtrack_db must be >= 0 (0 disables), got {self.backtrack_db}")
+        if self.input_kind not in INPUT_KINDS:
+            raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,13 +190,21 @@ class DipFit:
         self.bf16 = precision == "bf16"
         self.forward = torch.compile(net) if compile_network else net
         device = noisy.device
-        self.base_input = torch.cat(
-            [
-                make_input(net.config, height, width, settings.input_noise_scale, seed)
-                for seed in seeds
-            ],
-            dim=1,
-        ).to(device, noisy.dtype)
+        if settings.input_kind == "noisy_image":
+            if net.config.input_depth != channels:
+                raise ValueError(
+                    f"the noisy image as input needs input_depth {channels}, "
+                    f"got {net.config.input_depth}"
+                )
+            self.base_input = noisy.reshape(1, -1, height, width).clone()
+        else:
+            self.base_input = torch.cat(
+                [
+                    make_input(net.config, height, width, settings.input_noise_scale, seed)
+                    for seed in seeds
+                ],
+                dim=1,
+            ).to(device, noisy.dtype)
         self.generators = [torch.Generator(device=device).manual_seed(seed + 1) for seed in seeds]
         self.optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
         self.parameters = [parameter for parameter in net.parameters()]
@@ -204,13 +218,23 @@ class DipFit:
     def images(self) -> int:
         return self.net.groups
 
-    def noise_like(self, tensor: torch.Tensor, std: float) -> torch.Tensor:
-        """Gaussian noise of `tensor`'s shape (1, K*c, H, W), each image's block from its own generator."""
+    def noise_like(
+        self, tensor: torch.Tensor, std: float, random_std: bool = False
+    ) -> torch.Tensor:
+        """Gaussian noise of `tensor`'s shape (1, K*c, H, W), each image's block from its own
+        generator; with `random_std` each block's std is drawn uniformly from [0, std) first."""
         shape = (1, tensor.shape[1] // self.images, *tensor.shape[2:])
-        blocks = [
-            torch.randn(shape, generator=generator, device=tensor.device, dtype=tensor.dtype)
-            for generator in self.generators
-        ]
+        blocks = []
+        for generator in self.generators:
+            scale = (
+                torch.rand((), generator=generator, device=tensor.device, dtype=tensor.dtype)
+                if random_std
+                else 1.0
+            )
+            blocks.append(
+                torch.randn(shape, generator=generator, device=tensor.device, dtype=tensor.dtype)
+                * scale
+            )
         return torch.cat(blocks, dim=1) * std
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,11 +243,15 @@ class DipFit:
         images, channels, height, width = self.noisy.shape
         net_input = self.base_input
         if settings.reg_noise_std > 0:
-            net_input = net_input + self.noise_like(net_input, settings.reg_noise_std)
+            net_input = net_input + self.noise_like(
+                net_input, settings.reg_noise_std, settings.reg_noise_random
+            )
         target = self.noisy
         if settings.target_noise_std > 0:
             target = target + self.noise_like(
-                target.reshape(1, -1, height, width), settings.target_noise_std
+                target.reshape(1, -1, height, width),
+                settings.target_noise_std,
+                settings.target_noise_random,
             ).view_as(target)
         with torch.autocast(self.noisy.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             output = self.forward(net_input)

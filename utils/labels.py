@@ -34,6 +34,27 @@ def psnr_to_mean_score(psnr: float | np.ndarray, min_psnr: float = 8.0,
         * (high - low) + low
 
 
+def image_mean_scores(psnr: np.ndarray, min_psnr: float = 8.0, max_psnr: float = 45.0,
+                      use_exp: bool = False, fixed_range: bool = True) -> np.ndarray:
+    """Mean scores of one image's snapshots (N,) from their PSNRs (N,), with the original's two
+    label options: ``use_exp`` maps exp(PSNR) instead of PSNR, and ``fixed_range=False``
+    normalises each image by its own minimum and maximum (-> 2.5 and 7.5) instead of
+    ``min_psnr``/``max_psnr``. With both, exp is taken relative to the image's maximum, which
+    gives the same scores without overflow. An image whose snapshots all share one value gets 5.
+    """
+    psnr = np.asarray(psnr, dtype=np.float64)
+    if fixed_range:
+        values = np.exp(psnr) if use_exp else psnr
+        with np.errstate(over="ignore", invalid="ignore"):
+            return psnr_to_mean_score(values, min_psnr, max_psnr)
+    values = np.exp(psnr - psnr.max()) if use_exp else psnr
+    low, high = SCORE_RANGE
+    spread = values.max() - values.min()
+    if not spread > 0:
+        return np.full(psnr.shape, (low + high) / 2)
+    return (values - values.min()) / spread * (high - low) + low
+
+
 def mean_score_to_psnr(mean_score: float | np.ndarray, min_psnr: float = 8.0,
                        max_psnr: float = 45.0) -> float | np.ndarray:
     """Inverse of :func:`psnr_to_mean_score`: mean score on the 1..10 scale -> PSNR in dB."""
@@ -175,8 +196,32 @@ def read_ava_file(path: str | Path) -> list[AvaRow]:
     return rows
 
 
+def parse_original_line(line: str, where: str) -> tuple[str, np.ndarray]:
+    """Parse one line of the original code's label file, ``path p_1 .. p_10`` (probabilities);
+    returns (path, distribution (10,) summing to 1). ``where`` names the line in errors."""
+    fields = line.split()
+    try:
+        masses = np.array([float(field) for field in fields[1:]], dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"{where}: the {NUMBER_OF_BINS} probabilities must be numbers") from None
+    if len(masses) != NUMBER_OF_BINS or not np.all(np.isfinite(masses)) \
+            or np.any(masses < 0) or masses.sum() <= 0:
+        raise ValueError(f"{where}: need {NUMBER_OF_BINS} non-negative probabilities with a "
+                         f"positive sum")
+    return fields[0], masses / masses.sum()
+
+
 def read_labels(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Image ids and their distributions (N, 10) from an AVA label file."""
+    """Image ids and their distributions (N, 10) from a label file: this project's AVA layout
+    (15 fields a row) or the original code's ``path p_1 .. p_10`` (11 fields a row)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: label file not found")
+    lines = [(number, line) for number, line in
+             enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    if lines and len(lines[0][1].split()) == 1 + NUMBER_OF_BINS:
+        parsed = [parse_original_line(line, f"{path}:{number}") for number, line in lines]
+        return [image_id for image_id, _ in parsed], np.array([masses for _, masses in parsed])
     rows = read_ava_file(path)
     counts = np.array([row.votes for row in rows], dtype=np.float64)
     return [row.image_id for row in rows], votes_to_distribution(counts)

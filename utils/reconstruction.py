@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from models.skip import SkipConfig, SkipNet, stack_states
-from utils import image_io, metrics, plots, run_guard
+from utils import image_io, metrics, pairing, plots, run_guard
 from utils.cluster import Interrupted, StopRequest
 from utils.dip import DipFit, FitSettings, Padding, build_network, pad_image, run_fit, to_tensor
 from utils.early_stopping import EarlyStopSettings, make_stoppers
@@ -139,15 +139,18 @@ def check_unique_stems(folder: Path, paths: list[Path]) -> None:
 
 
 def plan_jobs(noisy_folder: Path, clean_folder: Path | None) -> list[ImageJob]:
-    """Noisy images sorted by name, each paired with the clean image of the same stem."""
+    """Noisy images sorted by name, each paired with its clean image (rule: `utils.pairing`)."""
     noisy_paths = image_io.list_images(noisy_folder)
     check_unique_stems(noisy_folder, noisy_paths)
-    clean_by_stem = {}
-    if clean_folder is not None:
-        clean_paths = image_io.list_images(clean_folder)
-        check_unique_stems(clean_folder, clean_paths)
-        clean_by_stem = {path.stem: path for path in clean_paths}
-    return [ImageJob(path, clean_by_stem.get(path.stem)) for path in noisy_paths]
+    if clean_folder is None:
+        return [ImageJob(path, None) for path in noisy_paths]
+    clean_paths = image_io.list_images(clean_folder)
+    check_unique_stems(clean_folder, clean_paths)
+    references = pairing.pair_references(noisy_paths, clean_paths)
+    report = pairing.unpaired_report(clean_folder, noisy_paths, clean_paths, references)
+    if report:
+        LOGGER.warning("%s", report)
+    return [ImageJob(path, reference) for path, reference in zip(noisy_paths, references)]
 
 
 def shard(jobs: list[ImageJob], num_shards: int, shard_index: int) -> list[ImageJob]:
@@ -220,6 +223,10 @@ def prepare(job: ImageJob, multiple: int) -> PreparedImage:
 
 
 def network_config(settings: RunSettings, channels: int) -> SkipConfig:
+    """The run's network for an image of `channels` channels (also its input depth when the
+    noisy image is the input)."""
+    if settings.fit.input_kind == "noisy_image":
+        return dataclasses.replace(settings.network, output_channels=channels, input_depth=channels)
     return dataclasses.replace(settings.network, output_channels=channels)
 
 
@@ -581,13 +588,26 @@ def run_record(settings: RunSettings, noisy_folder: Path, clean_folder: Path | N
     }
 
 
+def with_defaults(record: dict) -> dict:
+    """A run record (args.json) with the fit and network settings added since it was written
+    filled in at their defaults, the values those runs had."""
+    filled = dict(record)
+    for key, defaults in (
+        ("fit", dataclasses.asdict(FitSettings())),
+        ("network", SkipConfig().to_dict()),
+    ):
+        if isinstance(record.get(key), dict):
+            filled[key] = {**defaults, **record[key]}
+    return filled
+
+
 def start_folder(output_path: Path, record: dict, jobs: list[ImageJob]) -> IO:
     """Refuse a folder that is not ours or holds results of other settings or inputs, then
     record this run's settings; returns the run lock, to keep open while the run writes
     (see `utils.run_guard`)."""
     for job in jobs:
         run_guard.check_input(output_path / job.stem, job.noisy, job.clean)
-    return run_guard.open_run(output_path, record, RESULT_KEYS)
+    return run_guard.open_run(output_path, record, RESULT_KEYS, with_defaults)
 
 
 def prepare_all(

@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -104,8 +104,11 @@ def write_input(folder: Path, noisy: Path, clean: Path | None) -> None:
     image_io.write_text(folder / INPUT_FILE, json.dumps(input_record(noisy, clean), indent=2))
 
 
-def changed_settings(output_path: Path, record: dict, keys: tuple[str, ...]) -> list[str]:
-    """Result-shaping keys whose value differs from the folder's args.json ([] when it has none)."""
+def changed_settings(
+    output_path: Path, record: dict, keys: tuple[str, ...], fill: Callable[[dict], dict]
+) -> list[str]:
+    """Result-shaping keys whose value differs from the folder's args.json ([] when it has none);
+    `fill` completes an older record with the defaults of settings added since."""
     path = output_path / RECORD_FILE
     if not path.exists():
         return []
@@ -113,6 +116,7 @@ def changed_settings(output_path: Path, record: dict, keys: tuple[str, ...]) -> 
         existing = json.loads(path.read_text())
     except (OSError, ValueError):
         raise ValueError(f"{path}: unreadable; remove it or use another output folder") from None
+    existing = fill(existing)
     return [key for key in keys if existing.get(key) != record[key]]
 
 
@@ -124,7 +128,9 @@ def exclusive(path: Path) -> Iterator[None]:
         yield
 
 
-def open_run(output_path: Path, record: dict, keys: tuple[str, ...]) -> IO:
+def open_run(
+    output_path: Path, record: dict, keys: tuple[str, ...], fill: Callable[[dict], dict]
+) -> IO:
     """Check and write the run record; returns the open `.run.lock`, held shared until closed.
 
     ValueError (one line) when the folder is a file, not writable, not ours, or holds results
@@ -144,7 +150,7 @@ def open_run(output_path: Path, record: dict, keys: tuple[str, ...]) -> IO:
             run_lock = open(output_path / RUN_LOCK, "a")  # noqa: SIM115 (held by the caller)
             try:
                 alone = try_lock(run_lock, fcntl.LOCK_EX, warn=False)
-                changed = changed_settings(output_path, record, keys)
+                changed = changed_settings(output_path, record, keys, fill)
                 if changed and (not alone or holds_results(output_path)):
                     raise ValueError(
                         f"{output_path} holds a run with other settings ({', '.join(changed)})"
