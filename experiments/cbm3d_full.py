@@ -23,7 +23,7 @@ import pandas as pd
 
 from utils import image_io, metrics
 
-SIGMAS = (5.0, 10.0, 15.0, 20.0)
+SIGMAS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0)
 BLIND = "blind"
 # The original README's table "Quantitative results using PSNR on the CC dataset": the first
 # crop (_1) of each camera/ISO, columns CBM3D and Proposed (the BIQAN pick at 512x512).

@@ -145,7 +145,18 @@ def variants() -> list[Variant]:
         Variant("all, linear", names, False, dataclasses.replace(base, hidden=())),
         Variant("all, hidden 32x32", names, False, dataclasses.replace(base, hidden=(32, 32))),
         Variant("all, temperature 1 dB", names, False, dataclasses.replace(base, temperature_db=1.0)),
+        Variant("noise level + log iteration", ("noise_db",), True, base),
     ]
+
+
+def noise_peak_rule(train: list[ImageRun]):
+    """A fixed stop that moves with the noise level: log(best iteration) regressed linearly on
+    the noisy input's `noise_db` over `train`; the pick is the snapshot nearest the prediction."""
+    column = snapshot_features.FEATURE_NAMES.index("noise_db")
+    levels = np.array([run.features[0, column] for run in train])
+    peaks = np.log([run.iteration[int(np.argmax(run.psnr))] for run in train])
+    slope, intercept = np.polyfit(levels, peaks, 1)
+    return lambda run: -np.abs(np.log(run.iteration) - (intercept + slope * run.features[0, column]))
 
 
 def online_pick(scores: np.ndarray, patience: int) -> tuple[int, int]:
@@ -217,6 +228,13 @@ def main(args: argparse.Namespace) -> int:
              row(fixed_label, summary(fixed_scores(fixed), cc, fixed_label, picks)),
              row("last", summary(lambda run: run.iteration.astype(float), cc))]
     summary(fixed_scores(fixed), polyu, fixed_label, picks)  # PolyU picks, for ensemble_study.py
+    noise_rule = "stop at the iteration predicted from the noise level"
+    rule_cv = []
+    for index, run in enumerate(polyu):
+        rule = noise_peak_rule(polyu[:index] + polyu[index + 1 :])
+        rule_cv.append(evaluate(rule(run), run))
+    cv = {"srcc": np.nan, "gap": float(np.mean([gap for _, _, gap in rule_cv]))}
+    lines.append(row(noise_rule + " (PolyU: leave one out)", summary(noise_peak_rule(polyu), cc), cv))
     for variant in variants():
         cv = cross_validate(variant, polyu, args.folds, picks)
         lines.append(row(variant.label, summary(fit_variant(variant, polyu), cc, variant.label, picks), cv))
