@@ -57,16 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--start_index", type=int, default=8,
                         help="skip the first N snapshots of each image (default 8)")
     parser.add_argument("--selector", type=selector_type, nargs="+",
-                        default=[selection.parse_selector("biqan")],
+                        default=[selection.parse_selector("wmv")],
                         help="one or more of biqan, ranker, wmv, last, fixed:N (iteration N); the first "
                              "one is the pick of the Compare figure and Denoised_PSNR.txt "
-                             "(default biqan)")
-    parser.add_argument("--wmv_window", type=int, default=5,
-                        help="wmv: variance window in snapshots (default 5 = 100 iterations at "
-                             "--save_iter 20)")
-    parser.add_argument("--wmv_patience", type=int, default=50,
-                        help="wmv: snapshots without a new variance minimum before it stops "
-                             "(default 50 = 1000 iterations at --save_iter 20)")
+                             "(default wmv: training-free, any run length)")
+    tuned, published = selection.TUNED_WMV, selection.PUBLISHED_WMV
+    parser.add_argument("--wmv_window", type=int, default=tuned.window,
+                        help=f"wmv: variance window in snapshots (default {tuned.window}, tuned on "
+                             f"PolyU; the published rule: {published.window})")
+    parser.add_argument("--wmv_patience", type=int, default=tuned.patience,
+                        help=f"wmv: snapshots without a new variance minimum before it stops "
+                             f"(default {tuned.patience}, tuned on PolyU; the published rule: "
+                             f"{published.patience})")
     parser.add_argument("--input_mode", choices=("resize", "crop"),
                         help="feed as trained unless overridden (default: from biqan.json)")
     parser.add_argument("--test_crops", type=int, default=3,

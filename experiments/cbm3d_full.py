@@ -143,8 +143,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data", help="folder with PolyU/ and CC/")
     parser.add_argument("--tables", default="devdata/tables", help="where the CSV and table go")
-    parser.add_argument("--polyu_every", type=int, default=20,
-                        help="PolyU tuning images: every N-th pair by name (default 20)")
+    parser.add_argument("--polyu_every", type=int, default=10,
+                        help="PolyU tuning images: every N-th pair by name (default 10)")
     return parser.parse_args(argv)
 
 

@@ -39,9 +39,12 @@ def cache_image(run: Path, folder: Path, cache: Path) -> bool:
 def main(args: argparse.Namespace) -> int:
     count = 0
     for run in map(Path, args.runs):
-        if not (run / run_output.RUN_RECORD_FILE).is_file():
+        try:
+            folders = run_output.list_image_folders(run).finished
+        except ValueError as error:  # a run that has not finished an image yet
+            print(f"skipped: {error}")
             continue
-        for folder in run_output.list_image_folders(run).finished:
+        for folder in folders:
             count += cache_image(run, folder, Path(args.cache))
     print(f"{count} image(s) cached in {args.cache}")
     return 0

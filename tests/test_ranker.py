@@ -162,3 +162,18 @@ def test_ranker_warns_when_snapshots_are_saved_at_another_interval(tmp_path: Pat
     loaded = snapshot_ranker.load_ranker(snapshot_ranker.save_ranker(ranker, tmp_path))
     assert loaded.interval_warning(20) is None
     assert "every 20 iterations, these are every 100" in loaded.interval_warning(100)
+
+
+def test_test_biqan_without_flags_needs_no_trained_model(small_run: Path, tmp_path: Path):
+    args = test_BIQAN.parse_args(["--dataset_image_path", str(small_run / "run"),
+                                  "--output_path", str(tmp_path / "picked")])
+    assert [selector.label for selector in args.selector] == ["wmv"]
+    assert (args.wmv_window, args.wmv_patience) == (2, 2)
+    assert test_BIQAN.main(args) == 0
+    with (tmp_path / "picked" / "selection.csv").open(newline="") as handle:
+        assert {row["selector"] for row in csv.DictReader(handle)} == {"wmv"}
+
+
+def test_early_stop_ranker_without_a_ranker_is_a_flag_error(tmp_path: Path):
+    with pytest.raises(ValueError, match="no snapshot ranker at"):
+        early_stopping.from_iterations("ranker", 40, 40, 20, tmp_path / "absent.json")

@@ -6,16 +6,15 @@ import json
 import logging
 from pathlib import Path
 
-from utils import image_io, reconstruction, run_guard
+from utils import image_io, reconstruction, run_guard, selection
 from utils.run_output import SUMMARY_FILE, snapshot_path
 
 LOGGER = logging.getLogger(__name__)
 WORK_FOLDER = "snapshots"
 SAVE_ITER = 20
-# WMV tuned on PolyU runs (experiments/online_stopping.py, 64x64 crops, docs/REPRODUCTION.md
-# section 5): the smallest window and patience of the grid had the smallest gap to the true best.
-WMV_WINDOW = 40
-PATIENCE = 40
+# The WMV setting tuned on the PolyU runs (selection.TUNED_WMV), in iterations.
+WMV_WINDOW = selection.TUNED_WMV.window * SAVE_ITER
+PATIENCE = selection.TUNED_WMV.patience * SAVE_ITER
 
 
 def collect_inputs(inputs: list[Path], output: Path) -> list[reconstruction.ImageJob]:

@@ -143,8 +143,14 @@ def from_iterations(
         raise ValueError(
             "--wmv_window (at least 2 snapshots) and --patience must be multiples of --save_iter"
         )
-    if rule == "ranker" and model_path is not None and not Path(model_path).exists():
-        raise ValueError(f"--pre_trained_model {model_path}: no such snapshot ranker")
+    if rule == "ranker":
+        from models.snapshot_ranker import DEFAULT_RANKER
+
+        ranker = Path(model_path or DEFAULT_RANKER)
+        if not ranker.exists():
+            raise ValueError(f"--early_stop ranker: no snapshot ranker at {ranker}; train one "
+                             "(train_BIQAN.py --classification_model ranker) and give it with "
+                             "--pre_trained_model")
     if rule == "biqan" and (model_path is None or not Path(model_path).exists()):
         raise ValueError(
             "--early_stop biqan needs --pre_trained_model, an existing BIQAN checkpoint file or folder"
