@@ -225,9 +225,12 @@ def main(args: argparse.Namespace) -> int:
     lines = [f"PolyU training images: {len(polyu)}; CC image-seeds: {len(cc)} "
              f"(seeds {sorted({run.seed for run in cc})}); start index {args.start_index}.", "",
              header,
-             row(fixed_label, summary(fixed_scores(fixed), cc, fixed_label, picks)),
+             "",
              row("last", summary(lambda run: run.iteration.astype(float), cc))]
-    summary(fixed_scores(fixed), polyu, fixed_label, picks)  # PolyU picks, for ensemble_study.py
+    # PolyU picks of the fixed rule (for ensemble_study.py); in-sample: N is tuned on them
+    in_sample = summary(fixed_scores(fixed), polyu, fixed_label, picks)
+    lines[-2] = row(fixed_label + " (PolyU: in-sample)",
+                    summary(fixed_scores(fixed), cc, fixed_label, picks), in_sample)
     noise_rule = "stop at the iteration predicted from the noise level"
     rule_cv = []
     for index, run in enumerate(polyu):
