@@ -289,7 +289,7 @@ def test_test_biqan_refuses_a_checkpoint_of_another_architecture(tmp_path: Path,
                                                   image_size=32))
     code = test_BIQAN.main(test_BIQAN.parse_args([
         "--dataset_image_path", str(run), "--pre_trained_model", str(weights),
-        "--output_path", str(tmp_path / "out"), "--start_index", "0"]))
+        "--output_path", str(tmp_path / "out"), "--start_index", "0", "--selector", "biqan"]))
     assert code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: {weights}: does not fit the mobilenet (alpha 0.25")
