@@ -10,7 +10,7 @@ online run would have done: this script replays the rule on the runs' snapshots.
 2. Report on CC runs (every init and seed found): iterations, time (iterations x a measured
    ms/iteration, --ms_per_iteration) and PSNR for (a) the paper's fixed iterations with the pick made
    afterwards (the true best: an upper bound for any picker), the last snapshot, and (b) online
-   WMV, (c) online BIQAN (`--biqan MODEL...`: the BiqanStopper of run_BDN.py replayed on the
+   WMV, (c) online BIQAN (`--biqan MODEL...`: the BestScoreStopper of run_BDN.py replayed on the
    per-snapshot scores that `test_BIQAN.py` wrote for the run, e.g. by experiments/biqan_study.py),
    (d) both on the transfer-learning runs (every CC_<init>_s<seed> folder found).
 
@@ -107,7 +107,7 @@ def replay_biqan(image: dict, scores: dict[int, float], patience: int) -> tuple[
     """`run_BDN.py --early_stop biqan` replayed on the per-snapshot BIQAN scores of test_BIQAN.py
     (`scores`: iteration -> predicted mean quality; snapshots without a score are skipped)."""
     inputs = [(int(it), scores[int(it)]) for it in image["iterations"] if int(it) in scores]
-    return replay(early_stopping.BiqanStopper(float, patience), image, inputs)
+    return replay(early_stopping.BestScoreStopper(float, patience), image, inputs)
 
 
 def read_scores(folder: Path, image: str) -> dict[int, float]:

@@ -17,7 +17,7 @@ import run_BDN  # noqa: E402
 import test_BIQAN  # noqa: E402
 from tests.conftest import make_pair  # noqa: E402
 from utils import image_io, selection  # noqa: E402
-from utils.early_stopping import BiqanStopper, WmvStopper  # noqa: E402
+from utils.early_stopping import BestScoreStopper, WmvStopper  # noqa: E402
 
 FAST = ["--input_depth", "8", "--channels", "16", "--save_iter", "10", "--gpu_id", "cpu", "--quiet"]
 
@@ -42,7 +42,7 @@ def test_online_wmv_equals_the_offline_rule_on_arrays():
 
 def test_biqan_stopper_waits_patience_snapshots_and_keeps_the_best():
     scores = iter([3.0, 4.0, 5.0, 4.5, 4.9, 5.0, 4.0, 6.0])
-    stopper = BiqanStopper(lambda snapshot: next(scores), patience=3)
+    stopper = BestScoreStopper(lambda snapshot: next(scores), patience=3)
     fired_at = None
     for iteration in range(10, 90, 10):
         stopper.push(iteration, np.zeros((2, 2)))

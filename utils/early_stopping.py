@@ -6,9 +6,9 @@ never in the fit loop. It says when its rule fires and which snapshot is the pic
 * `WmvStopper`: the windowed-moving-variance rule (Wang et al., "Early Stopping for Deep Image
   Prior"), the same computation as test_BIQAN's offline `wmv` selector
   (`selection.WmvTracker`), so the online pick equals the offline one on the same run.
-* `BiqanStopper`: a trained BIQAN scores each snapshot; the rule fires when the score has not
-  improved for `patience` snapshots; the pick is the best-scored snapshot.
-* `RankerStopper`: the same rule with the snapshot ranker's scores (models/snapshot_ranker.py),
+* `BestScoreStopper` with a trained BIQAN's scores (`biqan_scorer`): the rule fires when the
+  score has not improved for `patience` snapshots; the pick is the best-scored snapshot.
+* The same with the snapshot ranker's scores (`ranker_scorer`, models/snapshot_ranker.py),
   whose features need the noisy input; the first `RANKER_SKIP` snapshots are never picked
   (test_BIQAN's default `--start_index`: the ranker is trained on the later ones).
 """
@@ -53,44 +53,16 @@ class WmvStopper:
         self.fired = self.tracker.fired
 
 
-class BiqanStopper:
-    """Best predicted quality so far; fires after `patience` snapshots without a new best.
-
-    `score` maps a (H, W, C) float snapshot in [0, 1] to its predicted mean quality.
+class BestScoreStopper:
+    """Best score so far among snapshots `skip` and later; fires after `patience` snapshots
+    without a new best. `score` maps a (H, W, C) float snapshot in [0, 1] to a number (every
+    snapshot is scored, also the skipped ones, so that stateful scorers see them all).
     """
 
-    def __init__(self, score: Callable[[np.ndarray], float], patience: int) -> None:
+    def __init__(self, score: Callable[[np.ndarray], float], patience: int, skip: int = 0) -> None:
         if patience < 1:
             raise ValueError(f"patience must be at least 1 snapshot, got {patience}")
         self.score = score
-        self.patience = patience
-        self.best_score = -np.inf
-        self.waited = 0
-        self.fired = False
-        self.pick_iteration: int | None = None
-        self.scores: list[float] = []
-
-    def push(self, iteration: int, snapshot: np.ndarray) -> None:
-        value = float(self.score(snapshot))
-        self.scores.append(value)
-        if value > self.best_score:
-            self.best_score, self.pick_iteration, self.waited = value, iteration, 0
-        else:
-            self.waited += 1
-            self.fired = self.waited >= self.patience
-
-
-class RankerStopper:
-    """Best ranker score so far among snapshots `skip` and later; fires after `patience`
-    snapshots without a new best. `noisy` is the image's noisy input, (H, W, C) in [0, 1]."""
-
-    def __init__(self, ranker, noisy: np.ndarray, patience: int, skip: int = RANKER_SKIP) -> None:
-        if patience < 1:
-            raise ValueError(f"patience must be at least 1 snapshot, got {patience}")
-        from utils.snapshot_features import FeatureTracker
-
-        self.ranker = ranker
-        self.features = FeatureTracker(noisy)
         self.patience = patience
         self.skip = skip
         self.best_score = -np.inf
@@ -100,7 +72,7 @@ class RankerStopper:
         self.scores: list[float] = []
 
     def push(self, iteration: int, snapshot: np.ndarray) -> None:
-        value = float(self.ranker.score(self.features.push(snapshot)[None])[0])
+        value = float(self.score(snapshot))
         self.scores.append(value)
         if len(self.scores) <= self.skip:
             return
@@ -109,6 +81,15 @@ class RankerStopper:
         else:
             self.waited += 1
             self.fired = self.waited >= self.patience
+
+
+def ranker_scorer(ranker, noisy: np.ndarray) -> Callable[[np.ndarray], float]:
+    """Snapshot -> the snapshot ranker's score, its features computed in snapshot order against
+    `noisy`, the image's noisy input (H, W[, C]) in [0, 1]. One scorer per image."""
+    from utils.snapshot_features import FeatureTracker
+
+    features = FeatureTracker(noisy)
+    return lambda snapshot: float(ranker.score(features.push(snapshot)[None])[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +182,9 @@ def make_stoppers(settings: EarlyStopSettings, noisy: list[np.ndarray]) -> list[
         from models import snapshot_ranker
 
         ranker = snapshot_ranker.load_ranker(settings.model_path or snapshot_ranker.DEFAULT_RANKER)
-        return [RankerStopper(ranker, image, settings.patience) for image in noisy]
+        return [
+            BestScoreStopper(ranker_scorer(ranker, image), settings.patience, RANKER_SKIP)
+            for image in noisy
+        ]
     score = biqan_scorer(settings.model_path)
-    return [BiqanStopper(score, settings.patience) for _ in noisy]
+    return [BestScoreStopper(score, settings.patience) for _ in noisy]
