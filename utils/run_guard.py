@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import IO
 
 from utils import image_io
-from utils.run_output import METRICS_FILE, SUMMARY_FILE
+from utils.run_output import METRICS_FILE, RUN_RECORD_FILE, SUMMARY_FILE
 
 LOGGER = logging.getLogger(__name__)
-RECORD_FILE = "args.json"
+RECORD_FILE = RUN_RECORD_FILE
 INPUT_FILE = "input.json"
 RUN_LOCK = ".run.lock"
 RECORD_LOCK = ".args.lock"
