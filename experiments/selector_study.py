@@ -43,6 +43,8 @@ def load_cache(cache: Path, start_index: int) -> list[ImageRun]:
     for folder in sorted(path for path in cache.iterdir() if path.is_dir()):
         if folder.name.startswith("PolyU_s0_o"):
             dataset, seed, offset = "PolyU", 0, int(folder.name.rsplit("o", 1)[1])
+        elif folder.name.startswith("PolyU_s0_n"):  # experiments/noisier_polyu.py
+            dataset, seed, offset = "PolyU+noise", 0, int(folder.name.rsplit("n", 1)[1])
         elif folder.name.startswith("CC_scratch_s"):
             dataset, seed, offset = "CC", int(folder.name.rsplit("s", 1)[1]), 0
         else:
@@ -209,11 +211,13 @@ def noise_level(run: ImageRun) -> float:
     return float(run.features[0, snapshot_features.FEATURE_NAMES.index("noise_db")])
 
 
-def noise_shift_lines(polyu: list[ImageRun], cc: list[ImageRun], folds: int) -> list[str]:
+def noise_shift_lines(polyu: list[ImageRun], cc: list[ImageRun], noisier_copies: list[ImageRun],
+                      folds: int) -> list[str]:
     """Does the noise level explain the PolyU -> CC shift? The noise ranges of both sets, the
     PolyU out-of-fold gap of the first variant for the cleaner and the noisier half of PolyU, and
     the CC gap when the ranker and the fixed stop are trained on the noisier half only (the split
-    is PolyU's median noise level: no CC number chooses it)."""
+    is PolyU's median noise level: no CC number chooses it), or on PolyU plus the noisier copies
+    of experiments/noisier_polyu.py (`noisier_copies`, may be empty)."""
     variant = variants()[0]
     median = float(np.median([noise_level(run) for run in polyu]))
     out_of_fold = {}
@@ -240,6 +244,13 @@ def noise_shift_lines(polyu: list[ImageRun], cc: list[ImageRun], folds: int) -> 
         row(f"fixed:{tune_fixed(noisier)} (tuned on the noisier PolyU half)",
             summary(fixed_scores(tune_fixed(noisier)), cc)),
     ]
+    if noisier_copies:
+        widened = polyu + noisier_copies
+        for chosen in (variant, variants()[2]):
+            lines.append(row(f"{chosen.label}, trained on PolyU + {len(noisier_copies)} noisier "
+                             "copies", summary(fit_variant(chosen, widened), cc)))
+        lines.append(row(f"fixed:{tune_fixed(widened)} (tuned on PolyU + noisier copies)",
+                         summary(fixed_scores(tune_fixed(widened)), cc)))
     return lines
 
 
@@ -295,7 +306,8 @@ def main(args: argparse.Namespace) -> int:
             lines.append(row(f"{len(subset)} PolyU images (offsets {offsets[0]}-{offsets[-1]})",
                              summary(fit_variant(variants()[0], subset), cc)))
     lines += online_table(variants()[args.online_variant], polyu, cc, args.folds)
-    lines += noise_shift_lines(polyu, cc, args.folds)
+    noisier_copies = [run for run in runs if run.dataset == "PolyU+noise"]
+    lines += noise_shift_lines(polyu, cc, noisier_copies, args.folds)
     text = "\n".join(lines) + "\n"
     (Path(args.tables) / "selector_study.md").write_text(text)
     print(text)
