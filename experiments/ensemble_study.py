@@ -23,6 +23,8 @@ the 64x64 crops are cached in `<tables>/cbm3d_crops/` (a call takes seconds here
 from __future__ import annotations
 
 import argparse
+import itertools
+import re
 import sys
 from pathlib import Path
 
@@ -100,11 +102,51 @@ def evaluate(outputs: dict, sigma: int, weight: float) -> dict[str, float]:
     }
 
 
+def cc_seeds(runs: Path, images: list[str]) -> list[int]:
+    """Seeds whose CC scratch run has finished every one of `images`."""
+    seeds = []
+    for folder in sorted(runs.glob("CC_scratch_s*")):
+        if all((folder / image / run_output.SUMMARY_FILE).is_file() for image in images):
+            seeds.append(int(folder.name.rsplit("s", 1)[1]))
+    return sorted(seeds)
+
+
+def seed_curve_lines(args: argparse.Namespace, iteration: int, sigma: int, weight: float
+                     ) -> list[str]:
+    """Mean CC PSNR of the average of K seeds' snapshots at the fixed stop `iteration`, for every
+    K up to the number of finished seeds (each K averaged over all K-subsets of the seeds), alone
+    and blended with CBM3D at the PolyU-tuned `sigma` and `weight`."""
+    crops, runs, tables = Path(args.crops), Path(args.runs), Path(args.tables)
+    images = sorted(path.stem for path in (crops / "CC" / "mean").glob("*.png"))
+    seeds = cc_seeds(runs, images)
+    if len(seeds) < 2:
+        return []
+    rows = {k: {"dip_seeds": [], "dip_seeds+cbm3d": []} for k in range(1, len(seeds) + 1)}
+    for image in images:
+        clean = image_io.read_rgb(crops / "CC" / "mean" / f"{image}.png").astype(np.float64)
+        noisy = image_io.read_rgb(crops / "CC" / "real" / f"{image}.png").astype(np.float64)
+        base = cbm3d(noisy, sigma, tables / "cbm3d_crops" / "CC" / image / f"s{sigma}.npy")
+        picked = {seed: snapshot(runs / f"CC_scratch_s{seed}" / image, iteration) for seed in seeds}
+        for k in rows:
+            for subset in itertools.combinations(seeds, k):
+                mean = np.mean([picked[seed] for seed in subset], axis=0)
+                rows[k]["dip_seeds"].append(metrics.psnr(np.clip(mean, 0, 1), clean))
+                blend = np.clip(weight * mean + (1 - weight) * base, 0, 1)
+                rows[k]["dip_seeds+cbm3d"].append(metrics.psnr(blend, clean))
+    lines = ["", f"Averaging K fits (seeds {seeds}) at the fixed stop {iteration}, CC crops, each K "
+             f"averaged over every K-subset of the seeds; blend with CBM3D at sigma {sigma}, "
+             f"DIP weight {weight:.1f} (both tuned on PolyU single fits):", "",
+             "| K | dip_seeds | dip_seeds+cbm3d |", "|---|---|---|"]
+    lines += [f"| {k} | {np.mean(v['dip_seeds']):.2f} | {np.mean(v['dip_seeds+cbm3d']):.2f} |"
+              for k, v in rows.items()]
+    return lines
+
+
 def main(args: argparse.Namespace) -> int:
     tables, crops, runs = Path(args.tables), Path(args.crops), Path(args.runs)
     picks = pd.read_csv(tables / "selector_picks.csv")
     selectors = list(picks["selector"].unique())
-    lines = []
+    lines, curve = [], []
     for selector in ["true best", *selectors]:
         column = "best_iteration" if selector == "true best" else "picked_iteration"
         chosen = picks[picks["selector"] == (selectors[0] if selector == "true best" else selector)]
@@ -121,10 +163,14 @@ def main(args: argparse.Namespace) -> int:
         lines.append(f"| {selector} | {len(polyu)} / {len(cc)} | {sigma} | {weight:.1f} | "
                      + " | ".join(f"{table[k]:.2f}" for k in table.index) + " |")
         print(lines[-1], flush=True)
+        fixed = re.match(r"fixed:(\d+)", selector)
+        if fixed and not curve:
+            curve = seed_curve_lines(args, int(fixed.group(1)), sigma, weight)
     header = ("| pick | PolyU / CC images | sigma (PolyU) | lambda (PolyU) | noisy | dip | "
               "dip_window | dip_seeds | cbm3d | dip+cbm3d | dip_seeds+cbm3d |\n"
               "|---|---|---|---|---|---|---|---|---|---|---|")
-    text = "Mean PSNR (dB) on the CC crops:\n\n" + header + "\n" + "\n".join(lines) + "\n"
+    text = ("Mean PSNR (dB) on the CC crops:\n\n" + header + "\n" + "\n".join(lines) + "\n"
+            + "\n".join(curve) + "\n")
     (tables / "ensemble_study.md").write_text(text)
     print(text)
     return 0
