@@ -105,8 +105,20 @@ def summary(selector, runs: list[ImageRun], label: str = "", picks: list | None 
         if picks is not None:
             picks.append(pick_row(label, run, scores))
     rows = np.array(rows)
+    low, high = image_bootstrap(rows[:, 2], [run.name for run in runs])
     return {"srcc": np.nanmean(rows[:, 0]), "plcc": np.nanmean(rows[:, 1]),
-            "gap": rows[:, 2].mean(), "gap_sd": rows[:, 2].std(), "n": len(runs)}
+            "gap": rows[:, 2].mean(), "gap_sd": rows[:, 2].std(), "n": len(runs),
+            "gap_low": low, "gap_high": high}
+
+
+def image_bootstrap(gaps: np.ndarray, names: list[str], draws: int = 2000) -> tuple[float, float]:
+    """95 % interval of the mean gap, resampling whole images (an image's seeds stay together:
+    they are not independent); `gaps` (N,) of the N runs named `names`."""
+    groups = [gaps[[i for i, name in enumerate(names) if name == image]] for image in sorted(set(names))]
+    random = np.random.default_rng(0)
+    means = [np.mean(np.concatenate([groups[i] for i in random.integers(0, len(groups), len(groups))]))
+             for _ in range(draws)]
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def cross_validate(variant: Variant, polyu: list[ImageRun], folds: int,
@@ -255,14 +267,15 @@ def noise_shift_lines(polyu: list[ImageRun], cc: list[ImageRun], noisier_copies:
 
 
 def header_line() -> str:
-    return ("| selector | PolyU CV SRCC | PolyU CV gap (dB) | CC SRCC | CC PLCC | CC gap (dB) |\n"
+    return ("| selector | PolyU CV SRCC | PolyU CV gap (dB) | CC SRCC | CC PLCC | CC gap (dB): mean ± sd [95 % CI over images] |\n"
             "|---|---|---|---|---|---|")
 
 
 def row(label: str, values: dict[str, float], cv: dict[str, float] | None = None) -> str:
     cv_text = f"{cv['srcc']:.2f} | {cv['gap']:.2f}" if cv else "- | -"
     return (f"| {label} | {cv_text} | {values['srcc']:.2f} | {values['plcc']:.2f} | "
-            f"{values['gap']:.2f} ± {values['gap_sd']:.2f} |")
+            f"{values['gap']:.2f} ± {values['gap_sd']:.2f} [{values['gap_low']:.2f}, "
+            f"{values['gap_high']:.2f}] |")
 
 
 def main(args: argparse.Namespace) -> int:
