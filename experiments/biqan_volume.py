@@ -102,7 +102,7 @@ def expected_images(offsets: tuple[int, ...]) -> int:
 
 def labels_file(args: argparse.Namespace, variant: Variant, image_set: Path) -> Path | None:
     """generator_dataset.py's labels of the set (made once per set and label kind)."""
-    path = Path(args.out) / "labels" / f"{variant.set_name}_{variant.labels}.txt"
+    path = Path(args.out) / "labels" / f"{image_set.name}_{variant.labels}.txt"
     if path.is_file():
         return path
     command = [
@@ -212,7 +212,7 @@ def variant_row(args: argparse.Namespace, variant: Variant) -> dict | None:
             s, p = within_image(pd.read_csv(path))
             srcc.append(s)
             plcc.append(p)
-    images = len(common.run_images(Path(args.out) / "sets" / variant.set_name))
+    images = len(common.run_images(Path((folder / "set.txt").read_text().strip())))
     return {
         "variant": variant.name,
         "PolyU images": images,
@@ -247,14 +247,32 @@ def write_table(args: argparse.Namespace) -> None:
     print(text)
 
 
+def training_set(args: argparse.Namespace, variant: Variant) -> Path | None:
+    """The set a variant trains on: the one it was trained on before, else all its images, else
+    (with --allow_partial) the images finished so far, frozen as `<set>_n<count>`."""
+    recorded = Path(args.out) / variant.name / "set.txt"
+    if recorded.is_file():
+        return Path(recorded.read_text().strip())
+    expected = expected_images(variant.offsets)
+    sets = Path(args.out) / "sets"
+    count = len([image for offset in variant.offsets
+                 for image in common.run_images(Path(args.runs) / f"PolyU_s0_o{offset}")])
+    if count < expected and not args.allow_partial:
+        print(f"{variant.name}: {count}/{expected} images done; skipped (see --allow_partial)")
+        return None
+    image_set = sets / (variant.set_name if count == expected else f"{variant.set_name}_n{count}")
+    build_set(Path(args.runs), variant.offsets, image_set)
+    recorded.parent.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(f"{image_set}\n")
+    return image_set
+
+
 def main(args: argparse.Namespace) -> int:
     if not args.table:
         chosen = [v for v in VARIANTS if not args.only or v.name in args.only]
         for variant in chosen:
-            image_set = Path(args.out) / "sets" / variant.set_name
-            count = build_set(Path(args.runs), variant.offsets, image_set)
-            if count < expected_images(variant.offsets):
-                print(f"{variant.name}: {count}/{expected_images(variant.offsets)} images done; skipped")
+            image_set = training_set(args, variant)
+            if image_set is None:
                 continue
             labels = labels_file(args, variant, image_set)
             if labels is None or not train(args, variant, image_set, labels):
@@ -281,6 +299,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="CC run seeds")
     parser.add_argument("--start_index", type=int, default=8, help="snapshots skipped (default 8)")
     parser.add_argument("--table", action="store_true", help="only write the table")
+    parser.add_argument(
+        "--allow_partial",
+        action="store_true",
+        help="train a variant on the images of its set finished so far (the count is in the table)",
+    )
     return parser.parse_args(argv)
 
 
