@@ -122,14 +122,57 @@ def run_command(output: Path, pairs: Path) -> list[str]:
     ]
 
 
-def signal_mid_fit(command: list[str], first_metrics: Path, signal_number: int) -> int:
-    """Start `command`, send `signal_number` once `first_metrics` exists; the exit code."""
-    process = subprocess.Popen(command, env=ENVIRONMENT, cwd=ROOT)
-    deadline = time.time() + 120
-    while not first_metrics.exists() and time.time() < deadline and process.poll() is None:
+def test_the_pause_hook_is_off_unless_asked_for_and_checks_its_value(tmp_path):
+    assert cluster.SignalPause.from_environment({}) is None
+    environ = {cluster.PAUSE_ENVIRONMENT: f"45:{tmp_path}"}
+    assert cluster.SignalPause.from_environment(environ) == cluster.SignalPause(45, tmp_path)
+    with pytest.raises(ValueError, match="ITERATION:FOLDER"):
+        cluster.SignalPause.from_environment({cluster.PAUSE_ENVIRONMENT: "45"})
+
+
+def test_a_paused_fit_waits_for_the_signal_and_gives_up_after_its_timeout(tmp_path):
+    signalled = cluster.StopRequest(signal_number=signal.SIGTERM)
+    cluster.SignalPause(45, tmp_path).wait(signalled)  # the signal already came: no wait
+    assert (tmp_path / f"paused_{os.getpid()}").exists()
+    with pytest.raises(RuntimeError, match="no stop signal within 0 s at iteration 45"):
+        cluster.SignalPause(45, tmp_path, timeout=0.05).wait(cluster.StopRequest())
+
+
+# the fits wait at this iteration for the signal (cluster.SignalPause): not a snapshot iteration
+# (save_iter 10), so a resume from the last snapshot could not pass for one from the signal
+PAUSE_AT = 45
+PAUSE_TIMEOUT = 120
+
+
+def wait_for_paused_fits(markers: Path, fits: int, process: subprocess.Popen) -> None:
+    """Wait until `fits` fits of `process` wait at PAUSE_AT (their markers in `markers`)."""
+    deadline = time.time() + PAUSE_TIMEOUT
+    while len(list(markers.glob("paused_*"))) < fits:
+        if process.poll() is not None:
+            code = process.returncode
+            raise AssertionError(f"the run ended ({code}) before {fits} fit(s) paused")
+        if time.time() > deadline:
+            raise AssertionError(f"{fits} fit(s) not at iteration {PAUSE_AT} in {PAUSE_TIMEOUT} s")
         time.sleep(0.01)
-    process.send_signal(signal_number)
-    return process.wait(timeout=120)
+
+
+def signal_mid_fit(command: list[str], markers: Path, signal_number: int, fits: int = 1) -> int:
+    """Run `command` with its fits pausing at iteration PAUSE_AT; once `fits` of them wait
+    there, send `signal_number` to the process; its exit code."""
+    environment = ENVIRONMENT | {cluster.PAUSE_ENVIRONMENT: f"{PAUSE_AT}:{markers}"}
+    process = subprocess.Popen(command, env=environment, cwd=ROOT)
+    try:
+        wait_for_paused_fits(markers, fits, process)
+        process.send_signal(signal_number)
+        return process.wait(timeout=PAUSE_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def saved_iteration(folder: Path) -> int:
+    """The iteration of the fit state saved in `folder`."""
+    return torch.load(folder / STATE_FILE, weights_only=False)["fit"]["iteration"]
 
 
 def run_files(output: Path) -> dict[str, object]:
@@ -172,12 +215,12 @@ def test_signal_saves_the_state_then_a_rerun_ends_as_an_uninterrupted_run(
 ):
     pairs, whole, _ = uninterrupted
     stopped = tmp_path / "stopped"
-    code = signal_mid_fit(run_command(stopped, pairs), stopped / "a" / "metrics.csv", signal_number)
+    code = signal_mid_fit(run_command(stopped, pairs), tmp_path / "paused", signal_number)
     assert code == cluster.REQUEUE_EXIT_CODE
     state = torch.load(stopped / "a" / STATE_FILE, weights_only=False)
     # no periodic save before iteration 1000: this state is the one saved at the signal
-    assert 10 <= state["fit"]["iteration"] < 200
-    assert state["rows"][-1]["iteration"] == state["fit"]["iteration"] // 10 * 10
+    assert state["fit"]["iteration"] == PAUSE_AT
+    assert state["rows"][-1]["iteration"] == PAUSE_AT // 10 * 10
     assert not (stopped / "a" / "summary.json").exists()
     subprocess.run(run_command(stopped, pairs), check=True, env=ENVIRONMENT, cwd=ROOT)
     assert run_files(stopped) == run_files(whole)
@@ -188,13 +231,12 @@ def test_sigterm_to_a_run_with_workers_saves_every_fit_then_resumes(uninterrupte
     pairs, whole, _ = uninterrupted
     stopped = tmp_path / "stopped"
     command = run_command(stopped, pairs) + ["--workers", "2"]
-    code = signal_mid_fit(command, stopped / "a" / "metrics.csv", signal.SIGTERM)
+    # one fit per worker, both waiting at PAUSE_AT when the parent gets the signal
+    code = signal_mid_fit(command, tmp_path / "paused", signal.SIGTERM, fits=2)
     assert code == cluster.REQUEUE_EXIT_CODE
-    # each image was either finished before the signal or saved its state at it (with two
-    # workers, `a` may finish before the signal reaches the other fit)
-    folders = [stopped / "a", stopped / "b"]
-    assert all((f / STATE_FILE).exists() or (f / "summary.json").exists() for f in folders)
-    assert any((f / STATE_FILE).exists() for f in folders)
+    for folder in (stopped / "a", stopped / "b"):
+        assert saved_iteration(folder) == PAUSE_AT, folder
+        assert not (folder / "summary.json").exists(), folder
     subprocess.run(command, check=True, env=ENVIRONMENT, cwd=ROOT)
     assert run_files(stopped) == run_files(whole)
 
@@ -224,9 +266,9 @@ def test_denoise_saves_its_state_on_sigterm_and_resumes(tmp_path):
     subprocess.run(command + ["-o", str(tmp_path / "whole")], check=True, env=ENVIRONMENT, cwd=ROOT)
     stopped = tmp_path / "stopped"
     work = stopped / "snapshots" / "a"
-    code = signal_mid_fit(command + ["-o", str(stopped)], work / "metrics.csv", signal.SIGTERM)
+    code = signal_mid_fit(command + ["-o", str(stopped)], tmp_path / "paused", signal.SIGTERM)
     assert code == cluster.REQUEUE_EXIT_CODE
-    assert (work / STATE_FILE).exists() and not (stopped / "a.png").exists()
+    assert saved_iteration(work) == PAUSE_AT and not (stopped / "a.png").exists()
     subprocess.run(command + ["-o", str(stopped)], check=True, env=ENVIRONMENT, cwd=ROOT)
     assert (stopped / "a.png").read_bytes() == (tmp_path / "whole" / "a.png").read_bytes()
     assert not (stopped / "snapshots").exists()

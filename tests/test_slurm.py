@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cluster import run_files
+from tests.test_cluster import PAUSE_AT, run_files
 from utils import cluster
 
 pytestmark = pytest.mark.slurm
@@ -109,11 +109,13 @@ def wait_until(condition, what: str, timeout: float = JOB_TIMEOUT) -> None:
         time.sleep(0.5)
 
 
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+
+
 def wait_for_job(environment: dict[str, str], job: str) -> list[dict[str, str]]:
     """Wait until every task of `job` ended; their records."""
-    ended = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
     wait_until(
-        lambda: all(record["JobState"] in ended for record in job_records(environment, job)),
+        lambda: all(record["JobState"] in ENDED for record in job_records(environment, job)),
         f"job {job}",
     )
     return job_records(environment, job)
@@ -168,41 +170,53 @@ def test_array_does_every_image_once_whatever_the_ids(slurm, single_process_run,
     assert run_files(run) == run_files(single_process_run)
 
 
-# Flaky through SLURM (issue 13 stays open): in some runs, with SIGUSR1 and with SIGTERM, the job
-# ends without the requeue the script asks for. The handler itself is tested for both signals
-# without SLURM in tests/test_cluster.py.
-@pytest.mark.xfail(reason="the requeue after scancel --signal is flaky here", strict=False)
+def requeued(environment: dict[str, str], job: str) -> bool:
+    """Whether SLURM put the one-task `job` back in the queue after its first attempt: Restarts=1
+    and PENDING, no longer COMPLETING (slurmctld clears that flag and sets the requeue's begin
+    time, about two minutes ahead, in one step); AssertionError if the job ended instead."""
+    (record,) = job_records(environment, job)
+    if record["JobState"] in ENDED:
+        state = f"{record['JobState']} {record['ExitCode']}"
+        raise AssertionError(f"job {job} ended {state} without a requeue")
+    return record.get("Restarts") == "1" and record["JobState"] == "PENDING"
+
+
+def start_requeued_job(environment: dict[str, str], job: str) -> None:
+    """Start a requeued job one second from now instead of after SLURM's two-minute delay.
+
+    Not `StartTime=now`: the requeue revoked the first attempt's job credential at its second,
+    and slurmd refuses a launch whose credential is from that same second or earlier ("Job
+    credential revoked"; the job then ends FAILED 1:0 without running). The job reads pending
+    only after the requeue, so `now+1` on slurmctld's clock is a later second than it."""
+    subprocess.run(
+        ["scontrol", "update", f"JobId={job}", "StartTime=now+1"], env=environment, check=True
+    )
+
+
 @pytest.mark.parametrize("signal_name", ["TERM", "USR1"])
 def test_preempted_task_is_requeued_and_resumes_from_the_signal(slurm, tmp_path, signal_name):
     real, mean = tmp_path / "real", tmp_path / "mean"
     for folder, source in ((real, SAMPLE / "real"), (mean, SAMPLE / "mean")):
         folder.mkdir()
         shutil.copy(source / "astronaut.png", folder)
-    run, log = tmp_path / "run", tmp_path / "job.out"
+    run, log, paused = tmp_path / "run", tmp_path / "job.out", tmp_path / "paused"
     environment = slurm | {"REAL": str(real), "MEAN": str(mean), "RUN": str(run)}
+    # the fit waits at iteration PAUSE_AT for the signal (the resumed fit starts after it)
+    hook = {cluster.PAUSE_ENVIRONMENT: f"{PAUSE_AT}:{paused}", "FLAGS": PREEMPT_FLAGS}
     script = cpu_script(ROOT / "examples" / "slurm" / "step1_dip.sbatch", tmp_path)
-    job = sbatch(environment | {"FLAGS": PREEMPT_FLAGS}, script, "--array=0-0", f"--output={log}")
-    wait_until(lambda: (run / "astronaut" / "metrics.csv").exists(), "the first snapshot")
+    job = sbatch(environment | hook, script, "--array=0-0", f"--output={log}")
+    wait_until(lambda: any(paused.glob("paused_*")), f"the fit waiting at iteration {PAUSE_AT}")
     subprocess.run(["scancel", f"--signal={signal_name}", job], env=environment, check=True)
-    wait_until(
-        lambda: job_records(environment, job)[0].get("Restarts") == "1", "the job's requeue", 120
-    )
-    # SLURM holds a requeued job for two minutes (its BeginTime); start it now
-    subprocess.run(
-        ["scontrol", "update", f"JobId={job}", "StartTime=now"], env=environment, check=True
-    )
-    # the record of the first attempt may still read FAILED while the requeue is processed:
-    # wait for the resumed fit to finish before reading the job's final state
-    wait_until(lambda: "astronaut: 200 iterations in" in log.read_text(), "the resumed fit", 180)
+    wait_until(lambda: requeued(environment, job), f"job {job} requeued", 120)
+    start_requeued_job(environment, job)
     records = wait_for_job(environment, job)
-    assert [(r["JobState"], r["ExitCode"]) for r in records] == [("COMPLETED", "0:0")]
     text = log.read_text()
-    stopped = re.search(rf"stopped by SIG{signal_name} at iteration (\d+) of 200", text)
-    resumed = re.search(r"astronaut: resuming at iteration (\d+)", text)
-    assert stopped and resumed, text
-    # no periodic save before iteration 1000: the run went on from the state saved at the signal
-    assert resumed.group(1) == stopped.group(1) and int(stopped.group(1)) >= 10
+    assert [(r["JobState"], r["ExitCode"]) for r in records] == [("COMPLETED", "0:0")], text
+    assert f"stopped by SIG{signal_name} at iteration {PAUSE_AT} of 200" in text
     assert f"exit code {cluster.REQUEUE_EXIT_CODE}" in text
+    # no periodic save before iteration 1000: the run went on from the state saved at the signal
+    assert f"astronaut: resuming at iteration {PAUSE_AT}" in text
+    assert "astronaut: 200 iterations in" in text
     uninterrupted = tmp_path / "uninterrupted"
     run_locally(slurm, real, mean, uninterrupted, PREEMPT_FLAGS)
     assert run_files(run) == run_files(uninterrupted)
