@@ -23,11 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.skip import SkipConfig  # noqa: E402
-from utils import devices, image_io, metrics  # noqa: E402
-from utils.dip import DipFit, FitSettings, Padding, build_network, run_fit, to_array  # noqa: E402
-from utils.snapshots import SnapshotTarget, SnapshotWriter, snapshot_metrics  # noqa: E402
+from models.skip import SkipConfig
+from utils import devices, image_io, metrics
+from utils.dip import DipFit, FitSettings, Padding, build_network, run_fit, to_array
+from utils.snapshots import SnapshotTarget, SnapshotWriter, snapshot_metrics
 
 
 def device_name(device: torch.device) -> str:

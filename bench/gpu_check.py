@@ -16,8 +16,8 @@ gpu_check.md and the CSV files in --output_path are rewritten after every measur
 stops when its share of the budget is spent, and what finished stays written. --smoke runs the
 same on the CPU with tiny sizes in seconds (CI runs it).
 
-    python bench/gpu_check.py --data devdata/gpu/CC --output_path result/gpu_check
-    python bench/gpu_check.py --smoke --data devdata/gpu/CC --output_path result/gpu_smoke
+    python -m bench.gpu_check --data devdata/gpu/CC --output_path result/gpu_check
+    python -m bench.gpu_check --smoke --data devdata/gpu/CC --output_path result/gpu_smoke
 """
 
 from __future__ import annotations
@@ -41,12 +41,11 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from bench import bench_dip, bench_scale  # noqa: E402
-from models.skip import SkipConfig  # noqa: E402
-from utils import denoising, devices, dispatch, image_io, metrics, reconstruction  # noqa: E402
-from utils.dip import FitSettings, to_array, to_tensor  # noqa: E402
-from utils.run_output import SUMMARY_FILE  # noqa: E402
+from bench import bench_dip, bench_scale
+from models.skip import SkipConfig
+from utils import denoising, devices, dispatch, image_io, metrics, reconstruction
+from utils.dip import FitSettings, to_array, to_tensor
+from utils.run_output import SUMMARY_FILE
 
 PARTS = ("tests", "speed", "batching", "fullscale", "extras")
 # Shares of the budget: a part stops starting measurements once its share is spent. The full-scale

@@ -18,8 +18,7 @@ import numpy as np
 from scipy import ndimage
 from skimage import data, transform
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils import image_io  # noqa: E402
+from utils import image_io
 
 SIZE = 64
 # name: (loader, top, left, side of the square region downscaled to SIZE x SIZE)

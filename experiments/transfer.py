@@ -37,9 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import run_polyu  # noqa: E402
+from experiments import common, run_polyu
 
 LOGGER = logging.getLogger("transfer")
 INITS = ("scratch", "previous", "polyu1", "polyu_chain4", "polyu_chain8_short")
