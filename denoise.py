@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from models.skip import SkipConfig
-from utils import cluster, denoising, devices, early_stopping, reconstruction
-from utils.dip import FitSettings
+from utils import cluster, early_stopping
+from utils.dip import denoising, devices, reconstruction
+from utils.dip.fitting import FitSettings
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,8 @@ import csv
 import sys
 from pathlib import Path
 
-from utils import labels, original_flags, run_output
+from utils import original_flags, run_output
+from utils.biqan import labels
 
 
 def build_parser() -> argparse.ArgumentParser:

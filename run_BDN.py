@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 
 from models.skip import NET_TYPES, SkipConfig
-from utils import cluster, devices, dispatch, early_stopping, labels, original_flags, reconstruction
-from utils.dip import FitSettings
+from utils import cluster, early_stopping, original_flags
+from utils.biqan import labels
+from utils.dip import devices, dispatch, reconstruction
+from utils.dip.fitting import FitSettings
 
 
 def build_parser() -> argparse.ArgumentParser:

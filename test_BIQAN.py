@@ -21,14 +21,8 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from models import snapshot_ranker  # noqa: E402
-from utils import (  # noqa: E402
-    image_io,
-    keras_device,
-    original_flags,
-    run_output,
-    selection,
-    snapshot_features,
-)
+from utils import image_io, original_flags, run_output, selection, snapshot_features  # noqa: E402
+from utils.biqan import device as keras_device  # noqa: E402
 
 
 def selector_type(text: str) -> selection.Selector:
@@ -112,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
     keras_device.hide_other_gpus(args.gpu_id)
     # Keras and the backend are imported only now, after the GPU choice is in the environment.
     from models import biqan
-    from utils import biqan_data, biqan_report
+    from utils.biqan import data as biqan_data, report as biqan_report
 
     try:
         folders = run_output.list_image_folders(args.dataset_image_path)

@@ -23,14 +23,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
 
-from utils import (  # noqa: E402
-    biqan_eval,
-    keras_device,
-    labels,
-    original_flags,
-    run_output,
-    snapshot_features,
-)
+from utils import original_flags, run_output, snapshot_features  # noqa: E402
+from utils.biqan import device as keras_device, evaluation as biqan_eval, labels  # noqa: E402
 
 ARCHITECTURES = ("mobilenet", "mobilenet_v2", "inceptionv2", "vgg16")
 
@@ -167,7 +161,8 @@ def read_dataset(args: argparse.Namespace
 def train_ranker(args: argparse.Namespace) -> int:
     """Train the snapshot ranker on the labelled images, report validation ranking quality."""
     from models import snapshot_ranker
-    from utils import biqan_data, biqan_eval, ranker_training
+    from utils import ranker_training
+    from utils.biqan import data as biqan_data, evaluation as biqan_eval
 
     try:
         image_ids, paths, _, _ = read_dataset(args)
@@ -228,7 +223,7 @@ def main(args: argparse.Namespace) -> int:
     import keras
 
     from models import biqan
-    from utils import biqan_data, biqan_plots, biqan_report
+    from utils.biqan import data as biqan_data, plots as biqan_plots, report as biqan_report
 
     try:
         image_ids, paths, distributions, true_psnr = read_dataset(args)

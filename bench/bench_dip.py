@@ -3,7 +3,7 @@
 Both loops fit the same network to the same noisy image on the same device in one process.
 The reference loop does what the original did every iteration: `.item()` of the loss, PSNR of
 the output on the host, and a CPU copy of all weights for backtracking; at snapshots it
-computes metrics and writes the PNG synchronously. Ours is `utils.dip.run_fit` with the
+computes metrics and writes the PNG synchronously. Ours is `utils.dip.fitting.run_fit` with the
 snapshot writer thread. Usage:
 
     python bench/bench_dip.py --sizes 64 128 256 --gpu_id cpu
@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from models.skip import SkipConfig
-from utils import devices, image_io, metrics
-from utils.dip import DipFit, FitSettings, Padding, build_network, run_fit, to_array
-from utils.snapshots import SnapshotTarget, SnapshotWriter, snapshot_metrics
+from utils import image_io, metrics
+from utils.dip import devices
+from utils.dip.fitting import DipFit, FitSettings, Padding, build_network, run_fit, to_array
+from utils.dip.snapshots import SnapshotTarget, SnapshotWriter, snapshot_metrics
 
 
 def device_name(device: torch.device) -> str:

@@ -43,8 +43,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 from bench import bench_dip, bench_scale
 from models.skip import SkipConfig
-from utils import denoising, devices, dispatch, image_io, metrics, reconstruction
-from utils.dip import FitSettings, to_array, to_tensor
+from utils import image_io, metrics
+from utils.dip import denoising, devices, dispatch, reconstruction
+from utils.dip.fitting import FitSettings, to_array, to_tensor
 from utils.run_output import SUMMARY_FILE
 
 PARTS = ("tests", "speed", "batching", "fullscale", "extras")

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import image_io, metrics, plots, reconstruction
+from utils import image_io, metrics, plots
+from utils.dip import reconstruction
 from utils.run_output import SUMMARY_FILE
 
 

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from models import biqan  # noqa: E402
-from utils import labels  # noqa: E402
+from utils.biqan import labels  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TINY = biqan.BiqanConfig(architecture="mobilenet", alpha=0.25, image_size=32)

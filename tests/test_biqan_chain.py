@@ -28,7 +28,8 @@ import run_BDN  # noqa: E402
 import test_BIQAN  # noqa: E402
 import train_BIQAN  # noqa: E402
 from tests.biqan_helpers import write_fake_image_folder  # noqa: E402
-from utils import biqan_report, image_io, labels, run_output  # noqa: E402
+from utils import image_io, run_output  # noqa: E402
+from utils.biqan import labels, report as biqan_report  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 START = 2

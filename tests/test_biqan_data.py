@@ -1,4 +1,4 @@
-"""utils/biqan_data.py: decoding, train/test views, the PyDataset, split by source image."""
+"""utils/biqan/data.py: decoding, train/test views, the PyDataset, split by source image."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest  # noqa: E402
 import skimage.transform  # noqa: E402
 
 from models import biqan  # noqa: E402
-from utils import biqan_data, image_io  # noqa: E402
+from utils import image_io  # noqa: E402
+from utils.biqan import data as biqan_data  # noqa: E402
 
 
 def test_read_rgb_handles_gray_and_16_bit(tmp_path: Path):

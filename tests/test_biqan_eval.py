@@ -1,4 +1,4 @@
-"""utils/biqan_eval.py: SRCC/PLCC against hand-computed values, gaps per selector."""
+"""utils/biqan/evaluation.py: SRCC/PLCC against hand-computed values, gaps per selector."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils import biqan_eval
+from utils.biqan import evaluation as biqan_eval
 
 
 def test_ranks_with_ties():

@@ -1,4 +1,4 @@
-"""utils/biqan_report.py: selection rows, file names and the Denoised_PSNR.txt summary."""
+"""utils/biqan/report.py: selection rows, file names and the Denoised_PSNR.txt summary."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils import biqan_report, selection
+from utils import selection
+from utils.biqan import report as biqan_report
 
 
 def chosen(picks: dict[str, int], fired: bool = True) -> selection.ImageSelection:

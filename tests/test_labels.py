@@ -1,4 +1,4 @@
-"""utils/labels.py: PSNR -> exact 10-bin distribution, vote counts, AVA rows round trip."""
+"""utils/biqan/labels.py: PSNR -> exact 10-bin distribution, vote counts, AVA rows round trip."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils import labels
+from utils.biqan import labels
 
 
 def test_psnr_mapping_end_points_and_inverse():

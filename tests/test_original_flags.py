@@ -21,8 +21,9 @@ import train_BIQAN
 from models.skip import SkipConfig, SkipNet
 from tests.biqan_helpers import write_fake_image_folder
 from tests.conftest import make_pair
-from utils import labels, original_flags
-from utils.dip import DipFit, FitSettings
+from utils import original_flags
+from utils.biqan import labels
+from utils.dip.fitting import DipFit, FitSettings
 
 
 @pytest.fixture
@@ -445,7 +446,7 @@ def test_run_bdn_snail(tmp_path):
 
 
 def test_runs_recorded_before_the_new_settings_resume(tmp_path):
-    from utils import reconstruction, run_guard
+    from utils.dip import reconstruction, run_guard
 
     make_pair(tmp_path, "a")
     output = tmp_path / "out"

@@ -9,7 +9,8 @@ import pytest
 
 import run_BDN
 from tests.conftest import make_pair
-from utils import pairing, reconstruction
+from utils import pairing
+from utils.dip import reconstruction
 
 
 def paths(*names: str) -> list[Path]:

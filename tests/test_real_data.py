@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import run_BDN
-from utils import image_io, metrics, reconstruction
+from utils import image_io, metrics
+from utils.dip import reconstruction
 
 
 @pytest.mark.parametrize("dataset, low, high", [("CC", 29.6, 37.0), ("PolyU", 31.1, 41.0)])

@@ -24,7 +24,8 @@ import generator_dataset
 import run_BDN
 from models.skip import SkipConfig
 from tests.conftest import make_pair, smooth_image
-from utils import image_io, reconstruction, run_guard
+from utils import image_io
+from utils.dip import reconstruction, run_guard
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = [

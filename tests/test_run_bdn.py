@@ -18,7 +18,8 @@ import torch
 
 import run_BDN
 from tests.conftest import make_pair
-from utils import image_io, metrics, reconstruction
+from utils import image_io, metrics
+from utils.dip import reconstruction
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = [

@@ -67,8 +67,8 @@ def test_missing_snapshot_is_named(tmp_path: Path):
 
 
 def test_numpy_only_modules_and_step_2_load_no_framework():
-    code = ("import sys, generator_dataset, utils.labels, utils.selection, utils.run_output, "
-            "utils.biqan_eval, utils.keras_device; "
+    code = ("import sys, generator_dataset, utils.biqan.labels, utils.selection, utils.run_output, "
+            "utils.biqan.evaluation, utils.biqan.device; "
             "print(sorted(name for name in ('torch', 'keras', 'tensorflow') "
             "if name in sys.modules))")
     completed = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1],

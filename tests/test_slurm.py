@@ -212,7 +212,8 @@ def test_preempted_task_is_requeued_and_resumes_from_the_signal(slurm, tmp_path,
 RACE = """
 import json, sys, time
 from pathlib import Path
-from utils import image_io, reconstruction
+from utils import image_io
+from utils.dip import reconstruction
 folder, task, tasks, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 for round_index in range(rounds):
     output = folder / str(round_index)

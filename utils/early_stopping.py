@@ -154,7 +154,7 @@ def biqan_scorer(model_path: Path, crops_per_side: int = 3) -> Callable[[np.ndar
 
     os.environ.setdefault("KERAS_BACKEND", "torch")
     from models import biqan
-    from utils import biqan_data
+    from utils.biqan import data as biqan_data
 
     model, config, _ = biqan.load_biqan(model_path)
 

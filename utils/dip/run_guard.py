@@ -34,8 +34,8 @@ INPUT_FILE = "input.json"
 RUN_LOCK = ".run.lock"
 RECORD_LOCK = ".args.lock"
 IMAGE_LOCK = ".lock"
-SUMMARY_LOCK = ".summary.lock"  # held while summary.csv is rebuilt (utils.reconstruction)
-# Files a run writes in <stem>/ besides snapshots (<iteration:05d>.png); see utils.reconstruction.
+SUMMARY_LOCK = ".summary.lock"  # held while summary.csv is rebuilt (utils.dip.reconstruction)
+# Files a run writes in <stem>/ besides snapshots (<iteration:05d>.png); see utils.dip.reconstruction.
 IMAGE_FILES = (METRICS_FILE, SUMMARY_FILE, INPUT_FILE, "net.pt", "state.pt", "denoised.png")
 RUN_FILES = (RECORD_FILE, "summary.csv", RUN_LOCK, RECORD_LOCK, SUMMARY_LOCK)
 SNAPSHOT_NAME = re.compile(r"^\d{5,}\.png$")

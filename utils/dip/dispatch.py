@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from utils import cluster, devices, reconstruction
+from utils import cluster
+from utils.dip import devices, reconstruction
 
 LOGGER = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ import json
 import logging
 from pathlib import Path
 
-from utils import image_io, reconstruction, run_guard, selection
+from utils import image_io, selection
+from utils.dip import reconstruction, run_guard
 from utils.run_output import SUMMARY_FILE, snapshot_path
 
 LOGGER = logging.getLogger(__name__)

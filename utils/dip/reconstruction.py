@@ -10,7 +10,7 @@ Output layout under `output_path`:
     <stem>/net.pt              the final network, with the settings to rebuild it
     <stem>/summary.json        written last: marks the image as finished
     <stem>/state.pt            resumable state of an unfinished image (removed when done)
-    <stem>/input.json          the input files and their SHA-256 (see utils.run_guard)
+    <stem>/input.json          the input files and their SHA-256 (see utils.dip.run_guard)
 
 Images of one padded size are fitted `batch_images` at a time, each with its own network
 (see `models.skip.SkipNet(groups=K)`); results per image do not depend on the grouping.
@@ -37,12 +37,13 @@ import torch
 from tqdm import tqdm
 
 from models.skip import SkipConfig, SkipNet, stack_states
-from utils import image_io, metrics, pairing, plots, run_guard
+from utils import image_io, metrics, pairing, plots
+from utils.dip import run_guard
 from utils.cluster import Interrupted, StopRequest
-from utils.dip import DipFit, FitSettings, Padding, build_network, pad_image, run_fit, to_tensor
+from utils.dip.fitting import DipFit, FitSettings, Padding, build_network, pad_image, run_fit, to_tensor
 from utils.early_stopping import EarlyStopSettings, make_stoppers
 from utils.run_output import NOISY_PSNR, SUMMARY_FILE, read_metrics, snapshot_path
-from utils.snapshots import (
+from utils.dip.snapshots import (
     STATE_FILE,
     Checkpointer,
     Progress,
@@ -604,7 +605,7 @@ def with_defaults(record: dict) -> dict:
 def start_folder(output_path: Path, record: dict, jobs: list[ImageJob]) -> IO:
     """Refuse a folder that is not ours or holds results of other settings or inputs, then
     record this run's settings; returns the run lock, to keep open while the run writes
-    (see `utils.run_guard`)."""
+    (see `utils.dip.run_guard`)."""
     for job in jobs:
         run_guard.check_input(output_path / job.stem, job.noisy, job.clean)
     return run_guard.open_run(output_path, record, RESULT_KEYS, with_defaults)

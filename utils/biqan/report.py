@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import biqan_eval, biqan_plots, labels, selection
+from utils import selection
+from utils.biqan import evaluation as biqan_eval, labels, plots as biqan_plots
 
 
 def pick_file_name(stem: str, label: str) -> str:

@@ -23,7 +23,7 @@ import torch
 from utils import image_io, metrics
 from utils.cluster import StopRequest
 from utils.run_output import METRICS_COLUMNS, snapshot_path
-from utils.dip import DipFit, Padding, to_array
+from utils.dip.fitting import DipFit, Padding, to_array
 from utils.early_stopping import Stopper
 
 MAX_PENDING_SNAPSHOTS = 4
