@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path

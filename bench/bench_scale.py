@@ -14,7 +14,6 @@ CPU (CI-size machines):     python bench/bench_scale.py --gpu_id cpu --size 64 -
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path

@@ -11,7 +11,6 @@ Run: python dataset/make_sample.py [--output dataset/sample]
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np

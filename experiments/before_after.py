@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import image_io, metrics, plots
-from utils.dip import reconstruction
+from utils.dip import planning, reconstruction
 from utils.run_output import SUMMARY_FILE
 
 
@@ -38,7 +38,7 @@ def sources(run: Path, stem: str) -> tuple[list[Path], dict]:
     record = read_json(run / "args.json")
     summary = read_json(run / stem / SUMMARY_FILE)
     clean_folder = record["dataset_mean_path"]
-    jobs = reconstruction.plan_jobs(
+    jobs = planning.plan_jobs(
         Path(record["dataset_real_path"]), None if clean_folder is None else Path(clean_folder)
     )
     job = next((job for job in jobs if job.stem == stem), None)

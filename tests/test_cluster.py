@@ -21,7 +21,7 @@ import run_BDN
 from tests.conftest import make_pair
 from utils import cluster
 from utils.dip import reconstruction
-from utils.dip.snapshots import STATE_FILE
+from utils.run_output import STATE_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--input_depth", "4", "--channels", "8", "--num_scales", "3", "--gpu_id", "cpu"]

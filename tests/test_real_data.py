@@ -7,15 +7,15 @@ import pytest
 
 import run_BDN
 from utils import image_io, metrics
-from utils.dip import reconstruction
+from utils.dip import planning
 
 
 @pytest.mark.parametrize("dataset, low, high", [("CC", 29.6, 37.0), ("PolyU", 31.1, 41.0)])
 def test_real_pairs_pair_by_stem_with_published_noise_levels(shared_data, dataset, low, high):
-    jobs = reconstruction.plan_jobs(shared_data / dataset / "real", shared_data / dataset / "mean")
+    jobs = planning.plan_jobs(shared_data / dataset / "real", shared_data / dataset / "mean")
     assert jobs and all(job.clean is not None and job.clean.stem == job.stem for job in jobs)
     for job in jobs[:5]:
-        image = reconstruction.prepare(job, 32)
+        image = planning.prepare(job, 32)
         assert image.noisy.pixels.shape == (512, 512, 3) and image.padded.shape == (512, 512, 3)
         assert (
             low - 0.05 <= metrics.psnr(image.noisy.pixels, image.clean.pixels) <= high + 0.05
@@ -23,7 +23,7 @@ def test_real_pairs_pair_by_stem_with_published_noise_levels(shared_data, datase
 
 
 def test_short_run_on_a_real_crop(shared_data, tmp_path):
-    job = reconstruction.plan_jobs(shared_data / "CC" / "real", shared_data / "CC" / "mean")[0]
+    job = planning.plan_jobs(shared_data / "CC" / "real", shared_data / "CC" / "mean")[0]
     for folder, path in (("real", job.noisy), ("mean", job.clean)):
         pixels = image_io.read_image(path).pixels[224:288, 224:288]
         image_io.write_png(tmp_path / folder / f"{job.stem}.png", pixels)

@@ -22,10 +22,10 @@ import torch
 import denoise
 import generator_dataset
 import run_BDN
-from models.skip import SkipConfig
+from models.skip import SkipConfig, SkipNet
 from tests.conftest import make_pair, smooth_image
 from utils import image_io
-from utils.dip import reconstruction, run_guard
+from utils.dip import networks, reconstruction, run_guard, snapshots
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = [
@@ -78,8 +78,8 @@ def save_tiny_network(path: Path, channels: int, output_channels: int = 3) -> No
         channels_up=channels,
         output_channels=output_channels,
     )
-    net = reconstruction.SkipNet(config)
-    reconstruction.save_network(path, config, net.state_dict(), "test", 0)
+    net = SkipNet(config)
+    networks.save_network(path, config, net.state_dict(), "test", 0)
 
 
 # Ownership: a tool deletes or overwrites only what it made.
@@ -461,12 +461,12 @@ def test_a_second_run_with_other_settings_is_refused_while_the_first_writes(pair
 def test_resume_iteration_reads_the_state_or_names_the_damaged_file(tmp_path):
     folder = tmp_path / "out" / "a"
     folder.mkdir(parents=True)
-    assert reconstruction.resume_iteration(folder) == 0
+    assert snapshots.resume_iteration(folder) == 0
     torch.save({"fit": {"iteration": 30}}, folder / "state.pt")
-    assert reconstruction.resume_iteration(folder) == 30
+    assert snapshots.resume_iteration(folder) == 30
     torch.save({"nothing": 1}, folder / "state.pt")
     with pytest.raises(ValueError, match="state.pt: damaged resume state"):
-        reconstruction.resume_iteration(folder)
+        snapshots.resume_iteration(folder)
 
 
 def test_an_image_another_process_is_fitting_is_left_to_it(pairs, tmp_path, caplog):

@@ -17,9 +17,10 @@ import pytest
 import torch
 
 import run_BDN
+from models.skip import SkipNet
 from tests.conftest import make_pair
 from utils import image_io, metrics
-from utils.dip import reconstruction
+from utils.dip import networks, planning, reconstruction
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = [
@@ -102,7 +103,7 @@ def test_pairing_by_stem_and_blind_images(tmp_path):
     # a reference whose list position would pair it with the wrong noisy image
     make_pair(tmp_path / "decoy", "b_unrelated", seed=6)
     (tmp_path / "decoy" / "mean" / "b_unrelated.png").rename(tmp_path / "mean" / "b_unrelated.png")
-    jobs = reconstruction.plan_jobs(tmp_path / "real", tmp_path / "mean")
+    jobs = planning.plan_jobs(tmp_path / "real", tmp_path / "mean")
     assert [(j.stem, j.clean.name if j.clean else None) for j in jobs] == [
         ("a_blind", None),
         ("m_jpeg", "m_jpeg.png"),
@@ -202,9 +203,9 @@ def test_saved_network_reproduces_its_output(pairs, tmp_path):
     assert run(pairs, output, "--num_iter", "20") == 0
     saved = torch.load(output / "a" / "net.pt", weights_only=True)
     assert saved["config"]["channels_down"] == 16 and saved["iterations"] == 20
-    net = reconstruction.load_network(output / "a" / "net.pt", torch.device("cpu"))
+    net = networks.load_network(output / "a" / "net.pt", torch.device("cpu"))
     probe = torch.rand(1, 8, 64, 64, generator=torch.Generator().manual_seed(0))
-    reference = reconstruction.SkipNet(net.config)
+    reference = SkipNet(net.config)
     reference.load_state_dict(saved["state_dict"])
     assert torch.equal(net(probe), reference(probe))
     # a network fitted on one size transfers to another size
@@ -227,8 +228,8 @@ def test_init_from_file_starts_from_that_network(pairs, tmp_path):
             ]
         )
     )
-    image = reconstruction.prepare(reconstruction.ImageJob(pairs / "real" / "b.png", None), 32)
-    state, label = reconstruction.initial_state(image, settings, None)
+    image = planning.prepare(planning.ImageJob(pairs / "real" / "b.png", None), 32)
+    state, label = networks.initial_state(image, settings, None)
     saved = torch.load(network_file, weights_only=True)["state_dict"]
     assert label == str(network_file)
     assert all(torch.equal(value, saved[key]) for key, value in state.items())
@@ -240,14 +241,14 @@ def test_init_from_file_starts_from_that_network(pairs, tmp_path):
 
 def test_previous_init_chains_images(pairs, tmp_path, monkeypatch):
     started_from = {}
-    original = reconstruction.initial_state
+    original = networks.initial_state
 
     def spy(image, settings, previous):
         state, label = original(image, settings, previous)
         started_from[image.job.stem] = {k: v.clone() for k, v in state.items()}
         return state, label
 
-    monkeypatch.setattr(reconstruction, "initial_state", spy)
+    monkeypatch.setattr(networks, "initial_state", spy)
     assert run(pairs, tmp_path / "out", "--init_from", "previous", "--num_iter", "20") == 0
     final_a = torch.load(tmp_path / "out" / "a" / "net.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(started_from["b"][k], final_a[k]) for k in final_a)

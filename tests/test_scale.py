@@ -14,7 +14,7 @@ import torch
 import run_BDN
 from models.skip import SkipConfig, SkipNet, stack_states
 from tests.conftest import make_pair
-from utils.dip import devices, reconstruction
+from utils.dip import devices, group_fit, planning
 from utils.dip.fitting import DipFit, FitSettings, build_network, run_fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,12 +96,12 @@ def test_batch_state_splits_into_per_image_states():
 
 @pytest.mark.parametrize("count, shards", [(7, 3), (5, 1), (2, 4)])
 def test_shards_partition_the_images(tmp_path, count, shards):
-    jobs = [reconstruction.ImageJob(tmp_path / f"{index:02d}.png", None) for index in range(count)]
-    parts = [reconstruction.shard(jobs, shards, index) for index in range(shards)]
+    jobs = [planning.ImageJob(tmp_path / f"{index:02d}.png", None) for index in range(count)]
+    parts = [planning.shard(jobs, shards, index) for index in range(shards)]
     assert sorted((job for part in parts for job in part), key=lambda job: job.stem) == jobs
-    assert parts == [reconstruction.shard(jobs, shards, index) for index in range(shards)]
+    assert parts == [planning.shard(jobs, shards, index) for index in range(shards)]
     with pytest.raises(ValueError):
-        reconstruction.shard(jobs, shards, shards)
+        planning.shard(jobs, shards, shards)
 
 
 def run_files(output: Path) -> dict[str, bytes]:
@@ -266,7 +266,7 @@ def test_bf16_fit_runs_and_stays_close_to_fp32():
 def test_out_of_memory_splits_the_batch_then_reports_a_clear_error(
     three_pairs, tmp_path, monkeypatch, caplog
 ):
-    original = reconstruction.fit_group
+    original = group_fit.fit_group
     attempts = []
 
     def fake_fit_group(images, settings, previous=None):
@@ -275,7 +275,7 @@ def test_out_of_memory_splits_the_batch_then_reports_a_clear_error(
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.50 GiB")
         return original(images, settings, previous)
 
-    monkeypatch.setattr(reconstruction, "fit_group", fake_fit_group)
+    monkeypatch.setattr(group_fit, "fit_group", fake_fit_group)
     args = run_BDN.parse_args(
         [
             "--dataset_real_path",

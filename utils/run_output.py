@@ -1,16 +1,29 @@
-"""Read the output folder of run_BDN.py (step 1): image folders, metrics.csv, snapshot paths.
+"""The output folder of run_BDN.py (step 1): every file name and schema, their writers and readers.
 
-Layout (the contract with run_BDN.py): ``<run>/<stem>/metrics.csv`` with the header
-``iteration,loss,psnr_noisy,psnr_raw,ssim_raw,psnr_avg,ssim_avg`` and one row per snapshot,
-``<run>/<stem>/<iteration:05d>.png`` snapshots and ``<run>/<stem>/summary.json``, written last,
-which marks a finished image. Reference columns are empty strings for blind images.
+Layout under the run folder (the contract between step 1 and steps 2 to 4):
+    args.json                  settings and versions of the run (RUN_RECORD_FILE)
+    summary.csv                one row per finished image, SUMMARY_COLUMNS (rebuilt from the
+                               per-image summary.json files)
+    <stem>_psnr.png            PSNR curves of each image (curve_path)
+    <stem>/00020.png ...       snapshots of the averaged output, every save_iter iterations
+                               (snapshot_path)
+    <stem>/metrics.csv         one row per snapshot, METRICS_COLUMNS (metrics_csv, read_metrics);
+                               reference columns are empty for blind images
+    <stem>/net.pt              the final network, with the settings to rebuild it
+    <stem>/denoised.png        the early-stopping rule's pick (with --early_stop)
+    <stem>/summary.json        written last: marks the image as finished (keys: SUMMARY_COLUMNS)
+    <stem>/state.pt            resumable fit state of an unfinished image (removed when done)
+    <stem>/input.json          the input files and their SHA-256 (see utils.dip.run_guard)
+The locks of the runs writing a folder are run_guard's.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +33,33 @@ from utils.image_io import IMAGE_SUFFIXES
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 RUN_RECORD_FILE = "args.json"
+SUMMARY_TABLE_FILE = "summary.csv"
+NETWORK_FILE = "net.pt"
+DENOISED_FILE = "denoised.png"
+STATE_FILE = "state.pt"
+INPUT_FILE = "input.json"
 METRICS_COLUMNS = ("iteration", "loss", "psnr_noisy", "psnr_raw", "ssim_raw", "psnr_avg",
                    "ssim_avg")
 REFERENCE_COLUMNS = ("psnr_raw", "ssim_raw", "psnr_avg", "ssim_avg")
 NOISY_PSNR = "noisy_psnr"  # summary key: PSNR (dB) of the noisy input vs the reference, or null
+SUMMARY_COLUMNS = (
+    "image",
+    "height",
+    "width",
+    "reference",
+    "init",
+    "iterations",
+    NOISY_PSNR,
+    "best_iteration",
+    "best_psnr",
+    "best_ssim",
+    "final_psnr",
+    "stop_iteration",
+    "picked_iteration",
+    "picked_psnr",
+    "seconds",
+    "iterations_per_second",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +102,32 @@ class ImageMetrics:
 def snapshot_path(image_folder: str | Path, iteration: int) -> Path:
     """Path of the snapshot saved at ``iteration``: ``<folder>/<iteration:05d>.png``."""
     return Path(image_folder) / f"{iteration:05d}.png"
+
+
+def curve_path(run_folder: str | Path, stem: str) -> Path:
+    """The image's PSNR-curve figure: ``<run>/<stem>_psnr.png``."""
+    return Path(run_folder) / f"{stem}_psnr.png"
+
+
+def format_value(value: float | None) -> str:
+    """CSV cell: '' for a missing value, else a compact float."""
+    if value is None:
+        return ""
+    return f"{value:.6g}" if math.isfinite(value) else str(value)
+
+
+def metrics_csv(rows: list[dict]) -> str:
+    """Rows of METRICS_COLUMNS -> CSV text with header."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(METRICS_COLUMNS)
+    for row in rows:
+        writer.writerow(
+            [row["iteration"]] + [format_value(row[column]) for column in METRICS_COLUMNS[1:]]
+        )
+    return buffer.getvalue()
+
+
 
 
 def _parse_float(text: str, column: str, where: str, allow_empty: bool) -> float:

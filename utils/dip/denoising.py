@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from utils import image_io, selection
-from utils.dip import reconstruction, run_guard
+from utils.dip import planning, reconstruction, run_guard
 from utils.run_output import SUMMARY_FILE, snapshot_path
 
 LOGGER = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ WMV_WINDOW = selection.TUNED_WMV.window * SAVE_ITER
 PATIENCE = selection.TUNED_WMV.patience * SAVE_ITER
 
 
-def collect_inputs(inputs: list[Path], output: Path) -> list[reconstruction.ImageJob]:
+def collect_inputs(inputs: list[Path], output: Path) -> list[planning.ImageJob]:
     """Image files named directly or found in folders, as blind jobs; ValueError when an input is
     missing, two inputs share a name, or an output would overwrite an input."""
     paths: list[Path] = []
@@ -41,7 +41,7 @@ def collect_inputs(inputs: list[Path], output: Path) -> list[reconstruction.Imag
             raise ValueError(
                 f"{path}: the output folder is this image's folder; refusing to overwrite the input"
             )
-    return [reconstruction.ImageJob(path, None) for path in paths]
+    return [planning.ImageJob(path, None) for path in paths]
 
 
 def picked_iteration(summary: dict, rows_folder: Path) -> int:
@@ -51,7 +51,7 @@ def picked_iteration(summary: dict, rows_folder: Path) -> int:
     return max(int(path.stem) for path in rows_folder.glob("[0-9]*.png"))
 
 
-def write_result(job: reconstruction.ImageJob, work: Path, output: Path) -> None:
+def write_result(job: planning.ImageJob, work: Path, output: Path) -> None:
     """Copy the image's picked snapshot to `output/<input name>` in the input's format."""
     folder = work / job.stem
     summary = json.loads((folder / SUMMARY_FILE).read_text())
@@ -63,8 +63,8 @@ def write_result(job: reconstruction.ImageJob, work: Path, output: Path) -> None
 
 
 def denoise(
-    jobs: list[reconstruction.ImageJob],
-    settings: reconstruction.RunSettings,
+    jobs: list[planning.ImageJob],
+    settings: planning.RunSettings,
     output: Path,
     keep_snapshots: bool,
 ) -> list[tuple[Path, str]]:

@@ -18,12 +18,13 @@ import torch
 from tqdm import tqdm
 
 from utils import cluster
-from utils.dip import devices, reconstruction
+from utils import run_output
+from utils.dip import devices, group_fit, planning, reconstruction
 
 LOGGER = logging.getLogger(__name__)
 
 
-def worker(settings: reconstruction.RunSettings, threads: int, jobs, results) -> None:
+def worker(settings: planning.RunSettings, threads: int, jobs, results) -> None:
     """Worker process: fit groups from `jobs` until a None arrives; put (summaries, failures) on `results`."""
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
     torch.set_num_threads(threads)
@@ -31,8 +32,8 @@ def worker(settings: reconstruction.RunSettings, threads: int, jobs, results) ->
     settings.stop_request.install()
     while (group := jobs.get()) is not None:
         try:
-            images = [reconstruction.prepare(job, settings.network.size_multiple) for job in group]
-            summaries, failures = reconstruction.fit_claimed(images, settings)
+            images = [planning.prepare(job, settings.network.size_multiple) for job in group]
+            summaries, failures = group_fit.fit_claimed(images, settings)
         except cluster.Interrupted:
             return
         except Exception as error:  # report, never hang the parent
@@ -44,14 +45,14 @@ def worker(settings: reconstruction.RunSettings, threads: int, jobs, results) ->
 
 
 def reconstruct_parallel(
-    jobs: list[reconstruction.ImageJob],
-    settings: reconstruction.RunSettings,
+    jobs: list[planning.ImageJob],
+    settings: planning.RunSettings,
     worker_devices: list[torch.device],
 ) -> list[tuple[Path, str]]:
     """Fit every unfinished job on `worker_devices` (one process each); returns the failures."""
-    images, failures = reconstruction.prepare_all(jobs, settings)
+    images, failures = planning.prepare_all(jobs, settings)
     groups = [
-        [image.job for image in group] for group in reconstruction.make_groups(images, settings)
+        [image.job for image in group] for group in planning.make_groups(images, settings)
     ]
     context = multiprocessing.get_context("spawn")
     job_queue, results = context.Queue(), context.Queue()
@@ -91,7 +92,7 @@ def reconstruct_parallel(
                         for group in groups
                         for job in group
                         if not (
-                            settings.output_path / job.stem / reconstruction.SUMMARY_FILE
+                            settings.output_path / job.stem / run_output.SUMMARY_FILE
                         ).exists()
                     ]
                     break

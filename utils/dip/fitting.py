@@ -120,6 +120,17 @@ def build_network(config: SkipConfig, seed: int, device: torch.device) -> SkipNe
     return net.to(device)
 
 
+def grouped_network(config: SkipConfig, states: list[dict], device: torch.device) -> SkipNet:
+    """One network of K groups holding the K single-network `states`, on `device` (channels-last
+    on a GPU): the network `DipFit` fits K same-size images with."""
+    net = SkipNet(config, groups=len(states))
+    net.load_state_dict(stack_states(states))
+    net = net.to(device)
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    return net
+
+
 def make_input(
     config: SkipConfig, height: int, width: int, scale: float, seed: int
 ) -> torch.Tensor:

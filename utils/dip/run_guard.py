@@ -26,18 +26,27 @@ from pathlib import Path
 from typing import IO
 
 from utils import image_io
-from utils.run_output import METRICS_FILE, RUN_RECORD_FILE, SUMMARY_FILE
+from utils.run_output import (
+    DENOISED_FILE,
+    INPUT_FILE,
+    METRICS_FILE,
+    NETWORK_FILE,
+    RUN_RECORD_FILE,
+    STATE_FILE,
+    SUMMARY_FILE,
+    SUMMARY_TABLE_FILE,
+    curve_path,
+)
 
 LOGGER = logging.getLogger(__name__)
 RECORD_FILE = RUN_RECORD_FILE
-INPUT_FILE = "input.json"
 RUN_LOCK = ".run.lock"
 RECORD_LOCK = ".args.lock"
 IMAGE_LOCK = ".lock"
 SUMMARY_LOCK = ".summary.lock"  # held while summary.csv is rebuilt (utils.dip.reconstruction)
-# Files a run writes in <stem>/ besides snapshots (<iteration:05d>.png); see utils.dip.reconstruction.
-IMAGE_FILES = (METRICS_FILE, SUMMARY_FILE, INPUT_FILE, "net.pt", "state.pt", "denoised.png")
-RUN_FILES = (RECORD_FILE, "summary.csv", RUN_LOCK, RECORD_LOCK, SUMMARY_LOCK)
+# Files a run writes in <stem>/ besides snapshots (<iteration:05d>.png); see utils.run_output.
+IMAGE_FILES = (METRICS_FILE, SUMMARY_FILE, INPUT_FILE, NETWORK_FILE, STATE_FILE, DENOISED_FILE)
+RUN_FILES = (RECORD_FILE, SUMMARY_TABLE_FILE, RUN_LOCK, RECORD_LOCK, SUMMARY_LOCK)
 SNAPSHOT_NAME = re.compile(r"^\d{5,}\.png$")
 LOCKS_UNSUPPORTED = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
 
@@ -219,7 +228,7 @@ def remove_run(output_path: Path, stems: list[str]) -> None:
     left, and every folder left empty; anything else stays."""
     for stem in stems:
         folder = output_path / stem
-        (output_path / f"{stem}_psnr.png").unlink(missing_ok=True)
+        curve_path(output_path, stem).unlink(missing_ok=True)
         if not folder.is_dir():
             continue
         for path in folder.iterdir():

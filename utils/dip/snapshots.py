@@ -10,10 +10,8 @@ its rule fires, whatever the timing, and no snapshot after the stop is written.
 from __future__ import annotations
 
 import concurrent.futures
-import csv
 import dataclasses
 import io
-import math
 import time
 from pathlib import Path
 
@@ -22,31 +20,11 @@ import torch
 
 from utils import image_io, metrics
 from utils.cluster import StopRequest
-from utils.run_output import METRICS_COLUMNS, snapshot_path
+from utils.run_output import METRICS_FILE, STATE_FILE, metrics_csv, snapshot_path
 from utils.dip.fitting import DipFit, Padding, to_array
 from utils.early_stopping import Stopper
 
 MAX_PENDING_SNAPSHOTS = 4
-STATE_FILE = "state.pt"
-
-
-def format_value(value: float | None) -> str:
-    """CSV cell: '' for a missing value, else a compact float."""
-    if value is None:
-        return ""
-    return f"{value:.6g}" if math.isfinite(value) else str(value)
-
-
-def metrics_csv(rows: list[dict]) -> str:
-    """Rows of METRICS_COLUMNS -> CSV text with header."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(METRICS_COLUMNS)
-    for row in rows:
-        writer.writerow(
-            [row["iteration"]] + [format_value(row[column]) for column in METRICS_COLUMNS[1:]]
-        )
-    return buffer.getvalue()
 
 
 def snapshot_metrics(
@@ -112,7 +90,7 @@ class SnapshotWriter:
                 )
             )
             target.rows.append(row)
-            image_io.write_text(target.folder / "metrics.csv", metrics_csv(target.rows))
+            image_io.write_text(target.folder / METRICS_FILE, metrics_csv(target.rows))
             if target.stopper is not None:
                 target.stopper.push(iteration, average_pixels)
                 if target.stopper.fired:
@@ -209,3 +187,25 @@ class StopOnRequest:
     def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
         if self.request.requested:
             fit.stopped = True
+
+
+def load_resume_state(folder: Path, device: torch.device, mmap: bool = False) -> dict | None:
+    """The image's saved fit state, or None when it has none; ValueError when it is damaged."""
+    path = folder / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=False, mmap=mmap)
+        state["fit"]["iteration"]
+    except Exception as error:  # noqa: BLE001 (unpickling a damaged file can raise anything)
+        raise ValueError(
+            f"{path}: damaged resume state ({type(error).__name__}); delete it to refit "
+            f"{folder.name} from the start"
+        ) from None
+    return state
+
+
+def resume_iteration(folder: Path) -> int:
+    """Iteration the image's saved state resumes from (0 without one); ValueError if damaged."""
+    state = load_resume_state(folder, torch.device("cpu"), mmap=True)
+    return 0 if state is None else int(state["fit"]["iteration"])
