@@ -224,6 +224,7 @@ def main(args: argparse.Namespace) -> int:
 
     from models import biqan
     from utils.biqan import data as biqan_data, plots as biqan_plots, report as biqan_report
+    from utils.biqan import train as biqan_train
 
     try:
         image_ids, paths, distributions, true_psnr = read_dataset(args)
@@ -259,7 +260,7 @@ def main(args: argparse.Namespace) -> int:
     args.output_checkpoint.mkdir(parents=True, exist_ok=True)
     args.output_path.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    stages = [biqan.StageSettings(stage=stage, learning_rate=learning_rate, epochs=args.epochs,
+    stages = [biqan_train.StageSettings(stage=stage, learning_rate=learning_rate, epochs=args.epochs,
                                   momentum=args.momentum,
                                   freeze_batchnorm=args.weights != "none",
                                   early_stopping_patience=args.early_stopping_patience,
@@ -267,7 +268,7 @@ def main(args: argparse.Namespace) -> int:
                                   reduce_lr_patience=args.reduce_lr_patience)
               for stage, learning_rate in ((1, args.lr), (2, args.finetune_lr))]
     try:
-        histories, best_val_loss = biqan.train_stages(model, train_data, validation_data,
+        histories, best_val_loss = biqan_train.train_stages(model, train_data, validation_data,
                                                       args.output_checkpoint, stages)
     except ValueError as error:  # a snapshot that cannot be read; biqan.json is not written
         print(f"error: {error}", file=sys.stderr)

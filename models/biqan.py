@@ -5,7 +5,7 @@ is a Keras-applications MobileNet or MobileNetV2 without its top, global average
 Dropout(0.75) and Dense(10, softmax); it predicts a distribution over the scores 1..10 and is
 trained with the earth mover's distance (r = 2) between cumulative distributions (NIMA).
 
-Checkpoints are portable across backends: ``biqan.json`` (the architecture) beside
+Training (stages, loss, checkpoints) is in ``utils.biqan.train``. Checkpoints are portable across backends: ``biqan.json`` (the architecture) beside
 ``*.weights.h5`` files (weights only, no optimiser state), so a network trained under the torch
 backend loads under tensorflow and the other way round.
 """
@@ -28,7 +28,7 @@ MIN_IMAGE_SIZE = {"inceptionv2": 75}
 INPUT_MODES = ("resize", "crop")
 NUMBER_OF_BINS = 10
 BACKBONE_NAME = "backbone"
-EMD_EPSILON = 1e-12
+CHECKPOINT_NAME = "weights.{epoch:03d}-{val_loss:.3f}.weights.h5"  # written by utils.biqan.train
 
 
 class WeightsError(ValueError):
@@ -175,128 +175,6 @@ def load_initial_weights(model: keras.Model, path: str | Path) -> str:
             first_line = str(whole_error).splitlines()[0]
             raise WeightsError(f"{path}: fits neither this BIQAN nor its backbone: "
                                f"{first_line}") from None
-
-
-def set_backbone_trainable(model: keras.Model, trainable: bool,
-                           freeze_batchnorm: bool = False) -> None:
-    """Freeze (stage 1) or unfreeze (stage 2) the backbone; recompile afterwards.
-
-    With ``freeze_batchnorm`` the unfrozen backbone's BatchNormalization layers stay frozen,
-    which in Keras 3 also keeps them in inference mode (moving statistics neither used from
-    the batch nor updated): what fine-tuning a pretrained backbone needs. (Calling the backbone
-    with ``training=False`` does not do this in Keras 3: ``fit`` overrides it.)
-    """
-    backbone = model.get_layer(BACKBONE_NAME)
-    backbone.trainable = trainable
-    if trainable and freeze_batchnorm:
-        for layer in backbone.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
-
-
-def earth_movers_distance(y_true, y_pred, r: float = 2.0):
-    """EMD between score distributions (N, 10) -> (N,): (mean_k |CDF_t - CDF_p|^r)^(1/r).
-
-    A tiny epsilon inside the root keeps the gradient finite when the distributions are equal.
-    """
-    cdf_true = ops.cumsum(ops.cast(y_true, "float32"), axis=-1)
-    cdf_pred = ops.cumsum(ops.cast(y_pred, "float32"), axis=-1)
-    powered = ops.mean(ops.power(ops.abs(cdf_true - cdf_pred), r), axis=-1)
-    return ops.power(powered + EMD_EPSILON, 1.0 / r)
-
-
-def distribution_mean(distribution):
-    """Mean score sum_i i * p_i of distributions (N, 10) over bins 1..10 -> (N,)."""
-    bins = ops.arange(1, NUMBER_OF_BINS + 1, dtype="float32")
-    return ops.sum(ops.cast(distribution, "float32") * bins, axis=-1)
-
-
-def distribution_std(distribution):
-    """Spread sqrt(sum_i (i - mean)^2 p_i) of distributions (N, 10) -> (N,)."""
-    distribution = ops.cast(distribution, "float32")
-    bins = ops.arange(1, NUMBER_OF_BINS + 1, dtype="float32")
-    mean = ops.expand_dims(distribution_mean(distribution), -1)
-    return ops.sqrt(ops.sum(ops.square(bins - mean) * distribution, axis=-1))
-
-
-def compile_stage(model: keras.Model, stage: int, learning_rate: float,
-                  momentum: float = 0.9, freeze_batchnorm: bool = False) -> None:
-    """Stage 1: backbone frozen, Adam. Stage 2: all layers trainable, SGD with momentum.
-
-    ``freeze_batchnorm`` (for a pretrained backbone): stage 2 leaves BatchNorm layers frozen.
-    """
-    if stage == 1:
-        set_backbone_trainable(model, False)
-        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-    elif stage == 2:
-        set_backbone_trainable(model, True, freeze_batchnorm)
-        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
-    else:
-        raise ValueError(f"stage must be 1 or 2, got {stage}")
-    model.compile(optimizer=optimizer, loss=earth_movers_distance)
-
-
-@dataclasses.dataclass(frozen=True)
-class StageSettings:
-    """One training stage: 1 (frozen backbone, Adam) or 2 (all layers, SGD), and its callbacks."""
-
-    stage: int
-    learning_rate: float
-    epochs: int
-    momentum: float = 0.9
-    freeze_batchnorm: bool = False
-    early_stopping_patience: int = 8
-    reduce_lr_factor: float = 0.2
-    reduce_lr_patience: int = 2
-
-
-def fit_stage(model: keras.Model, train_data, validation_data, checkpoint_folder: Path,
-              settings: StageSettings, initial_epoch: int,
-              best_val_loss: float) -> tuple[dict, float]:
-    """Compile and fit one stage with early stopping, LR reduction, best-only checkpoints.
-
-    Checkpoints are ``weights.{epoch:03d}-{val_loss:.3f}.weights.h5`` in ``checkpoint_folder``;
-    one is written only when val_loss beats ``best_val_loss`` (carried over between stages).
-    Returns the history (metric -> list per epoch, plus ``epoch`` counted from 1 over all
-    stages) and the best val_loss so far.
-    """
-    compile_stage(model, settings.stage, settings.learning_rate, settings.momentum,
-                  settings.freeze_batchnorm)
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        str(checkpoint_folder / "weights.{epoch:03d}-{val_loss:.3f}.weights.h5"),
-        monitor="val_loss", save_best_only=True, save_weights_only=True,
-        initial_value_threshold=best_val_loss if np.isfinite(best_val_loss) else None)
-    callbacks = [
-        checkpoint,
-        keras.callbacks.EarlyStopping(monitor="val_loss",
-                                      patience=settings.early_stopping_patience),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=settings.reduce_lr_factor,
-                                          patience=settings.reduce_lr_patience),
-    ]
-    history = model.fit(train_data, validation_data=validation_data,
-                        epochs=initial_epoch + settings.epochs, initial_epoch=initial_epoch,
-                        callbacks=callbacks, verbose=2)
-    record = {name: [float(value) for value in values]
-              for name, values in history.history.items()}
-    record["epoch"] = [epoch + 1 for epoch in history.epoch]
-    return record, float(min(best_val_loss, checkpoint.best))
-
-
-def train_stages(model: keras.Model, train_data, validation_data, checkpoint_folder: Path,
-                 stages: list[StageSettings]) -> tuple[list[dict], float]:
-    """Fit ``stages`` one after the other, epochs numbered on, the best val_loss carried over.
-
-    Returns one history per stage (see :func:`fit_stage`) and the best val_loss.
-    """
-    histories: list[dict] = []
-    best_val_loss, epochs_done = float("inf"), 0
-    for settings in stages:
-        history, best_val_loss = fit_stage(model, train_data, validation_data,
-                                           checkpoint_folder, settings, epochs_done,
-                                           best_val_loss)
-        epochs_done = history["epoch"][-1] if history["epoch"] else epochs_done
-        histories.append(history)
-    return histories, best_val_loss
 
 
 def _checkpoint_epoch_and_loss(path: Path) -> tuple[int, float]:

@@ -1,4 +1,5 @@
-"""models/biqan.py: network, EMD loss, stages, portable checkpoints and their errors."""
+"""models/biqan.py and utils/biqan/train.py: network, EMD loss, stages, portable checkpoints and
+their errors."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from models import biqan  # noqa: E402
-from utils.biqan import labels  # noqa: E402
+from utils.biqan import labels, train as biqan_train  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TINY = biqan.BiqanConfig(architecture="mobilenet", alpha=0.25, image_size=32)
@@ -56,19 +57,9 @@ def test_emd_hand_computed():
     # Uniform vs one-hot bin 1: differences 1 - k/10 for k = 1..9 -> sqrt(sum / 10) = sqrt(0.285).
     y_true = np.stack([one_hot[0], one_hot[0], one_hot[0], one_hot[4]])
     y_pred = np.stack([one_hot[1], one_hot[9], np.full(10, 0.1, "float32"), one_hot[4]])
-    emd = keras.ops.convert_to_numpy(biqan.earth_movers_distance(y_true, y_pred))
+    emd = keras.ops.convert_to_numpy(biqan_train.earth_movers_distance(y_true, y_pred))
     expected = [math.sqrt(0.1), math.sqrt(0.9), math.sqrt(0.285), 0.0]
     np.testing.assert_allclose(emd, expected, atol=2e-6)
-
-
-def test_mean_and_std_agree_with_numpy():
-    distributions = np.random.default_rng(1).dirichlet(np.ones(10), size=5)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(biqan.distribution_mean(distributions)),
-        labels.distribution_mean(distributions), rtol=1e-5)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(biqan.distribution_std(distributions)),
-        labels.distribution_std(distributions), rtol=1e-5)
 
 
 def test_preprocessing_range_and_layout():
@@ -81,15 +72,15 @@ def test_preprocessing_range_and_layout():
 
 def test_stages_freeze_then_unfreeze():
     model = biqan.build_biqan(TINY)
-    biqan.compile_stage(model, 1, 1e-3)
+    biqan_train.compile_stage(model, 1, 1e-3)
     assert len(model.trainable_weights) == 2
     assert isinstance(model.optimizer, keras.optimizers.Adam)
-    biqan.compile_stage(model, 2, 1e-4)
+    biqan_train.compile_stage(model, 2, 1e-4)
     assert len(model.trainable_weights) > 2
     assert isinstance(model.optimizer, keras.optimizers.SGD)
     assert model.optimizer.momentum == pytest.approx(0.9)
     with pytest.raises(ValueError, match="stage"):
-        biqan.compile_stage(model, 3, 1e-3)
+        biqan_train.compile_stage(model, 3, 1e-3)
 
 
 class ArrayBatches(keras.utils.PyDataset):
@@ -111,8 +102,8 @@ def test_fit_stage_writes_best_only_checkpoints(tmp_path: Path):
     images = random_images(8)
     targets = np.stack([labels.score_distribution(score) for score in np.linspace(3, 7, 8)])
     data = ArrayBatches(images, targets.astype("float32"))
-    stages = [biqan.StageSettings(stage=1, learning_rate=1e-2, epochs=2)]
-    (history,), best = biqan.train_stages(model, data, data, tmp_path, stages)
+    stages = [biqan_train.StageSettings(stage=1, learning_rate=1e-2, epochs=2)]
+    (history,), best = biqan_train.train_stages(model, data, data, tmp_path, stages)
     assert history["epoch"] == [1, 2] and len(history["val_loss"]) == 2
     assert best == pytest.approx(min(history["val_loss"]))
     written = biqan.list_checkpoints(tmp_path)
@@ -120,8 +111,8 @@ def test_fit_stage_writes_best_only_checkpoints(tmp_path: Path):
     assert biqan.best_checkpoint(tmp_path).name == \
         f"weights.{history['val_loss'].index(best) + 1:03d}-{best:.3f}.weights.h5"
     # A later stage that cannot beat ``best`` writes nothing.
-    later, _ = biqan.fit_stage(model, data, data, tmp_path,
-                               biqan.StageSettings(stage=2, learning_rate=1e-12, epochs=1),
+    later, _ = biqan_train.fit_stage(model, data, data, tmp_path,
+                               biqan_train.StageSettings(stage=2, learning_rate=1e-12, epochs=1),
                                initial_epoch=2, best_val_loss=best - 1.0)
     assert later["epoch"] == [3]
     assert biqan.list_checkpoints(tmp_path) == written
@@ -130,7 +121,7 @@ def test_fit_stage_writes_best_only_checkpoints(tmp_path: Path):
 @pytest.mark.parametrize("freeze_batchnorm", [True, False])
 def test_fine_tuning_keeps_batchnorm_in_inference_mode_when_asked(freeze_batchnorm):
     model = biqan.build_biqan(TINY)
-    biqan.compile_stage(model, 2, 1e-3, freeze_batchnorm=freeze_batchnorm)
+    biqan_train.compile_stage(model, 2, 1e-3, freeze_batchnorm=freeze_batchnorm)
     backbone = model.get_layer(biqan.BACKBONE_NAME)
     batchnorm, convolution = backbone.get_layer("conv1_bn"), backbone.get_layer("conv1")
     statistics = keras.ops.convert_to_numpy(batchnorm.moving_mean).copy()

@@ -384,10 +384,11 @@ def test_train_biqan_reads_original_labels_relative_to_working_folder(tmp_path, 
 @pytest.mark.parametrize("architecture, size", [("vgg16", 32), ("inceptionv2", 75)])
 def test_original_backbones_build_and_train_one_step(architecture, size):
     from models import biqan
+    from utils.biqan import train as biqan_train
 
     config = biqan.BiqanConfig(architecture=architecture, image_size=size)
     model = biqan.build_biqan(config)
-    biqan.compile_stage(model, 2, 1e-3)
+    biqan_train.compile_stage(model, 2, 1e-3)
     images = np.random.default_rng(0).uniform(-1, 1, (2, size, size, 3)).astype("float32")
     targets = np.full((2, 10), 0.1, dtype="float32")
     history = model.fit(images, targets, batch_size=2, epochs=1, verbose=0)
