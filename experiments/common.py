@@ -9,7 +9,6 @@ import csv
 import json
 import math
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -105,23 +104,6 @@ def read_csv(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def code_version(code: Path) -> str:
-    """The frozen code folder's name (a commit) or this checkout's HEAD."""
-    code = Path(code).resolve()
-    if code != REPO:
-        return code.name
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def writers_of(out: Path) -> list[int]:

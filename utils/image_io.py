@@ -54,16 +54,6 @@ def list_images(folder: str | Path) -> list[Path]:
     )
 
 
-def find_by_stem(folder: str | Path, stem: str) -> Path | None:
-    """The image of `folder` named `stem` with any image suffix, or None."""
-    matches = [path for path in list_images(folder) if path.stem == stem]
-    if len(matches) > 1:
-        raise ValueError(
-            f"{folder}: several images named {stem!r}: {[path.name for path in matches]}"
-        )
-    return matches[0] if matches else None
-
-
 def to_float(array: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
     """Integer or float pixels -> (float32 in [0, 1], HWC or HW; bit depth 8 or 16)."""
     if array.ndim == 3 and array.shape[-1] == 1:

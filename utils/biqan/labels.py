@@ -1,6 +1,6 @@
 """Quality labels: snapshot PSNR -> 10-bin score distribution, stored in the AVA label layout.
 
-The mapping follows the original BIQAN code (see DESIGN.md): a PSNR ``p`` in dB maps linearly to
+The mapping follows the original BIQAN code (its `generate_dataset.py`): a PSNR ``p`` in dB maps linearly to
 a mean score ``x = (p - min_psnr) / (max_psnr - min_psnr) * 5 + 2.5`` (8..45 dB -> 2.5..7.5 on
 the 1..10 scale), and the label is a Gaussian of standard deviation 1 around ``x`` discretised to
 the integer bins 1..10. The original drew 10,000 random samples; here the bin masses are computed

@@ -25,7 +25,7 @@ INPUT_KINDS = ("noise", "noisy_image")
 
 @dataclasses.dataclass(frozen=True)
 class FitSettings:
-    """Hyper-parameters of one DIP fit (defaults: upstream DIP denoising, DESIGN.md)."""
+    """Hyper-parameters of one DIP fit (defaults: upstream DIP's denoising notebook)."""
 
     num_iter: int = 3000
     save_iter: int = 20

