@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import image_io, metrics, plots
+from utils import image_io, metrics, plots, run_output
 from utils.dip import planning, reconstruction
 from utils.run_output import SUMMARY_FILE
 
@@ -35,7 +35,7 @@ def read_json(path: Path) -> dict:
 
 def sources(run: Path, stem: str) -> tuple[list[Path], dict]:
     """([noisy, denoised(, clean)] files of image `stem` of the run, its summary)."""
-    record = read_json(run / "args.json")
+    record = read_json(run / run_output.RUN_RECORD_FILE)
     summary = read_json(run / stem / SUMMARY_FILE)
     clean_folder = record["dataset_mean_path"]
     jobs = planning.plan_jobs(

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments import common
 from utils import image_io, metrics
 
 SIGMAS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0)
@@ -35,13 +36,6 @@ PUBLISHED_CC = {
     "d800_iso6400_1": (29.97, 34.94),
 }
 COLUMNS = ["dataset", "image", "sigma", "sigma_255", "psnr", "ssim", "noisy_psnr", "seconds"]
-
-
-def pairs(data: Path, dataset: str, every: int) -> list[tuple[str, Path, Path]]:
-    """(stem, noisy, clean) of `<data>/<dataset>/{real,mean}` paired by stem, every `every`-th."""
-    means = {path.stem: path for path in image_io.list_images(data / dataset / "mean")}
-    reals = [p for p in image_io.list_images(data / dataset / "real") if p.stem in means]
-    return [(real.stem, real, means[real.stem]) for real in reals[::every]]
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -79,7 +73,7 @@ def compute(data: Path, table: Path, polyu_every: int) -> pd.DataFrame:
     seen = set(zip(done["dataset"], done["image"], done["sigma"].astype(str)))
     table.parent.mkdir(parents=True, exist_ok=True)
     for dataset, every in (("PolyU", polyu_every), ("CC", 1)):
-        for stem, real_path, mean_path in pairs(data, dataset, every):
+        for stem, real_path, mean_path in common.pairs(data, dataset, every):
             noisy, clean = read_rgb(real_path), read_rgb(mean_path)
             for sigma in [BLIND] + [f"{value:g}" for value in SIGMAS]:
                 if (dataset, stem, sigma) in seen:

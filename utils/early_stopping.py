@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import numpy as np
 
@@ -81,6 +82,16 @@ class BestScoreStopper:
         else:
             self.waited += 1
             self.fired = self.waited >= self.patience
+
+
+def replay(stopper: Stopper, inputs: Iterable[tuple[int, object]]) -> int | None:
+    """Push (iteration, input) pairs into `stopper` in order until it fires; returns the
+    iteration it fired at, or None. `inputs` may be lazy: nothing after the firing is read."""
+    for iteration, value in inputs:
+        stopper.push(iteration, value)
+        if stopper.fired:
+            return iteration
+    return None
 
 
 def ranker_scorer(ranker, noisy: np.ndarray) -> Callable[[np.ndarray], float]:

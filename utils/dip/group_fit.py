@@ -29,7 +29,7 @@ from utils.dip.snapshots import (
     StopOnRequest,
     load_resume_state,
 )
-from utils.early_stopping import make_stoppers
+from utils.early_stopping import make_stoppers, replay
 from utils.run_output import (
     DENOISED_FILE,
     NETWORK_FILE,
@@ -165,14 +165,11 @@ def replay_snapshots(target: SnapshotTarget) -> None:
     """After a resume, feed the snapshots already saved to the early-stopping rule, in order."""
     if target.stopper is None:
         return
-    for row in target.rows:
-        target.stopper.push(
-            row["iteration"],
-            image_io.read_image(snapshot_path(target.folder, row["iteration"])).pixels,
-        )
-        if target.stopper.fired:
-            target.stop_iteration = row["iteration"]
-            return
+    snapshots = (
+        (row["iteration"], image_io.read_image(snapshot_path(target.folder, row["iteration"])).pixels)
+        for row in target.rows
+    )
+    target.stop_iteration = replay(target.stopper, snapshots)
 
 
 def summarize(
