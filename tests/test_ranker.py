@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+import generator_dataset
 import run_BDN
 import test_BIQAN
 import train_BIQAN
-import generator_dataset
 from models import snapshot_ranker
+from tests.biqan.test_chain import noisy_pair
 from utils import early_stopping, image_io, ranker_training, run_output, snapshot_features
-from tests.test_biqan_chain import noisy_pair
 
 
 def test_robust_sigma_reads_white_noise_on_a_flat_image():

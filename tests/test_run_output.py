@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.biqan_helpers import HEADER, write_fake_image_folder
+from tests.biqan.helpers import HEADER, write_fake_image_folder
+from tests.conftest import ROOT
 from utils import run_output
 
 
@@ -71,7 +72,7 @@ def test_numpy_only_modules_and_step_2_load_no_framework():
             "utils.biqan.evaluation, utils.biqan.device; "
             "print(sorted(name for name in ('torch', 'keras', 'tensorflow') "
             "if name in sys.modules))")
-    completed = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1],
+    completed = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
                                capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]"

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
+
 REFERENCE = "f6123d6"
 SAMPLE = ROOT / "dataset" / "sample"
 STEPS = (

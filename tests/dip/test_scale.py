@@ -13,11 +13,10 @@ import torch
 
 import run_BDN
 from models.skip import SkipConfig, SkipNet, stack_states
-from tests.conftest import make_pair
+from tests.conftest import ROOT, make_pair
 from utils.dip import devices, group_fit, planning
 from utils.dip.fitting import DipFit, FitSettings, build_network, run_fit
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = SkipConfig(input_depth=8, channels_down=8, channels_up=8, channels_skip=2)
 FAST = [
     "--input_depth",
@@ -298,8 +297,8 @@ def test_out_of_memory_splits_the_batch_then_reports_a_clear_error(
 
 @pytest.mark.gpu
 def test_cuda_precisions_stay_within_a_tenth_of_a_decibel(cuda_device):
-    from utils.metrics import psnr
     from utils.dip.fitting import to_array
+    from utils.metrics import psnr
 
     clean = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
     noisy = (

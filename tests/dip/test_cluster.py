@@ -1,6 +1,6 @@
 """Batch-job support without a scheduler: array shards, stop signals, plain logs, summary.csv.
 
-The same behaviour through a real SLURM (sbatch, scancel, requeue) is in tests/test_slurm.py.
+The same behaviour through a real SLURM (sbatch, scancel, requeue) is in tests/dip/test_slurm.py.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ import pytest
 import torch
 
 import run_BDN
-from tests.conftest import make_pair
+from tests.conftest import ROOT, make_pair
 from utils import cluster
 from utils.dip import reconstruction
 from utils.run_output import STATE_FILE
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--input_depth", "4", "--channels", "8", "--num_scales", "3", "--gpu_id", "cpu"]
 
 

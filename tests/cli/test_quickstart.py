@@ -6,13 +6,11 @@ from __future__ import annotations
 import csv
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
 import run_BDN
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def quick_start_flags() -> list[str]:

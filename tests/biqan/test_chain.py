@@ -27,11 +27,12 @@ import generator_dataset  # noqa: E402
 import run_BDN  # noqa: E402
 import test_BIQAN  # noqa: E402
 import train_BIQAN  # noqa: E402
-from tests.biqan_helpers import write_fake_image_folder  # noqa: E402
+from tests.biqan.helpers import write_fake_image_folder  # noqa: E402
+from tests.conftest import ROOT as REPOSITORY
 from utils import image_io, run_output  # noqa: E402
-from utils.biqan import labels, report as biqan_report  # noqa: E402
+from utils.biqan import labels  # noqa: E402
+from utils.biqan import report as biqan_report
 
-REPOSITORY = Path(__file__).resolve().parents[1]
 START = 2
 SNAPSHOTS = 10
 REFERENCED = ("a", "b")

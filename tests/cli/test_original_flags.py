@@ -19,7 +19,7 @@ import run_BDN
 import test_BIQAN
 import train_BIQAN
 from models.skip import SkipConfig, SkipNet
-from tests.biqan_helpers import write_fake_image_folder
+from tests.biqan.helpers import write_fake_image_folder
 from tests.conftest import make_pair
 from utils import original_flags
 from utils.biqan import labels

@@ -18,11 +18,10 @@ import torch
 
 import run_BDN
 from models.skip import SkipNet
-from tests.conftest import make_pair
+from tests.conftest import ROOT, make_pair
 from utils import image_io, metrics
 from utils.dip import networks, planning, reconstruction
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = [
     "--input_depth",
     "8",

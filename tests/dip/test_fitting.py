@@ -3,7 +3,15 @@ import pytest
 import torch
 
 from models.skip import SkipConfig
-from utils.dip.fitting import DipFit, FitSettings, build_network, pad_image, padded_side, run_fit, to_tensor
+from utils.dip.fitting import (
+    DipFit,
+    FitSettings,
+    build_network,
+    pad_image,
+    padded_side,
+    run_fit,
+    to_tensor,
+)
 
 SMALL = SkipConfig(input_depth=8, channels_down=8, channels_up=8, channels_skip=2)
 

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cluster import run_files
+from tests.dip.test_cluster import run_files
 from utils import cluster
 
 pytestmark = pytest.mark.slurm
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+
 SLURM_UP = ROOT / "tests" / "cluster" / "slurm_up.sh"
 CONF = Path(os.environ.get("SLURM_TEST_DIR", "/tmp/slurm-test")) / "slurm.conf"
 SAMPLE = ROOT / "dataset" / "sample"
@@ -170,7 +171,7 @@ def test_array_does_every_image_once_whatever_the_ids(slurm, single_process_run,
 
 # Flaky through SLURM (issue 13 stays open): in some runs, with SIGUSR1 and with SIGTERM, the job
 # ends without the requeue the script asks for. The handler itself is tested for both signals
-# without SLURM in tests/test_cluster.py.
+# without SLURM in tests/dip/test_cluster.py.
 @pytest.mark.xfail(reason="the requeue after scancel --signal is flaky here", strict=False)
 @pytest.mark.parametrize("signal_name", ["TERM", "USR1"])
 def test_preempted_task_is_requeued_and_resumes_from_the_signal(slurm, tmp_path, signal_name):

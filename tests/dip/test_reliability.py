@@ -23,11 +23,10 @@ import denoise
 import generator_dataset
 import run_BDN
 from models.skip import SkipConfig, SkipNet
-from tests.conftest import make_pair, smooth_image
+from tests.conftest import ROOT, make_pair, smooth_image
 from utils import image_io
 from utils.dip import networks, reconstruction, run_guard, snapshots
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = [
     "--input_depth",
     "8",
