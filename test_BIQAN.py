@@ -106,7 +106,8 @@ def main(args: argparse.Namespace) -> int:
     keras_device.hide_other_gpus(args.gpu_id)
     # Keras and the backend are imported only now, after the GPU choice is in the environment.
     from models import biqan
-    from utils.biqan import data as biqan_data, report as biqan_report
+    from utils.biqan import data as biqan_data
+    from utils.biqan import report as biqan_report
 
     try:
         folders = run_output.list_image_folders(args.dataset_image_path)

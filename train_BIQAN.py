@@ -24,7 +24,9 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import numpy as np  # noqa: E402
 
 from utils import original_flags, run_output, snapshot_features  # noqa: E402
-from utils.biqan import device as keras_device, evaluation as biqan_eval, labels  # noqa: E402
+from utils.biqan import device as keras_device  # noqa: E402
+from utils.biqan import evaluation as biqan_eval
+from utils.biqan import labels
 
 ARCHITECTURES = ("mobilenet", "mobilenet_v2", "inceptionv2", "vgg16")
 
@@ -162,7 +164,8 @@ def train_ranker(args: argparse.Namespace) -> int:
     """Train the snapshot ranker on the labelled images, report validation ranking quality."""
     from models import snapshot_ranker
     from utils import ranker_training
-    from utils.biqan import data as biqan_data, evaluation as biqan_eval
+    from utils.biqan import data as biqan_data
+    from utils.biqan import evaluation as biqan_eval
 
     try:
         image_ids, paths, _, _ = read_dataset(args)
@@ -223,7 +226,9 @@ def main(args: argparse.Namespace) -> int:
     import keras
 
     from models import biqan
-    from utils.biqan import data as biqan_data, plots as biqan_plots, report as biqan_report
+    from utils.biqan import data as biqan_data
+    from utils.biqan import plots as biqan_plots
+    from utils.biqan import report as biqan_report
     from utils.biqan import train as biqan_train
 
     try:

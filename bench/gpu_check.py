@@ -40,13 +40,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
 from bench import bench_dip, bench_scale
 from models.skip import SkipConfig
 from utils import image_io, metrics
 from utils.dip import denoising, devices, dispatch, group_fit, planning, reconstruction
 from utils.dip.fitting import FitSettings, to_array, to_tensor
 from utils.run_output import SUMMARY_FILE
+
+REPO = Path(__file__).resolve().parents[1]
 
 PARTS = ("tests", "speed", "batching", "fullscale", "extras")
 # Shares of the budget: a part stops starting measurements once its share is spent. The full-scale

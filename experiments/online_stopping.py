@@ -24,7 +24,6 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-
 import pandas as pd
 
 from utils import early_stopping, image_io, run_output

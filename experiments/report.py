@@ -272,7 +272,7 @@ def q1_tables(
         f"{PUBLISHED['true_best']:.2f}",
         "-",
         "-",
-    ] + [f"{PUBLISHED['biqan']:.2f}" if l.startswith("biqan") else "-" for l in pick_labels]
+    ] + [f"{PUBLISHED['biqan']:.2f}" if label.startswith("biqan") else "-" for label in pick_labels]
     psnr_rows.append(published)
     text = (
         "PSNR (dB) against the clean mean image:\n\n"

@@ -16,8 +16,8 @@ never in the fit loop. It says when its rule fires and which snapshot is the pic
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np

@@ -6,9 +6,9 @@ Images in memory are float32 arrays in [0, 1], HWC (C = 3) or HW (grayscale).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import uuid
-import logging
 from pathlib import Path
 
 import numpy as np

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.dip.test_cluster import run_files
 from utils import cluster
 
 pytestmark = pytest.mark.slurm
-
-from tests.conftest import ROOT
 
 SLURM_UP = ROOT / "tests" / "cluster" / "slurm_up.sh"
 CONF = Path(os.environ.get("SLURM_TEST_DIR", "/tmp/slurm-test")) / "slurm.conf"

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from utils import selection
-from utils.biqan import evaluation as biqan_eval, labels, plots as biqan_plots
+from utils.biqan import evaluation as biqan_eval
+from utils.biqan import labels
+from utils.biqan import plots as biqan_plots
 
 
 def pick_file_name(stem: str, label: str) -> str:

@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from utils import cluster
-from utils import run_output
+from utils import cluster, run_output
 from utils.dip import devices, group_fit, planning, reconstruction
 
 LOGGER = logging.getLogger(__name__)

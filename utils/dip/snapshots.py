@@ -20,9 +20,9 @@ import torch
 
 from utils import image_io, metrics
 from utils.cluster import StopRequest
-from utils.run_output import METRICS_FILE, STATE_FILE, metrics_csv, snapshot_path
 from utils.dip.fitting import DipFit, Padding, to_array
 from utils.early_stopping import Stopper
+from utils.run_output import METRICS_FILE, STATE_FILE, metrics_csv, snapshot_path
 
 MAX_PENDING_SNAPSHOTS = 4
 
