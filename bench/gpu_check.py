@@ -665,9 +665,7 @@ def write_crops(
         image_io.write_png(folder / "real" / f"{stem}.png", pair[0])
         image_io.write_png(folder / "mean" / f"{stem}.png", pair[1])
         written.append(
-            planning.ImageJob(
-                folder / "real" / f"{stem}.png", folder / "mean" / f"{stem}.png"
-            )
+            planning.ImageJob(folder / "real" / f"{stem}.png", folder / "mean" / f"{stem}.png")
         )
     return written
 

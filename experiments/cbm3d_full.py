@@ -69,7 +69,11 @@ def denoise_row(noisy: np.ndarray, clean: np.ndarray, sigma: str) -> dict:
 
 def compute(data: Path, table: Path, polyu_every: int) -> pd.DataFrame:
     """Fill `table` (CSV, appended row by row) for PolyU tuning images then CC; return all rows."""
-    done = pd.read_csv(table, dtype={"sigma": str}) if table.is_file() else pd.DataFrame(columns=COLUMNS)
+    done = (
+        pd.read_csv(table, dtype={"sigma": str})
+        if table.is_file()
+        else pd.DataFrame(columns=COLUMNS)
+    )
     seen = set(zip(done["dataset"], done["image"], done["sigma"].astype(str)))
     table.parent.mkdir(parents=True, exist_ok=True)
     for dataset, every in (("PolyU", polyu_every), ("CC", 1)):
@@ -82,8 +86,11 @@ def compute(data: Path, table: Path, polyu_every: int) -> pd.DataFrame:
                 pd.DataFrame([row], columns=COLUMNS).to_csv(
                     table, mode="a", header=not table.is_file(), index=False
                 )
-                print(f"{dataset} {stem} sigma {row['sigma_255']:.2f}: {row['psnr']:.2f} dB "
-                      f"({row['seconds']:.0f} s)", flush=True)
+                print(
+                    f"{dataset} {stem} sigma {row['sigma_255']:.2f}: {row['psnr']:.2f} dB "
+                    f"({row['seconds']:.0f} s)",
+                    flush=True,
+                )
     return pd.read_csv(table, dtype={"sigma": str})
 
 
@@ -109,8 +116,16 @@ def report(rows: pd.DataFrame) -> str:
         tuned_row = on_grid[on_grid["sigma_255"] == tuned].iloc[0]
         oracle = on_grid.loc[on_grid["psnr"].idxmax()]
         published = PUBLISHED_CC.get(image, (np.nan, np.nan))
-        summary.append([blind["noisy_psnr"], blind["psnr"], tuned_row["psnr"], oracle["psnr"],
-                        *published, on_grid["seconds"].mean()])
+        summary.append(
+            [
+                blind["noisy_psnr"],
+                blind["psnr"],
+                tuned_row["psnr"],
+                oracle["psnr"],
+                *published,
+                on_grid["seconds"].mean(),
+            ]
+        )
         lines.append(
             f"| {image} | {blind['noisy_psnr']:.2f} | {blind['psnr']:.2f} ({blind['sigma_255']:.1f}) "
             f"| {tuned_row['psnr']:.2f} | {oracle['psnr']:.2f} ({oracle['sigma_255']:g}) | "
@@ -137,8 +152,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data", help="folder with PolyU/ and CC/")
     parser.add_argument("--tables", default="devdata/tables", help="where the CSV and table go")
-    parser.add_argument("--polyu_every", type=int, default=10,
-                        help="PolyU tuning images: every N-th pair by name (default 10)")
+    parser.add_argument(
+        "--polyu_every",
+        type=int,
+        default=10,
+        help="PolyU tuning images: every N-th pair by name (default 10)",
+    )
     return parser.parse_args(argv)
 
 

@@ -43,7 +43,9 @@ def read_run(folder: Path) -> list[dict]:
                 "name": name,
                 "iterations": metrics.iteration,
                 "psnr": metrics.psnr_avg,
-                "snapshots": [image_io.read_image(path).pixels for path in metrics.snapshot_paths()],
+                "snapshots": [
+                    image_io.read_image(path).pixels for path in metrics.snapshot_paths()
+                ],
             }
         )
     return images

@@ -29,7 +29,9 @@ DATASETS = ("PolyU", "CC")
 
 def list_by_stem(folder: Path) -> dict[str, Path]:
     """Image files of `folder` keyed by stem, sorted by name."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in image_io.IMAGE_SUFFIXES)
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in image_io.IMAGE_SUFFIXES
+    )
     return {p.stem: p for p in files}
 
 

@@ -416,7 +416,9 @@ def figure_transfer(crops: Path, runs: Path, seed: int, path: Path) -> bool:
 
     inits = ("scratch", "previous", "polyu1", "polyu_chain4", "polyu_chain8_short")
     images = [
-        p[0] for p in common.pairs(crops, "CC") if common.finished(runs / f"CC_scratch_s{seed}" / p[0])
+        p[0]
+        for p in common.pairs(crops, "CC")
+        if common.finished(runs / f"CC_scratch_s{seed}" / p[0])
     ]
     if not images:
         return False
@@ -470,7 +472,9 @@ def figure_compare(
     from matplotlib import pyplot as plt
 
     run_dir = runs / f"CC_scratch_s{seed}"
-    chosen = [p for p in common.pairs(crops, "CC") if p[0] in stems and common.finished(run_dir / p[0])]
+    chosen = [
+        p for p in common.pairs(crops, "CC") if p[0] in stems and common.finished(run_dir / p[0])
+    ]
     if not chosen:
         return False
     picks = selections(selection_root, run_dir.name)
@@ -487,7 +491,10 @@ def figure_compare(
             import bm3d
 
             panels.append(
-                (f"CBM3D σ={tuned_sigma}", image_io.quantize(bm3d.bm3d_rgb(real, tuned_sigma / 255.0), 8) / 255.0)
+                (
+                    f"CBM3D σ={tuned_sigma}",
+                    image_io.quantize(bm3d.bm3d_rgb(real, tuned_sigma / 255.0), 8) / 255.0,
+                )
             )
         panels.append(
             (
@@ -500,7 +507,10 @@ def figure_compare(
             if row is not None:
                 iteration = int(row["picked_iteration"])
                 panels.append(
-                    (f"{label} ({iteration})", image_io.read_rgb(snapshot_path(run_dir / stem, iteration)))
+                    (
+                        f"{label} ({iteration})",
+                        image_io.read_rgb(snapshot_path(run_dir / stem, iteration)),
+                    )
                 )
         for ax in row_axes:
             ax.axis("off")

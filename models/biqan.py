@@ -55,16 +55,19 @@ class BiqanConfig:
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, "
-                             f"got {self.architecture!r}")
+            raise ValueError(
+                f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"
+            )
         if self.input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
         if not self.alpha > 0:
             raise ValueError(f"alpha must be positive, got {self.alpha}")
         minimum = MIN_IMAGE_SIZE.get(self.architecture, 32)
         if self.image_size < minimum:
-            raise ValueError(f"image_size must be at least {minimum} ({self.architecture}), "
-                             f"got {self.image_size}")
+            raise ValueError(
+                f"image_size must be at least {minimum} ({self.architecture}), "
+                f"got {self.image_size}"
+            )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -80,8 +83,10 @@ def read_config(path: str | Path) -> BiqanConfig:
     """Read a ``biqan.json``; ValueError naming the file when missing or malformed."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: BIQAN configuration not found (it is written beside the "
-                         f"checkpoints by train_BIQAN.py)")
+        raise ValueError(
+            f"{path}: BIQAN configuration not found (it is written beside the "
+            f"checkpoints by train_BIQAN.py)"
+        )
     try:
         fields = json.loads(path.read_text(encoding="utf-8"))
         return BiqanConfig(**fields)
@@ -118,21 +123,25 @@ def build_backbone(config: BiqanConfig, imagenet: bool) -> keras.Model:
     """Headless backbone (H, W, 3) -> feature map; ImageNet weights downloaded when asked."""
     constructor = _backbone_constructor(config.architecture)
     shape = (config.image_size, config.image_size, 3)
-    width = {"alpha": config.alpha} \
-        if config.architecture in WIDTH_MULTIPLIER_ARCHITECTURES else {}
+    width = {"alpha": config.alpha} if config.architecture in WIDTH_MULTIPLIER_ARCHITECTURES else {}
     if not imagenet:
-        return constructor(input_shape=shape, include_top=False, weights=None,
-                           name=BACKBONE_NAME, **width)
+        return constructor(
+            input_shape=shape, include_top=False, weights=None, name=BACKBONE_NAME, **width
+        )
     try:
-        return constructor(input_shape=shape, include_top=False, weights="imagenet",
-                           name=BACKBONE_NAME, **width)
+        return constructor(
+            input_shape=shape, include_top=False, weights="imagenet", name=BACKBONE_NAME, **width
+        )
     except ValueError as error:
-        raise WeightsError(f"ImageNet weights for {config.architecture} alpha {config.alpha}: "
-                           f"{error}") from None
+        raise WeightsError(
+            f"ImageNet weights for {config.architecture} alpha {config.alpha}: {error}"
+        ) from None
     except Exception as error:  # keras raises a bare Exception when the download fails
-        raise WeightsError(f"could not download the ImageNet weights of {config.architecture} "
-                           f"(alpha {config.alpha}): {error}. Use --weights none to train "
-                           f"from scratch, or --weights PATH with a weights file") from None
+        raise WeightsError(
+            f"could not download the ImageNet weights of {config.architecture} "
+            f"(alpha {config.alpha}): {error}. Use --weights none to train "
+            f"from scratch, or --weights PATH with a weights file"
+        ) from None
 
 
 def build_biqan(config: BiqanConfig, imagenet: bool = False) -> keras.Model:
@@ -173,20 +182,24 @@ def load_initial_weights(model: keras.Model, path: str | Path) -> str:
             return "backbone"
         except (ValueError, KeyError, OSError):
             first_line = str(whole_error).splitlines()[0]
-            raise WeightsError(f"{path}: fits neither this BIQAN nor its backbone: "
-                               f"{first_line}") from None
+            raise WeightsError(
+                f"{path}: fits neither this BIQAN nor its backbone: {first_line}"
+            ) from None
 
 
 def _checkpoint_epoch_and_loss(path: Path) -> tuple[int, float]:
     """(epoch, val_loss) from a name ``weights.{epoch:03d}-{val_loss:.3f}.weights.h5``."""
-    epoch_text, _, loss_text = path.name[len("weights."):-len(".weights.h5")].partition("-")
+    epoch_text, _, loss_text = path.name[len("weights.") : -len(".weights.h5")].partition("-")
     return int(epoch_text), float(loss_text)
 
 
 def list_checkpoints(checkpoint_folder: str | Path, written_since: float = 0.0) -> list[Path]:
     """Checkpoints of ``checkpoint_folder`` modified at or after ``written_since`` (a time())."""
-    return sorted(path for path in Path(checkpoint_folder).glob("weights.*-*.weights.h5")
-                  if path.stat().st_mtime >= written_since)
+    return sorted(
+        path
+        for path in Path(checkpoint_folder).glob("weights.*-*.weights.h5")
+        if path.stat().st_mtime >= written_since
+    )
 
 
 def best_checkpoint(checkpoint_folder: str | Path, written_since: float = 0.0) -> Path:
@@ -212,12 +225,15 @@ def load_biqan(path: str | Path) -> tuple[keras.Model, BiqanConfig, Path]:
     path = Path(path)
     if path.is_dir():
         config = read_config(path / CONFIG_FILE)
-        weights_path = path / config.best_checkpoint if config.best_checkpoint \
-            else best_checkpoint(path)
+        weights_path = (
+            path / config.best_checkpoint if config.best_checkpoint else best_checkpoint(path)
+        )
     elif path.is_file():
         if not path.name.endswith(".weights.h5"):
-            raise ValueError(f"{path}: expected a *.weights.h5 checkpoint written by "
-                             f"train_BIQAN.py (or its folder)")
+            raise ValueError(
+                f"{path}: expected a *.weights.h5 checkpoint written by "
+                f"train_BIQAN.py (or its folder)"
+            )
         config = read_config(path.parent / CONFIG_FILE)
         weights_path = path
     else:
@@ -229,10 +245,12 @@ def load_biqan(path: str | Path) -> tuple[keras.Model, BiqanConfig, Path]:
         _load_weights_quietly(model, weights_path)
     except (ValueError, KeyError, OSError) as error:
         first_line = str(error).splitlines()[0]
-        raise ValueError(f"{weights_path}: does not fit the {config.architecture} "
-                         f"(alpha {config.alpha}, image size {config.image_size}) network "
-                         f"described in {weights_path.parent / CONFIG_FILE}: "
-                         f"{first_line}") from None
+        raise ValueError(
+            f"{weights_path}: does not fit the {config.architecture} "
+            f"(alpha {config.alpha}, image size {config.image_size}) network "
+            f"described in {weights_path.parent / CONFIG_FILE}: "
+            f"{first_line}"
+        ) from None
     return model, config, weights_path
 
 

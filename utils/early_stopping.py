@@ -140,9 +140,11 @@ def from_iterations(
 
         ranker = Path(model_path or DEFAULT_RANKER)
         if not ranker.exists():
-            raise ValueError(f"--early_stop ranker: no snapshot ranker at {ranker}; train one "
-                             "(train_BIQAN.py --classification_model ranker) and give it with "
-                             "--pre_trained_model")
+            raise ValueError(
+                f"--early_stop ranker: no snapshot ranker at {ranker}; train one "
+                "(train_BIQAN.py --classification_model ranker) and give it with "
+                "--pre_trained_model"
+            )
     if rule == "biqan" and (model_path is None or not Path(model_path).exists()):
         raise ValueError(
             "--early_stop biqan needs --pre_trained_model, an existing BIQAN checkpoint file or folder"

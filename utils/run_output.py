@@ -38,8 +38,15 @@ NETWORK_FILE = "net.pt"
 DENOISED_FILE = "denoised.png"
 STATE_FILE = "state.pt"
 INPUT_FILE = "input.json"
-METRICS_COLUMNS = ("iteration", "loss", "psnr_noisy", "psnr_raw", "ssim_raw", "psnr_avg",
-                   "ssim_avg")
+METRICS_COLUMNS = (
+    "iteration",
+    "loss",
+    "psnr_noisy",
+    "psnr_raw",
+    "ssim_raw",
+    "psnr_avg",
+    "ssim_avg",
+)
 REFERENCE_COLUMNS = ("psnr_raw", "ssim_raw", "psnr_avg", "ssim_avg")
 NOISY_PSNR = "noisy_psnr"  # summary key: PSNR (dB) of the noisy input vs the reference, or null
 SUMMARY_COLUMNS = (
@@ -128,8 +135,6 @@ def metrics_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-
-
 def _parse_float(text: str, column: str, where: str, allow_empty: bool) -> float:
     """One metrics.csv cell as float; empty -> NaN where allowed, else ValueError naming it."""
     if text.strip() == "":
@@ -152,19 +157,23 @@ def read_metrics(image_folder: str | Path) -> ImageMetrics:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None or tuple(cell.strip() for cell in header) != METRICS_COLUMNS:
-            raise ValueError(f"{path}: header must be {','.join(METRICS_COLUMNS)}, "
-                             f"got {','.join(header or [])!r}")
+            raise ValueError(
+                f"{path}: header must be {','.join(METRICS_COLUMNS)}, "
+                f"got {','.join(header or [])!r}"
+            )
         columns: dict[str, list[float]] = {column: [] for column in METRICS_COLUMNS}
         for line_number, cells in enumerate(reader, 2):
             if not cells or all(cell.strip() == "" for cell in cells):
                 continue
             where = f"{path}:{line_number}"
             if len(cells) != len(METRICS_COLUMNS):
-                raise ValueError(f"{where}: expected {len(METRICS_COLUMNS)} columns, "
-                                 f"got {len(cells)}")
+                raise ValueError(
+                    f"{where}: expected {len(METRICS_COLUMNS)} columns, got {len(cells)}"
+                )
             for column, cell in zip(METRICS_COLUMNS, cells):
-                columns[column].append(_parse_float(cell, column, where,
-                                                    column in REFERENCE_COLUMNS))
+                columns[column].append(
+                    _parse_float(cell, column, where, column in REFERENCE_COLUMNS)
+                )
     if not columns["iteration"]:
         raise ValueError(f"{path}: has a header but no snapshot rows")
     iterations = np.array(columns["iteration"])
@@ -205,8 +214,10 @@ def list_image_folders(run_folder: str | Path) -> RunFolders:
         else:
             finished.append(folder)
     if not finished:
-        raise ValueError(f"{run_folder}: no finished run_BDN image folders (sub-folders with "
-                         f"{METRICS_FILE} and {SUMMARY_FILE})")
+        raise ValueError(
+            f"{run_folder}: no finished run_BDN image folders (sub-folders with "
+            f"{METRICS_FILE} and {SUMMARY_FILE})"
+        )
     return RunFolders(finished=finished, skipped=skipped)
 
 
@@ -254,8 +265,7 @@ def check_snapshots_exist(paths: list[Path]) -> None:
     """Raise ValueError naming the first snapshot file in ``paths`` that does not exist."""
     for path in paths:
         if not path.is_file():
-            raise ValueError(f"{path}: snapshot listed in {path.parent / METRICS_FILE} "
-                             f"not found")
+            raise ValueError(f"{path}: snapshot listed in {path.parent / METRICS_FILE} not found")
 
 
 def noisy_input(run_folder: str | Path, stem: str, noisy_folder: str | Path | None = None) -> Path:
@@ -269,14 +279,17 @@ def noisy_input(run_folder: str | Path, stem: str, noisy_folder: str | Path | No
         try:
             noisy_folder = json.loads(record.read_text())["dataset_real_path"]
         except (OSError, ValueError, KeyError) as error:
-            raise ValueError(f"{record}: cannot read the noisy input folder ({error}); "
-                             "give it with --noisy_path") from None
+            raise ValueError(
+                f"{record}: cannot read the noisy input folder ({error}); give it with --noisy_path"
+            ) from None
     folder = Path(noisy_folder)
     matches = sorted(folder.glob(f"{glob_escape(stem)}.*")) if folder.is_dir() else []
     matches = [path for path in matches if path.suffix.lower() in IMAGE_SUFFIXES]
     if len(matches) != 1:
-        raise ValueError(f"{folder}: no single noisy image named {stem} (found {len(matches)}); "
-                         "give the noisy input folder with --noisy_path")
+        raise ValueError(
+            f"{folder}: no single noisy image named {stem} (found {len(matches)}); "
+            "give the noisy input folder with --noisy_path"
+        )
     return matches[0]
 
 

@@ -12,9 +12,16 @@ from utils import image_io, run_output
 HEADER = ",".join(run_output.METRICS_COLUMNS)
 
 
-def write_fake_image_folder(run_folder: Path, stem: str, iterations: list[int],
-                            psnr: list[float] | None, size: int = 40, grayscale: bool = False,
-                            seed: int = 0, finished: bool = True) -> Path:
+def write_fake_image_folder(
+    run_folder: Path,
+    stem: str,
+    iterations: list[int],
+    psnr: list[float] | None,
+    size: int = 40,
+    grayscale: bool = False,
+    seed: int = 0,
+    finished: bool = True,
+) -> Path:
     """One fake image folder: random snapshots, metrics.csv (blind when psnr is None)."""
     folder = run_folder / stem
     folder.mkdir(parents=True, exist_ok=True)

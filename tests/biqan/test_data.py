@@ -37,8 +37,9 @@ def test_views_of_both_input_modes():
     assert single.shape == (1, 32, 32, 3)
     resized = skimage.transform.resize(image, (37, 52), order=1, preserve_range=True)
     np.testing.assert_allclose(single[0], resized[2:34, 10:42], atol=1e-6)
-    np.testing.assert_array_equal(biqan_data.evaluation_views(image, "crop", 32, 1)[0],
-                                  image[9:41, 19:51])
+    np.testing.assert_array_equal(
+        biqan_data.evaluation_views(image, "crop", 32, 1)[0], image[9:41, 19:51]
+    )
     views = biqan_data.evaluation_views(image, "crop", 32, 2)
     assert views.shape == (4, 32, 32, 3)
     np.testing.assert_array_equal(views[0], image[:32, :32])
@@ -74,8 +75,9 @@ def test_dataset_batches_are_seeded_and_complete(tmp_path: Path):
     first_epoch = dataset[0][0]
     dataset.on_epoch_end()
     assert not np.array_equal(dataset[0][0], first_epoch)
-    evaluation = biqan_data.SnapshotDataset(paths, targets, 2, "crop", 32, augment=False,
-                                            crops_per_side=2)
+    evaluation = biqan_data.SnapshotDataset(
+        paths, targets, 2, "crop", 32, augment=False, crops_per_side=2
+    )
     pixels, batch_targets = evaluation[0]
     assert pixels.shape == (8, 32, 32, 3)
     np.testing.assert_array_equal(batch_targets.argmax(axis=1), [0] * 4 + [1] * 4)
@@ -94,8 +96,9 @@ def test_score_snapshots_averages_the_views(tmp_path: Path):
 
 
 def test_split_by_source_keeps_images_whole_and_is_seeded():
-    image_ids = [f"img{image}/{iteration:05d}.png" for image in range(10)
-                 for iteration in range(20, 101, 20)]
+    image_ids = [
+        f"img{image}/{iteration:05d}.png" for image in range(10) for iteration in range(20, 101, 20)
+    ]
     train, validation = biqan_data.split_by_source(image_ids, 0.2, seed=4)
     assert len(train) + len(validation) == len(image_ids)
     train_sources = {biqan_data.source_image(image_ids[row]) for row in train}

@@ -78,11 +78,17 @@ def test_mean_and_std_of_distributions():
 
 def make_rows() -> list[labels.AvaRow]:
     rows = []
-    for index, (image_id, psnr) in enumerate([("img1/00180.png", 30.1), ("img2/00200.png", 36.4)],
-                                             1):
+    for index, (image_id, psnr) in enumerate(
+        [("img1/00180.png", 30.1), ("img2/00200.png", 36.4)], 1
+    ):
         distribution = labels.score_distribution(labels.psnr_to_mean_score(psnr))
-        rows.append(labels.AvaRow(index=index, image_id=image_id, votes=tuple(
-            labels.distribution_to_votes(distribution, 10000).tolist())))
+        rows.append(
+            labels.AvaRow(
+                index=index,
+                image_id=image_id,
+                votes=tuple(labels.distribution_to_votes(distribution, 10000).tolist()),
+            )
+        )
     return rows
 
 
@@ -98,16 +104,22 @@ def test_ava_file_round_trip(tmp_path: Path):
     assert labels.read_ava_file(path) == rows
     image_ids, distributions = labels.read_labels(path)
     assert image_ids == ["img1/00180.png", "img2/00200.png"]
-    np.testing.assert_allclose(labels.distribution_mean(distributions),
-                               labels.psnr_to_mean_score(np.array([30.1, 36.4])), atol=1e-3)
+    np.testing.assert_allclose(
+        labels.distribution_mean(distributions),
+        labels.psnr_to_mean_score(np.array([30.1, 36.4])),
+        atol=1e-3,
+    )
 
 
-@pytest.mark.parametrize("line, message", [
-    ("1 img1/00180.png 1 2 3", "expected 15"),
-    ("1 img1/00180.png 1 2 3 4 5 6 7 8 9 x 0 0 0", "integers"),
-    ("1 img1/00180.png 1 2 3 4 5 6 7 8 9 -1 0 0 0", "non-negative"),
-    ("1 img1/00180.png 0 0 0 0 0 0 0 0 0 0 0 0 0", "positive sum"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("1 img1/00180.png 1 2 3", "expected 15"),
+        ("1 img1/00180.png 1 2 3 4 5 6 7 8 9 x 0 0 0", "integers"),
+        ("1 img1/00180.png 1 2 3 4 5 6 7 8 9 -1 0 0 0", "non-negative"),
+        ("1 img1/00180.png 0 0 0 0 0 0 0 0 0 0 0 0 0", "positive sum"),
+    ],
+)
 def test_broken_row_names_file_and_line(tmp_path: Path, line, message):
     path = tmp_path / "labels.txt"
     good = labels.format_ava_row(make_rows()[0])

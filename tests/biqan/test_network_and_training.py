@@ -109,12 +109,20 @@ def test_fit_stage_writes_best_only_checkpoints(tmp_path: Path):
     assert best == pytest.approx(min(history["val_loss"]))
     written = biqan.list_checkpoints(tmp_path)
     assert 1 <= len(written) <= 2
-    assert biqan.best_checkpoint(tmp_path).name == \
-        f"weights.{history['val_loss'].index(best) + 1:03d}-{best:.3f}.weights.h5"
+    assert (
+        biqan.best_checkpoint(tmp_path).name
+        == f"weights.{history['val_loss'].index(best) + 1:03d}-{best:.3f}.weights.h5"
+    )
     # A later stage that cannot beat ``best`` writes nothing.
-    later, _ = biqan_train.fit_stage(model, data, data, tmp_path,
-                               biqan_train.StageSettings(stage=2, learning_rate=1e-12, epochs=1),
-                               initial_epoch=2, best_val_loss=best - 1.0)
+    later, _ = biqan_train.fit_stage(
+        model,
+        data,
+        data,
+        tmp_path,
+        biqan_train.StageSettings(stage=2, learning_rate=1e-12, epochs=1),
+        initial_epoch=2,
+        best_val_loss=best - 1.0,
+    )
     assert later["epoch"] == [3]
     assert biqan.list_checkpoints(tmp_path) == written
 
@@ -136,8 +144,13 @@ def test_fine_tuning_keeps_batchnorm_in_inference_mode_when_asked(freeze_batchno
 
 
 def test_save_and_load_give_identical_predictions(tmp_path: Path):
-    config = biqan.BiqanConfig(architecture="mobilenet", alpha=0.25, image_size=32,
-                               input_mode="crop", best_checkpoint="weights.001-0.100.weights.h5")
+    config = biqan.BiqanConfig(
+        architecture="mobilenet",
+        alpha=0.25,
+        image_size=32,
+        input_mode="crop",
+        best_checkpoint="weights.001-0.100.weights.h5",
+    )
     path, original = save_checkpoint(tmp_path, config)
     images = random_images(4)
     expected = biqan.predict_distributions(original, images)
@@ -150,8 +163,9 @@ def test_save_and_load_give_identical_predictions(tmp_path: Path):
 @pytest.mark.parametrize("architecture, alpha", [("mobilenet_v2", 0.25), ("mobilenet", 0.5)])
 def test_checkpoint_of_another_architecture_is_refused(tmp_path: Path, architecture, alpha):
     path, _ = save_checkpoint(tmp_path, TINY)
-    biqan.save_config(tmp_path, biqan.BiqanConfig(architecture=architecture, alpha=alpha,
-                                                  image_size=32))
+    biqan.save_config(
+        tmp_path, biqan.BiqanConfig(architecture=architecture, alpha=alpha, image_size=32)
+    )
     with pytest.raises(ValueError, match="does not fit the") as error:
         biqan.load_biqan(path)
     assert str(path) in str(error.value)
@@ -178,8 +192,9 @@ def test_imagenet_download_failure_is_clear(monkeypatch):
 
     # keras.applications fetch their weights through this function; make it fail as offline.
     monkeypatch.setattr("keras.src.utils.file_utils.get_file", offline)
-    with pytest.raises(biqan.WeightsError, match="could not download the ImageNet weights") \
-            as error:
+    with pytest.raises(
+        biqan.WeightsError, match="could not download the ImageNet weights"
+    ) as error:
         biqan.build_biqan(TINY, imagenet=True)
     assert "--weights none" in str(error.value)
 
@@ -192,27 +207,44 @@ def test_initial_weights_from_backbone_or_whole_file(tmp_path: Path):
     assert biqan.load_initial_weights(target, tmp_path / "backbone.weights.h5") == "backbone"
     assert biqan.load_initial_weights(target, tmp_path / "whole.weights.h5") == "biqan"
     images = random_images(2)
-    np.testing.assert_array_equal(biqan.predict_distributions(target, images),
-                                  biqan.predict_distributions(source, images))
+    np.testing.assert_array_equal(
+        biqan.predict_distributions(target, images), biqan.predict_distributions(source, images)
+    )
     other = biqan.BiqanConfig(architecture="mobilenet_v2", alpha=0.25, image_size=32)
     with pytest.raises(biqan.WeightsError, match="fits neither"):
         biqan.load_initial_weights(biqan.build_biqan(other), tmp_path / "whole.weights.h5")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
-                    reason="tensorflow is not installed (pip install -r requirements-tf.txt)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="tensorflow is not installed (pip install -r requirements-tf.txt)",
+)
 def test_torch_checkpoint_loads_under_tensorflow(tmp_path: Path):
     path, model = save_checkpoint(tmp_path, TINY)
     images = random_images(3, seed=7)
     np.save(tmp_path / "images.npy", images)
     expected = biqan.predict_distributions(model, images)
-    code = ("import sys, numpy as np; from models import biqan; "
-            "model, _, _ = biqan.load_biqan(sys.argv[1]); "
-            "np.save(sys.argv[3], biqan.predict_distributions(model, np.load(sys.argv[2])))")
+    code = (
+        "import sys, numpy as np; from models import biqan; "
+        "model, _, _ = biqan.load_biqan(sys.argv[1]); "
+        "np.save(sys.argv[3], biqan.predict_distributions(model, np.load(sys.argv[2])))"
+    )
     environment = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
     completed = subprocess.run(
-        [sys.executable, "-c", code, str(path), str(tmp_path / "images.npy"),
-         str(tmp_path / "out.npy")], cwd=REPOSITORY, env=environment, capture_output=True,
-        text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(path),
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "out.npy"),
+        ],
+        cwd=REPOSITORY,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5)

@@ -12,7 +12,15 @@ from utils.dip import devices
 
 @pytest.mark.parametrize(
     "text, ids",
-    [("0", [0]), ("0,1,3", [0, 1, 3]), (" 2 ", [2]), ("cpu", []), ("CPU", []), ("-1", []), ("", [])],
+    [
+        ("0", [0]),
+        ("0,1,3", [0, 1, 3]),
+        (" 2 ", [2]),
+        ("cpu", []),
+        ("CPU", []),
+        ("-1", []),
+        ("", []),
+    ],
 )
 def test_gpu_id_lists(text, ids):
     assert devices.parse_gpu_ids(text) == ids

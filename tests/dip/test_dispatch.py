@@ -18,9 +18,16 @@ NETWORK = SkipConfig(input_depth=4, channels_down=8, channels_up=8, channels_ski
 
 def settings(output, batch_images=1) -> planning.RunSettings:
     return planning.RunSettings(
-        output_path=output, network=NETWORK, fit=FitSettings(num_iter=6, save_iter=3), seed=0,
-        init_from="scratch", checkpoint_every=100, device=torch.device("cpu"), quiet=True,
-        batch_images=batch_images)
+        output_path=output,
+        network=NETWORK,
+        fit=FitSettings(num_iter=6, save_iter=3),
+        seed=0,
+        init_from="scratch",
+        checkpoint_every=100,
+        device=torch.device("cpu"),
+        quiet=True,
+        batch_images=batch_images,
+    )
 
 
 def metrics_of(folder):
@@ -33,7 +40,8 @@ def test_two_workers_give_the_files_of_one_process(tmp_path):
     jobs = planning.plan_jobs(tmp_path / "real", tmp_path / "mean")
     assert reconstruction.reconstruct_folder(jobs, settings(tmp_path / "one")) == []
     failures = dispatch.reconstruct_parallel(
-        jobs, settings(tmp_path / "two"), [torch.device("cpu"), torch.device("cpu")])
+        jobs, settings(tmp_path / "two"), [torch.device("cpu"), torch.device("cpu")]
+    )
     assert failures == []
     assert metrics_of(tmp_path / "two") == metrics_of(tmp_path / "one")
     assert len(metrics_of(tmp_path / "two")) == 3

@@ -32,9 +32,19 @@ def test_format_value_and_metrics_csv():
     assert run_output.format_value(None) == ""
     assert run_output.format_value(27.123456789) == "27.1235"
     assert run_output.format_value(float("nan")) == "nan"
-    text = run_output.metrics_csv([{"iteration": 10, "loss": 0.5, "psnr_noisy": 20.0,
-                                    "psnr_raw": None, "ssim_raw": None, "psnr_avg": None,
-                                    "ssim_avg": None}])
+    text = run_output.metrics_csv(
+        [
+            {
+                "iteration": 10,
+                "loss": 0.5,
+                "psnr_noisy": 20.0,
+                "psnr_raw": None,
+                "ssim_raw": None,
+                "psnr_avg": None,
+                "ssim_avg": None,
+            }
+        ]
+    )
     assert text == ",".join(run_output.METRICS_COLUMNS) + "\n10,0.5,20,,,,\n"
 
 
@@ -61,7 +71,10 @@ def test_writer_saves_every_save_iter_with_one_metrics_row_each(tmp_path):
     finally:
         writer.close()
     assert sorted(path.name for path in (tmp_path / "a").glob("0*.png")) == [
-        "00004.png", "00008.png", "00012.png"]
+        "00004.png",
+        "00008.png",
+        "00012.png",
+    ]
     metrics = run_output.read_metrics(tmp_path / "a")
     np.testing.assert_array_equal(metrics.iteration, [4, 8, 12])
     saved = image_io.read_image(run_output.snapshot_path(tmp_path / "a", 12)).pixels

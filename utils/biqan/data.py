@@ -34,20 +34,24 @@ def resize_side(image_size: int) -> int:
 def _check_size(image: np.ndarray, image_size: int) -> None:
     """ValueError when ``image`` (H, W, 3) is smaller than an ``image_size`` crop."""
     if image.shape[0] < image_size or image.shape[1] < image_size:
-        raise ValueError(f"snapshot of {image.shape[0]}x{image.shape[1]} pixels is smaller than "
-                         f"the {image_size}x{image_size} crops of input mode 'crop'")
+        raise ValueError(
+            f"snapshot of {image.shape[0]}x{image.shape[1]} pixels is smaller than "
+            f"the {image_size}x{image_size} crops of input mode 'crop'"
+        )
 
 
 def _resized(image: np.ndarray, side: int) -> np.ndarray:
     """``image`` (H, W, 3) scaled so that its shorter side is ``side`` (aspect kept), float32."""
     scale = side / min(image.shape[0], image.shape[1])
     shape = (max(side, round(image.shape[0] * scale)), max(side, round(image.shape[1] * scale)))
-    return skimage.transform.resize(image, shape, order=1, anti_aliasing=scale < 1,
-                                     preserve_range=True).astype(np.float32)
+    return skimage.transform.resize(
+        image, shape, order=1, anti_aliasing=scale < 1, preserve_range=True
+    ).astype(np.float32)
 
 
-def training_view(image: np.ndarray, input_mode: str, image_size: int,
-                  rng: np.random.Generator) -> np.ndarray:
+def training_view(
+    image: np.ndarray, input_mode: str, image_size: int, rng: np.random.Generator
+) -> np.ndarray:
     """Random (image_size, image_size, 3) view of an RGB [0, 1] snapshot, randomly flipped."""
     if input_mode == "resize":
         image = _resized(image, resize_side(image_size))
@@ -57,7 +61,7 @@ def training_view(image: np.ndarray, input_mode: str, image_size: int,
         raise ValueError(f"input mode must be 'resize' or 'crop', got {input_mode!r}")
     top = int(rng.integers(0, image.shape[0] - image_size + 1))
     left = int(rng.integers(0, image.shape[1] - image_size + 1))
-    view = image[top:top + image_size, left:left + image_size]
+    view = image[top : top + image_size, left : left + image_size]
     return view[:, ::-1] if rng.random() < 0.5 else view
 
 
@@ -71,8 +75,9 @@ def grid_offsets(length: int, size: int, count: int) -> list[int]:
     return [round(offset) for offset in np.linspace(0, length - size, count)]
 
 
-def evaluation_views(image: np.ndarray, input_mode: str, image_size: int,
-                     crops_per_side: int) -> np.ndarray:
+def evaluation_views(
+    image: np.ndarray, input_mode: str, image_size: int, crops_per_side: int
+) -> np.ndarray:
     """Deterministic views (K, image_size, image_size, 3) of an RGB [0, 1] snapshot.
 
     ``resize``: the centre crop of the resized snapshot (K = 1). ``crop``: a grid of
@@ -89,8 +94,13 @@ def evaluation_views(image: np.ndarray, input_mode: str, image_size: int,
         raise ValueError(f"input mode must be 'resize' or 'crop', got {input_mode!r}")
     rows = grid_offsets(image.shape[0], image_size, crops_per_side)
     columns = grid_offsets(image.shape[1], image_size, crops_per_side)
-    return np.stack([image[top:top + image_size, left:left + image_size]
-                     for top in rows for left in columns])
+    return np.stack(
+        [
+            image[top : top + image_size, left : left + image_size]
+            for top in rows
+            for left in columns
+        ]
+    )
 
 
 class SnapshotDataset(keras.utils.PyDataset):
@@ -103,9 +113,18 @@ class SnapshotDataset(keras.utils.PyDataset):
     for prediction.
     """
 
-    def __init__(self, paths: Sequence[Path], distributions: np.ndarray | None,
-                 batch_size: int, input_mode: str, image_size: int, augment: bool,
-                 seed: int = 0, crops_per_side: int = 1, workers: int = 1) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        distributions: np.ndarray | None,
+        batch_size: int,
+        input_mode: str,
+        image_size: int,
+        augment: bool,
+        seed: int = 0,
+        crops_per_side: int = 1,
+        workers: int = 1,
+    ) -> None:
         super().__init__(workers=workers, use_multiprocessing=False)
         if not paths:
             raise ValueError("the dataset has no snapshots")
@@ -114,8 +133,9 @@ class SnapshotDataset(keras.utils.PyDataset):
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.paths = list(paths)
-        self.distributions = None if distributions is None \
-            else np.asarray(distributions, dtype=np.float32)
+        self.distributions = (
+            None if distributions is None else np.asarray(distributions, dtype=np.float32)
+        )
         self.batch_size = batch_size
         self.input_mode = input_mode
         self.image_size = image_size
@@ -135,16 +155,29 @@ class SnapshotDataset(keras.utils.PyDataset):
         return math.ceil(len(self.paths) / self.batch_size)
 
     def __getitem__(self, index: int):
-        members = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        members = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            views = np.stack([training_view(image_io.read_rgb(self.paths[member]), self.input_mode,
-                                            self.image_size, rng) for member in members])
+            views = np.stack(
+                [
+                    training_view(
+                        image_io.read_rgb(self.paths[member]), self.input_mode, self.image_size, rng
+                    )
+                    for member in members
+                ]
+            )
         else:
-            views = np.concatenate([evaluation_views(image_io.read_rgb(self.paths[member]),
-                                                     self.input_mode, self.image_size,
-                                                     self.crops_per_side)
-                                    for member in members])
+            views = np.concatenate(
+                [
+                    evaluation_views(
+                        image_io.read_rgb(self.paths[member]),
+                        self.input_mode,
+                        self.image_size,
+                        self.crops_per_side,
+                    )
+                    for member in members
+                ]
+            )
         pixels = biqan.preprocess_pixels(views)
         if self.distributions is None:
             return (pixels,)
@@ -160,14 +193,29 @@ class SnapshotDataset(keras.utils.PyDataset):
 
 def views_per_snapshot(input_mode: str, crops_per_side: int) -> int:
     """K, the number of evaluation views of one snapshot."""
-    return 1 if input_mode == "resize" else crops_per_side ** 2
+    return 1 if input_mode == "resize" else crops_per_side**2
 
 
-def score_snapshots(model, paths: Sequence[Path], input_mode: str, image_size: int,
-                    crops_per_side: int, batch_size: int, workers: int = 1) -> np.ndarray:
+def score_snapshots(
+    model,
+    paths: Sequence[Path],
+    input_mode: str,
+    image_size: int,
+    crops_per_side: int,
+    batch_size: int,
+    workers: int = 1,
+) -> np.ndarray:
     """Predicted distributions (N, 10) of snapshots, averaged over their evaluation views."""
-    dataset = SnapshotDataset(paths, None, batch_size, input_mode, image_size, augment=False,
-                              crops_per_side=crops_per_side, workers=workers)
+    dataset = SnapshotDataset(
+        paths,
+        None,
+        batch_size,
+        input_mode,
+        image_size,
+        augment=False,
+        crops_per_side=crops_per_side,
+        workers=workers,
+    )
     predictions = np.asarray(model.predict(dataset, verbose=0), dtype=np.float64)
     views = views_per_snapshot(input_mode, crops_per_side)
     return predictions.reshape(len(paths), views, -1).mean(axis=1)
@@ -181,8 +229,9 @@ def source_image(image_id: str) -> str:
     return parent
 
 
-def split_by_source(image_ids: Sequence[str], validation_fraction: float,
-                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_by_source(
+    image_ids: Sequence[str], validation_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (train, validation): whole source images go to one side, seeded.
 
     At least one source image goes to each side; ValueError with fewer than two.
@@ -192,8 +241,10 @@ def split_by_source(image_ids: Sequence[str], validation_fraction: float,
     sources = np.array([source_image(image_id) for image_id in image_ids])
     unique = np.unique(sources)
     if len(unique) < 2:
-        raise ValueError(f"need snapshots of at least 2 source images to split training and "
-                         f"validation by image, got {len(unique)}")
+        raise ValueError(
+            f"need snapshots of at least 2 source images to split training and "
+            f"validation by image, got {len(unique)}"
+        )
     count = min(max(1, round(validation_fraction * len(unique))), len(unique) - 1)
     chosen = np.random.default_rng(seed).choice(unique, size=count, replace=False)
     is_validation = np.isin(sources, chosen)

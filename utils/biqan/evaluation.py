@@ -38,7 +38,7 @@ def pearson(first: np.ndarray, second: np.ndarray) -> float:
     if len(first) < 2:
         return float("nan")
     first_centred, second_centred = first - first.mean(), second - second.mean()
-    denominator = np.sqrt(np.sum(first_centred ** 2) * np.sum(second_centred ** 2))
+    denominator = np.sqrt(np.sum(first_centred**2) * np.sum(second_centred**2))
     if denominator == 0:
         return float("nan")
     return float(np.sum(first_centred * second_centred) / denominator)
@@ -66,8 +66,9 @@ class CorrelationReport:
         return float(np.nanmean(values[:, 0])), float(np.nanmean(values[:, 1]))
 
 
-def correlation_report(images: Sequence[str], predicted: np.ndarray,
-                       true_psnr: np.ndarray) -> CorrelationReport:
+def correlation_report(
+    images: Sequence[str], predicted: np.ndarray, true_psnr: np.ndarray
+) -> CorrelationReport:
     """Correlations of predicted mean scores (N,) with true PSNRs (N,), overall and per image."""
     images = np.asarray(images)
     predicted = np.asarray(predicted, dtype=np.float64)
@@ -75,10 +76,13 @@ def correlation_report(images: Sequence[str], predicted: np.ndarray,
     per_image = {}
     for image in np.unique(images):
         members = images == image
-        per_image[str(image)] = (spearman(predicted[members], true_psnr[members]),
-                                 pearson(predicted[members], true_psnr[members]))
-    return CorrelationReport(srcc=spearman(predicted, true_psnr),
-                             plcc=pearson(predicted, true_psnr), per_image=per_image)
+        per_image[str(image)] = (
+            spearman(predicted[members], true_psnr[members]),
+            pearson(predicted[members], true_psnr[members]),
+        )
+    return CorrelationReport(
+        srcc=spearman(predicted, true_psnr), plcc=pearson(predicted, true_psnr), per_image=per_image
+    )
 
 
 def mean_gap_by_selector(rows: Sequence[dict]) -> dict[str, float]:

@@ -24,18 +24,25 @@ SCORE_RANGE = (2.5, 7.5)
 FIELDS_PER_ROW = 2 + NUMBER_OF_BINS + 3
 
 
-def psnr_to_mean_score(psnr: float | np.ndarray, min_psnr: float = 8.0,
-                       max_psnr: float = 45.0) -> float | np.ndarray:
+def psnr_to_mean_score(
+    psnr: float | np.ndarray, min_psnr: float = 8.0, max_psnr: float = 45.0
+) -> float | np.ndarray:
     """Map PSNR (dB) linearly to a mean score: min_psnr -> 2.5, max_psnr -> 7.5 (not clipped)."""
     if not max_psnr > min_psnr:
         raise ValueError(f"max_psnr ({max_psnr}) must be greater than min_psnr ({min_psnr})")
     low, high = SCORE_RANGE
-    return (np.asarray(psnr, dtype=np.float64) - min_psnr) / (max_psnr - min_psnr) \
-        * (high - low) + low
+    return (np.asarray(psnr, dtype=np.float64) - min_psnr) / (max_psnr - min_psnr) * (
+        high - low
+    ) + low
 
 
-def image_mean_scores(psnr: np.ndarray, min_psnr: float = 8.0, max_psnr: float = 45.0,
-                      use_exp: bool = False, fixed_range: bool = True) -> np.ndarray:
+def image_mean_scores(
+    psnr: np.ndarray,
+    min_psnr: float = 8.0,
+    max_psnr: float = 45.0,
+    use_exp: bool = False,
+    fixed_range: bool = True,
+) -> np.ndarray:
     """Mean scores of one image's snapshots (N,) from their PSNRs (N,), with the original's two
     label options: ``use_exp`` maps exp(PSNR) instead of PSNR, and ``fixed_range=False``
     normalises each image by its own minimum and maximum (-> 2.5 and 7.5) instead of
@@ -55,20 +62,23 @@ def image_mean_scores(psnr: np.ndarray, min_psnr: float = 8.0, max_psnr: float =
     return (values - values.min()) / spread * (high - low) + low
 
 
-def mean_score_to_psnr(mean_score: float | np.ndarray, min_psnr: float = 8.0,
-                       max_psnr: float = 45.0) -> float | np.ndarray:
+def mean_score_to_psnr(
+    mean_score: float | np.ndarray, min_psnr: float = 8.0, max_psnr: float = 45.0
+) -> float | np.ndarray:
     """Inverse of :func:`psnr_to_mean_score`: mean score on the 1..10 scale -> PSNR in dB."""
     if not max_psnr > min_psnr:
         raise ValueError(f"max_psnr ({max_psnr}) must be greater than min_psnr ({min_psnr})")
     low, high = SCORE_RANGE
-    return (np.asarray(mean_score, dtype=np.float64) - low) / (high - low) \
-        * (max_psnr - min_psnr) + min_psnr
+    return (np.asarray(mean_score, dtype=np.float64) - low) / (high - low) * (
+        max_psnr - min_psnr
+    ) + min_psnr
 
 
 def _normal_cdf(values: np.ndarray) -> np.ndarray:
     """Standard normal cumulative distribution function, elementwise."""
-    return np.array([0.5 * (1.0 + math.erf(value / math.sqrt(2.0))) for value in values.ravel()]
-                    ).reshape(values.shape)
+    return np.array(
+        [0.5 * (1.0 + math.erf(value / math.sqrt(2.0))) for value in values.ravel()]
+    ).reshape(values.shape)
 
 
 def score_distribution(mean_score: float, std: float = 1.0) -> np.ndarray:
@@ -84,8 +94,10 @@ def score_distribution(mean_score: float, std: float = 1.0) -> np.ndarray:
     masses = np.diff(_normal_cdf((edges - mean_score) / std))
     total = masses.sum()
     if total <= 0:
-        raise ValueError(f"mean score {mean_score} lies too far outside the 1..10 scale "
-                         f"for a distribution of std {std}")
+        raise ValueError(
+            f"mean score {mean_score} lies too far outside the 1..10 scale "
+            f"for a distribution of std {std}"
+        )
     return masses / total
 
 
@@ -93,8 +105,9 @@ def distribution_to_votes(distribution: np.ndarray, votes: int) -> np.ndarray:
     """Integer vote counts (10,) summing exactly to ``votes`` (largest-remainder rounding)."""
     distribution = np.asarray(distribution, dtype=np.float64)
     if distribution.shape != (NUMBER_OF_BINS,):
-        raise ValueError(f"distribution must have shape ({NUMBER_OF_BINS},), "
-                         f"got {distribution.shape}")
+        raise ValueError(
+            f"distribution must have shape ({NUMBER_OF_BINS},), got {distribution.shape}"
+        )
     if votes < 1:
         raise ValueError(f"votes must be at least 1, got {votes}")
     scaled = distribution / distribution.sum() * votes
@@ -144,10 +157,16 @@ def format_ava_row(row: AvaRow) -> str:
     if not row.image_id or any(character.isspace() for character in row.image_id):
         raise ValueError(f"image id {row.image_id!r} must be non-empty and contain no whitespace")
     if len(row.votes) != NUMBER_OF_BINS or any(count < 0 for count in row.votes):
-        raise ValueError(f"row {row.index}: need {NUMBER_OF_BINS} non-negative vote counts, "
-                         f"got {row.votes}")
-    fields = [str(row.index), row.image_id, *(str(int(count)) for count in row.votes),
-              *(str(int(tag)) for tag in row.tags), str(int(row.challenge_id))]
+        raise ValueError(
+            f"row {row.index}: need {NUMBER_OF_BINS} non-negative vote counts, got {row.votes}"
+        )
+    fields = [
+        str(row.index),
+        row.image_id,
+        *(str(int(count)) for count in row.votes),
+        *(str(int(tag)) for tag in row.tags),
+        str(int(row.challenge_id)),
+    ]
     return " ".join(fields)
 
 
@@ -167,20 +186,24 @@ def parse_ava_line(line: str, where: str) -> AvaRow:
     """Parse one AVA line; ``where`` (e.g. ``labels.txt:12``) names it in error messages."""
     fields = line.split()
     if len(fields) != FIELDS_PER_ROW:
-        raise ValueError(f"{where}: expected {FIELDS_PER_ROW} space-separated fields (index, "
-                         f"image id, {NUMBER_OF_BINS} counts, 2 tags, challenge id), "
-                         f"got {len(fields)}")
+        raise ValueError(
+            f"{where}: expected {FIELDS_PER_ROW} space-separated fields (index, "
+            f"image id, {NUMBER_OF_BINS} counts, 2 tags, challenge id), "
+            f"got {len(fields)}"
+        )
     try:
         numbers = [int(field) for field in [fields[0], *fields[2:]]]
     except ValueError:
-        raise ValueError(f"{where}: index, counts, tags and challenge id must be integers") \
-            from None
-    votes = tuple(numbers[1:1 + NUMBER_OF_BINS])
+        raise ValueError(
+            f"{where}: index, counts, tags and challenge id must be integers"
+        ) from None
+    votes = tuple(numbers[1 : 1 + NUMBER_OF_BINS])
     if any(count < 0 for count in votes) or sum(votes) <= 0:
         raise ValueError(f"{where}: vote counts must be non-negative with a positive sum")
     tags = (numbers[1 + NUMBER_OF_BINS], numbers[2 + NUMBER_OF_BINS])
-    return AvaRow(index=numbers[0], image_id=fields[1], votes=votes, tags=tags,
-                  challenge_id=numbers[-1])
+    return AvaRow(
+        index=numbers[0], image_id=fields[1], votes=votes, tags=tags, challenge_id=numbers[-1]
+    )
 
 
 def read_ava_file(path: str | Path) -> list[AvaRow]:
@@ -188,9 +211,11 @@ def read_ava_file(path: str | Path) -> list[AvaRow]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: label file not found")
-    rows = [parse_ava_line(line, f"{path}:{number}")
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-            if line.strip()]
+    rows = [
+        parse_ava_line(line, f"{path}:{number}")
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if line.strip()
+    ]
     if not rows:
         raise ValueError(f"{path}: label file has no rows")
     return rows
@@ -204,10 +229,15 @@ def parse_original_line(line: str, where: str) -> tuple[str, np.ndarray]:
         masses = np.array([float(field) for field in fields[1:]], dtype=np.float64)
     except ValueError:
         raise ValueError(f"{where}: the {NUMBER_OF_BINS} probabilities must be numbers") from None
-    if len(masses) != NUMBER_OF_BINS or not np.all(np.isfinite(masses)) \
-            or np.any(masses < 0) or masses.sum() <= 0:
-        raise ValueError(f"{where}: need {NUMBER_OF_BINS} non-negative probabilities with a "
-                         f"positive sum")
+    if (
+        len(masses) != NUMBER_OF_BINS
+        or not np.all(np.isfinite(masses))
+        or np.any(masses < 0)
+        or masses.sum() <= 0
+    ):
+        raise ValueError(
+            f"{where}: need {NUMBER_OF_BINS} non-negative probabilities with a positive sum"
+        )
     return fields[0], masses / masses.sum()
 
 
@@ -217,8 +247,11 @@ def read_labels(path: str | Path) -> tuple[list[str], np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: label file not found")
-    lines = [(number, line) for number, line in
-             enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    lines = [
+        (number, line)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if line.strip()
+    ]
     if lines and len(lines[0][1].split()) == 1 + NUMBER_OF_BINS:
         parsed = [parse_original_line(line, f"{path}:{number}") for number, line in lines]
         return [image_id for image_id, _ in parsed], np.array([masses for _, masses in parsed])

@@ -28,9 +28,15 @@ def plot_loss_curves(history: dict[str, list[float]], title: str, path: str | Pa
     figure.savefig(path)
 
 
-def plot_score_curves(iterations: np.ndarray, means: np.ndarray, stds: np.ndarray,
-                      true_psnr: np.ndarray | None, picks: dict[str, int], title: str,
-                      path: str | Path) -> None:
+def plot_score_curves(
+    iterations: np.ndarray,
+    means: np.ndarray,
+    stds: np.ndarray,
+    true_psnr: np.ndarray | None,
+    picks: dict[str, int],
+    title: str,
+    path: str | Path,
+) -> None:
     """Predicted mean score (band: +- spread) per iteration, true PSNR on a second axis.
 
     ``picks``: selector label -> picked iteration, drawn as vertical lines.
@@ -38,8 +44,14 @@ def plot_score_curves(iterations: np.ndarray, means: np.ndarray, stds: np.ndarra
     figure = Figure(figsize=(8, 4.5), dpi=100)
     axes = figure.add_subplot()
     axes.plot(iterations, means, color="tab:blue", label="BIQAN mean score")
-    axes.fill_between(iterations, means - stds, means + stds, color="tab:blue", alpha=0.15,
-                      label="BIQAN spread (std)")
+    axes.fill_between(
+        iterations,
+        means - stds,
+        means + stds,
+        color="tab:blue",
+        alpha=0.15,
+        label="BIQAN spread (std)",
+    )
     axes.set_xlabel("iteration")
     axes.set_ylabel("predicted score (1..10)", color="tab:blue")
     handles, labels = axes.get_legend_handles_labels()
@@ -50,8 +62,9 @@ def plot_score_curves(iterations: np.ndarray, means: np.ndarray, stds: np.ndarra
         extra_handles, extra_labels = psnr_axes.get_legend_handles_labels()
         handles, labels = handles + extra_handles, labels + extra_labels
     for number, (label, iteration) in enumerate(picks.items()):
-        line = axes.axvline(iteration, color=f"C{number + 2}", linestyle="--",
-                            label=f"{label} pick ({iteration})")
+        line = axes.axvline(
+            iteration, color=f"C{number + 2}", linestyle="--", label=f"{label} pick ({iteration})"
+        )
         handles.append(line)
         labels.append(line.get_label())
     axes.legend(handles, labels, loc="best", fontsize="small")
@@ -61,17 +74,28 @@ def plot_score_curves(iterations: np.ndarray, means: np.ndarray, stds: np.ndarra
     figure.savefig(path)
 
 
-def plot_wmv_variance(iterations: np.ndarray, variances: np.ndarray, pick_iteration: int,
-                      stop_iteration: int | None, title: str, path: str | Path) -> None:
+def plot_wmv_variance(
+    iterations: np.ndarray,
+    variances: np.ndarray,
+    pick_iteration: int,
+    stop_iteration: int | None,
+    title: str,
+    path: str | Path,
+) -> None:
     """Windowed moving variance per iteration (log scale), the pick and the stop marked."""
     figure = Figure(figsize=(7, 4), dpi=100)
     axes = figure.add_subplot()
     axes.semilogy(iterations, np.where(variances > 0, variances, np.nan), color="tab:purple")
-    axes.axvline(pick_iteration, color="tab:green", linestyle="--",
-                 label=f"pick (variance minimum, {pick_iteration})")
+    axes.axvline(
+        pick_iteration,
+        color="tab:green",
+        linestyle="--",
+        label=f"pick (variance minimum, {pick_iteration})",
+    )
     if stop_iteration is not None:
-        axes.axvline(stop_iteration, color="tab:gray", linestyle=":",
-                     label=f"rule fired ({stop_iteration})")
+        axes.axvline(
+            stop_iteration, color="tab:gray", linestyle=":", label=f"rule fired ({stop_iteration})"
+        )
     axes.set_xlabel("iteration")
     axes.set_ylabel("windowed moving variance")
     axes.set_title(title if stop_iteration is not None else f"{title} (rule did not fire)")
@@ -81,12 +105,18 @@ def plot_wmv_variance(iterations: np.ndarray, variances: np.ndarray, pick_iterat
     figure.savefig(path)
 
 
-def plot_compare(best_image: np.ndarray, best_title: str, pick_image: np.ndarray,
-                 pick_title: str, path: str | Path) -> None:
+def plot_compare(
+    best_image: np.ndarray,
+    best_title: str,
+    pick_image: np.ndarray,
+    pick_title: str,
+    path: str | Path,
+) -> None:
     """Side-by-side figure: true best snapshot | picked snapshot (RGB [0, 1], H x W x 3)."""
     figure = Figure(figsize=(10, 5.4), dpi=100)
-    for position, (image, title) in enumerate(((best_image, best_title),
-                                                (pick_image, pick_title)), 1):
+    for position, (image, title) in enumerate(
+        ((best_image, best_title), (pick_image, pick_title)), 1
+    ):
         axes = figure.add_subplot(1, 2, position)
         axes.imshow(np.clip(image, 0.0, 1.0), interpolation="nearest")
         axes.set_title(title)

@@ -20,8 +20,9 @@ from models import biqan
 EMD_EPSILON = 1e-12
 
 
-def set_backbone_trainable(model: keras.Model, trainable: bool,
-                           freeze_batchnorm: bool = False) -> None:
+def set_backbone_trainable(
+    model: keras.Model, trainable: bool, freeze_batchnorm: bool = False
+) -> None:
     """Freeze (stage 1) or unfreeze (stage 2) the backbone; recompile afterwards.
 
     With ``freeze_batchnorm`` the unfrozen backbone's BatchNormalization layers stay frozen,
@@ -48,8 +49,13 @@ def earth_movers_distance(y_true, y_pred, r: float = 2.0):
     return ops.power(powered + EMD_EPSILON, 1.0 / r)
 
 
-def compile_stage(model: keras.Model, stage: int, learning_rate: float,
-                  momentum: float = 0.9, freeze_batchnorm: bool = False) -> None:
+def compile_stage(
+    model: keras.Model,
+    stage: int,
+    learning_rate: float,
+    momentum: float = 0.9,
+    freeze_batchnorm: bool = False,
+) -> None:
     """Stage 1: backbone frozen, Adam. Stage 2: all layers trainable, SGD with momentum.
 
     ``freeze_batchnorm`` (for a pretrained backbone): stage 2 leaves BatchNorm layers frozen.
@@ -79,9 +85,15 @@ class StageSettings:
     reduce_lr_patience: int = 2
 
 
-def fit_stage(model: keras.Model, train_data, validation_data, checkpoint_folder: Path,
-              settings: StageSettings, initial_epoch: int,
-              best_val_loss: float) -> tuple[dict, float]:
+def fit_stage(
+    model: keras.Model,
+    train_data,
+    validation_data,
+    checkpoint_folder: Path,
+    settings: StageSettings,
+    initial_epoch: int,
+    best_val_loss: float,
+) -> tuple[dict, float]:
     """Compile and fit one stage with early stopping, LR reduction, best-only checkpoints.
 
     Checkpoints are ``weights.{epoch:03d}-{val_loss:.3f}.weights.h5`` in ``checkpoint_folder``;
@@ -89,30 +101,47 @@ def fit_stage(model: keras.Model, train_data, validation_data, checkpoint_folder
     Returns the history (metric -> list per epoch, plus ``epoch`` counted from 1 over all
     stages) and the best val_loss so far.
     """
-    compile_stage(model, settings.stage, settings.learning_rate, settings.momentum,
-                  settings.freeze_batchnorm)
+    compile_stage(
+        model, settings.stage, settings.learning_rate, settings.momentum, settings.freeze_batchnorm
+    )
     checkpoint = keras.callbacks.ModelCheckpoint(
         str(checkpoint_folder / biqan.CHECKPOINT_NAME),
-        monitor="val_loss", save_best_only=True, save_weights_only=True,
-        initial_value_threshold=best_val_loss if np.isfinite(best_val_loss) else None)
+        monitor="val_loss",
+        save_best_only=True,
+        save_weights_only=True,
+        initial_value_threshold=best_val_loss if np.isfinite(best_val_loss) else None,
+    )
     callbacks = [
         checkpoint,
-        keras.callbacks.EarlyStopping(monitor="val_loss",
-                                      patience=settings.early_stopping_patience),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=settings.reduce_lr_factor,
-                                          patience=settings.reduce_lr_patience),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=settings.early_stopping_patience
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss",
+            factor=settings.reduce_lr_factor,
+            patience=settings.reduce_lr_patience,
+        ),
     ]
-    history = model.fit(train_data, validation_data=validation_data,
-                        epochs=initial_epoch + settings.epochs, initial_epoch=initial_epoch,
-                        callbacks=callbacks, verbose=2)
-    record = {name: [float(value) for value in values]
-              for name, values in history.history.items()}
+    history = model.fit(
+        train_data,
+        validation_data=validation_data,
+        epochs=initial_epoch + settings.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    record = {name: [float(value) for value in values] for name, values in history.history.items()}
     record["epoch"] = [epoch + 1 for epoch in history.epoch]
     return record, float(min(best_val_loss, checkpoint.best))
 
 
-def train_stages(model: keras.Model, train_data, validation_data, checkpoint_folder: Path,
-                 stages: list[StageSettings]) -> tuple[list[dict], float]:
+def train_stages(
+    model: keras.Model,
+    train_data,
+    validation_data,
+    checkpoint_folder: Path,
+    stages: list[StageSettings],
+) -> tuple[list[dict], float]:
     """Fit ``stages`` one after the other, epochs numbered on, the best val_loss carried over.
 
     Returns one history per stage (see :func:`fit_stage`) and the best val_loss.
@@ -120,9 +149,15 @@ def train_stages(model: keras.Model, train_data, validation_data, checkpoint_fol
     histories: list[dict] = []
     best_val_loss, epochs_done = float("inf"), 0
     for settings in stages:
-        history, best_val_loss = fit_stage(model, train_data, validation_data,
-                                           checkpoint_folder, settings, epochs_done,
-                                           best_val_loss)
+        history, best_val_loss = fit_stage(
+            model,
+            train_data,
+            validation_data,
+            checkpoint_folder,
+            settings,
+            epochs_done,
+            best_val_loss,
+        )
         epochs_done = history["epoch"][-1] if history["epoch"] else epochs_done
         histories.append(history)
     return histories, best_val_loss

@@ -50,9 +50,7 @@ def reconstruct_parallel(
 ) -> list[tuple[Path, str]]:
     """Fit every unfinished job on `worker_devices` (one process each); returns the failures."""
     images, failures = planning.prepare_all(jobs, settings)
-    groups = [
-        [image.job for image in group] for group in planning.make_groups(images, settings)
-    ]
+    groups = [[image.job for image in group] for group in planning.make_groups(images, settings)]
     context = multiprocessing.get_context("spawn")
     job_queue, results = context.Queue(), context.Queue()
     for group in groups:
@@ -90,9 +88,7 @@ def reconstruct_parallel(
                         (job.noisy, "worker stopped")
                         for group in groups
                         for job in group
-                        if not (
-                            settings.output_path / job.stem / run_output.SUMMARY_FILE
-                        ).exists()
+                        if not (settings.output_path / job.stem / run_output.SUMMARY_FILE).exists()
                     ]
                     break
                 continue

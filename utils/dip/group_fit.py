@@ -62,9 +62,9 @@ def fit_group(
     if any(state is not None for state in resumed):
         fit.load_state_dicts([state["fit"] for state in resumed])
         LOGGER.info("%s: resuming at iteration %d", images[0].job.stem, fit.iteration)
-    stoppers = make_stoppers(
-        settings.early_stop, [image.noisy.pixels for image in images]
-    ) or [None] * len(images)
+    stoppers = make_stoppers(settings.early_stop, [image.noisy.pixels for image in images]) or [
+        None
+    ] * len(images)
     targets = [
         SnapshotTarget(
             folder,
@@ -166,7 +166,10 @@ def replay_snapshots(target: SnapshotTarget) -> None:
     if target.stopper is None:
         return
     snapshots = (
-        (row["iteration"], image_io.read_image(snapshot_path(target.folder, row["iteration"])).pixels)
+        (
+            row["iteration"],
+            image_io.read_image(snapshot_path(target.folder, row["iteration"])).pixels,
+        )
         for row in target.rows
     )
     target.stop_iteration = replay(target.stopper, snapshots)

@@ -46,7 +46,6 @@ LOGGER = logging.getLogger(__name__)
 RESULT_KEYS = ("network", "fit", "seed", "init_from", "early_stop", "precision")
 
 
-
 def summary_csv(output_path: Path) -> str:
     """summary.csv text built from every finished image's summary.json under `output_path`."""
     buffer = io.StringIO()
