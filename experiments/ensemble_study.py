@@ -77,8 +77,13 @@ def image_outputs(group: pd.DataFrame, crops: Path, runs: Path, tables: Path, pi
         singles.append(snapshot(folder, int(row[pick])))
         windows.append(window_mean(folder, int(row[pick]), iterations))
     cache = tables / "cbm3d_crops" / dataset / image
-    return {"clean": clean, "noisy": noisy, "singles": singles, "windows": windows,
-            "cbm3d": {sigma: cbm3d(noisy, sigma, cache / f"s{sigma}.npy") for sigma in SIGMAS}}
+    return {
+        "clean": clean,
+        "noisy": noisy,
+        "singles": singles,
+        "windows": windows,
+        "cbm3d": {sigma: cbm3d(noisy, sigma, cache / f"s{sigma}.npy") for sigma in SIGMAS},
+    }
 
 
 def mean_psnr(images: list[np.ndarray], clean: np.ndarray) -> float:
@@ -95,7 +100,9 @@ def evaluate(outputs: dict, sigma: int, weight: float) -> dict[str, float]:
         "dip_window": mean_psnr(outputs["windows"], clean),
         "dip_seeds": metrics.psnr(np.clip(seeds, 0, 1), clean),
         "cbm3d": metrics.psnr(base, clean),
-        "dip+cbm3d": mean_psnr([weight * s + (1 - weight) * base for s in outputs["singles"]], clean),
+        "dip+cbm3d": mean_psnr(
+            [weight * s + (1 - weight) * base for s in outputs["singles"]], clean
+        ),
         "dip_seeds+cbm3d": metrics.psnr(np.clip(weight * seeds + (1 - weight) * base, 0, 1), clean),
     }
 
@@ -109,21 +116,32 @@ def main(args: argparse.Namespace) -> int:
         column = "best_iteration" if selector == "true best" else "picked_iteration"
         chosen = picks[picks["selector"] == (selectors[0] if selector == "true best" else selector)]
         chosen = chosen.drop_duplicates(["dataset", "image", "seed"])
-        polyu = [image_outputs(g, crops, runs, tables, column)
-                 for _, g in chosen[chosen["dataset"] == "PolyU"].groupby("image")]
-        cc = [image_outputs(g, crops, runs, tables, column)
-              for _, g in chosen[chosen["dataset"] == "CC"].groupby("image")]
+        polyu = [
+            image_outputs(g, crops, runs, tables, column)
+            for _, g in chosen[chosen["dataset"] == "PolyU"].groupby("image")
+        ]
+        cc = [
+            image_outputs(g, crops, runs, tables, column)
+            for _, g in chosen[chosen["dataset"] == "CC"].groupby("image")
+        ]
         if not polyu or not cc:
             continue
         sigma = max(SIGMAS, key=lambda s: np.mean([evaluate(o, s, 1.0)["cbm3d"] for o in polyu]))
-        weight = max(LAMBDAS, key=lambda w: np.mean([evaluate(o, sigma, w)["dip+cbm3d"] for o in polyu]))
+        weight = max(
+            LAMBDAS, key=lambda w: np.mean([evaluate(o, sigma, w)["dip+cbm3d"] for o in polyu])
+        )
         table = pd.DataFrame([evaluate(o, sigma, weight) for o in cc]).mean()
-        lines.append(f"| {selector} | {len(polyu)} / {len(cc)} | {sigma} | {weight:.1f} | "
-                     + " | ".join(f"{table[k]:.2f}" for k in table.index) + " |")
+        lines.append(
+            f"| {selector} | {len(polyu)} / {len(cc)} | {sigma} | {weight:.1f} | "
+            + " | ".join(f"{table[k]:.2f}" for k in table.index)
+            + " |"
+        )
         print(lines[-1], flush=True)
-    header = ("| pick | PolyU / CC images | sigma (PolyU) | lambda (PolyU) | noisy | dip | "
-              "dip_window | dip_seeds | cbm3d | dip+cbm3d | dip_seeds+cbm3d |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|")
+    header = (
+        "| pick | PolyU / CC images | sigma (PolyU) | lambda (PolyU) | noisy | dip | "
+        "dip_window | dip_seeds | cbm3d | dip+cbm3d | dip_seeds+cbm3d |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     text = "Mean PSNR (dB) on the CC crops:\n\n" + header + "\n" + "\n".join(lines) + "\n"
     (tables / "ensemble_study.md").write_text(text)
     print(text)

@@ -49,8 +49,17 @@ def load_cache(cache: Path, start_index: int) -> list[ImageRun]:
             continue
         for path in sorted(folder.glob("*.npz")):
             data = np.load(path)
-            runs.append(ImageRun(dataset, path.stem, seed, offset, data["iteration"][start_index:],
-                                 data["psnr"][start_index:], data["features"][start_index:]))
+            runs.append(
+                ImageRun(
+                    dataset,
+                    path.stem,
+                    seed,
+                    offset,
+                    data["iteration"][start_index:],
+                    data["psnr"][start_index:],
+                    data["features"][start_index:],
+                )
+            )
     return runs
 
 
@@ -93,8 +102,9 @@ def fixed_scores(iteration: int):
     return lambda run: -np.abs(run.iteration - iteration).astype(float)
 
 
-def summary(selector, runs: list[ImageRun], label: str = "", picks: list | None = None
-            ) -> dict[str, float]:
+def summary(
+    selector, runs: list[ImageRun], label: str = "", picks: list | None = None
+) -> dict[str, float]:
     """Mean within-image SRCC/PLCC and gap of `selector` over `runs`; picks appended to `picks`."""
     rows = []
     for run in runs:
@@ -103,12 +113,18 @@ def summary(selector, runs: list[ImageRun], label: str = "", picks: list | None 
         if picks is not None:
             picks.append(pick_row(label, run, scores))
     rows = np.array(rows)
-    return {"srcc": np.nanmean(rows[:, 0]), "plcc": np.nanmean(rows[:, 1]),
-            "gap": rows[:, 2].mean(), "gap_sd": rows[:, 2].std(), "n": len(runs)}
+    return {
+        "srcc": np.nanmean(rows[:, 0]),
+        "plcc": np.nanmean(rows[:, 1]),
+        "gap": rows[:, 2].mean(),
+        "gap_sd": rows[:, 2].std(),
+        "n": len(runs),
+    }
 
 
-def cross_validate(variant: Variant, polyu: list[ImageRun], folds: int,
-                   picks: list[dict]) -> dict[str, float]:
+def cross_validate(
+    variant: Variant, polyu: list[ImageRun], folds: int, picks: list[dict]
+) -> dict[str, float]:
     """Fold by whole images (a fold's images are never trained on), pooled over folds; the
     out-of-fold pick of every image is appended to `picks`."""
     rows = []
@@ -126,16 +142,28 @@ def cross_validate(variant: Variant, polyu: list[ImageRun], folds: int,
 
 def pick_row(selector: str, run: ImageRun, scores: np.ndarray) -> dict:
     """One pick: which snapshot `selector` chose for `run`, and the true best."""
-    return {"selector": selector, "dataset": run.dataset, "image": run.name, "seed": run.seed,
-            "offset": run.offset, "picked_iteration": int(run.iteration[int(np.argmax(scores))]),
-            "best_iteration": int(run.iteration[int(np.argmax(run.psnr))])}
+    return {
+        "selector": selector,
+        "dataset": run.dataset,
+        "image": run.name,
+        "seed": run.seed,
+        "offset": run.offset,
+        "picked_iteration": int(run.iteration[int(np.argmax(scores))]),
+        "best_iteration": int(run.iteration[int(np.argmax(run.psnr))]),
+    }
 
 
 def variants() -> list[Variant]:
     names = snapshot_features.FEATURE_NAMES
     trajectory = ("fit_db", "fit_rate_db", "step_db")
-    residual = ("noise_db", "residual_db", "residual_correlation", "residual_edge_correlation",
-                "detail_db", "snapshot_noise_db")
+    residual = (
+        "noise_db",
+        "residual_db",
+        "residual_correlation",
+        "residual_edge_correlation",
+        "detail_db",
+        "snapshot_noise_db",
+    )
     base = RankerTraining()
     return [
         Variant("all features", names, False, base),
@@ -144,7 +172,9 @@ def variants() -> list[Variant]:
         Variant("residual only", residual, False, base),
         Variant("all, linear", names, False, dataclasses.replace(base, hidden=())),
         Variant("all, hidden 32x32", names, False, dataclasses.replace(base, hidden=(32, 32))),
-        Variant("all, temperature 1 dB", names, False, dataclasses.replace(base, temperature_db=1.0)),
+        Variant(
+            "all, temperature 1 dB", names, False, dataclasses.replace(base, temperature_db=1.0)
+        ),
         Variant("noise level + log iteration", ("noise_db",), True, base),
     ]
 
@@ -156,7 +186,9 @@ def noise_peak_rule(train: list[ImageRun]):
     levels = np.array([run.features[0, column] for run in train])
     peaks = np.log([run.iteration[int(np.argmax(run.psnr))] for run in train])
     slope, intercept = np.polyfit(levels, peaks, 1)
-    return lambda run: -np.abs(np.log(run.iteration) - (intercept + slope * run.features[0, column]))
+    return lambda run: (
+        -np.abs(np.log(run.iteration) - (intercept + slope * run.features[0, column]))
+    )
 
 
 def online_pick(scores: np.ndarray, patience: int) -> tuple[int, int]:
@@ -173,8 +205,13 @@ def online_pick(scores: np.ndarray, patience: int) -> tuple[int, int]:
     return best, len(scores) - 1
 
 
-def online_table(variant: Variant, polyu: list[ImageRun], cc: list[ImageRun], folds: int,
-                 patiences: tuple[int, ...] = (3, 5, 10, 15, 20)) -> list[str]:
+def online_table(
+    variant: Variant,
+    polyu: list[ImageRun],
+    cc: list[ImageRun],
+    folds: int,
+    patiences: tuple[int, ...] = (3, 5, 10, 15, 20),
+) -> list[str]:
     """Online stopping with the ranker: patience tuned on PolyU (out-of-fold scores), on CC."""
     polyu_scores = {}
     for fold in range(folds):
@@ -192,22 +229,30 @@ def online_table(variant: Variant, polyu: list[ImageRun], cc: list[ImageRun], fo
         return float(np.mean(gaps)), float(np.mean(fractions))
 
     tuned = min(patiences, key=lambda p: measure(polyu, lambda run: polyu_scores[run.name], p)[0])
-    lines = ["", f"Online stopping with the ranker ({variant.label}); patience in snapshots, "
-             "tuned on PolyU (out-of-fold scores):", "",
-             "| patience | PolyU gap (dB) | PolyU share of iterations | CC gap (dB) | CC share of iterations |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"Online stopping with the ranker ({variant.label}); patience in snapshots, "
+        "tuned on PolyU (out-of-fold scores):",
+        "",
+        "| patience | PolyU gap (dB) | PolyU share of iterations | CC gap (dB) | CC share of iterations |",
+        "|---|---|---|---|---|",
+    ]
     for patience in patiences:
         polyu_gap, polyu_share = measure(polyu, lambda run: polyu_scores[run.name], patience)
         cc_gap, cc_share = measure(cc, selector, patience)
         mark = " (tuned)" if patience == tuned else ""
-        lines.append(f"| {patience}{mark} | {polyu_gap:.2f} | {polyu_share:.2f} | {cc_gap:.2f} | {cc_share:.2f} |")
+        lines.append(
+            f"| {patience}{mark} | {polyu_gap:.2f} | {polyu_share:.2f} | {cc_gap:.2f} | {cc_share:.2f} |"
+        )
     return lines
 
 
 def row(label: str, values: dict[str, float], cv: dict[str, float] | None = None) -> str:
     cv_text = f"{cv['srcc']:.2f} | {cv['gap']:.2f}" if cv else "- | -"
-    return (f"| {label} | {cv_text} | {values['srcc']:.2f} | {values['plcc']:.2f} | "
-            f"{values['gap']:.2f} ± {values['gap_sd']:.2f} |")
+    return (
+        f"| {label} | {cv_text} | {values['srcc']:.2f} | {values['plcc']:.2f} | "
+        f"{values['gap']:.2f} ± {values['gap_sd']:.2f} |"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -217,40 +262,60 @@ def main(args: argparse.Namespace) -> int:
     if len(polyu) < args.folds or not cc:
         print(f"not enough data: {len(polyu)} PolyU and {len(cc)} CC images cached")
         return 1
-    header = ("| selector | PolyU CV SRCC | PolyU CV gap (dB) | CC SRCC | CC PLCC | CC gap (dB) |\n"
-              "|---|---|---|---|---|---|")
+    header = (
+        "| selector | PolyU CV SRCC | PolyU CV gap (dB) | CC SRCC | CC PLCC | CC gap (dB) |\n"
+        "|---|---|---|---|---|---|"
+    )
     fixed = tune_fixed(polyu)
     picks: list[dict] = []
     fixed_label = f"fixed:{fixed} (tuned on PolyU)"
-    lines = [f"PolyU training images: {len(polyu)}; CC image-seeds: {len(cc)} "
-             f"(seeds {sorted({run.seed for run in cc})}); start index {args.start_index}.", "",
-             header,
-             "",
-             row("last", summary(lambda run: run.iteration.astype(float), cc))]
+    lines = [
+        f"PolyU training images: {len(polyu)}; CC image-seeds: {len(cc)} "
+        f"(seeds {sorted({run.seed for run in cc})}); start index {args.start_index}.",
+        "",
+        header,
+        "",
+        row("last", summary(lambda run: run.iteration.astype(float), cc)),
+    ]
     # PolyU picks of the fixed rule (for ensemble_study.py); in-sample: N is tuned on them
     in_sample = summary(fixed_scores(fixed), polyu, fixed_label, picks)
-    lines[-2] = row(fixed_label + " (PolyU: in-sample)",
-                    summary(fixed_scores(fixed), cc, fixed_label, picks), in_sample)
+    lines[-2] = row(
+        fixed_label + " (PolyU: in-sample)",
+        summary(fixed_scores(fixed), cc, fixed_label, picks),
+        in_sample,
+    )
     noise_rule = "stop at the iteration predicted from the noise level"
     rule_cv = []
     for index, run in enumerate(polyu):
         rule = noise_peak_rule(polyu[:index] + polyu[index + 1 :])
         rule_cv.append(evaluate(rule(run), run))
     cv = {"srcc": np.nan, "gap": float(np.mean([gap for _, _, gap in rule_cv]))}
-    lines.append(row(noise_rule + " (PolyU: leave one out)", summary(noise_peak_rule(polyu), cc), cv))
+    lines.append(
+        row(noise_rule + " (PolyU: leave one out)", summary(noise_peak_rule(polyu), cc), cv)
+    )
     for variant in variants():
         cv = cross_validate(variant, polyu, args.folds, picks)
-        lines.append(row(variant.label, summary(fit_variant(variant, polyu), cc, variant.label, picks), cv))
+        lines.append(
+            row(variant.label, summary(fit_variant(variant, polyu), cc, variant.label, picks), cv)
+        )
         print(lines[-1], flush=True)
     Path(args.tables).mkdir(parents=True, exist_ok=True)
     pd.DataFrame(picks).to_csv(Path(args.tables) / "selector_picks.csv", index=False)
-    lines += ["", "Learning curve (all features; PolyU images by offset, every 10th from offset k):",
-              "", header]
+    lines += [
+        "",
+        "Learning curve (all features; PolyU images by offset, every 10th from offset k):",
+        "",
+        header,
+    ]
     for offsets in ((0,), (0, 1, 2), tuple(range(10))):
         subset = [run for run in polyu if run.offset in offsets]
         if len(subset) >= 2:
-            lines.append(row(f"{len(subset)} PolyU images (offsets {offsets[0]}-{offsets[-1]})",
-                             summary(fit_variant(variants()[0], subset), cc)))
+            lines.append(
+                row(
+                    f"{len(subset)} PolyU images (offsets {offsets[0]}-{offsets[-1]})",
+                    summary(fit_variant(variants()[0], subset), cc),
+                )
+            )
     lines += online_table(variants()[args.online_variant], polyu, cc, args.folds)
     text = "\n".join(lines) + "\n"
     (Path(args.tables) / "selector_study.md").write_text(text)
@@ -264,8 +329,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tables", default="devdata/tables", help="output folder")
     parser.add_argument("--start_index", type=int, default=8, help="snapshots skipped (default 8)")
     parser.add_argument("--folds", type=int, default=5, help="PolyU cross-validation folds")
-    parser.add_argument("--online_variant", type=int, default=0,
-                        help="index of the variant replayed as an online rule (default 0)")
+    parser.add_argument(
+        "--online_variant",
+        type=int,
+        default=0,
+        help="index of the variant replayed as an online rule (default 0)",
+    )
     return parser.parse_args(argv)
 
 
