@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from models.skip import SkipConfig
-from utils import cluster, denoising, devices, early_stopping, reconstruction
-from utils.dip import FitSettings
+from utils import cluster, early_stopping
+from utils.dip import denoising, devices, networks, planning, reconstruction
+from utils.dip.fitting import FitSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not args.init_from.is_file():
             parser.error(f"--init_from {args.init_from}: no such network file")
         try:
-            args.network = reconstruction.load_network(args.init_from, torch.device("cpu")).config
+            args.network = networks.load_network(args.init_from, torch.device("cpu")).config
         except ValueError as error:
             parser.error(f"--init_from {error}")
     if not cluster.is_terminal():
@@ -124,7 +125,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> int:
     """Denoise every input; returns the exit code (1 if any image failed)."""
-    settings = reconstruction.RunSettings(
+    settings = planning.RunSettings(
         output_path=args.output / denoising.WORK_FOLDER,
         network=SkipConfig() if args.init_from is None else args.network,
         fit=FitSettings(num_iter=args.num_iter, save_iter=args.save_iter),

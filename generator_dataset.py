@@ -14,31 +14,70 @@ import csv
 import sys
 from pathlib import Path
 
-from utils import labels, original_flags, run_output
+from utils import original_flags, run_output
+from utils.biqan import labels
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags of step 2."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset_path", type=Path, required=True,
-                        help="run_BDN output folder (one sub-folder per image with metrics.csv)")
-    parser.add_argument("--output_path", type=Path, required=True,
-                        help="AVA label file to write, e.g. dataset/PolyU_labels.txt")
-    parser.add_argument("--start_position", type=int, default=8,
-                        help="skip the first N snapshots of each image (default 8)")
-    parser.add_argument("--min_psnr", "--min_value", type=float, default=8.0,
-                        help="PSNR (dB) mapped to mean score 2.5 (default 8)")
-    parser.add_argument("--max_psnr", "--max_value", type=float, default=45.0,
-                        help="PSNR (dB) mapped to mean score 7.5 (default 45)")
-    parser.add_argument("--is_use_exp", type=original_flags.boolean, default=False,
-                        help="label exp(PSNR) instead of PSNR (true/false; default false)")
-    parser.add_argument("--is_use_fix_minmax", type=original_flags.boolean, default=True,
-                        help="normalise by --min_psnr/--max_psnr (true, default) or by each "
-                             "image's own minimum and maximum (false)")
-    parser.add_argument("--votes", type=int, default=10000,
-                        help="vote count of each row, split over the 10 bins (default 10000)")
-    parser.add_argument("--score_std", type=float, default=1.0,
-                        help="std of the Gaussian score distribution (default 1)")
+    parser.add_argument(
+        "--dataset_path",
+        type=Path,
+        required=True,
+        help="run_BDN output folder (one sub-folder per image with metrics.csv)",
+    )
+    parser.add_argument(
+        "--output_path",
+        type=Path,
+        required=True,
+        help="AVA label file to write, e.g. dataset/PolyU_labels.txt",
+    )
+    parser.add_argument(
+        "--start_position",
+        type=int,
+        default=8,
+        help="skip the first N snapshots of each image (default 8)",
+    )
+    parser.add_argument(
+        "--min_psnr",
+        "--min_value",
+        type=float,
+        default=8.0,
+        help="PSNR (dB) mapped to mean score 2.5 (default 8)",
+    )
+    parser.add_argument(
+        "--max_psnr",
+        "--max_value",
+        type=float,
+        default=45.0,
+        help="PSNR (dB) mapped to mean score 7.5 (default 45)",
+    )
+    parser.add_argument(
+        "--is_use_exp",
+        type=original_flags.boolean,
+        default=False,
+        help="label exp(PSNR) instead of PSNR (true/false; default false)",
+    )
+    parser.add_argument(
+        "--is_use_fix_minmax",
+        type=original_flags.boolean,
+        default=True,
+        help="normalise by --min_psnr/--max_psnr (true, default) or by each "
+        "image's own minimum and maximum (false)",
+    )
+    parser.add_argument(
+        "--votes",
+        type=int,
+        default=10000,
+        help="vote count of each row, split over the 10 bins (default 10000)",
+    )
+    parser.add_argument(
+        "--score_std",
+        type=float,
+        default=1.0,
+        help="std of the Gaussian score distribution (default 1)",
+    )
     original_flags.add_refused(parser, {})
     return parser
 
@@ -54,8 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.max_psnr > args.min_psnr:
         parser.error("--max_psnr must be greater than --min_psnr")
     if args.is_use_exp and args.is_use_fix_minmax:
-        parser.error("--is_use_exp true needs --is_use_fix_minmax false: exp(PSNR) lies far above "
-                     "--max_psnr, so every label would be the top bin")
+        parser.error(
+            "--is_use_exp true needs --is_use_fix_minmax false: exp(PSNR) lies far above "
+            "--max_psnr, so every label would be the top bin"
+        )
     if args.votes < 1:
         parser.error("--votes must be at least 1")
     if not args.score_std > 0:
@@ -80,35 +121,55 @@ def main(args: argparse.Namespace) -> int:
         table: list[dict] = []
         for folder in folders.finished:
             if not labels.fits_image_id(folder.name):
-                raise ValueError(f"{folder}: the AVA label file separates fields by spaces and "
-                                 "cannot hold this name; rename the image and rerun step 1")
+                raise ValueError(
+                    f"{folder}: the AVA label file separates fields by spaces and "
+                    "cannot hold this name; rename the image and rerun step 1"
+                )
             metrics = run_output.read_metrics(folder)
             run_output.check_complete(metrics)
             if not metrics.has_reference:
                 print(f"skipped {folder.name}: no clean reference (blind run), no PSNR to learn")
                 continue
             if len(metrics.iteration) <= args.start_position:
-                print(f"skipped {folder.name}: {len(metrics.iteration)} snapshots, all within "
-                      f"--start_position {args.start_position}")
+                print(
+                    f"skipped {folder.name}: {len(metrics.iteration)} snapshots, all within "
+                    f"--start_position {args.start_position}"
+                )
                 continue
-            paths = metrics.snapshot_paths()[args.start_position:]
+            paths = metrics.snapshot_paths()[args.start_position :]
             run_output.check_snapshots_exist(paths)
-            psnrs = metrics.true_psnr[args.start_position:]
-            mean_scores = labels.image_mean_scores(psnrs, args.min_psnr, args.max_psnr,
-                                                   args.is_use_exp, args.is_use_fix_minmax)
+            psnrs = metrics.true_psnr[args.start_position :]
+            mean_scores = labels.image_mean_scores(
+                psnrs, args.min_psnr, args.max_psnr, args.is_use_exp, args.is_use_fix_minmax
+            )
             for path, iteration, psnr, mean_score in zip(
-                    paths, metrics.iteration[args.start_position:], psnrs, mean_scores.tolist()):
+                paths, metrics.iteration[args.start_position :], psnrs, mean_scores.tolist()
+            ):
                 distribution = labels.score_distribution(mean_score, args.score_std)
                 image_id = path.relative_to(args.dataset_path).as_posix()
-                rows.append(labels.AvaRow(index=len(rows) + 1, image_id=image_id,
-                                          votes=tuple(labels.distribution_to_votes(
-                                              distribution, args.votes).tolist())))
-                table.append({"image": folder.name, "iteration": int(iteration),
-                              "image_id": image_id, "psnr": f"{psnr:.4f}",
-                              "mean_score": f"{mean_score:.4f}"})
+                rows.append(
+                    labels.AvaRow(
+                        index=len(rows) + 1,
+                        image_id=image_id,
+                        votes=tuple(
+                            labels.distribution_to_votes(distribution, args.votes).tolist()
+                        ),
+                    )
+                )
+                table.append(
+                    {
+                        "image": folder.name,
+                        "iteration": int(iteration),
+                        "image_id": image_id,
+                        "psnr": f"{psnr:.4f}",
+                        "mean_score": f"{mean_score:.4f}",
+                    }
+                )
         if not rows:
-            raise ValueError(f"{args.dataset_path}: no snapshot with a reference PSNR after "
-                             f"--start_position {args.start_position}; nothing to label")
+            raise ValueError(
+                f"{args.dataset_path}: no snapshot with a reference PSNR after "
+                f"--start_position {args.start_position}; nothing to label"
+            )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -119,8 +180,10 @@ def main(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(table)
     images = len({row["image"] for row in table})
-    print(f"wrote {len(rows)} labels of {images} images to {args.output_path} "
-          f"and {table_path(args.output_path)}")
+    print(
+        f"wrote {len(rows)} labels of {images} images to {args.output_path} "
+        f"and {table_path(args.output_path)}"
+    )
     return 0
 
 

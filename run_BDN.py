@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 
 from models.skip import NET_TYPES, SkipConfig
-from utils import cluster, devices, dispatch, early_stopping, labels, original_flags, reconstruction
-from utils.dip import FitSettings
+from utils import cluster, early_stopping, original_flags
+from utils.biqan import labels
+from utils.dip import devices, dispatch, networks, planning, reconstruction
+from utils.dip.fitting import FitSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,7 +275,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 f"--init_from {args.init_from}: not 'scratch', 'previous' or an existing network file"
             )
         try:
-            reconstruction.load_network(Path(args.init_from), torch.device("cpu"))
+            networks.load_network(Path(args.init_from), torch.device("cpu"))
         except ValueError as error:
             parser.error(f"--init_from {error}")
     if args.checkpoint_every < 1:
@@ -343,9 +345,9 @@ def fit_settings(args: argparse.Namespace) -> FitSettings:
     )
 
 
-def settings(args: argparse.Namespace) -> reconstruction.RunSettings:
+def settings(args: argparse.Namespace) -> planning.RunSettings:
     """Parsed flags (see `parse_args`) -> run settings."""
-    return reconstruction.RunSettings(
+    return planning.RunSettings(
         output_path=args.output_path,
         network=SkipConfig(
             input_depth=args.input_depth,
@@ -375,10 +377,10 @@ def main(args: argparse.Namespace) -> int:
     when stopped by SIGTERM/SIGUSR1 with the state saved)."""
     run_settings = settings(args)
     try:
-        jobs = reconstruction.plan_jobs(args.dataset_real_path, args.dataset_mean_path)
+        jobs = planning.plan_jobs(args.dataset_real_path, args.dataset_mean_path)
         if not jobs:
             raise ValueError(f"{args.dataset_real_path}: no images (png, jpg, jpeg, bmp, tif)")
-        jobs = reconstruction.shard(jobs, args.num_shards, args.shard_index)
+        jobs = planning.shard(jobs, args.num_shards, args.shard_index)
         for job in jobs:
             if not labels.fits_image_id(job.stem):
                 logging.warning(

@@ -21,14 +21,8 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from models import snapshot_ranker  # noqa: E402
-from utils import (  # noqa: E402
-    image_io,
-    keras_device,
-    original_flags,
-    run_output,
-    selection,
-    snapshot_features,
-)
+from utils import image_io, original_flags, run_output, selection, snapshot_features  # noqa: E402
+from utils.biqan import device as keras_device  # noqa: E402
 
 
 def selector_type(text: str) -> selection.Selector:
@@ -42,41 +36,82 @@ def selector_type(text: str) -> selection.Selector:
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags of step 4."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset_image_path", type=Path, required=True,
-                        help="run_BDN output folder (one sub-folder of snapshots per image)")
-    parser.add_argument("--pre_trained_model", type=Path,
-                        help="BIQAN checkpoint: a *.weights.h5 file with biqan.json beside it, "
-                             "or that folder (its best checkpoint); needed by --selector biqan")
-    parser.add_argument("--ranker", type=Path, default=snapshot_ranker.DEFAULT_RANKER,
-                        help="snapshot ranker (ranker.json or its folder) of --selector ranker "
-                             "(default: the shipped one, checkpoint/ranker)")
-    parser.add_argument("--noisy_path", type=Path,
-                        help="folder of the noisy inputs, for --selector ranker (default: the "
-                             "dataset_real_path in the run's args.json)")
+    parser.add_argument(
+        "--dataset_image_path",
+        type=Path,
+        required=True,
+        help="run_BDN output folder (one sub-folder of snapshots per image)",
+    )
+    parser.add_argument(
+        "--pre_trained_model",
+        type=Path,
+        help="BIQAN checkpoint: a *.weights.h5 file with biqan.json beside it, "
+        "or that folder (its best checkpoint); needed by --selector biqan",
+    )
+    parser.add_argument(
+        "--ranker",
+        type=Path,
+        default=snapshot_ranker.DEFAULT_RANKER,
+        help="snapshot ranker (ranker.json or its folder) of --selector ranker "
+        "(default: the shipped one, checkpoint/ranker)",
+    )
+    parser.add_argument(
+        "--noisy_path",
+        type=Path,
+        help="folder of the noisy inputs, for --selector ranker (default: the "
+        "dataset_real_path in the run's args.json)",
+    )
     parser.add_argument("--output_path", type=Path, required=True, help="folder for the results")
-    parser.add_argument("--start_index", type=int, default=8,
-                        help="skip the first N snapshots of each image (default 8)")
-    parser.add_argument("--selector", type=selector_type, nargs="+",
-                        default=[selection.parse_selector("wmv")],
-                        help="one or more of biqan, ranker, wmv, last, fixed:N (iteration N); the first "
-                             "one is the pick of the Compare figure and Denoised_PSNR.txt "
-                             "(default wmv: training-free, any run length)")
+    parser.add_argument(
+        "--start_index",
+        type=int,
+        default=8,
+        help="skip the first N snapshots of each image (default 8)",
+    )
+    parser.add_argument(
+        "--selector",
+        type=selector_type,
+        nargs="+",
+        default=[selection.parse_selector("wmv")],
+        help="one or more of biqan, ranker, wmv, last, fixed:N (iteration N); the first "
+        "one is the pick of the Compare figure and Denoised_PSNR.txt "
+        "(default wmv: training-free, any run length)",
+    )
     tuned, published = selection.TUNED_WMV, selection.PUBLISHED_WMV
-    parser.add_argument("--wmv_window", type=int, default=tuned.window,
-                        help=f"wmv: variance window in snapshots (default {tuned.window}, tuned on "
-                             f"PolyU; the published rule: {published.window})")
-    parser.add_argument("--wmv_patience", type=int, default=tuned.patience,
-                        help=f"wmv: snapshots without a new variance minimum before it stops "
-                             f"(default {tuned.patience}, tuned on PolyU; the published rule: "
-                             f"{published.patience})")
-    parser.add_argument("--input_mode", choices=("resize", "crop"),
-                        help="feed as trained unless overridden (default: from biqan.json)")
-    parser.add_argument("--test_crops", type=int, default=3,
-                        help="crop mode: average the scores of an N x N grid of crops (default 3)")
+    parser.add_argument(
+        "--wmv_window",
+        type=int,
+        default=tuned.window,
+        help=f"wmv: variance window in snapshots (default {tuned.window}, tuned on "
+        f"PolyU; the published rule: {published.window})",
+    )
+    parser.add_argument(
+        "--wmv_patience",
+        type=int,
+        default=tuned.patience,
+        help=f"wmv: snapshots without a new variance minimum before it stops "
+        f"(default {tuned.patience}, tuned on PolyU; the published rule: "
+        f"{published.patience})",
+    )
+    parser.add_argument(
+        "--input_mode",
+        choices=("resize", "crop"),
+        help="feed as trained unless overridden (default: from biqan.json)",
+    )
+    parser.add_argument(
+        "--test_crops",
+        type=int,
+        default=3,
+        help="crop mode: average the scores of an N x N grid of crops (default 3)",
+    )
     parser.add_argument("--batchsize", type=int, default=32, help="scoring batch size (default 32)")
     parser.add_argument("--workers", type=int, default=4, help="image-decoding threads (default 4)")
-    parser.add_argument("--gpu_id", type=keras_device.parse_gpu_id, default=None,
-                        help="CUDA device number or 'cpu' (default: the backend's choice)")
+    parser.add_argument(
+        "--gpu_id",
+        type=keras_device.parse_gpu_id,
+        default=None,
+        help="CUDA device number or 'cpu' (default: the backend's choice)",
+    )
     original_flags.add_refused(parser, original_flags.TEST_BIQAN_REFUSED)
     return parser
 
@@ -96,8 +131,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not args.pre_trained_model.exists():
             parser.error(f"--pre_trained_model {args.pre_trained_model}: not found")
     if "ranker" in labels_given and not args.ranker.exists():
-        parser.error(f"--ranker {args.ranker}: not found (train one with train_BIQAN.py "
-                     "--classification_model ranker)")
+        parser.error(
+            f"--ranker {args.ranker}: not found (train one with train_BIQAN.py "
+            "--classification_model ranker)"
+        )
     if args.start_index < 0:
         parser.error("--start_index must be >= 0")
     if args.wmv_window < 2 or args.wmv_patience < 1:
@@ -112,36 +149,45 @@ def main(args: argparse.Namespace) -> int:
     keras_device.hide_other_gpus(args.gpu_id)
     # Keras and the backend are imported only now, after the GPU choice is in the environment.
     from models import biqan
-    from utils import biqan_data, biqan_report
+    from utils.biqan import data as biqan_data
+    from utils.biqan import report as biqan_report
 
     try:
         folders = run_output.list_image_folders(args.dataset_image_path)
         model = config = None
         if any(selector.name == "biqan" for selector in args.selector):
             model, config, weights = biqan.load_biqan(args.pre_trained_model)
-            print(f"BIQAN {config.architecture} alpha {config.alpha} from {weights} "
-                  f"(trained under the {config.trained_backend or 'unknown'} backend)")
+            print(
+                f"BIQAN {config.architecture} alpha {config.alpha} from {weights} "
+                f"(trained under the {config.trained_backend or 'unknown'} backend)"
+            )
         ranker = None
         if any(selector.name == "ranker" for selector in args.selector):
             ranker = snapshot_ranker.load_ranker(args.ranker)
-            print(f"snapshot ranker from {args.ranker} "
-                  f"({ranker.trained_on or 'training data not recorded'})")
+            print(
+                f"snapshot ranker from {args.ranker} "
+                f"({ranker.trained_on or 'training data not recorded'})"
+            )
         input_mode = args.input_mode or (config.input_mode if config else "resize")
         if config and input_mode != config.input_mode:
-            print(f"warning: --input_mode {input_mode} differs from the trained "
-                  f"{config.input_mode}")
+            print(
+                f"warning: --input_mode {input_mode} differs from the trained {config.input_mode}"
+            )
         images = [run_output.read_metrics(folder) for folder in folders.finished]
         for interval in sorted({int(metrics.iteration[0]) for metrics in images}):
             if ranker is not None and (warning := ranker.interval_warning(interval)):
                 print(f"warning: {warning}")
-        noisy_psnr = {metrics.name: run_output.read_noisy_psnr(metrics.folder)
-                      for metrics in images}
+        noisy_psnr = {
+            metrics.name: run_output.read_noisy_psnr(metrics.folder) for metrics in images
+        }
         for metrics in images:
             if len(metrics.iteration) <= args.start_index:
-                raise ValueError(f"{metrics.folder / run_output.METRICS_FILE}: "
-                                 f"{len(metrics.iteration)} snapshots, none left after "
-                                 f"--start_index {args.start_index}")
-            run_output.check_snapshots_exist(metrics.snapshot_paths()[args.start_index:])
+                raise ValueError(
+                    f"{metrics.folder / run_output.METRICS_FILE}: "
+                    f"{len(metrics.iteration)} snapshots, none left after "
+                    f"--start_index {args.start_index}"
+                )
+            run_output.check_snapshots_exist(metrics.snapshot_paths()[args.start_index :])
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -153,35 +199,59 @@ def main(args: argparse.Namespace) -> int:
     rows: list[dict] = []
     image_lines: list[str] = []
     for metrics in images:
-        iterations = metrics.iteration[args.start_index:]
-        paths = metrics.snapshot_paths()[args.start_index:]
-        true_psnr = metrics.true_psnr[args.start_index:] if metrics.has_reference else None
+        iterations = metrics.iteration[args.start_index :]
+        paths = metrics.snapshot_paths()[args.start_index :]
+        true_psnr = metrics.true_psnr[args.start_index :] if metrics.has_reference else None
 
         def score(paths=paths):
-            return biqan_data.score_snapshots(model, paths, input_mode, config.image_size,
-                                              args.test_crops, args.batchsize, args.workers)
+            return biqan_data.score_snapshots(
+                model,
+                paths,
+                input_mode,
+                config.image_size,
+                args.test_crops,
+                args.batchsize,
+                args.workers,
+            )
 
         def rank(metrics=metrics):
             noisy = image_io.read_rgb(
-                run_output.noisy_input(args.dataset_image_path, metrics.name, args.noisy_path))
+                run_output.noisy_input(args.dataset_image_path, metrics.name, args.noisy_path)
+            )
             snapshots = [image_io.read_rgb(path) for path in metrics.snapshot_paths()]
             features = snapshot_features.image_features(noisy, snapshots)
-            return ranker.score(features)[args.start_index:]
+            return ranker.score(features)[args.start_index :]
 
         try:
             chosen = selection.apply_selectors(
-                args.selector, iterations, score if model is not None else None,
-                lambda index, paths=paths: image_io.read_rgb(paths[index]), wmv_settings,
-                rank if ranker is not None else None)
+                args.selector,
+                iterations,
+                score if model is not None else None,
+                lambda index, paths=paths: image_io.read_rgb(paths[index]),
+                wmv_settings,
+                rank if ranker is not None else None,
+            )
         except ValueError as error:
             print(f"error: {metrics.folder}: {error}", file=sys.stderr)
             return 2
         rows.extend(biqan_report.selection_rows(metrics.name, iterations, true_psnr, chosen))
-        image_lines.append(biqan_report.write_image_outputs(
-            args.output_path, metrics.name, iterations, paths, true_psnr, chosen, primary,
-            image_io.read_rgb))
-    print("\n".join(biqan_report.write_summary(args.output_path, rows, image_lines, primary,
-                                                noisy_psnr)))
+        image_lines.append(
+            biqan_report.write_image_outputs(
+                args.output_path,
+                metrics.name,
+                iterations,
+                paths,
+                true_psnr,
+                chosen,
+                primary,
+                image_io.read_rgb,
+            )
+        )
+    print(
+        "\n".join(
+            biqan_report.write_summary(args.output_path, rows, image_lines, primary, noisy_psnr)
+        )
+    )
     return 0
 
 

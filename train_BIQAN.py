@@ -23,14 +23,10 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
 
-from utils import (  # noqa: E402
-    biqan_eval,
-    keras_device,
-    labels,
-    original_flags,
-    run_output,
-    snapshot_features,
-)
+from utils import original_flags, run_output, snapshot_features  # noqa: E402
+from utils.biqan import device as keras_device  # noqa: E402
+from utils.biqan import evaluation as biqan_eval
+from utils.biqan import labels
 
 ARCHITECTURES = ("mobilenet", "mobilenet_v2", "inceptionv2", "vgg16")
 
@@ -39,65 +35,129 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line flags of step 3."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset_image_path", type=Path, required=True,
-                      help="run_BDN output folder the label image ids are relative to")
-    data.add_argument("--dataset_file_path", type=Path, required=True,
-                      help="AVA label file written by generator_dataset.py")
-    data.add_argument("--output_checkpoint", type=Path, required=True,
-                      help="folder for the weights.{epoch:03d}-{val_loss:.3f}.weights.h5 "
-                           "checkpoints and biqan.json")
-    data.add_argument("--output_path", type=Path, required=True,
-                      help="folder for loss plots, history.csv and validation correlations")
-    data.add_argument("--validation_fraction", type=float, default=0.1,
-                      help="fraction of source images held out for validation (default 0.1)")
+    data.add_argument(
+        "--dataset_image_path",
+        type=Path,
+        required=True,
+        help="run_BDN output folder the label image ids are relative to",
+    )
+    data.add_argument(
+        "--dataset_file_path",
+        type=Path,
+        required=True,
+        help="AVA label file written by generator_dataset.py",
+    )
+    data.add_argument(
+        "--output_checkpoint",
+        type=Path,
+        required=True,
+        help="folder for the weights.{epoch:03d}-{val_loss:.3f}.weights.h5 "
+        "checkpoints and biqan.json",
+    )
+    data.add_argument(
+        "--output_path",
+        type=Path,
+        required=True,
+        help="folder for loss plots, history.csv and validation correlations",
+    )
+    data.add_argument(
+        "--validation_fraction",
+        type=float,
+        default=0.1,
+        help="fraction of source images held out for validation (default 0.1)",
+    )
     model = parser.add_argument_group("model")
-    model.add_argument("--classification_model", choices=(*ARCHITECTURES, "ranker"),
-                       default="mobilenet",
-                       help="backbone (default mobilenet, as in the paper; inceptionv2 is "
-                            "InceptionResNetV2, as in the original); ranker: the snapshot "
-                            "ranker instead of BIQAN (no-reference features of each snapshot and "
-                            "its residual, trained to order the snapshots of each image)")
+    model.add_argument(
+        "--classification_model",
+        choices=(*ARCHITECTURES, "ranker"),
+        default="mobilenet",
+        help="backbone (default mobilenet, as in the paper; inceptionv2 is "
+        "InceptionResNetV2, as in the original); ranker: the snapshot "
+        "ranker instead of BIQAN (no-reference features of each snapshot and "
+        "its residual, trained to order the snapshots of each image)",
+    )
     model.add_argument("--alpha", type=float, default=1.0, help="backbone width (default 1.0)")
-    model.add_argument("--weights", default="imagenet",
-                       help="backbone start: imagenet (download), none, or PATH to a weights "
-                            "file (a headless backbone or a whole BIQAN) (default imagenet)")
-    model.add_argument("--class_num", type=int, default=labels.NUMBER_OF_BINS,
-                       help=f"score bins of the head: {labels.NUMBER_OF_BINS}, the bins of "
-                            f"the labels (the original's flag)")
-    model.add_argument("--image_size", type=int, default=224,
-                       help="side of the square network input (default 224)")
-    model.add_argument("--input_mode", choices=("resize", "crop"), default="resize",
-                       help="resize: whole snapshot resized (paper); crop: native-resolution "
-                            "crops that keep the residual noise (default resize)")
+    model.add_argument(
+        "--weights",
+        default="imagenet",
+        help="backbone start: imagenet (download), none, or PATH to a weights "
+        "file (a headless backbone or a whole BIQAN) (default imagenet)",
+    )
+    model.add_argument(
+        "--class_num",
+        type=int,
+        default=labels.NUMBER_OF_BINS,
+        help=f"score bins of the head: {labels.NUMBER_OF_BINS}, the bins of "
+        f"the labels (the original's flag)",
+    )
+    model.add_argument(
+        "--image_size", type=int, default=224, help="side of the square network input (default 224)"
+    )
+    model.add_argument(
+        "--input_mode",
+        choices=("resize", "crop"),
+        default="resize",
+        help="resize: whole snapshot resized (paper); crop: native-resolution "
+        "crops that keep the residual noise (default resize)",
+    )
     fit = parser.add_argument_group("training")
-    fit.add_argument("--epochs", type=int, default=40,
-                     help="most epochs of each stage; early stopping may end it sooner "
-                          "(default 40)")
+    fit.add_argument(
+        "--epochs",
+        type=int,
+        default=40,
+        help="most epochs of each stage; early stopping may end it sooner (default 40)",
+    )
     fit.add_argument("--batchsize", type=int, default=32, help="batch size (default 32)")
-    fit.add_argument("--lr", type=float, default=1e-3,
-                     help="stage 1 Adam learning rate (default 1e-3)")
-    fit.add_argument("--finetune_lr", type=float, default=1e-4,
-                     help="stage 2 SGD learning rate (default 1e-4)")
-    fit.add_argument("--momentum", type=float, default=0.9,
-                     help="stage 2 SGD momentum (default 0.9)")
-    fit.add_argument("--early_stopping_patience", type=int, default=8,
-                     help="epochs without val_loss improvement before a stage stops (default 8)")
-    fit.add_argument("--reduce_lr_patience", type=int, default=2,
-                     help="epochs without improvement before the LR is reduced (default 2)")
-    fit.add_argument("--reduce_lr_factor", type=float, default=0.2,
-                     help="LR reduction factor (default 0.2)")
-    fit.add_argument("--test_crops", type=int, default=3,
-                     help="crop mode: score the validation snapshots on an N x N grid of crops "
-                          "(default 3)")
-    fit.add_argument("--seed", type=int, default=0,
-                     help="seed of the split, the initial weights and augmentation (default 0)")
-    data.add_argument("--noisy_path", type=Path,
-                      help="ranker: folder of the noisy inputs (default: the dataset_real_path "
-                           "in the run's args.json)")
+    fit.add_argument(
+        "--lr", type=float, default=1e-3, help="stage 1 Adam learning rate (default 1e-3)"
+    )
+    fit.add_argument(
+        "--finetune_lr", type=float, default=1e-4, help="stage 2 SGD learning rate (default 1e-4)"
+    )
+    fit.add_argument(
+        "--momentum", type=float, default=0.9, help="stage 2 SGD momentum (default 0.9)"
+    )
+    fit.add_argument(
+        "--early_stopping_patience",
+        type=int,
+        default=8,
+        help="epochs without val_loss improvement before a stage stops (default 8)",
+    )
+    fit.add_argument(
+        "--reduce_lr_patience",
+        type=int,
+        default=2,
+        help="epochs without improvement before the LR is reduced (default 2)",
+    )
+    fit.add_argument(
+        "--reduce_lr_factor", type=float, default=0.2, help="LR reduction factor (default 0.2)"
+    )
+    fit.add_argument(
+        "--test_crops",
+        type=int,
+        default=3,
+        help="crop mode: score the validation snapshots on an N x N grid of crops (default 3)",
+    )
+    fit.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the split, the initial weights and augmentation (default 0)",
+    )
+    data.add_argument(
+        "--noisy_path",
+        type=Path,
+        help="ranker: folder of the noisy inputs (default: the dataset_real_path "
+        "in the run's args.json)",
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, default=4, help="image-decoding threads (default 4)")
-    run.add_argument("--gpu_id", type=keras_device.parse_gpu_id, default=None,
-                     help="CUDA device number or 'cpu' (default: the backend's choice)")
+    run.add_argument(
+        "--gpu_id",
+        type=keras_device.parse_gpu_id,
+        default=None,
+        help="CUDA device number or 'cpu' (default: the backend's choice)",
+    )
     original_flags.add_refused(parser, {})
     return parser
 
@@ -119,23 +179,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.classification_model == "inceptionv2" and args.image_size < 75:
         parser.error("--image_size must be at least 75 for inceptionv2 (InceptionResNetV2)")
     if args.class_num != labels.NUMBER_OF_BINS:
-        parser.error(f"--class_num must be {labels.NUMBER_OF_BINS}: the labels of "
-                     f"generator_dataset.py (and of the original) have {labels.NUMBER_OF_BINS} "
-                     f"bins")
+        parser.error(
+            f"--class_num must be {labels.NUMBER_OF_BINS}: the labels of "
+            f"generator_dataset.py (and of the original) have {labels.NUMBER_OF_BINS} "
+            f"bins"
+        )
     if min(args.epochs, args.batchsize, args.workers, args.test_crops) < 1:
         parser.error("--epochs, --batchsize, --workers and --test_crops must be at least 1")
     if not (args.lr > 0 and args.finetune_lr > 0 and 0 <= args.momentum < 1):
         parser.error("--lr and --finetune_lr must be positive, --momentum in [0, 1)")
-    if min(args.early_stopping_patience, args.reduce_lr_patience) < 0 \
-            or not 0 < args.reduce_lr_factor < 1:
+    if (
+        min(args.early_stopping_patience, args.reduce_lr_patience) < 0
+        or not 0 < args.reduce_lr_factor < 1
+    ):
         parser.error("patiences must be >= 0 and --reduce_lr_factor in (0, 1)")
     if not 0 < args.validation_fraction < 1:
         parser.error("--validation_fraction must be in (0, 1)")
     return args
 
 
-def read_dataset(args: argparse.Namespace
-                 ) -> tuple[list[str], list[Path], np.ndarray, np.ndarray]:
+def read_dataset(args: argparse.Namespace) -> tuple[list[str], list[Path], np.ndarray, np.ndarray]:
     """Image ids, snapshot paths, distributions (N, 10) and true PSNRs (N,) of the label file.
 
     Snapshots without a run_BDN metrics.csv (the original's label files and snapshots) get the
@@ -147,17 +210,21 @@ def read_dataset(args: argparse.Namespace
         if not path.is_file():
             raise ValueError(f"{path}: snapshot {image_id} of {args.dataset_file_path} not found")
     true_psnr: dict[Path, float] = {}
-    implied = sorted({path.parent for path in paths
-                      if not (path.parent / run_output.METRICS_FILE).is_file()})
+    implied = sorted(
+        {path.parent for path in paths if not (path.parent / run_output.METRICS_FILE).is_file()}
+    )
     for folder in sorted({path.parent for path in paths} - set(implied)):
         metrics = run_output.read_metrics(folder)
         true_psnr.update(zip(metrics.snapshot_paths(), metrics.true_psnr.tolist()))
     if implied:
-        print(f"note: {len(implied)} image folders have no {run_output.METRICS_FILE}; their "
-              f"validation PSNR is the one their labels imply")
+        print(
+            f"note: {len(implied)} image folders have no {run_output.METRICS_FILE}; their "
+            f"validation PSNR is the one their labels imply"
+        )
         label_psnr = labels.mean_score_to_psnr(labels.distribution_mean(distributions))
-        true_psnr.update((path, float(psnr)) for path, psnr in zip(paths, label_psnr)
-                         if path.parent in implied)
+        true_psnr.update(
+            (path, float(psnr)) for path, psnr in zip(paths, label_psnr) if path.parent in implied
+        )
     missing = [path for path in paths if path not in true_psnr]
     if missing:
         raise ValueError(f"{missing[0]}: no row in {missing[0].parent / run_output.METRICS_FILE}")
@@ -167,48 +234,62 @@ def read_dataset(args: argparse.Namespace
 def train_ranker(args: argparse.Namespace) -> int:
     """Train the snapshot ranker on the labelled images, report validation ranking quality."""
     from models import snapshot_ranker
-    from utils import biqan_data, biqan_eval, ranker_training
+    from utils import ranker_training
+    from utils.biqan import data as biqan_data
+    from utils.biqan import evaluation as biqan_eval
 
     try:
         image_ids, paths, _, _ = read_dataset(args)
         train_rows, validation_rows = biqan_data.split_by_source(
-            image_ids, args.validation_fraction, args.seed)
+            image_ids, args.validation_fraction, args.seed
+        )
         images, intervals = {}, set()
         for folder in sorted({path.parent for path in paths}):
             labelled = {path for path in paths if path.parent == folder}
             noisy = run_output.noisy_input(args.dataset_image_path, folder.name, args.noisy_path)
             iterations, psnr, features = ranker_training.run_image_features(folder, noisy)
-            keep = np.array([run_output.snapshot_path(folder, int(i)) in labelled
-                             for i in iterations])
+            keep = np.array(
+                [run_output.snapshot_path(folder, int(i)) in labelled for i in iterations]
+            )
             images[folder.name] = (features[keep], psnr[keep])
             intervals.add(int(iterations[0]))
         if len(intervals) != 1:
-            raise ValueError(f"{args.dataset_image_path}: the images were saved at different "
-                             f"snapshot intervals {sorted(intervals)}; train on one")
+            raise ValueError(
+                f"{args.dataset_image_path}: the images were saved at different "
+                f"snapshot intervals {sorted(intervals)}; train on one"
+            )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    sources = {split: sorted({biqan_data.source_image(image_ids[row]) for row in rows})
-               for split, rows in (("train", train_rows), ("validation", validation_rows))}
+    sources = {
+        split: sorted({biqan_data.source_image(image_ids[row]) for row in rows})
+        for split, rows in (("train", train_rows), ("validation", validation_rows))
+    }
     settings = ranker_training.RankerTraining(seed=args.seed)
     ranker = ranker_training.train_ranker(
-        [images[name] for name in sources["train"]], snapshot_features.FEATURE_NAMES, settings,
+        [images[name] for name in sources["train"]],
+        snapshot_features.FEATURE_NAMES,
+        settings,
         trained_on=f"{len(sources['train'])} images of {args.dataset_image_path}",
-        snapshot_interval=intervals.pop())
+        snapshot_interval=intervals.pop(),
+    )
     path = snapshot_ranker.save_ranker(ranker, args.output_checkpoint)
     rows = []
     for name in sources["validation"]:
         features, psnr = images[name]
         srcc, plcc, gap = ranker_training.ranking_quality(ranker.score(features), psnr)
-        rows.append({"image": name, "srcc": round(srcc, 4), "plcc": round(plcc, 4),
-                     "gap_db": round(gap, 4)})
+        rows.append(
+            {"image": name, "srcc": round(srcc, 4), "plcc": round(plcc, 4), "gap_db": round(gap, 4)}
+        )
     args.output_path.mkdir(parents=True, exist_ok=True)
     biqan_eval.write_table(args.output_path / "ranker_validation.csv", rows)
     print(f"snapshot ranker trained on {len(sources['train'])} images: {path}")
-    print(f"validation ({len(rows)} images): within image SRCC "
-          f"{np.nanmean([row['srcc'] for row in rows]):.3f}, PLCC "
-          f"{np.nanmean([row['plcc'] for row in rows]):.3f}; gap of the pick to the true best "
-          f"{np.mean([row['gap_db'] for row in rows]):.2f} dB")
+    print(
+        f"validation ({len(rows)} images): within image SRCC "
+        f"{np.nanmean([row['srcc'] for row in rows]):.3f}, PLCC "
+        f"{np.nanmean([row['plcc'] for row in rows]):.3f}; gap of the pick to the true best "
+        f"{np.mean([row['gap_db'] for row in rows]):.2f} dB"
+    )
     return 0
 
 
@@ -228,86 +309,138 @@ def main(args: argparse.Namespace) -> int:
     import keras
 
     from models import biqan
-    from utils import biqan_data, biqan_plots, biqan_report
+    from utils.biqan import data as biqan_data
+    from utils.biqan import plots as biqan_plots
+    from utils.biqan import report as biqan_report
+    from utils.biqan import train as biqan_train
 
     try:
         image_ids, paths, distributions, true_psnr = read_dataset(args)
         train_rows, validation_rows = biqan_data.split_by_source(
-            image_ids, args.validation_fraction, args.seed)
+            image_ids, args.validation_fraction, args.seed
+        )
         config = biqan.BiqanConfig(
-            architecture=args.classification_model, alpha=args.alpha, image_size=args.image_size,
-            input_mode=args.input_mode, backbone_weights=args.weights,
-            trained_backend=keras.backend.backend())
+            architecture=args.classification_model,
+            alpha=args.alpha,
+            image_size=args.image_size,
+            input_mode=args.input_mode,
+            backbone_weights=args.weights,
+            trained_backend=keras.backend.backend(),
+        )
         keras.utils.set_random_seed(args.seed)
         model = biqan.build_biqan(config, imagenet=args.weights == "imagenet")
         if args.weights not in ("imagenet", "none"):
-            print(f"loaded {biqan.load_initial_weights(model, args.weights)} weights "
-                  f"from {args.weights}")
+            print(
+                f"loaded {biqan.load_initial_weights(model, args.weights)} weights "
+                f"from {args.weights}"
+            )
         train_data = biqan_data.SnapshotDataset(
-            [paths[row] for row in train_rows], distributions[train_rows], args.batchsize,
-            args.input_mode, args.image_size, augment=True, seed=args.seed, workers=args.workers)
+            [paths[row] for row in train_rows],
+            distributions[train_rows],
+            args.batchsize,
+            args.input_mode,
+            args.image_size,
+            augment=True,
+            seed=args.seed,
+            workers=args.workers,
+        )
         validation_paths = [paths[row] for row in validation_rows]
         validation_data = biqan_data.SnapshotDataset(
-            validation_paths, distributions[validation_rows], args.batchsize, args.input_mode,
-            args.image_size, augment=False, crops_per_side=1, workers=args.workers)
+            validation_paths,
+            distributions[validation_rows],
+            args.batchsize,
+            args.input_mode,
+            args.image_size,
+            augment=False,
+            crops_per_side=1,
+            workers=args.workers,
+        )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     sources = sorted({biqan_data.source_image(image_ids[row]) for row in validation_rows})
-    print(f"{len(train_rows)} training and {len(validation_rows)} validation snapshots; "
-          f"validation images: {', '.join(sources)}")
-    earlier = biqan.list_checkpoints(args.output_checkpoint) \
-        if args.output_checkpoint.is_dir() else []
+    print(
+        f"{len(train_rows)} training and {len(validation_rows)} validation snapshots; "
+        f"validation images: {', '.join(sources)}"
+    )
+    earlier = (
+        biqan.list_checkpoints(args.output_checkpoint) if args.output_checkpoint.is_dir() else []
+    )
     if earlier:
-        print(f"note: {args.output_checkpoint} already holds {len(earlier)} checkpoints of an "
-              f"earlier run; biqan.json will describe this run")
+        print(
+            f"note: {args.output_checkpoint} already holds {len(earlier)} checkpoints of an "
+            f"earlier run; biqan.json will describe this run"
+        )
     args.output_checkpoint.mkdir(parents=True, exist_ok=True)
     args.output_path.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    stages = [biqan.StageSettings(stage=stage, learning_rate=learning_rate, epochs=args.epochs,
-                                  momentum=args.momentum,
-                                  freeze_batchnorm=args.weights != "none",
-                                  early_stopping_patience=args.early_stopping_patience,
-                                  reduce_lr_factor=args.reduce_lr_factor,
-                                  reduce_lr_patience=args.reduce_lr_patience)
-              for stage, learning_rate in ((1, args.lr), (2, args.finetune_lr))]
+    stages = [
+        biqan_train.StageSettings(
+            stage=stage,
+            learning_rate=learning_rate,
+            epochs=args.epochs,
+            momentum=args.momentum,
+            freeze_batchnorm=args.weights != "none",
+            early_stopping_patience=args.early_stopping_patience,
+            reduce_lr_factor=args.reduce_lr_factor,
+            reduce_lr_patience=args.reduce_lr_patience,
+        )
+        for stage, learning_rate in ((1, args.lr), (2, args.finetune_lr))
+    ]
     try:
-        histories, best_val_loss = biqan.train_stages(model, train_data, validation_data,
-                                                      args.output_checkpoint, stages)
+        histories, best_val_loss = biqan_train.train_stages(
+            model, train_data, validation_data, args.output_checkpoint, stages
+        )
     except ValueError as error:  # a snapshot that cannot be read; biqan.json is not written
         print(f"error: {error}", file=sys.stderr)
         return 2
     history_rows: list[dict] = []
     for stage, history, name in zip((1, 2), histories, ("first_stage", "second_stage")):
-        biqan_plots.plot_loss_curves(history, f"stage {stage}: {name.replace('_', ' ')}",
-                                     args.output_path / f"{name}.png")
-        history_rows.extend({"stage": stage, **{key: values[number]
-                                                for key, values in history.items()}}
-                            for number in range(len(history["epoch"])))
+        biqan_plots.plot_loss_curves(
+            history, f"stage {stage}: {name.replace('_', ' ')}", args.output_path / f"{name}.png"
+        )
+        history_rows.extend(
+            {"stage": stage, **{key: values[number] for key, values in history.items()}}
+            for number in range(len(history["epoch"]))
+        )
     biqan_eval.write_table(args.output_path / "history.csv", history_rows)
     try:
         best = biqan.best_checkpoint(args.output_checkpoint, written_since=started)
     except ValueError as error:
         print(f"error: no checkpoint was written (is val_loss finite?): {error}", file=sys.stderr)
         return 1
-    biqan.save_config(args.output_checkpoint,
-                      dataclasses.replace(config, best_checkpoint=best.name))
+    biqan.save_config(
+        args.output_checkpoint, dataclasses.replace(config, best_checkpoint=best.name)
+    )
     model, config, _ = biqan.load_biqan(best)
-    predicted = biqan_data.score_snapshots(model, validation_paths, args.input_mode,
-                                           args.image_size, args.test_crops, args.batchsize,
-                                           args.workers)
+    predicted = biqan_data.score_snapshots(
+        model,
+        validation_paths,
+        args.input_mode,
+        args.image_size,
+        args.test_crops,
+        args.batchsize,
+        args.workers,
+    )
     report = biqan_report.write_validation_report(
-        args.output_path, [image_ids[row] for row in validation_rows],
-        [biqan_data.source_image(image_ids[row]) for row in validation_rows], predicted,
-        true_psnr[validation_rows])
+        args.output_path,
+        [image_ids[row] for row in validation_rows],
+        [biqan_data.source_image(image_ids[row]) for row in validation_rows],
+        predicted,
+        true_psnr[validation_rows],
+    )
     mean_srcc, mean_plcc = report.mean_within_image
     print(f"best checkpoint: {best} (val_loss {best_val_loss:.4f})")
-    print(f"validation SRCC {report.srcc:.3f}, PLCC {report.plcc:.3f} over all snapshots; "
-          f"within image: SRCC {mean_srcc:.3f}, PLCC {mean_plcc:.3f} (mean over "
-          f"{len(report.per_image)} images)")
+    print(
+        f"validation SRCC {report.srcc:.3f}, PLCC {report.plcc:.3f} over all snapshots; "
+        f"within image: SRCC {mean_srcc:.3f}, PLCC {mean_plcc:.3f} (mean over "
+        f"{len(report.per_image)} images)"
+    )
     if np.ptp(labels.distribution_mean(predicted)) == 0:
-        print("note: the predicted mean score is the same for every validation snapshot "
-              "(correlations undefined): the network has not learnt to tell them apart")
+        print(
+            "note: the predicted mean score is the same for every validation snapshot "
+            "(correlations undefined): the network has not learnt to tell them apart"
+        )
     return 0
 
 

@@ -3,7 +3,7 @@
 Both loops fit the same network to the same noisy image on the same device in one process.
 The reference loop does what the original did every iteration: `.item()` of the loss, PSNR of
 the output on the host, and a CPU copy of all weights for backtracking; at snapshots it
-computes metrics and writes the PNG synchronously. Ours is `utils.dip.run_fit` with the
+computes metrics and writes the PNG synchronously. Ours is `utils.dip.fitting.run_fit` with the
 snapshot writer thread. Usage:
 
     python bench/bench_dip.py --sizes 64 128 256 --gpu_id cpu
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.skip import SkipConfig  # noqa: E402
-from utils import devices, image_io, metrics  # noqa: E402
-from utils.dip import DipFit, FitSettings, Padding, build_network, run_fit, to_array  # noqa: E402
-from utils.snapshots import SnapshotTarget, SnapshotWriter, snapshot_metrics  # noqa: E402
+from models.skip import SkipConfig
+from utils import image_io, metrics
+from utils.dip import devices
+from utils.dip.fitting import DipFit, FitSettings, Padding, build_network, run_fit, to_array
+from utils.dip.snapshots import SnapshotTarget, SnapshotWriter, snapshot_metrics
 
 
 def device_name(device: torch.device) -> str:

@@ -14,19 +14,17 @@ CPU (CI-size machines):     python bench/bench_scale.py --gpu_id cpu --size 64 -
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.bench_dip import device_name, reference_loop, synchronize, time_loop  # noqa: E402
-from models.skip import SkipConfig, SkipNet, stack_states  # noqa: E402
-from utils import devices  # noqa: E402
-from utils.dip import DipFit, FitSettings, build_network, to_array  # noqa: E402
-from utils.metrics import psnr  # noqa: E402
+from bench.bench_dip import device_name, reference_loop, synchronize, time_loop
+from models.skip import SkipConfig, SkipNet, stack_states
+from utils.dip import devices
+from utils.dip.fitting import DipFit, FitSettings, build_network, to_array
+from utils.metrics import psnr
 
 PAPER_ITERATIONS = 3000
 # (label, precision, compiled, seed): "fp32 seed1" shows how far two equally good fits drift

@@ -16,8 +16,8 @@ gpu_check.md and the CSV files in --output_path are rewritten after every measur
 stops when its share of the budget is spent, and what finished stays written. --smoke runs the
 same on the CPU with tiny sizes in seconds (CI runs it).
 
-    python bench/gpu_check.py --data devdata/gpu/CC --output_path result/gpu_check
-    python bench/gpu_check.py --smoke --data devdata/gpu/CC --output_path result/gpu_smoke
+    python -m bench.gpu_check --data devdata/gpu/CC --output_path result/gpu_check
+    python -m bench.gpu_check --smoke --data devdata/gpu/CC --output_path result/gpu_smoke
 """
 
 from __future__ import annotations
@@ -40,13 +40,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench import bench_dip, bench_scale
+from models.skip import SkipConfig
+from utils import image_io, metrics
+from utils.dip import denoising, devices, dispatch, group_fit, planning, reconstruction
+from utils.dip.fitting import FitSettings, to_array, to_tensor
+from utils.run_output import SUMMARY_FILE
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from bench import bench_dip, bench_scale  # noqa: E402
-from models.skip import SkipConfig  # noqa: E402
-from utils import denoising, devices, dispatch, image_io, metrics, reconstruction  # noqa: E402
-from utils.dip import FitSettings, to_array, to_tensor  # noqa: E402
-from utils.run_output import SUMMARY_FILE  # noqa: E402
 
 PARTS = ("tests", "speed", "batching", "fullscale", "extras")
 # Shares of the budget: a part stops starting measurements once its share is spent. The full-scale
@@ -247,20 +248,20 @@ def centre_crop(pixels: np.ndarray, size: int) -> np.ndarray | None:
     return pixels[top : top + size, left : left + size]
 
 
-def list_pairs(data: Path) -> list[reconstruction.ImageJob]:
+def list_pairs(data: Path) -> list[planning.ImageJob]:
     """The noisy/clean pairs of `data` (real/ and mean/); ValueError naming the folder otherwise."""
     if not (data / "real").is_dir() or not (data / "mean").is_dir():
         raise ValueError(
             f"{data}: needs real/ and mean/ sub-folders of noisy/clean pairs "
             "(bench/prepare_gpu_check.sh copies the CC pairs there)"
         )
-    jobs = [job for job in reconstruction.plan_jobs(data / "real", data / "mean") if job.clean]
+    jobs = [job for job in planning.plan_jobs(data / "real", data / "mean") if job.clean]
     if not jobs:
         raise ValueError(f"{data}: no noisy image in real/ has a clean image of its name in mean/")
     return jobs
 
 
-def crop_pair(job: reconstruction.ImageJob, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+def crop_pair(job: planning.ImageJob, size: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Centre crops (noisy, clean), HWC float32 in [0, 1], or None when the image is smaller."""
     noisy = centre_crop(image_io.read_image(job.noisy).pixels, size)
     clean = centre_crop(image_io.read_image(job.clean).pixels, size)
@@ -325,7 +326,7 @@ def measure_speed(
     report: Report,
     deadline: float,
     device: torch.device,
-    job: reconstruction.ImageJob,
+    job: planning.ImageJob,
 ) -> str:
     """Part 2: speed rows at every size, PSNR rows at --psnr_size; returns the full-scale option."""
     config = network_config(args)
@@ -426,7 +427,7 @@ def measure_batching(
     report: Report,
     deadline: float,
     device: torch.device,
-    job: reconstruction.ImageJob,
+    job: planning.ImageJob,
     precision: str,
 ) -> dict[tuple[int, int], int]:
     """Part 3: images/hour per --batch_images; returns peak memory (bytes) by (size, K) on CUDA."""
@@ -534,7 +535,7 @@ def run_fullscale(
     report: Report,
     fit_deadline: float,
     deadline: float,
-    jobs: list[reconstruction.ImageJob],
+    jobs: list[planning.ImageJob],
     option: str,
 ) -> bool:
     """Part 4: run_BDN.py on the pairs, then test_BIQAN.py's no-reference selectors.
@@ -651,8 +652,8 @@ def run_fullscale(
 
 
 def write_crops(
-    jobs: list[reconstruction.ImageJob], size: int, count: int, folder: Path
-) -> list[reconstruction.ImageJob]:
+    jobs: list[planning.ImageJob], size: int, count: int, folder: Path
+) -> list[planning.ImageJob]:
     """`count` centre crops of the pairs (cycling through them), PNG pairs in `folder`."""
     written = []
     for index in range(count):
@@ -664,9 +665,7 @@ def write_crops(
         image_io.write_png(folder / "real" / f"{stem}.png", pair[0])
         image_io.write_png(folder / "mean" / f"{stem}.png", pair[1])
         written.append(
-            reconstruction.ImageJob(
-                folder / "real" / f"{stem}.png", folder / "mean" / f"{stem}.png"
-            )
+            planning.ImageJob(folder / "real" / f"{stem}.png", folder / "mean" / f"{stem}.png")
         )
     return written
 
@@ -678,8 +677,8 @@ def run_settings(
     precision: str,
     batch_images: int,
     iterations: int,
-) -> reconstruction.RunSettings:
-    return reconstruction.RunSettings(
+) -> planning.RunSettings:
+    return planning.RunSettings(
         output_path=folder,
         network=network_config(args),
         fit=FitSettings(num_iter=iterations, save_iter=max(1, iterations // 2)),
@@ -698,7 +697,7 @@ def run_extras(
     report: Report,
     deadline: float,
     device: torch.device,
-    jobs: list[reconstruction.ImageJob],
+    jobs: list[planning.ImageJob],
     precision: str,
     peaks: dict[tuple[int, int], int],
 ) -> None:
@@ -752,7 +751,7 @@ def run_oom_fallback(
     report: Report,
     deadline: float,
     device: torch.device,
-    jobs: list[reconstruction.ImageJob],
+    jobs: list[planning.ImageJob],
     precision: str,
     peaks: dict[tuple[int, int], int],
     folder: Path,
@@ -779,7 +778,7 @@ def run_oom_fallback(
     messages = []
     handler = logging.Handler()
     handler.emit = lambda record: messages.append(record.getMessage())
-    reconstruction.LOGGER.addHandler(handler)
+    group_fit.LOGGER.addHandler(handler)
     torch.cuda.empty_cache()
     torch.cuda.set_per_process_memory_fraction(limit / total, device)
     try:
@@ -787,7 +786,7 @@ def run_oom_fallback(
         failures = reconstruction.reconstruct_folder(crops, settings)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, device)
-        reconstruction.LOGGER.removeHandler(handler)
+        group_fit.LOGGER.removeHandler(handler)
     retries = sum("retrying in halves" in message for message in messages)
     finished = len(finished_summaries(settings.output_path))
     report.note(

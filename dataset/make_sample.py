@@ -11,15 +11,13 @@ Run: python dataset/make_sample.py [--output dataset/sample]
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 from skimage import data, transform
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils import image_io  # noqa: E402
+from utils import image_io
 
 SIZE = 64
 # name: (loader, top, left, side of the square region downscaled to SIZE x SIZE)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils import image_io, metrics, plots, reconstruction  # noqa: E402
-from utils.run_output import SUMMARY_FILE  # noqa: E402
+from utils import image_io, metrics, plots, run_output
+from utils.dip import planning, reconstruction
+from utils.run_output import SUMMARY_FILE
 
 
 def read_json(path: Path) -> dict:
@@ -35,10 +35,10 @@ def read_json(path: Path) -> dict:
 
 def sources(run: Path, stem: str) -> tuple[list[Path], dict]:
     """([noisy, denoised(, clean)] files of image `stem` of the run, its summary)."""
-    record = read_json(run / "args.json")
+    record = read_json(run / run_output.RUN_RECORD_FILE)
     summary = read_json(run / stem / SUMMARY_FILE)
     clean_folder = record["dataset_mean_path"]
-    jobs = reconstruction.plan_jobs(
+    jobs = planning.plan_jobs(
         Path(record["dataset_real_path"]), None if clean_folder is None else Path(clean_folder)
     )
     job = next((job for job in jobs if job.stem == stem), None)

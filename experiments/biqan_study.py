@@ -1,7 +1,7 @@
 """Question 3: train BIQAN on the PolyU runs (steps 2-3) in four variants, then pick on CC (step 4).
 
 Variants: `--input_mode` resize or crop, backbone MobileNetV2 from scratch (`none`) or from
-torchvision's ImageNet weights converted by `experiments/convert_mobilenet_v2.py` (`imagenet`,
+torchvision's ImageNet weights converted by `tools/convert_mobilenet_v2.py` (`imagenet`,
 given by `--imagenet_weights`; left out with a message when that file is absent). MobileNetV2 for
 all four, so that the weights are the only difference between the pairs.
 
@@ -47,7 +47,7 @@ def variants(args: argparse.Namespace) -> list[tuple[str, str, str]]:
             if weights == "imagenet" and not Path(args.imagenet_weights).is_file():
                 print(
                     f"{args.imagenet_weights}: not found; the {mode}_imagenet variant is left "
-                    "out (make it with experiments/convert_mobilenet_v2.py)",
+                    "out (make it with tools/convert_mobilenet_v2.py)",
                     flush=True,
                 )
                 continue
@@ -154,7 +154,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--imagenet_weights",
         default="devdata/weights/mobilenet_v2_imagenet_backbone.weights.h5",
-        help="converted ImageNet backbone (experiments/convert_mobilenet_v2.py)",
+        help="converted ImageNet backbone (tools/convert_mobilenet_v2.py)",
     )
     parser.add_argument(
         "--input_modes", nargs="+", default=["resize", "crop"], choices=("resize", "crop")

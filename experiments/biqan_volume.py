@@ -38,8 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from experiments import common
 
 
 @dataclass(frozen=True)
@@ -255,8 +254,13 @@ def training_set(args: argparse.Namespace, variant: Variant) -> Path | None:
         return Path(recorded.read_text().strip())
     expected = expected_images(variant.offsets)
     sets = Path(args.out) / "sets"
-    count = len([image for offset in variant.offsets
-                 for image in common.run_images(Path(args.runs) / f"PolyU_s0_o{offset}")])
+    count = len(
+        [
+            image
+            for offset in variant.offsets
+            for image in common.run_images(Path(args.runs) / f"PolyU_s0_o{offset}")
+        ]
+    )
     if count < expected and not args.allow_partial:
         print(f"{variant.name}: {count}/{expected} images done; skipped (see --allow_partial)")
         return None

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments import common
 from utils import image_io, metrics
 
 SIGMAS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0)
@@ -35,13 +36,6 @@ PUBLISHED_CC = {
     "d800_iso6400_1": (29.97, 34.94),
 }
 COLUMNS = ["dataset", "image", "sigma", "sigma_255", "psnr", "ssim", "noisy_psnr", "seconds"]
-
-
-def pairs(data: Path, dataset: str, every: int) -> list[tuple[str, Path, Path]]:
-    """(stem, noisy, clean) of `<data>/<dataset>/{real,mean}` paired by stem, every `every`-th."""
-    means = {path.stem: path for path in image_io.list_images(data / dataset / "mean")}
-    reals = [p for p in image_io.list_images(data / dataset / "real") if p.stem in means]
-    return [(real.stem, real, means[real.stem]) for real in reals[::every]]
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -75,11 +69,15 @@ def denoise_row(noisy: np.ndarray, clean: np.ndarray, sigma: str) -> dict:
 
 def compute(data: Path, table: Path, polyu_every: int) -> pd.DataFrame:
     """Fill `table` (CSV, appended row by row) for PolyU tuning images then CC; return all rows."""
-    done = pd.read_csv(table, dtype={"sigma": str}) if table.is_file() else pd.DataFrame(columns=COLUMNS)
+    done = (
+        pd.read_csv(table, dtype={"sigma": str})
+        if table.is_file()
+        else pd.DataFrame(columns=COLUMNS)
+    )
     seen = set(zip(done["dataset"], done["image"], done["sigma"].astype(str)))
     table.parent.mkdir(parents=True, exist_ok=True)
     for dataset, every in (("PolyU", polyu_every), ("CC", 1)):
-        for stem, real_path, mean_path in pairs(data, dataset, every):
+        for stem, real_path, mean_path in common.pairs(data, dataset, every):
             noisy, clean = read_rgb(real_path), read_rgb(mean_path)
             for sigma in [BLIND] + [f"{value:g}" for value in SIGMAS]:
                 if (dataset, stem, sigma) in seen:
@@ -88,8 +86,11 @@ def compute(data: Path, table: Path, polyu_every: int) -> pd.DataFrame:
                 pd.DataFrame([row], columns=COLUMNS).to_csv(
                     table, mode="a", header=not table.is_file(), index=False
                 )
-                print(f"{dataset} {stem} sigma {row['sigma_255']:.2f}: {row['psnr']:.2f} dB "
-                      f"({row['seconds']:.0f} s)", flush=True)
+                print(
+                    f"{dataset} {stem} sigma {row['sigma_255']:.2f}: {row['psnr']:.2f} dB "
+                    f"({row['seconds']:.0f} s)",
+                    flush=True,
+                )
     return pd.read_csv(table, dtype={"sigma": str})
 
 
@@ -115,8 +116,16 @@ def report(rows: pd.DataFrame) -> str:
         tuned_row = on_grid[on_grid["sigma_255"] == tuned].iloc[0]
         oracle = on_grid.loc[on_grid["psnr"].idxmax()]
         published = PUBLISHED_CC.get(image, (np.nan, np.nan))
-        summary.append([blind["noisy_psnr"], blind["psnr"], tuned_row["psnr"], oracle["psnr"],
-                        *published, on_grid["seconds"].mean()])
+        summary.append(
+            [
+                blind["noisy_psnr"],
+                blind["psnr"],
+                tuned_row["psnr"],
+                oracle["psnr"],
+                *published,
+                on_grid["seconds"].mean(),
+            ]
+        )
         lines.append(
             f"| {image} | {blind['noisy_psnr']:.2f} | {blind['psnr']:.2f} ({blind['sigma_255']:.1f}) "
             f"| {tuned_row['psnr']:.2f} | {oracle['psnr']:.2f} ({oracle['sigma_255']:g}) | "
@@ -143,8 +152,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data", help="folder with PolyU/ and CC/")
     parser.add_argument("--tables", default="devdata/tables", help="where the CSV and table go")
-    parser.add_argument("--polyu_every", type=int, default=10,
-                        help="PolyU tuning images: every N-th pair by name (default 10)")
+    parser.add_argument(
+        "--polyu_every",
+        type=int,
+        default=10,
+        help="PolyU tuning images: every N-th pair by name (default 10)",
+    )
     return parser.parse_args(argv)
 
 

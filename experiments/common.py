@@ -1,6 +1,7 @@
-"""Helpers shared by the experiment scripts: reading run_BDN.py outputs, small statistics, tables.
+"""Helpers shared by the experiment scripts: run_BDN.py outputs (read with the core's
+`utils.run_output`), noisy/clean pairs, small statistics, tables.
 
-Numpy and the standard library only, so the report scripts do not depend on torch or keras.
+No torch or keras, so the report scripts do not depend on them.
 """
 
 from __future__ import annotations
@@ -9,33 +10,41 @@ import csv
 import json
 import math
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from utils import image_io, run_output
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def read_metrics(image_dir: Path) -> dict[str, np.ndarray] | None:
-    """`<image_dir>/metrics.csv` as float arrays by column (NaN where empty), or None if absent."""
-    path = Path(image_dir) / "metrics.csv"
-    if not path.is_file():
+    """`<image_dir>/metrics.csv` as arrays by column (NaN where empty, `run_output.read_metrics`),
+    or None when it is absent or unreadable."""
+    try:
+        metrics = run_output.read_metrics(image_dir)
+    except ValueError:
         return None
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        return None
-    return {
-        key: np.array([float(row[key]) if row[key] not in ("", None) else math.nan for row in rows])
-        for key in rows[0]
-    }
+    return {column: getattr(metrics, column) for column in run_output.METRICS_COLUMNS}
 
 
 def finished(image_dir: Path) -> bool:
     """run_BDN.py marks a finished image with `summary.json`."""
-    return (Path(image_dir) / "summary.json").is_file()
+    return (Path(image_dir) / run_output.SUMMARY_FILE).is_file()
+
+
+def pairs(data: Path, dataset: str, every: int = 1) -> list[tuple[str, Path, Path]]:
+    """(stem, noisy, clean) of `<data>/<dataset>/{real,mean}` paired by stem, sorted by name,
+    every `every`-th pair; [] when the dataset's folders are absent."""
+    real, mean = Path(data) / dataset / "real", Path(data) / dataset / "mean"
+    if not (real.is_dir() and mean.is_dir()):
+        return []
+    means = {path.stem: path for path in image_io.list_images(mean)}
+    reals = [path for path in image_io.list_images(real) if path.stem in means]
+    return [(path.stem, path, means[path.stem]) for path in reals[::every]]
 
 
 def run_images(run_dir: Path) -> list[str]:
@@ -47,7 +56,7 @@ def run_images(run_dir: Path) -> list[str]:
 
 
 def read_args(run_dir: Path) -> dict:
-    path = Path(run_dir) / "args.json"
+    path = Path(run_dir) / run_output.RUN_RECORD_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -100,28 +109,11 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def read_csv(path: Path) -> list[dict]:
+    """Rows of a CSV file as dicts of strings ('' where empty); [] when absent or empty."""
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def code_version(code: Path) -> str:
-    """The frozen code folder's name (a commit) or this checkout's HEAD."""
-    code = Path(code).resolve()
-    if code != REPO:
-        return code.name
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return pd.read_csv(path, dtype=str, keep_default_na=False).to_dict("records")
 
 
 def writers_of(out: Path) -> list[int]:

@@ -79,8 +79,13 @@ def image_outputs(group: pd.DataFrame, crops: Path, runs: Path, tables: Path, pi
         singles.append(snapshot(folder, int(row[pick])))
         windows.append(window_mean(folder, int(row[pick]), iterations))
     cache = tables / "cbm3d_crops" / dataset / image
-    return {"clean": clean, "noisy": noisy, "singles": singles, "windows": windows,
-            "cbm3d": {sigma: cbm3d(noisy, sigma, cache / f"s{sigma}.npy") for sigma in SIGMAS}}
+    return {
+        "clean": clean,
+        "noisy": noisy,
+        "singles": singles,
+        "windows": windows,
+        "cbm3d": {sigma: cbm3d(noisy, sigma, cache / f"s{sigma}.npy") for sigma in SIGMAS},
+    }
 
 
 def mean_psnr(images: list[np.ndarray], clean: np.ndarray) -> float:
@@ -97,7 +102,9 @@ def evaluate(outputs: dict, sigma: int, weight: float) -> dict[str, float]:
         "dip_window": mean_psnr(outputs["windows"], clean),
         "dip_seeds": metrics.psnr(np.clip(seeds, 0, 1), clean),
         "cbm3d": metrics.psnr(base, clean),
-        "dip+cbm3d": mean_psnr([weight * s + (1 - weight) * base for s in outputs["singles"]], clean),
+        "dip+cbm3d": mean_psnr(
+            [weight * s + (1 - weight) * base for s in outputs["singles"]], clean
+        ),
         "dip_seeds+cbm3d": metrics.psnr(np.clip(weight * seeds + (1 - weight) * base, 0, 1), clean),
     }
 
@@ -111,8 +118,9 @@ def cc_seeds(runs: Path, images: list[str]) -> list[int]:
     return sorted(seeds)
 
 
-def seed_curve_lines(args: argparse.Namespace, iteration: int, sigma: int, weight: float
-                     ) -> list[str]:
+def seed_curve_lines(
+    args: argparse.Namespace, iteration: int, sigma: int, weight: float
+) -> list[str]:
     """Mean CC PSNR of the average of K seeds' snapshots at the fixed stop `iteration`, for every
     K up to the number of finished seeds (each K averaged over all K-subsets of the seeds), alone
     and blended with CBM3D at the PolyU-tuned `sigma` and `weight`."""
@@ -133,12 +141,19 @@ def seed_curve_lines(args: argparse.Namespace, iteration: int, sigma: int, weigh
                 rows[k]["dip_seeds"].append(metrics.psnr(np.clip(mean, 0, 1), clean))
                 blend = np.clip(weight * mean + (1 - weight) * base, 0, 1)
                 rows[k]["dip_seeds+cbm3d"].append(metrics.psnr(blend, clean))
-    lines = ["", f"Averaging K fits (seeds {seeds}) at the fixed stop {iteration}, CC crops, each K "
-             f"averaged over every K-subset of the seeds; blend with CBM3D at sigma {sigma}, "
-             f"DIP weight {weight:.1f} (both tuned on PolyU single fits):", "",
-             "| K | dip_seeds | dip_seeds+cbm3d |", "|---|---|---|"]
-    lines += [f"| {k} | {np.mean(v['dip_seeds']):.2f} | {np.mean(v['dip_seeds+cbm3d']):.2f} |"
-              for k, v in rows.items()]
+    lines = [
+        "",
+        f"Averaging K fits (seeds {seeds}) at the fixed stop {iteration}, CC crops, each K "
+        f"averaged over every K-subset of the seeds; blend with CBM3D at sigma {sigma}, "
+        f"DIP weight {weight:.1f} (both tuned on PolyU single fits):",
+        "",
+        "| K | dip_seeds | dip_seeds+cbm3d |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {k} | {np.mean(v['dip_seeds']):.2f} | {np.mean(v['dip_seeds+cbm3d']):.2f} |"
+        for k, v in rows.items()
+    ]
     return lines
 
 
@@ -151,26 +166,44 @@ def main(args: argparse.Namespace) -> int:
         column = "best_iteration" if selector == "true best" else "picked_iteration"
         chosen = picks[picks["selector"] == (selectors[0] if selector == "true best" else selector)]
         chosen = chosen.drop_duplicates(["dataset", "image", "seed"])
-        polyu = [image_outputs(g, crops, runs, tables, column)
-                 for _, g in chosen[chosen["dataset"] == "PolyU"].groupby("image")]
-        cc = [image_outputs(g, crops, runs, tables, column)
-              for _, g in chosen[chosen["dataset"] == "CC"].groupby("image")]
+        polyu = [
+            image_outputs(g, crops, runs, tables, column)
+            for _, g in chosen[chosen["dataset"] == "PolyU"].groupby("image")
+        ]
+        cc = [
+            image_outputs(g, crops, runs, tables, column)
+            for _, g in chosen[chosen["dataset"] == "CC"].groupby("image")
+        ]
         if not polyu or not cc:
             continue
         sigma = max(SIGMAS, key=lambda s: np.mean([evaluate(o, s, 1.0)["cbm3d"] for o in polyu]))
-        weight = max(LAMBDAS, key=lambda w: np.mean([evaluate(o, sigma, w)["dip+cbm3d"] for o in polyu]))
+        weight = max(
+            LAMBDAS, key=lambda w: np.mean([evaluate(o, sigma, w)["dip+cbm3d"] for o in polyu])
+        )
         table = pd.DataFrame([evaluate(o, sigma, weight) for o in cc]).mean()
-        lines.append(f"| {selector} | {len(polyu)} / {len(cc)} | {sigma} | {weight:.1f} | "
-                     + " | ".join(f"{table[k]:.2f}" for k in table.index) + " |")
+        lines.append(
+            f"| {selector} | {len(polyu)} / {len(cc)} | {sigma} | {weight:.1f} | "
+            + " | ".join(f"{table[k]:.2f}" for k in table.index)
+            + " |"
+        )
         print(lines[-1], flush=True)
         fixed = re.match(r"fixed:(\d+)", selector)
         if fixed and not curve:
             curve = seed_curve_lines(args, int(fixed.group(1)), sigma, weight)
-    header = ("| pick | PolyU / CC images | sigma (PolyU) | lambda (PolyU) | noisy | dip | "
-              "dip_window | dip_seeds | cbm3d | dip+cbm3d | dip_seeds+cbm3d |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|")
-    text = ("Mean PSNR (dB) on the CC crops:\n\n" + header + "\n" + "\n".join(lines) + "\n"
-            + "\n".join(curve) + "\n")
+    header = (
+        "| pick | PolyU / CC images | sigma (PolyU) | lambda (PolyU) | noisy | dip | "
+        "dip_window | dip_seeds | cbm3d | dip+cbm3d | dip_seeds+cbm3d |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    text = (
+        "Mean PSNR (dB) on the CC crops:\n\n"
+        + header
+        + "\n"
+        + "\n".join(lines)
+        + "\n"
+        + "\n".join(curve)
+        + "\n"
+    )
     (tables / "ensemble_study.md").write_text(text)
     print(text)
     return 0

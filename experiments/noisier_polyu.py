@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run_polyu  # noqa: E402
+from experiments import run_polyu
 
 
 def name_seed(name: str) -> int:

@@ -20,39 +20,32 @@ online run would have done: this script replays the rule on the runs' snapshots.
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
-import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils import early_stopping, image_io
-from utils.run_output import snapshot_path
+from utils import early_stopping, image_io, run_output
 
 
 def read_run(folder: Path) -> list[dict]:
-    """Finished images of a run folder: name, iterations, PSNRs, snapshot loader, seconds."""
-    summary_path = folder / "summary.csv"
+    """Finished images of a run folder (those in its summary.csv): name, iterations, PSNRs and
+    snapshots."""
+    summary_path = folder / run_output.SUMMARY_TABLE_FILE
     if not summary_path.exists():
         return []
-    with open(summary_path, newline="") as stream:
-        summaries = {row["image"]: row for row in csv.DictReader(stream)}
     images = []
-    for name, summary in sorted(summaries.items()):
-        with open(folder / name / "metrics.csv", newline="") as stream:
-            rows = list(csv.DictReader(stream))
-        iterations = np.array([int(row["iteration"]) for row in rows])
-        snapshots = [
-            image_io.read_image(snapshot_path(folder / name, it)).pixels for it in iterations
-        ]
+    for name in sorted(pd.read_csv(summary_path, dtype={"image": str})["image"]):
+        metrics = run_output.read_metrics(folder / name)
         images.append(
             {
                 "name": name,
-                "iterations": iterations,
-                "psnr": np.array([float(row["psnr_avg"]) for row in rows]),
-                "snapshots": snapshots,
+                "iterations": metrics.iteration,
+                "psnr": metrics.psnr_avg,
+                "snapshots": [
+                    image_io.read_image(path).pixels for path in metrics.snapshot_paths()
+                ],
             }
         )
     return images
@@ -64,10 +57,9 @@ def replay(
     """(iterations an online run would do, picked iteration, fired): push (iteration, input)
     pairs into one of run_BDN.py's stoppers in order; it stops one snapshot after firing."""
     save_iter, last = int(image["iterations"][0]), int(image["iterations"][-1])
-    for iteration, value in inputs:
-        stopper.push(iteration, value)
-        if stopper.fired:
-            return min(iteration + save_iter, last), stopper.pick_iteration, True
+    fired_at = early_stopping.replay(stopper, inputs)
+    if fired_at is not None:
+        return min(fired_at + save_iter, last), stopper.pick_iteration, True
     picked = stopper.pick_iteration
     return last, int(image["iterations"][0]) if picked is None else picked, False
 
@@ -115,10 +107,8 @@ def read_scores(folder: Path, image: str) -> dict[int, float]:
     path = folder / f"{image}_scores.csv"
     if not path.is_file():
         return {}
-    with open(path, newline="") as stream:
-        return {
-            int(row["iteration"]): float(row["predicted_mean"]) for row in csv.DictReader(stream)
-        }
+    table = pd.read_csv(path)
+    return dict(zip(table["iteration"].astype(int), table["predicted_mean"].astype(float)))
 
 
 def table_row(

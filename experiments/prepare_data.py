@@ -22,13 +22,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from utils import image_io
+
 DATASETS = ("PolyU", "CC")
 
 
 def list_by_stem(folder: Path) -> dict[str, Path]:
     """Image files of `folder` keyed by stem, sorted by name."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in image_io.IMAGE_SUFFIXES
+    )
     return {p.stem: p for p in files}
 
 

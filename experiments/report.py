@@ -26,11 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
-import select_snapshots  # noqa: E402
-from utils.run_output import snapshot_path  # noqa: E402  (numpy only)
+from experiments import common, select_snapshots
+from utils import image_io, metrics
+from utils.run_output import snapshot_path
 
 CBM3D_SIGMAS = (
     5,
@@ -45,53 +43,14 @@ PUBLISHED = {"noisy": 33.41, "cbm3d": 33.99, "biqan": 37.47, "true_best": 37.83}
 
 
 # ----------------------------------------------------------------------------------------------
-# images and metrics
-def read_image(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
-
-
-def quantise(image: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(image, 0.0, 1.0) * 255.0) / 255.0
-
-
-def psnr(image: np.ndarray, reference: np.ndarray) -> float:
-    from skimage import metrics
-
-    return float(metrics.peak_signal_noise_ratio(reference, image, data_range=1.0))
-
-
-def ssim(image: np.ndarray, reference: np.ndarray) -> float:
-    from skimage import metrics
-
-    return float(metrics.structural_similarity(reference, image, data_range=1.0, channel_axis=-1))
-
-
-def pairs(crops: Path, dataset: str, every: int = 1) -> list[tuple[str, Path, Path]]:
-    """(stem, real, mean) of `<crops>/<dataset>`, sorted by name, every `every`-th pair."""
-    real_dir, mean_dir = crops / dataset / "real", crops / dataset / "mean"
-    if not real_dir.is_dir():
-        return []
-    suffixes = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-    means = {p.stem: p for p in mean_dir.iterdir() if p.suffix.lower() in suffixes}
-    reals = sorted(
-        (p for p in real_dir.iterdir() if p.suffix.lower() in suffixes and p.stem in means),
-        key=lambda p: p.name,
-    )
-    return [(real.stem, real, means[real.stem]) for real in reals[::every]]
-
-
-# ----------------------------------------------------------------------------------------------
 # CBM3D baselines
 def cbm3d_grid(real: np.ndarray, mean: np.ndarray) -> dict[int, tuple[float, float]]:
     import bm3d
 
     results = {}
     for sigma in CBM3D_SIGMAS:
-        denoised = quantise(bm3d.bm3d_rgb(real, sigma / 255.0))
-        results[sigma] = (psnr(denoised, mean), ssim(denoised, mean))
+        denoised = image_io.quantize(bm3d.bm3d_rgb(real, sigma / 255.0), 8) / 255.0
+        results[sigma] = (metrics.psnr(denoised, mean), metrics.ssim(denoised, mean))
     return results
 
 
@@ -108,19 +67,19 @@ def cbm3d_rows(crops: Path, tables: Path, polyu_every: int) -> list[dict]:
         return list(cached.values())
     rows = []
     for dataset, every in (("CC", 1), ("PolyU", polyu_every)):
-        for stem, real_path, mean_path in pairs(crops, dataset, every):
+        for stem, real_path, mean_path in common.pairs(crops, dataset, every):
             if (dataset, stem) in cached:
                 rows.append(cached[(dataset, stem)])
                 continue
-            real, mean = read_image(real_path), read_image(mean_path)
+            real, mean = image_io.read_rgb(real_path), image_io.read_rgb(mean_path)
             sigma_est = float(estimate_sigma(real, channel_axis=-1, average_sigmas=True))
-            blind = quantise(bm3d.bm3d_rgb(real, max(sigma_est, 1e-4)))
+            blind = image_io.quantize(bm3d.bm3d_rgb(real, max(sigma_est, 1e-4)), 8) / 255.0
             row = {
                 "dataset": dataset,
                 "image": stem,
                 "sigma_est_255": round(sigma_est * 255, 3),
-                "blind_psnr": round(psnr(blind, mean), 4),
-                "blind_ssim": round(ssim(blind, mean), 4),
+                "blind_psnr": round(metrics.psnr(blind, mean), 4),
+                "blind_ssim": round(metrics.ssim(blind, mean), 4),
             }
             for sigma, (p, s) in cbm3d_grid(real, mean).items():
                 row[f"psnr_s{sigma}"], row[f"ssim_s{sigma}"] = round(p, 4), round(s, 4)
@@ -202,7 +161,7 @@ def q1_tables(
 ) -> tuple[str, dict]:
     run_dir = runs / f"CC_scratch_s{seed}"
     picks = selections(selection_root, run_dir.name)
-    images = pairs(crops, "CC")
+    images = common.pairs(crops, "CC")
     pick_labels = sorted(
         picks, key=lambda label: (not label.startswith("wmv"), not label.startswith("last"), label)
     )
@@ -224,8 +183,8 @@ def q1_tables(
         columns.setdefault(column, []).append(value)
 
     for stem, real_path, mean_path in images:
-        real, mean = read_image(real_path), read_image(mean_path)
-        noisy_p, noisy_s = psnr(real, mean), ssim(real, mean)
+        real, mean = image_io.read_rgb(real_path), image_io.read_rgb(mean_path)
+        noisy_p, noisy_s = metrics.psnr(real, mean), metrics.ssim(real, mean)
         base = cbm3d.get(stem)
         dip = dip_image(run_dir, stem)
         prow = [stem, f"{noisy_p:.2f}"]
@@ -313,7 +272,7 @@ def q1_tables(
         f"{PUBLISHED['true_best']:.2f}",
         "-",
         "-",
-    ] + [f"{PUBLISHED['biqan']:.2f}" if l.startswith("biqan") else "-" for l in pick_labels]
+    ] + [f"{PUBLISHED['biqan']:.2f}" if label.startswith("biqan") else "-" for label in pick_labels]
     psnr_rows.append(published)
     text = (
         "PSNR (dB) against the clean mean image:\n\n"
@@ -333,7 +292,7 @@ def q4_table(crops: Path, runs: Path, selection_root: Path, seeds: list[int]) ->
     )
     rows = []
     all_best, all_range = [], []
-    for stem, _, _ in pairs(crops, "CC"):
+    for stem, _, _ in common.pairs(crops, "CC"):
         bests, lasts, wmv, cells = [], [], [], []
         for seed in seeds:
             dip = dip_image(runs / f"CC_scratch_s{seed}", stem)
@@ -383,7 +342,7 @@ def figure_curves(
     from matplotlib import pyplot as plt
 
     run_dir = runs / f"CC_scratch_s{seed}"
-    images = [p for p in pairs(crops, "CC") if common.finished(run_dir / p[0])]
+    images = [p for p in common.pairs(crops, "CC") if common.finished(run_dir / p[0])]
     if not images:
         return False
     picks = selections(selection_root, run_dir.name)
@@ -403,7 +362,7 @@ def figure_curves(
             alpha=0.35,
             lw=0.8,
         )
-        noisy = psnr(read_image(real_path), read_image(mean_path))
+        noisy = metrics.psnr(image_io.read_rgb(real_path), image_io.read_rgb(mean_path))
         ax.axhline(noisy, color="k", ls=":", lw=1, label="noisy input")
         top = max(
             dip["best_psnr"], dip["raw_best_psnr"], cbm3d[stem]["tuned"][0] if stem in cbm3d else 0
@@ -457,7 +416,9 @@ def figure_transfer(crops: Path, runs: Path, seed: int, path: Path) -> bool:
 
     inits = ("scratch", "previous", "polyu1", "polyu_chain4", "polyu_chain8_short")
     images = [
-        p[0] for p in pairs(crops, "CC") if common.finished(runs / f"CC_scratch_s{seed}" / p[0])
+        p[0]
+        for p in common.pairs(crops, "CC")
+        if common.finished(runs / f"CC_scratch_s{seed}" / p[0])
     ]
     if not images:
         return False
@@ -511,7 +472,9 @@ def figure_compare(
     from matplotlib import pyplot as plt
 
     run_dir = runs / f"CC_scratch_s{seed}"
-    chosen = [p for p in pairs(crops, "CC") if p[0] in stems and common.finished(run_dir / p[0])]
+    chosen = [
+        p for p in common.pairs(crops, "CC") if p[0] in stems and common.finished(run_dir / p[0])
+    ]
     if not chosen:
         return False
     picks = selections(selection_root, run_dir.name)
@@ -521,19 +484,22 @@ def figure_compare(
         len(chosen), columns, figsize=(1.9 * columns, 2.2 * len(chosen)), squeeze=False, dpi=100
     )
     for row_axes, (stem, real_path, mean_path) in zip(axes, chosen):
-        real, mean = read_image(real_path), read_image(mean_path)
+        real, mean = image_io.read_rgb(real_path), image_io.read_rgb(mean_path)
         dip = dip_image(run_dir, stem)
         panels = [("noisy", real), ("clean (mean)", None)]
         if tuned_sigma is not None:
             import bm3d
 
             panels.append(
-                (f"CBM3D σ={tuned_sigma}", quantise(bm3d.bm3d_rgb(real, tuned_sigma / 255.0)))
+                (
+                    f"CBM3D σ={tuned_sigma}",
+                    image_io.quantize(bm3d.bm3d_rgb(real, tuned_sigma / 255.0), 8) / 255.0,
+                )
             )
         panels.append(
             (
                 f"DIP true best ({dip['best_iteration']})",
-                read_image(snapshot_path(run_dir / stem, dip["best_iteration"])),
+                image_io.read_rgb(snapshot_path(run_dir / stem, dip["best_iteration"])),
             )
         )
         for label in labels:
@@ -541,13 +507,16 @@ def figure_compare(
             if row is not None:
                 iteration = int(row["picked_iteration"])
                 panels.append(
-                    (f"{label} ({iteration})", read_image(snapshot_path(run_dir / stem, iteration)))
+                    (
+                        f"{label} ({iteration})",
+                        image_io.read_rgb(snapshot_path(run_dir / stem, iteration)),
+                    )
                 )
         for ax in row_axes:
             ax.axis("off")
         for ax, (title, image) in zip(row_axes, panels):
             ax.imshow(mean if image is None else image, interpolation="nearest")
-            text = title if image is None else f"{title}\n{psnr(image, mean):.2f} dB"
+            text = title if image is None else f"{title}\n{metrics.psnr(image, mean):.2f} dB"
             ax.set_title(text, fontsize=6)
         row_axes[0].text(
             -0.08,

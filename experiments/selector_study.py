@@ -51,8 +51,17 @@ def load_cache(cache: Path, start_index: int) -> list[ImageRun]:
             continue
         for path in sorted(folder.glob("*.npz")):
             data = np.load(path)
-            runs.append(ImageRun(dataset, path.stem, seed, offset, data["iteration"][start_index:],
-                                 data["psnr"][start_index:], data["features"][start_index:]))
+            runs.append(
+                ImageRun(
+                    dataset,
+                    path.stem,
+                    seed,
+                    offset,
+                    data["iteration"][start_index:],
+                    data["psnr"][start_index:],
+                    data["features"][start_index:],
+                )
+            )
     return runs
 
 
@@ -95,8 +104,9 @@ def fixed_scores(iteration: int):
     return lambda run: -np.abs(run.iteration - iteration).astype(float)
 
 
-def summary(selector, runs: list[ImageRun], label: str = "", picks: list | None = None
-            ) -> dict[str, float]:
+def summary(
+    selector, runs: list[ImageRun], label: str = "", picks: list | None = None
+) -> dict[str, float]:
     """Mean within-image SRCC/PLCC and gap of `selector` over `runs`; picks appended to `picks`."""
     rows = []
     for run in runs:
@@ -106,23 +116,34 @@ def summary(selector, runs: list[ImageRun], label: str = "", picks: list | None 
             picks.append(pick_row(label, run, scores))
     rows = np.array(rows)
     low, high = image_bootstrap(rows[:, 2], [run.name for run in runs])
-    return {"srcc": np.nanmean(rows[:, 0]), "plcc": np.nanmean(rows[:, 1]),
-            "gap": rows[:, 2].mean(), "gap_sd": rows[:, 2].std(), "n": len(runs),
-            "gap_low": low, "gap_high": high}
+    return {
+        "srcc": np.nanmean(rows[:, 0]),
+        "plcc": np.nanmean(rows[:, 1]),
+        "gap": rows[:, 2].mean(),
+        "gap_sd": rows[:, 2].std(),
+        "n": len(runs),
+        "gap_low": low,
+        "gap_high": high,
+    }
 
 
 def image_bootstrap(gaps: np.ndarray, names: list[str], draws: int = 2000) -> tuple[float, float]:
     """95 % interval of the mean gap, resampling whole images (an image's seeds stay together:
     they are not independent); `gaps` (N,) of the N runs named `names`."""
-    groups = [gaps[[i for i, name in enumerate(names) if name == image]] for image in sorted(set(names))]
+    groups = [
+        gaps[[i for i, name in enumerate(names) if name == image]] for image in sorted(set(names))
+    ]
     random = np.random.default_rng(0)
-    means = [np.mean(np.concatenate([groups[i] for i in random.integers(0, len(groups), len(groups))]))
-             for _ in range(draws)]
+    means = [
+        np.mean(np.concatenate([groups[i] for i in random.integers(0, len(groups), len(groups))]))
+        for _ in range(draws)
+    ]
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def cross_validate(variant: Variant, polyu: list[ImageRun], folds: int,
-                   picks: list[dict]) -> dict[str, float]:
+def cross_validate(
+    variant: Variant, polyu: list[ImageRun], folds: int, picks: list[dict]
+) -> dict[str, float]:
     """Fold by whole images (a fold's images are never trained on), pooled over folds; the
     out-of-fold pick of every image is appended to `picks`."""
     rows = []
@@ -140,16 +161,28 @@ def cross_validate(variant: Variant, polyu: list[ImageRun], folds: int,
 
 def pick_row(selector: str, run: ImageRun, scores: np.ndarray) -> dict:
     """One pick: which snapshot `selector` chose for `run`, and the true best."""
-    return {"selector": selector, "dataset": run.dataset, "image": run.name, "seed": run.seed,
-            "offset": run.offset, "picked_iteration": int(run.iteration[int(np.argmax(scores))]),
-            "best_iteration": int(run.iteration[int(np.argmax(run.psnr))])}
+    return {
+        "selector": selector,
+        "dataset": run.dataset,
+        "image": run.name,
+        "seed": run.seed,
+        "offset": run.offset,
+        "picked_iteration": int(run.iteration[int(np.argmax(scores))]),
+        "best_iteration": int(run.iteration[int(np.argmax(run.psnr))]),
+    }
 
 
 def variants() -> list[Variant]:
     names = snapshot_features.FEATURE_NAMES
     trajectory = ("fit_db", "fit_rate_db", "step_db")
-    residual = ("noise_db", "residual_db", "residual_correlation", "residual_edge_correlation",
-                "detail_db", "snapshot_noise_db")
+    residual = (
+        "noise_db",
+        "residual_db",
+        "residual_correlation",
+        "residual_edge_correlation",
+        "detail_db",
+        "snapshot_noise_db",
+    )
     base = RankerTraining()
     return [
         Variant("all features", names, False, base),
@@ -158,7 +191,9 @@ def variants() -> list[Variant]:
         Variant("residual only", residual, False, base),
         Variant("all, linear", names, False, dataclasses.replace(base, hidden=())),
         Variant("all, hidden 32x32", names, False, dataclasses.replace(base, hidden=(32, 32))),
-        Variant("all, temperature 1 dB", names, False, dataclasses.replace(base, temperature_db=1.0)),
+        Variant(
+            "all, temperature 1 dB", names, False, dataclasses.replace(base, temperature_db=1.0)
+        ),
         Variant("noise level + log iteration", ("noise_db",), True, base),
     ]
 
@@ -170,7 +205,9 @@ def noise_peak_rule(train: list[ImageRun]):
     levels = np.array([run.features[0, column] for run in train])
     peaks = np.log([run.iteration[int(np.argmax(run.psnr))] for run in train])
     slope, intercept = np.polyfit(levels, peaks, 1)
-    return lambda run: -np.abs(np.log(run.iteration) - (intercept + slope * run.features[0, column]))
+    return lambda run: (
+        -np.abs(np.log(run.iteration) - (intercept + slope * run.features[0, column]))
+    )
 
 
 def online_pick(scores: np.ndarray, patience: int) -> tuple[int, int]:
@@ -187,8 +224,13 @@ def online_pick(scores: np.ndarray, patience: int) -> tuple[int, int]:
     return best, len(scores) - 1
 
 
-def online_table(variant: Variant, polyu: list[ImageRun], cc: list[ImageRun], folds: int,
-                 patiences: tuple[int, ...] = (3, 5, 10, 15, 20)) -> list[str]:
+def online_table(
+    variant: Variant,
+    polyu: list[ImageRun],
+    cc: list[ImageRun],
+    folds: int,
+    patiences: tuple[int, ...] = (3, 5, 10, 15, 20),
+) -> list[str]:
     """Online stopping with the ranker: patience tuned on PolyU (out-of-fold scores), on CC."""
     polyu_scores = {}
     for fold in range(folds):
@@ -206,15 +248,21 @@ def online_table(variant: Variant, polyu: list[ImageRun], cc: list[ImageRun], fo
         return float(np.mean(gaps)), float(np.mean(fractions))
 
     tuned = min(patiences, key=lambda p: measure(polyu, lambda run: polyu_scores[run.name], p)[0])
-    lines = ["", f"Online stopping with the ranker ({variant.label}); patience in snapshots, "
-             "tuned on PolyU (out-of-fold scores):", "",
-             "| patience | PolyU gap (dB) | PolyU share of iterations | CC gap (dB) | CC share of iterations |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"Online stopping with the ranker ({variant.label}); patience in snapshots, "
+        "tuned on PolyU (out-of-fold scores):",
+        "",
+        "| patience | PolyU gap (dB) | PolyU share of iterations | CC gap (dB) | CC share of iterations |",
+        "|---|---|---|---|---|",
+    ]
     for patience in patiences:
         polyu_gap, polyu_share = measure(polyu, lambda run: polyu_scores[run.name], patience)
         cc_gap, cc_share = measure(cc, selector, patience)
         mark = " (tuned)" if patience == tuned else ""
-        lines.append(f"| {patience}{mark} | {polyu_gap:.2f} | {polyu_share:.2f} | {cc_gap:.2f} | {cc_share:.2f} |")
+        lines.append(
+            f"| {patience}{mark} | {polyu_gap:.2f} | {polyu_share:.2f} | {cc_gap:.2f} | {cc_share:.2f} |"
+        )
     return lines
 
 
@@ -223,8 +271,9 @@ def noise_level(run: ImageRun) -> float:
     return float(run.features[0, snapshot_features.FEATURE_NAMES.index("noise_db")])
 
 
-def noise_shift_lines(polyu: list[ImageRun], cc: list[ImageRun], noisier_copies: list[ImageRun],
-                      folds: int) -> list[str]:
+def noise_shift_lines(
+    polyu: list[ImageRun], cc: list[ImageRun], noisier_copies: list[ImageRun], folds: int
+) -> list[str]:
     """Does the noise level explain the PolyU -> CC shift? The noise ranges of both sets, the
     PolyU out-of-fold gap of the first variant for the cleaner and the noisier half of PolyU, and
     the CC gap when the ranker and the fixed stop are trained on the noisier half only (the split
@@ -236,46 +285,70 @@ def noise_shift_lines(polyu: list[ImageRun], cc: list[ImageRun], noisier_copies:
     for fold in range(folds):
         train = [run for index, run in enumerate(polyu) if index % folds != fold]
         selector = fit_variant(variant, train)
-        out_of_fold.update({run.name: evaluate(selector(run), run)[2] for run in polyu[fold::folds]})
+        out_of_fold.update(
+            {run.name: evaluate(selector(run), run)[2] for run in polyu[fold::folds]}
+        )
     noisier = [run for run in polyu if noise_level(run) >= median]
     cleaner = [run for run in polyu if noise_level(run) < median]
     cc_levels = [noise_level(run) for run in cc]
-    lines = ["", "Noise level: PolyU vs CC (noise_db, 20 log10 of the estimated sigma):", "",
-             f"- PolyU: {min(noise_level(r) for r in polyu):.1f} to "
-             f"{max(noise_level(r) for r in polyu):.1f} dB, median {median:.1f};",
-             f"- CC: {min(cc_levels):.1f} to {max(cc_levels):.1f} dB, median "
-             f"{float(np.median(cc_levels)):.1f}; CC images noisier than every PolyU image: "
-             f"{sum(level > max(noise_level(r) for r in polyu) for level in cc_levels)}/{len(cc)};",
-             f"- PolyU out-of-fold gap ({variant.label}): cleaner half "
-             f"{np.mean([out_of_fold[r.name] for r in cleaner]):.2f} dB, noisier half "
-             f"{np.mean([out_of_fold[r.name] for r in noisier]):.2f} dB.", "", header_line(), "",
-             ]
+    lines = [
+        "",
+        "Noise level: PolyU vs CC (noise_db, 20 log10 of the estimated sigma):",
+        "",
+        f"- PolyU: {min(noise_level(r) for r in polyu):.1f} to "
+        f"{max(noise_level(r) for r in polyu):.1f} dB, median {median:.1f};",
+        f"- CC: {min(cc_levels):.1f} to {max(cc_levels):.1f} dB, median "
+        f"{float(np.median(cc_levels)):.1f}; CC images noisier than every PolyU image: "
+        f"{sum(level > max(noise_level(r) for r in polyu) for level in cc_levels)}/{len(cc)};",
+        f"- PolyU out-of-fold gap ({variant.label}): cleaner half "
+        f"{np.mean([out_of_fold[r.name] for r in cleaner]):.2f} dB, noisier half "
+        f"{np.mean([out_of_fold[r.name] for r in noisier]):.2f} dB.",
+        "",
+        header_line(),
+        "",
+    ]
     lines[-1:] = [
-        row(f"{variant.label}, trained on the noisier PolyU half ({len(noisier)} images)",
-            summary(fit_variant(variant, noisier), cc)),
-        row(f"fixed:{tune_fixed(noisier)} (tuned on the noisier PolyU half)",
-            summary(fixed_scores(tune_fixed(noisier)), cc)),
+        row(
+            f"{variant.label}, trained on the noisier PolyU half ({len(noisier)} images)",
+            summary(fit_variant(variant, noisier), cc),
+        ),
+        row(
+            f"fixed:{tune_fixed(noisier)} (tuned on the noisier PolyU half)",
+            summary(fixed_scores(tune_fixed(noisier)), cc),
+        ),
     ]
     if noisier_copies:
         widened = polyu + noisier_copies
         for chosen in (variant, variants()[2]):
-            lines.append(row(f"{chosen.label}, trained on PolyU + {len(noisier_copies)} noisier "
-                             "copies", summary(fit_variant(chosen, widened), cc)))
-        lines.append(row(f"fixed:{tune_fixed(widened)} (tuned on PolyU + noisier copies)",
-                         summary(fixed_scores(tune_fixed(widened)), cc)))
+            lines.append(
+                row(
+                    f"{chosen.label}, trained on PolyU + {len(noisier_copies)} noisier copies",
+                    summary(fit_variant(chosen, widened), cc),
+                )
+            )
+        lines.append(
+            row(
+                f"fixed:{tune_fixed(widened)} (tuned on PolyU + noisier copies)",
+                summary(fixed_scores(tune_fixed(widened)), cc),
+            )
+        )
     return lines
 
 
 def header_line() -> str:
-    return ("| selector | PolyU CV SRCC | PolyU CV gap (dB) | CC SRCC | CC PLCC | CC gap (dB): mean ± sd [95 % CI over images] |\n"
-            "|---|---|---|---|---|---|")
+    return (
+        "| selector | PolyU CV SRCC | PolyU CV gap (dB) | CC SRCC | CC PLCC | CC gap (dB): mean ± sd [95 % CI over images] |\n"
+        "|---|---|---|---|---|---|"
+    )
 
 
 def row(label: str, values: dict[str, float], cv: dict[str, float] | None = None) -> str:
     cv_text = f"{cv['srcc']:.2f} | {cv['gap']:.2f}" if cv else "- | -"
-    return (f"| {label} | {cv_text} | {values['srcc']:.2f} | {values['plcc']:.2f} | "
-            f"{values['gap']:.2f} ± {values['gap_sd']:.2f} [{values['gap_low']:.2f}, "
-            f"{values['gap_high']:.2f}] |")
+    return (
+        f"| {label} | {cv_text} | {values['srcc']:.2f} | {values['plcc']:.2f} | "
+        f"{values['gap']:.2f} ± {values['gap_sd']:.2f} [{values['gap_low']:.2f}, "
+        f"{values['gap_high']:.2f}] |"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -289,35 +362,53 @@ def main(args: argparse.Namespace) -> int:
     fixed = tune_fixed(polyu)
     picks: list[dict] = []
     fixed_label = f"fixed:{fixed} (tuned on PolyU)"
-    lines = [f"PolyU training images: {len(polyu)}; CC image-seeds: {len(cc)} "
-             f"(seeds {sorted({run.seed for run in cc})}); start index {args.start_index}.", "",
-             header,
-             "",
-             row("last", summary(lambda run: run.iteration.astype(float), cc))]
+    lines = [
+        f"PolyU training images: {len(polyu)}; CC image-seeds: {len(cc)} "
+        f"(seeds {sorted({run.seed for run in cc})}); start index {args.start_index}.",
+        "",
+        header,
+        "",
+        row("last", summary(lambda run: run.iteration.astype(float), cc)),
+    ]
     # PolyU picks of the fixed rule (for ensemble_study.py); in-sample: N is tuned on them
     in_sample = summary(fixed_scores(fixed), polyu, fixed_label, picks)
-    lines[-2] = row(fixed_label + " (PolyU: in-sample)",
-                    summary(fixed_scores(fixed), cc, fixed_label, picks), in_sample)
+    lines[-2] = row(
+        fixed_label + " (PolyU: in-sample)",
+        summary(fixed_scores(fixed), cc, fixed_label, picks),
+        in_sample,
+    )
     noise_rule = "stop at the iteration predicted from the noise level"
     rule_cv = []
     for index, run in enumerate(polyu):
         rule = noise_peak_rule(polyu[:index] + polyu[index + 1 :])
         rule_cv.append(evaluate(rule(run), run))
     cv = {"srcc": np.nan, "gap": float(np.mean([gap for _, _, gap in rule_cv]))}
-    lines.append(row(noise_rule + " (PolyU: leave one out)", summary(noise_peak_rule(polyu), cc), cv))
+    lines.append(
+        row(noise_rule + " (PolyU: leave one out)", summary(noise_peak_rule(polyu), cc), cv)
+    )
     for variant in variants():
         cv = cross_validate(variant, polyu, args.folds, picks)
-        lines.append(row(variant.label, summary(fit_variant(variant, polyu), cc, variant.label, picks), cv))
+        lines.append(
+            row(variant.label, summary(fit_variant(variant, polyu), cc, variant.label, picks), cv)
+        )
         print(lines[-1], flush=True)
     Path(args.tables).mkdir(parents=True, exist_ok=True)
     pd.DataFrame(picks).to_csv(Path(args.tables) / "selector_picks.csv", index=False)
-    lines += ["", "Learning curve (all features; PolyU images by offset, every 10th from offset k):",
-              "", header]
+    lines += [
+        "",
+        "Learning curve (all features; PolyU images by offset, every 10th from offset k):",
+        "",
+        header,
+    ]
     for offsets in ((0,), (0, 1, 2), tuple(range(10))):
         subset = [run for run in polyu if run.offset in offsets]
         if len(subset) >= 2:
-            lines.append(row(f"{len(subset)} PolyU images (offsets {offsets[0]}-{offsets[-1]})",
-                             summary(fit_variant(variants()[0], subset), cc)))
+            lines.append(
+                row(
+                    f"{len(subset)} PolyU images (offsets {offsets[0]}-{offsets[-1]})",
+                    summary(fit_variant(variants()[0], subset), cc),
+                )
+            )
     lines += online_table(variants()[args.online_variant], polyu, cc, args.folds)
     noisier_copies = [run for run in runs if run.dataset == "PolyU+noise"]
     lines += noise_shift_lines(polyu, cc, noisier_copies, args.folds)
@@ -333,8 +424,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tables", default="devdata/tables", help="output folder")
     parser.add_argument("--start_index", type=int, default=8, help="snapshots skipped (default 8)")
     parser.add_argument("--folds", type=int, default=5, help="PolyU cross-validation folds")
-    parser.add_argument("--online_variant", type=int, default=0,
-                        help="index of the variant replayed as an online rule (default 0)")
+    parser.add_argument(
+        "--online_variant",
+        type=int,
+        default=0,
+        help="index of the variant replayed as an online rule (default 0)",
+    )
     return parser.parse_args(argv)
 
 

@@ -37,9 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import run_polyu  # noqa: E402
+from experiments import common, run_polyu
+from utils import run_output
 
 LOGGER = logging.getLogger("transfer")
 INITS = ("scratch", "previous", "polyu1", "polyu_chain4", "polyu_chain8_short")
@@ -68,7 +67,7 @@ def call(command: list[str]) -> int:
 def last_net(run_dir: Path) -> Path | None:
     """net.pt of the last finished image (sorted by name) of a run folder."""
     images = common.run_images(run_dir)
-    return run_dir / images[-1] / "net.pt" if images else None
+    return run_dir / images[-1] / run_output.NETWORK_FILE if images else None
 
 
 def prefit_chain(args: argparse.Namespace, init: str) -> Path | None:
@@ -101,7 +100,7 @@ def init_source(args: argparse.Namespace, init: str) -> str | None:
         if not images:
             LOGGER.warning("%s has no finished image yet: polyu1 skipped", run)
             return None
-        return str(run / images[0] / "net.pt")
+        return str(run / images[0] / run_output.NETWORK_FILE)
     net = prefit_chain(args, init)
     return str(net) if net else None
 
@@ -131,7 +130,7 @@ def image_init(run_dir: Path, image: str) -> str:
     """The init actually used for an image (summary.json), e.g. 'scratch' for a chain's first image."""
     import json
 
-    path = run_dir / image / "summary.json"
+    path = run_dir / image / run_output.SUMMARY_FILE
     return json.loads(path.read_text()).get("init", "") if path.is_file() else ""
 
 

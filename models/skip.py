@@ -56,7 +56,7 @@ class SkipConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "SkipConfig":
+    def from_dict(cls, values: dict) -> SkipConfig:
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -121,7 +121,7 @@ class Scale(nn.Module):
         self,
         in_channels: int,
         channels: tuple[int, int, int],
-        inner: "Scale | None",
+        inner: Scale | None,
         groups: int = 1,
     ) -> None:
         super().__init__()

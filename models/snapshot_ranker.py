@@ -42,15 +42,18 @@ class SnapshotRanker:
         """A warning when snapshots every `interval` iterations differ from the training runs'."""
         if interval == self.snapshot_interval:
             return None
-        return (f"the snapshot ranker was trained on snapshots every {self.snapshot_interval} "
-                f"iterations, these are every {interval}: its rate features will be off")
+        return (
+            f"the snapshot ranker was trained on snapshots every {self.snapshot_interval} "
+            f"iterations, these are every {interval}: its rate features will be off"
+        )
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Scores of snapshots, shape (N,), from their features (N, F) in `feature_names` order."""
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or features.shape[1] != len(self.feature_names):
-            raise ValueError(f"expected features of shape (N, {len(self.feature_names)}), "
-                             f"got {features.shape}")
+            raise ValueError(
+                f"expected features of shape (N, {len(self.feature_names)}), got {features.shape}"
+            )
         hidden = (features - self.feature_mean) / self.feature_scale
         for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
             hidden = hidden @ weight + bias
@@ -87,8 +90,9 @@ def load_ranker(path: str | Path) -> SnapshotRanker:
     try:
         document = json.loads(path.read_text())
         if document.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"format_version {document.get('format_version')!r}, "
-                             f"expected {FORMAT_VERSION}")
+            raise ValueError(
+                f"format_version {document.get('format_version')!r}, expected {FORMAT_VERSION}"
+            )
         weights = tuple(np.array(weight, dtype=np.float64) for weight in document["weights"])
         biases = tuple(np.array(bias, dtype=np.float64) for bias in document["biases"])
         ranker = SnapshotRanker(

@@ -10,7 +10,8 @@ import torch
 
 from utils import image_io
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # The tests fit tiny networks: one thread is as fast and avoids oversubscribing a busy machine.
 torch.set_num_threads(1)

@@ -9,7 +9,8 @@ import pytest
 
 import run_BDN
 from tests.conftest import make_pair
-from utils import pairing, reconstruction
+from utils import pairing
+from utils.dip import planning
 
 
 def paths(*names: str) -> list[Path]:
@@ -65,7 +66,7 @@ def test_plan_jobs_pairs_original_names_and_warns_about_the_rest(tmp_path, caplo
     make_pair(tmp_path, "lonely_real", with_clean=False)
     (tmp_path / "mean" / "scene_real.png").rename(tmp_path / "mean" / "scene_mean.png")
     with caplog.at_level(logging.WARNING):
-        jobs = reconstruction.plan_jobs(tmp_path / "real", tmp_path / "mean")
+        jobs = planning.plan_jobs(tmp_path / "real", tmp_path / "mean")
     assert [(job.stem, job.clean.name if job.clean else None) for job in jobs] == [
         ("lonely_real", None),
         ("scene_real", "scene_mean.png"),

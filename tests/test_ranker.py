@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+import generator_dataset
 import run_BDN
 import test_BIQAN
 import train_BIQAN
-import generator_dataset
 from models import snapshot_ranker
+from tests.biqan.test_chain import noisy_pair
 from utils import early_stopping, image_io, ranker_training, run_output, snapshot_features
-from tests.test_biqan_chain import noisy_pair
 
 
 def test_robust_sigma_reads_white_noise_on_a_flat_image():
@@ -65,8 +65,10 @@ def synthetic_images(count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray
 def test_trained_ranker_orders_held_out_images_and_round_trips(tmp_path: Path):
     settings = ranker_training.RankerTraining(steps=400)
     ranker = ranker_training.train_ranker(synthetic_images(20, 0), ("a", "b", "c"), settings)
-    gaps = [ranker_training.ranking_quality(ranker.score(features), psnr)
-            for features, psnr in synthetic_images(10, 1)]
+    gaps = [
+        ranker_training.ranking_quality(ranker.score(features), psnr)
+        for features, psnr in synthetic_images(10, 1)
+    ]
     assert np.mean([srcc for srcc, _, _ in gaps]) > 0.8
     assert np.mean([gap for _, _, gap in gaps]) < 0.2
     loaded = snapshot_ranker.load_ranker(snapshot_ranker.save_ranker(ranker, tmp_path))
@@ -81,8 +83,18 @@ def test_broken_ranker_files_are_one_line_errors(tmp_path: Path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not a snapshot ranker"):
         snapshot_ranker.load_ranker(tmp_path)
-    path.write_text(json.dumps({"format_version": 1, "feature_names": ["a"], "feature_mean": [0],
-                                "feature_scale": [1], "weights": [[[1.0, 2.0]]], "biases": [[0, 0]]}))
+    path.write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "feature_names": ["a"],
+                "feature_mean": [0],
+                "feature_scale": [1],
+                "weights": [[[1.0, 2.0]]],
+                "biases": [[0, 0]],
+            }
+        )
+    )
     with pytest.raises(ValueError, match="do not chain"):
         snapshot_ranker.load_ranker(path)
     with pytest.raises(ValueError, match="temperature_db"):
@@ -107,30 +119,92 @@ def small_run(tmp_path_factory) -> Path:
 
 
 def small_run_flags(root: Path, output: Path) -> list[str]:
-    return ["--dataset_real_path", str(root / "real"), "--dataset_mean_path", str(root / "mean"),
-            "--output_path", str(output), "--num_iter", "60", "--save_iter", "4",
-            "--channels", "16", "--num_scales", "3", "--input_depth", "8", "--gpu_id", "cpu",
-            "--quiet"]
+    return [
+        "--dataset_real_path",
+        str(root / "real"),
+        "--dataset_mean_path",
+        str(root / "mean"),
+        "--output_path",
+        str(output),
+        "--num_iter",
+        "60",
+        "--save_iter",
+        "4",
+        "--channels",
+        "16",
+        "--num_scales",
+        "3",
+        "--input_depth",
+        "8",
+        "--gpu_id",
+        "cpu",
+        "--quiet",
+    ]
 
 
 def test_ranker_through_the_scripts_online_equals_offline(small_run: Path, tmp_path: Path):
     run = small_run / "run"
     labels_file = tmp_path / "labels.txt"
-    assert generator_dataset.main(generator_dataset.parse_args([
-        "--dataset_path", str(run), "--output_path", str(labels_file),
-        "--start_position", str(early_stopping.RANKER_SKIP)])) == 0
+    assert (
+        generator_dataset.main(
+            generator_dataset.parse_args(
+                [
+                    "--dataset_path",
+                    str(run),
+                    "--output_path",
+                    str(labels_file),
+                    "--start_position",
+                    str(early_stopping.RANKER_SKIP),
+                ]
+            )
+        )
+        == 0
+    )
     checkpoint = tmp_path / "ranker"
-    assert train_BIQAN.main(train_BIQAN.parse_args([
-        "--dataset_image_path", str(run), "--dataset_file_path", str(labels_file),
-        "--output_checkpoint", str(checkpoint), "--output_path", str(tmp_path / "train"),
-        "--classification_model", "ranker", "--validation_fraction", "0.5"])) == 0
+    assert (
+        train_BIQAN.main(
+            train_BIQAN.parse_args(
+                [
+                    "--dataset_image_path",
+                    str(run),
+                    "--dataset_file_path",
+                    str(labels_file),
+                    "--output_checkpoint",
+                    str(checkpoint),
+                    "--output_path",
+                    str(tmp_path / "train"),
+                    "--classification_model",
+                    "ranker",
+                    "--validation_fraction",
+                    "0.5",
+                ]
+            )
+        )
+        == 0
+    )
     assert (checkpoint / snapshot_ranker.RANKER_FILE).is_file()
     assert (tmp_path / "train" / "ranker_validation.csv").is_file()
 
     selected = tmp_path / "selected"
-    assert test_BIQAN.main(test_BIQAN.parse_args([
-        "--dataset_image_path", str(run), "--output_path", str(selected), "--selector", "ranker",
-        "--ranker", str(checkpoint), "--start_index", str(early_stopping.RANKER_SKIP)])) == 0
+    assert (
+        test_BIQAN.main(
+            test_BIQAN.parse_args(
+                [
+                    "--dataset_image_path",
+                    str(run),
+                    "--output_path",
+                    str(selected),
+                    "--selector",
+                    "ranker",
+                    "--ranker",
+                    str(checkpoint),
+                    "--start_index",
+                    str(early_stopping.RANKER_SKIP),
+                ]
+            )
+        )
+        == 0
+    )
     with (selected / "selection.csv").open(newline="") as handle:
         offline = {row["image"]: int(row["picked_iteration"]) for row in csv.DictReader(handle)}
 
@@ -138,12 +212,20 @@ def test_ranker_through_the_scripts_online_equals_offline(small_run: Path, tmp_p
     # is the argmax over the same snapshots as offline
     online = tmp_path / "online"
     flags = small_run_flags(small_run, online) + [
-        "--early_stop", "ranker", "--pre_trained_model", str(checkpoint), "--patience", "60",
-        "--wmv_window", "8"]
+        "--early_stop",
+        "ranker",
+        "--pre_trained_model",
+        str(checkpoint),
+        "--patience",
+        "60",
+        "--wmv_window",
+        "8",
+    ]
     assert run_BDN.main(run_BDN.parse_args(flags)) == 0
     for stem, iteration in offline.items():
-        assert (online / stem / "denoised.png").read_bytes() == \
-            run_output.snapshot_path(run / stem, iteration).read_bytes()
+        assert (online / stem / "denoised.png").read_bytes() == run_output.snapshot_path(
+            run / stem, iteration
+        ).read_bytes()
 
 
 def test_noisy_input_is_found_or_named(small_run: Path, tmp_path: Path):
@@ -165,8 +247,9 @@ def test_ranker_warns_when_snapshots_are_saved_at_another_interval(tmp_path: Pat
 
 
 def test_test_biqan_without_flags_needs_no_trained_model(small_run: Path, tmp_path: Path):
-    args = test_BIQAN.parse_args(["--dataset_image_path", str(small_run / "run"),
-                                  "--output_path", str(tmp_path / "picked")])
+    args = test_BIQAN.parse_args(
+        ["--dataset_image_path", str(small_run / "run"), "--output_path", str(tmp_path / "picked")]
+    )
     assert [selector.label for selector in args.selector] == ["wmv"]
     assert (args.wmv_window, args.wmv_patience) == (2, 2)
     assert test_BIQAN.main(args) == 0

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.biqan_helpers import HEADER, write_fake_image_folder
+from tests.biqan.helpers import HEADER, write_fake_image_folder
+from tests.conftest import ROOT
 from utils import run_output
 
 
@@ -32,14 +33,17 @@ def test_reads_metrics_and_lists_finished_folders(tmp_path: Path):
     run_output.check_snapshots_exist(referenced.snapshot_paths())
 
 
-@pytest.mark.parametrize("content, message", [
-    ("iteration,loss\n20,0.1\n", "header must be"),
-    (HEADER + "\n", "no snapshot rows"),
-    (HEADER + "\n20,0.1,30,31,0.5\n", "expected 7 columns"),
-    (HEADER + "\n20,abc,30,31,0.5,30,0.6\n", "'loss' is not a number"),
-    (HEADER + "\n20,,30,31,0.5,30,0.6\n", "'loss' is empty"),
-    (HEADER + "\n40,0.1,30,31,0.5,30,0.6\n20,0.1,30,31,0.5,30,0.6\n", "strictly increasing"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("iteration,loss\n20,0.1\n", "header must be"),
+        (HEADER + "\n", "no snapshot rows"),
+        (HEADER + "\n20,0.1,30,31,0.5\n", "expected 7 columns"),
+        (HEADER + "\n20,abc,30,31,0.5,30,0.6\n", "'loss' is not a number"),
+        (HEADER + "\n20,,30,31,0.5,30,0.6\n", "'loss' is empty"),
+        (HEADER + "\n40,0.1,30,31,0.5,30,0.6\n20,0.1,30,31,0.5,30,0.6\n", "strictly increasing"),
+    ],
+)
 def test_broken_metrics_name_the_file(tmp_path: Path, content, message):
     folder = tmp_path / "img"
     folder.mkdir()
@@ -67,12 +71,20 @@ def test_missing_snapshot_is_named(tmp_path: Path):
 
 
 def test_numpy_only_modules_and_step_2_load_no_framework():
-    code = ("import sys, generator_dataset, utils.labels, utils.selection, utils.run_output, "
-            "utils.biqan_eval, utils.keras_device; "
-            "print(sorted(name for name in ('torch', 'keras', 'tensorflow') "
-            "if name in sys.modules))")
-    completed = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1],
-                               capture_output=True, text=True, timeout=120, check=False)
+    code = (
+        "import sys, generator_dataset, utils.biqan.labels, utils.selection, utils.run_output, "
+        "utils.biqan.evaluation, utils.biqan.device; "
+        "print(sorted(name for name in ('torch', 'keras', 'tensorflow') "
+        "if name in sys.modules))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]"
 

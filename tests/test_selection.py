@@ -13,18 +13,32 @@ def scalar_snapshots(values: list[float]) -> list[np.ndarray]:
     return [np.full((1, 1, 1), value) for value in values]
 
 
-@pytest.mark.parametrize("text, name, iteration", [
-    ("biqan", "biqan", None), ("wmv", "wmv", None), ("last", "last", None),
-    ("fixed:500", "fixed", 500), (" fixed:20 ", "fixed", 20)])
+@pytest.mark.parametrize(
+    "text, name, iteration",
+    [
+        ("biqan", "biqan", None),
+        ("wmv", "wmv", None),
+        ("last", "last", None),
+        ("fixed:500", "fixed", 500),
+        (" fixed:20 ", "fixed", 20),
+    ],
+)
 def test_parse_selector(text, name, iteration):
     selector = selection.parse_selector(text)
     assert (selector.name, selector.iteration) == (name, iteration)
     assert selector.label == text.strip()
 
 
-@pytest.mark.parametrize("text, message", [
-    ("best", "unknown selector"), ("fixed", "fixed:N"), ("fixed:abc", "fixed:N"),
-    ("fixed:0", "at least 1"), ("last:3", "takes no argument")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("best", "unknown selector"),
+        ("fixed", "fixed:N"),
+        ("fixed:abc", "fixed:N"),
+        ("fixed:0", "at least 1"),
+        ("last:3", "takes no argument"),
+    ],
+)
 def test_parse_selector_errors(text, message):
     with pytest.raises(ValueError, match=message):
         selection.parse_selector(text)
@@ -55,8 +69,9 @@ def test_wmv_hand_computed_case():
     # Window 2: the variance of values a, b is ((a - b) / 2)^2.
     # Windows end at 1..5: 0.25, 0.0625, 0.0025 (minimum, index 3), 0.25, 1.0.
     # Patience 2: no new minimum at indices 4 and 5, so the rule fires at 5 and picks 3.
-    result = selection.windowed_moving_variance(scalar_snapshots([0, 1, 1.5, 1.6, 2.6, 4.6]),
-                                                window=2, patience=2)
+    result = selection.windowed_moving_variance(
+        scalar_snapshots([0, 1, 1.5, 1.6, 2.6, 4.6]), window=2, patience=2
+    )
     np.testing.assert_allclose(result.variances, [np.nan, 0.25, 0.0625, 0.0025, 0.25, 1.0])
     assert (result.pick_index, result.fired, result.stop_index) == (3, True, 5)
 
@@ -67,8 +82,10 @@ def test_wmv_matches_a_direct_computation_on_images():
     amplitudes = np.concatenate([np.linspace(0.3, 0.01, 12), np.linspace(0.02, 0.5, 12)])
     snapshots = [base + amplitude * rng.standard_normal(base.shape) for amplitude in amplitudes]
     result = selection.windowed_moving_variance(snapshots, window=4, patience=50)
-    expected = [np.nan] * 3 + [np.mean(np.var(np.stack(snapshots[end - 3:end + 1]), axis=0))
-                               for end in range(3, len(snapshots))]
+    expected = [np.nan] * 3 + [
+        np.mean(np.var(np.stack(snapshots[end - 3 : end + 1]), axis=0))
+        for end in range(3, len(snapshots))
+    ]
     np.testing.assert_allclose(result.variances, expected, rtol=1e-9)
     assert not result.fired and result.stop_index is None
     assert result.pick_index == int(np.nanargmin(expected))
@@ -77,8 +94,9 @@ def test_wmv_matches_a_direct_computation_on_images():
 
 def test_wmv_that_never_fires_picks_the_minimum():
     values = np.cumsum(np.linspace(1.0, 0.1, 10))
-    result = selection.windowed_moving_variance(scalar_snapshots(values.tolist()), window=3,
-                                                patience=5)
+    result = selection.windowed_moving_variance(
+        scalar_snapshots(values.tolist()), window=3, patience=5
+    )
     assert not result.fired and result.pick_index == 9
 
 
@@ -106,8 +124,9 @@ def test_wmv_errors():
     with pytest.raises(ValueError, match="count is required"):
         selection.windowed_moving_variance(lambda index: snapshots[index], window=2, patience=1)
     with pytest.raises(ValueError, match="shape"):
-        selection.windowed_moving_variance([np.zeros((2, 2, 3)), np.zeros((2, 3, 3))],
-                                           window=2, patience=1)
+        selection.windowed_moving_variance(
+            [np.zeros((2, 2, 3)), np.zeros((2, 3, 3))], window=2, patience=1
+        )
 
 
 def test_apply_selectors_runs_each_selector():
@@ -115,15 +134,25 @@ def test_apply_selectors_runs_each_selector():
     distributions = np.eye(10)[[2, 3, 8, 5, 4, 3]]
     snapshots = scalar_snapshots([0, 1, 1.5, 1.6, 2.6, 4.6])
     selectors = [selection.parse_selector(text) for text in ("biqan", "wmv", "last", "fixed:40")]
-    chosen = selection.apply_selectors(selectors, iterations, lambda: distributions,
-                                       snapshots.__getitem__,
-                                       selection.WmvSettings(window=2, patience=2))
+    chosen = selection.apply_selectors(
+        selectors,
+        iterations,
+        lambda: distributions,
+        snapshots.__getitem__,
+        selection.WmvSettings(window=2, patience=2),
+    )
     assert chosen.picks == {"biqan": 2, "wmv": 3, "last": 5, "fixed:40": 1}
     assert chosen.wmv.fired
     np.testing.assert_array_equal(chosen.distributions, distributions)
     with pytest.raises(ValueError, match="needs a trained BIQAN"):
-        selection.apply_selectors(selectors[:1], iterations, None, snapshots.__getitem__,
-                                  selection.WmvSettings())
+        selection.apply_selectors(
+            selectors[:1], iterations, None, snapshots.__getitem__, selection.WmvSettings()
+        )
     with pytest.raises(ValueError, match="shape"):
-        selection.apply_selectors(selectors[:1], iterations, lambda: distributions[:3],
-                                  snapshots.__getitem__, selection.WmvSettings())
+        selection.apply_selectors(
+            selectors[:1],
+            iterations,
+            lambda: distributions[:3],
+            snapshots.__getitem__,
+            selection.WmvSettings(),
+        )

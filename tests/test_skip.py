@@ -1,5 +1,5 @@
-from torch import nn
 import torch
+from torch import nn
 
 from models.skip import SkipConfig, SkipNet, count_parameters
 

@@ -16,8 +16,9 @@ never in the fit loop. It says when its rule fires and which snapshot is the pic
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -83,6 +84,16 @@ class BestScoreStopper:
             self.fired = self.waited >= self.patience
 
 
+def replay(stopper: Stopper, inputs: Iterable[tuple[int, object]]) -> int | None:
+    """Push (iteration, input) pairs into `stopper` in order until it fires; returns the
+    iteration it fired at, or None. `inputs` may be lazy: nothing after the firing is read."""
+    for iteration, value in inputs:
+        stopper.push(iteration, value)
+        if stopper.fired:
+            return iteration
+    return None
+
+
 def ranker_scorer(ranker, noisy: np.ndarray) -> Callable[[np.ndarray], float]:
     """Snapshot -> the snapshot ranker's score, its features computed in snapshot order against
     `noisy`, the image's noisy input (H, W[, C]) in [0, 1]. One scorer per image."""
@@ -129,9 +140,11 @@ def from_iterations(
 
         ranker = Path(model_path or DEFAULT_RANKER)
         if not ranker.exists():
-            raise ValueError(f"--early_stop ranker: no snapshot ranker at {ranker}; train one "
-                             "(train_BIQAN.py --classification_model ranker) and give it with "
-                             "--pre_trained_model")
+            raise ValueError(
+                f"--early_stop ranker: no snapshot ranker at {ranker}; train one "
+                "(train_BIQAN.py --classification_model ranker) and give it with "
+                "--pre_trained_model"
+            )
     if rule == "biqan" and (model_path is None or not Path(model_path).exists()):
         raise ValueError(
             "--early_stop biqan needs --pre_trained_model, an existing BIQAN checkpoint file or folder"
@@ -154,7 +167,7 @@ def biqan_scorer(model_path: Path, crops_per_side: int = 3) -> Callable[[np.ndar
 
     os.environ.setdefault("KERAS_BACKEND", "torch")
     from models import biqan
-    from utils import biqan_data
+    from utils.biqan import data as biqan_data
 
     model, config, _ = biqan.load_biqan(model_path)
 

@@ -6,9 +6,9 @@ Images in memory are float32 arrays in [0, 1], HWC (C = 3) or HW (grayscale).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import uuid
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -52,16 +52,6 @@ def list_images(folder: str | Path) -> list[Path]:
         ),
         key=lambda path: path.name,
     )
-
-
-def find_by_stem(folder: str | Path, stem: str) -> Path | None:
-    """The image of `folder` named `stem` with any image suffix, or None."""
-    matches = [path for path in list_images(folder) if path.stem == stem]
-    if len(matches) > 1:
-        raise ValueError(
-            f"{folder}: several images named {stem!r}: {[path.name for path in matches]}"
-        )
-    return matches[0] if matches else None
 
 
 def to_float(array: np.ndarray, path: Path) -> tuple[np.ndarray, int]:

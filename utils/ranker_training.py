@@ -39,7 +39,9 @@ class RankerTraining:
             raise ValueError("steps must be at least 1 and learning_rate positive")
 
 
-def padded(images: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def padded(
+    images: list[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stack per-image (features (N_i, F), psnr (N_i,)) into (I, N, F), (I, N) and a mask (I, N)."""
     if not images:
         raise ValueError("no training images")
@@ -52,13 +54,21 @@ def padded(images: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
         if not np.all(np.isfinite(image_psnr)) or not np.all(np.isfinite(image_features)):
             raise ValueError(f"training image {index}: non-finite features or PSNR")
         count = len(image_psnr)
-        features[index, :count], psnr[index, :count], mask[index, :count] = image_features, image_psnr, True
+        features[index, :count], psnr[index, :count], mask[index, :count] = (
+            image_features,
+            image_psnr,
+            True,
+        )
     return features, psnr, mask
 
 
-def train_ranker(images: list[tuple[np.ndarray, np.ndarray]], feature_names: tuple[str, ...],
-                 settings: RankerTraining, trained_on: str = "",
-                 snapshot_interval: int = 20) -> SnapshotRanker:
+def train_ranker(
+    images: list[tuple[np.ndarray, np.ndarray]],
+    feature_names: tuple[str, ...],
+    settings: RankerTraining,
+    trained_on: str = "",
+    snapshot_interval: int = 20,
+) -> SnapshotRanker:
     """Fit a ranker to images given as (features (N_i, F), true PSNR (N_i,)) pairs whose
     snapshots were saved every `snapshot_interval` iterations."""
     features, psnr, mask = padded(images)
@@ -69,15 +79,21 @@ def train_ranker(images: list[tuple[np.ndarray, np.ndarray]], feature_names: tup
     widths = [features.shape[2], *settings.hidden, 1]
     layers = []
     for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-        weight = torch.randn(fan_in, fan_out, generator=generator, dtype=torch.float64) / np.sqrt(fan_in)
-        layers.append((weight.requires_grad_(), torch.zeros(fan_out, dtype=torch.float64, requires_grad=True)))
+        weight = torch.randn(fan_in, fan_out, generator=generator, dtype=torch.float64) / np.sqrt(
+            fan_in
+        )
+        layers.append(
+            (weight.requires_grad_(), torch.zeros(fan_out, dtype=torch.float64, requires_grad=True))
+        )
     inputs = torch.from_numpy((features - mean) / scale)
     valid = torch.from_numpy(mask)
     targets = torch.softmax(
         torch.from_numpy(psnr / settings.temperature_db).masked_fill(~valid, -torch.inf), dim=1
     )
     parameters = [tensor for layer in layers for tensor in layer]
-    optimiser = torch.optim.Adam(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimiser = torch.optim.Adam(
+        parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
     for _ in range(settings.steps):
         hidden = inputs
         for index, (weight, bias) in enumerate(layers):

@@ -1,16 +1,29 @@
-"""Read the output folder of run_BDN.py (step 1): image folders, metrics.csv, snapshot paths.
+"""The output folder of run_BDN.py (step 1): every file name and schema, their writers and readers.
 
-Layout (the contract with run_BDN.py): ``<run>/<stem>/metrics.csv`` with the header
-``iteration,loss,psnr_noisy,psnr_raw,ssim_raw,psnr_avg,ssim_avg`` and one row per snapshot,
-``<run>/<stem>/<iteration:05d>.png`` snapshots and ``<run>/<stem>/summary.json``, written last,
-which marks a finished image. Reference columns are empty strings for blind images.
+Layout under the run folder (the contract between step 1 and steps 2 to 4):
+    args.json                  settings and versions of the run (RUN_RECORD_FILE)
+    summary.csv                one row per finished image, SUMMARY_COLUMNS (rebuilt from the
+                               per-image summary.json files)
+    <stem>_psnr.png            PSNR curves of each image (curve_path)
+    <stem>/00020.png ...       snapshots of the averaged output, every save_iter iterations
+                               (snapshot_path)
+    <stem>/metrics.csv         one row per snapshot, METRICS_COLUMNS (metrics_csv, read_metrics);
+                               reference columns are empty for blind images
+    <stem>/net.pt              the final network, with the settings to rebuild it
+    <stem>/denoised.png        the early-stopping rule's pick (with --early_stop)
+    <stem>/summary.json        written last: marks the image as finished (keys: SUMMARY_COLUMNS)
+    <stem>/state.pt            resumable fit state of an unfinished image (removed when done)
+    <stem>/input.json          the input files and their SHA-256 (see utils.dip.run_guard)
+The locks of the runs writing a folder are run_guard's.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +33,40 @@ from utils.image_io import IMAGE_SUFFIXES
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 RUN_RECORD_FILE = "args.json"
-METRICS_COLUMNS = ("iteration", "loss", "psnr_noisy", "psnr_raw", "ssim_raw", "psnr_avg",
-                   "ssim_avg")
+SUMMARY_TABLE_FILE = "summary.csv"
+NETWORK_FILE = "net.pt"
+DENOISED_FILE = "denoised.png"
+STATE_FILE = "state.pt"
+INPUT_FILE = "input.json"
+METRICS_COLUMNS = (
+    "iteration",
+    "loss",
+    "psnr_noisy",
+    "psnr_raw",
+    "ssim_raw",
+    "psnr_avg",
+    "ssim_avg",
+)
 REFERENCE_COLUMNS = ("psnr_raw", "ssim_raw", "psnr_avg", "ssim_avg")
 NOISY_PSNR = "noisy_psnr"  # summary key: PSNR (dB) of the noisy input vs the reference, or null
+SUMMARY_COLUMNS = (
+    "image",
+    "height",
+    "width",
+    "reference",
+    "init",
+    "iterations",
+    NOISY_PSNR,
+    "best_iteration",
+    "best_psnr",
+    "best_ssim",
+    "final_psnr",
+    "stop_iteration",
+    "picked_iteration",
+    "picked_psnr",
+    "seconds",
+    "iterations_per_second",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +111,30 @@ def snapshot_path(image_folder: str | Path, iteration: int) -> Path:
     return Path(image_folder) / f"{iteration:05d}.png"
 
 
+def curve_path(run_folder: str | Path, stem: str) -> Path:
+    """The image's PSNR-curve figure: ``<run>/<stem>_psnr.png``."""
+    return Path(run_folder) / f"{stem}_psnr.png"
+
+
+def format_value(value: float | None) -> str:
+    """CSV cell: '' for a missing value, else a compact float."""
+    if value is None:
+        return ""
+    return f"{value:.6g}" if math.isfinite(value) else str(value)
+
+
+def metrics_csv(rows: list[dict]) -> str:
+    """Rows of METRICS_COLUMNS -> CSV text with header."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(METRICS_COLUMNS)
+    for row in rows:
+        writer.writerow(
+            [row["iteration"]] + [format_value(row[column]) for column in METRICS_COLUMNS[1:]]
+        )
+    return buffer.getvalue()
+
+
 def _parse_float(text: str, column: str, where: str, allow_empty: bool) -> float:
     """One metrics.csv cell as float; empty -> NaN where allowed, else ValueError naming it."""
     if text.strip() == "":
@@ -90,19 +157,23 @@ def read_metrics(image_folder: str | Path) -> ImageMetrics:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None or tuple(cell.strip() for cell in header) != METRICS_COLUMNS:
-            raise ValueError(f"{path}: header must be {','.join(METRICS_COLUMNS)}, "
-                             f"got {','.join(header or [])!r}")
+            raise ValueError(
+                f"{path}: header must be {','.join(METRICS_COLUMNS)}, "
+                f"got {','.join(header or [])!r}"
+            )
         columns: dict[str, list[float]] = {column: [] for column in METRICS_COLUMNS}
         for line_number, cells in enumerate(reader, 2):
             if not cells or all(cell.strip() == "" for cell in cells):
                 continue
             where = f"{path}:{line_number}"
             if len(cells) != len(METRICS_COLUMNS):
-                raise ValueError(f"{where}: expected {len(METRICS_COLUMNS)} columns, "
-                                 f"got {len(cells)}")
+                raise ValueError(
+                    f"{where}: expected {len(METRICS_COLUMNS)} columns, got {len(cells)}"
+                )
             for column, cell in zip(METRICS_COLUMNS, cells):
-                columns[column].append(_parse_float(cell, column, where,
-                                                    column in REFERENCE_COLUMNS))
+                columns[column].append(
+                    _parse_float(cell, column, where, column in REFERENCE_COLUMNS)
+                )
     if not columns["iteration"]:
         raise ValueError(f"{path}: has a header but no snapshot rows")
     iterations = np.array(columns["iteration"])
@@ -143,8 +214,10 @@ def list_image_folders(run_folder: str | Path) -> RunFolders:
         else:
             finished.append(folder)
     if not finished:
-        raise ValueError(f"{run_folder}: no finished run_BDN image folders (sub-folders with "
-                         f"{METRICS_FILE} and {SUMMARY_FILE})")
+        raise ValueError(
+            f"{run_folder}: no finished run_BDN image folders (sub-folders with "
+            f"{METRICS_FILE} and {SUMMARY_FILE})"
+        )
     return RunFolders(finished=finished, skipped=skipped)
 
 
@@ -192,8 +265,7 @@ def check_snapshots_exist(paths: list[Path]) -> None:
     """Raise ValueError naming the first snapshot file in ``paths`` that does not exist."""
     for path in paths:
         if not path.is_file():
-            raise ValueError(f"{path}: snapshot listed in {path.parent / METRICS_FILE} "
-                             f"not found")
+            raise ValueError(f"{path}: snapshot listed in {path.parent / METRICS_FILE} not found")
 
 
 def noisy_input(run_folder: str | Path, stem: str, noisy_folder: str | Path | None = None) -> Path:
@@ -207,14 +279,17 @@ def noisy_input(run_folder: str | Path, stem: str, noisy_folder: str | Path | No
         try:
             noisy_folder = json.loads(record.read_text())["dataset_real_path"]
         except (OSError, ValueError, KeyError) as error:
-            raise ValueError(f"{record}: cannot read the noisy input folder ({error}); "
-                             "give it with --noisy_path") from None
+            raise ValueError(
+                f"{record}: cannot read the noisy input folder ({error}); give it with --noisy_path"
+            ) from None
     folder = Path(noisy_folder)
     matches = sorted(folder.glob(f"{glob_escape(stem)}.*")) if folder.is_dir() else []
     matches = [path for path in matches if path.suffix.lower() in IMAGE_SUFFIXES]
     if len(matches) != 1:
-        raise ValueError(f"{folder}: no single noisy image named {stem} (found {len(matches)}); "
-                         "give the noisy input folder with --noisy_path")
+        raise ValueError(
+            f"{folder}: no single noisy image named {stem} (found {len(matches)}); "
+            "give the noisy input folder with --noisy_path"
+        )
     return matches[0]
 
 

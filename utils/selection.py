@@ -41,7 +41,9 @@ def parse_selector(text: str) -> Selector:
     """Parse ``biqan``, ``wmv``, ``last`` or ``fixed:N`` (N a positive iteration number)."""
     name, separator, argument = text.strip().partition(":")
     if name not in SELECTOR_NAMES:
-        raise ValueError(f"unknown selector {text!r}; choose from {', '.join(SELECTOR_NAMES[:-1])}, fixed:N")
+        raise ValueError(
+            f"unknown selector {text!r}; choose from {', '.join(SELECTOR_NAMES[:-1])}, fixed:N"
+        )
     if name != "fixed":
         if separator:
             raise ValueError(f"selector {name!r} takes no argument, got {text!r}")
@@ -49,8 +51,9 @@ def parse_selector(text: str) -> Selector:
     try:
         iteration = int(argument)
     except ValueError:
-        raise ValueError(f"selector {text!r}: write fixed:N with N an iteration number, "
-                         f"e.g. fixed:500") from None
+        raise ValueError(
+            f"selector {text!r}: write fixed:N with N an iteration number, e.g. fixed:500"
+        ) from None
     if iteration < 1:
         raise ValueError(f"selector {text!r}: the iteration must be at least 1")
     return Selector(name=name, iteration=iteration)
@@ -78,8 +81,10 @@ def select_fixed(iterations: np.ndarray, iteration: int) -> int:
     iterations = np.asarray(iterations)
     matches = np.flatnonzero(iterations == iteration)
     if matches.size == 0:
-        raise ValueError(f"no snapshot at iteration {iteration}; the candidates run from "
-                         f"{iterations.min()} to {iterations.max()}")
+        raise ValueError(
+            f"no snapshot at iteration {iteration}; the candidates run from "
+            f"{iterations.min()} to {iterations.max()}"
+        )
     return int(matches[0])
 
 
@@ -129,22 +134,29 @@ class WmvTracker:
         snapshot = np.asarray(snapshot, dtype=np.float64)
         index = len(self.variances)
         if self.running_sum is None:
-            self.running_sum, self.running_squares = np.zeros_like(snapshot), np.zeros_like(snapshot)
+            self.running_sum, self.running_squares = (
+                np.zeros_like(snapshot),
+                np.zeros_like(snapshot),
+            )
         elif snapshot.shape != self.running_sum.shape:
-            raise ValueError(f"snapshot {index} has shape {snapshot.shape}, the earlier ones "
-                             f"{self.running_sum.shape}")
+            raise ValueError(
+                f"snapshot {index} has shape {snapshot.shape}, the earlier ones "
+                f"{self.running_sum.shape}"
+            )
         self.history.append(snapshot)
         self.running_sum += snapshot
-        self.running_squares += snapshot ** 2
+        self.running_squares += snapshot**2
         if len(self.history) > self.window:
             dropped = self.history.pop(0)
             self.running_sum -= dropped
-            self.running_squares -= dropped ** 2
+            self.running_squares -= dropped**2
         if len(self.history) < self.window:
             self.variances.append(np.nan)
             return
         window_mean = self.running_sum / self.window
-        variance = float(np.maximum(self.running_squares / self.window - window_mean ** 2, 0.0).mean())
+        variance = float(
+            np.maximum(self.running_squares / self.window - window_mean**2, 0.0).mean()
+        )
         self.variances.append(variance)
         if variance < self.best_variance:
             self.best_variance, self.best_index, self.waited = variance, index, 0
@@ -153,9 +165,12 @@ class WmvTracker:
             self.fired = self.waited >= self.patience
 
 
-def windowed_moving_variance(snapshots: Sequence[np.ndarray] | Callable[[int], np.ndarray],
-                             window: int, patience: int,
-                             count: int | None = None) -> WmvResult:
+def windowed_moving_variance(
+    snapshots: Sequence[np.ndarray] | Callable[[int], np.ndarray],
+    window: int,
+    patience: int,
+    count: int | None = None,
+) -> WmvResult:
     """Run the ES-WMV rule (`WmvTracker`) over snapshots given as HxWxC float arrays or a loader.
 
     ``snapshots`` is a sequence of equally shaped float arrays (any range, e.g. [0, 1]) or a
@@ -170,15 +185,21 @@ def windowed_moving_variance(snapshots: Sequence[np.ndarray] | Callable[[int], n
         count = len(snapshots)
         load = snapshots.__getitem__
     if count < window:
-        raise ValueError(f"the windowed-moving-variance rule needs at least {window} "
-                         f"snapshots (the window), got {count}")
+        raise ValueError(
+            f"the windowed-moving-variance rule needs at least {window} "
+            f"snapshots (the window), got {count}"
+        )
     variances = np.full(count, np.nan)
     for index in range(count):
         tracker.push(load(index))
         variances[index] = tracker.variances[-1]
         if tracker.fired:
-            return WmvResult(pick_index=tracker.best_index, variances=variances, fired=True, stop_index=index)
-    return WmvResult(pick_index=tracker.best_index, variances=variances, fired=False, stop_index=None)
+            return WmvResult(
+                pick_index=tracker.best_index, variances=variances, fired=True, stop_index=index
+            )
+    return WmvResult(
+        pick_index=tracker.best_index, variances=variances, fired=False, stop_index=None
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,11 +230,14 @@ class ImageSelection:
     wmv: WmvResult | None
 
 
-def apply_selectors(selectors: Sequence[Selector], iterations: np.ndarray,
-                    score: Callable[[], np.ndarray] | None,
-                    load_snapshot: Callable[[int], np.ndarray],
-                    wmv_settings: WmvSettings,
-                    rank: Callable[[], np.ndarray] | None = None) -> ImageSelection:
+def apply_selectors(
+    selectors: Sequence[Selector],
+    iterations: np.ndarray,
+    score: Callable[[], np.ndarray] | None,
+    load_snapshot: Callable[[int], np.ndarray],
+    wmv_settings: WmvSettings,
+    rank: Callable[[], np.ndarray] | None = None,
+) -> ImageSelection:
     """Run ``selectors`` over the candidate snapshots of one image.
 
     ``iterations`` (candidates,): their iteration numbers; ``score()`` returns the predicted
@@ -230,8 +254,10 @@ def apply_selectors(selectors: Sequence[Selector], iterations: np.ndarray,
                 raise ValueError("the biqan selector needs a trained BIQAN")
             distributions = np.asarray(score(), dtype=np.float64)
             if distributions.shape != (len(iterations), len(bins)):
-                raise ValueError(f"expected score distributions of shape "
-                                 f"({len(iterations)}, {len(bins)}), got {distributions.shape}")
+                raise ValueError(
+                    f"expected score distributions of shape "
+                    f"({len(iterations)}, {len(bins)}), got {distributions.shape}"
+                )
             picks[selector.label] = select_argmax(distributions @ bins)
         elif selector.name == "ranker":
             if rank is None:
@@ -241,8 +267,9 @@ def apply_selectors(selectors: Sequence[Selector], iterations: np.ndarray,
                 raise ValueError(f"expected {len(iterations)} ranker scores, got {ranks.shape}")
             picks[selector.label] = select_argmax(ranks)
         elif selector.name == "wmv":
-            wmv = windowed_moving_variance(load_snapshot, wmv_settings.window,
-                                           wmv_settings.patience, count=len(iterations))
+            wmv = windowed_moving_variance(
+                load_snapshot, wmv_settings.window, wmv_settings.patience, count=len(iterations)
+            )
             picks[selector.label] = wmv.pick_index
         elif selector.name == "last":
             picks[selector.label] = select_last(len(iterations))

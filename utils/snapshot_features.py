@@ -59,7 +59,10 @@ def decibels(ratio: float) -> float:
 def laplacian(image: np.ndarray) -> np.ndarray:
     """Discrete Laplacian of an HWC image over its interior, shape (H - 2, W - 2, C)."""
     return (
-        image[:-2, 1:-1] + image[2:, 1:-1] + image[1:-1, :-2] + image[1:-1, 2:]
+        image[:-2, 1:-1]
+        + image[2:, 1:-1]
+        + image[1:-1, :-2]
+        + image[1:-1, 2:]
         - 4.0 * image[1:-1, 1:-1]
     )
 
@@ -123,15 +126,17 @@ class FeatureTracker:
     def push(self, snapshot: np.ndarray) -> np.ndarray:
         snapshot = as_channels(snapshot)
         if snapshot.shape != self.noisy.shape:
-            raise ValueError(f"snapshot shape {snapshot.shape} differs from the noisy input's "
-                             f"{self.noisy.shape}")
+            raise ValueError(
+                f"snapshot shape {snapshot.shape} differs from the noisy input's {self.noisy.shape}"
+            )
         residual = self.noisy - snapshot
         residual_energy = float(np.mean(residual**2))
         fit_db = -decibels(residual_energy)
         self.fits.append(fit_db)
         earlier = self.fits[max(0, len(self.fits) - 1 - RATE_SNAPSHOTS)]
         step_db = (
-            0.0 if self.previous is None
+            0.0
+            if self.previous is None
             else -decibels(float(np.mean((snapshot - self.previous) ** 2)))
         )
         self.previous = snapshot
@@ -143,9 +148,14 @@ class FeatureTracker:
             "noise_db": 2.0 * decibels(self.noise_sigma),
             "residual_db": decibels(residual_energy / self.noise_sigma**2),
             "residual_correlation": lag_one_correlation(residual),
-            "residual_edge_correlation": correlation(np.abs(residual[1:-1, 1:-1]).sum(axis=2), edges),
-            "detail_db": decibels(float(np.mean(laplacian(snapshot) ** 2)) / max(self.noisy_detail, EPSILON)),
-            "snapshot_noise_db": 2.0 * decibels(max(robust_sigma(snapshot), 1e-6) / self.noise_sigma),
+            "residual_edge_correlation": correlation(
+                np.abs(residual[1:-1, 1:-1]).sum(axis=2), edges
+            ),
+            "detail_db": decibels(
+                float(np.mean(laplacian(snapshot) ** 2)) / max(self.noisy_detail, EPSILON)
+            ),
+            "snapshot_noise_db": 2.0
+            * decibels(max(robust_sigma(snapshot), 1e-6) / self.noise_sigma),
         }
         return np.array([values[name] for name in FEATURE_NAMES])
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A single-node SLURM on this machine, for the cluster tests (tests/test_cluster.py).
+# A single-node SLURM on this machine, for the cluster tests (tests/dip/test_cluster.py).
 #
 #   tests/cluster/slurm_up.sh          install slurm-wlm if needed, start it, wait for the node
 #   tests/cluster/slurm_up.sh down     stop the daemons this script started

@@ -1,0 +1,180 @@
+"""The four steps give byte-identical results before and after the layout change of issue 10.
+
+The reference is the code of commit `REFERENCE` (the last one before the change), unpacked from
+this repository's history with `git archive` into a temporary folder and run there; the current
+code runs the same commands on the same inputs. Compared byte for byte: every snapshot and
+metrics.csv of step 1 (with online wmv stopping, so denoised.png too), the label files of step 2,
+and step 4's selection.csv, scores and report (with BIQAN trained in step 3 among the selectors).
+Timings, commands and paths (summary.json, args.json, plots) are not compared.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+REFERENCE = "f6123d6"
+SAMPLE = ROOT / "dataset" / "sample"
+STEPS = (
+    [
+        "run_BDN.py",
+        "--dataset_real_path",
+        str(SAMPLE / "real"),
+        "--dataset_mean_path",
+        str(SAMPLE / "mean"),
+        "--output_path",
+        "run",
+        "--num_iter",
+        "60",
+        "--save_iter",
+        "10",
+        "--input_depth",
+        "8",
+        "--channels",
+        "16",
+        "--early_stop",
+        "wmv",
+        "--wmv_window",
+        "20",
+        "--patience",
+        "20",
+        "--quiet",
+    ],
+    [
+        "generator_dataset.py",
+        "--dataset_path",
+        "run",
+        "--output_path",
+        "labels.txt",
+        "--start_position",
+        "1",
+    ],
+    [
+        "train_BIQAN.py",
+        "--dataset_image_path",
+        "run",
+        "--dataset_file_path",
+        "labels.txt",
+        "--output_checkpoint",
+        "checkpoint",
+        "--output_path",
+        "biqan",
+        "--alpha",
+        "0.25",
+        "--image_size",
+        "32",
+        "--weights",
+        "none",
+        "--epochs",
+        "1",
+        "--batchsize",
+        "8",
+        "--validation_fraction",
+        "0.25",
+        "--workers",
+        "1",
+        "--gpu_id",
+        "cpu",
+    ],
+    [
+        "test_BIQAN.py",
+        "--dataset_image_path",
+        "run",
+        "--pre_trained_model",
+        "checkpoint",
+        "--output_path",
+        "selection",
+        "--start_index",
+        "1",
+        "--selector",
+        "biqan",
+        "wmv",
+        "last",
+        "fixed:30",
+        "--workers",
+        "1",
+        "--gpu_id",
+        "cpu",
+    ],
+)
+
+
+def run_steps(code: Path, work: Path) -> None:
+    """Run the four steps of the code in `code` with the working folder `work`."""
+    work.mkdir(parents=True)
+    environment = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "KERAS_BACKEND": "torch",
+        "PYTHONHASHSEED": "0",
+    }
+    environment.pop("PYTHONPATH", None)
+    for step in STEPS:
+        result = subprocess.run(
+            [sys.executable, str(code / step[0]), *step[1:]],
+            cwd=work,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, f"{code / step[0]} failed:\n{result.stderr[-3000:]}"
+
+
+def compared_files(work: Path) -> list[Path]:
+    """The result files compared byte for byte, relative to `work`."""
+    patterns = (
+        "run/*/*.png",
+        "run/*/metrics.csv",
+        "labels.txt",
+        "labels_psnr.csv",
+        "selection/selection.csv",
+        "selection/*_scores.csv",
+        "selection/*_BIQAN.png",
+        "selection/*_wmv.png",
+        "selection/Denoised_PSNR.txt",
+    )
+    return sorted(path.relative_to(work) for pattern in patterns for path in work.glob(pattern))
+
+
+@pytest.fixture(scope="module")
+def reference_code(tmp_path_factory) -> Path:
+    """The pre-change code, unpacked from the repository's history (skipped without it)."""
+    if shutil.which("git") is None:
+        pytest.skip("git not found")
+    known = subprocess.run(
+        ["git", "-C", str(ROOT), "cat-file", "-e", f"{REFERENCE}^{{commit}}"], capture_output=True
+    )
+    if known.returncode != 0:
+        pytest.skip(f"commit {REFERENCE} is not in this clone's history")
+    folder = tmp_path_factory.mktemp("reference_code")
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", REFERENCE], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+@pytest.mark.slow
+def test_four_steps_give_the_reference_bytes(reference_code, tmp_path):
+    run_steps(reference_code, tmp_path / "before")
+    run_steps(ROOT, tmp_path / "after")
+    before, after = compared_files(tmp_path / "before"), compared_files(tmp_path / "after")
+    assert before == after
+    assert len({path.parent for path in before if path.match("run/*/0*.png")}) == 4
+    assert any(path.name == "denoised.png" for path in before)
+    assert Path("selection/selection.csv") in before
+    differing = [
+        str(path)
+        for path in before
+        if not filecmp.cmp(tmp_path / "before" / path, tmp_path / "after" / path, shallow=False)
+    ]
+    assert differing == []

@@ -1,0 +1,177 @@
+"""Plan the work of a folder run: which images, paired with which references, in which groups.
+
+An `ImageJob` is one noisy image and its clean reference; `prepare` decodes and pads it; images of
+one padded size (and one resume iteration) are fitted `batch_images` at a time (`make_groups`).
+`RunSettings` are the settings of a run besides the fit's own hyper-parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.skip import SkipConfig
+from utils import image_io, pairing
+from utils.cluster import StopRequest
+from utils.dip.fitting import FitSettings, Padding, pad_image
+from utils.dip.snapshots import resume_iteration
+from utils.early_stopping import EarlyStopSettings
+from utils.run_output import SUMMARY_FILE
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageJob:
+    """One noisy image and its clean reference (None: blind)."""
+
+    noisy: Path
+    clean: Path | None
+
+    @property
+    def stem(self) -> str:
+        return self.noisy.stem
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """Settings of a folder run besides the fit's own hyper-parameters."""
+
+    output_path: Path
+    network: SkipConfig
+    fit: FitSettings
+    seed: int
+    init_from: str
+    checkpoint_every: int
+    device: torch.device
+    quiet: bool = False
+    show_iter: int = 0
+    batch_images: int = 1
+    precision: str = "fp32"
+    compile_network: bool = False
+    early_stop: EarlyStopSettings = EarlyStopSettings()
+    stop_request: StopRequest = dataclasses.field(default_factory=StopRequest)
+
+
+@dataclasses.dataclass
+class PreparedImage:
+    """A decoded, padded image ready to fit; `padded` is HWC/HW float32 of a valid network size."""
+
+    job: ImageJob
+    noisy: image_io.Image
+    clean: image_io.Image | None
+    padded: np.ndarray
+    padding: Padding
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.noisy.pixels.ndim == 2 else 3
+
+    @property
+    def group_key(self) -> tuple:
+        """Images sharing this key can be fitted together."""
+        return self.padded.shape
+
+
+def check_unique_stems(folder: Path, paths: list[Path]) -> None:
+    """ValueError naming the images of `folder` that share a stem (which one is meant?)."""
+    stems = [path.stem for path in paths]
+    duplicates = sorted(path.name for path in paths if stems.count(path.stem) > 1)
+    if duplicates:
+        raise ValueError(
+            f"{folder}: several images share a name: {duplicates}; keep one of each, or rename"
+        )
+
+
+def plan_jobs(noisy_folder: Path, clean_folder: Path | None) -> list[ImageJob]:
+    """Noisy images sorted by name, each paired with its clean image (rule: `utils.pairing`)."""
+    noisy_paths = image_io.list_images(noisy_folder)
+    check_unique_stems(noisy_folder, noisy_paths)
+    if clean_folder is None:
+        return [ImageJob(path, None) for path in noisy_paths]
+    clean_paths = image_io.list_images(clean_folder)
+    check_unique_stems(clean_folder, clean_paths)
+    references = pairing.pair_references(noisy_paths, clean_paths)
+    report = pairing.unpaired_report(clean_folder, noisy_paths, clean_paths, references)
+    if report:
+        LOGGER.warning("%s", report)
+    return [ImageJob(path, reference) for path, reference in zip(noisy_paths, references)]
+
+
+def shard(jobs: list[ImageJob], num_shards: int, shard_index: int) -> list[ImageJob]:
+    """Deterministic share of the (name-sorted) jobs: every num_shards-th from shard_index."""
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard index {shard_index} is not in 0..{num_shards - 1}")
+    return jobs[shard_index::num_shards]
+
+
+def image_seed(seed: int, stem: str) -> int:
+    """Per-image seed from the run seed and the image name (independent of order and sharding)."""
+    return (seed * 1_000_003 + zlib.crc32(stem.encode("utf-8"))) % 2**31
+
+
+def valid_utf8(name: str) -> bool:
+    """False for a file name holding bytes that are not UTF-8 (decoded as surrogate escapes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def prepare(job: ImageJob, multiple: int) -> PreparedImage:
+    """Decode the noisy image and its reference and pad; ValueError naming the file on any problem."""
+    for path in (job.noisy, job.clean):
+        if path is not None and not valid_utf8(path.name):
+            raise ValueError(f"{path}: file name is not valid UTF-8; rename it")
+    noisy = image_io.read_image(job.noisy)
+    clean = None
+    if job.clean is not None:
+        clean = image_io.read_image(job.clean)
+        if clean.pixels.shape != noisy.pixels.shape:
+            raise ValueError(
+                f"{job.clean}: reference is {'x'.join(map(str, clean.pixels.shape))}, "
+                f"noisy image {job.noisy.name} is {'x'.join(map(str, noisy.pixels.shape))}"
+            )
+    try:
+        padded, padding = pad_image(noisy.pixels, multiple)
+    except ValueError as error:
+        raise ValueError(f"{job.noisy}: {error}") from None
+    return PreparedImage(job, noisy, clean, padded, padding)
+
+
+def prepare_all(
+    jobs: list[ImageJob], settings: RunSettings
+) -> tuple[list[PreparedImage], list[tuple[Path, str]]]:
+    """Decode and check every unfinished image up front; bad ones become (file, reason) failures."""
+    prepared, failures = [], []
+    for job in jobs:
+        if (settings.output_path / job.stem / SUMMARY_FILE).exists():
+            continue
+        try:
+            resume_iteration(settings.output_path / job.stem)
+            prepared.append(prepare(job, settings.network.size_multiple))
+        except ValueError as error:
+            failures.append((job.noisy, str(error)))
+            LOGGER.error("%s", error)
+    return prepared, failures
+
+
+def make_groups(images: list[PreparedImage], settings: RunSettings) -> list[list[PreparedImage]]:
+    """Groups of at most batch_images images of one padded size and one resume iteration, in name order."""
+    by_key: dict[tuple, list[PreparedImage]] = {}
+    for image in images:
+        iteration = resume_iteration(settings.output_path / image.job.stem)
+        by_key.setdefault((image.group_key, iteration), []).append(image)
+    groups = []
+    for members in by_key.values():
+        groups += [
+            members[start : start + settings.batch_images]
+            for start in range(0, len(members), settings.batch_images)
+        ]
+    return sorted(groups, key=lambda group: group[0].job.stem)
