@@ -17,7 +17,7 @@ out-of-fold picks (the `fixed:N` ones in-sample: N is tuned on them), so lambda 
 tuned on PolyU without touching CC. CBM3D outputs of
 the 64x64 crops are cached in `<tables>/cbm3d_crops/` (a call takes seconds here).
 
-    PYTHONPATH=. python experiments/ensemble_study.py --crops devdata/crops --runs devdata/runs
+    python experiments/ensemble_study.py --crops devdata/crops --runs devdata/runs
 """
 
 from __future__ import annotations

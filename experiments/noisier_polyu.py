@@ -7,7 +7,7 @@ standard deviation drawn per image from `--sigmas` (out of 255; seeded by the im
 reruns are identical), rounded to 8 bits; the clean reference is unchanged. Then runs run_BDN.py
 on it into `<runs>/PolyU_s0_n<offset>` (resumable, as run_polyu.py).
 
-    PYTHONPATH=. python experiments/noisier_polyu.py --offsets 0 1 --code devdata/code/SHA
+    python experiments/noisier_polyu.py --offsets 0 1 --code devdata/code/SHA
 
 The added noise is white, unlike real camera noise (spatially correlated after demosaicing): a
 ranker trained on it learns noisier inputs, not CC's noise structure.

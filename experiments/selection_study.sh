@@ -6,8 +6,9 @@
 #   nohup experiments/selection_study.sh > devdata/logs/selection_study.log 2>&1 &
 #
 # Two streams, one per core: A fits the PolyU crops every 10th from offsets 0-4, then the CC
-# crops from scratch (seeds 0-2); B the PolyU offsets 9-5, then CBM3D at full scale. Then the
-# feature cache, the selector study, the ensemble study, and the shipped-ranker training.
+# crops from scratch (seeds 0-2), then noisier copies of two PolyU subsets; B the PolyU offsets
+# 9-5, then CBM3D at full scale. Then BIQAN at 10/30/100 images and its variants, the feature
+# cache, the selector study, the ensemble study, and the shipped-ranker training.
 # Environment: PY (default .venv/bin/python), ITER (1200), SEEDS ("0 1 2"), CODE (a frozen copy
 # of the repository whose run_BDN.py is run; default this checkout's HEAD, exported once).
 set -u
@@ -34,6 +35,7 @@ main() {
         polyu 0 1 2 3 4
         step $PY experiments/transfer.py run --crops devdata/crops --runs devdata/runs --seeds $SEEDS \
             --num_iter "$ITER" --code "$CODE" --polyu_run devdata/runs/PolyU_s0_o0 --inits scratch
+        step $PY experiments/noisier_polyu.py --offsets 0 1 --num_iter "$ITER" --code "$CODE"
     }
     stream_b() {
         polyu 9 8 7 6 5
@@ -42,7 +44,8 @@ main() {
     stream_a > devdata/logs/selection_stream_a.log 2>&1 &
     stream_b > devdata/logs/selection_stream_b.log 2>&1
     wait
-    step $PY experiments/selector_features.py devdata/runs/PolyU_s0_o* devdata/runs/CC_scratch_s*
+    step $PY experiments/biqan_volume.py
+    step $PY experiments/selector_features.py devdata/runs/PolyU_s0_[on]* devdata/runs/CC_scratch_s*
     step $PY experiments/selector_study.py
     step $PY experiments/ensemble_study.py
     step experiments/ship_ranker.sh

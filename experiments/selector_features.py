@@ -5,7 +5,7 @@ with `iteration` (snapshots,), `psnr` (the averaged snapshot's PSNR against the 
 reference, NaN when blind) and `features` (snapshots, features). An image already cached with
 the same snapshot count is skipped, so the command can be rerun while runs are still going.
 
-    PYTHONPATH=. python experiments/selector_features.py devdata/runs/PolyU_s0_o* devdata/runs/CC_scratch_s*
+    python experiments/selector_features.py devdata/runs/PolyU_s0_o* devdata/runs/CC_scratch_s*
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ first `--start_index` snapshots, as test_BIQAN.py does. Per CC image and seed it
 within-image SRCC and PLCC of the scores against the true PSNR and the gap of the pick to the
 true best; `fixed:N` is tuned on the same PolyU images. Writes `<tables>/selector_study.md`.
 
-    PYTHONPATH=. python experiments/selector_study.py --cache devdata/features --tables devdata/tables
+    python experiments/selector_study.py --cache devdata/features --tables devdata/tables
 """
 
 from __future__ import annotations
