@@ -14,15 +14,14 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 from models.skip import SkipConfig
 from utils import cluster, early_stopping
-from utils.dip import denoising, devices, networks, planning, reconstruction
+from utils.dip import denoising, devices, planning, reconstruction, run_options
 from utils.dip.fitting import FitSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Flags of denoise.py; the defaults are denoising's and the settings dataclasses'."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
     parser.add_argument(
@@ -32,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--early_stop",
         choices=early_stopping.EARLY_STOP_RULES,
         default="wmv",
-        help="online stopping rule (default wmv; none = run --num_iter and keep the last snapshot)",
+        help="online stopping rule (default: %(default)s; none = run --num_iter and keep the last "
+        "snapshot)",
     )
     parser.add_argument(
         "--pre_trained_model",
@@ -45,39 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="start every image from this saved network (transfer learning)",
     )
-    parser.add_argument(
-        "--num_iter", type=int, default=3000, help="most iterations per image (default 3000)"
-    )
-    parser.add_argument(
-        "--save_iter",
-        type=int,
-        default=denoising.SAVE_ITER,
-        help=f"snapshot every N iterations (default {denoising.SAVE_ITER})",
-    )
-    parser.add_argument(
-        "--wmv_window",
-        type=int,
-        default=denoising.WMV_WINDOW,
-        help=f"wmv window in iterations (default {denoising.WMV_WINDOW})",
-    )
-    parser.add_argument(
-        "--patience",
-        type=int,
-        default=denoising.PATIENCE,
-        help=f"patience in iterations (default {denoising.PATIENCE})",
+    run_options.add_flags(
+        parser,
+        (
+            ("--num_iter", FitSettings.num_iter, "most iterations per image"),
+            ("--save_iter", denoising.SAVE_ITER, "snapshot every N iterations"),
+            ("--wmv_window", denoising.WMV_WINDOW, "wmv window in iterations"),
+            ("--patience", denoising.PATIENCE, "patience in iterations"),
+        ),
     )
     parser.add_argument(
         "--precision",
-        choices=("auto", *devices.PRECISIONS),
-        default="auto",
+        choices=(run_options.AUTO_PRECISION, *devices.PRECISIONS),
+        default=run_options.AUTO_PRECISION,
         help="auto (default): bf16 on a GPU that supports it, else fp32",
     )
     parser.add_argument(
         "--gpu_id",
         default="0",
-        help="CUDA device or 'cpu' (default 0; the CPU when CUDA is absent)",
+        help="CUDA device or 'cpu' (default: %(default)s; the CPU when CUDA is absent)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    run_options.add_flags(parser, (("--seed", planning.RunSettings.seed, "random seed"),))
     parser.add_argument(
         "--keep_snapshots", action="store_true", help="keep snapshots and metrics in OUT/snapshots/"
     )
@@ -89,56 +77,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every check of the flags, in place (resolved values are added to `args`); ValueError
+    with a one-line message for the first problem."""
+    run_options.fit_settings(args).validate()
+    args.jobs = denoising.collect_inputs(args.inputs, args.output)
+    if len(devices.parse_gpu_ids(args.gpu_id)) > 1:
+        raise ValueError(
+            "--gpu_id: denoise.py uses one device; run_BDN.py spreads work over several"
+        )
+    args.device = run_options.resolve_devices(args.gpu_id, 1)[0]
+    args.early_stop_settings = run_options.early_stop_settings(args)
+    args.network = (
+        SkipConfig() if args.init_from is None else run_options.saved_network_config(args.init_from)
+    )
+    if not cluster.is_terminal():
+        args.quiet = True
+    args.precision = run_options.resolve_precision(args.precision, args.device)
+    checkpoint_every = planning.RunSettings.checkpoint_every
+    args.checkpoint_every = max(args.save_iter, checkpoint_every // args.save_iter * args.save_iter)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check flags; every problem is an argparse error, before any work starts."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        FitSettings(num_iter=args.num_iter, save_iter=args.save_iter).validate()
-        args.jobs = denoising.collect_inputs(args.inputs, args.output)
-        gpu_ids = devices.parse_gpu_ids(args.gpu_id)
-        if len(gpu_ids) > 1:
-            raise ValueError(
-                "--gpu_id: denoise.py uses one device; run_BDN.py spreads work over several"
-            )
-        args.device = devices.resolve_device(gpu_ids[0] if gpu_ids else None)
-        args.early_stop_settings = early_stopping.from_iterations(
-            args.early_stop, args.wmv_window, args.patience, args.save_iter, args.pre_trained_model
-        )
+        check_args(args)
     except ValueError as error:
         parser.error(str(error))
-    if args.init_from is not None:
-        if not args.init_from.is_file():
-            parser.error(f"--init_from {args.init_from}: no such network file")
-        try:
-            args.network = networks.load_network(args.init_from, torch.device("cpu")).config
-        except ValueError as error:
-            parser.error(f"--init_from {error}")
-    if not cluster.is_terminal():
-        args.quiet = True
     args.stop_request = cluster.StopRequest()
-    if args.precision == "auto":
-        args.precision = (
-            "bf16" if args.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-        )
     return args
 
 
 def main(args: argparse.Namespace) -> int:
     """Denoise every input; returns the exit code (1 if any image failed)."""
-    settings = planning.RunSettings(
-        output_path=args.output / denoising.WORK_FOLDER,
-        network=SkipConfig() if args.init_from is None else args.network,
-        fit=FitSettings(num_iter=args.num_iter, save_iter=args.save_iter),
-        seed=args.seed,
-        init_from="scratch" if args.init_from is None else str(args.init_from),
-        checkpoint_every=max(args.save_iter, 500 // args.save_iter * args.save_iter),
-        device=args.device,
-        quiet=args.quiet,
-        show_iter=cluster.log_interval(args.num_iter, args.save_iter) if args.quiet else 0,
-        precision=args.precision,
-        early_stop=args.early_stop_settings,
-        stop_request=args.stop_request,
-    )
+    settings = run_options.run_settings(args, args.output / denoising.WORK_FOLDER, args.network)
     devices.configure_precision(args.precision, args.device)
     try:
         failures = denoising.denoise(args.jobs, settings, args.output, args.keep_snapshots)

@@ -37,21 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--start_position",
         type=int,
         default=8,
-        help="skip the first N snapshots of each image (default 8)",
+        help="skip the first N snapshots of each image (default: %(default)s)",
     )
     parser.add_argument(
         "--min_psnr",
         "--min_value",
         type=float,
         default=8.0,
-        help="PSNR (dB) mapped to mean score 2.5 (default 8)",
+        help="PSNR (dB) mapped to mean score 2.5 (default: %(default)s)",
     )
     parser.add_argument(
         "--max_psnr",
         "--max_value",
         type=float,
         default=45.0,
-        help="PSNR (dB) mapped to mean score 7.5 (default 45)",
+        help="PSNR (dB) mapped to mean score 7.5 (default: %(default)s)",
     )
     parser.add_argument(
         "--is_use_exp",
@@ -70,39 +70,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--votes",
         type=int,
         default=10000,
-        help="vote count of each row, split over the 10 bins (default 10000)",
+        help="vote count of each row, split over the 10 bins (default: %(default)s)",
     )
     parser.add_argument(
         "--score_std",
         type=float,
         default=1.0,
-        help="std of the Gaussian score distribution (default 1)",
+        help="std of the Gaussian score distribution (default: %(default)s)",
     )
     original_flags.add_refused(parser, {})
     return parser
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and validate flags; every problem is an argparse error, before any work."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(args: argparse.Namespace) -> None:
+    """Every check of the flags; ValueError with a one-line message for the first problem."""
     if not args.dataset_path.is_dir():
-        parser.error(f"--dataset_path {args.dataset_path}: no such folder")
+        raise ValueError(f"--dataset_path {args.dataset_path}: no such folder")
     if args.start_position < 0:
-        parser.error("--start_position must be >= 0")
+        raise ValueError("--start_position must be >= 0")
     if not args.max_psnr > args.min_psnr:
-        parser.error("--max_psnr must be greater than --min_psnr")
+        raise ValueError("--max_psnr must be greater than --min_psnr")
     if args.is_use_exp and args.is_use_fix_minmax:
-        parser.error(
+        raise ValueError(
             "--is_use_exp true needs --is_use_fix_minmax false: exp(PSNR) lies far above "
             "--max_psnr, so every label would be the top bin"
         )
     if args.votes < 1:
-        parser.error("--votes must be at least 1")
+        raise ValueError("--votes must be at least 1")
     if not args.score_std > 0:
-        parser.error("--score_std must be positive")
+        raise ValueError("--score_std must be positive")
     if args.output_path.is_dir():
-        parser.error(f"--output_path {args.output_path}: is a folder; give a file name")
+        raise ValueError(f"--output_path {args.output_path}: is a folder; give a file name")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check flags; every problem is an argparse error, before any work."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 

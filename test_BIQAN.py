@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--start_index",
         type=int,
         default=8,
-        help="skip the first N snapshots of each image (default 8)",
+        help="skip the first N snapshots of each image (default: %(default)s)",
     )
     parser.add_argument(
         "--selector",
@@ -78,20 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(default wmv: training-free, any run length)",
     )
     tuned, published = selection.TUNED_WMV, selection.PUBLISHED_WMV
-    parser.add_argument(
-        "--wmv_window",
-        type=int,
-        default=tuned.window,
-        help=f"wmv: variance window in snapshots (default {tuned.window}, tuned on "
-        f"PolyU; the published rule: {published.window})",
+    wmv = parser.add_argument_group(
+        "wmv rule (in iterations, multiples of the run's --save_iter, as in run_BDN.py and "
+        f"denoise.py; default: the setting tuned on PolyU, {tuned.window} and {tuned.patience} "
+        f"snapshots, which is denoise.py's default at its snapshot interval; the published rule: "
+        f"{published.window} and {published.patience} snapshots)"
     )
-    parser.add_argument(
+    wmv.add_argument("--wmv_window", type=int, help="iterations of the variance window")
+    wmv.add_argument(
+        "--patience", type=int, help="iterations without a new variance minimum before it stops"
+    )
+    wmv.add_argument(
         "--wmv_patience",
         type=int,
-        default=tuned.patience,
-        help=f"wmv: snapshots without a new variance minimum before it stops "
-        f"(default {tuned.patience}, tuned on PolyU; the published rule: "
-        f"{published.patience})",
+        help="deprecated: the patience in snapshots (give --patience in iterations)",
     )
     parser.add_argument(
         "--input_mode",
@@ -102,10 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--test_crops",
         type=int,
         default=3,
-        help="crop mode: average the scores of an N x N grid of crops (default 3)",
+        help="crop mode: average the scores of an N x N grid of crops (default: %(default)s)",
     )
-    parser.add_argument("--batchsize", type=int, default=32, help="scoring batch size (default 32)")
-    parser.add_argument("--workers", type=int, default=4, help="image-decoding threads (default 4)")
+    parser.add_argument(
+        "--batchsize", type=int, default=32, help="scoring batch size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=4, help="image-decoding threads (default: %(default)s)"
+    )
     parser.add_argument(
         "--gpu_id",
         type=keras_device.parse_gpu_id,
@@ -116,32 +120,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and validate flags; every problem is an argparse error, before any work."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(args: argparse.Namespace) -> None:
+    """Every check of the flags; ValueError with a one-line message for the first problem."""
     if not args.dataset_image_path.is_dir():
-        parser.error(f"--dataset_image_path {args.dataset_image_path}: no such folder")
+        raise ValueError(f"--dataset_image_path {args.dataset_image_path}: no such folder")
     labels_given = [selector.label for selector in args.selector]
     if len(set(labels_given)) != len(labels_given):
-        parser.error(f"--selector lists a selector twice: {' '.join(labels_given)}")
+        raise ValueError(f"--selector lists a selector twice: {' '.join(labels_given)}")
     if "biqan" in labels_given:
         if args.pre_trained_model is None:
-            parser.error("--selector biqan needs --pre_trained_model")
+            raise ValueError("--selector biqan needs --pre_trained_model")
         if not args.pre_trained_model.exists():
-            parser.error(f"--pre_trained_model {args.pre_trained_model}: not found")
+            raise ValueError(f"--pre_trained_model {args.pre_trained_model}: not found")
     if "ranker" in labels_given and not args.ranker.exists():
-        parser.error(
+        raise ValueError(
             f"--ranker {args.ranker}: not found (train one with train_BIQAN.py "
             "--classification_model ranker)"
         )
     if args.start_index < 0:
-        parser.error("--start_index must be >= 0")
-    if args.wmv_window < 2 or args.wmv_patience < 1:
-        parser.error("--wmv_window must be at least 2 and --wmv_patience at least 1")
+        raise ValueError("--start_index must be >= 0")
+    if args.patience is not None and args.wmv_patience is not None:
+        raise ValueError("--patience and --wmv_patience (its old spelling, in snapshots): give one")
+    patiences = [value for value in (args.patience, args.wmv_patience) if value is not None]
+    if (args.wmv_window is not None and args.wmv_window < 2) or min(patiences, default=1) < 1:
+        raise ValueError("--wmv_window must be at least 2 and --patience at least 1")
     if min(args.test_crops, args.batchsize, args.workers) < 1:
-        parser.error("--test_crops, --batchsize and --workers must be at least 1")
+        raise ValueError("--test_crops, --batchsize and --workers must be at least 1")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check flags; every problem is an argparse error, before any work."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+    except ValueError as error:
+        parser.error(str(error))
     return args
+
+
+def wmv_in_snapshots(args: argparse.Namespace, interval: int) -> selection.WmvSettings:
+    """--wmv_window and --patience (iterations) or the deprecated --wmv_patience (snapshots) ->
+    the rule's settings for a run saved every `interval` iterations; prints a note for the old
+    spelling, ValueError for a value that is not a multiple of `interval`."""
+    patience = args.patience
+    if args.wmv_patience is not None:
+        patience = args.wmv_patience * interval
+        print(
+            f"note: --wmv_patience {args.wmv_patience} (snapshots) is deprecated; it equals "
+            f"--patience {patience} (iterations) here, a snapshot every {interval}"
+        )
+    return selection.wmv_from_iterations(args.wmv_window, patience, interval)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -174,9 +203,11 @@ def main(args: argparse.Namespace) -> int:
                 f"warning: --input_mode {input_mode} differs from the trained {config.input_mode}"
             )
         images = [run_output.read_metrics(folder) for folder in folders.finished]
-        for interval in sorted({int(metrics.iteration[0]) for metrics in images}):
+        wmv_settings = {}
+        for interval in sorted({metrics.snapshot_interval for metrics in images}):
             if ranker is not None and (warning := ranker.interval_warning(interval)):
                 print(f"warning: {warning}")
+            wmv_settings[interval] = wmv_in_snapshots(args, interval)
         noisy_psnr = {
             metrics.name: run_output.read_noisy_psnr(metrics.folder) for metrics in images
         }
@@ -194,7 +225,6 @@ def main(args: argparse.Namespace) -> int:
     for folder, reason in folders.skipped:
         print(f"skipped {folder}: {reason}")
     args.output_path.mkdir(parents=True, exist_ok=True)
-    wmv_settings = selection.WmvSettings(window=args.wmv_window, patience=args.wmv_patience)
     primary = args.selector[0].label
     rows: list[dict] = []
     image_lines: list[str] = []
@@ -228,7 +258,7 @@ def main(args: argparse.Namespace) -> int:
                 iterations,
                 score if model is not None else None,
                 lambda index, paths=paths: image_io.read_rgb(paths[index]),
-                wmv_settings,
+                wmv_settings[metrics.snapshot_interval],
                 rank if ranker is not None else None,
             )
         except ValueError as error:

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--validation_fraction",
         type=float,
         default=0.1,
-        help="fraction of source images held out for validation (default 0.1)",
+        help="fraction of source images held out for validation (default: %(default)s)",
     )
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         "ranker instead of BIQAN (no-reference features of each snapshot and "
         "its residual, trained to order the snapshots of each image)",
     )
-    model.add_argument("--alpha", type=float, default=1.0, help="backbone width (default 1.0)")
+    model.add_argument(
+        "--alpha", type=float, default=1.0, help="backbone width (default: %(default)s)"
+    )
     model.add_argument(
         "--weights",
         default="imagenet",
@@ -91,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"the labels (the original's flag)",
     )
     model.add_argument(
-        "--image_size", type=int, default=224, help="side of the square network input (default 224)"
+        "--image_size",
+        type=int,
+        default=224,
+        help="side of the square network input (default: %(default)s)",
     )
     model.add_argument(
         "--input_mode",
@@ -105,44 +110,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=int,
         default=40,
-        help="most epochs of each stage; early stopping may end it sooner (default 40)",
+        help="most epochs of each stage; early stopping may end it sooner (default: %(default)s)",
     )
-    fit.add_argument("--batchsize", type=int, default=32, help="batch size (default 32)")
+    fit.add_argument("--batchsize", type=int, default=32, help="batch size (default: %(default)s)")
     fit.add_argument(
-        "--lr", type=float, default=1e-3, help="stage 1 Adam learning rate (default 1e-3)"
-    )
-    fit.add_argument(
-        "--finetune_lr", type=float, default=1e-4, help="stage 2 SGD learning rate (default 1e-4)"
+        "--lr", type=float, default=1e-3, help="stage 1 Adam learning rate (default: %(default)s)"
     )
     fit.add_argument(
-        "--momentum", type=float, default=0.9, help="stage 2 SGD momentum (default 0.9)"
+        "--finetune_lr",
+        type=float,
+        default=1e-4,
+        help="stage 2 SGD learning rate (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--momentum", type=float, default=0.9, help="stage 2 SGD momentum (default: %(default)s)"
     )
     fit.add_argument(
         "--early_stopping_patience",
         type=int,
         default=8,
-        help="epochs without val_loss improvement before a stage stops (default 8)",
+        help="epochs without val_loss improvement before a stage stops (default: %(default)s)",
     )
     fit.add_argument(
         "--reduce_lr_patience",
         type=int,
         default=2,
-        help="epochs without improvement before the LR is reduced (default 2)",
+        help="epochs without improvement before the LR is reduced (default: %(default)s)",
     )
     fit.add_argument(
-        "--reduce_lr_factor", type=float, default=0.2, help="LR reduction factor (default 0.2)"
+        "--reduce_lr_factor",
+        type=float,
+        default=0.2,
+        help="LR reduction factor (default: %(default)s)",
     )
     fit.add_argument(
         "--test_crops",
         type=int,
         default=3,
-        help="crop mode: score the validation snapshots on an N x N grid of crops (default 3)",
+        help="crop mode: score the validation snapshots on an N x N grid of crops (default: %(default)s)",
     )
     fit.add_argument(
         "--seed",
         type=int,
         default=0,
-        help="seed of the split, the initial weights and augmentation (default 0)",
+        help="seed of the split, the initial weights and augmentation (default: %(default)s)",
     )
     data.add_argument(
         "--noisy_path",
@@ -151,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
         "in the run's args.json)",
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--workers", type=int, default=4, help="image-decoding threads (default 4)")
+    run.add_argument(
+        "--workers", type=int, default=4, help="image-decoding threads (default: %(default)s)"
+    )
     run.add_argument(
         "--gpu_id",
         type=keras_device.parse_gpu_id,
@@ -162,39 +175,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and validate flags; every problem is an argparse error, before any work."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(args: argparse.Namespace) -> None:
+    """Every check of the flags; ValueError with a one-line message for the first problem."""
     if not args.dataset_image_path.is_dir():
-        parser.error(f"--dataset_image_path {args.dataset_image_path}: no such folder")
+        raise ValueError(f"--dataset_image_path {args.dataset_image_path}: no such folder")
     if not args.dataset_file_path.is_file():
-        parser.error(f"--dataset_file_path {args.dataset_file_path}: no such file")
+        raise ValueError(f"--dataset_file_path {args.dataset_file_path}: no such file")
     if args.weights not in ("imagenet", "none") and not Path(args.weights).is_file():
-        parser.error(f"--weights {args.weights}: not 'imagenet', 'none' or an existing file")
+        raise ValueError(f"--weights {args.weights}: not 'imagenet', 'none' or an existing file")
     if not args.alpha > 0:
-        parser.error("--alpha must be positive")
+        raise ValueError("--alpha must be positive")
     if args.image_size < 32:
-        parser.error("--image_size must be at least 32")
+        raise ValueError("--image_size must be at least 32")
     if args.classification_model == "inceptionv2" and args.image_size < 75:
-        parser.error("--image_size must be at least 75 for inceptionv2 (InceptionResNetV2)")
+        raise ValueError("--image_size must be at least 75 for inceptionv2 (InceptionResNetV2)")
     if args.class_num != labels.NUMBER_OF_BINS:
-        parser.error(
+        raise ValueError(
             f"--class_num must be {labels.NUMBER_OF_BINS}: the labels of "
             f"generator_dataset.py (and of the original) have {labels.NUMBER_OF_BINS} "
             f"bins"
         )
     if min(args.epochs, args.batchsize, args.workers, args.test_crops) < 1:
-        parser.error("--epochs, --batchsize, --workers and --test_crops must be at least 1")
+        raise ValueError("--epochs, --batchsize, --workers and --test_crops must be at least 1")
     if not (args.lr > 0 and args.finetune_lr > 0 and 0 <= args.momentum < 1):
-        parser.error("--lr and --finetune_lr must be positive, --momentum in [0, 1)")
+        raise ValueError("--lr and --finetune_lr must be positive, --momentum in [0, 1)")
     if (
         min(args.early_stopping_patience, args.reduce_lr_patience) < 0
         or not 0 < args.reduce_lr_factor < 1
     ):
-        parser.error("patiences must be >= 0 and --reduce_lr_factor in (0, 1)")
+        raise ValueError("patiences must be >= 0 and --reduce_lr_factor in (0, 1)")
     if not 0 < args.validation_fraction < 1:
-        parser.error("--validation_fraction must be in (0, 1)")
+        raise ValueError("--validation_fraction must be in (0, 1)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check flags; every problem is an argparse error, before any work."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 

@@ -612,8 +612,8 @@ def run_fullscale(
         else ["--start_index", str(args.published_start_index)]
     )
     runs = {
-        "tuned": ["--start_index", "0", "--wmv_window", str(tuned_window),
-                  "--wmv_patience", str(tuned_patience)],
+        "tuned": ["--start_index", "0", "--wmv_window", str(tuned_window * args.save_iter),
+                  "--patience", str(tuned_patience * args.save_iter)],
         "published": published_flags,
     }  # fmt: skip
     for name, flags in runs.items():

@@ -89,8 +89,14 @@ def test_biqan(
     return subprocess.call(command, stdout=subprocess.DEVNULL if args.quiet else None)
 
 
-def wmv_flags(window: int, patience: int) -> list[str]:
-    return ["--wmv_window", str(window), "--wmv_patience", str(patience)]
+def wmv_flags(args: argparse.Namespace, window: int, patience: int) -> list[str]:
+    """test_BIQAN's flags for a window and patience in snapshots (its flags count iterations)."""
+    return [
+        "--wmv_window",
+        str(window * args.save_iter),
+        "--patience",
+        str(patience * args.save_iter),
+    ]
 
 
 def mean_gap(csv_path: Path, selector: str) -> tuple[float, int, int]:
@@ -108,7 +114,7 @@ def action_noref(args: argparse.Namespace) -> int:
     failures = 0
     for run in cc_runs(Path(args.runs), args.seeds):
         out = Path(args.selection) / run.name / "noref"
-        failures += test_biqan(args, run, out, ["wmv", "last"], wmv_flags(5, 50)) != 0
+        failures += test_biqan(args, run, out, ["wmv", "last"], wmv_flags(args, 5, 50)) != 0
     return 1 if failures else 0
 
 
@@ -120,7 +126,7 @@ def action_tune_wmv(args: argparse.Namespace) -> int:
     grid = []
     for window, patience in itertools.product(args.windows, args.patiences):
         out = Path(args.selection) / polyu.name / f"wmv_w{window}_p{patience}"
-        test_biqan(args, polyu, out, ["wmv"], wmv_flags(window, patience))
+        test_biqan(args, polyu, out, ["wmv"], wmv_flags(args, window, patience))
         gap, n, fired = mean_gap(out / "selection.csv", "wmv")
         grid.append(
             {
@@ -154,7 +160,7 @@ def action_tune_wmv(args: argparse.Namespace) -> int:
     print(text)
     for run in cc_runs(Path(args.runs), args.seeds):
         out = Path(args.selection) / run.name / "wmv_tuned"
-        test_biqan(args, run, out, ["wmv"], wmv_flags(best["window"], best["patience"]))
+        test_biqan(args, run, out, ["wmv"], wmv_flags(args, best["window"], best["patience"]))
         (out / "setting.txt").write_text(f"window {best['window']} patience {best['patience']}\n")
     return 0
 
@@ -207,7 +213,7 @@ def action_biqan(args: argparse.Namespace) -> int:
                     run,
                     out,
                     ["biqan", "wmv", "last"],
-                    ["--pre_trained_model", checkpoint, *wmv_flags(5, 50)],
+                    ["--pre_trained_model", checkpoint, *wmv_flags(args, 5, 50)],
                 )
                 != 0
             )

@@ -99,9 +99,9 @@ def test_online_wmv_stop_matches_test_biqan_offline_wmv(run_with_wmv, tmp_path):
             "--start_index",
             "0",
             "--wmv_window",
-            "3",
-            "--wmv_patience",
-            "2",
+            "30",
+            "--patience",
+            "20",
             "--gpu_id",
             "cpu",
         ]
@@ -126,6 +126,25 @@ def test_online_wmv_stop_matches_test_biqan_offline_wmv(run_with_wmv, tmp_path):
                 if int(m["iteration"]) == picked
             )
         )
+
+
+def test_biqan_old_wmv_spellings_are_converted_or_explained(run_with_wmv, tmp_path, capsys):
+    def select(output: str, *flags: str) -> int:
+        argv = ["--dataset_image_path", str(run_with_wmv), "--output_path", str(tmp_path / output)]
+        argv += ["--selector", "wmv", "--start_index", "0", "--gpu_id", "cpu", *flags]
+        return test_BIQAN.main(test_BIQAN.parse_args(argv))
+
+    assert select("new", "--wmv_window", "30", "--patience", "20") == 0
+    assert select("old", "--wmv_window", "30", "--wmv_patience", "2") == 0
+    assert "--wmv_patience 2 (snapshots) is deprecated; it equals --patience 20" in (
+        capsys.readouterr().out
+    )
+    selections = [(tmp_path / name / "selection.csv").read_bytes() for name in ("new", "old")]
+    assert selections[0] == selections[1]
+    assert select("unit", "--wmv_window", "3") == 2
+    error = capsys.readouterr().err.strip()
+    assert "--wmv_window 3: counts iterations now" in error
+    assert "3 snapshots = 30 iterations here" in error and len(error.splitlines()) == 1
 
 
 def test_online_biqan_stop_with_a_tiny_checkpoint(tmp_path):

@@ -18,7 +18,14 @@ import test_BIQAN
 import train_BIQAN
 from models import snapshot_ranker
 from tests.biqan.test_chain import noisy_pair
-from utils import early_stopping, image_io, ranker_training, run_output, snapshot_features
+from utils import (
+    early_stopping,
+    image_io,
+    ranker_training,
+    run_output,
+    selection,
+    snapshot_features,
+)
 
 
 def test_robust_sigma_reads_white_noise_on_a_flat_image():
@@ -251,7 +258,7 @@ def test_test_biqan_without_flags_needs_no_trained_model(small_run: Path, tmp_pa
         ["--dataset_image_path", str(small_run / "run"), "--output_path", str(tmp_path / "picked")]
     )
     assert [selector.label for selector in args.selector] == ["wmv"]
-    assert (args.wmv_window, args.wmv_patience) == (2, 2)
+    assert test_BIQAN.wmv_in_snapshots(args, 4) == selection.TUNED_WMV
     assert test_BIQAN.main(args) == 0
     with (tmp_path / "picked" / "selection.csv").open(newline="") as handle:
         assert {row["selector"] for row in csv.DictReader(handle)} == {"wmv"}

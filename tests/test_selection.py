@@ -156,3 +156,29 @@ def test_apply_selectors_runs_each_selector():
             snapshots.__getitem__,
             selection.WmvSettings(),
         )
+
+
+def test_wmv_from_iterations_converts_with_the_snapshot_interval():
+    assert selection.wmv_from_iterations(100, 1000, 20) == selection.PUBLISHED_WMV
+    assert selection.wmv_from_iterations(None, None, 10) == selection.TUNED_WMV
+    assert selection.wmv_from_iterations(None, 30, 10) == selection.WmvSettings(2, 3)
+    with pytest.raises(
+        ValueError, match="--wmv_window 5: counts iterations now.* 5 snapshots = 100"
+    ):
+        selection.wmv_from_iterations(5, None, 20)
+    with pytest.raises(ValueError, match="--patience 30: counts iterations"):
+        selection.wmv_from_iterations(40, 30, 20)
+    with pytest.raises(ValueError, match="at least 2 snapshots \\(40 iterations here\\)"):
+        selection.wmv_from_iterations(20, 20, 20)
+
+
+def test_test_biqan_default_wmv_is_denoise_default_in_iterations(tmp_path):
+    import denoise
+    import test_BIQAN
+    from utils.dip import denoising
+
+    args = test_BIQAN.parse_args(["--dataset_image_path", str(tmp_path), "--output_path", "out"])
+    settings = test_BIQAN.wmv_in_snapshots(args, denoising.SAVE_ITER)
+    defaults = denoise.build_parser().parse_args(["in.png", "-o", "out"])
+    assert settings.window * denoising.SAVE_ITER == defaults.wmv_window
+    assert settings.patience * denoising.SAVE_ITER == defaults.patience

@@ -101,6 +101,11 @@ class ImageMetrics:
         """PSNR (dB) of each saved (averaged) snapshot against the reference, shape (snapshots,)."""
         return self.psnr_avg
 
+    @property
+    def snapshot_interval(self) -> int:
+        """Iterations between two snapshots (the run's --save_iter): the first saved iteration."""
+        return int(self.iteration[0])
+
     def snapshot_paths(self) -> list[Path]:
         """Snapshot file of every row, in row order."""
         return [snapshot_path(self.folder, int(iteration)) for iteration in self.iteration]

@@ -217,6 +217,41 @@ PUBLISHED_WMV = WmvSettings()
 TUNED_WMV = WmvSettings(window=2, patience=2)
 
 
+def snapshots_of(flag: str, iterations: int, interval: int) -> int:
+    """A flag value in iterations -> snapshots of a run saved every `interval` iterations.
+
+    ValueError when it is not a multiple of the interval; the message recalls that test_BIQAN's
+    --wmv_window counted snapshots before, and what the value meant then.
+    """
+    if iterations % interval:
+        raise ValueError(
+            f"{flag} {iterations}: counts iterations now (it counted snapshots before), a "
+            f"multiple of this run's snapshot interval {interval}; {iterations} snapshots = "
+            f"{iterations * interval} iterations here"
+        )
+    return iterations // interval
+
+
+def wmv_from_iterations(window: int | None, patience: int | None, interval: int) -> WmvSettings:
+    """Window and patience in iterations (None: `TUNED_WMV`) -> settings in snapshots of a run
+    saved every `interval` iterations; ValueError as `snapshots_of`, or for a window under two
+    snapshots."""
+    settings = WmvSettings(
+        window=TUNED_WMV.window
+        if window is None
+        else snapshots_of("--wmv_window", window, interval),
+        patience=TUNED_WMV.patience
+        if patience is None
+        else snapshots_of("--patience", patience, interval),
+    )
+    if settings.window < 2 or settings.patience < 1:
+        raise ValueError(
+            f"--wmv_window must be at least 2 snapshots ({2 * interval} iterations here) and "
+            f"--patience at least 1 ({interval})"
+        )
+    return settings
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageSelection:
     """Every selector's pick among one image's candidate snapshots.

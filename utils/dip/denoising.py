@@ -8,11 +8,12 @@ from pathlib import Path
 
 from utils import image_io, selection
 from utils.dip import planning, reconstruction, run_guard
+from utils.dip.fitting import FitSettings
 from utils.run_output import SUMMARY_FILE, snapshot_path
 
 LOGGER = logging.getLogger(__name__)
 WORK_FOLDER = "snapshots"
-SAVE_ITER = 20
+SAVE_ITER = FitSettings.save_iter
 # The WMV setting tuned on the PolyU runs (selection.TUNED_WMV), in iterations.
 WMV_WINDOW = selection.TUNED_WMV.window * SAVE_ITER
 PATIENCE = selection.TUNED_WMV.patience * SAVE_ITER

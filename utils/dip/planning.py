@@ -45,10 +45,10 @@ class RunSettings:
     output_path: Path
     network: SkipConfig
     fit: FitSettings
-    seed: int
-    init_from: str
-    checkpoint_every: int
     device: torch.device
+    seed: int = 0
+    init_from: str = "scratch"
+    checkpoint_every: int = 500
     quiet: bool = False
     show_iter: int = 0
     batch_images: int = 1

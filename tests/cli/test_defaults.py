@@ -1,0 +1,100 @@
+"""Each default has one source: the README's flag tables and the scripts' parsers agree, and the
+flags whose setting lives in a dataclass take its default."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from fractions import Fraction
+
+import pytest
+
+import denoise
+import generator_dataset
+import run_BDN
+import test_BIQAN
+import train_BIQAN
+from models.skip import SkipConfig
+from tests.conftest import ROOT
+from utils.dip import planning, run_options
+from utils.dip.fitting import FitSettings
+
+# README heading (a part of it) -> the script whose flags its tables list
+SECTIONS = {
+    "(`run_BDN.py`)": run_BDN,
+    "`generator_dataset.py`": generator_dataset,
+    "`train_BIQAN.py`": train_BIQAN,
+    "`test_BIQAN.py`": test_BIQAN,
+    "Online early stopping": run_BDN,
+}
+NUMBER = re.compile(r"^-?[0-9.]+(e-?[0-9]+)?(/[0-9]+)?$")
+WORD = re.compile(r"^[a-z_0-9]+$")
+
+
+def readme_rows() -> list[tuple[object, str, str]]:
+    """(script, flag, default as written) of every flag-table row of the README that gives one
+    default per flag."""
+    rows, script = [], None
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            script = next((module for key, module in SECTIONS.items() if key in line), None)
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if script is None or not line.startswith("| `--") or len(cells) < 3:
+            continue
+        flags = re.findall(r"`(--[a-z_]+)`", cells[0])
+        values = [value.strip().strip("`") for value in re.split(r", | / ", cells[1])]
+        if len(flags) == len(values):
+            rows += [(script, flag, value) for flag, value in zip(flags, values)]
+    return rows
+
+
+def same_default(written: str, default: object) -> bool | None:
+    """Whether the README's value is the parser's default; None when it is prose."""
+    if isinstance(default, bool):
+        return written == str(default).lower() if written in ("true", "false") else None
+    if NUMBER.match(written) and isinstance(default, (int, float)):
+        return float(Fraction(written)) == pytest.approx(default)
+    if WORD.match(written) and isinstance(default, str):
+        return written == default
+    return None
+
+
+def test_readme_flag_tables_give_the_parsers_defaults():
+    checked = []
+    for script, flag, written in readme_rows():
+        default = script.build_parser().get_default(flag[2:])
+        verdict = same_default(written, default)
+        if verdict is not None:
+            checked.append(flag)
+            assert verdict, f"README: {script.__name__} {flag} {written}, the parser: {default}"
+    assert len(checked) >= 40, checked
+
+
+def test_dip_flags_take_their_dataclass_defaults():
+    parser = run_BDN.build_parser()
+    for field in dataclasses.fields(FitSettings):
+        if field.name in {action.dest for action in parser._actions}:
+            assert parser.get_default(field.name) == field.default, field.name
+    assert parser.get_default("channels") == SkipConfig.channels_down
+    assert parser.get_default("checkpoint_every") == planning.RunSettings.checkpoint_every
+    assert denoise.build_parser().get_default("num_iter") == FitSettings.num_iter
+    assert run_options.field_default(planning.RunSettings, "precision") == "fp32"
+    with pytest.raises(ValueError, match="no default"):
+        run_options.field_default(planning.RunSettings, "device")
+
+
+def test_train_biqan_flags_take_the_stage_defaults():
+    from utils.biqan.train import StageSettings
+
+    parser = train_BIQAN.build_parser()
+    for name in ("momentum", "early_stopping_patience", "reduce_lr_factor", "reduce_lr_patience"):
+        assert parser.get_default(name) == run_options.field_default(StageSettings, name), name
+
+
+def test_readme_prose_gives_denoise_defaults():
+    defaults = denoise.build_parser().parse_args(["in.png", "-o", "out"])
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert (
+        f"(window {defaults.wmv_window}, patience {defaults.patience} iterations, at most "
+        f"{defaults.num_iter};"
+    ) in readme

@@ -1,0 +1,133 @@
+"""Parsed flags -> the settings of a DIP run, shared by run_BDN.py and denoise.py.
+
+Both scripts parse into a namespace with the same names (the flags of run_BDN.py, which
+denoise.py gives a subset of); what a script has no flag for keeps the dataclass default. Every
+check raises ValueError with the one-line message the scripts show as an argparse error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.skip import SkipConfig
+from utils import cluster, early_stopping
+from utils.dip import devices, networks, planning
+from utils.dip.fitting import FitSettings
+
+AUTO_PRECISION = "auto"
+
+
+def field_default(settings_class: type, name: str) -> Any:
+    """The default of dataclass field `name` (the one source of a flag's default)."""
+    field = next(field for field in dataclasses.fields(settings_class) if field.name == name)
+    if field.default is dataclasses.MISSING:
+        raise ValueError(f"{settings_class.__name__}.{name} has no default")
+    return field.default
+
+
+def fit_settings(args: argparse.Namespace) -> FitSettings:
+    """The fit's hyper-parameters: every `FitSettings` field the namespace has, else its default."""
+    names = [field.name for field in dataclasses.fields(FitSettings)]
+    return FitSettings(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+
+
+def network_config(args: argparse.Namespace) -> SkipConfig:
+    """--input_depth, --channels, --skip_channels, --num_scales, --net_type -> the network;
+    flags the namespace lacks keep `SkipConfig`'s defaults."""
+    config = SkipConfig(
+        input_depth=getattr(args, "input_depth", SkipConfig.input_depth),
+        channels_down=getattr(args, "channels", SkipConfig.channels_down),
+        channels_up=getattr(args, "channels", SkipConfig.channels_up),
+        channels_skip=getattr(args, "skip_channels", SkipConfig.channels_skip),
+        num_scales=getattr(args, "num_scales", SkipConfig.num_scales),
+        net_type=getattr(args, "net_type", SkipConfig.net_type),
+    )
+    if min(config.input_depth, config.channels_down, config.num_scales) < 1 or (
+        config.channels_skip < 0
+    ):
+        raise ValueError(
+            "--input_depth, --channels and --num_scales must be positive, --skip_channels >= 0"
+        )
+    return config
+
+
+def saved_network_config(path: Path) -> SkipConfig:
+    """The network of a saved net.pt (--init_from); ValueError when it is not one."""
+    if not path.is_file():
+        raise ValueError(f"--init_from {path}: no such network file")
+    try:
+        return networks.load_network(path, torch.device("cpu")).config
+    except ValueError as error:
+        raise ValueError(f"--init_from {error}") from None
+
+
+def resolve_devices(gpu_id: str, workers: int) -> list[torch.device]:
+    """--gpu_id (one id, a list, or 'cpu') -> the devices of the workers: each listed GPU once,
+    else `workers` times the CPU; ValueError naming --gpu_id."""
+    try:
+        resolved = [devices.resolve_device(each) for each in devices.parse_gpu_ids(gpu_id)]
+    except ValueError as error:
+        raise ValueError(f"--gpu_id: {error}") from None
+    if resolved and resolved[0].type == "cuda":
+        return sorted(set(resolved), key=str)
+    return [torch.device("cpu")] * workers
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """--precision; 'auto' is bf16 on a GPU that supports it, else fp32."""
+    if precision != AUTO_PRECISION:
+        return precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def early_stop_settings(args: argparse.Namespace) -> early_stopping.EarlyStopSettings:
+    """--early_stop, --wmv_window, --patience (iterations), --pre_trained_model -> settings in
+    snapshots; ValueError as `early_stopping.from_iterations`."""
+    return early_stopping.from_iterations(
+        args.early_stop, args.wmv_window, args.patience, args.save_iter, args.pre_trained_model
+    )
+
+
+def show_interval(args: argparse.Namespace) -> int:
+    """--show_iter, or its default: about num_iter/10 in a log file (--quiet), else never."""
+    if getattr(args, "show_iter", None) is not None:
+        return args.show_iter
+    return cluster.log_interval(args.num_iter, args.save_iter) if args.quiet else 0
+
+
+def run_settings(
+    args: argparse.Namespace, output_path: Path, network: SkipConfig
+) -> planning.RunSettings:
+    """Parsed and checked flags -> the settings of the run writing into `output_path`."""
+    return planning.RunSettings(
+        output_path=output_path,
+        network=network,
+        fit=fit_settings(args),
+        seed=args.seed,
+        init_from="scratch" if args.init_from is None else str(args.init_from),
+        checkpoint_every=args.checkpoint_every,
+        device=args.device,
+        quiet=args.quiet,
+        show_iter=show_interval(args),
+        batch_images=getattr(
+            args, "batch_images", field_default(planning.RunSettings, "batch_images")
+        ),
+        precision=args.precision,
+        compile_network=getattr(args, "compile", False),
+        early_stop=args.early_stop_settings,
+        stop_request=args.stop_request,
+    )
+
+
+def add_flags(group: Any, rows: tuple[tuple[str, Any, str], ...]) -> None:
+    """Add (flag, default, help) rows to a parser or argument group; each flag's type is its
+    default's, and its help ends with the default."""
+    for flag, default, text in rows:
+        group.add_argument(
+            flag, type=type(default), default=default, help=f"{text} (default: %(default)s)"
+        )
