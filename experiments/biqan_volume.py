@@ -186,10 +186,11 @@ def score_cc(args: argparse.Namespace, variant: Variant) -> bool:
 
 
 def within_image(scores: pd.DataFrame) -> tuple[float, float]:
-    """(SRCC, PLCC) of predicted mean score vs true PSNR over one image's snapshots."""
+    """(SRCC, PLCC) of predicted mean score vs true PSNR over one image's snapshots; NaN when the
+    scores are constant (as written, 4 decimals): no order to measure."""
     predicted, true = scores["predicted_mean"], scores["true_psnr"]
     if predicted.std() == 0 or true.std() == 0:
-        return 0.0, 0.0
+        return float("nan"), float("nan")
     return float(stats.spearmanr(predicted, true)[0]), float(stats.pearsonr(predicted, true)[0])
 
 
@@ -220,8 +221,8 @@ def variant_row(args: argparse.Namespace, variant: Variant) -> dict | None:
         "backbone": f"{variant.weights}, width {variant.alpha:g}",
         "PolyU val SRCC (within image)": polyu.loc["mean within image", "srcc"],
         "PolyU val SRCC (all)": polyu.loc["all snapshots", "srcc"],
-        "CC SRCC": np.mean(srcc),
-        "CC PLCC": np.mean(plcc),
+        "CC SRCC": np.nanmean(srcc) if not np.all(np.isnan(srcc)) else float("nan"),
+        "CC PLCC": np.nanmean(plcc) if not np.all(np.isnan(plcc)) else float("nan"),
         "CC gap dB": common.mean_std(gaps),
         "CC worst gap dB": np.max(gaps),
     }
