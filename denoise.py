@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from models.skip import SkipConfig
-from utils import cluster, early_stopping
+from utils import cli, cluster, early_stopping
 from utils.dip import denoising, devices, planning, reconstruction, run_options
 from utils.dip.fitting import FitSettings
 
@@ -100,12 +100,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check flags; every problem is an argparse error, before any work starts."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        check_args(args)
-    except ValueError as error:
-        parser.error(str(error))
+    args = cli.parse_checked(build_parser(), check_args, argv)
     args.stop_request = cluster.StopRequest()
     return args
 

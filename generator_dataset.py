@@ -14,7 +14,7 @@ import csv
 import sys
 from pathlib import Path
 
-from utils import original_flags, run_output
+from utils import cli, original_flags, run_output
 from utils.biqan import labels
 
 
@@ -105,13 +105,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check flags; every problem is an argparse error, before any work."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        check_args(args)
-    except ValueError as error:
-        parser.error(str(error))
-    return args
+    return cli.parse_checked(build_parser(), check_args, argv)
 
 
 def table_path(output_path: Path) -> Path:

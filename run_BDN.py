@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from models.skip import NET_TYPES, SkipConfig
-from utils import cluster, early_stopping, original_flags
+from utils import cli, cluster, early_stopping, original_flags
 from utils.biqan import labels
 from utils.dip import devices, dispatch, planning, reconstruction, run_options
 from utils.dip.fitting import FitSettings
@@ -251,13 +251,9 @@ def check_args(args: argparse.Namespace, given: set[str]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check flags; every problem is an argparse error, before any work starts."""
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    try:
-        check_args(args, original_flags.given_flags(argv))
-    except ValueError as error:
-        parser.error(str(error))
+    given = original_flags.given_flags(argv)
+    args = cli.parse_checked(build_parser(), lambda parsed: check_args(parsed, given), argv)
     args.stop_request = cluster.StopRequest()
     return args
 

@@ -21,7 +21,7 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from models import snapshot_ranker  # noqa: E402
-from utils import image_io, original_flags, run_output, selection, snapshot_features  # noqa: E402
+from utils import cli, image_io, original_flags, run_output, selection, snapshot_features  # noqa: E402
 from utils.biqan import device as keras_device  # noqa: E402
 
 
@@ -150,13 +150,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check flags; every problem is an argparse error, before any work."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        check_args(args)
-    except ValueError as error:
-        parser.error(str(error))
-    return args
+    return cli.parse_checked(build_parser(), check_args, argv)
 
 
 def wmv_in_snapshots(args: argparse.Namespace, interval: int) -> selection.WmvSettings:

@@ -23,7 +23,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
 
-from utils import original_flags, run_output, snapshot_features  # noqa: E402
+from utils import cli, original_flags, run_output, snapshot_features  # noqa: E402
 from utils.biqan import device as keras_device  # noqa: E402
 from utils.biqan import evaluation as biqan_eval
 from utils.biqan import labels
@@ -210,13 +210,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check flags; every problem is an argparse error, before any work."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        check_args(args)
-    except ValueError as error:
-        parser.error(str(error))
-    return args
+    return cli.parse_checked(build_parser(), check_args, argv)
 
 
 def read_dataset(args: argparse.Namespace) -> tuple[list[str], list[Path], np.ndarray, np.ndarray]:
