@@ -379,12 +379,17 @@ def main(args: argparse.Namespace) -> int:
     )
     noise_rule = "stop at the iteration predicted from the noise level"
     rule_cv = []
-    for index, run in enumerate(polyu):
-        rule = noise_peak_rule(polyu[:index] + polyu[index + 1 :])
-        rule_cv.append(evaluate(rule(run), run))
+    for index, run in enumerate(polyu):  # PolyU picks out of sample (for ensemble_study.py)
+        scores = noise_peak_rule(polyu[:index] + polyu[index + 1 :])(run)
+        rule_cv.append(evaluate(scores, run))
+        picks.append(pick_row(noise_rule, run, scores))
     cv = {"srcc": np.nan, "gap": float(np.mean([gap for _, _, gap in rule_cv]))}
     lines.append(
-        row(noise_rule + " (PolyU: leave one out)", summary(noise_peak_rule(polyu), cc), cv)
+        row(
+            noise_rule + " (PolyU: leave one out)",
+            summary(noise_peak_rule(polyu), cc, noise_rule, picks),
+            cv,
+        )
     )
     for variant in variants():
         cv = cross_validate(variant, polyu, args.folds, picks)
