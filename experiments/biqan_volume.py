@@ -9,7 +9,7 @@ of the paper's recipe, then scores the CC scratch runs (seeds 0-2) with test_BIQ
     python experiments/biqan_volume.py --table         # the table only
 
 The paper's recipe here: ImageNet MobileNetV2 (the paper's MobileNet v1 ImageNet weights cannot
-be downloaded on this machine; V2's come from experiments/convert_mobilenet_v2.py), the whole
+be downloaded on this machine; V2's come from tools/convert_mobilenet_v2.py), the whole
 snapshot resized (input side 65), EMD on generator_dataset.py's absolute-PSNR labels, 10 % of
 the source images held out for validation. Variants (one change each):
 
@@ -296,7 +296,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--imagenet_weights",
         default="devdata/weights/mobilenet_v2_imagenet_backbone.weights.h5",
-        help="converted ImageNet backbone (experiments/convert_mobilenet_v2.py)",
+        help="converted ImageNet backbone (tools/convert_mobilenet_v2.py)",
     )
     parser.add_argument("--only", nargs="*", default=[], help="variant names to run")
     parser.add_argument("--epochs", type=int, default=12, help="most epochs per stage")
