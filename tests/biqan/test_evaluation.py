@@ -52,3 +52,11 @@ def test_mean_gap_and_table(tmp_path: Path):
     biqan_eval.write_table(tmp_path / "t.csv", [{"a": 1}, {"a": 2, "b": 3}])
     with open(tmp_path / "t.csv", newline="") as handle:
         assert list(csv.reader(handle)) == [["a", "b"], ["1", ""], ["2", "3"]]
+
+
+def test_an_exactly_constant_array_is_nan_even_when_its_mean_rounds():
+    """Seven copies of 6.44 have a float mean that is not 6.44 (std about 1e-15): still constant."""
+    constant = np.full(7, 6.44)
+    assert np.std(constant) > 0
+    assert np.isnan(biqan_eval.pearson(constant, np.arange(7.0)))
+    assert np.isnan(biqan_eval.spearman(constant, np.arange(7.0)))

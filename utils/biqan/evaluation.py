@@ -37,10 +37,10 @@ def pearson(first: np.ndarray, second: np.ndarray) -> float:
         raise ValueError(f"need two 1-D arrays of one length, got {first.shape}, {second.shape}")
     if len(first) < 2:
         return float("nan")
+    if np.ptp(first) == 0 or np.ptp(second) == 0:  # exactly constant: the mean's rounding
+        return float("nan")  # would leave tiny centred values and a meaningless ratio
     first_centred, second_centred = first - first.mean(), second - second.mean()
     denominator = np.sqrt(np.sum(first_centred**2) * np.sum(second_centred**2))
-    if denominator == 0:
-        return float("nan")
     return float(np.sum(first_centred * second_centred) / denominator)
 
 
