@@ -23,20 +23,12 @@ ImageNet features are the ones torchvision computes (see convert_mobilenet_v2.py
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
+from experiments import common
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run(command: list[str]) -> int:
-    """Run one step, echoing its command line; returns its exit code."""
-    print(" ".join(command), flush=True)
-    code = subprocess.call(command)
-    if code:
-        print(f"exit code {code}: {command[1]}", flush=True)
-    return code
 
 
 def variants(args: argparse.Namespace) -> list[tuple[str, str, str]]:
@@ -97,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     labels = out / "labels.txt"
-    if not labels.is_file() and run(
+    if not labels.is_file() and common.run_step(
         [
             sys.executable,
             str(REPO / "generator_dataset.py"),
@@ -113,13 +105,13 @@ def main(args: argparse.Namespace) -> int:
     for name, mode, weights in variants(args):
         folder = out / name
         trained = (folder / "biqan.json").is_file() and list(folder.glob("weights.*.weights.h5"))
-        if not trained and run(train_command(args, labels, name, mode, weights)):
+        if not trained and common.run_step(train_command(args, labels, name, mode, weights)):
             failures += 1
             continue
         models.append(f"{name}={folder}")
     if models:
         failures += (
-            run(
+            common.run_step(
                 [
                     sys.executable,
                     str(REPO / "experiments" / "select_snapshots.py"),

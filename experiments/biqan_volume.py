@@ -29,16 +29,15 @@ correlations), `<out>/<variant>/CC_scratch_s<seed>` (test_BIQAN outputs), and th
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from experiments import common
+from utils.biqan import evaluation
 
 
 @dataclass(frozen=True)
@@ -68,16 +67,6 @@ VARIANTS = (
     Variant("narrow_n100", ALL_OFFSETS, weights="none", alpha=0.35),
 )
 INPUT_SIDE = {"resize": 65, "crop": 33}  # 32k + 1: the converted ImageNet features stay exact
-
-
-def run(command: list[str], log: Path | None = None) -> int:
-    """Run one step (echoing its command line, output to ``log`` if given); its exit code."""
-    print(" ".join(command), flush=True)
-    if log is None:
-        return subprocess.call(command)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as handle:
-        return subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT)
 
 
 def build_set(runs: Path, offsets: tuple[int, ...], folder: Path) -> int:
@@ -115,7 +104,7 @@ def labels_file(args: argparse.Namespace, variant: Variant, image_set: Path) -> 
     if variant.labels == "relative":
         command += ["--is_use_fix_minmax", "false"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path if run(command) == 0 else None
+    return path if common.run_step(command) == 0 else None
 
 
 def train(args: argparse.Namespace, variant: Variant, image_set: Path, labels: Path) -> bool:
@@ -155,7 +144,7 @@ def train(args: argparse.Namespace, variant: Variant, image_set: Path, labels: P
         "--gpu_id",
         "cpu",
     ]
-    return run(command, folder / "train.log") == 0
+    return common.run_step(command, folder / "train.log") == 0
 
 
 def score_cc(args: argparse.Namespace, variant: Variant) -> bool:
@@ -181,17 +170,15 @@ def score_cc(args: argparse.Namespace, variant: Variant) -> bool:
             "--gpu_id",
             "cpu",
         ]
-        ok &= run(command, out.parent / f"test_s{seed}.log") == 0
+        ok &= common.run_step(command, out.parent / f"test_s{seed}.log") == 0
     return ok
 
 
 def within_image(scores: pd.DataFrame) -> tuple[float, float]:
     """(SRCC, PLCC) of predicted mean score vs true PSNR over one image's snapshots; NaN when the
     scores are constant (as written, 4 decimals): no order to measure."""
-    predicted, true = scores["predicted_mean"], scores["true_psnr"]
-    if predicted.std() == 0 or true.std() == 0:
-        return float("nan"), float("nan")
-    return float(stats.spearmanr(predicted, true)[0]), float(stats.pearsonr(predicted, true)[0])
+    predicted, true = scores["predicted_mean"].to_numpy(), scores["true_psnr"].to_numpy()
+    return evaluation.spearman(predicted, true), evaluation.pearson(predicted, true)
 
 
 def variant_row(args: argparse.Namespace, variant: Variant) -> dict | None:

@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -29,6 +30,21 @@ def read_metrics(image_dir: Path) -> dict[str, np.ndarray] | None:
     except ValueError:
         return None
     return {column: getattr(metrics, column) for column in run_output.METRICS_COLUMNS}
+
+
+def run_step(command: list[str], log: Path | None = None) -> int:
+    """Run one step of a study, echoing its command line (its output to `log` if given, else to
+    this console); a failure is echoed with its exit code, which is returned."""
+    print(" ".join(command), flush=True)
+    if log is None:
+        code = subprocess.call(command)
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as handle:
+            code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT)
+    if code:
+        print(f"exit code {code}: {command[1]}", flush=True)
+    return code
 
 
 def finished(image_dir: Path) -> bool:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments import common
 from utils import image_io, metrics, run_output
 
 SIGMAS = (5, 10, 15, 20, 25)
@@ -113,7 +114,7 @@ def cc_seeds(runs: Path, images: list[str]) -> list[int]:
     """Seeds whose CC scratch run has finished every one of `images`."""
     seeds = []
     for folder in sorted(runs.glob("CC_scratch_s*")):
-        if all((folder / image / run_output.SUMMARY_FILE).is_file() for image in images):
+        if all(common.finished(folder / image) for image in images):
             seeds.append(int(folder.name.rsplit("s", 1)[1]))
     return sorted(seeds)
 
