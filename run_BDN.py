@@ -39,6 +39,7 @@ NETWORK_FLAGS = (
 STOPPING_FLAGS = (
     ("--wmv_window", EarlyStopSettings.window * FitSettings.save_iter, "wmv: window in iterations, a multiple of save_iter"),
     ("--patience", EarlyStopSettings.patience * FitSettings.save_iter, "iterations without a new variance minimum (wmv) or a better score (biqan, ranker), a multiple of save_iter"),
+    ("--stop_iteration", EarlyStopSettings.stop_iteration, "fixed: stop at this iteration and keep its snapshot, a multiple of save_iter (tuned on 64x64 PolyU crops)"),
 )  # fmt: skip
 RUN_FLAGS = (
     ("--workers", 1, "worker processes on the CPU (with GPUs: one per --gpu_id)"),

@@ -17,7 +17,13 @@ import run_BDN  # noqa: E402
 import test_BIQAN  # noqa: E402
 from tests.conftest import make_pair  # noqa: E402
 from utils import image_io, selection  # noqa: E402
-from utils.early_stopping import BestScoreStopper, WmvStopper  # noqa: E402
+from utils.early_stopping import (  # noqa: E402
+    BestScoreStopper,
+    FixedStopper,
+    WmvStopper,
+    from_iterations,
+    replay,
+)
 
 FAST = ["--input_depth", "8", "--channels", "16", "--save_iter", "10", "--gpu_id", "cpu", "--quiet"]
 
@@ -269,3 +275,51 @@ def test_denoise_rejects_missing_inputs_and_duplicate_names(tmp_path, capsys):
             str(tmp_path / "real"), str(tmp_path / "other" / "real"), "-o", str(tmp_path / "out")
         )
     assert "same name" in capsys.readouterr().err
+
+
+def test_fixed_stopper_fires_at_its_iteration_and_keeps_the_last_snapshot_before():
+    stopper = FixedStopper(60)
+    fired_at = replay(stopper, ((iteration, None) for iteration in range(20, 200, 20)))
+    assert fired_at == 60 and stopper.pick_iteration == 60
+    short = FixedStopper(600)
+    assert replay(short, ((iteration, None) for iteration in range(20, 120, 20))) is None
+    assert short.pick_iteration == 100 and not short.fired
+
+
+def test_fixed_stop_must_be_a_snapshot():
+    with pytest.raises(ValueError, match="--stop_iteration 50: must be a positive multiple"):
+        from_iterations("fixed", 40, 40, 20, None, 50)
+    assert from_iterations("fixed", 40, 40, 20, None, 60).stop_iteration == 60
+
+
+def test_online_fixed_stop_matches_test_biqan_offline_fixed(tmp_path):
+    make_pair(tmp_path, "a", seed=1)
+    output = tmp_path / "run"
+    args = run_BDN.parse_args(
+        [
+            "--dataset_real_path",
+            str(tmp_path / "real"),
+            "--dataset_mean_path",
+            str(tmp_path / "mean"),
+            "--output_path",
+            str(output),
+            *FAST,
+            "--num_iter",
+            "100",
+            "--early_stop",
+            "fixed",
+            "--stop_iteration",
+            "50",
+        ]
+    )
+    assert run_BDN.main(args) == 0
+    (row,) = read_csv(output / "summary.csv")
+    assert (row["stop_iteration"], row["picked_iteration"]) == ("50", "50")
+    folder = output / row["image"]
+    assert (folder / "denoised.png").read_bytes() == (folder / "00050.png").read_bytes()
+    selected = tmp_path / "selected"
+    selection_args = ["--dataset_image_path", str(output), "--output_path", str(selected)]
+    selection_args += ["--selector", "fixed:50", "--start_index", "0", "--gpu_id", "cpu"]
+    assert test_BIQAN.main(test_BIQAN.parse_args(selection_args)) == 0
+    (offline,) = read_csv(selected / "selection.csv")
+    assert offline["picked_iteration"] == "50"

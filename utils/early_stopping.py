@@ -8,6 +8,7 @@ never in the fit loop. It says when its rule fires and which snapshot is the pic
   (`selection.WmvTracker`), so the online pick equals the offline one on the same run.
 * `BestScoreStopper` with a trained BIQAN's scores (`biqan_scorer`): the rule fires when the
   score has not improved for `patience` snapshots; the pick is the best-scored snapshot.
+* `FixedStopper`: stops at a given iteration and picks its snapshot (test_BIQAN's `fixed:N`).
 * The same with the snapshot ranker's scores (`ranker_scorer`, models/snapshot_ranker.py),
   whose features need the noisy input; the first `RANKER_SKIP` snapshots are never picked
   (test_BIQAN's default `--start_index`: the ranker is trained on the later ones).
@@ -24,7 +25,7 @@ import numpy as np
 
 from utils import selection
 
-EARLY_STOP_RULES = ("none", "wmv", "biqan", "ranker")
+EARLY_STOP_RULES = ("none", "wmv", "fixed", "biqan", "ranker")
 RANKER_SKIP = 8
 
 
@@ -52,6 +53,24 @@ class WmvStopper:
         if self.tracker.best_index >= 0:
             self.pick_iteration = self.iterations[self.tracker.best_index]
         self.fired = self.tracker.fired
+
+
+class FixedStopper:
+    """Fires at the snapshot of `stop_iteration` and picks it; before that (and when the run
+    ends first) the pick is the latest snapshot, as test_BIQAN's `fixed:N` on the saved ones."""
+
+    def __init__(self, stop_iteration: int) -> None:
+        if stop_iteration < 1:
+            raise ValueError(f"the stop iteration must be at least 1, got {stop_iteration}")
+        self.stop_iteration = stop_iteration
+        self.fired = False
+        self.pick_iteration: int | None = None
+
+    def push(self, iteration: int, snapshot: np.ndarray) -> None:
+        if self.fired:
+            return
+        self.pick_iteration = iteration
+        self.fired = iteration >= self.stop_iteration
 
 
 class BestScoreStopper:
@@ -105,12 +124,14 @@ def ranker_scorer(ranker, noisy: np.ndarray) -> Callable[[np.ndarray], float]:
 
 @dataclasses.dataclass(frozen=True)
 class EarlyStopSettings:
-    """Which rule and its parameters, in snapshots (run_BDN's flags are in iterations)."""
+    """Which rule and its parameters: window and patience in snapshots (run_BDN's flags are in
+    iterations), the fixed rule's stop in iterations."""
 
     rule: str = "none"
     window: int = 5
     patience: int = 50
     model_path: Path | None = None
+    stop_iteration: int = selection.TUNED_FIXED.iteration
 
     def __post_init__(self) -> None:
         if self.rule not in EARLY_STOP_RULES:
@@ -124,16 +145,26 @@ class EarlyStopSettings:
 
 
 def from_iterations(
-    rule: str, window: int, patience: int, save_iter: int, model_path: Path | None
+    rule: str,
+    window: int,
+    patience: int,
+    save_iter: int,
+    model_path: Path | None,
+    stop_iteration: int = selection.TUNED_FIXED.iteration,
 ) -> EarlyStopSettings:
-    """Command-line values (window and patience in iterations) -> settings in snapshots.
+    """Command-line values (window, patience and stop in iterations) -> settings.
 
-    ValueError when they are not multiples of `save_iter` (window at least 2 snapshots) or when
-    biqan has no existing checkpoint.
+    ValueError when they are not multiples of `save_iter` (window at least 2 snapshots, the stop
+    at least one) or when biqan has no existing checkpoint.
     """
     if window % save_iter or patience % save_iter or window < 2 * save_iter or patience < save_iter:
         raise ValueError(
             "--wmv_window (at least 2 snapshots) and --patience must be multiples of --save_iter"
+        )
+    if rule == "fixed" and (stop_iteration % save_iter or stop_iteration < save_iter):
+        raise ValueError(
+            f"--stop_iteration {stop_iteration}: must be a positive multiple of --save_iter "
+            f"({save_iter}), the snapshot it picks"
         )
     if rule == "ranker":
         from models.snapshot_ranker import DEFAULT_RANKER
@@ -154,6 +185,7 @@ def from_iterations(
         window // save_iter,
         patience // save_iter,
         model_path if rule in ("biqan", "ranker") else None,
+        stop_iteration,
     )
 
 
@@ -191,6 +223,8 @@ def make_stoppers(settings: EarlyStopSettings, noisy: list[np.ndarray]) -> list[
         return None
     if settings.rule == "wmv":
         return [WmvStopper(settings.window, settings.patience) for _ in noisy]
+    if settings.rule == "fixed":
+        return [FixedStopper(settings.stop_iteration) for _ in noisy]
     if settings.rule == "ranker":
         from models import snapshot_ranker
 

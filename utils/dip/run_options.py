@@ -86,10 +86,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def early_stop_settings(args: argparse.Namespace) -> early_stopping.EarlyStopSettings:
-    """--early_stop, --wmv_window, --patience (iterations), --pre_trained_model -> settings in
-    snapshots; ValueError as `early_stopping.from_iterations`."""
+    """--early_stop, --wmv_window, --patience, --stop_iteration (iterations),
+    --pre_trained_model -> settings; ValueError as `early_stopping.from_iterations`."""
     return early_stopping.from_iterations(
-        args.early_stop, args.wmv_window, args.patience, args.save_iter, args.pre_trained_model
+        args.early_stop,
+        args.wmv_window,
+        args.patience,
+        args.save_iter,
+        args.pre_trained_model,
+        args.stop_iteration,
     )
 
 
