@@ -61,6 +61,9 @@ def test_last_and_fixed():
     assert selection.select_fixed(iterations, 200) == 1
     with pytest.raises(ValueError, match="from 180 to 220"):
         selection.select_fixed(iterations, 210)
+    with pytest.raises(ValueError, match="from 180 to 220"):
+        selection.select_fixed(iterations, 100)
+    assert selection.select_fixed(iterations, 600) == 2  # the run ended before 600
     with pytest.raises(ValueError, match="no snapshots"):
         selection.select_last(0)
 

@@ -77,9 +77,13 @@ def select_last(count: int) -> int:
 
 
 def select_fixed(iterations: np.ndarray, iteration: int) -> int:
-    """Index of the snapshot saved at ``iteration``; ValueError listing the range otherwise."""
+    """Index of the snapshot saved at ``iteration``, or of the last one when the run ended
+    before it (as the online fixed rule keeps the last snapshot of a shorter run); ValueError
+    listing the range when no snapshot was saved at ``iteration`` within it."""
     iterations = np.asarray(iterations)
     matches = np.flatnonzero(iterations == iteration)
+    if matches.size == 0 and iteration > iterations.max():
+        return len(iterations) - 1
     if matches.size == 0:
         raise ValueError(
             f"no snapshot at iteration {iteration}; the candidates run from "

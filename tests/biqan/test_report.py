@@ -53,6 +53,15 @@ def test_selection_rows_with_and_without_reference():
     assert math.isnan(blind[0]["loss_db"])
 
 
+def test_a_fixed_pick_after_the_runs_end_is_noted():
+    iterations = np.array([20, 40, 60, 80])
+    rows = biqan_report.selection_rows(
+        "a", iterations, None, chosen({"fixed:40": 1, "fixed:600": 3})
+    )
+    assert rows[0]["note"] == ""
+    assert rows[1]["picked_iteration"] == 80 and "ends before" in rows[1]["note"]
+
+
 def test_summary_ends_with_mean_gap_per_selector(tmp_path: Path):
     iterations = np.array([20, 40, 60, 80])
     rows = (

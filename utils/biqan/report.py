@@ -91,6 +91,11 @@ def selection_rows(
         note = ""
         if label == "wmv":
             note = "rule fired" if chosen.wmv.fired else "rule did not fire: variance minimum"
+        elif (
+            label.startswith("fixed:")
+            and iterations[index] != selection.parse_selector(label).iteration
+        ):
+            note = "the run ends before this iteration: last snapshot"
         best_psnr = np.nan if best_index is None else float(psnr[best_index])
         rows.append(
             {
