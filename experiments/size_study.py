@@ -1,0 +1,187 @@
+"""Issue 9: does DIP's best iteration move with the image size, and which stopping rule follows?
+
+Reads DIP runs of the same centre crops at several sizes (experiments/prepare_data.py --size S,
+then run_BDN.py with seed 0 and a snapshot every 20 iterations): per size, `<root>/PolyU_s0_o0/`
+(the PolyU pairs every 10th by name from offset 0, experiments/run_polyu.py) and
+`<root>/CC_scratch_s0/` (the 5 CC crops), `<root>` given per size as SIZE=FOLDER. Every rule
+skips the first `--start_index` snapshots, as test_BIQAN.py does. Per size it reports the median
+best iteration and the change against the smallest size for the same images, and the gap of
+each rule's pick to the true best:
+
+- `fixed:600`, the stop tuned on the 100 PolyU runs at 64x64 (`selection.TUNED_FIXED`);
+- the fixed stop tuned on this size's PolyU runs (in-sample on PolyU);
+- the stop scaled with the pixel count, 600 x (pixels / 64^2)^alpha, alpha tuned on the PolyU
+  runs of the sizes above 64 (smallest mean gap; CC chooses nothing);
+- `wmv` with the PolyU-tuned setting (`selection.TUNED_WMV`), on the saved snapshots.
+
+    python experiments/size_study.py 64=devdata/runs 96=devdata/runs96 128=devdata/runs128
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments import common
+from utils import image_io, run_output, selection
+
+REFERENCE_SIZE = 64
+ALPHAS = np.round(np.arange(0.0, 1.001, 0.05), 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """One image's run: dataset, size (pixels per side), name, iterations (N,), PSNR (N,) of the
+    averaged snapshots, and its image folder (for the snapshots)."""
+
+    dataset: str
+    size: int
+    name: str
+    iteration: np.ndarray
+    psnr: np.ndarray
+    folder: Path
+
+    @property
+    def best_iteration(self) -> int:
+        return int(self.iteration[int(np.argmax(self.psnr))])
+
+    def gap(self, index: int) -> float:
+        """dB from the true best to snapshot `index`."""
+        return float(self.psnr.max() - self.psnr[index])
+
+
+def read_curves(size: int, root: Path, start_index: int) -> list[Curve]:
+    """The finished images of `<root>/PolyU_s0_o0` and `<root>/CC_scratch_s0`."""
+    curves = []
+    for dataset, run in (("PolyU", "PolyU_s0_o0"), ("CC", "CC_scratch_s0")):
+        for name in common.run_images(root / run):
+            folder = root / run / name
+            metrics = common.read_metrics(folder)
+            if metrics is None or not common.finished(folder):
+                continue
+            curves.append(
+                Curve(
+                    dataset,
+                    size,
+                    name,
+                    metrics["iteration"][start_index:].astype(int),
+                    metrics["psnr_avg"][start_index:],
+                    folder,
+                )
+            )
+    return curves
+
+
+def nearest_index(curve: Curve, iteration: float) -> int:
+    """The snapshot nearest to `iteration` in log scale (the last one after the run's end)."""
+    return int(np.argmin(np.abs(np.log(curve.iteration) - np.log(iteration))))
+
+
+def scaled_stop(size: int, alpha: float) -> float:
+    """The tuned 64x64 stop scaled by (pixels / 64^2)^alpha."""
+    return selection.TUNED_FIXED.iteration * (size / REFERENCE_SIZE) ** (2 * alpha)
+
+
+def tune_fixed(curves: list[Curve]) -> int:
+    """The iteration (shared by all curves) with the smallest mean gap."""
+    candidates = sorted(set.intersection(*(set(curve.iteration.tolist()) for curve in curves)))
+    return min(
+        candidates,
+        key=lambda it: np.mean([c.gap(int(np.flatnonzero(c.iteration == it)[0])) for c in curves]),
+    )
+
+
+def wmv_index(curve: Curve) -> int:
+    """test_BIQAN's `wmv` pick with the tuned setting, on the saved snapshots."""
+    paths = [run_output.snapshot_path(curve.folder, int(i)) for i in curve.iteration]
+    result = selection.windowed_moving_variance(
+        lambda index: image_io.read_image(paths[index]).pixels,
+        selection.TUNED_WMV.window,
+        selection.TUNED_WMV.patience,
+        count=len(paths),
+    )
+    return result.pick_index
+
+
+def tune_alpha(polyu: list[Curve]) -> float:
+    """Alpha with the smallest mean gap over `polyu` (curves of sizes above 64)."""
+    return float(
+        min(
+            ALPHAS,
+            key=lambda a: np.mean([c.gap(nearest_index(c, scaled_stop(c.size, a))) for c in polyu]),
+        )
+    )
+
+
+def size_table(curves: list[Curve], alpha: float) -> pd.DataFrame:
+    """One row per dataset and size: images, median best iteration, the geometric mean of the
+    best iteration over the same image's at the smallest size, and each rule's mean gap."""
+    smallest = min(curve.size for curve in curves)
+    reference = {(c.dataset, c.name): c.best_iteration for c in curves if c.size == smallest}
+    rows = []
+    keys = sorted({(c.dataset, c.size) for c in curves}, key=lambda key: (key[0] != "PolyU", key))
+    for dataset, size in keys:
+        group = [c for c in curves if (c.dataset, c.size) == (dataset, size)]
+        polyu = [c for c in curves if c.dataset == "PolyU" and c.size == size]
+        tuned = tune_fixed(polyu)
+        ratios = [c.best_iteration / reference[(dataset, c.name)] for c in group]
+        rows.append(
+            {
+                "dataset": dataset,
+                "size": size,
+                "images": len(group),
+                "median best iteration": float(np.median([c.best_iteration for c in group])),
+                f"best iteration / at {smallest}px (geometric mean)": float(
+                    np.exp(np.mean(np.log(ratios)))
+                ),
+                f"fixed:{selection.TUNED_FIXED.iteration}": np.mean(
+                    [c.gap(nearest_index(c, selection.TUNED_FIXED.iteration)) for c in group]
+                ),
+                "fixed, tuned on this size's PolyU": f"{np.mean([c.gap(int(np.flatnonzero(c.iteration == tuned)[0])) for c in group]):.2f} ({tuned})",
+                f"scaled stop (alpha {alpha:g})": np.mean(
+                    [c.gap(nearest_index(c, scaled_stop(size, alpha))) for c in group]
+                ),
+                "wmv (tuned)": np.mean([c.gap(wmv_index(c)) for c in group]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def main(args: argparse.Namespace) -> int:
+    curves = []
+    for entry in args.runs:
+        size, _, root = entry.partition("=")
+        curves += read_curves(int(size), Path(root), args.start_index)
+    larger = [c for c in curves if c.dataset == "PolyU" and c.size > REFERENCE_SIZE]
+    if not larger or REFERENCE_SIZE not in {c.size for c in curves}:
+        print(f"need finished PolyU runs at {REFERENCE_SIZE}px and at a larger size")
+        return 1
+    alpha = tune_alpha(larger)
+    table = size_table(curves, alpha)
+    text = (
+        f"Stopping rules against the crop size (seed 0; gaps in dB to the true best; alpha tuned "
+        f"on the PolyU runs above {REFERENCE_SIZE}px; start index {args.start_index}):\n\n"
+        + common.markdown_table(list(table.columns), table.round(2).values.tolist())
+        + "\n"
+    )
+    Path(args.tables).mkdir(parents=True, exist_ok=True)
+    (Path(args.tables) / "size_study.md").write_text(text)
+    print(text)
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="SIZE=FOLDER, e.g. 64=devdata/runs")
+    parser.add_argument("--tables", default="devdata/tables", help="output folder")
+    parser.add_argument("--start_index", type=int, default=8, help="snapshots skipped (default 8)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
