@@ -28,6 +28,14 @@ from utils.early_stopping import (  # noqa: E402
 FAST = ["--input_depth", "8", "--channels", "16", "--save_iter", "10", "--gpu_id", "cpu", "--quiet"]
 
 
+def bdn_args(folder: Path, *extra: str, clean: bool = True) -> list[str]:
+    """run_BDN.py flags for the pairs of `folder` (real/, mean/ unless not `clean`) into
+    `folder`/run, fast settings, then `extra`."""
+    reference = ["--dataset_mean_path", str(folder / "mean")] if clean else []
+    real = ["--dataset_real_path", str(folder / "real"), *reference]
+    return [*real, "--output_path", str(folder / "run"), *FAST, *extra]
+
+
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as stream:
         return list(csv.DictReader(stream))
@@ -64,14 +72,8 @@ def run_with_wmv(tmp_path):
     make_pair(tmp_path, "b", height=64, width=96, seed=2)
     output = tmp_path / "run"
     args = run_BDN.parse_args(
-        [
-            "--dataset_real_path",
-            str(tmp_path / "real"),
-            "--dataset_mean_path",
-            str(tmp_path / "mean"),
-            "--output_path",
-            str(output),
-            *FAST,
+        bdn_args(
+            tmp_path,
             "--num_iter",
             "300",
             "--exp_weight",
@@ -82,7 +84,7 @@ def run_with_wmv(tmp_path):
             "30",
             "--patience",
             "20",
-        ]
+        )
     )
     assert run_BDN.main(args) == 0
     return output
@@ -164,12 +166,8 @@ def test_online_biqan_stop_with_a_tiny_checkpoint(tmp_path):
     biqan.save_config(checkpoint, biqan.BiqanConfig(alpha=0.25, image_size=32, input_mode="crop"))
     make_pair(tmp_path, "a", seed=1)
     args = run_BDN.parse_args(
-        [
-            "--dataset_real_path",
-            str(tmp_path / "real"),
-            "--output_path",
-            str(tmp_path / "run"),
-            *FAST,
+        bdn_args(
+            tmp_path,
             "--num_iter",
             "200",
             "--early_stop",
@@ -178,7 +176,8 @@ def test_online_biqan_stop_with_a_tiny_checkpoint(tmp_path):
             str(checkpoint),
             "--patience",
             "30",
-        ]
+            clean=False,
+        )
     )
     assert run_BDN.main(args) == 0
     summary = json.loads((tmp_path / "run" / "a" / "summary.json").read_text())
@@ -196,17 +195,7 @@ def test_online_biqan_stop_with_a_tiny_checkpoint(tmp_path):
 def test_biqan_early_stop_needs_a_model(tmp_path, capsys):
     make_pair(tmp_path, "a")
     with pytest.raises(SystemExit):
-        run_BDN.parse_args(
-            [
-                "--dataset_real_path",
-                str(tmp_path / "real"),
-                "--output_path",
-                str(tmp_path / "o"),
-                *FAST,
-                "--early_stop",
-                "biqan",
-            ]
-        )
+        run_BDN.parse_args(bdn_args(tmp_path, "--early_stop", "biqan", clean=False))
     assert "--pre_trained_model" in capsys.readouterr().err
 
 
@@ -296,21 +285,7 @@ def test_online_fixed_stop_matches_test_biqan_offline_fixed(tmp_path):
     make_pair(tmp_path, "a", seed=1)
     output = tmp_path / "run"
     args = run_BDN.parse_args(
-        [
-            "--dataset_real_path",
-            str(tmp_path / "real"),
-            "--dataset_mean_path",
-            str(tmp_path / "mean"),
-            "--output_path",
-            str(output),
-            *FAST,
-            "--num_iter",
-            "100",
-            "--early_stop",
-            "fixed",
-            "--stop_iteration",
-            "50",
-        ]
+        bdn_args(tmp_path, "--num_iter", "100", "--early_stop", "fixed", "--stop_iteration", "50")
     )
     assert run_BDN.main(args) == 0
     (row,) = read_csv(output / "summary.csv")
