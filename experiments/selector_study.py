@@ -425,6 +425,19 @@ def why_lines(
             f"| {weight:g}{mark} | {polyu_gap:.2f} | {np.nanmean(cc_rows[:, 0]):.2f} | "
             f"{cc_rows[:, 2].mean():.2f} |"
         )
+    datasets = [("PolyU", polyu), ("CC", cc)] + (
+        [(f"PolyU + white noise ({len(noisier_copies)} images)", noisier_copies)]
+        if noisier_copies
+        else []
+    )
+    lines += ["", "Residual features at the true best snapshot (mean ± sd over images):", ""]
+    for name in ("residual_db", "residual_correlation"):
+        column = snapshot_features.FEATURE_NAMES.index(name)
+        cells = []
+        for label, runs in datasets:
+            at_best = [run.features[int(np.argmax(run.psnr)), column] for run in runs]
+            cells.append(f"{label} {np.mean(at_best):.2f} ± {np.std(at_best):.2f}")
+        lines.append(f"- `{name}`: " + "; ".join(cells) + ".")
     tuning_grid = np.round(np.arange(0.0, 5.01, 0.1), 1)
     tuned = float(
         tuning_grid[
@@ -439,11 +452,6 @@ def why_lines(
         ]
     )
     shown = sorted({*np.round(np.arange(0.0, 5.01, 0.5), 1).tolist(), tuned})
-    datasets = [("PolyU", polyu), ("CC", cc)] + (
-        [(f"PolyU + white noise ({len(noisier_copies)} images)", noisier_copies)]
-        if noisier_copies
-        else []
-    )
     lines += [
         "",
         "Discrepancy principle (stop at the first snapshot with residual_db <= threshold); "
