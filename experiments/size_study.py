@@ -135,7 +135,7 @@ def size_table(curves: list[Curve], alpha: float) -> pd.DataFrame:
                 "dataset": dataset,
                 "size": size,
                 "images": len(group),
-                "median best iteration": float(np.median([c.best_iteration for c in group])),
+                "median best iteration": int(np.median([c.best_iteration for c in group])),
                 f"best iteration / at {smallest}px (geometric mean)": float(
                     np.exp(np.mean(np.log(ratios)))
                 ),
