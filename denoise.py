@@ -18,7 +18,6 @@ from models.skip import SkipConfig
 from utils import cli, cluster, early_stopping
 from utils.dip import denoising, devices, planning, reconstruction, run_options
 from utils.dip.fitting import FitSettings
-from utils.early_stopping import EarlyStopSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("--save_iter", denoising.SAVE_ITER, "snapshot every N iterations"),
             ("--wmv_window", denoising.WMV_WINDOW, "wmv window in iterations"),
             ("--patience", denoising.PATIENCE, "patience in iterations"),
-            ("--stop_iteration", EarlyStopSettings.stop_iteration, "fixed: stop iteration"),
         ),
     )
+    run_options.add_stop_flag(parser)
     parser.add_argument(
         "--precision",
         choices=(run_options.AUTO_PRECISION, *devices.PRECISIONS),

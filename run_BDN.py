@@ -39,7 +39,6 @@ NETWORK_FLAGS = (
 STOPPING_FLAGS = (
     ("--wmv_window", EarlyStopSettings.window * FitSettings.save_iter, "wmv: window in iterations, a multiple of save_iter"),
     ("--patience", EarlyStopSettings.patience * FitSettings.save_iter, "iterations without a new variance minimum (wmv) or a better score (biqan, ranker), a multiple of save_iter"),
-    ("--stop_iteration", EarlyStopSettings.stop_iteration, "fixed: stop at this iteration and keep its snapshot, a multiple of save_iter (tuned on 64x64 PolyU crops)"),
 )  # fmt: skip
 RUN_FLAGS = (
     ("--workers", 1, "worker processes on the CPU (with GPUs: one per --gpu_id)"),
@@ -113,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop each image when its rule fires and write the pick as <stem>/denoised.png",
     )
     run_options.add_flags(stopping, STOPPING_FLAGS)
+    run_options.add_stop_flag(stopping)
     stopping.add_argument(
         "--pre_trained_model",
         type=Path,

@@ -10,8 +10,10 @@ each rule's pick to the true best:
 
 - `fixed:600`, the stop tuned on the 100 PolyU runs at 64x64 (`selection.TUNED_FIXED`);
 - the fixed stop tuned on this size's PolyU runs (in-sample on PolyU);
-- the stop scaled with the pixel count, 600 x (pixels / 64^2)^alpha, alpha tuned on the PolyU
-  runs of the sizes above 64 (smallest mean gap; CC chooses nothing);
+- `fixed:auto`, that stop scaled with the pixel count, 600 x (pixels / 64^2)^alpha, with the
+  shipped exponent (`selection.STOP_EXPONENT`). Printed with the table, two estimates of the
+  exponent from the PolyU runs only (CC chooses nothing): fitted to their best iterations
+  against the same images' at 64px (the shipped one), and the one with the smallest mean gap;
 - `wmv` with the PolyU-tuned setting (`selection.TUNED_WMV`), on the saved snapshots.
 
     python experiments/size_study.py 64=devdata/runs 96=devdata/runs96 128=devdata/runs128
@@ -30,7 +32,6 @@ import pandas as pd
 from experiments import common
 from utils import image_io, run_output, selection
 
-REFERENCE_SIZE = 64
 ALPHAS = np.round(np.arange(0.0, 1.001, 0.05), 2)
 
 
@@ -77,14 +78,14 @@ def read_curves(size: int, root: Path, start_index: int) -> list[Curve]:
     return curves
 
 
-def nearest_index(curve: Curve, iteration: float) -> int:
-    """The snapshot nearest to `iteration` in log scale (the last one after the run's end)."""
-    return int(np.argmin(np.abs(np.log(curve.iteration) - np.log(iteration))))
+def stop_index(curve: Curve, iteration: float) -> int:
+    """The fixed rule's pick: the first snapshot at or after `iteration`, else the last."""
+    return selection.select_at_or_after(curve.iteration, iteration)
 
 
 def scaled_stop(size: int, alpha: float) -> float:
-    """The tuned 64x64 stop scaled by (pixels / 64^2)^alpha."""
-    return selection.TUNED_FIXED.iteration * (size / REFERENCE_SIZE) ** (2 * alpha)
+    """The tuned 64x64 stop scaled by (pixels / 64^2)^alpha (selection.scaled_stop's form)."""
+    return selection.TUNED_FIXED.iteration * (size / selection.STOP_SIZE) ** (2 * alpha)
 
 
 def tune_fixed(curves: list[Curve]) -> int:
@@ -113,12 +114,29 @@ def tune_alpha(polyu: list[Curve]) -> float:
     return float(
         min(
             ALPHAS,
-            key=lambda a: np.mean([c.gap(nearest_index(c, scaled_stop(c.size, a))) for c in polyu]),
+            key=lambda a: np.mean([c.gap(stop_index(c, scaled_stop(c.size, a))) for c in polyu]),
         )
     )
 
 
-def size_table(curves: list[Curve], alpha: float) -> pd.DataFrame:
+def fit_alpha(curves: list[Curve]) -> float:
+    """Least squares (through the origin) of ln(best iteration / the same image's at 64px)
+    on ln(pixels / 64^2), over the PolyU images run at 64px and a larger size."""
+    at_reference = {
+        c.name: c.best_iteration
+        for c in curves
+        if c.dataset == "PolyU" and c.size == selection.STOP_SIZE
+    }
+    pairs = [
+        (np.log(c.best_iteration / at_reference[c.name]), 2 * np.log(c.size / selection.STOP_SIZE))
+        for c in curves
+        if c.dataset == "PolyU" and c.size > selection.STOP_SIZE and c.name in at_reference
+    ]
+    ratios, pixels = np.array(pairs).T
+    return float(np.sum(ratios * pixels) / np.sum(pixels**2))
+
+
+def size_table(curves: list[Curve]) -> pd.DataFrame:
     """One row per dataset and size: images, median best iteration, the geometric mean of the
     best iteration over the same image's at the smallest size, and each rule's mean gap."""
     smallest = min(curve.size for curve in curves)
@@ -128,7 +146,7 @@ def size_table(curves: list[Curve], alpha: float) -> pd.DataFrame:
     for dataset, size in keys:
         group = [c for c in curves if (c.dataset, c.size) == (dataset, size)]
         polyu = [c for c in curves if c.dataset == "PolyU" and c.size == size]
-        tuned = tune_fixed(polyu)
+        tuned = tune_fixed(polyu) if polyu else None
         ratios = [c.best_iteration / reference[(dataset, c.name)] for c in group]
         rows.append(
             {
@@ -140,11 +158,13 @@ def size_table(curves: list[Curve], alpha: float) -> pd.DataFrame:
                     np.exp(np.mean(np.log(ratios)))
                 ),
                 f"fixed:{selection.TUNED_FIXED.iteration}": np.mean(
-                    [c.gap(nearest_index(c, selection.TUNED_FIXED.iteration)) for c in group]
+                    [c.gap(stop_index(c, selection.TUNED_FIXED.iteration)) for c in group]
                 ),
-                "fixed, tuned on this size's PolyU": f"{np.mean([c.gap(int(np.flatnonzero(c.iteration == tuned)[0])) for c in group]):.2f} ({tuned})",
-                f"scaled stop (alpha {alpha:g})": np.mean(
-                    [c.gap(nearest_index(c, scaled_stop(size, alpha))) for c in group]
+                "fixed, tuned on this size's PolyU": "-"
+                if tuned is None
+                else f"{np.mean([c.gap(stop_index(c, tuned)) for c in group]):.2f} ({tuned})",
+                f"fixed:auto (exponent {selection.STOP_EXPONENT:g})": np.mean(
+                    [c.gap(stop_index(c, selection.scaled_stop(size, size))) for c in group]
                 ),
                 "wmv (tuned)": np.mean([c.gap(wmv_index(c)) for c in group]),
             }
@@ -157,17 +177,19 @@ def main(args: argparse.Namespace) -> int:
     for entry in args.runs:
         size, _, root = entry.partition("=")
         curves += read_curves(int(size), Path(root), args.start_index)
-    larger = [c for c in curves if c.dataset == "PolyU" and c.size > REFERENCE_SIZE]
-    if not larger or REFERENCE_SIZE not in {c.size for c in curves}:
-        print(f"need finished PolyU runs at {REFERENCE_SIZE}px and at a larger size")
+    larger = [c for c in curves if c.dataset == "PolyU" and c.size > selection.STOP_SIZE]
+    if not larger or selection.STOP_SIZE not in {c.size for c in curves}:
+        print(f"need finished PolyU runs at {selection.STOP_SIZE}px and at a larger size")
         return 1
-    alpha = tune_alpha(larger)
-    table = size_table(curves, alpha)
+    table = size_table(curves)
     text = (
-        f"Stopping rules against the crop size (seed 0; gaps in dB to the true best; alpha tuned "
-        f"on the PolyU runs above {REFERENCE_SIZE}px; start index {args.start_index}):\n\n"
+        f"Stopping rules against the crop size (seed 0; gaps in dB to the true best; start "
+        f"index {args.start_index}):\n\n"
         + common.markdown_table(list(table.columns), table.round(2).values.tolist())
-        + "\n"
+        + f"\n\nExponent of fixed:auto from the {len(larger)} PolyU runs above "
+        f"{selection.STOP_SIZE}px: {fit_alpha(curves):.2f} fitted to their best iterations "
+        f"(against the same images' at {selection.STOP_SIZE}px); {tune_alpha(larger):g} for the "
+        f"smallest mean gap (grid {ALPHAS[0]:g}-{ALPHAS[-1]:g}).\n"
     )
     Path(args.tables).mkdir(parents=True, exist_ok=True)
     (Path(args.tables) / "size_study.md").write_text(text)

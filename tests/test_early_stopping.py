@@ -275,6 +275,21 @@ def test_fixed_stopper_fires_at_its_iteration_and_keeps_the_last_snapshot_before
     assert short.pick_iteration == 100 and not short.fired
 
 
+def test_online_fixed_auto_stop_matches_test_biqan_offline_fixed_auto(tmp_path):
+    make_pair(tmp_path, "a", height=32, width=32, seed=1)
+    stop = int(np.ceil(selection.scaled_stop(32, 32) / 10) * 10)
+    argv = bdn_args(tmp_path, "--num_iter", str(stop + 20), "--early_stop", "fixed")
+    assert run_BDN.main(run_BDN.parse_args(argv)) == 0
+    (row,) = read_csv(tmp_path / "run" / "summary.csv")
+    assert (row["stop_iteration"], row["picked_iteration"]) == (str(stop), str(stop))
+    selected = tmp_path / "selected"
+    selection_args = ["--dataset_image_path", str(tmp_path / "run"), "--output_path", str(selected)]
+    selection_args += ["--selector", "fixed:auto", "--start_index", "0", "--gpu_id", "cpu"]
+    assert test_BIQAN.main(test_BIQAN.parse_args(selection_args)) == 0
+    (offline,) = read_csv(selected / "selection.csv")
+    assert offline["picked_iteration"] == str(stop)
+
+
 def test_fixed_stop_must_be_a_snapshot():
     with pytest.raises(ValueError, match="--stop_iteration 50: must be a positive multiple"):
         from_iterations("fixed", 40, 40, 20, None, 50)

@@ -185,3 +185,31 @@ def test_test_biqan_default_wmv_is_denoise_default_in_iterations(tmp_path):
     defaults = denoise.build_parser().parse_args(["in.png", "-o", "out"])
     assert settings.window * denoising.SAVE_ITER == defaults.wmv_window
     assert settings.patience * denoising.SAVE_ITER == defaults.patience
+
+
+def test_fixed_auto_scales_the_tuned_stop_with_the_pixel_count():
+    tuned = selection.TUNED_FIXED.iteration
+    assert selection.scaled_stop(64, 64) == pytest.approx(tuned)
+    assert selection.scaled_stop(128, 128) == pytest.approx(tuned * 4**selection.STOP_EXPONENT)
+    assert selection.scaled_stop(32, 128) == pytest.approx(tuned)
+    with pytest.raises(ValueError, match="positive"):
+        selection.scaled_stop(0, 64)
+    auto = selection.parse_selector("fixed:auto")
+    assert auto.iteration is None and auto.label == "fixed:auto"
+    assert selection.parse_selector("fixed:500").label == "fixed:500"
+    with pytest.raises(ValueError, match="fixed:auto"):
+        selection.parse_selector("fixed:soon")
+
+
+def test_fixed_auto_picks_the_first_snapshot_at_or_after_the_scaled_stop():
+    iterations = np.arange(20, 2001, 20)
+    expected = int(np.ceil(selection.scaled_stop(96, 96) / 20) * 20)
+    chosen = selection.apply_selectors(
+        [selection.parse_selector("fixed:auto")],
+        iterations,
+        None,
+        lambda index: np.zeros((96, 96, 3)),
+        selection.TUNED_WMV,
+    )
+    assert iterations[chosen.picks["fixed:auto"]] == expected
+    assert selection.select_at_or_after(iterations[:5], 5000) == 4

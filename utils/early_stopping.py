@@ -8,7 +8,9 @@ never in the fit loop. It says when its rule fires and which snapshot is the pic
   (`selection.WmvTracker`), so the online pick equals the offline one on the same run.
 * `BestScoreStopper` with a trained BIQAN's scores (`biqan_scorer`): the rule fires when the
   score has not improved for `patience` snapshots; the pick is the best-scored snapshot.
-* `FixedStopper`: stops at a given iteration and picks its snapshot (test_BIQAN's `fixed:N`).
+* `FixedStopper`: stops at the first snapshot at or after a given iteration and picks it
+  (test_BIQAN's `fixed:N`); by default that iteration is the tuned stop scaled to the image's
+  size (`selection.scaled_stop`, test_BIQAN's `fixed:auto`).
 * The same with the snapshot ranker's scores (`ranker_scorer`, models/snapshot_ranker.py),
   whose features need the noisy input; the first `RANKER_SKIP` snapshots are never picked
   (test_BIQAN's default `--start_index`: the ranker is trained on the later ones).
@@ -56,10 +58,11 @@ class WmvStopper:
 
 
 class FixedStopper:
-    """Fires at the snapshot of `stop_iteration` and picks it; before that (and when the run
-    ends first) the pick is the latest snapshot, as test_BIQAN's `fixed:N` on the saved ones."""
+    """Fires at the first snapshot at or after `stop_iteration` and picks it; before that (and
+    when the run ends first) the pick is the latest snapshot, as test_BIQAN's `fixed:N` and
+    `fixed:auto` on the saved ones."""
 
-    def __init__(self, stop_iteration: int) -> None:
+    def __init__(self, stop_iteration: float) -> None:
         if stop_iteration < 1:
             raise ValueError(f"the stop iteration must be at least 1, got {stop_iteration}")
         self.stop_iteration = stop_iteration
@@ -125,13 +128,13 @@ def ranker_scorer(ranker, noisy: np.ndarray) -> Callable[[np.ndarray], float]:
 @dataclasses.dataclass(frozen=True)
 class EarlyStopSettings:
     """Which rule and its parameters: window and patience in snapshots (run_BDN's flags are in
-    iterations), the fixed rule's stop in iterations."""
+    iterations), the fixed rule's stop in iterations (None: scaled to each image's size)."""
 
     rule: str = "none"
     window: int = 5
     patience: int = 50
     model_path: Path | None = None
-    stop_iteration: int = selection.TUNED_FIXED.iteration
+    stop_iteration: int | None = None
 
     def __post_init__(self) -> None:
         if self.rule not in EARLY_STOP_RULES:
@@ -150,9 +153,10 @@ def from_iterations(
     patience: int,
     save_iter: int,
     model_path: Path | None,
-    stop_iteration: int = selection.TUNED_FIXED.iteration,
+    stop_iteration: int | None = None,
 ) -> EarlyStopSettings:
-    """Command-line values (window, patience and stop in iterations) -> settings.
+    """Command-line values (window, patience and stop in iterations; a stop of None is scaled
+    to each image's size) -> settings.
 
     ValueError when they are not multiples of `save_iter` (window at least 2 snapshots, the stop
     at least one) or when biqan has no existing checkpoint.
@@ -161,7 +165,11 @@ def from_iterations(
         raise ValueError(
             "--wmv_window (at least 2 snapshots) and --patience must be multiples of --save_iter"
         )
-    if rule == "fixed" and (stop_iteration % save_iter or stop_iteration < save_iter):
+    if (
+        rule == "fixed"
+        and stop_iteration is not None
+        and (stop_iteration % save_iter or stop_iteration < save_iter)
+    ):
         raise ValueError(
             f"--stop_iteration {stop_iteration}: must be a positive multiple of --save_iter "
             f"({save_iter}), the snapshot it picks"
@@ -224,7 +232,14 @@ def make_stoppers(settings: EarlyStopSettings, noisy: list[np.ndarray]) -> list[
     if settings.rule == "wmv":
         return [WmvStopper(settings.window, settings.patience) for _ in noisy]
     if settings.rule == "fixed":
-        return [FixedStopper(settings.stop_iteration) for _ in noisy]
+        return [
+            FixedStopper(
+                settings.stop_iteration
+                if settings.stop_iteration is not None
+                else selection.scaled_stop(*image.shape[:2])
+            )
+            for image in noisy
+        ]
     if settings.rule == "ranker":
         from models import snapshot_ranker
 

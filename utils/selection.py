@@ -9,7 +9,8 @@
   tracked; after ``patience`` snapshots without a new variance minimum the rule fires, and the
   pick is the snapshot at the variance minimum (the newest snapshot of that window).
 * ``last``: the last snapshot.
-* ``fixed:N``: the snapshot saved at iteration N.
+* ``fixed:N``: the snapshot saved at iteration N; ``fixed:auto``: the first snapshot at or
+  after the tuned stop scaled to the image's size (`scaled_stop`).
 
 Selectors return an index into the candidate list; the caller maps it to an iteration.
 """
@@ -26,37 +27,66 @@ SELECTOR_NAMES = ("biqan", "ranker", "wmv", "last", "fixed")
 
 @dataclasses.dataclass(frozen=True)
 class Selector:
-    """A parsed ``--selector`` value; ``iteration`` is set only for ``fixed``."""
+    """A parsed ``--selector`` value; for ``fixed``, ``iteration`` is N, or None for auto."""
 
     name: str
     iteration: int | None = None
 
     @property
     def label(self) -> str:
-        """The selector as written on the command line, e.g. ``fixed:500``."""
-        return self.name if self.iteration is None else f"{self.name}:{self.iteration}"
+        """The selector as written on the command line, e.g. ``fixed:500``, ``fixed:auto``."""
+        if self.name == "fixed":
+            return f"fixed:{AUTO if self.iteration is None else self.iteration}"
+        return self.name
 
 
 def parse_selector(text: str) -> Selector:
-    """Parse ``biqan``, ``wmv``, ``last`` or ``fixed:N`` (N a positive iteration number)."""
+    """Parse ``biqan``, ``ranker``, ``wmv``, ``last``, ``fixed:N`` (N a positive iteration
+    number) or ``fixed:auto``."""
     name, separator, argument = text.strip().partition(":")
     if name not in SELECTOR_NAMES:
         raise ValueError(
-            f"unknown selector {text!r}; choose from {', '.join(SELECTOR_NAMES[:-1])}, fixed:N"
+            f"unknown selector {text!r}; choose from {', '.join(SELECTOR_NAMES[:-1])}, fixed:N, "
+            "fixed:auto"
         )
     if name != "fixed":
         if separator:
             raise ValueError(f"selector {name!r} takes no argument, got {text!r}")
         return Selector(name=name)
     try:
-        iteration = int(argument)
+        iteration = parse_stop(argument)
     except ValueError:
         raise ValueError(
-            f"selector {text!r}: write fixed:N with N an iteration number, e.g. fixed:500"
+            f"selector {text!r}: write fixed:N with N an iteration number, e.g. fixed:500, or "
+            "fixed:auto"
         ) from None
+    if iteration is None:
+        return Selector(name=name)
     if iteration < 1:
         raise ValueError(f"selector {text!r}: the iteration must be at least 1")
     return Selector(name=name, iteration=iteration)
+
+
+def parse_stop(text: str) -> int | None:
+    """``auto`` -> None (the stop scaled to each image's size), else the iteration as an int;
+    ValueError otherwise."""
+    return None if text.strip() == AUTO else int(text)
+
+
+def scaled_stop(height: int, width: int) -> float:
+    """The tuned stop for a height x width image: `TUNED_FIXED` (tuned on 64x64 crops) times
+    (pixels / 64^2) ** `STOP_EXPONENT`; an iteration number, not rounded to a snapshot."""
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    pixels = height * width / STOP_SIZE**2
+    return TUNED_FIXED.iteration * pixels**STOP_EXPONENT
+
+
+def select_at_or_after(iterations: np.ndarray, iteration: float) -> int:
+    """Index of the first snapshot saved at or after ``iteration``, or of the last one."""
+    iterations = np.asarray(iterations)
+    later = np.flatnonzero(iterations >= iteration)
+    return int(later[0]) if later.size else len(iterations) - 1
 
 
 def select_argmax(scores: np.ndarray) -> int:
@@ -223,6 +253,13 @@ TUNED_WMV = WmvSettings(window=2, patience=2)
 # iterations, the run_BDN.py defaults; experiments/selector_study.py): on the CC crops no
 # image-based rule trained on PolyU picks better (docs/REPRODUCTION.md section 6).
 TUNED_FIXED = Selector(name="fixed", iteration=600)
+# The best iteration grows with the image: `fixed:auto` and `--stop_iteration auto` scale
+# TUNED_FIXED by (pixels / STOP_SIZE^2) ** STOP_EXPONENT, the exponent fitted to the best
+# iterations of the same PolyU crops at 64 and at 96 and 128 pixels (experiments/size_study.py,
+# docs/REPRODUCTION.md section 6).
+STOP_SIZE = 64
+STOP_EXPONENT = 0.25
+AUTO = "auto"
 
 
 def snapshots_of(flag: str, iterations: int, interval: int) -> int:
@@ -286,7 +323,7 @@ def apply_selectors(
     ``iterations`` (candidates,): their iteration numbers; ``score()`` returns the predicted
     distributions (candidates, 10) (needed by biqan); ``rank()`` the ranker's scores
     (candidates,) (needed by ranker); ``load_snapshot(index)`` returns the candidate's HxWxC
-    float array (needed by wmv).
+    float array (needed by wmv and fixed:auto).
     """
     bins = np.arange(1, 11, dtype=np.float64)
     picks: dict[str, int] = {}
@@ -316,6 +353,9 @@ def apply_selectors(
             picks[selector.label] = wmv.pick_index
         elif selector.name == "last":
             picks[selector.label] = select_last(len(iterations))
+        elif selector.iteration is None:
+            height, width = load_snapshot(0).shape[:2]
+            picks[selector.label] = select_at_or_after(iterations, scaled_stop(height, width))
         else:
             picks[selector.label] = select_fixed(iterations, selector.iteration)
     return ImageSelection(picks=picks, distributions=distributions, wmv=wmv)

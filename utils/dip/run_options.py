@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from models.skip import SkipConfig
-from utils import cluster, early_stopping
+from utils import cluster, early_stopping, selection
 from utils.dip import devices, networks, planning
 from utils.dip.fitting import FitSettings
 
@@ -88,13 +88,31 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def early_stop_settings(args: argparse.Namespace) -> early_stopping.EarlyStopSettings:
     """--early_stop, --wmv_window, --patience, --stop_iteration (iterations),
     --pre_trained_model -> settings; ValueError as `early_stopping.from_iterations`."""
+    try:
+        stop = selection.parse_stop(args.stop_iteration)
+    except ValueError:
+        raise ValueError(
+            f"--stop_iteration {args.stop_iteration}: write an iteration number or {selection.AUTO}"
+        ) from None
     return early_stopping.from_iterations(
         args.early_stop,
         args.wmv_window,
         args.patience,
         args.save_iter,
         args.pre_trained_model,
-        args.stop_iteration,
+        stop,
+    )
+
+
+def add_stop_flag(group: Any) -> None:
+    """--stop_iteration of the fixed rule: an iteration, or auto (scaled to each image)."""
+    group.add_argument(
+        "--stop_iteration",
+        default=selection.AUTO,
+        help=f"fixed: stop at the first snapshot at or after this iteration and keep it; "
+        f"{selection.AUTO} (default): {selection.TUNED_FIXED.iteration} for a "
+        f"{selection.STOP_SIZE}x{selection.STOP_SIZE} image, times (pixels / "
+        f"{selection.STOP_SIZE}^2) ** {selection.STOP_EXPONENT}",
     )
 
 
