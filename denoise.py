@@ -30,9 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--early_stop",
         choices=early_stopping.EARLY_STOP_RULES,
-        default="wmv",
-        help="online stopping rule (default: %(default)s; none = run --num_iter and keep the last "
-        "snapshot)",
+        default="fixed",
+        help="online stopping rule (default: %(default)s, at --stop_iteration; none = run "
+        "--num_iter and keep the last snapshot)",
     )
     parser.add_argument(
         "--pre_trained_model",

@@ -72,10 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--selector",
         type=selector_type,
         nargs="+",
-        default=[selection.parse_selector("wmv")],
-        help="one or more of biqan, ranker, wmv, last, fixed:N (iteration N); the first "
-        "one is the pick of the Compare figure and Denoised_PSNR.txt "
-        "(default wmv: training-free, any run length)",
+        default=[selection.DEFAULT_SELECTOR],
+        help="one or more of biqan, ranker, wmv, last, fixed:N (iteration N), fixed:auto (the "
+        "tuned stop scaled to the image's size); the first one is the pick of the Compare figure "
+        "and Denoised_PSNR.txt (default fixed:auto: no trained model, any run length)",
     )
     tuned, published = selection.TUNED_WMV, selection.PUBLISHED_WMV
     wmv = parser.add_argument_group(

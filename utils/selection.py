@@ -260,6 +260,8 @@ TUNED_FIXED = Selector(name="fixed", iteration=600)
 STOP_SIZE = 64
 STOP_EXPONENT = 0.25
 AUTO = "auto"
+# test_BIQAN.py's default selector: fixed:auto (denoise.py's default rule is its online twin).
+DEFAULT_SELECTOR = Selector(name="fixed")
 
 
 def snapshots_of(flag: str, iterations: int, interval: int) -> int:
