@@ -94,7 +94,10 @@ def test_train_biqan_flags_take_the_stage_defaults():
 def test_readme_prose_gives_denoise_defaults():
     defaults = denoise.build_parser().parse_args(["in.png", "-o", "out"])
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
-    assert (
-        f"(window {defaults.wmv_window}, patience {defaults.patience} iterations, at most "
-        f"{defaults.num_iter};"
-    ) in readme
+    expected = (
+        f"online `{defaults.early_stop}` stopping at `--stop_iteration {defaults.stop_iteration}`",
+        f"at most `--num_iter` {defaults.num_iter}",
+        f"window {defaults.wmv_window} and patience {defaults.patience} iterations",
+    )
+    for text in expected:
+        assert text in readme, text
