@@ -8,7 +8,7 @@ Within a wall-time budget (--budget seconds) on one CUDA device, in five parts:
   batching   images/hour with --batch_images --batches at --batch_sizes, and peak GPU memory;
   fullscale  run_BDN.py on the pairs of --data at full size (--num_iter, --save_iter) with the
              fastest option within --tolerance_db of fp32: per image seconds, true best, last,
-             the tuned and the published WMV picks and fixed:N (test_BIQAN.py's no-reference
+             the tuned and the published WMV picks, fixed:N and fixed:auto (test_BIQAN.py's no-reference
              selectors);
   extras     two worker processes sharing the device through the multi-GPU dispatch path, and a
              --batch_images run that runs out of memory on purpose (CUDA only).
@@ -42,7 +42,7 @@ import torch
 
 from bench import bench_dip, bench_scale
 from models.skip import SkipConfig
-from utils import image_io, metrics
+from utils import image_io, metrics, selection
 from utils.dip import denoising, devices, dispatch, group_fit, planning, reconstruction
 from utils.dip.fitting import FitSettings, to_array, to_tensor
 from utils.run_output import SUMMARY_FILE
@@ -517,13 +517,15 @@ def fullscale_rows(
             "best_psnr_db": summary["best_psnr"],
             "last_psnr_db": summary["final_psnr"],
         }
-        picks = [(f"{name}_wmv", selection, "wmv") for name, selection in selections.items()]
+        picks = [(f"{name}_wmv", chosen, "wmv") for name, chosen in selections.items()]
         if selections:
-            picks.append(
-                (fixed_label.replace(":", ""), next(iter(selections.values())), fixed_label)
-            )
-        for column, selection, selector in picks:
-            picked = selection.get((image, selector), {})
+            first = next(iter(selections.values()))
+            picks += [
+                (label.replace(":", ""), first, label)
+                for label in (fixed_label, selection.DEFAULT_SELECTOR.label)
+            ]
+        for column, chosen, selector in picks:
+            picked = chosen.get((image, selector), {})
             row[f"{column}_iteration"] = picked.get("picked_iteration") or None
             row[f"{column}_psnr_db"] = picked.get("picked_psnr") or None
         rows.append(row)
@@ -622,7 +624,7 @@ def run_fullscale(
             sys.executable, "test_BIQAN.py",
             "--dataset_image_path", str(run_folder),
             "--output_path", str(output),
-            "--selector", "wmv", "last", fixed_label,
+            "--selector", "wmv", "last", fixed_label, selection.DEFAULT_SELECTOR.label,
             "--gpu_id", args.gpu_id,
         ] + flags  # fmt: skip
         selection_status = run_logged(select, deadline, report.log_path)
@@ -635,7 +637,8 @@ def run_fullscale(
         gaps = summary.read_text().splitlines()[-1] if summary.is_file() else "see the log"
         report.note(
             "fullscale",
-            f"test_BIQAN.py --selector wmv last {fixed_label} {' '.join(flags)} ({name} WMV): "
+            f"test_BIQAN.py --selector wmv last {fixed_label} "
+            f"{selection.DEFAULT_SELECTOR.label} {' '.join(flags)} ({name} WMV): "
             f"exit {selection_status}; {gaps}",
         )
         refresh(selections)

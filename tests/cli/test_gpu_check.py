@@ -50,7 +50,8 @@ def test_smoke_mode_runs_every_cpu_part_and_writes_the_report(check_folders):
     assert [row["image"] for row in full] == ["a", "b"]
     for row in full:
         assert row["iterations"] == "40" and float(row["best_psnr_db"]) > 0
-        for column in ("tuned_wmv_psnr_db", "published_wmv_psnr_db", "fixed20_psnr_db"):
+        columns = ("tuned_wmv_psnr_db", "published_wmv_psnr_db", "fixed20_psnr_db")
+        for column in (*columns, "fixedauto_psnr_db"):
             assert float(row[column]) <= float(row["best_psnr_db"]) + 1e-6
         assert row["fixed20_iteration"] == "20"
     report = (out / "gpu_check.md").read_text()
