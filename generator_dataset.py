@@ -33,49 +33,52 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="AVA label file to write, e.g. dataset/PolyU_labels.txt",
     )
+    defaults = labels.LabelSettings()
     parser.add_argument(
         "--start_position",
         type=int,
-        default=8,
+        default=defaults.start_position,
         help="skip the first N snapshots of each image (default: %(default)s)",
     )
     parser.add_argument(
         "--min_psnr",
         "--min_value",
         type=float,
-        default=8.0,
+        default=defaults.min_psnr,
         help="PSNR (dB) mapped to mean score 2.5 (default: %(default)s)",
     )
     parser.add_argument(
         "--max_psnr",
         "--max_value",
         type=float,
-        default=45.0,
+        default=defaults.max_psnr,
         help="PSNR (dB) mapped to mean score 7.5 (default: %(default)s)",
     )
     parser.add_argument(
         "--is_use_exp",
         type=original_flags.boolean,
-        default=False,
-        help="label exp(PSNR) instead of PSNR (true/false; default false)",
+        default=defaults.use_exp,
+        help="label exp(PSNR) instead of PSNR "
+        f"(true/false; default {str(defaults.use_exp).lower()})",
     )
     parser.add_argument(
         "--is_use_fix_minmax",
         type=original_flags.boolean,
-        default=True,
-        help="normalise by --min_psnr/--max_psnr (true, default) or by each "
-        "image's own minimum and maximum (false)",
+        default=defaults.fixed_range,
+        help="normalise by --min_psnr/--max_psnr (true) or by each image's own minimum and "
+        f"maximum (false) (default {str(defaults.fixed_range).lower()})",
     )
     parser.add_argument(
         "--votes",
         type=int,
-        default=10000,
-        help="vote count of each row, split over the 10 bins (default: %(default)s)",
+        default=defaults.votes,
+        help=f"vote count of each row, split over the {labels.NUMBER_OF_BINS} bins "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--score_std",
         type=float,
-        default=1.0,
+        default=defaults.score_std,
         help="std of the Gaussian score distribution (default: %(default)s)",
     )
     original_flags.add_refused(parser, {})

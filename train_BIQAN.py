@@ -23,12 +23,12 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
 
+from models.biqan_config import ARCHITECTURES, INPUT_MODES, BiqanConfig  # noqa: E402
 from utils import cli, original_flags, run_output, snapshot_features  # noqa: E402
 from utils.biqan import device as keras_device  # noqa: E402
 from utils.biqan import evaluation as biqan_eval
 from utils.biqan import labels
-
-ARCHITECTURES = ("mobilenet", "mobilenet_v2", "inceptionv2", "vgg16")
+from utils.biqan.settings import StageSettings, TrainingSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,27 +63,30 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--validation_fraction",
         type=float,
-        default=0.1,
+        default=TrainingSettings.validation_fraction,
         help="fraction of source images held out for validation (default: %(default)s)",
     )
     model = parser.add_argument_group("model")
     model.add_argument(
         "--classification_model",
         choices=(*ARCHITECTURES, "ranker"),
-        default="mobilenet",
-        help="backbone (default mobilenet, as in the paper; inceptionv2 is "
+        default=BiqanConfig.architecture,
+        help="backbone (default: %(default)s, as in the paper; inceptionv2 is "
         "InceptionResNetV2, as in the original); ranker: the snapshot "
         "ranker instead of BIQAN (no-reference features of each snapshot and "
         "its residual, trained to order the snapshots of each image)",
     )
     model.add_argument(
-        "--alpha", type=float, default=1.0, help="backbone width (default: %(default)s)"
+        "--alpha",
+        type=float,
+        default=BiqanConfig.alpha,
+        help="backbone width (default: %(default)s)",
     )
     model.add_argument(
         "--weights",
-        default="imagenet",
+        default=TrainingSettings.weights,
         help="backbone start: imagenet (download), none, or PATH to a weights "
-        "file (a headless backbone or a whole BIQAN) (default imagenet)",
+        "file (a headless backbone or a whole BIQAN) (default: %(default)s)",
     )
     model.add_argument(
         "--class_num",
@@ -95,64 +98,75 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--image_size",
         type=int,
-        default=224,
+        default=BiqanConfig.image_size,
         help="side of the square network input (default: %(default)s)",
     )
     model.add_argument(
         "--input_mode",
-        choices=("resize", "crop"),
-        default="resize",
+        choices=INPUT_MODES,
+        default=BiqanConfig.input_mode,
         help="resize: whole snapshot resized (paper); crop: native-resolution "
-        "crops that keep the residual noise (default resize)",
+        "crops that keep the residual noise (default: %(default)s)",
     )
     fit = parser.add_argument_group("training")
     fit.add_argument(
         "--epochs",
         type=int,
-        default=40,
+        default=TrainingSettings.epochs,
         help="most epochs of each stage; early stopping may end it sooner (default: %(default)s)",
     )
-    fit.add_argument("--batchsize", type=int, default=32, help="batch size (default: %(default)s)")
     fit.add_argument(
-        "--lr", type=float, default=1e-3, help="stage 1 Adam learning rate (default: %(default)s)"
+        "--batchsize",
+        type=int,
+        default=TrainingSettings.batchsize,
+        help="batch size (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--lr",
+        type=float,
+        default=TrainingSettings.lr,
+        help="stage 1 Adam learning rate (default: %(default)s)",
     )
     fit.add_argument(
         "--finetune_lr",
         type=float,
-        default=1e-4,
+        default=TrainingSettings.finetune_lr,
         help="stage 2 SGD learning rate (default: %(default)s)",
     )
     fit.add_argument(
-        "--momentum", type=float, default=0.9, help="stage 2 SGD momentum (default: %(default)s)"
+        "--momentum",
+        type=float,
+        default=StageSettings.momentum,
+        help="stage 2 SGD momentum (default: %(default)s)",
     )
     fit.add_argument(
         "--early_stopping_patience",
         type=int,
-        default=8,
+        default=StageSettings.early_stopping_patience,
         help="epochs without val_loss improvement before a stage stops (default: %(default)s)",
     )
     fit.add_argument(
         "--reduce_lr_patience",
         type=int,
-        default=2,
+        default=StageSettings.reduce_lr_patience,
         help="epochs without improvement before the LR is reduced (default: %(default)s)",
     )
     fit.add_argument(
         "--reduce_lr_factor",
         type=float,
-        default=0.2,
+        default=StageSettings.reduce_lr_factor,
         help="LR reduction factor (default: %(default)s)",
     )
     fit.add_argument(
         "--test_crops",
         type=int,
-        default=3,
+        default=TrainingSettings.test_crops,
         help="crop mode: score the validation snapshots on an N x N grid of crops (default: %(default)s)",
     )
     fit.add_argument(
         "--seed",
         type=int,
-        default=0,
+        default=TrainingSettings.seed,
         help="seed of the split, the initial weights and augmentation (default: %(default)s)",
     )
     data.add_argument(
@@ -163,7 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run = parser.add_argument_group("run")
     run.add_argument(
-        "--workers", type=int, default=4, help="image-decoding threads (default: %(default)s)"
+        "--workers",
+        type=int,
+        default=TrainingSettings.workers,
+        help="image-decoding threads (default: %(default)s)",
     )
     run.add_argument(
         "--gpu_id",
@@ -334,7 +351,7 @@ def main(args: argparse.Namespace) -> int:
         train_rows, validation_rows = biqan_data.split_by_source(
             image_ids, args.validation_fraction, args.seed
         )
-        config = biqan.BiqanConfig(
+        config = BiqanConfig(
             architecture=args.classification_model,
             alpha=args.alpha,
             image_size=args.image_size,

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from experiments import common, select_snapshots
 from utils import image_io, metrics
@@ -91,25 +92,36 @@ def cbm3d_rows(crops: Path, tables: Path, polyu_every: int) -> list[dict]:
     return rows
 
 
-def cbm3d_summary(rows: list[dict]) -> tuple[dict[str, dict], int | None]:
-    """Per CC image: blind, PolyU-tuned-sigma and oracle-sigma (psnr, ssim, sigma); the tuned sigma."""
-    polyu = [r for r in rows if r["dataset"] == "PolyU"]
-    tuned = None
-    if polyu:
-        tuned = max(CBM3D_SIGMAS, key=lambda s: np.mean([float(r[f"psnr_s{s}"]) for r in polyu]))
-    out = {}
-    for row in (r for r in rows if r["dataset"] == "CC"):
-        oracle = max(CBM3D_SIGMAS, key=lambda s: float(row[f"psnr_s{s}"]))
-        out[row["image"]] = {
-            "sigma_est": float(row["sigma_est_255"]),
-            "blind": (float(row["blind_psnr"]), float(row["blind_ssim"])),
-            "tuned": (float(row[f"psnr_s{tuned}"]), float(row[f"ssim_s{tuned}"]))
-            if tuned
-            else (math.nan, math.nan),
-            "oracle": (float(row[f"psnr_s{oracle}"]), float(row[f"ssim_s{oracle}"])),
+def cbm3d_summary(rows: list[dict]) -> tuple[pd.DataFrame, int | None]:
+    """Per CC image (the index): CBM3D with the blind, the PolyU-tuned and the oracle sigma
+    (columns `<kind>_psnr` in dB, `<kind>_ssim`), `sigma_est` and `oracle_sigma` (in /255); and
+    the tuned sigma: the one of best mean PSNR over the PolyU rows (None without them)."""
+    grid = [f"{measure}_s{sigma}" for measure in ("psnr", "ssim") for sigma in CBM3D_SIGMAS]
+    columns = ["dataset", "image", "sigma_est_255", "blind_psnr", "blind_ssim", *grid]
+    table = pd.DataFrame(rows, columns=columns)
+    numbers = table.drop(columns="dataset").set_index("image").astype(float)
+    psnr, ssim = (
+        numbers[grid[start : start + len(CBM3D_SIGMAS)]].set_axis(CBM3D_SIGMAS, axis=1)
+        for start in (0, len(CBM3D_SIGMAS))
+    )
+    polyu = (table.dataset == "PolyU").to_numpy()
+    tuned = int(psnr[polyu].mean().idxmax()) if polyu.any() else None
+    cc = (table.dataset == "CC").to_numpy()
+    numbers, psnr, ssim = numbers[cc], psnr[cc], ssim[cc]
+    oracle = psnr.idxmax(axis=1)
+    summary = pd.DataFrame(
+        {
+            "sigma_est": numbers.sigma_est_255,
+            "blind_psnr": numbers.blind_psnr,
+            "blind_ssim": numbers.blind_ssim,
+            "tuned_psnr": psnr[tuned] if tuned else math.nan,
+            "tuned_ssim": ssim[tuned] if tuned else math.nan,
+            "oracle_psnr": psnr.max(axis=1),
+            "oracle_ssim": [ssim.at[image, sigma] for image, sigma in oracle.items()],
             "oracle_sigma": oracle,
         }
-    return out, tuned
+    )
+    return summary, tuned
 
 
 # ----------------------------------------------------------------------------------------------
@@ -156,16 +168,44 @@ def ssim_at(metrics: dict, iteration: int) -> float:
 
 # ----------------------------------------------------------------------------------------------
 # tables
+def cell_rows(
+    measured: pd.DataFrame, value: str, digits: int, images: list[str], placeholders: dict
+) -> list[list[str]]:
+    """Markdown rows: per image, its `value` in each column of `placeholders` (the PSNR followed
+    by its `note`), the column's placeholder where `measured` (one row per image and column) has
+    none; then the mean row (bold when every image has a value, else with the count)."""
+    text = measured[value].map(f"{{:.{digits}f}}".format)
+    cells = (
+        measured.assign(text=text + measured.note if value == "psnr" else text)
+        .pivot(index="image", columns="column", values="text")
+        .reindex(index=images, columns=list(placeholders))
+        .fillna(pd.Series(placeholders))
+    )
+    groups = measured.groupby("column")[value]
+    count, mean = groups.size(), groups.agg(lambda values: np.mean(values.to_numpy()))
+
+    def mean_cell(column: str) -> str:
+        if not count.get(column, 0):
+            return "-"
+        number = f"{mean[column]:.{digits}f}"
+        if count[column] == len(images):
+            return f"**{number}**"
+        return f"({number}, {count[column]} of {len(images)})"
+
+    return cells.reset_index().to_numpy().tolist() + [["**mean**"] + list(map(mean_cell, cells))]
+
+
 def q1_tables(
-    crops: Path, runs: Path, selection_root: Path, cbm3d: dict, tuned_sigma, seed: int
-) -> tuple[str, dict]:
+    crops: Path, runs: Path, selection_root: Path, cbm3d: pd.DataFrame, tuned_sigma, seed: int
+) -> str:
+    """The PSNR and SSIM tables of question 1: per CC crop, the noisy input, CBM3D, DIP's true
+    best, raw-output best and last iteration (seed `seed`), and every selector's pick."""
     run_dir = runs / f"CC_scratch_s{seed}"
     picks = selections(selection_root, run_dir.name)
-    images = common.pairs(crops, "CC")
     pick_labels = sorted(
-        picks, key=lambda label: (not label.startswith("wmv"), not label.startswith("last"), label)
+        (label for label in picks if not label.startswith("last")),
+        key=lambda label: (not label.startswith("wmv"), label),
     )
-    pick_labels = [label for label in pick_labels if not label.startswith("last")]
     header = [
         "image",
         "noisy input",
@@ -176,159 +216,95 @@ def q1_tables(
         "DIP raw-output best (iteration)",
         "DIP last iteration",
     ] + [f"{label} pick (iteration)" for label in pick_labels]
-    psnr_rows, ssim_rows = [], []
-    columns: dict[str, list[float]] = {}
-
-    def add(column, value):
-        columns.setdefault(column, []).append(value)
-
+    images = common.pairs(crops, "CC")
+    measured = []  # (image, column, PSNR, SSIM, note after the PSNR)
     for stem, real_path, mean_path in images:
         real, mean = image_io.read_rgb(real_path), image_io.read_rgb(mean_path)
-        noisy_p, noisy_s = metrics.psnr(real, mean), metrics.ssim(real, mean)
-        base = cbm3d.get(stem)
+        measured.append((stem, "noisy", metrics.psnr(real, mean), metrics.ssim(real, mean), ""))
+        if stem in cbm3d.index:
+            base = cbm3d.loc[stem]
+            measured += [
+                (stem, "blind", base.blind_psnr, base.blind_ssim, f" ({base.sigma_est:.1f})"),
+                (stem, "tuned", base.tuned_psnr, base.tuned_ssim, ""),
+                (stem, "oracle", base.oracle_psnr, base.oracle_ssim, f" ({base.oracle_sigma:.0f})"),
+            ]
         dip = dip_image(run_dir, stem)
-        prow = [stem, f"{noisy_p:.2f}"]
-        srow = [stem, f"{noisy_s:.3f}"]
-        add("noisy", noisy_p)
-        add("noisy_ssim", noisy_s)
-        if base:
-            prow += [
-                f"{base['blind'][0]:.2f} ({base['sigma_est']:.1f})",
-                f"{base['tuned'][0]:.2f}",
-                f"{base['oracle'][0]:.2f} ({base['oracle_sigma']})",
-            ]
-            srow += [
-                f"{base['blind'][1]:.3f}",
-                f"{base['tuned'][1]:.3f}",
-                f"{base['oracle'][1]:.3f}",
-            ]
-            for key in ("blind", "tuned", "oracle"):
-                add(key, base[key][0])
-                add(key + "_ssim", base[key][1])
-        else:
-            prow += ["not measured"] * 3
-            srow += ["not measured"] * 3
-        if dip:
-            prow += [
-                f"{dip['best_psnr']:.2f} ({dip['best_iteration']})",
-                f"{dip['raw_best_psnr']:.2f} ({dip['raw_best_iteration']})",
-                f"{dip['last_psnr']:.2f}",
-            ]
-            srow += [f"{dip['best_ssim']:.3f}", "-", f"{dip['last_ssim']:.3f}"]
-            add("best", dip["best_psnr"])
-            add("best_ssim", dip["best_ssim"])
-            add("raw_best", dip["raw_best_psnr"])
-            add("last", dip["last_psnr"])
-            add("last_ssim", dip["last_ssim"])
-        else:
-            prow += ["running"] * 3
-            srow += ["running", "-", "running"]
+        if dip is None:
+            continue
+        measured += [
+            (stem, "best", dip["best_psnr"], dip["best_ssim"], f" ({dip['best_iteration']})"),
+            (stem, "raw_best", dip["raw_best_psnr"], math.nan, f" ({dip['raw_best_iteration']})"),
+            (stem, "last", dip["last_psnr"], dip["last_ssim"], ""),
+        ]
         for label in pick_labels:
-            row = picks[label].get(stem)
-            if row and dip:
+            if row := picks[label].get(stem):
                 iteration = int(row["picked_iteration"])
-                note = "" if "did not fire" not in row.get("note", "") else ", did not fire"
-                prow.append(f"{float(row['picked_psnr']):.2f} ({iteration}{note})")
-                srow.append(f"{ssim_at(dip['metrics'], iteration):.3f}")
-                add(label, float(row["picked_psnr"]))
-                add(label + "_ssim", ssim_at(dip["metrics"], iteration))
-            else:
-                prow.append("not measured")
-                srow.append("not measured")
-        psnr_rows.append(prow)
-        ssim_rows.append(srow)
-
-    def mean_of(key, digits):
-        values = columns.get(key, [])
-        complete = len(values) == len(images) and images
-        return (
-            f"**{np.mean(values):.{digits}f}**"
-            if complete
-            else (
-                "-"
-                if not values
-                else f"({np.mean(values):.{digits}f}, {len(values)} of {len(images)})"
-            )
-        )
-
-    keys = ["noisy", "blind", "tuned", "oracle", "best", "raw_best", "last"] + pick_labels
-    psnr_rows.append(["**mean**"] + [mean_of(k, 2) for k in keys])
-    ssim_keys = [
-        "noisy_ssim",
-        "blind_ssim",
-        "tuned_ssim",
-        "oracle_ssim",
-        "best_ssim",
-        None,
-        "last_ssim",
-    ] + [k + "_ssim" for k in pick_labels]
-    ssim_rows.append(["**mean**"] + [mean_of(k, 3) if k else "-" for k in ssim_keys])
-    published = [
-        "published (15 CC, 512x512)",
-        f"{PUBLISHED['noisy']:.2f}",
-        f"{PUBLISHED['cbm3d']:.2f}",
-        "-",
-        "-",
-        f"{PUBLISHED['true_best']:.2f}",
-        "-",
-        "-",
-    ] + [f"{PUBLISHED['biqan']:.2f}" if label.startswith("biqan") else "-" for label in pick_labels]
-    psnr_rows.append(published)
-    text = (
+                note = ", did not fire" if "did not fire" in row.get("note", "") else ""
+                ssim = ssim_at(dip["metrics"], iteration)
+                psnr = float(row["picked_psnr"])
+                measured.append((stem, label, psnr, ssim, f" ({iteration}{note})"))
+    measured = pd.DataFrame(measured, columns=["image", "column", "psnr", "ssim", "note"])
+    placeholders = dict.fromkeys(["noisy", "blind", "tuned", "oracle"], "not measured")
+    placeholders |= dict.fromkeys(["best", "raw_best", "last"], "running")
+    placeholders |= dict.fromkeys(pick_labels, "not measured")
+    stems = [stem for stem, _, _ in images]
+    psnr_rows = cell_rows(measured, "psnr", 2, stems, placeholders)
+    published = ["noisy", "cbm3d", None, None, "true_best", None, None]
+    published += ["biqan" if label.startswith("biqan") else None for label in pick_labels]
+    psnr_rows.append(
+        ["published (15 CC, 512x512)"]
+        + [f"{PUBLISHED[key]:.2f}" if key else "-" for key in published]
+    )
+    ssim_rows = cell_rows(  # the raw output has no saved snapshot, so no SSIM
+        measured[measured.column != "raw_best"], "ssim", 3, stems, placeholders | {"raw_best": "-"}
+    )
+    return (
         "PSNR (dB) against the clean mean image:\n\n"
         + common.markdown_table(header, psnr_rows)
         + "\n\nSSIM (same snapshots; the raw-output column has no saved snapshot, so no SSIM):\n\n"
         + common.markdown_table(header, ssim_rows)
         + "\n"
     )
-    return text, columns
 
 
 def q4_table(crops: Path, runs: Path, selection_root: Path, seeds: list[int]) -> str:
-    header = (
-        ["image"]
-        + [f"true best s{s} (iter)" for s in seeds]
-        + ["true best mean ± sd", "range", "last mean ± sd", "WMV pick mean ± sd"]
-    )
-    rows = []
-    all_best, all_range = [], []
-    for stem, _, _ in common.pairs(crops, "CC"):
-        bests, lasts, wmv, cells = [], [], [], []
-        for seed in seeds:
-            dip = dip_image(runs / f"CC_scratch_s{seed}", stem)
-            if dip is None:
-                cells.append("running")
-                continue
-            bests.append(dip["best_psnr"])
-            lasts.append(dip["last_psnr"])
-            cells.append(f"{dip['best_psnr']:.2f} ({dip['best_iteration']})")
-            row = selections(selection_root, f"CC_scratch_s{seed}").get("wmv", {}).get(stem)
-            if row:
-                wmv.append(float(row["picked_psnr"]))
-        if len(bests) >= 2:
-            all_best.append(np.std(bests, ddof=1))
-            all_range.append(np.ptp(bests))
-        rows.append(
-            [stem]
-            + cells
-            + [
-                common.mean_std(bests),
-                f"{np.ptp(bests):.2f}" if len(bests) > 1 else "-",
-                common.mean_std(lasts),
-                common.mean_std(wmv),
-            ]
+    """The seed table of question 4: per CC crop, DIP's true best of each seed, the mean ± sd over
+    the seeds of the true best, the last iteration and the WMV pick, and the true best's range."""
+    stems = [stem for stem, _, _ in common.pairs(crops, "CC")]
+    measured = []  # (image, seed, true-best cell, true best, last, WMV pick) of finished images
+    for seed in seeds:
+        wmv = selections(selection_root, f"CC_scratch_s{seed}").get("wmv", {})
+        for stem in stems:
+            if dip := dip_image(runs / f"CC_scratch_s{seed}", stem):
+                cell = f"{dip['best_psnr']:.2f} ({dip['best_iteration']})"
+                pick = float(wmv[stem]["picked_psnr"]) if stem in wmv else math.nan
+                measured.append((stem, seed, cell, dip["best_psnr"], dip["last_psnr"], pick))
+    measured = pd.DataFrame(measured, columns=["image", "seed", "cell", "best", "last", "wmv"])
+    table = measured.pivot(index="image", columns="seed", values="cell")
+    table = table.reindex(index=stems, columns=seeds).fillna("running")
+    table.columns = [f"true best s{seed} (iter)" for seed in seeds]
+    groups = measured.groupby("image")
+
+    def over_seeds(statistic) -> pd.Series:
+        """`statistic` of the true best over the seeds, per image with two or more (CC order)."""
+        values = groups.best.agg(
+            lambda best: statistic(best.to_numpy()) if len(best) > 1 else math.nan
         )
+        return values.reindex(stems).dropna()
+
+    spread, ranges = over_seeds(lambda best: np.std(best, ddof=1)), over_seeds(np.ptp)
+    table["true best mean ± sd"] = groups.best.agg(common.mean_std)
+    table["range"] = ranges.map("{:.2f}".format)
+    table["last mean ± sd"] = groups["last"].agg(common.mean_std)
+    table["WMV pick mean ± sd"] = groups.wmv.agg(common.mean_std)
+    rows = table.fillna("-").reset_index().to_numpy().tolist()
     rows.append(
         ["**mean over images**"]
-        + ["" for _ in seeds]
-        + [
-            f"sd {np.mean(all_best):.2f}" if all_best else "-",
-            f"{np.mean(all_range):.2f}" if all_range else "-",
-            "",
-            "",
-        ]
+        + [""] * len(seeds)
+        + [f"sd {spread.mean():.2f}" if len(spread) else "-"]
+        + [f"{ranges.mean():.2f}" if len(ranges) else "-", "", ""]
     )
-    return common.markdown_table(header, rows) + "\n"
+    return common.markdown_table(["image", *table.columns], rows) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -365,12 +341,14 @@ def figure_curves(
         noisy = metrics.psnr(image_io.read_rgb(real_path), image_io.read_rgb(mean_path))
         ax.axhline(noisy, color="k", ls=":", lw=1, label="noisy input")
         top = max(
-            dip["best_psnr"], dip["raw_best_psnr"], cbm3d[stem]["tuned"][0] if stem in cbm3d else 0
+            dip["best_psnr"],
+            dip["raw_best_psnr"],
+            cbm3d.at[stem, "tuned_psnr"] if stem in cbm3d.index else 0,
         )
         ax.set_ylim(min(noisy, dip["best_psnr"]) - 3, top + 1.5)
-        if stem in cbm3d:
+        if stem in cbm3d.index:
             ax.axhline(
-                cbm3d[stem]["tuned"][0],
+                cbm3d.at[stem, "tuned_psnr"],
                 color="tab:orange",
                 ls="--",
                 lw=1,
@@ -571,7 +549,7 @@ def main(args: argparse.Namespace) -> int:
     )
     cbm3d, tuned_sigma = cbm3d_summary(rows)
     blocks = {}
-    q1, _ = q1_tables(crops, runs, selection_root, cbm3d, tuned_sigma, args.seeds[0])
+    q1 = q1_tables(crops, runs, selection_root, cbm3d, tuned_sigma, args.seeds[0])
     blocks["q1"] = q1
     blocks["q4"] = q4_table(crops, runs, selection_root, args.seeds)
     transfer_md = tables / "transfer.md"

@@ -5,7 +5,9 @@ is a Keras-applications MobileNet or MobileNetV2 without its top, global average
 Dropout(0.75) and Dense(10, softmax); it predicts a distribution over the scores 1..10 and is
 trained with the earth mover's distance (r = 2) between cumulative distributions (NIMA).
 
-Training (stages, loss, checkpoints) is in ``utils.biqan.train``. Checkpoints are portable across backends: ``biqan.json`` (the architecture) beside
+Its configuration (``BiqanConfig``, the backbones) is ``models.biqan_config``, which loads without
+Keras; training (stages, loss, checkpoints) is ``utils.biqan.train``. Checkpoints are portable
+across backends: ``biqan.json`` (the architecture) beside
 ``*.weights.h5`` files (weights only, no optimiser state), so a network trained under the torch
 backend loads under tensorflow and the other way round.
 """
@@ -21,11 +23,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from models.biqan_config import ARCHITECTURES, BiqanConfig
+
 CONFIG_FILE = "biqan.json"
-ARCHITECTURES = ("mobilenet", "mobilenet_v2", "inceptionv2", "vgg16")
 WIDTH_MULTIPLIER_ARCHITECTURES = ("mobilenet", "mobilenet_v2")
-MIN_IMAGE_SIZE = {"inceptionv2": 75}
-INPUT_MODES = ("resize", "crop")
 NUMBER_OF_BINS = 10
 BACKBONE_NAME = "backbone"
 CHECKPOINT_NAME = "weights.{epoch:03d}-{val_loss:.3f}.weights.h5"  # written by utils.biqan.train
@@ -33,43 +34,6 @@ CHECKPOINT_NAME = "weights.{epoch:03d}-{val_loss:.3f}.weights.h5"  # written by 
 
 class WeightsError(ValueError):
     """Backbone or checkpoint weights could not be obtained or do not fit the network."""
-
-
-@dataclasses.dataclass(frozen=True)
-class BiqanConfig:
-    """Everything needed to rebuild a BIQAN for inference and to feed it the same pixels.
-
-    ``image_size``: side of the square network input; ``input_mode``: ``resize`` (whole
-    snapshot resized) or ``crop`` (native-resolution crops); ``best_checkpoint``: name of the
-    best weights file of the folder, filled in after training.
-    """
-
-    architecture: str = "mobilenet"
-    alpha: float = 1.0
-    image_size: int = 224
-    input_mode: str = "resize"
-    dropout: float = 0.75
-    backbone_weights: str = "none"
-    trained_backend: str = ""
-    best_checkpoint: str = ""
-
-    def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(
-                f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"
-            )
-        if self.input_mode not in INPUT_MODES:
-            raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
-        if not self.alpha > 0:
-            raise ValueError(f"alpha must be positive, got {self.alpha}")
-        minimum = MIN_IMAGE_SIZE.get(self.architecture, 32)
-        if self.image_size < minimum:
-            raise ValueError(
-                f"image_size must be at least {minimum} ({self.architecture}), "
-                f"got {self.image_size}"
-            )
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def save_config(folder: str | Path, config: BiqanConfig) -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 from fractions import Fraction
 
 import pytest
@@ -14,8 +16,11 @@ import generator_dataset
 import run_BDN
 import test_BIQAN
 import train_BIQAN
+from models.biqan_config import BiqanConfig
 from models.skip import SkipConfig
 from tests.conftest import ROOT
+from utils.biqan.labels import LabelSettings
+from utils.biqan.settings import StageSettings, TrainingSettings
 from utils.dip import planning, run_options
 from utils.dip.fitting import FitSettings
 
@@ -83,12 +88,44 @@ def test_dip_flags_take_their_dataclass_defaults():
         run_options.field_default(planning.RunSettings, "device")
 
 
-def test_train_biqan_flags_take_the_stage_defaults():
-    from utils.biqan.train import StageSettings
+def dataclass_defaults(settings_class: type, flags: dict[str, str] | None = None) -> dict:
+    """Flag destination -> default of every field of `settings_class` that has one (`flags`
+    renames fields whose flag has another name)."""
+    return {
+        (flags or {}).get(field.name, field.name): field.default
+        for field in dataclasses.fields(settings_class)
+        if field.default is not dataclasses.MISSING
+    }
 
+
+def test_biqan_flags_take_their_dataclass_defaults():
     parser = train_BIQAN.build_parser()
-    for name in ("momentum", "early_stopping_patience", "reduce_lr_factor", "reduce_lr_patience"):
-        assert parser.get_default(name) == run_options.field_default(StageSettings, name), name
+    network = dataclass_defaults(BiqanConfig, {"architecture": "classification_model"})
+    stage = dataclass_defaults(StageSettings)
+    del stage["freeze_batchnorm"]  # set from --weights, not a flag
+    expected = {**dataclass_defaults(TrainingSettings), **stage}
+    names = ("classification_model", "alpha", "image_size", "input_mode")
+    expected |= {name: network[name] for name in names}
+    assert {name: parser.get_default(name) for name in expected} == expected
+    assert len(expected) == 17
+    labels_flags = {"use_exp": "is_use_exp", "fixed_range": "is_use_fix_minmax"}
+    expected = dataclass_defaults(LabelSettings, labels_flags)
+    parser = generator_dataset.build_parser()
+    assert {name: parser.get_default(name) for name in expected} == expected
+    assert len(expected) == 7
+
+
+def test_biqan_parsers_load_without_keras():
+    """The defaults' dataclasses import no Keras: the parsers build without a Keras backend."""
+    code = (
+        "import sys, generator_dataset, train_BIQAN\n"
+        "train_BIQAN.build_parser(); generator_dataset.build_parser()\n"
+        "print(sorted({'keras', 'tensorflow'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_readme_prose_gives_denoise_defaults():

@@ -24,8 +24,30 @@ SCORE_RANGE = (2.5, 7.5)
 FIELDS_PER_ROW = 2 + NUMBER_OF_BINS + 3
 
 
+@dataclasses.dataclass(frozen=True)
+class LabelSettings:
+    """How step 2 labels each image's snapshots (generator_dataset.py's flags take these
+    defaults, as do this module's functions).
+
+    ``start_position``: snapshots skipped at the start of each image; ``min_psnr`` and
+    ``max_psnr`` (dB): mapped to mean scores 2.5 and 7.5; ``use_exp``: map exp(PSNR) instead;
+    ``fixed_range``: normalise by ``min_psnr``/``max_psnr`` (else by each image's own range);
+    ``score_std``: std of the Gaussian on the 1..10 scale; ``votes``: vote count of each AVA row.
+    """
+
+    start_position: int = 8
+    min_psnr: float = 8.0
+    max_psnr: float = 45.0
+    use_exp: bool = False
+    fixed_range: bool = True
+    score_std: float = 1.0
+    votes: int = 10000
+
+
 def psnr_to_mean_score(
-    psnr: float | np.ndarray, min_psnr: float = 8.0, max_psnr: float = 45.0
+    psnr: float | np.ndarray,
+    min_psnr: float = LabelSettings.min_psnr,
+    max_psnr: float = LabelSettings.max_psnr,
 ) -> float | np.ndarray:
     """Map PSNR (dB) linearly to a mean score: min_psnr -> 2.5, max_psnr -> 7.5 (not clipped)."""
     if not max_psnr > min_psnr:
@@ -38,10 +60,10 @@ def psnr_to_mean_score(
 
 def image_mean_scores(
     psnr: np.ndarray,
-    min_psnr: float = 8.0,
-    max_psnr: float = 45.0,
-    use_exp: bool = False,
-    fixed_range: bool = True,
+    min_psnr: float = LabelSettings.min_psnr,
+    max_psnr: float = LabelSettings.max_psnr,
+    use_exp: bool = LabelSettings.use_exp,
+    fixed_range: bool = LabelSettings.fixed_range,
 ) -> np.ndarray:
     """Mean scores of one image's snapshots (N,) from their PSNRs (N,), with the original's two
     label options: ``use_exp`` maps exp(PSNR) instead of PSNR, and ``fixed_range=False``
@@ -63,7 +85,9 @@ def image_mean_scores(
 
 
 def mean_score_to_psnr(
-    mean_score: float | np.ndarray, min_psnr: float = 8.0, max_psnr: float = 45.0
+    mean_score: float | np.ndarray,
+    min_psnr: float = LabelSettings.min_psnr,
+    max_psnr: float = LabelSettings.max_psnr,
 ) -> float | np.ndarray:
     """Inverse of :func:`psnr_to_mean_score`: mean score on the 1..10 scale -> PSNR in dB."""
     if not max_psnr > min_psnr:
@@ -81,7 +105,7 @@ def _normal_cdf(values: np.ndarray) -> np.ndarray:
     ).reshape(values.shape)
 
 
-def score_distribution(mean_score: float, std: float = 1.0) -> np.ndarray:
+def score_distribution(mean_score: float, std: float = LabelSettings.score_std) -> np.ndarray:
     """Exact Gaussian(mean_score, std) mass of the bins 1..10, renormalised.
 
     Returns a float64 array of shape (10,), entries in [0, 1], summing to 1.

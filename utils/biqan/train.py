@@ -8,7 +8,6 @@ both stages. The network itself is ``models.biqan``.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import keras
@@ -16,6 +15,7 @@ import numpy as np
 from keras import ops
 
 from models import biqan
+from utils.biqan.settings import StageSettings
 
 EMD_EPSILON = 1e-12
 
@@ -53,7 +53,7 @@ def compile_stage(
     model: keras.Model,
     stage: int,
     learning_rate: float,
-    momentum: float = 0.9,
+    momentum: float = StageSettings.momentum,
     freeze_batchnorm: bool = False,
 ) -> None:
     """Stage 1: backbone frozen, Adam. Stage 2: all layers trainable, SGD with momentum.
@@ -69,20 +69,6 @@ def compile_stage(
     else:
         raise ValueError(f"stage must be 1 or 2, got {stage}")
     model.compile(optimizer=optimizer, loss=earth_movers_distance)
-
-
-@dataclasses.dataclass(frozen=True)
-class StageSettings:
-    """One training stage: 1 (frozen backbone, Adam) or 2 (all layers, SGD), and its callbacks."""
-
-    stage: int
-    learning_rate: float
-    epochs: int
-    momentum: float = 0.9
-    freeze_batchnorm: bool = False
-    early_stopping_patience: int = 8
-    reduce_lr_factor: float = 0.2
-    reduce_lr_patience: int = 2
 
 
 def fit_stage(
