@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,25 @@ import torch
 from utils import image_io
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
+
+
+def unpack_commit(commit: str, folder: Path, *paths: str) -> Path:
+    """`paths` (default: everything) of the repository at `commit`, unpacked into `folder`
+    with `git archive`; the test is skipped without git or without that commit."""
+    if shutil.which("git") is None:
+        pytest.skip("git not found")
+    known = subprocess.run(
+        ["git", "-C", str(ROOT), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True
+    )
+    if known.returncode != 0:
+        pytest.skip(f"commit {commit} is not in this clone's history")
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", commit, *paths], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # The tests fit tiny networks: one thread is as fast and avoids oversubscribing a busy machine.

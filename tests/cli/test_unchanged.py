@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import filecmp
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, unpack_commit
 
 REFERENCE = "f6123d6"
 SAMPLE = ROOT / "dataset" / "sample"
@@ -148,19 +147,7 @@ def compared_files(work: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def reference_code(tmp_path_factory) -> Path:
     """The pre-change code, unpacked from the repository's history (skipped without it)."""
-    if shutil.which("git") is None:
-        pytest.skip("git not found")
-    known = subprocess.run(
-        ["git", "-C", str(ROOT), "cat-file", "-e", f"{REFERENCE}^{{commit}}"], capture_output=True
-    )
-    if known.returncode != 0:
-        pytest.skip(f"commit {REFERENCE} is not in this clone's history")
-    folder = tmp_path_factory.mktemp("reference_code")
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", REFERENCE], capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
-    return folder
+    return unpack_commit(REFERENCE, tmp_path_factory.mktemp("reference_code"))
 
 
 @pytest.mark.slow

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, make_pair
+from tests.conftest import ROOT, make_pair, unpack_commit
 from utils import image_io, run_output
 from utils.biqan import report as biqan_report
 
@@ -206,21 +205,9 @@ def tree_files(tree: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def reference_code(tmp_path_factory) -> Path:
     """The code before the rewrite, unpacked from the repository's history (skipped without it)."""
-    if shutil.which("git") is None:
-        pytest.skip("git not found")
-    known = subprocess.run(
-        ["git", "-C", str(ROOT), "cat-file", "-e", f"{REFERENCE}^{{commit}}"], capture_output=True
+    return unpack_commit(
+        REFERENCE, tmp_path_factory.mktemp("reference_code"), "experiments", "utils"
     )
-    if known.returncode != 0:
-        pytest.skip(f"commit {REFERENCE} is not in this clone's history")
-    folder = tmp_path_factory.mktemp("reference_code")
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", REFERENCE, "experiments", "utils"],
-        capture_output=True,
-        check=True,
-    )
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
-    return folder
 
 
 @pytest.fixture(scope="module")
