@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--start_index",
         type=int,
-        default=8,
+        default=selection.START_INDEX,
         help="skip the first N snapshots of each image (default: %(default)s)",
     )
     parser.add_argument(

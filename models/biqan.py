@@ -23,11 +23,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from models.biqan_config import ARCHITECTURES, BiqanConfig
+from models.biqan_config import ARCHITECTURES, NUMBER_OF_BINS, BiqanConfig
 
 CONFIG_FILE = "biqan.json"
 WIDTH_MULTIPLIER_ARCHITECTURES = ("mobilenet", "mobilenet_v2")
-NUMBER_OF_BINS = 10
 BACKBONE_NAME = "backbone"
 CHECKPOINT_NAME = "weights.{epoch:03d}-{val_loss:.3f}.weights.h5"  # written by utils.biqan.train
 

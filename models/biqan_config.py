@@ -11,6 +11,8 @@ import dataclasses
 ARCHITECTURES = ("mobilenet", "mobilenet_v2", "inceptionv2", "vgg16")
 MIN_IMAGE_SIZE = {"inceptionv2": 75}
 INPUT_MODES = ("resize", "crop")
+# Score bins of the head and of the AVA labels (scores 1-10), as in the original.
+NUMBER_OF_BINS = 10
 
 
 @dataclasses.dataclass(frozen=True)

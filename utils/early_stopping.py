@@ -28,7 +28,7 @@ import numpy as np
 from utils import selection
 
 EARLY_STOP_RULES = ("none", "wmv", "fixed", "biqan", "ranker")
-RANKER_SKIP = 8
+RANKER_SKIP = selection.START_INDEX
 
 
 class Stopper(Protocol):

@@ -23,6 +23,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 SELECTOR_NAMES = ("biqan", "ranker", "wmv", "last", "fixed")
+# Snapshots skipped at the start of each image: by test_BIQAN's selectors (--start_index), by
+# the labels of step 2 (--start_position) and by the ranker's online rule, which is trained on
+# the later ones. The first snapshots are far from any useful pick.
+START_INDEX = 8
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-NUMBER_OF_BINS = 10
+from models.biqan_config import NUMBER_OF_BINS
+from utils import selection
+
 SCORE_RANGE = (2.5, 7.5)
 FIELDS_PER_ROW = 2 + NUMBER_OF_BINS + 3
 
@@ -35,7 +37,7 @@ class LabelSettings:
     ``score_std``: std of the Gaussian on the 1..10 scale; ``votes``: vote count of each AVA row.
     """
 
-    start_position: int = 8
+    start_position: int = selection.START_INDEX
     min_psnr: float = 8.0
     max_psnr: float = 45.0
     use_exp: bool = False
