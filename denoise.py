@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from models.skip import SkipConfig
-from utils import cli, cluster, early_stopping
+from utils import cli, cluster, early_stopping, selection
 from utils.dip import denoising, devices, planning, reconstruction, run_options
 from utils.dip.fitting import FitSettings
 
@@ -30,9 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--early_stop",
         choices=early_stopping.EARLY_STOP_RULES,
-        default="fixed",
-        help="online stopping rule (default: %(default)s, at --stop_iteration; none = run "
-        "--num_iter and keep the last snapshot)",
+        default=selection.DEFAULT_SELECTOR.label,
+        help="online stopping rule (default: %(default)s; fixed stops at --stop_iteration; none = "
+        "run --num_iter and keep the last snapshot)",
     )
     parser.add_argument(
         "--pre_trained_model",

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[selection.DEFAULT_SELECTOR],
         help="one or more of biqan, ranker, wmv, last, fixed:N (iteration N), fixed:auto (the "
         "tuned stop scaled to the image's size); the first one is the pick of the Compare figure "
-        "and Denoised_PSNR.txt (default fixed:auto: no trained model, any run length)",
+        f"and Denoised_PSNR.txt (default {selection.DEFAULT_SELECTOR.label}: no trained model, "
+        "any run length)",
     )
     tuned, published = selection.TUNED_WMV, selection.PUBLISHED_WMV
     wmv = parser.add_argument_group(

@@ -132,9 +132,9 @@ def test_readme_prose_gives_denoise_defaults():
     defaults = denoise.build_parser().parse_args(["in.png", "-o", "out"])
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     expected = (
-        f"online `{defaults.early_stop}` stopping at `--stop_iteration {defaults.stop_iteration}`",
+        f"online `{defaults.early_stop}` stopping (window {defaults.wmv_window} and patience "
+        f"{defaults.patience} iterations",
         f"at most `--num_iter` {defaults.num_iter}",
-        f"window {defaults.wmv_window} and patience {defaults.patience} iterations",
     )
     for text in expected:
         assert text in readme, text
