@@ -262,7 +262,7 @@ TUNED_FIXED = Selector(name="fixed", iteration=600)
 # iterations of the same PolyU crops at 64 and at 96 and 128 pixels (experiments/size_study.py,
 # docs/REPRODUCTION.md section 6).
 STOP_SIZE = 64
-STOP_EXPONENT = 0.12
+STOP_EXPONENT = 0.18
 AUTO = "auto"
 # test_BIQAN.py's default selector (denoise.py's default rule is its online twin): on the CC
 # crops at 96 and 128 pixels it picks better than fixed:auto tuned on PolyU, whose best
