@@ -522,7 +522,7 @@ def fullscale_rows(
             first = next(iter(selections.values()))
             picks += [
                 (label.replace(":", ""), first, label)
-                for label in (fixed_label, selection.DEFAULT_SELECTOR.label)
+                for label in (fixed_label, selection.AUTO_STOP.label)
             ]
         for column, chosen, selector in picks:
             picked = chosen.get((image, selector), {})
@@ -624,7 +624,7 @@ def run_fullscale(
             sys.executable, "test_BIQAN.py",
             "--dataset_image_path", str(run_folder),
             "--output_path", str(output),
-            "--selector", "wmv", "last", fixed_label, selection.DEFAULT_SELECTOR.label,
+            "--selector", "wmv", "last", fixed_label, selection.AUTO_STOP.label,
             "--gpu_id", args.gpu_id,
         ] + flags  # fmt: skip
         selection_status = run_logged(select, deadline, report.log_path)
@@ -638,7 +638,7 @@ def run_fullscale(
         report.note(
             "fullscale",
             f"test_BIQAN.py --selector wmv last {fixed_label} "
-            f"{selection.DEFAULT_SELECTOR.label} {' '.join(flags)} ({name} WMV): "
+            f"{selection.AUTO_STOP.label} {' '.join(flags)} ({name} WMV): "
             f"exit {selection_status}; {gaps}",
         )
         refresh(selections)

@@ -264,6 +264,7 @@ TUNED_FIXED = Selector(name="fixed", iteration=600)
 STOP_SIZE = 64
 STOP_EXPONENT = 0.18
 AUTO = "auto"
+AUTO_STOP = Selector(name="fixed")  # fixed:auto
 # test_BIQAN.py's default selector (denoise.py's default rule is its online twin): on the CC
 # crops at 96 and 128 pixels it picks better than fixed:auto tuned on PolyU, whose best
 # iteration grows more slowly with the size than CC's (docs/REPRODUCTION.md section 6).
