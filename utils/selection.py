@@ -265,6 +265,7 @@ STOP_SIZE = 64
 STOP_EXPONENT = 0.18
 AUTO = "auto"
 AUTO_STOP = Selector(name="fixed")  # fixed:auto
+RUN_ENDED_NOTE = "the run ends before this iteration: last snapshot"
 # test_BIQAN.py's default selector (denoise.py's default rule is its online twin): on the CC
 # crops at 96 and 128 pixels it picks better than fixed:auto tuned on PolyU, whose best
 # iteration grows more slowly with the size than CC's (docs/REPRODUCTION.md section 6).
@@ -311,12 +312,14 @@ class ImageSelection:
     """Every selector's pick among one image's candidate snapshots.
 
     ``picks``: selector label -> candidate index; ``distributions`` (candidates, 10) when the
-    biqan selector ran; ``wmv`` when the wmv selector ran.
+    biqan selector ran; ``wmv`` when the wmv selector ran; ``notes``: selector label -> a note
+    on its pick (a fixed stop after the run's last snapshot).
     """
 
     picks: dict[str, int]
     distributions: np.ndarray | None
     wmv: WmvResult | None
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def apply_selectors(
@@ -336,6 +339,7 @@ def apply_selectors(
     """
     bins = np.arange(1, 11, dtype=np.float64)
     picks: dict[str, int] = {}
+    notes: dict[str, str] = {}
     distributions = wmv = None
     for selector in selectors:
         if selector.name == "biqan":
@@ -362,9 +366,13 @@ def apply_selectors(
             picks[selector.label] = wmv.pick_index
         elif selector.name == "last":
             picks[selector.label] = select_last(len(iterations))
-        elif selector.iteration is None:
-            height, width = load_snapshot(0).shape[:2]
-            picks[selector.label] = select_at_or_after(iterations, scaled_stop(height, width))
         else:
-            picks[selector.label] = select_fixed(iterations, selector.iteration)
-    return ImageSelection(picks=picks, distributions=distributions, wmv=wmv)
+            if selector.iteration is None:
+                stop = scaled_stop(*load_snapshot(0).shape[:2])
+                picks[selector.label] = select_at_or_after(iterations, stop)
+            else:
+                stop = selector.iteration
+                picks[selector.label] = select_fixed(iterations, stop)
+            if iterations[picks[selector.label]] < stop:
+                notes[selector.label] = RUN_ENDED_NOTE
+    return ImageSelection(picks=picks, distributions=distributions, wmv=wmv, notes=notes)

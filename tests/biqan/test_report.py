@@ -55,11 +55,25 @@ def test_selection_rows_with_and_without_reference():
 
 def test_a_fixed_pick_after_the_runs_end_is_noted():
     iterations = np.array([20, 40, 60, 80])
-    rows = biqan_report.selection_rows(
-        "a", iterations, None, chosen({"fixed:40": 1, "fixed:600": 3})
+    selectors = [selection.parse_selector(text) for text in ("fixed:40", "fixed:600", "fixed:auto")]
+    picked = selection.apply_selectors(
+        selectors, iterations, None, lambda index: np.zeros((4, 4, 3)), selection.TUNED_WMV
     )
+    rows = biqan_report.selection_rows("a", iterations, None, picked)
     assert rows[0]["note"] == ""
     assert rows[1]["picked_iteration"] == 80 and "ends before" in rows[1]["note"]
+    assert selection.scaled_stop(4, 4) > 80  # auto stops after the last snapshot as well
+    assert rows[2]["picked_iteration"] == 80 and "ends before" in rows[2]["note"]
+    long_run = np.arange(20, 1201, 20)
+    picked = selection.apply_selectors(
+        [selection.AUTO_STOP],
+        long_run,
+        None,
+        lambda index: np.zeros((64, 64, 3)),
+        selection.TUNED_WMV,
+    )
+    (row,) = biqan_report.selection_rows("b", long_run, None, picked)
+    assert row["picked_iteration"] == 600 and row["note"] == ""
 
 
 def test_summary_ends_with_mean_gap_per_selector(tmp_path: Path):

@@ -88,14 +88,9 @@ def selection_rows(
     best_index = None if true_psnr is None else int(np.argmax(true_psnr))
     rows = []
     for label, index in chosen.picks.items():
-        note = ""
+        note = chosen.notes.get(label, "")
         if label == "wmv":
             note = "rule fired" if chosen.wmv.fired else "rule did not fire: variance minimum"
-        elif (
-            label.startswith("fixed:")
-            and iterations[index] != selection.parse_selector(label).iteration
-        ):
-            note = "the run ends before this iteration: last snapshot"
         best_psnr = np.nan if best_index is None else float(psnr[best_index])
         rows.append(
             {
