@@ -82,6 +82,13 @@ def first_reaching(iterations: np.ndarray, values: np.ndarray, target: float) ->
     return float(iterations[hits[0]]) if hits.size else math.nan
 
 
+def tune_fixed(runs) -> int:
+    """The iteration with the best mean PSNR over `runs` (objects with `iteration` and `psnr`
+    arrays (N,), all saved at the same iterations): the fixed stop tuned on them."""
+    iterations = runs[0].iteration
+    return int(iterations[int(np.argmax(np.mean([run.psnr for run in runs], axis=0)))])
+
+
 def mean_std(values, digits: int = 2) -> str:
     """'mean ± std (n)' over the finite values, '-' when there are none."""
     values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments import common
 from utils import snapshot_features
 from utils.ranker_training import RankerTraining, ranking_quality, train_ranker
 
@@ -93,12 +94,6 @@ def fit_variant(variant: Variant, train: list[ImageRun]):
 def evaluate(scores: np.ndarray, run: ImageRun) -> tuple[float, float, float]:
     """(SRCC, PLCC, gap of the argmax pick to the true best in dB) of one image."""
     return ranking_quality(scores, run.psnr)
-
-
-def tune_fixed(train: list[ImageRun]) -> int:
-    """The iteration with the best mean PSNR over `train` (all runs share the iterations)."""
-    iterations = train[0].iteration
-    return int(iterations[int(np.argmax(np.mean([run.psnr for run in train], axis=0)))])
 
 
 def fixed_scores(iteration: int):
@@ -211,16 +206,23 @@ def variants() -> list[Variant]:
     ]
 
 
+def log_best_iterations(runs: list[ImageRun]) -> np.ndarray:
+    """ln of each run's best iteration, shape (len(runs),)."""
+    return np.log([run.iteration[int(np.argmax(run.psnr))] for run in runs])
+
+
+def noise_line(train: list[ImageRun]) -> tuple[float, float]:
+    """(slope, intercept) of ln(best iteration) regressed linearly on `noise_level` over `train`."""
+    levels = np.array([noise_level(run) for run in train])
+    slope, intercept = np.polyfit(levels, log_best_iterations(train), 1)
+    return float(slope), float(intercept)
+
+
 def noise_peak_rule(train: list[ImageRun]):
-    """A fixed stop that moves with the noise level: log(best iteration) regressed linearly on
-    the noisy input's `noise_db` over `train`; the pick is the snapshot nearest the prediction."""
-    column = snapshot_features.FEATURE_NAMES.index("noise_db")
-    levels = np.array([run.features[0, column] for run in train])
-    peaks = np.log([run.iteration[int(np.argmax(run.psnr))] for run in train])
-    slope, intercept = np.polyfit(levels, peaks, 1)
-    return lambda run: (
-        -np.abs(np.log(run.iteration) - (intercept + slope * run.features[0, column]))
-    )
+    """A fixed stop that moves with the noise level (`noise_line` over `train`); the pick is the
+    snapshot nearest the prediction."""
+    slope, intercept = noise_line(train)
+    return lambda run: -np.abs(np.log(run.iteration) - (intercept + slope * noise_level(run)))
 
 
 def online_pick(scores: np.ndarray, patience: int) -> tuple[int, int]:
@@ -317,8 +319,8 @@ def noise_shift_lines(
             summary(fit_variant(variant, noisier), cc),
         ),
         row(
-            f"fixed:{tune_fixed(noisier)} (tuned on the noisier PolyU half)",
-            summary(fixed_scores(tune_fixed(noisier)), cc),
+            f"fixed:{common.tune_fixed(noisier)} (tuned on the noisier PolyU half)",
+            summary(fixed_scores(common.tune_fixed(noisier)), cc),
         ),
     ]
     if noisier_copies:
@@ -332,8 +334,8 @@ def noise_shift_lines(
             )
         lines.append(
             row(
-                f"fixed:{tune_fixed(widened)} (tuned on PolyU + noisier copies)",
-                summary(fixed_scores(tune_fixed(widened)), cc),
+                f"fixed:{common.tune_fixed(widened)} (tuned on PolyU + noisier copies)",
+                summary(fixed_scores(common.tune_fixed(widened)), cc),
             )
         )
     return lines
@@ -342,7 +344,7 @@ def noise_shift_lines(
 def log_iteration_prior(train: list[ImageRun]):
     """Scores (N,) = the log density, up to a constant, of a log-normal fitted to the best
     iterations of `train`: -(ln iteration - mean)^2 / (2 sd^2), at most 0, highest at exp(mean)."""
-    peaks = np.log([run.iteration[int(np.argmax(run.psnr))] for run in train])
+    peaks = log_best_iterations(train)
     mean, deviation = float(peaks.mean()), float(peaks.std())
     return lambda run: -((np.log(run.iteration) - mean) ** 2) / (2 * deviation**2)
 
@@ -370,9 +372,8 @@ def why_lines(
        the prior on CC;
     3. the discrepancy principle with its threshold tuned on PolyU."""
     levels = np.array([noise_level(run) for run in polyu])
-    peaks = np.log([run.iteration[int(np.argmax(run.psnr))] for run in polyu])
-    slope, intercept = np.polyfit(levels, peaks, 1)
-    correlation = float(np.corrcoef(levels, peaks)[0, 1])
+    slope, intercept = noise_line(polyu)
+    correlation = float(np.corrcoef(levels, log_best_iterations(polyu))[0, 1])
     lowest, highest = (
         float(np.exp(intercept + slope * level)) for level in (levels.max(), levels.min())
     )
@@ -492,7 +493,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"not enough data: {len(polyu)} PolyU and {len(cc)} CC images cached")
         return 1
     header = header_line()
-    fixed = tune_fixed(polyu)
+    fixed = common.tune_fixed(polyu)
     picks: list[dict] = []
     fixed_label = f"fixed:{fixed} (tuned on PolyU)"
     lines = [

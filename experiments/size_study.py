@@ -83,20 +83,6 @@ def stop_index(curve: Curve, iteration: float) -> int:
     return selection.select_at_or_after(curve.iteration, iteration)
 
 
-def scaled_stop(size: int, alpha: float) -> float:
-    """The tuned 64x64 stop scaled by (pixels / 64^2)^alpha (selection.scaled_stop's form)."""
-    return selection.TUNED_FIXED.iteration * (size / selection.STOP_SIZE) ** (2 * alpha)
-
-
-def tune_fixed(curves: list[Curve]) -> int:
-    """The iteration (shared by all curves) with the smallest mean gap."""
-    candidates = sorted(set.intersection(*(set(curve.iteration.tolist()) for curve in curves)))
-    return min(
-        candidates,
-        key=lambda it: np.mean([c.gap(int(np.flatnonzero(c.iteration == it)[0])) for c in curves]),
-    )
-
-
 def wmv_index(curve: Curve) -> int:
     """test_BIQAN's `wmv` pick with the tuned setting, on the saved snapshots."""
     paths = [run_output.snapshot_path(curve.folder, int(i)) for i in curve.iteration]
@@ -114,7 +100,9 @@ def tune_alpha(polyu: list[Curve]) -> float:
     return float(
         min(
             ALPHAS,
-            key=lambda a: np.mean([c.gap(stop_index(c, scaled_stop(c.size, a))) for c in polyu]),
+            key=lambda a: np.mean(
+                [c.gap(stop_index(c, selection.scaled_stop(c.size, c.size, a))) for c in polyu]
+            ),
         )
     )
 
@@ -146,7 +134,7 @@ def size_table(curves: list[Curve]) -> pd.DataFrame:
     for dataset, size in keys:
         group = [c for c in curves if (c.dataset, c.size) == (dataset, size)]
         polyu = [c for c in curves if c.dataset == "PolyU" and c.size == size]
-        tuned = tune_fixed(polyu) if polyu else None
+        tuned = common.tune_fixed(polyu) if polyu else None
         ratios = [c.best_iteration / reference[(dataset, c.name)] for c in group]
         rows.append(
             {

@@ -77,13 +77,14 @@ def parse_stop(text: str) -> int | None:
     return None if text.strip() == AUTO else int(text)
 
 
-def scaled_stop(height: int, width: int) -> float:
+def scaled_stop(height: int, width: int, exponent: float | None = None) -> float:
     """The tuned stop for a height x width image: `TUNED_FIXED` (tuned on 64x64 crops) times
-    (pixels / 64^2) ** `STOP_EXPONENT`; an iteration number, not rounded to a snapshot."""
+    (pixels / 64^2) ** `exponent` (default `STOP_EXPONENT`); an iteration number, not rounded
+    to a snapshot."""
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got {height}x{width}")
     pixels = height * width / STOP_SIZE**2
-    return TUNED_FIXED.iteration * pixels**STOP_EXPONENT
+    return TUNED_FIXED.iteration * pixels ** (STOP_EXPONENT if exponent is None else exponent)
 
 
 def select_at_or_after(iterations: np.ndarray, iteration: float) -> int:
