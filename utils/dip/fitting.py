@@ -120,13 +120,22 @@ def build_network(config: SkipConfig, seed: int, device: torch.device) -> SkipNe
     return net.to(device)
 
 
-def grouped_network(config: SkipConfig, states: list[dict], device: torch.device) -> SkipNet:
+def channels_last(device: torch.device, precision: str) -> bool:
+    """Whether a fit keeps its tensors channels-last: on a GPU, and in bf16 on the CPU (oneDNN's
+    bf16 convolutions run channels-last; 1.2x at 256x256, bench/bench_cpu.py). fp32 on the CPU
+    stays NCHW, so its numbers stay those of every earlier run."""
+    return device.type == "cuda" or precision == "bf16"
+
+
+def grouped_network(
+    config: SkipConfig, states: list[dict], device: torch.device, precision: str = "fp32"
+) -> SkipNet:
     """One network of K groups holding the K single-network `states`, on `device` (channels-last
-    on a GPU): the network `DipFit` fits K same-size images with."""
+    where `channels_last` says): the network `DipFit` fits K same-size images with."""
     net = SkipNet(config, groups=len(states))
     net.load_state_dict(stack_states(states))
     net = net.to(device)
-    if device.type == "cuda":
+    if channels_last(device, precision):
         net = net.to(memory_format=torch.channels_last)
     return net
 
@@ -216,6 +225,10 @@ class DipFit:
                 ],
                 dim=1,
             ).to(device, noisy.dtype)
+        self.memory_format = (
+            torch.channels_last if channels_last(device, precision) else torch.contiguous_format
+        )
+        self.base_input = self.base_input.contiguous(memory_format=self.memory_format)
         self.generators = [torch.Generator(device=device).manual_seed(seed + 1) for seed in seeds]
         self.optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
         self.parameters = [parameter for parameter in net.parameters()]
@@ -299,14 +312,12 @@ class DipFit:
         if good.device.type == "cpu" and bool(good.all()):
             torch._foreach_copy_(self.last_good, self.parameters)
         else:
-            mask = good.view(self.images, 1)
             for parameter, last in zip(self.parameters, self.last_good):
-                torch.where(
-                    mask,
-                    parameter.view(self.images, -1),
-                    last.view(self.images, -1),
-                    out=last.view(self.images, -1),
-                )
+                # split the first dimension into the K networks' blocks: a view whatever the
+                # memory format (channels-last weights cannot be flattened without a copy)
+                by_image = last.unflatten(0, (self.images, -1))
+                mask = good.view(self.images, *[1] * (by_image.dim() - 1))
+                torch.where(mask, parameter.unflatten(0, (self.images, -1)), by_image, out=by_image)
                 parameter.copy_(last)
         torch.where(good, psnr_now, self.last_psnr, out=self.last_psnr)
 
@@ -346,7 +357,11 @@ class DipFit:
         self.optimizer.load_state_dict(
             stack_optimizer_states([state["optimizer"] for state in states])
         )
-        self.base_input = torch.cat([state["base_input"] for state in states], dim=1).to(device)
+        self.base_input = (
+            torch.cat([state["base_input"] for state in states], dim=1)
+            .to(device)
+            .contiguous(memory_format=self.memory_format)
+        )
         for generator, state in zip(self.generators, states):
             generator.set_state(state["generator"].cpu())
         for index, last in enumerate(self.last_good):

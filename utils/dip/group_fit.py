@@ -54,7 +54,7 @@ def fit_group(
     for folder, image in zip(folders, images):
         run_guard.write_input(folder, image.job.noisy, image.job.clean)
     config = networks.network_config(settings, images[0].channels)
-    net = grouped_network(config, [state for state, _ in starts], device)
+    net = grouped_network(config, [state for state, _ in starts], device, settings.precision)
     noisy = torch.cat([to_tensor(image.padded, torch.device("cpu")) for image in images]).to(device)
     seeds = [image_seed(settings.seed, image.job.stem) for image in images]
     fit = DipFit(net, noisy, settings.fit, seeds, settings.precision, settings.compile_network)

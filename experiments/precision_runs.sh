@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Issue 21: paired DIP runs, fp32 against bf16 (autocast, channels-last on the CPU), on the same
+# centre crops, seeds and flags; experiments/precision_study.py turns them into the table of
+# docs/REPRODUCTION.md. Resumable: rerun after an interruption and finished images are skipped.
+#
+#   nohup experiments/precision_runs.sh > devdata/logs/precision_runs.log 2>&1 &
+#
+# Two streams, one thread each (one per core). The work: at 64 px, 20 PolyU crops (every 5th
+# pair by name, seed 0) and the 5 CC crops x seeds 0-2; at 128 px, the 5 CC crops at seed 0;
+# each in fp32 and in bf16, 1200 iterations, a snapshot every 20. Each stream does half of it.
+# Runs go to devdata/precision/<size>px/<precision>/<set>_s<seed>.
+# Environment: PY (default .venv/bin/python), CODE (a frozen copy of the repository whose
+# run_BDN.py is run; default this checkout's HEAD, exported once), ITERATIONS (1200).
+set -u
+main() {
+    cd "$(dirname "$0")/.."
+    PY=${PY:-$PWD/.venv/bin/python}
+    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=$PWD
+    mkdir -p devdata/logs
+    if [ -z "${CODE:-}" ]; then
+        CODE=devdata/code/$(git rev-parse --short HEAD)
+        if [ ! -f "$CODE/run_BDN.py" ]; then mkdir -p "$CODE" && git archive HEAD | tar -x -C "$CODE"; fi
+    fi
+    for size in 64 128; do
+        [ -d "devdata/crops$size/CC" ] || "$PY" experiments/prepare_data.py --data ../shared/data \
+            --out "devdata/crops$size" --size "$size" > "devdata/logs/prepare_data_$size.log"
+    done
+    # subset SIZE SET: the folder of the pairs of SET (PolyU20: every 5th PolyU pair; CC: all)
+    subset() {
+        local crops=devdata/crops$1 folder=devdata/crops$1/$2 dataset every
+        dataset=$([ "$2" = PolyU20 ] && echo PolyU || echo CC)
+        every=$([ "$2" = PolyU20 ] && echo 5 || echo 1)
+        mkdir -p "$folder/real" "$folder/mean"
+        for real in $(ls "$crops/$dataset/real" | awk -v every="$every" 'NR % every == 1 || every == 1'); do
+            cp -n "$crops/$dataset/real/$real" "$folder/real/"
+            cp -n "$crops/$dataset/mean/${real%.*}".* "$folder/mean/"
+        done
+        echo "$folder"
+    }
+    # run SIZE SET SEED PRECISION
+    run() {
+        local folder out=devdata/precision/$1px/$4/$2_s$3
+        folder=$(subset "$1" "$2")
+        echo "$(date -Is) $1px $2 seed $3 $4 -> $out"
+        nice -n 5 "$PY" "$CODE/run_BDN.py" --dataset_real_path "$folder/real" \
+            --dataset_mean_path "$folder/mean" --output_path "$out" --num_iter "${ITERATIONS:-1200}" \
+            --save_iter 20 --seed "$3" --init_from scratch --gpu_id cpu --precision "$4" --quiet
+    }
+    (run 64 PolyU20 0 fp32; run 64 CC 0 bf16; run 64 CC 1 fp32; run 64 CC 2 bf16; run 128 CC 0 fp32) &
+    run 64 PolyU20 0 bf16; run 64 CC 0 fp32; run 64 CC 1 bf16; run 64 CC 2 fp32; run 128 CC 0 bf16
+    wait
+}
+main "$@"; exit
