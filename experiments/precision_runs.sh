@@ -5,9 +5,10 @@
 #
 #   nohup experiments/precision_runs.sh > devdata/logs/precision_runs.log 2>&1 &
 #
-# Two streams, one thread each (one per core). The work: at 64 px, 20 PolyU crops (every 5th
-# pair by name, seed 0) and the 5 CC crops x seeds 0-2; at 128 px, the 5 CC crops at seed 0;
-# each in fp32 and in bf16, 1200 iterations, a snapshot every 20. Each stream does half of it.
+# Two streams, one thread each (one per core): fp32 in one, bf16 in the other, over the same sets
+# in the same order, so that the pairs complete together: at 64 px the 5 CC crops at seed 0, 20
+# PolyU crops (every 5th pair by name, seed 0), the CC crops at seeds 1 and 2; then at 128 px the
+# CC crops at seed 0. 1200 iterations, a snapshot every 20.
 # Runs go to devdata/precision/<size>px/<precision>/<set>_s<seed>.
 # Environment: PY (default .venv/bin/python), CODE (a frozen copy of the repository whose
 # run_BDN.py is run; default this checkout's HEAD, exported once), ITERATIONS (1200).
@@ -46,8 +47,12 @@ main() {
             --dataset_mean_path "$folder/mean" --output_path "$out" --num_iter "${ITERATIONS:-1200}" \
             --save_iter 20 --seed "$3" --init_from scratch --gpu_id cpu --precision "$4" --quiet
     }
-    (run 64 PolyU20 0 fp32; run 64 CC 0 bf16; run 64 CC 1 fp32; run 64 CC 2 bf16; run 128 CC 0 fp32) &
-    run 64 PolyU20 0 bf16; run 64 CC 0 fp32; run 64 CC 1 bf16; run 64 CC 2 fp32; run 128 CC 0 bf16
+    # stream PRECISION: every set, in order
+    stream() {
+        run 64 CC 0 "$1"; run 64 PolyU20 0 "$1"; run 64 CC 1 "$1"; run 64 CC 2 "$1"
+        run 128 CC 0 "$1"
+    }
+    stream fp32 & stream bf16
     wait
 }
 main "$@"; exit
