@@ -55,12 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run_options.add_stop_flag(parser)
-    parser.add_argument(
-        "--precision",
-        choices=(run_options.AUTO_PRECISION, *devices.PRECISIONS),
-        default=run_options.AUTO_PRECISION,
-        help="auto (default): bf16 on a GPU that supports it, else fp32",
-    )
+    run_options.add_precision_flag(parser)
     parser.add_argument(
         "--gpu_id",
         default="0",
@@ -94,7 +89,9 @@ def check_args(args: argparse.Namespace) -> None:
     )
     if not cluster.is_terminal():
         args.quiet = True
-    args.precision = run_options.resolve_precision(args.precision, args.device)
+    args.precision = run_options.resolve_precision(
+        args.precision, args.device, args.output / denoising.WORK_FOLDER
+    )
     checkpoint_every = planning.RunSettings.checkpoint_every
     args.checkpoint_every = max(args.save_iter, checkpoint_every // args.save_iter * args.save_iter)
 
@@ -110,6 +107,7 @@ def main(args: argparse.Namespace) -> int:
     """Denoise every input; returns the exit code (1 if any image failed)."""
     settings = run_options.run_settings(args, args.output / denoising.WORK_FOLDER, args.network)
     devices.configure_precision(args.precision, args.device)
+    devices.use_available_cores()
     try:
         failures = denoising.denoise(args.jobs, settings, args.output, args.keep_snapshots)
     except ValueError as error:

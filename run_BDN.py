@@ -125,12 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="CUDA device id, a list like 0,1,2,3 (one worker per GPU), or 'cpu' (default: %(default)s; falls back to the CPU when CUDA is absent)",
     )
     run_options.add_flags(run, RUN_FLAGS)
-    run.add_argument(
-        "--precision",
-        choices=devices.PRECISIONS,
-        default=planning.RunSettings.precision,
-        help="fp32, tf32 or bf16 (autocast) (default: %(default)s)",
-    )
+    run_options.add_precision_flag(run)
     run.add_argument(
         "--compile",
         action="store_true",
@@ -225,6 +220,7 @@ def check_work_split(args: argparse.Namespace) -> None:
         )
     args.devices = run_options.resolve_devices(args.gpu_id, args.workers)
     args.device = args.devices[0]
+    args.precision = run_options.resolve_precision(args.precision, args.device, args.output_path)
     sequential = args.batch_images == 1 and len(args.devices) == 1 and args.num_shards == 1
     if args.init_from == "previous" and not sequential:
         raise ValueError(
@@ -295,6 +291,7 @@ def main(args: argparse.Namespace) -> int:
                 failures = dispatch.reconstruct_parallel(jobs, run_settings, args.devices)
             else:
                 devices.configure_precision(args.precision, args.device)
+                devices.use_available_cores()
                 failures = reconstruction.reconstruct_folder(jobs, run_settings)
     except ValueError as error:
         logging.error("%s", error)

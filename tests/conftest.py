@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,7 +35,9 @@ def unpack_commit(commit: str, folder: Path, *paths: str) -> Path:
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-# The tests fit tiny networks: one thread is as fast and avoids oversubscribing a busy machine.
+# The tests fit tiny networks: one thread is as fast and avoids oversubscribing a busy machine
+# (the scripts take their thread count from OMP_NUM_THREADS, `devices.available_cores`).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 

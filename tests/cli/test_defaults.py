@@ -83,7 +83,8 @@ def test_dip_flags_take_their_dataclass_defaults():
     assert parser.get_default("channels") == SkipConfig.channels_down
     assert parser.get_default("checkpoint_every") == planning.RunSettings.checkpoint_every
     assert denoise.build_parser().get_default("num_iter") == FitSettings.num_iter
-    assert run_options.field_default(planning.RunSettings, "precision") == "fp32"
+    assert run_BDN.build_parser().get_default("precision") == run_options.AUTO_PRECISION
+    assert denoise.build_parser().get_default("precision") == run_options.AUTO_PRECISION
     with pytest.raises(ValueError, match="no default"):
         run_options.field_default(planning.RunSettings, "device")
 

@@ -146,7 +146,7 @@ def test_rerun_with_other_pixels_under_the_same_names_is_refused(pairs, tmp_path
 
 def test_rerun_with_other_precision_is_refused(pairs, tmp_path, caplog):
     output = tmp_path / "out"
-    assert run(pairs, output) == 0
+    assert run(pairs, output, "--precision", "fp32") == 0
     assert run(pairs, output, "--precision", "bf16") == 2
     assert "precision" in caplog.text
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 
 import torch
 
@@ -60,3 +62,28 @@ def configure_precision(precision: str, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+
+
+def available_cores(environ: Mapping[str, str] = os.environ) -> int:
+    """Cores this process may use (>= 1): its CPU affinity (taskset, cgroups, SLURM's binding),
+    capped by SLURM_CPUS_PER_TASK and OMP_NUM_THREADS where they are set to a positive number."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limits = [cores or 1]
+    for name in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
+        value = environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            limits.append(int(value))
+    return min(limits)
+
+
+def threads_per_worker(workers: int, environ: Mapping[str, str] = os.environ) -> int:
+    """Torch threads of each of `workers` CPU processes: the available cores shared out, at
+    least one each (more threads than cores slows every process sharing them)."""
+    return max(1, available_cores(environ) // workers)
+
+
+def use_available_cores() -> int:
+    """Set torch's thread count to the cores this one process may use; returns it."""
+    threads = threads_per_worker(1)
+    torch.set_num_threads(threads)
+    return threads

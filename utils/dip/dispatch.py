@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
-import os
 import queue as queue_module
 from pathlib import Path
 
@@ -55,7 +54,7 @@ def reconstruct_parallel(
     job_queue, results = context.Queue(), context.Queue()
     for group in groups:
         job_queue.put(group)
-    threads = max(1, (os.cpu_count() or 1) // len(worker_devices))
+    threads = devices.threads_per_worker(len(worker_devices))
     processes = []
     for device in worker_devices:
         job_queue.put(None)

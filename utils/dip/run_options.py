@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from models.skip import SkipConfig
-from utils import cluster, early_stopping, selection
+from utils import cluster, early_stopping, run_output, selection
 from utils.dip import devices, networks, planning
 from utils.dip.fitting import FitSettings
 
@@ -78,11 +79,49 @@ def resolve_devices(gpu_id: str, workers: int) -> list[torch.device]:
     return [torch.device("cpu")] * workers
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """--precision; 'auto' is bf16 on a GPU that supports it, else fp32."""
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware: a GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX (oneDNN's bf16 kernels; elsewhere bf16 is emulated and slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def recorded_precision(output_path: Path | None) -> str | None:
+    """The precision of the run already in `output_path` (its run record), or None."""
+    if output_path is None:
+        return None
+    try:
+        record = json.loads((output_path / run_output.RUN_RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    precision = record.get("precision") if isinstance(record, dict) else None
+    return precision if precision in devices.PRECISIONS else None
+
+
+def resolve_precision(precision: str, device: torch.device, output_path: Path | None = None) -> str:
+    """--precision: as given; 'auto' keeps the precision of the run already in `output_path`
+    (a resumed run keeps its numbers), else bf16 where `native_bf16` (within 0.05 dB of fp32 in
+    DIP's best PSNR, docs/REPRODUCTION.md), else fp32."""
     if precision != AUTO_PRECISION:
         return precision
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    recorded = recorded_precision(output_path)
+    if recorded is not None:
+        return recorded
+    return "bf16" if native_bf16(device) else "fp32"
+
+
+def add_precision_flag(group: Any) -> None:
+    """--precision of run_BDN.py and denoise.py: auto (resolved by `resolve_precision`) or one of
+    `devices.PRECISIONS`."""
+    group.add_argument(
+        "--precision",
+        choices=(AUTO_PRECISION, *devices.PRECISIONS),
+        default=AUTO_PRECISION,
+        help="auto: the precision of the run being resumed, else bf16 where the device computes "
+        "it natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX), else fp32; fp32, tf32 or "
+        "bf16 (autocast) to choose (default: %(default)s)",
+    )
 
 
 def early_stop_settings(args: argparse.Namespace) -> early_stopping.EarlyStopSettings:
