@@ -197,11 +197,48 @@ class WmvTracker:
             np.maximum(self.running_squares / self.window - window_mean**2, 0.0).mean()
         )
         self.variances.append(variance)
-        if variance < self.best_variance:
-            self.best_variance, self.best_index, self.waited = variance, index, 0
-        else:
-            self.waited += 1
-            self.fired = self.waited >= self.patience
+        self.best_variance, self.best_index, self.waited, self.fired = patience_step(
+            variance,
+            index,
+            self.best_variance,
+            self.best_index,
+            self.waited,
+            self.patience,
+            self.fired,
+        )
+
+
+def patience_step(
+    value: float,
+    index: int,
+    best_value: float,
+    best_index: int,
+    waited: int,
+    patience: int,
+    fired: bool = False,
+) -> tuple[float, int, int, bool]:
+    """WMV's patience after the value of snapshot `index`: (best value, its index, snapshots
+    waited since, fired: `patience` snapshots without a new minimum; a new minimum leaves
+    `fired` as it was)."""
+    if value < best_value:
+        return value, index, 0, fired
+    return best_value, best_index, waited + 1, waited + 1 >= patience
+
+
+def wmv_replay(variances: np.ndarray, patience: int) -> tuple[int, int | None]:
+    """The WMV rule over window variances computed before ((snapshots,), NaN until the first
+    full window): (the pick, at the minimum up to where the rule fired; where it fired, or
+    None), the decisions `WmvTracker` takes."""
+    best_value, best_index, waited = np.inf, -1, 0
+    for index, value in enumerate(np.asarray(variances, dtype=np.float64)):
+        if np.isnan(value):
+            continue
+        best_value, best_index, waited, fired = patience_step(
+            value, index, best_value, best_index, waited, patience
+        )
+        if fired:
+            return best_index, index
+    return best_index, None
 
 
 def windowed_moving_variance(

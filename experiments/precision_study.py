@@ -1,0 +1,212 @@
+"""Issue 21: does bf16 change what DIP finds? fp32 against bf16 on the same crops and seeds.
+
+Two actions:
+
+    python -m experiments.precision_study collect    # devdata/precision -> results/precision
+    python -m experiments.precision_study report     # results/precision -> the table (seconds)
+
+`collect` reads the finished images of experiments/precision_runs.sh (run_BDN.py folders under
+`devdata/precision/<size>px/<precision>/<set>_s<seed>/`) and writes, per image, its metrics.csv
+rows plus the window variances the WMV rule uses (computed from the snapshots with
+`selection.WmvTracker`), under `results/precision/` in the same layout: per-iteration numbers
+only, no pixels. `report` needs nothing else: for every image run in both precisions it takes
+DIP's best PSNR and best iteration over test_BIQAN.py's candidates (the snapshots from
+`selection.START_INDEX`), and the PSNR each shipped rule picks (the default `wmv`, `fixed:auto`,
+`last`), and prints the paired differences bf16 - fp32: mean, standard deviation and the worst
+image, by size and set, as the markdown table of docs/REPRODUCTION.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.common import REPO, run_images
+from utils import image_io, run_output, selection
+
+RUNS = REPO / "devdata" / "precision"
+RESULTS = REPO / "results" / "precision"
+REFERENCE, CANDIDATE = "fp32", "bf16"
+WINDOWS = (selection.TUNED_WMV.window, selection.PUBLISHED_WMV.window)
+IMAGES_FILE = "images.csv"  # per run folder: stem, height, width, noisy_psnr
+TABLE_FILE = "precision.md"  # the report, beside the rows it comes from
+RULES = ("best", "wmv", "fixed:auto", "last")  # what each image contributes to the table
+
+
+def variance_column(window: int) -> str:
+    return f"wmv{window}"
+
+
+def window_variances(image_dir: Path, iterations: np.ndarray, window: int) -> np.ndarray:
+    """(snapshots,) variance of each window of `window` snapshots ending there (NaN before)."""
+    tracker = selection.WmvTracker(window, patience=len(iterations) + 1)
+    for iteration in iterations:
+        tracker.push(image_io.read_rgb(run_output.snapshot_path(image_dir, int(iteration))))
+    return np.asarray(tracker.variances)
+
+
+def collect_run(run_dir: Path, out_dir: Path) -> int:
+    """Write the per-iteration rows of every finished image of `run_dir` not yet in `out_dir`;
+    returns how many were written."""
+    written = 0
+    images = []
+    for stem in run_images(run_dir):
+        image_dir = run_dir / stem
+        summary = pd.read_json(image_dir / run_output.SUMMARY_FILE, typ="series")
+        images.append(
+            {
+                "stem": stem,
+                "height": int(summary["height"]),
+                "width": int(summary["width"]),
+                run_output.NOISY_PSNR: summary[run_output.NOISY_PSNR],
+            }
+        )
+        target = out_dir / f"{stem}.csv"
+        if target.exists():
+            continue
+        metrics = run_output.read_metrics(image_dir)
+        table = pd.DataFrame(
+            {column: getattr(metrics, column) for column in run_output.METRICS_COLUMNS}
+        )
+        for window in WINDOWS:
+            table[variance_column(window)] = window_variances(image_dir, metrics.iteration, window)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        image_io.write_text(target, table.to_csv(index=False, float_format="%.7g"))
+        written += 1
+    if images:
+        image_io.write_text(out_dir / IMAGES_FILE, pd.DataFrame(images).to_csv(index=False))
+    return written
+
+
+def collect(runs: Path, results: Path) -> int:
+    """`collect_run` over every run folder `<size>px/<precision>/<set>` under `runs`."""
+    total = 0
+    for run_dir in sorted(runs.glob("*px/*/*")):
+        if run_dir.is_dir():
+            total += collect_run(run_dir, results / run_dir.relative_to(runs))
+    print(f"{total} new image(s) written under {results}")
+    return 0
+
+
+def image_outcomes(table: pd.DataFrame, height: int, width: int) -> dict[str, float]:
+    """One image run -> PSNR (dB) of the best candidate and of each rule's pick, and the best
+    iteration, over the candidates from `selection.START_INDEX` (test_BIQAN.py's)."""
+    candidates = table.iloc[selection.START_INDEX :].reset_index(drop=True)
+    psnr = candidates["psnr_avg"].to_numpy()
+    iterations = candidates["iteration"].to_numpy()
+    variances = candidates[variance_column(selection.TUNED_WMV.window)].to_numpy().copy()
+    variances[: selection.TUNED_WMV.window - 1] = np.nan  # windows start at the first candidate
+    picks = {
+        "wmv": selection.wmv_replay(variances, selection.TUNED_WMV.patience)[0],
+        "fixed:auto": selection.select_at_or_after(
+            iterations, selection.scaled_stop(height, width)
+        ),
+        "last": selection.select_last(len(iterations)),
+    }
+    best = int(np.argmax(psnr))
+    return {"best": psnr[best], "best_iteration": iterations[best]} | {
+        rule: psnr[index] for rule, index in picks.items()
+    }
+
+
+def outcomes(results: Path) -> pd.DataFrame:
+    """One row per image run under `results`: size, precision, set, seed, stem, outcomes."""
+    rows = []
+    for images_file in sorted(results.glob(f"*px/*/*/{IMAGES_FILE}")):
+        run_dir = images_file.parent
+        set_name, _, seed = run_dir.name.rpartition("_s")
+        for image in pd.read_csv(images_file).itertuples():
+            path = run_dir / f"{image.stem}.csv"
+            if path.exists():
+                rows.append(
+                    {
+                        "size": int(run_dir.parent.parent.name[:-2]),
+                        "precision": run_dir.parent.name,
+                        "set": set_name,
+                        "seed": int(seed),
+                        "stem": image.stem,
+                    }
+                    | image_outcomes(pd.read_csv(path), image.height, image.width)
+                )
+    return pd.DataFrame(rows)
+
+
+def paired_differences(table: pd.DataFrame) -> pd.DataFrame:
+    """bf16 - fp32 of every outcome, one row per image run done in both precisions."""
+    keys = ["size", "set", "seed", "stem"]
+    by_precision = {name: group.set_index(keys) for name, group in table.groupby("precision")}
+    if REFERENCE not in by_precision or CANDIDATE not in by_precision:
+        return pd.DataFrame()
+    reference, candidate = by_precision[REFERENCE], by_precision[CANDIDATE]
+    common = reference.index.intersection(candidate.index)
+    columns = [*RULES, "best_iteration"]
+    return (candidate.loc[common, columns] - reference.loc[common, columns]).reset_index()
+
+
+def cell(values: pd.Series, digits: int) -> str:
+    """'mean ± sd, worst w' of paired differences (worst: the largest in absolute value)."""
+    worst = values.iloc[int(np.argmax(values.abs().to_numpy()))]
+    spread = f" ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else ""
+    return f"{values.mean():+.{digits}f}{spread}, worst {worst:+.{digits}f}"
+
+
+def report_lines(results: Path) -> list[str]:
+    """The markdown table of the paired differences, by size and set (CC: all seeds)."""
+    differences = paired_differences(outcomes(results))
+    header = [
+        "size",
+        "set",
+        "image runs",
+        *[f"{rule} PSNR (dB)" for rule in RULES],
+        "best iteration",
+    ]
+    lines = [
+        f"bf16 - {REFERENCE}, paired (same crop, seed and flags; mean ± sd, worst image):",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    if differences.empty:
+        return [*lines, "| (no image run in both precisions yet) |"]
+    for (size, set_name), group in differences.groupby(["size", "set"]):
+        seeds = ",".join(str(seed) for seed in sorted(group["seed"].unique()))
+        cells = [cell(group[rule], 2) for rule in RULES] + [cell(group["best_iteration"], 0)]
+        lines.append(
+            f"| {size} | {set_name} (seed {seeds}) | {len(group)} | " + " | ".join(cells) + " |"
+        )
+    everything = [cell(differences[rule], 3) for rule in RULES]
+    lines.append(
+        f"| all | all | {len(differences)} | "
+        + " | ".join(everything)
+        + f" | {cell(differences['best_iteration'], 0)} |"
+    )
+    return lines
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.action == "collect":
+        return collect(args.runs, args.results)
+    text = "\n".join(report_lines(args.results)) + "\n"
+    print(text, end="")
+    if args.write:
+        image_io.write_text(args.results / TABLE_FILE, text)
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=("collect", "report"))
+    parser.add_argument("--runs", type=Path, default=RUNS, help="the runs (collect)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the per-iteration rows")
+    parser.add_argument(
+        "--write", action="store_true", help=f"report: also write <results>/{TABLE_FILE}"
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

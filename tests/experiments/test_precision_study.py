@@ -1,0 +1,76 @@
+"""experiments/precision_study.py: per-iteration rows collected from run folders, and the paired
+fp32/bf16 table regenerated from results/ alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import run_BDN
+from experiments import precision_study
+from tests.conftest import ROOT, make_pair
+from utils import image_io, run_output, selection
+
+TINY = ["--input_depth", "8", "--channels", "8", "--num_scales", "2", "--gpu_id", "cpu"]
+TINY += ["--num_iter", "160", "--save_iter", "10", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """Two 32x32 images fitted in fp32 and bf16 (16 snapshots each) in the study's layout."""
+    root = tmp_path_factory.mktemp("precision")
+    for stem, seed in (("a", 1), ("b", 2)):
+        make_pair(root / "data", stem, seed=seed)
+    for precision in ("fp32", "bf16"):
+        argv = ["--dataset_real_path", str(root / "data" / "real"), "--dataset_mean_path"]
+        argv += [str(root / "data" / "mean"), "--output_path"]
+        argv += [str(root / "runs" / "32px" / precision / "X_s0"), "--precision", precision]
+        assert run_BDN.main(run_BDN.parse_args(argv + TINY)) == 0
+    return root
+
+
+def test_collected_rows_replay_test_biqans_picks(runs):
+    results = runs / "results"
+    assert precision_study.collect(runs / "runs", results) == 0
+    run_dir = runs / "runs" / "32px" / "bf16" / "X_s0"
+    table = pd.read_csv(results / "32px" / "bf16" / "X_s0" / "a.csv")
+    metrics = run_output.read_metrics(run_dir / "a")
+    assert np.array_equal(table["iteration"], metrics.iteration)
+    assert np.allclose(table["psnr_avg"], metrics.psnr_avg, atol=1e-4)
+    outcome = precision_study.image_outcomes(table, 32, 32)
+    candidates = metrics.iteration[selection.START_INDEX :]
+    snapshots = [image_io.read_rgb(path) for path in metrics.snapshot_paths()]
+    offline = selection.apply_selectors(
+        [selection.DEFAULT_SELECTOR, selection.AUTO_STOP, selection.Selector("last")],
+        candidates,
+        None,
+        lambda index: snapshots[selection.START_INDEX + index],
+        selection.TUNED_WMV,
+    )
+    psnr = metrics.psnr_avg[selection.START_INDEX :]
+    for rule, label in (("wmv", "wmv"), ("fixed:auto", "fixed:auto"), ("last", "last")):
+        assert outcome[rule] == pytest.approx(psnr[offline.picks[label]], abs=1e-4), rule
+    assert outcome["best"] == pytest.approx(psnr.max(), abs=1e-4)
+    assert precision_study.collect(runs / "runs", results) == 0  # nothing new: nothing rewritten
+
+
+def test_report_pairs_the_precisions(runs):
+    results = runs / "results"
+    precision_study.collect(runs / "runs", results)
+    lines = precision_study.report_lines(results)
+    row = next(line for line in lines if line.startswith("| 32 | X (seed 0) | 2 |"))
+    table = precision_study.outcomes(results)
+    fp32 = table[table.precision == "fp32"].set_index("stem")["best"]
+    bf16 = table[table.precision == "bf16"].set_index("stem")["best"]
+    assert f"{(bf16 - fp32).mean():+.2f}" in row.split("|")[4]
+
+
+def test_the_committed_table_regenerates_from_results_alone():
+    results = ROOT / "results" / "precision"
+    table = results / precision_study.TABLE_FILE
+    if not table.exists():
+        pytest.skip("no precision results committed")
+    assert "\n".join(precision_study.report_lines(results)) + "\n" == table.read_text()
