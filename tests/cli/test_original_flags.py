@@ -254,8 +254,22 @@ def test_readme_commands_of_the_original_parse(folders):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback of --gpu_id 1")
-def test_original_gpu_id_default_runs_on_the_cpu_without_cuda(folders):
+def test_original_gpu_id_default_runs_on_the_cpu_without_cuda(folders, tmp_path, caplog):
+    import denoise
+    from utils.biqan import device as keras_device
+
     assert run_BDN.parse_args(folders["run_BDN"][:-2] + ["--gpu_id", "1"]).device.type == "cpu"
+    assert "running on the CPU (asked for GPU 1)" in caplog.text
+    caplog.clear()
+    image = tmp_path / "real" / "a.png"
+    assert (
+        denoise.parse_args([str(image), "-o", str(tmp_path / "d"), "--gpu_id", "0"]).device.type
+        == "cpu"
+    )
+    assert "running on the CPU (asked for GPU 0)" in caplog.text
+    warning = keras_device.missing_gpu_warning("3")
+    assert warning.startswith("warning: --gpu_id 3: the ") and "sees no such GPU" in warning
+    assert keras_device.missing_gpu_warning("cpu") is keras_device.missing_gpu_warning(None) is None
 
 
 def test_noise_setting_keeps_the_originals_none_meaning():
