@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pre_trained_model",
         type=Path,
-        help="trained BIQAN for --early_stop biqan; snapshot ranker for --early_stop ranker "
-        "(default: the shipped checkpoint/ranker)",
+        help="trained BIQAN for --early_stop biqan; for --early_stop ranker, the snapshot "
+        "ranker you trained with train_BIQAN.py --classification_model ranker (default: "
+        "checkpoint/ranker; none comes with the project)",
     )
     parser.add_argument(
         "--init_from",

@@ -87,7 +87,9 @@ def add_original_flags(parser: argparse.ArgumentParser) -> None:
             original.add_argument(flag, choices=kind, help=text)
         else:
             original.add_argument(flag, type=kind, help=text)
-    original_flags.add_refused(parser, original_flags.RUN_BDN_REFUSED)
+    original_flags.add_refused(
+        parser, original_flags.RUN_BDN_REFUSED, original_flags.RUN_BDN_IGNORED
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     stopping.add_argument(
         "--pre_trained_model",
         type=Path,
-        help="biqan: trained BIQAN checkpoint file or folder (train_BIQAN.py); ranker: a snapshot ranker (default: the shipped checkpoint/ranker)",
+        help="biqan: trained BIQAN checkpoint file or folder (train_BIQAN.py); ranker: the snapshot ranker you trained with train_BIQAN.py --classification_model ranker (default: checkpoint/ranker; none comes with the project)",
     )
     run = parser.add_argument_group("run")
     run.add_argument(

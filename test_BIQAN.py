@@ -4,7 +4,8 @@
         --pre_trained_model checkpoint/PolyU/mobilenet --output_path result/CC_biqan \\
         --start_index 8 --selector biqan wmv last
 
-Per image: ``<stem>_BIQAN.png`` (the BIQAN pick; other selectors' as ``<stem>_<selector>.png``),
+With --pre_trained_model and no --selector the pick is BIQAN's, as in the original; without a
+model it is the training-free selection.DEFAULT_SELECTOR. Per image: ``<stem>_BIQAN.png`` (the BIQAN pick; other selectors' as ``<stem>_<selector>.png``),
 ``<stem>_scores.png``/``.csv`` (predicted mean and spread, true PSNR where a reference exists),
 ``<stem>_wmv_variance.png`` with the wmv selector, ``<stem>_Compare.png`` (true best | pick of the
 first selector). Over all: ``selection.csv`` and ``Denoised_PSNR.txt``, ending with the mean gap
@@ -46,14 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--pre_trained_model",
         type=Path,
         help="BIQAN checkpoint: a *.weights.h5 file with biqan.json beside it, "
-        "or that folder (its best checkpoint); needed by --selector biqan",
+        "or that folder (its best checkpoint); needed by --selector biqan, which it makes the "
+        "default (as in the original)",
     )
     parser.add_argument(
         "--ranker",
         type=Path,
         default=snapshot_ranker.DEFAULT_RANKER,
-        help="snapshot ranker (ranker.json or its folder) of --selector ranker "
-        "(default: the shipped one, checkpoint/ranker)",
+        help="snapshot ranker (ranker.json or its folder) of --selector ranker (default: "
+        "checkpoint/ranker, where train_BIQAN.py --classification_model ranker "
+        "--output_checkpoint checkpoint/ranker puts the one you train; none comes with the "
+        "project)",
     )
     parser.add_argument(
         "--noisy_path",
@@ -72,11 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--selector",
         type=selector_type,
         nargs="+",
-        default=[selection.DEFAULT_SELECTOR],
         help="one or more of biqan, ranker, wmv, last, fixed:N (iteration N), fixed:auto (the "
         "tuned stop scaled to the image's size); the first one is the pick of the Compare figure "
-        f"and Denoised_PSNR.txt (default {selection.DEFAULT_SELECTOR.label}: no trained model, "
-        "any run length)",
+        "and Denoised_PSNR.txt (default: biqan with --pre_trained_model, as in the original; "
+        f"without it {selection.DEFAULT_SELECTOR.label}, which needs no trained model and "
+        "works for any run length)",
     )
     tuned, published = selection.TUNED_WMV, selection.PUBLISHED_WMV
     wmv = parser.add_argument_group(
@@ -117,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="CUDA device number or 'cpu' (default: the backend's choice)",
     )
-    original_flags.add_refused(parser, original_flags.TEST_BIQAN_REFUSED)
+    original_flags.add_refused(parser, {}, original_flags.TEST_BIQAN_IGNORED)
     return parser
 
 
@@ -125,6 +129,10 @@ def check_args(args: argparse.Namespace) -> None:
     """Every check of the flags; ValueError with a one-line message for the first problem."""
     if not args.dataset_image_path.is_dir():
         raise ValueError(f"--dataset_image_path {args.dataset_image_path}: no such folder")
+    if args.selector is None:
+        args.selector = [
+            selection.BIQAN if args.pre_trained_model is not None else selection.DEFAULT_SELECTOR
+        ]
     labels_given = [selector.label for selector in args.selector]
     if len(set(labels_given)) != len(labels_given):
         raise ValueError(f"--selector lists a selector twice: {' '.join(labels_given)}")
@@ -134,10 +142,7 @@ def check_args(args: argparse.Namespace) -> None:
         if not args.pre_trained_model.exists():
             raise ValueError(f"--pre_trained_model {args.pre_trained_model}: not found")
     if "ranker" in labels_given and not args.ranker.exists():
-        raise ValueError(
-            f"--ranker {args.ranker}: not found (train one with train_BIQAN.py "
-            "--classification_model ranker)"
-        )
+        raise ValueError(f"--ranker: {snapshot_ranker.missing_ranker(args.ranker)}")
     if args.start_index < 0:
         raise ValueError("--start_index must be >= 0")
     if args.patience is not None and args.wmv_patience is not None:
@@ -169,13 +174,17 @@ def wmv_in_snapshots(args: argparse.Namespace, interval: int) -> selection.WmvSe
 
 
 def main(args: argparse.Namespace) -> int:
-    """Select snapshots of every image, write picks, figures, selection.csv, Denoised_PSNR.txt."""
+    """Select snapshots of every image, write picks, figures, selection.csv, Denoised_PSNR.txt;
+    a selector that cannot pick for an image is one error line, the others still run (exit
+    code 1 then)."""
     keras_device.hide_other_gpus(args.gpu_id)
     # Keras and the backend are imported only now, after the GPU choice is in the environment.
     from models import biqan
     from utils.biqan import data as biqan_data
     from utils.biqan import report as biqan_report
 
+    if warning := keras_device.missing_gpu_warning(args.gpu_id):
+        print(warning, file=sys.stderr)
     try:
         folders = run_output.list_image_folders(args.dataset_image_path)
         model = config = None
@@ -220,9 +229,11 @@ def main(args: argparse.Namespace) -> int:
     for folder, reason in folders.skipped:
         print(f"skipped {folder}: {reason}")
     args.output_path.mkdir(parents=True, exist_ok=True)
-    primary = args.selector[0].label
+    selection_labels = [selector.label for selector in args.selector]
+    primary = selection_labels[0]
     rows: list[dict] = []
     image_lines: list[str] = []
+    failed = False
     for metrics in images:
         iterations = metrics.iteration[args.start_index :]
         paths = metrics.snapshot_paths()[args.start_index :]
@@ -247,18 +258,19 @@ def main(args: argparse.Namespace) -> int:
             features = snapshot_features.image_features(noisy, snapshots)
             return ranker.score(features)[args.start_index :]
 
-        try:
-            chosen = selection.apply_selectors(
-                args.selector,
-                iterations,
-                score if model is not None else None,
-                lambda index, paths=paths: image_io.read_rgb(paths[index]),
-                wmv_settings[metrics.snapshot_interval],
-                rank if ranker is not None else None,
-            )
-        except ValueError as error:
-            print(f"error: {metrics.folder}: {error}", file=sys.stderr)
-            return 2
+        chosen = selection.apply_selectors(
+            args.selector,
+            iterations,
+            score if model is not None else None,
+            lambda index, paths=paths: image_io.read_rgb(paths[index]),
+            wmv_settings[metrics.snapshot_interval],
+            rank if ranker is not None else None,
+        )
+        for label, reason in chosen.failures.items():
+            print(f"error: {metrics.folder}: --selector {label}: {reason}", file=sys.stderr)
+        failed = failed or bool(chosen.failures)
+        if not chosen.picks:
+            continue
         rows.extend(biqan_report.selection_rows(metrics.name, iterations, true_psnr, chosen))
         image_lines.append(
             biqan_report.write_image_outputs(
@@ -268,7 +280,7 @@ def main(args: argparse.Namespace) -> int:
                 paths,
                 true_psnr,
                 chosen,
-                primary,
+                next(label for label in selection_labels if label in chosen.picks),
                 image_io.read_rgb,
             )
         )
@@ -277,7 +289,7 @@ def main(args: argparse.Namespace) -> int:
             biqan_report.write_summary(args.output_path, rows, image_lines, primary, noisy_psnr)
         )
     )
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -346,6 +346,8 @@ def main(args: argparse.Namespace) -> int:
     from utils.biqan import report as biqan_report
     from utils.biqan import train as biqan_train
 
+    if warning := keras_device.missing_gpu_warning(args.gpu_id):
+        print(warning, file=sys.stderr)
     try:
         image_ids, paths, distributions, true_psnr = read_dataset(args)
         train_rows, validation_rows = biqan_data.split_by_source(
@@ -359,7 +361,7 @@ def main(args: argparse.Namespace) -> int:
             backbone_weights=args.weights,
             trained_backend=keras.backend.backend(),
         )
-        keras.utils.set_random_seed(args.seed)
+        biqan_train.set_random_seed(args.seed)
         model = biqan.build_biqan(config, imagenet=args.weights == "imagenet")
         if args.weights not in ("imagenet", "none"):
             print(

@@ -8,7 +8,7 @@
 # Two streams, one per core: A fits the PolyU crops every 10th from offsets 0-4, then the CC
 # crops from scratch (seeds 0-2), then noisier copies of two PolyU subsets; B the PolyU offsets
 # 9-5, then CBM3D at full scale. Then BIQAN at 10/30/100 images and its variants, the feature
-# cache, the selector study, the ensemble study, and the shipped-ranker training.
+# cache, the selector study, the ensemble study, and a ranker trained into checkpoint/ranker.
 # Environment: PY (default .venv/bin/python), ITER (1200), SEEDS ("0 1 2"), CODE (a frozen copy
 # of the repository whose run_BDN.py is run; default this checkout's HEAD, exported once).
 set -u

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Train the shipped snapshot ranker (checkpoint/ranker/ranker.json) on every finished PolyU run of
+# Train a snapshot ranker into the default location of the scripts (checkpoint/ranker/ranker.json,
+# git-ignored: the project comes without one) on every finished PolyU run of
 # experiments/run_polyu.py (devdata/runs/PolyU_s0_o<k>, the 64x64 crops of prepare_data.py),
 # through the project's own steps 2 and 3. The run folders are gathered by symbolic links into one.
 #

@@ -147,18 +147,37 @@ def test_apply_selectors_runs_each_selector():
     assert chosen.picks == {"biqan": 2, "wmv": 3, "last": 5, "fixed:40": 1}
     assert chosen.wmv.fired
     np.testing.assert_array_equal(chosen.distributions, distributions)
-    with pytest.raises(ValueError, match="needs a trained BIQAN"):
-        selection.apply_selectors(
-            selectors[:1], iterations, None, snapshots.__getitem__, selection.WmvSettings()
-        )
-    with pytest.raises(ValueError, match="shape"):
-        selection.apply_selectors(
-            selectors[:1],
-            iterations,
-            lambda: distributions[:3],
-            snapshots.__getitem__,
-            selection.WmvSettings(),
-        )
+    without_model = selection.apply_selectors(
+        selectors,
+        iterations,
+        None,
+        snapshots.__getitem__,
+        selection.WmvSettings(window=2, patience=2),
+    )
+    assert without_model.failures == {"biqan": "the biqan selector needs a trained BIQAN"}
+    assert without_model.picks == {"wmv": 3, "last": 5, "fixed:40": 1}
+    wrong_shape = selection.apply_selectors(
+        selectors[:1],
+        iterations,
+        lambda: distributions[:3],
+        snapshots.__getitem__,
+        selection.WmvSettings(),
+    )
+    assert wrong_shape.picks == {} and "shape" in wrong_shape.failures["biqan"]
+
+
+def test_a_selector_that_cannot_pick_leaves_the_others():
+    selectors = [selection.parse_selector(text) for text in ("wmv", "last", "fixed:20")]
+    chosen = selection.apply_selectors(
+        selectors,
+        np.array([20]),
+        None,
+        lambda index: np.zeros((4, 4, 3)),
+        selection.WmvSettings(window=2, patience=2),
+    )
+    assert chosen.picks == {"last": 0, "fixed:20": 0}
+    assert list(chosen.failures) == ["wmv"]
+    assert "needs at least 2 snapshots" in chosen.failures["wmv"]
 
 
 def test_wmv_from_iterations_converts_with_the_snapshot_interval():

@@ -175,13 +175,12 @@ def from_iterations(
             f"({save_iter}), the snapshot it picks"
         )
     if rule == "ranker":
-        from models.snapshot_ranker import DEFAULT_RANKER
+        from models.snapshot_ranker import DEFAULT_RANKER, missing_ranker
 
         ranker = Path(model_path or DEFAULT_RANKER)
         if not ranker.exists():
             raise ValueError(
-                f"--early_stop ranker: no snapshot ranker at {ranker}; train one "
-                "(train_BIQAN.py --classification_model ranker) and give it with "
+                f"--early_stop ranker: {missing_ranker(ranker)}, or give one with "
                 "--pre_trained_model"
             )
     if rule == "biqan" and (model_path is None or not Path(model_path).exists()):

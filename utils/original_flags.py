@@ -1,25 +1,44 @@
 """Flags of the original scripts (Zou et al.'s code) that this project renamed, dropped or reads
-differently: the refused ones with what replaces them, and the translation of the original's
-DIP input and target options into `FitSettings` fields. docs/ORIGINAL.md has the full table.
+differently: the harmless ones accepted with a note, the refused ones with what replaces them,
+and the translation of the original's DIP input and target options into `FitSettings` fields.
+docs/ORIGINAL.md has the full table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 
 SCRIPT_ID_FLAGS = ("-id", "--script-id")
-SCRIPT_ID_REASON = "not used: the original only printed it; the output folder names the run"
+SCRIPT_ID_REASON = "the original only printed it; the output folder names the run"
 SPLIT_REASON = "use --num_shards N --shard_index I (or a SLURM job array) to split a folder"
 RUN_BDN_REFUSED = {
     "--is_split_dataset": SPLIT_REASON,
     "--dataset_part_id": SPLIT_REASON,
-    "--output_checkpoint": "each image's network is saved as <output_path>/<image>/net.pt",
 }
 FROM_BIQAN_JSON = "read from the checkpoint's biqan.json (written by train_BIQAN.py)"
-TEST_BIQAN_REFUSED = {
-    "--image_size": f"the input size is {FROM_BIQAN_JSON}",
-    "--class_num": f"the number of bins is {FROM_BIQAN_JSON}",
-    "--classification_model": f"the architecture is {FROM_BIQAN_JSON}",
+
+
+@dataclasses.dataclass(frozen=True)
+class IgnoredFlag:
+    """An original flag that is harmless at its value `original` (None: at any value), so
+    accepted there with a note and refused at any other; `reason` says what decides it here."""
+
+    original: str | None
+    reason: str
+
+
+SCRIPT_ID = IgnoredFlag(None, SCRIPT_ID_REASON)
+RUN_BDN_IGNORED = {
+    "--output_checkpoint": IgnoredFlag(
+        "checkpoint", "each image's network is saved as <output_path>/<image>/net.pt"
+    ),
+}
+TEST_BIQAN_IGNORED = {
+    "--image_size": IgnoredFlag("224", f"the input size is {FROM_BIQAN_JSON}"),
+    "--class_num": IgnoredFlag("10", f"the number of bins is {FROM_BIQAN_JSON}"),
+    "--classification_model": IgnoredFlag("mobilenet", f"the architecture is {FROM_BIQAN_JSON}"),
 }
 NOISE_OPTIONS = ("use_fix_gaussian_std", "use_random_gaussian_std", "None")
 INPUT_BASE_OPTIONS = ("use_unifrom_noise", "use_raw_image", "use_denoised_image")
@@ -42,15 +61,39 @@ def refused_action(reason: str) -> type[argparse.Action]:
     return Refused
 
 
-def add_refused(parser: argparse.ArgumentParser, refused: dict[str, str]) -> None:
-    """Register the original's `-id/--script-id` and the flags of `refused` as refused flags
-    (hidden from --help); each takes an optional value, as the original's did."""
+def ignored_action(flag: IgnoredFlag) -> type[argparse.Action]:
+    """An argparse action that accepts `flag` at its original value with one note line on
+    stderr, and stops with one line (the flag and its reason) at any other value."""
+
+    class Ignored(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None) -> None:
+            if flag.original is not None and values != flag.original:
+                parser.error(
+                    f"{option_string} {values} (a flag of the original code): {flag.reason}"
+                )
+            shown = option_string if values is None else f"{option_string} {values}"
+            print(
+                f"note: {shown} (a flag of the original code) is ignored: {flag.reason}",
+                file=sys.stderr,
+            )
+
+    return Ignored
+
+
+def add_refused(
+    parser: argparse.ArgumentParser,
+    refused: dict[str, str],
+    ignored: dict[str, IgnoredFlag] | None = None,
+) -> None:
+    """Register the original's flags that work differently here, hidden from --help, each
+    taking an optional value as the original's did: `-id/--script-id` and the flags of
+    `ignored` are accepted with a note (at their original value), those of `refused` stop the
+    script with one line naming what replaces them."""
     parser.add_argument(
-        *SCRIPT_ID_FLAGS,
-        nargs="?",
-        action=refused_action(SCRIPT_ID_REASON),
-        help=argparse.SUPPRESS,
+        *SCRIPT_ID_FLAGS, nargs="?", action=ignored_action(SCRIPT_ID), help=argparse.SUPPRESS
     )
+    for flag, rule in (ignored or {}).items():
+        parser.add_argument(flag, nargs="?", action=ignored_action(rule), help=argparse.SUPPRESS)
     for flag, reason in refused.items():
         parser.add_argument(flag, nargs="?", action=refused_action(reason), help=argparse.SUPPRESS)
 

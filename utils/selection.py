@@ -308,6 +308,8 @@ RUN_ENDED_NOTE = "the run ends before this iteration: last snapshot"
 # crops at 96 and 128 pixels it picks better than fixed:auto tuned on PolyU, whose best
 # iteration grows more slowly with the size than CC's (docs/REPRODUCTION.md section 6).
 DEFAULT_SELECTOR = Selector(name="wmv")
+# test_BIQAN.py's default when a trained BIQAN is given (the original's only selector).
+BIQAN = Selector(name="biqan")
 
 
 def snapshots_of(flag: str, iterations: int, interval: int) -> int:
@@ -351,13 +353,15 @@ class ImageSelection:
 
     ``picks``: selector label -> candidate index; ``distributions`` (candidates, 10) when the
     biqan selector ran; ``wmv`` when the wmv selector ran; ``notes``: selector label -> a note
-    on its pick (a fixed stop after the run's last snapshot).
+    on its pick (a fixed stop after the run's last snapshot); ``failures``: selector label ->
+    why it could not pick (the others still did).
     """
 
     picks: dict[str, int]
     distributions: np.ndarray | None
     wmv: WmvResult | None
     notes: dict[str, str] = dataclasses.field(default_factory=dict)
+    failures: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def apply_selectors(
@@ -373,44 +377,60 @@ def apply_selectors(
     ``iterations`` (candidates,): their iteration numbers; ``score()`` returns the predicted
     distributions (candidates, 10) (needed by biqan); ``rank()`` the ranker's scores
     (candidates,) (needed by ranker); ``load_snapshot(index)`` returns the candidate's HxWxC
-    float array (needed by wmv and fixed:auto).
+    float array (needed by wmv and fixed:auto). A selector that cannot pick (a ValueError) is
+    recorded in ``failures`` with its reason, and the others still run.
     """
     bins = np.arange(1, 11, dtype=np.float64)
     picks: dict[str, int] = {}
     notes: dict[str, str] = {}
+    failures: dict[str, str] = {}
     distributions = wmv = None
     for selector in selectors:
-        if selector.name == "biqan":
-            if score is None:
-                raise ValueError("the biqan selector needs a trained BIQAN")
-            distributions = np.asarray(score(), dtype=np.float64)
-            if distributions.shape != (len(iterations), len(bins)):
-                raise ValueError(
-                    f"expected score distributions of shape "
-                    f"({len(iterations)}, {len(bins)}), got {distributions.shape}"
+        try:
+            if selector.name == "biqan":
+                distributions = biqan_distributions(score, len(iterations), len(bins))
+                picks[selector.label] = select_argmax(distributions @ bins)
+            elif selector.name == "ranker":
+                if rank is None:
+                    raise ValueError("the ranker selector needs a snapshot ranker")
+                ranks = np.asarray(rank(), dtype=np.float64)
+                if ranks.shape != (len(iterations),):
+                    raise ValueError(f"expected {len(iterations)} ranker scores, got {ranks.shape}")
+                picks[selector.label] = select_argmax(ranks)
+            elif selector.name == "wmv":
+                wmv = windowed_moving_variance(
+                    load_snapshot, wmv_settings.window, wmv_settings.patience, count=len(iterations)
                 )
-            picks[selector.label] = select_argmax(distributions @ bins)
-        elif selector.name == "ranker":
-            if rank is None:
-                raise ValueError("the ranker selector needs a snapshot ranker")
-            ranks = np.asarray(rank(), dtype=np.float64)
-            if ranks.shape != (len(iterations),):
-                raise ValueError(f"expected {len(iterations)} ranker scores, got {ranks.shape}")
-            picks[selector.label] = select_argmax(ranks)
-        elif selector.name == "wmv":
-            wmv = windowed_moving_variance(
-                load_snapshot, wmv_settings.window, wmv_settings.patience, count=len(iterations)
-            )
-            picks[selector.label] = wmv.pick_index
-        elif selector.name == "last":
-            picks[selector.label] = select_last(len(iterations))
-        else:
-            if selector.iteration is None:
-                stop = scaled_stop(*load_snapshot(0).shape[:2])
-                picks[selector.label] = select_at_or_after(iterations, stop)
+                picks[selector.label] = wmv.pick_index
+            elif selector.name == "last":
+                picks[selector.label] = select_last(len(iterations))
             else:
-                stop = selector.iteration
-                picks[selector.label] = select_fixed(iterations, stop)
-            if iterations[picks[selector.label]] < stop:
-                notes[selector.label] = RUN_ENDED_NOTE
-    return ImageSelection(picks=picks, distributions=distributions, wmv=wmv, notes=notes)
+                if selector.iteration is None:
+                    stop = scaled_stop(*load_snapshot(0).shape[:2])
+                    picks[selector.label] = select_at_or_after(iterations, stop)
+                else:
+                    stop = selector.iteration
+                    picks[selector.label] = select_fixed(iterations, stop)
+                if iterations[picks[selector.label]] < stop:
+                    notes[selector.label] = RUN_ENDED_NOTE
+        except ValueError as error:
+            failures[selector.label] = str(error)
+    return ImageSelection(
+        picks=picks, distributions=distributions, wmv=wmv, notes=notes, failures=failures
+    )
+
+
+def biqan_distributions(
+    score: Callable[[], np.ndarray] | None, candidates: int, bins: int
+) -> np.ndarray:
+    """The score distributions (candidates, bins) that ``score()`` predicts; ValueError without
+    a model or for another shape."""
+    if score is None:
+        raise ValueError("the biqan selector needs a trained BIQAN")
+    distributions = np.asarray(score(), dtype=np.float64)
+    if distributions.shape != (candidates, bins):
+        raise ValueError(
+            f"expected score distributions of shape ({candidates}, {bins}), "
+            f"got {distributions.shape}"
+        )
+    return distributions

@@ -78,11 +78,9 @@ SCRIPTS = {
     "test_BIQAN": test_BIQAN,
 }
 REFUSED = [
-    ("run_BDN", ["-id", "x"], "the output folder names the run"),
-    ("run_BDN", ["--script-id", "x"], "the output folder names the run"),
     ("run_BDN", ["--is_split_dataset", "True"], "--num_shards N --shard_index I"),
     ("run_BDN", ["--dataset_part_id", "1/7"], "--num_shards N --shard_index I"),
-    ("run_BDN", ["--output_checkpoint", "checkpoint"], "<output_path>/<image>/net.pt"),
+    ("run_BDN", ["--output_checkpoint", "my_networks"], "<output_path>/<image>/net.pt"),
     ("run_BDN", ["--net_type", "snail", "--channels", "8"], "drop --channels"),
     ("run_BDN", ["--net_type", "unet"], "invalid choice: 'unet'"),
     ("run_BDN", ["--input_base_option", "use_denoised_image"], "Laplacian"),
@@ -90,16 +88,13 @@ REFUSED = [
     ("run_BDN", ["--reg_noise_std", "0.1", "--input_max_gn_std", "5"], "give one"),
     ("run_BDN", ["--target_noise_std", "0.1", "--refer_extra_option", "None"], "give one"),
     ("run_BDN", ["--input_max_gn_std", "-1"], "must be >= 0"),
-    ("generator_dataset", ["-id", "x"], "the output folder names the run"),
     ("generator_dataset", ["--is_use_exp", "true"], "--is_use_fix_minmax false"),
     ("generator_dataset", ["--is_use_exp", "maybe"], "expected true or false"),
-    ("train_BIQAN", ["-id", "x"], "the output folder names the run"),
     ("train_BIQAN", ["--class_num", "5"], "--class_num must be 10"),
     ("train_BIQAN", ["--image_size", "64", "--classification_model", "inceptionv2"], "at least 75"),
-    ("test_BIQAN", ["-id", "x"], "the output folder names the run"),
-    ("test_BIQAN", ["--image_size", "224"], "biqan.json"),
-    ("test_BIQAN", ["--class_num", "10"], "biqan.json"),
-    ("test_BIQAN", ["--classification_model", "mobilenet"], "biqan.json"),
+    ("test_BIQAN", ["--image_size", "64"], "biqan.json"),
+    ("test_BIQAN", ["--class_num", "5"], "biqan.json"),
+    ("test_BIQAN", ["--classification_model", "vgg16"], "biqan.json"),
 ]
 
 
@@ -110,6 +105,27 @@ def test_refused_flags_name_their_replacement(folders, capsys, script, flags, re
     error_lines = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert exit_info.value.code == 2 and len(error_lines) == 1
     assert replacement in error_lines[0] and flags[0].split("=")[0] in error_lines[0]
+
+
+HARMLESS = [
+    ("run_BDN", ["-id", "BlindDenoising"], "the output folder names the run"),
+    ("run_BDN", ["--script-id", "my experiment"], "the output folder names the run"),
+    ("run_BDN", ["--output_checkpoint", "checkpoint"], "<output_path>/<image>/net.pt"),
+    ("generator_dataset", ["-id", "DataPreparation"], "the output folder names the run"),
+    ("train_BIQAN", ["-id", "BlindDenoising"], "the output folder names the run"),
+    ("test_BIQAN", ["-id", "x"], "the output folder names the run"),
+    ("test_BIQAN", ["--image_size", "224"], "biqan.json"),
+    ("test_BIQAN", ["--class_num", "10"], "biqan.json"),
+    ("test_BIQAN", ["--classification_model", "mobilenet"], "biqan.json"),
+]
+
+
+@pytest.mark.parametrize("script, flags, reason", HARMLESS)
+def test_harmless_original_flags_are_accepted_with_a_note(folders, capsys, script, flags, reason):
+    SCRIPTS[script].parse_args(folders[script] + flags)
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert len(notes) == 1 and notes[0].startswith(f"note: {' '.join(flags)} (a flag of the")
+    assert "is ignored" in notes[0] and reason in notes[0]
 
 
 RUN_BDN_ACCEPTED = [
@@ -238,8 +254,22 @@ def test_readme_commands_of_the_original_parse(folders):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback of --gpu_id 1")
-def test_original_gpu_id_default_runs_on_the_cpu_without_cuda(folders):
+def test_original_gpu_id_default_runs_on_the_cpu_without_cuda(folders, tmp_path, caplog):
+    import denoise
+    from utils.biqan import device as keras_device
+
     assert run_BDN.parse_args(folders["run_BDN"][:-2] + ["--gpu_id", "1"]).device.type == "cpu"
+    assert "running on the CPU (asked for GPU 1)" in caplog.text
+    caplog.clear()
+    image = tmp_path / "real" / "a.png"
+    assert (
+        denoise.parse_args([str(image), "-o", str(tmp_path / "d"), "--gpu_id", "0"]).device.type
+        == "cpu"
+    )
+    assert "running on the CPU (asked for GPU 0)" in caplog.text
+    warning = keras_device.missing_gpu_warning("3")
+    assert warning.startswith("warning: --gpu_id 3: the ") and "sees no such GPU" in warning
+    assert keras_device.missing_gpu_warning("cpu") is keras_device.missing_gpu_warning(None) is None
 
 
 def test_noise_setting_keeps_the_originals_none_meaning():

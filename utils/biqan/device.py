@@ -1,7 +1,8 @@
 """Choosing the GPU of a Keras script before Keras (and its backend) is imported.
 
-Standard library only: this must run before any framework import, because the backends read
-``CUDA_VISIBLE_DEVICES`` when they start.
+Standard library only at import: `hide_other_gpus` must run before any framework import,
+because the backends read ``CUDA_VISIBLE_DEVICES`` when they start. `missing_gpu_warning` runs
+after, and imports Keras and the backend itself.
 """
 
 from __future__ import annotations
@@ -24,3 +25,30 @@ def hide_other_gpus(gpu_id: str | None) -> None:
     if gpu_id is None:
         return
     os.environ["CUDA_VISIBLE_DEVICES"] = "" if gpu_id == "cpu" else gpu_id
+
+
+def missing_gpu_warning(gpu_id: str | None) -> str | None:
+    """A warning line when ``gpu_id`` (after `hide_other_gpus`) names a GPU that the Keras
+    backend does not see, so that the script runs on the CPU; None otherwise."""
+    if gpu_id is None or gpu_id == "cpu":
+        return None
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        found = torch.cuda.is_available()
+    elif backend == "tensorflow":
+        import tensorflow
+
+        found = bool(tensorflow.config.list_physical_devices("GPU"))
+    elif backend == "jax":
+        import jax
+
+        found = jax.default_backend() != "cpu"
+    else:
+        return None
+    if found:
+        return None
+    return f"warning: --gpu_id {gpu_id}: the {backend} backend sees no such GPU; running on the CPU"

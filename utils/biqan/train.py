@@ -8,6 +8,7 @@ both stages. The network itself is ``models.biqan``.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import keras
@@ -18,6 +19,23 @@ from models import biqan
 from utils.biqan.settings import StageSettings
 
 EMD_EPSILON = 1e-12
+
+
+def set_random_seed(seed: int) -> None:
+    """`keras.utils.set_random_seed` (Python, NumPy, the backend and Keras' own seed), without
+    importing TensorFlow under another backend: Keras seeds TensorFlow whenever it is installed,
+    and its import prints start-up lines and takes seconds."""
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    # A None entry makes `import tensorflow` raise ImportError, which Keras reads as "not
+    # installed" (for the rest of the process); the entry is removed again so that an import
+    # of TensorFlow by the user still works.
+    sys.modules["tensorflow"] = None
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        del sys.modules["tensorflow"]
 
 
 def set_backbone_trainable(
