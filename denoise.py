@@ -14,6 +14,10 @@ import logging
 import sys
 from pathlib import Path
 
+from utils.openmp import wait_passively
+
+wait_passively()  # before torch loads OpenMP
+
 from models.skip import SkipConfig
 from utils import cli, cluster, early_stopping, selection
 from utils.dip import denoising, devices, planning, reconstruction, run_options

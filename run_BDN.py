@@ -13,6 +13,10 @@ import os
 import sys
 from pathlib import Path
 
+from utils.openmp import wait_passively
+
+wait_passively()  # before torch loads OpenMP
+
 from models.skip import NET_TYPES, SkipConfig
 from utils import cli, cluster, early_stopping, original_flags
 from utils.biqan import labels

@@ -21,6 +21,10 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+from utils.openmp import wait_passively  # noqa: E402
+
+wait_passively()  # before Keras loads torch and its OpenMP
+
 from models import snapshot_ranker  # noqa: E402
 from utils import cli, image_io, original_flags, run_output, selection, snapshot_features  # noqa: E402
 from utils.biqan import device as keras_device  # noqa: E402

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import run_BDN
 from models.skip import SkipConfig
-from tests.conftest import make_pair
+from tests.conftest import ROOT, make_pair
 from utils.dip import devices, run_options
 from utils.dip.fitting import DipFit, FitSettings, build_network, channels_last, grouped_network
 
@@ -124,3 +126,36 @@ def test_threads_follow_the_cores_this_process_owns(environment, cores):
     expected = owned if cores is None else min(cores, owned)
     assert devices.available_cores(environment) == expected
     assert devices.threads_per_worker(2, environment) == max(1, expected // 2)
+
+
+SPY_ON_TORCH = """
+import builtins, os, sys
+seen = []
+real_import = builtins.__import__
+def spy(name, *args, **kwargs):
+    if name.split(".")[0] == "torch" and "torch" not in sys.modules and not seen:
+        seen.append(os.environ.get("OMP_WAIT_POLICY"))
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = spy
+import {script}
+# torch not loaded yet: it will load with the environment as it is now
+print(seen[0] if seen else os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+@pytest.mark.parametrize("script", ["run_BDN", "denoise", "train_BIQAN", "test_BIQAN"])
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_waits_passively_unless_told_before_torch_loads(script, given, expected):
+    environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    environment |= {"KERAS_BACKEND": "torch"} | (
+        {} if given is None else {"OMP_WAIT_POLICY": given}
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", SPY_ON_TORCH.format(script=script)],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.stdout.strip().splitlines()[-1] == expected, result.stderr[-2000:]
