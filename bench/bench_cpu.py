@@ -32,6 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.skip import SkipConfig
+from utils import openmp
 from utils.dip.fitting import DipFit, FitSettings, build_network, grouped_network
 
 VARIANTS = {  # name -> (precision, memory format, compiled)
@@ -179,30 +180,28 @@ def worker_speed(size: int, variant: str, iterations: int) -> float:
 
 
 def contention(size: int, variant: str, iterations: int) -> list[str]:
-    """One fit alone, then two started at once (separate processes, as two commands would be):
-    each one's speed as a share of its speed alone."""
-    command = [
-        sys.executable,
-        "-m",
-        "bench.bench_cpu",
-        "--worker",
-        str(size),
-        variant,
-        str(iterations),
-    ]
-    environment = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    """One fit alone, then two started at once (separate processes, as two commands would be,
+    each with the threads run_BDN.py gives it): each one's speed as a share of its speed alone,
+    with libgomp's default spinning and with passive waiting (`utils.openmp`)."""
+    command = [sys.executable, "-m", "bench.bench_cpu", "--worker", str(size), variant]
+    command.append(str(iterations))
+    rows = []
+    for policy in (None, openmp.WAIT_POLICY):
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")
+        } | ({} if policy is None else {"OMP_WAIT_POLICY": policy})
 
-    def start():
-        return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment)
+        def start(environment=environment):
+            return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment)
 
-    alone = float(start().communicate()[0])
-    pair = [start(), start()]
-    together = [float(process.communicate()[0]) for process in pair]
-    return [
-        f"| {size} | {variant} | {alone:.3f} s | "
-        + " | ".join(f"{alone / each:.0%}" for each in together)
-        + " |"
-    ]
+        alone = float(start().communicate()[0])
+        pair = [start(), start()]
+        together = [float(process.communicate()[0]) for process in pair]
+        shares = " | ".join(f"{alone / each:.0%}" for each in together)
+        rows.append(f"| {size} | {variant} | {policy or 'unset'} | {alone:.3f} s | {shares} |")
+    return rows
 
 
 def main(args: argparse.Namespace) -> int:
@@ -220,7 +219,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.contention:
         print(
-            "\n| size | variant | alone, s/iteration | first of two at once | second |\n|---|---|---|---|---|"
+            "\n| size | variant | OMP_WAIT_POLICY | alone, s/iteration | first of two at once | second |"
+            "\n|---|---|---|---|---|---|"
         )
         print("\n".join(contention(args.contention, "bf16-cl", args.iterations)))
         return 0
