@@ -135,16 +135,30 @@ def outcomes(results: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def differences(table: pd.DataFrame, keys: list[str], side: str, first, second) -> pd.DataFrame:
+    """`second` - `first` of every outcome, rows matched on `keys`; `side` is the column whose
+    value tells the two apart (precision, or seed)."""
+    groups = {value: group.set_index(keys) for value, group in table.groupby(side)}
+    if first not in groups or second not in groups:
+        return pd.DataFrame()
+    common = groups[first].index.intersection(groups[second].index)
+    columns = [*RULES, "best_iteration"]
+    return (groups[second].loc[common, columns] - groups[first].loc[common, columns]).reset_index()
+
+
 def paired_differences(table: pd.DataFrame) -> pd.DataFrame:
     """bf16 - fp32 of every outcome, one row per image run done in both precisions."""
-    keys = ["size", "set", "seed", "stem"]
-    by_precision = {name: group.set_index(keys) for name, group in table.groupby("precision")}
-    if REFERENCE not in by_precision or CANDIDATE not in by_precision:
-        return pd.DataFrame()
-    reference, candidate = by_precision[REFERENCE], by_precision[CANDIDATE]
-    common = reference.index.intersection(candidate.index)
-    columns = [*RULES, "best_iteration"]
-    return (candidate.loc[common, columns] - reference.loc[common, columns]).reset_index()
+    return differences(table, ["size", "set", "seed", "stem"], "precision", REFERENCE, CANDIDATE)
+
+
+def seed_differences(table: pd.DataFrame) -> pd.DataFrame:
+    """fp32 at seed s - fp32 at seed 0 (s > 0): how far two equally good fits are apart, the
+    yardstick for the precision's differences."""
+    fp32 = table[table["precision"] == REFERENCE]
+    seeds = sorted(seed for seed in fp32["seed"].unique() if seed > 0)
+    parts = [differences(fp32, ["size", "set", "stem"], "seed", 0, seed) for seed in seeds]
+    parts = [part.assign(seed=seed) for part, seed in zip(parts, seeds) if not part.empty]
+    return pd.concat(parts) if parts else pd.DataFrame()
 
 
 def cell(values: pd.Series, digits: int) -> str:
@@ -154,36 +168,41 @@ def cell(values: pd.Series, digits: int) -> str:
     return f"{values.mean():+.{digits}f}{spread}, worst {worst:+.{digits}f}"
 
 
+def table_rows(paired: pd.DataFrame, what: str) -> list[str]:
+    """Markdown rows of paired differences by size and set (all seeds together), then all."""
+    rows = []
+    for (size, set_name), group in paired.groupby(["size", "set"]):
+        seeds = ",".join(str(seed) for seed in sorted(group["seed"].unique()))
+        cells = [cell(group[rule], 2) for rule in RULES] + [cell(group["best_iteration"], 0)]
+        rows.append(
+            f"| {what} | {size} | {set_name} (seed {seeds}) | {len(group)} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    cells = [cell(paired[rule], 3) for rule in RULES] + [cell(paired["best_iteration"], 0)]
+    return [*rows, f"| {what} | all | all | {len(paired)} | " + " | ".join(cells) + " |"]
+
+
 def report_lines(results: Path) -> list[str]:
-    """The markdown table of the paired differences, by size and set (CC: all seeds)."""
-    differences = paired_differences(outcomes(results))
-    header = [
-        "size",
-        "set",
-        "image runs",
-        *[f"{rule} PSNR (dB)" for rule in RULES],
-        "best iteration",
-    ]
+    """The markdown table: bf16 - fp32 by size and set, and fp32 seed s - seed 0 beside it."""
+    table = outcomes(results)
+    header = ["difference", "size", "set", "image runs"]
+    header += [f"{rule} PSNR (dB)" for rule in RULES] + ["best iteration"]
     lines = [
-        f"bf16 - {REFERENCE}, paired (same crop, seed and flags; mean ± sd, worst image):",
+        "Paired differences (same crop and flags; mean ± sd, worst image), over test_BIQAN's "
+        "candidates:",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    if differences.empty:
-        return [*lines, "| (no image run in both precisions yet) |"]
-    for (size, set_name), group in differences.groupby(["size", "set"]):
-        seeds = ",".join(str(seed) for seed in sorted(group["seed"].unique()))
-        cells = [cell(group[rule], 2) for rule in RULES] + [cell(group["best_iteration"], 0)]
-        lines.append(
-            f"| {size} | {set_name} (seed {seeds}) | {len(group)} | " + " | ".join(cells) + " |"
-        )
-    everything = [cell(differences[rule], 3) for rule in RULES]
-    lines.append(
-        f"| all | all | {len(differences)} | "
-        + " | ".join(everything)
-        + f" | {cell(differences['best_iteration'], 0)} |"
-    )
+    if table.empty:
+        return [*lines, "| (no image run yet) |"]
+    for paired, what in (
+        (paired_differences(table), f"{CANDIDATE} - {REFERENCE}"),
+        (seed_differences(table), f"{REFERENCE} seed s - seed 0"),
+    ):
+        if not paired.empty:
+            lines += table_rows(paired, what)
     return lines
 
 

@@ -61,11 +61,32 @@ def test_report_pairs_the_precisions(runs):
     results = runs / "results"
     precision_study.collect(runs / "runs", results)
     lines = precision_study.report_lines(results)
-    row = next(line for line in lines if line.startswith("| 32 | X (seed 0) | 2 |"))
+    row = next(line for line in lines if line.startswith("| bf16 - fp32 | 32 | X (seed 0) | 2 |"))
     table = precision_study.outcomes(results)
     fp32 = table[table.precision == "fp32"].set_index("stem")["best"]
     bf16 = table[table.precision == "bf16"].set_index("stem")["best"]
-    assert f"{(bf16 - fp32).mean():+.2f}" in row.split("|")[4]
+    assert row.split("|")[5].strip().startswith(f"{(bf16 - fp32).mean():+.2f}")
+
+
+def test_seed_differences_pair_each_seed_with_seed_0():
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 0.3), (2, -0.1)):
+        for stem, base in (("a", 30.0), ("b", 32.0)):
+            outcome = {rule: base + shift for rule in precision_study.RULES}
+            rows.append(
+                {"size": 64, "precision": "fp32", "set": "CC", "seed": seed, "stem": stem}
+                | outcome
+                | {"best_iteration": 600 + 20 * seed}
+            )
+    paired = precision_study.seed_differences(pd.DataFrame(rows))
+    assert sorted(paired["seed"]) == [1, 1, 2, 2]
+    assert paired.set_index(["seed", "stem"])["best"].round(6).to_dict() == {
+        (1, "a"): 0.3,
+        (1, "b"): 0.3,
+        (2, "a"): -0.1,
+        (2, "b"): -0.1,
+    }
+    assert set(paired["best_iteration"]) == {20, 40}
 
 
 def test_the_committed_table_regenerates_from_results_alone():
