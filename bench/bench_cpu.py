@@ -33,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models.skip import SkipConfig
 from utils import openmp
+from utils.dip import devices
 from utils.dip.fitting import DipFit, FitSettings, build_network, grouped_network
 
 VARIANTS = {  # name -> (precision, memory format, compiled)
@@ -105,17 +106,17 @@ def timed(work, *arguments) -> float:
 
 
 def cpu_name() -> str:
-    """The CPU's model name and the bf16 instruction sets it has (Linux), else the platform."""
+    """The CPU's model name (Linux), its bf16 instructions and its cores."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return platform.processor() or platform.machine()
+        lines = []
     model = next(
-        (line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line), "CPU"
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+        platform.processor() or platform.machine(),
     )
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    extras = [flag for flag in ("avx512_bf16", "amx_bf16", "amx_tile") if f" {flag}" in flags]
-    return f"{model} ({', '.join(extras) or 'no bf16 instructions'}), {os.cpu_count()} cores"
+    extras = devices.bf16_instructions() or "no bf16 instructions"
+    return f"{model} ({extras}), {os.cpu_count()} cores"
 
 
 def speed_table(args: argparse.Namespace) -> list[str]:
@@ -171,8 +172,6 @@ def profile(size: int, variant: str, steps: int = 3) -> list[str]:
 
 def worker_speed(size: int, variant: str, iterations: int) -> float:
     """Seconds per step of one fit over `iterations` steps, threads as run_BDN.py chooses them."""
-    from utils.dip import devices
-
     devices.use_available_cores()
     fit = make_fit(size, 1, variant)
     fit.step()

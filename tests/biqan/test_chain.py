@@ -256,6 +256,14 @@ def test_four_steps_chain(run_folder: Path, tmp_path: Path, backend: str):
             assert picked == candidates[-1]
         if row["selector"] == "fixed:20":
             assert picked == 20
+        if row["selector"] == "biqan":
+            # the pick is the best of the scores written beside it (ties: 4 decimals)
+            scores = {
+                int(line["iteration"]): float(line["predicted_mean"])
+                for line in read_csv(output / f"{row['image']}_scores.csv")
+            }
+            assert list(scores) == list(candidates)
+            assert scores[picked] == max(scores.values())
         if row["image"] not in REFERENCED:
             assert row["picked_psnr"] == row["best_psnr"] == row["loss_db"] == ""
             continue
@@ -263,7 +271,9 @@ def test_four_steps_chain(run_folder: Path, tmp_path: Path, backend: str):
         assert float(row["best_psnr"]) == pytest.approx(psnr.max(), abs=1e-3)
         assert int(row["best_iteration"]) == candidates[int(np.argmax(psnr))]
         assert float(row["picked_psnr"]) == pytest.approx(psnr[candidates == picked][0], abs=1e-3)
-        assert float(row["loss_db"]) >= 0
+        assert float(row["loss_db"]) == pytest.approx(
+            float(row["best_psnr"]) - float(row["picked_psnr"]), abs=2e-4
+        )
     for stem in IMAGES:
         for suffix in ("_BIQAN.png", "_scores.png", "_wmv_variance.png"):
             assert (output / f"{stem}{suffix}").stat().st_size > 0

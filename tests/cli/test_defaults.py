@@ -18,7 +18,7 @@ import test_BIQAN
 import train_BIQAN
 from models.biqan_config import BiqanConfig
 from models.skip import SkipConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, make_pair
 from utils.biqan.labels import LabelSettings
 from utils.biqan.settings import StageSettings, TrainingSettings
 from utils.dip import planning, run_options
@@ -75,13 +75,38 @@ def test_readme_flag_tables_give_the_parsers_defaults():
     assert len(checked) >= 40, checked
 
 
-def test_dip_flags_take_their_dataclass_defaults():
-    parser = run_BDN.build_parser()
-    for field in dataclasses.fields(FitSettings):
-        if field.name in {action.dest for action in parser._actions}:
-            assert parser.get_default(field.name) == field.default, field.name
-    assert parser.get_default("channels") == SkipConfig.channels_down
-    assert parser.get_default("checkpoint_every") == planning.RunSettings.checkpoint_every
+def test_run_bdn_without_flags_fits_the_design_method(tmp_path):
+    """No flags: the settings run_options builds are upstream DIP's (docs: DESIGN.md), every
+    one spelled out, so a changed default in a dataclass or a flag fails here."""
+    make_pair(tmp_path, "a")
+    args = run_BDN.parse_args(
+        ["--dataset_real_path", str(tmp_path / "real"), "--output_path", str(tmp_path / "out")]
+    )
+    assert run_options.fit_settings(args) == FitSettings(
+        num_iter=3000,
+        save_iter=20,
+        lr=0.01,
+        reg_noise_std=1 / 30,
+        target_noise_std=0.0,
+        exp_weight=0.99,
+        input_noise_scale=0.1,
+        backtrack_db=5.0,
+        reg_noise_random=False,
+        target_noise_random=False,
+        input_kind="noise",
+    )
+    assert run_options.network_config(args) == SkipConfig(
+        input_depth=32,
+        output_channels=3,
+        channels_down=128,
+        channels_up=128,
+        channels_skip=4,
+        num_scales=5,
+        net_type="skip",
+    )
+    assert args.checkpoint_every == planning.RunSettings.checkpoint_every
+    assert args.precision == ("bf16" if run_options.native_bf16(args.device) else "fp32")
+    assert args.early_stop == "none"
     assert denoise.build_parser().get_default("num_iter") == FitSettings.num_iter
     assert run_BDN.build_parser().get_default("precision") == run_options.AUTO_PRECISION
     assert denoise.build_parser().get_default("precision") == run_options.AUTO_PRECISION
@@ -99,21 +124,36 @@ def dataclass_defaults(settings_class: type, flags: dict[str, str] | None = None
     }
 
 
-def test_biqan_flags_take_their_dataclass_defaults():
+def test_biqan_flags_default_to_the_design_values():
+    """train_BIQAN.py's and generator_dataset.py's defaults are the design's numbers (a MobileNet
+    of alpha 1 at 224 px, dropout 0.75, the stages' callbacks; labels 8..45 dB, std 1, the
+    first 8 snapshots skipped), and every one is its dataclass field's (one source)."""
     parser = train_BIQAN.build_parser()
+    expected = {
+        "classification_model": "mobilenet",
+        "alpha": 1.0,
+        "image_size": 224,
+        "input_mode": "resize",
+        "momentum": 0.9,
+        "early_stopping_patience": 8,
+        "reduce_lr_factor": 0.2,
+        "reduce_lr_patience": 2,
+    }
+    assert {name: parser.get_default(name) for name in expected} == expected
+    assert BiqanConfig().dropout == 0.75
     network = dataclass_defaults(BiqanConfig, {"architecture": "classification_model"})
     stage = dataclass_defaults(StageSettings)
     del stage["freeze_batchnorm"]  # set from --weights, not a flag
-    expected = {**dataclass_defaults(TrainingSettings), **stage}
-    names = ("classification_model", "alpha", "image_size", "input_mode")
-    expected |= {name: network[name] for name in names}
-    assert {name: parser.get_default(name) for name in expected} == expected
-    assert len(expected) == 17
+    sources = {**dataclass_defaults(TrainingSettings), **stage}
+    sources |= {name: network[name] for name in ("classification_model", "alpha", "image_size")}
+    sources["input_mode"] = network["input_mode"]
+    assert {name: parser.get_default(name) for name in sources} == sources
     labels_flags = {"use_exp": "is_use_exp", "fixed_range": "is_use_fix_minmax"}
-    expected = dataclass_defaults(LabelSettings, labels_flags)
     parser = generator_dataset.build_parser()
+    expected = {"start_position": 8, "min_psnr": 8.0, "max_psnr": 45.0, "score_std": 1.0}
     assert {name: parser.get_default(name) for name in expected} == expected
-    assert len(expected) == 7
+    sources = dataclass_defaults(LabelSettings, labels_flags)
+    assert {name: parser.get_default(name) for name in sources} == sources
 
 
 def test_biqan_parsers_load_without_keras():

@@ -43,7 +43,12 @@ def test_smoke_mode_runs_every_cpu_part_and_writes_the_report(check_folders):
     assert all(float(row["ms_per_iteration"]) > 0 for row in speed)
     precision = {row["option"]: row for row in read_csv(out / "precision.csv")}
     assert set(precision) == {"fp32", "fp32 seed1", "bf16"}
-    assert float(precision["fp32"]["psnr_vs_fp32_db"]) == 0
+    fp32 = float(precision["fp32"]["psnr_db"])
+    for row in precision.values():
+        difference = float(row["psnr_db"]) - fp32
+        assert float(row["psnr_vs_fp32_db"]) == pytest.approx(difference, abs=1.5e-3)
+    assert float(precision["fp32 seed1"]["psnr_db"]) != fp32  # the seed reaches the fit
+    assert abs(float(precision["bf16"]["psnr_vs_fp32_db"])) < 0.1  # measured 0.005
     batching = read_csv(out / "batching.csv")
     assert [row["batch_images"] for row in batching] == ["1", "2"]
     full = read_csv(out / "fullscale.csv")

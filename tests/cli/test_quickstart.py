@@ -38,5 +38,8 @@ def test_quick_start_picks_beat_every_noisy_input(tmp_path, monkeypatch):
         rows = list(csv.DictReader(stream))
     assert len(rows) == len(list((ROOT / "dataset" / "sample" / "real").glob("*.png"))) == 4
     gains = {row["image"]: float(row["picked_psnr"]) - float(row["noisy_psnr"]) for row in rows}
-    assert all(gain > 0.5 for gain in gains.values()), gains
+    # measured (README): +1.87 (coffee) to +3.68 dB, +3.04 on average; the floors leave room
+    # for another CPU's rounding, not for a fit that denoises less
+    assert min(gains.values()) > 1.6, gains
+    assert sum(gains.values()) / len(gains) > 2.7, gains
     assert all((tmp_path / "sample" / row["image"] / "denoised.png").is_file() for row in rows)

@@ -78,18 +78,19 @@ def test_tasks_finishing_together_leave_a_complete_summary(tmp_path, monkeypatch
         (tmp_path / stem).mkdir()
     (tmp_path / "a" / "summary.json").write_text(json.dumps({"image": "a", "iterations": 1}))
     original = reconstruction.summary_csv
-    b_written = threading.Event()
+    a_has_read, b_written = threading.Event(), threading.Event()
 
     def slow_summary(output_path: Path) -> str:
         text = original(output_path)
         if threading.current_thread().name == "A":
+            a_has_read.set()
             b_written.wait(timeout=2)  # without a lock, B writes meanwhile
         return text
 
     monkeypatch.setattr(reconstruction, "summary_csv", slow_summary)
     task_a = threading.Thread(target=reconstruction.write_summary, args=(tmp_path,), name="A")
     task_a.start()
-    time.sleep(0.3)
+    assert a_has_read.wait(timeout=60), "task A never read the finished images"
     (tmp_path / "b" / "summary.json").write_text(json.dumps({"image": "b", "iterations": 1}))
     reconstruction.write_summary(tmp_path)
     b_written.set()

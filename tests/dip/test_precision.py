@@ -159,3 +159,18 @@ def test_openmp_waits_passively_unless_told_before_torch_loads(script, given, ex
         timeout=300,
     )
     assert result.stdout.strip().splitlines()[-1] == expected, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("fpu avx512f avx512_bf16 amx_bf16 amx_tile", "amx_bf16"),
+        ("avx512f avx512_bf16", "avx512_bf16"),
+        ("avx2 fma", ""),
+    ],
+)
+def test_bf16_instructions_read_from_cpuinfo(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: X\nflags\t\t: {flags}\n")
+    assert devices.bf16_instructions(cpuinfo) == expected
+    assert devices.bf16_instructions(tmp_path / "absent") == ""

@@ -9,6 +9,8 @@ import run_BDN
 from utils import image_io, metrics
 from utils.dip import planning
 
+pytestmark = pytest.mark.realdata
+
 
 @pytest.mark.parametrize("dataset, low, high", [("CC", 29.6, 37.0), ("PolyU", 31.1, 41.0)])
 def test_real_pairs_pair_by_stem_with_published_noise_levels(shared_data, dataset, low, high):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 
@@ -87,3 +88,16 @@ def use_available_cores() -> int:
     threads = threads_per_worker(1)
     torch.set_num_threads(threads)
     return threads
+
+
+def bf16_instructions(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's bf16 instruction set, the one oneDNN's bf16 kernels use: 'amx_bf16',
+    'avx512_bf16', or '' (none, or not Linux). Two CPUs with different ones round bf16 fits
+    differently."""
+    try:
+        flags = next(
+            (line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), ""
+        ).split()
+    except OSError:
+        return ""
+    return next((name for name in ("amx_bf16", "avx512_bf16") if name in flags), "")
