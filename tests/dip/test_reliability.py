@@ -461,7 +461,11 @@ def test_resume_iteration_reads_the_state_or_names_the_damaged_file(tmp_path):
     folder = tmp_path / "out" / "a"
     folder.mkdir(parents=True)
     assert snapshots.resume_iteration(folder) == 0
-    torch.save({"fit": {"iteration": 30}}, folder / "state.pt")
+    tensor = torch.zeros(1)
+    fit = {"iteration": 30, "net": {"w": tensor}, "optimizer": {}, "base_input": tensor}
+    fit |= {"generator": torch.zeros(8, dtype=torch.uint8), "last_psnr": tensor}
+    fit |= {"last_good": [tensor], "average": None}
+    torch.save({"fit": fit, "rows": [], "elapsed": 0.0}, folder / "state.pt")
     assert snapshots.resume_iteration(folder) == 30
     torch.save({"nothing": 1}, folder / "state.pt")
     with pytest.raises(ValueError, match="state.pt: damaged resume state"):

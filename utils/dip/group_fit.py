@@ -60,7 +60,7 @@ def fit_group(
     fit = DipFit(net, noisy, settings.fit, seeds, settings.precision, settings.compile_network)
     resumed = [load_resume_state(folder, device) for folder in folders]
     if any(state is not None for state in resumed):
-        fit.load_state_dicts([state["fit"] for state in resumed])
+        resume_fit(fit, resumed, folders, [state for state, _ in starts])
         LOGGER.info("%s: resuming at iteration %d", images[0].job.stem, fit.iteration)
     stoppers = make_stoppers(settings.early_stop, [image.noisy.pixels for image in images]) or [
         None
@@ -144,6 +144,36 @@ def fit_group(
         (folder / STATE_FILE).unlink(missing_ok=True)
         summaries.append(summary)
     return summaries, failures
+
+
+def resume_fit(fit: DipFit, resumed: list[dict], folders: list[Path], initial: list[dict]) -> None:
+    """Load the saved states into `fit`; ValueError naming a state file whose tensors do not
+    fit this run's network and image (a foreign or damaged file)."""
+    for state, folder, network in zip(resumed, folders, initial):
+        if state is None:
+            continue
+        saved = state["fit"]
+        expected = {key: tensor.shape for key, tensor in network.items()}
+        shapes = {key: getattr(tensor, "shape", None) for key, tensor in saved["net"].items()}
+        average = saved["average"]
+        if (
+            shapes != expected
+            or saved["base_input"].shape[2:] != fit.noisy.shape[2:]
+            or (average is not None and average.shape[1:] != fit.noisy.shape[1:])
+            or len(saved["last_good"]) != len(fit.parameters)
+        ):
+            raise ValueError(
+                f"{folder / STATE_FILE}: saved for another network or image size; delete it "
+                f"to refit {folder.name} from the start"
+            )
+    try:
+        fit.load_state_dicts([state["fit"] for state in resumed])
+    except (KeyError, IndexError, TypeError, AttributeError, RuntimeError, ValueError) as error:
+        names = ", ".join(str(folder / STATE_FILE) for folder in folders)
+        raise ValueError(
+            f"{names}: a resume state does not load ({type(error).__name__}); delete it to "
+            "refit from the start"
+        ) from None
 
 
 def first_non_finite_loss(rows: list[dict]) -> int | None:

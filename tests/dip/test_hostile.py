@@ -1,0 +1,71 @@
+"""Hostile files and preemption (issue 23): crafted state files, names that climb out of the
+output folder, signals after a stopping rule fired, inputs changed under a run, stale
+temporary files. Each test is one guarantee of docs/RELIABILITY.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import run_BDN
+from tests.conftest import make_pair
+
+TINY = ["--input_depth", "4", "--channels", "8", "--skip_channels", "2", "--num_scales", "2"]
+TINY += ["--num_iter", "4", "--save_iter", "2", "--gpu_id", "cpu", "--quiet"]
+
+
+def tiny_pairs(folder: Path, *stems: str) -> Path:
+    """32x32 colour pairs under `folder`/real and `folder`/mean."""
+    for seed, stem in enumerate(stems, 1):
+        make_pair(folder, stem, height=32, width=32, seed=seed)
+    return folder
+
+
+def run(folder: Path, output: Path, *extra: str) -> int:
+    argv = ["--dataset_real_path", str(folder / "real"), "--dataset_mean_path"]
+    argv += [str(folder / "mean"), "--output_path", str(output), *TINY, *extra]
+    return run_BDN.main(run_BDN.parse_args(argv))
+
+
+class RunsCode:
+    """Unpickling this object creates a file: what a crafted state.pt could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_crafted_state_file_runs_no_code_and_says_what_to_do(tmp_path, caplog):
+    pairs = tiny_pairs(tmp_path, "a", "b")
+    output = tmp_path / "out"
+    assert run(pairs, output) == 0
+    (output / "a" / "summary.json").unlink()
+    marker = tmp_path / "code_ran"
+    torch.save({"fit": {"iteration": 2}, "payload": RunsCode(marker)}, output / "a" / "state.pt")
+    assert run(pairs, output) == 1
+    assert not marker.exists()
+    lines = [line for line in caplog.text.splitlines() if "a/state.pt" in line]
+    assert lines and "delete it to refit a from the start" in lines[0]
+    assert "Traceback" not in caplog.text
+
+
+def test_a_state_file_of_another_layout_or_network_is_one_line(tmp_path, caplog):
+    pairs = tiny_pairs(tmp_path, "a", "b")
+    output = tmp_path / "out"
+    assert run(pairs, output, "--checkpoint_every", "2") == 0
+    net = torch.load(output / "a" / "net.pt", weights_only=True)
+    for stem in ("a", "b"):
+        (output / stem / "summary.json").unlink()
+    tensor = torch.zeros(1)
+    fit = {"iteration": 2, "net": net["state_dict"], "optimizer": {}, "base_input": tensor}
+    fit |= {"generator": torch.zeros(8, dtype=torch.uint8), "last_psnr": tensor}
+    fit |= {"last_good": [tensor], "average": None}
+    torch.save({"fit": fit, "rows": [], "elapsed": 0.0}, output / "a" / "state.pt")
+    torch.save({"fit": {"iteration": 2}, "rows": "x"}, output / "b" / "state.pt")
+    assert run(pairs, output) == 1
+    assert "b/state.pt: damaged resume state" in caplog.text
+    assert "a/state.pt: saved for another network or image size" in caplog.text
+    assert "Traceback" not in caplog.text
