@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 
+import denoise
 import run_BDN
 from tests.conftest import make_pair
+from utils.dip import run_guard
 
 TINY = ["--input_depth", "4", "--channels", "8", "--skip_channels", "2", "--num_scales", "2"]
 TINY += ["--num_iter", "4", "--save_iter", "2", "--gpu_id", "cpu", "--quiet"]
@@ -69,3 +71,52 @@ def test_a_state_file_of_another_layout_or_network_is_one_line(tmp_path, caplog)
     assert "b/state.pt: damaged resume state" in caplog.text
     assert "a/state.pt: saved for another network or image size" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+# Names that would climb out of the output folder.
+
+BAD_NAMES = ("...png", "..png", ".hidden.png")
+
+
+def test_names_that_climb_out_of_the_output_folder_are_refused_one_line_each(tmp_path, caplog):
+    make_pair(tmp_path, "a", height=32, width=32, with_clean=False)
+    for name in BAD_NAMES:
+        (tmp_path / "real" / name).write_bytes((tmp_path / "real" / "a.png").read_bytes())
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    argv = ["--dataset_real_path", str(tmp_path / "real"), "--output_path", str(parent / "run")]
+    assert run_BDN.main(run_BDN.parse_args(argv + TINY)) == 1
+    assert sorted(path.name for path in parent.iterdir()) == ["run"]
+    for name in BAD_NAMES:
+        lines = [line for line in caplog.text.splitlines() if f"real/{name}: a name" in line]
+        assert len(lines) == 1, name
+    assert (parent / "run" / "a" / "summary.json").exists()
+    assert sorted(path.name for path in (parent / "run").iterdir() if path.is_dir()) == ["a"]
+
+
+def test_denoise_never_writes_or_deletes_through_a_dot_name(tmp_path, caplog):
+    make_pair(tmp_path, "a", height=32, width=32, with_clean=False)
+    (tmp_path / "real" / "...png").write_bytes((tmp_path / "real" / "a.png").read_bytes())
+    output = tmp_path / "out"
+    output.mkdir()
+    mine = {"00002.png": b"user", "metrics.csv": b"user", "net.pt": b"user", "notes": b"x"}
+    for name, data in mine.items():
+        (output / name).write_bytes(data)
+    argv = [str(tmp_path / "real"), "-o", str(output), "--num_iter", "4", "--save_iter", "2"]
+    argv += ["--early_stop", "none", "--gpu_id", "cpu", "--quiet"]
+    assert denoise.main(denoise.parse_args(argv)) == 1
+    for name, data in mine.items():
+        assert (output / name).read_bytes() == data, name
+    assert (output / "a.png").exists() and not (output / "...png").exists()
+    assert "...png: a name whose stem" in caplog.text
+
+
+def test_remove_run_never_follows_a_linked_image_folder(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "metrics.csv").write_text("user")
+    run_folder = tmp_path / "run"
+    run_folder.mkdir()
+    (run_folder / "a").symlink_to(elsewhere)
+    run_guard.remove_run(run_folder, ["a", ".."])
+    assert (elsewhere / "metrics.csv").read_text() == "user"

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from models.skip import SkipConfig
-from utils import image_io, pairing
+from utils import image_io, pairing, run_output
 from utils.cluster import StopRequest
 from utils.dip.fitting import FitSettings, Padding, pad_image
 from utils.dip.snapshots import resume_iteration
@@ -101,6 +101,24 @@ def plan_jobs(noisy_folder: Path, clean_folder: Path | None) -> list[ImageJob]:
     if report:
         LOGGER.warning("%s", report)
     return [ImageJob(path, reference) for path, reference in zip(noisy_paths, references)]
+
+
+def refuse_unsafe_names(
+    jobs: list[ImageJob], output_path: Path
+) -> tuple[list[ImageJob], list[tuple[Path, str]]]:
+    """(jobs whose image folder lies inside `output_path`, (file, reason) for the others: a stem
+    '.', '..' or hidden, or a folder that is a symbolic link); each refusal is logged in one line."""
+    kept, refused = [], []
+    for job in jobs:
+        try:
+            run_output.check_image_stem(job.noisy)
+            run_output.image_folder(output_path, job.stem)
+        except ValueError as error:
+            refused.append((job.noisy, str(error)))
+            LOGGER.error("%s", error)
+            continue
+        kept.append(job)
+    return kept, refused
 
 
 def shard(jobs: list[ImageJob], num_shards: int, shard_index: int) -> list[ImageJob]:

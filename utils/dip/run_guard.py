@@ -36,6 +36,7 @@ from utils.run_output import (
     SUMMARY_FILE,
     SUMMARY_TABLE_FILE,
     curve_path,
+    image_folder,
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -227,7 +228,10 @@ def remove_run(output_path: Path, stems: list[str]) -> None:
     """Delete the files a run writes for `stems`, then the run's own files if nothing else is
     left, and every folder left empty; anything else stays."""
     for stem in stems:
-        folder = output_path / stem
+        try:
+            folder = image_folder(output_path, stem)
+        except ValueError:
+            continue  # not a folder of this run: never delete through it
         curve_path(output_path, stem).unlink(missing_ok=True)
         if not folder.is_dir():
             continue
