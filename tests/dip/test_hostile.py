@@ -4,13 +4,20 @@ temporary files. Each test is one guarantee of docs/RELIABILITY.md."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import torch
 
 import denoise
 import run_BDN
-from tests.conftest import make_pair
+from tests.conftest import ROOT, make_pair
+from utils import cluster
 from utils.dip import run_guard
 
 TINY = ["--input_depth", "4", "--channels", "8", "--skip_channels", "2", "--num_scales", "2"]
@@ -120,3 +127,55 @@ def test_remove_run_never_follows_a_linked_image_folder(tmp_path):
     (run_folder / "a").symlink_to(elsewhere)
     run_guard.remove_run(run_folder, ["a", ".."])
     assert (elsewhere / "metrics.csv").read_text() == "user"
+
+
+# A signal is an interruption until the run's planned end, whatever a stopping rule said.
+
+WMV = ["--num_iter", "60", "--early_stop", "wmv", "--wmv_window", "4", "--patience", "2"]
+
+
+def bdn_command(pairs: Path, output: Path) -> list[str]:
+    """run_BDN.py on 32x32 blind images with a wmv rule that fires at iteration 8 (then the
+    fit ends at 10, one snapshot later)."""
+    argv = ["--dataset_real_path", str(pairs / "real"), "--output_path", str(output)]
+    return [sys.executable, str(ROOT / "run_BDN.py"), *argv, *TINY, *WMV]
+
+
+def network_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_a_signal_after_the_rule_fired_resumes_to_the_uninterrupted_end(tmp_path):
+    make_pair(tmp_path, "a", height=32, width=32, seed=1, with_clean=False)
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    subprocess.run(bdn_command(tmp_path, whole), check=True, env=environment, cwd=ROOT)
+    summary = json.loads((whole / "a" / "summary.json").read_text())
+    assert (summary["stop_iteration"], summary["iterations"]) == (8, 10)
+    markers = tmp_path / "paused"
+    environment[cluster.PAUSE_ENVIRONMENT] = f"9:{markers}"  # after the firing, before the end
+    process = subprocess.Popen(bdn_command(tmp_path, stopped), env=environment, cwd=ROOT)
+    try:
+        deadline = time.time() + 120
+        while not list(markers.glob("paused_*")) and process.poll() is None:
+            assert time.time() < deadline, "the fit did not pause"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == cluster.REQUEUE_EXIT_CODE
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not (stopped / "a" / "summary.json").exists()
+    del environment[cluster.PAUSE_ENVIRONMENT]
+    subprocess.run(bdn_command(tmp_path, stopped), check=True, env=environment, cwd=ROOT)
+    resumed = json.loads((stopped / "a" / "summary.json").read_text())
+    for timing in ("seconds", "iterations_per_second"):
+        del resumed[timing], summary[timing]
+    assert resumed == summary
+    for name in ("metrics.csv", "denoised.png"):
+        assert (stopped / "a" / name).read_bytes() == (whole / "a" / name).read_bytes()
+    expected, got = (
+        network_tensors(whole / "a" / "net.pt"),
+        network_tensors(stopped / "a" / "net.pt"),
+    )
+    assert all(torch.equal(expected[key], got[key]) for key in expected)

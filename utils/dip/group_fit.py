@@ -182,13 +182,13 @@ def first_non_finite_loss(rows: list[dict]) -> int | None:
 
 
 def stopped_by_signal(fit: DipFit, writer: SnapshotWriter, settings: RunSettings) -> bool:
-    """Whether the loop ended on a stop signal with work left (not at num_iter or an early stop)."""
-    early_stopped = writer.early_stopping and writer.all_stopped()
-    return (
-        settings.stop_request.requested
-        and fit.iteration < settings.fit.num_iter
-        and not early_stopped
+    """Whether the loop ended on a stop signal before its planned end (num_iter, or the snapshot
+    after the last rule fired): then it is an interruption, whatever a rule said, and the rerun
+    resumes to the end an uninterrupted run has."""
+    planned_end = fit.iteration >= settings.fit.num_iter or (
+        writer.early_stopping and writer.all_stopped(fit.iteration)
     )
+    return settings.stop_request.requested and not planned_end
 
 
 def replay_snapshots(target: SnapshotTarget) -> None:

@@ -102,8 +102,15 @@ class SnapshotWriter:
     def early_stopping(self) -> bool:
         return any(target.stopper is not None for target in self.targets)
 
-    def all_stopped(self) -> bool:
-        return all(target.stop_iteration is not None for target in self.targets)
+    def all_stopped(self, iteration: int) -> bool:
+        """Whether every image's rule fired at a snapshot `save_iter` or more iterations before
+        `iteration`: the fit ends there, one snapshot after the last firing, whatever the timing
+        of the writer thread (and wherever a resume started)."""
+        return all(
+            target.stop_iteration is not None
+            and target.stop_iteration <= iteration - self.save_iter
+            for target in self.targets
+        )
 
     def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
         if fit.iteration % self.save_iter:
@@ -115,7 +122,7 @@ class SnapshotWriter:
         backlog = 1 if self.early_stopping else MAX_PENDING_SNAPSHOTS
         while len(self.pending) > backlog:
             self.pending.pop(0).result()
-        if self.early_stopping and self.all_stopped():
+        if self.early_stopping and self.all_stopped(fit.iteration):
             fit.stopped = True
 
     def flush(self) -> None:
