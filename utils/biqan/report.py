@@ -7,21 +7,34 @@ curves and CSV, the wmv variance plot, ``<stem>_Compare.png``; over all images
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from utils import selection
+from utils import image_io, selection
 from utils.biqan import evaluation as biqan_eval
 from utils.biqan import labels
 from utils.biqan import plots as biqan_plots
+
+SELECTION_FILE = "selection.csv"
+DENOISED_PSNR_FILE = "Denoised_PSNR.txt"
+IMAGE_OUTPUT_SUFFIXES = ("scores.png", "scores.csv", "wmv_variance.png", "Compare.png")
 
 
 def pick_file_name(stem: str, label: str) -> str:
     """File of a selector's pick: ``<stem>_BIQAN.png`` for biqan, ``<stem>_fixed500.png``..."""
     return f"{stem}_{display_name(label).replace(':', '')}.png"
+
+
+def output_names(stems: Sequence[str], selector_labels: Sequence[str]) -> list[str]:
+    """Every file step 4 may write for these images and selectors (`write_image_outputs`,
+    `write_summary`): what it claims in its output folder before any work."""
+    names = [SELECTION_FILE, DENOISED_PSNR_FILE]
+    for stem in stems:
+        names += [pick_file_name(stem, label) for label in selector_labels]
+        names += [f"{stem}_{suffix}" for suffix in IMAGE_OUTPUT_SUFFIXES]
+    return names
 
 
 def display_name(label: str) -> str:
@@ -123,7 +136,7 @@ def write_image_outputs(
     when blind); ``primary`` is the selector of the Compare figure and of the line.
     """
     for label, index in chosen.picks.items():
-        shutil.copyfile(paths[index], output_path / pick_file_name(stem, label))
+        image_io.write_atomic(output_path / pick_file_name(stem, label), paths[index].read_bytes())
     picks = {display_name(label): int(iterations[index]) for label, index in chosen.picks.items()}
     if chosen.distributions is not None:
         means = labels.distribution_mean(chosen.distributions)
@@ -194,7 +207,7 @@ def write_summary(
     have a reference.
     """
     biqan_eval.write_table(
-        output_path / "selection.csv",
+        output_path / SELECTION_FILE,
         [
             {
                 key: format_number(value) if isinstance(value, float) else value
@@ -225,7 +238,7 @@ def write_summary(
             or "n/a (no image has a reference)"
         )
     )
-    (output_path / "Denoised_PSNR.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    image_io.write_text(output_path / DENOISED_PSNR_FILE, "\n".join(lines) + "\n")
     return lines
 
 

@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from utils import image_io, run_output, selection
+from utils import image_io, ownership, run_output, selection
 from utils.dip import planning, reconstruction, run_guard
 from utils.dip.fitting import FitSettings
 from utils.run_output import SUMMARY_FILE, snapshot_path
@@ -76,8 +76,11 @@ def denoise(
 
     Without `keep_snapshots` the work folder's files are deleted afterwards, and only those
     (`run_guard.remove_run`): a folder there that is not a run folder is refused up front.
-    An input whose name cannot name a work folder (stem '.', '..' or hidden) fails in one line."""
+    An input whose name cannot name a work folder (stem '.', '..' or hidden) fails in one line;
+    an existing `output/<input name>` that denoise.py did not write is refused up front
+    (`utils.ownership`)."""
     jobs, refused = planning.refuse_unsafe_names(jobs, settings.output_path)
+    ownership.claim(output, [job.noisy.name for job in jobs])
     with reconstruction.start_folder(
         settings.output_path, reconstruction.run_record(settings, output, None), jobs
     ):
