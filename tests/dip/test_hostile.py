@@ -4,21 +4,27 @@ temporary files. Each test is one guarantee of docs/RELIABILITY.md."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
+import pytest
 import torch
 
 import denoise
+import generator_dataset
 import run_BDN
+import test_BIQAN
 from tests.conftest import ROOT, make_pair
 from utils import cluster
-from utils.dip import run_guard
+from utils.dip import planning, reconstruction, run_guard
 
 TINY = ["--input_depth", "4", "--channels", "8", "--skip_channels", "2", "--num_scales", "2"]
 TINY += ["--num_iter", "4", "--save_iter", "2", "--gpu_id", "cpu", "--quiet"]
@@ -179,3 +185,123 @@ def test_a_signal_after_the_rule_fired_resumes_to_the_uninterrupted_end(tmp_path
         network_tensors(stopped / "a" / "net.pt"),
     )
     assert all(torch.equal(expected[key], got[key]) for key in expected)
+
+
+# Steps 2 to 4 and denoise.py overwrite only files they wrote (utils.ownership).
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished step-1 run of two 32x32 pairs, four snapshots each."""
+    folder = tiny_pairs(tmp_path_factory.mktemp("finished"), "a", "b")
+    assert run(folder, folder / "run", "--num_iter", "8") == 0
+    return folder / "run"
+
+
+def test_step2_never_overwrites_a_file_it_did_not_write(finished_run, tmp_path, capsys):
+    metrics = finished_run / "a" / "metrics.csv"
+    before = metrics.read_bytes()
+    argv = ["--dataset_path", str(finished_run), "--start_position", "0", "--output_path"]
+    assert generator_dataset.main(generator_dataset.parse_args([*argv, str(metrics)])) == 2
+    assert metrics.read_bytes() == before
+    assert "metrics.csv: exists and was not written by this tool" in capsys.readouterr().err
+    labels_file = tmp_path / "labels.txt"
+    assert generator_dataset.main(generator_dataset.parse_args([*argv, str(labels_file)])) == 0
+    assert generator_dataset.main(generator_dataset.parse_args([*argv, str(labels_file)])) == 0
+    (tmp_path / "mine.txt").write_text("mine")
+    mine = str(tmp_path / "mine.txt")
+    assert generator_dataset.main(generator_dataset.parse_args([*argv, mine])) == 2
+    assert (tmp_path / "mine.txt").read_text() == "mine"
+
+
+def test_step4_never_overwrites_a_file_it_did_not_write(finished_run, tmp_path, capsys):
+    output = tmp_path / "picks"
+    output.mkdir()
+    (output / "selection.csv").write_text("mine")
+    argv = ["--dataset_image_path", str(finished_run), "--output_path", str(output)]
+    argv += ["--start_index", "0", "--selector", "last", "--gpu_id", "cpu"]
+    assert test_BIQAN.main(test_BIQAN.parse_args(argv)) == 2
+    assert (output / "selection.csv").read_text() == "mine"
+    assert sorted(path.name for path in output.iterdir()) == ["selection.csv"]
+    assert "selection.csv: exists and was not written by this tool" in capsys.readouterr().err
+    (output / "selection.csv").unlink()
+    assert test_BIQAN.main(test_BIQAN.parse_args(argv)) == 0
+    assert test_BIQAN.main(test_BIQAN.parse_args(argv)) == 0  # its own files: replaced
+    assert (output / "a_last.png").exists() and not list(output.glob(".*.tmp"))
+
+
+def test_denoise_never_overwrites_a_result_it_did_not_write(tmp_path, caplog):
+    make_pair(tmp_path, "a", height=32, width=32, with_clean=False)
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "a.png").write_bytes(b"my own picture")
+    argv = [str(tmp_path / "real"), "-o", str(output), "--num_iter", "4", "--save_iter", "2"]
+    argv += ["--early_stop", "none", "--gpu_id", "cpu", "--quiet"]
+    assert denoise.main(denoise.parse_args(argv)) == 2
+    assert (output / "a.png").read_bytes() == b"my own picture"
+    assert "a.png: exists and was not written by this tool" in caplog.text
+    (output / "a.png").unlink()
+    assert denoise.main(denoise.parse_args(argv)) == 0
+    assert denoise.main(denoise.parse_args(argv)) == 0
+
+
+# Inputs and records.
+
+
+def test_the_recorded_hash_is_that_of_the_fitted_bytes(tmp_path, monkeypatch):
+    pairs = tiny_pairs(tmp_path, "a")
+    fitted = (pairs / "real" / "a.png").read_bytes()
+    prepare = planning.prepare
+
+    def prepare_then_replace(job, *args):
+        image = prepare(job, *args)
+        make_pair(tmp_path / "other", "a", height=32, width=32, seed=9)
+        shutil.copy(tmp_path / "other" / "real" / "a.png", job.noisy)  # replaced mid-run
+        return image
+
+    monkeypatch.setattr(planning, "prepare", prepare_then_replace)
+    assert run(pairs, tmp_path / "out") == 0
+    record = json.loads((tmp_path / "out" / "a" / "input.json").read_text())
+    assert record["noisy_sha256"] == hashlib.sha256(fitted).hexdigest()
+
+
+def test_a_second_run_with_other_inputs_is_refused_while_the_first_writes(tmp_path):
+    pairs = tiny_pairs(tmp_path, "a")
+    output = tmp_path / "out"
+    args = run_BDN.parse_args(
+        ["--dataset_real_path", str(pairs / "real"), "--output_path", str(output), *TINY]
+    )
+    record = reconstruction.run_record(run_BDN.settings(args), pairs / "real", None)
+    other = dict(record, dataset_real_path=str(tmp_path / "elsewhere"))
+    with reconstruction.start_folder(output, record, []):
+        with pytest.raises(ValueError, match="another run with other input folders"):
+            reconstruction.start_folder(output, other, [])
+        relative = dict(record, dataset_real_path=os.path.relpath(pairs / "real"))
+        reconstruction.start_folder(output, relative, []).close()  # the same folder
+
+
+def test_a_resume_with_other_batch_images_is_refused(tmp_path, caplog):
+    pairs = tiny_pairs(tmp_path, "a", "b")
+    output = tmp_path / "out"
+    assert run(pairs, output) == 0
+    (output / "a" / "summary.json").unlink()
+    (output / "a" / "state.pt").write_bytes(b"interrupted")
+    assert run(pairs, output, "--batch_images", "2") == 2
+    assert "resume with --batch_images 1" in caplog.text
+    assert (output / "a" / "state.pt").read_bytes() == b"interrupted"
+
+
+def test_temporary_files_of_a_killed_write_are_removed_and_only_those(tmp_path):
+    pairs = tiny_pairs(tmp_path, "a")
+    output = tmp_path / "out"
+    assert run(pairs, output) == 0
+    stale = [
+        output / f".args.json.{uuid.uuid4().hex}.tmp",
+        output / "a" / f".metrics.csv.{uuid.uuid4().hex}.tmp",
+    ]
+    kept = [output / "a" / ".notes.tmp", output / "a" / "x.tmp", output / ".a.1234.tmp"]
+    for path in stale + kept:
+        path.write_text("x")
+    assert run(pairs, output) == 0
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in kept)

@@ -52,7 +52,7 @@ def fit_group(
     folders = [settings.output_path / image.job.stem for image in images]
     starts = [networks.initial_state(image, settings, previous) for image in images]
     for folder, image in zip(folders, images):
-        run_guard.write_input(folder, image.job.noisy, image.job.clean)
+        run_guard.write_input(folder, image.job.noisy, image.job.clean, image.hashes)
     config = networks.network_config(settings, images[0].channels)
     net = grouped_network(config, [state for state, _ in starts], device)
     noisy = torch.cat([to_tensor(image.padded, torch.device("cpu")) for image in images]).to(device)
