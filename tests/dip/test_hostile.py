@@ -9,10 +9,12 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ import denoise
 import generator_dataset
 import run_BDN
 import test_BIQAN
+import train_BIQAN
 from tests.conftest import ROOT, make_pair
 from utils import cluster
 from utils.dip import planning, reconstruction, run_guard
@@ -305,3 +308,77 @@ def test_temporary_files_of_a_killed_write_are_removed_and_only_those(tmp_path):
     assert run(pairs, output) == 0
     assert not any(path.exists() for path in stale)
     assert all(path.exists() for path in kept)
+
+
+# Nonsense sizes and numbers: one line each, before anything is allocated.
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares `width` x `height` RGB pixels, with no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_a_huge_image_header_is_one_line_and_the_rest_is_done(tmp_path, caplog):
+    pairs = tiny_pairs(tmp_path, "a")
+    (pairs / "real" / "huge.png").write_bytes(png_header(100_000, 100_000))
+    argv = ["--dataset_real_path", str(pairs / "real"), "--output_path", str(tmp_path / "out")]
+    assert run_BDN.main(run_BDN.parse_args(argv + TINY)) == 1
+    assert "huge.png: its header declares more than" in caplog.text
+    assert (tmp_path / "out" / "a" / "summary.json").exists()
+
+
+def test_a_fit_larger_than_the_device_is_refused_before_allocation(tmp_path, caplog):
+    pairs = tiny_pairs(tmp_path, "a")
+    argv = ["--dataset_real_path", str(pairs / "real"), "--output_path", str(tmp_path / "out")]
+    argv += [*TINY, "--num_scales", "16"]
+    assert run_BDN.main(run_BDN.parse_args(argv)) == 1
+    assert "a.png: fitting it at 131072x131072 pixels" in caplog.text
+    assert "more than the device's" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--max_psnr", "inf"), ("--min_psnr", "nan"), ("--votes", str(10**20))],
+)
+def test_step2_nonsense_numbers_are_flag_errors(tmp_path, capsys, flag, value):
+    argv = ["--dataset_path", str(tmp_path), "--output_path", str(tmp_path / "l.txt")]
+    with pytest.raises(SystemExit):
+        generator_dataset.parse_args([*argv, flag, value])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flag[2:] in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize(
+    "flag, value, says",
+    [
+        ("--lr", "inf", "--lr must be a finite number"),
+        ("--alpha", "inf", "--alpha must be a finite number"),
+        ("--image_size", "100000", "GiB per batch"),
+    ],
+)
+def test_step3_nonsense_numbers_are_flag_errors(tmp_path, capsys, flag, value, says):
+    (tmp_path / "labels.txt").write_text("")
+    argv = ["--dataset_image_path", str(tmp_path), "--dataset_file_path"]
+    argv += [str(tmp_path / "labels.txt"), "--output_checkpoint", str(tmp_path / "c")]
+    argv += ["--output_path", str(tmp_path / "o"), flag, value]
+    with pytest.raises(SystemExit):
+        train_BIQAN.parse_args(argv)
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("output", ["/etc/passwd/labels.txt", "/proc/dip_labels/labels.txt"])
+def test_step2_and_step4_outputs_that_cannot_be_written_are_one_line(finished_run, capsys, output):
+    argv = ["--dataset_path", str(finished_run), "--start_position", "0", "--output_path", output]
+    assert generator_dataset.main(generator_dataset.parse_args(argv)) == 2
+    assert "cannot write there" in capsys.readouterr().err
+    argv = ["--dataset_image_path", str(finished_run), "--output_path", str(Path(output).parent)]
+    argv += ["--start_index", "0", "--selector", "last", "--gpu_id", "cpu"]
+    assert test_BIQAN.main(test_BIQAN.parse_args(argv)) == 2
+    assert "cannot write there" in capsys.readouterr().err
