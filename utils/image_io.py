@@ -129,9 +129,11 @@ def check_decodable(data: bytes, path: Path, memory: int) -> None:
 
 def decode(data: bytes, path: Path) -> np.ndarray:
     """Encoded file bytes -> integer or float array, RGB(A) channel order; ValueError naming the
-    file for anything OpenCV cannot or will not decode (its pixel limit included)."""
+    file for anything OpenCV cannot or will not decode (its pixel limit included). OpenCV's own
+    log lines are silenced: the error is the one line a bad file gets."""
     import cv2
 
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as error:
