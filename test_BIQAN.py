@@ -223,7 +223,8 @@ def main(args: argparse.Namespace) -> int:
                 )
             run_output.check_snapshots_exist(metrics.snapshot_paths()[args.start_index :])
         names = biqan_report.output_names(
-            [metrics.name for metrics in images], [selector.label for selector in args.selector]
+            [(metrics.name, metrics.has_reference) for metrics in images],
+            [selector.label for selector in args.selector],
         )
         ownership.claim(args.output_path, names)
     except ValueError as error:

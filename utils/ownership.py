@@ -36,24 +36,32 @@ def written_names(folder: Path) -> set[str]:
     return set(names)
 
 
-def claim(folder: Path, names: Iterable[str]) -> None:
-    """Make `folder` and record `names` as ours; ValueError (one line, nothing recorded) when one
-    of them exists and is not recorded (the user's file), is not a plain name, or the folder
-    cannot be written."""
-    names = sorted(set(names))
-    for name in names:
-        if not name or name.startswith(".") or "/" in name:
-            raise ValueError(f"{folder / name}: not a plain file name; rename the input")
+def check(folder: Path, names: Iterable[str]) -> set[str]:
+    """ValueError (one line) when one of `names` is not a plain name, or exists in `folder`
+    without being recorded there (the user's file); returns the names recorded as ours."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        ours = written_names(folder)
+        ours = written_names(folder) if folder.is_dir() else set()
         for name in names:
             path = folder / name
+            if not name or name.startswith(".") or "/" in name:
+                raise ValueError(f"{path}: not a plain file name; rename the input")
             if (path.exists() or path.is_symlink()) and name not in ours:
                 raise ValueError(
                     f"{path}: exists and was not written by this tool; move it away or choose "
                     "another output"
                 )
+    except OSError as error:
+        raise ValueError(f"{folder}: cannot read ({error.strerror or error})") from None
+    return ours
+
+
+def claim(folder: Path, names: Iterable[str]) -> None:
+    """Make `folder` and record `names` as ours (`check` first: ValueError, nothing recorded,
+    for a name that is the user's file); ValueError when the folder cannot be written."""
+    names = sorted(set(names))
+    ours = check(folder, names)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
         if set(names) - ours:
             document = {"written": sorted(ours | set(names))}
             image_io.write_text(folder / MANIFEST, json.dumps(document, indent=1) + "\n")

@@ -222,7 +222,8 @@ def test_step4_never_overwrites_a_file_it_did_not_write(finished_run, tmp_path, 
     output.mkdir()
     (output / "selection.csv").write_text("mine")
     argv = ["--dataset_image_path", str(finished_run), "--output_path", str(output)]
-    argv += ["--start_index", "0", "--selector", "last", "--gpu_id", "cpu"]
+    argv += ["--start_index", "0", "--selector", "last", "wmv", "--gpu_id", "cpu"]
+    argv += ["--wmv_window", "4", "--patience", "2"]
     assert test_BIQAN.main(test_BIQAN.parse_args(argv)) == 2
     assert (output / "selection.csv").read_text() == "mine"
     assert sorted(path.name for path in output.iterdir()) == ["selection.csv"]
@@ -230,7 +231,8 @@ def test_step4_never_overwrites_a_file_it_did_not_write(finished_run, tmp_path, 
     (output / "selection.csv").unlink()
     assert test_BIQAN.main(test_BIQAN.parse_args(argv)) == 0
     assert test_BIQAN.main(test_BIQAN.parse_args(argv)) == 0  # its own files: replaced
-    assert (output / "a_last.png").exists() and not list(output.glob(".*.tmp"))
+    assert (output / "a_last.png").exists() and (output / "a_wmv_variance.png").exists()
+    assert (output / "a_Compare.png").exists() and not list(output.glob(".*.tmp"))
 
 
 def test_denoise_never_overwrites_a_result_it_did_not_write(tmp_path, caplog):

@@ -19,7 +19,6 @@ from utils.biqan import plots as biqan_plots
 
 SELECTION_FILE = "selection.csv"
 DENOISED_PSNR_FILE = "Denoised_PSNR.txt"
-IMAGE_OUTPUT_SUFFIXES = ("scores.png", "scores.csv", "wmv_variance.png", "Compare.png")
 
 
 def pick_file_name(stem: str, label: str) -> str:
@@ -27,13 +26,18 @@ def pick_file_name(stem: str, label: str) -> str:
     return f"{stem}_{display_name(label).replace(':', '')}.png"
 
 
-def output_names(stems: Sequence[str], selector_labels: Sequence[str]) -> list[str]:
-    """Every file step 4 may write for these images and selectors (`write_image_outputs`,
-    `write_summary`): what it claims in its output folder before any work."""
+def output_names(images: Sequence[tuple[str, bool]], selector_labels: Sequence[str]) -> list[str]:
+    """Every file step 4 writes (`write_image_outputs`, `write_summary`) for `images`, (stem,
+    has a reference) pairs, and the selectors: what it claims in its output folder up front."""
     names = [SELECTION_FILE, DENOISED_PSNR_FILE]
-    for stem in stems:
+    for stem, has_reference in images:
         names += [pick_file_name(stem, label) for label in selector_labels]
-        names += [f"{stem}_{suffix}" for suffix in IMAGE_OUTPUT_SUFFIXES]
+        if "biqan" in selector_labels:
+            names += [f"{stem}_scores.png", f"{stem}_scores.csv"]
+        if "wmv" in selector_labels:
+            names.append(f"{stem}_wmv_variance.png")
+        if has_reference:
+            names.append(f"{stem}_Compare.png")
     return names
 
 

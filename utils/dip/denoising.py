@@ -63,6 +63,7 @@ def write_result(job: planning.ImageJob, work: Path, output: Path) -> None:
     target = output / job.noisy.name
     if not run_output.is_inside(target, output):
         raise ValueError(f"{job.noisy}: its result {target} would lie outside {output}")
+    ownership.claim(output, [target.name])
     image_io.write_atomic(target, data)
 
 
@@ -77,10 +78,10 @@ def denoise(
     Without `keep_snapshots` the work folder's files are deleted afterwards, and only those
     (`run_guard.remove_run`): a folder there that is not a run folder is refused up front.
     An input whose name cannot name a work folder (stem '.', '..' or hidden) fails in one line;
-    an existing `output/<input name>` that denoise.py did not write is refused up front
-    (`utils.ownership`)."""
+    an existing `output/<input name>` that denoise.py did not write is refused up front, and each
+    result is recorded as ours just before it is written (`utils.ownership`)."""
     jobs, refused = planning.refuse_unsafe_names(jobs, settings.output_path)
-    ownership.claim(output, [job.noisy.name for job in jobs])
+    ownership.check(output, [job.noisy.name for job in jobs])
     with reconstruction.start_folder(
         settings.output_path, reconstruction.run_record(settings, output, None), jobs
     ):
