@@ -4,17 +4,21 @@
         --output_path dataset/PolyU_labels.txt
 
 Writes one AVA row per snapshot (after the first --start_position of each image) and, beside
-it, ``<output stem>_psnr.csv`` with image, iteration, image id, PSNR and mean score.
+it, ``<output stem>_psnr.csv`` with image, iteration, image id, PSNR and mean score. Both are
+written atomically, and an existing file there that this tool did not write is refused
+(`utils.ownership`).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
+import math
 import sys
 from pathlib import Path
 
-from utils import cli, original_flags, run_output
+from utils import cli, image_io, original_flags, ownership, run_output
 from utils.biqan import labels
 
 
@@ -91,6 +95,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--dataset_path {args.dataset_path}: no such folder")
     if args.start_position < 0:
         raise ValueError("--start_position must be >= 0")
+    for flag in ("min_psnr", "max_psnr", "score_std"):
+        if not math.isfinite(getattr(args, flag)):
+            raise ValueError(f"--{flag} must be a finite number, got {getattr(args, flag)}")
     if not args.max_psnr > args.min_psnr:
         raise ValueError("--max_psnr must be greater than --min_psnr")
     if args.is_use_exp and args.is_use_fix_minmax:
@@ -98,8 +105,8 @@ def check_args(args: argparse.Namespace) -> None:
             "--is_use_exp true needs --is_use_fix_minmax false: exp(PSNR) lies far above "
             "--max_psnr, so every label would be the top bin"
         )
-    if args.votes < 1:
-        raise ValueError("--votes must be at least 1")
+    if not 1 <= args.votes <= labels.MAX_VOTES:
+        raise ValueError(f"--votes must be in 1..{labels.MAX_VOTES}")
     if not args.score_std > 0:
         raise ValueError("--score_std must be positive")
     if args.output_path.is_dir():
@@ -120,6 +127,9 @@ def main(args: argparse.Namespace) -> int:
     """Write the label file and its CSV; 0 on success, 2 on bad data (one line on stderr)."""
     try:
         folders = run_output.list_image_folders(args.dataset_path)
+        ownership.claim(
+            args.output_path.parent, [args.output_path.name, table_path(args.output_path).name]
+        )
         for folder, reason in folders.skipped:
             print(f"skipped {folder}: {reason}")
         rows: list[labels.AvaRow] = []
@@ -178,12 +188,16 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    args.output_path.parent.mkdir(parents=True, exist_ok=True)
-    labels.write_ava_file(args.output_path, rows)
-    with table_path(args.output_path).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
+    writer.writeheader()
+    writer.writerows(table)
+    try:
+        labels.write_ava_file(args.output_path, rows)
+        image_io.write_text(table_path(args.output_path), buffer.getvalue())
+    except OSError as error:
+        print(f"error: {error.filename}: cannot write ({error.strerror})", file=sys.stderr)
+        return 2
     images = len({row["image"] for row in table})
     print(
         f"wrote {len(rows)} labels of {images} images to {args.output_path} "

@@ -280,6 +280,8 @@ def main(args: argparse.Namespace) -> int:
         if not jobs:
             raise ValueError(f"{args.dataset_real_path}: no images (png, jpg, jpeg, bmp, tif)")
         jobs = planning.shard(jobs, args.num_shards, args.shard_index)
+        total = len(jobs)
+        jobs, refused = planning.refuse_unsafe_names(jobs, args.output_path)
         for job in jobs:
             if not labels.fits_image_id(job.stem):
                 logging.warning(
@@ -308,7 +310,7 @@ def main(args: argparse.Namespace) -> int:
         return cluster.REQUEUE_EXIT_CODE
     for line in reconstruction.closing_lines(args.output_path, [job.stem for job in jobs]):
         logging.info("%s", line)
-    return reconstruction.exit_code(failures, len(jobs))
+    return reconstruction.exit_code(refused + failures, total)
 
 
 if __name__ == "__main__":

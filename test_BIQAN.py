@@ -26,7 +26,15 @@ from utils.openmp import wait_passively  # noqa: E402
 wait_passively()  # before Keras loads torch and its OpenMP
 
 from models import snapshot_ranker  # noqa: E402
-from utils import cli, image_io, original_flags, run_output, selection, snapshot_features  # noqa: E402
+from utils import (  # noqa: E402
+    cli,
+    image_io,
+    original_flags,
+    ownership,
+    run_output,
+    selection,
+    snapshot_features,
+)
 from utils.biqan import device as keras_device  # noqa: E402
 
 
@@ -227,12 +235,16 @@ def main(args: argparse.Namespace) -> int:
                     f"--start_index {args.start_index}"
                 )
             run_output.check_snapshots_exist(metrics.snapshot_paths()[args.start_index :])
+        names = biqan_report.output_names(
+            [(metrics.name, metrics.has_reference) for metrics in images],
+            [selector.label for selector in args.selector],
+        )
+        ownership.claim(args.output_path, names)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for folder, reason in folders.skipped:
         print(f"skipped {folder}: {reason}")
-    args.output_path.mkdir(parents=True, exist_ok=True)
     selection_labels = [selector.label for selector in args.selector]
     primary = selection_labels[0]
     rows: list[dict] = []
@@ -276,23 +288,28 @@ def main(args: argparse.Namespace) -> int:
         if not chosen.picks:
             continue
         rows.extend(biqan_report.selection_rows(metrics.name, iterations, true_psnr, chosen))
-        image_lines.append(
-            biqan_report.write_image_outputs(
-                args.output_path,
-                metrics.name,
-                iterations,
-                paths,
-                true_psnr,
-                chosen,
-                next(label for label in selection_labels if label in chosen.picks),
-                image_io.read_rgb,
+        try:
+            image_lines.append(
+                biqan_report.write_image_outputs(
+                    args.output_path,
+                    metrics.name,
+                    iterations,
+                    paths,
+                    true_psnr,
+                    chosen,
+                    next(label for label in selection_labels if label in chosen.picks),
+                    image_io.read_rgb,
+                )
             )
-        )
-    print(
-        "\n".join(
-            biqan_report.write_summary(args.output_path, rows, image_lines, primary, noisy_psnr)
-        )
-    )
+        except OSError as error:
+            print(f"error: {error.filename}: cannot write ({error.strerror})", file=sys.stderr)
+            return 2
+    try:
+        lines = biqan_report.write_summary(args.output_path, rows, image_lines, primary, noisy_psnr)
+    except OSError as error:
+        print(f"error: {error.filename}: cannot write ({error.strerror})", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
     return 1 if failed else 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -28,11 +29,37 @@ wait_passively()  # before Keras loads torch and its OpenMP
 import numpy as np  # noqa: E402
 
 from models.biqan_config import ARCHITECTURES, INPUT_MODES, BiqanConfig  # noqa: E402
-from utils import cli, original_flags, run_output, snapshot_features  # noqa: E402
+from utils import (  # noqa: E402
+    cli,
+    image_io,
+    original_flags,
+    ownership,
+    run_output,
+    snapshot_features,
+)
 from utils.biqan import device as keras_device  # noqa: E402
 from utils.biqan import evaluation as biqan_eval
 from utils.biqan import labels
 from utils.biqan.settings import StageSettings, TrainingSettings
+
+FLOAT_FLAGS = (
+    "alpha",
+    "lr",
+    "finetune_lr",
+    "momentum",
+    "reduce_lr_factor",
+    "validation_fraction",
+)
+# A low estimate of training memory per input pixel: float32 RGB and the first layers' outputs.
+INPUT_BYTES_PER_PIXEL = 3 * 4 * 10
+# What a BIQAN training writes to --output_path (claimed up front: see utils.ownership).
+TRAINING_OUTPUTS = (
+    "first_stage.png",
+    "second_stage.png",
+    "history.csv",
+    "validation_scores.csv",
+    "validation_correlation.csv",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,6 +231,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--dataset_file_path {args.dataset_file_path}: no such file")
     if args.weights not in ("imagenet", "none") and not Path(args.weights).is_file():
         raise ValueError(f"--weights {args.weights}: not 'imagenet', 'none' or an existing file")
+    for flag in FLOAT_FLAGS:
+        if not math.isfinite(getattr(args, flag)):
+            raise ValueError(f"--{flag} must be a finite number, got {getattr(args, flag)}")
     if not args.alpha > 0:
         raise ValueError("--alpha must be positive")
     if args.image_size < 32:
@@ -227,6 +257,13 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("patiences must be >= 0 and --reduce_lr_factor in (0, 1)")
     if not 0 < args.validation_fraction < 1:
         raise ValueError("--validation_fraction must be in (0, 1)")
+    batch_bytes = args.batchsize * args.image_size**2 * INPUT_BYTES_PER_PIXEL
+    if batch_bytes > image_io.physical_memory():
+        raise ValueError(
+            f"--image_size {args.image_size} with --batchsize {args.batchsize} needs at least "
+            f"{batch_bytes / 2**30:.0f} GiB per batch, more than the "
+            f"{image_io.physical_memory() / 2**30:.0f} GiB of this machine; lower them"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -301,6 +338,12 @@ def train_ranker(args: argparse.Namespace) -> int:
         split: sorted({biqan_data.source_image(image_ids[row]) for row in rows})
         for split, rows in (("train", train_rows), ("validation", validation_rows))
     }
+    try:
+        ownership.claim(args.output_path, ["ranker_validation.csv"])
+        ownership.claim(args.output_checkpoint, [snapshot_ranker.RANKER_FILE])
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     settings = ranker_training.RankerTraining(seed=args.seed)
     ranker = ranker_training.train_ranker(
         [images[name] for name in sources["train"]],
@@ -317,7 +360,6 @@ def train_ranker(args: argparse.Namespace) -> int:
         rows.append(
             {"image": name, "srcc": round(srcc, 4), "plcc": round(plcc, 4), "gap_db": round(gap, 4)}
         )
-    args.output_path.mkdir(parents=True, exist_ok=True)
     biqan_eval.write_table(args.output_path / "ranker_validation.csv", rows)
     print(f"snapshot ranker trained on {len(sources['train'])} images: {path}")
     print(
@@ -409,8 +451,12 @@ def main(args: argparse.Namespace) -> int:
             f"note: {args.output_checkpoint} already holds {len(earlier)} checkpoints of an "
             f"earlier run; biqan.json will describe this run"
         )
-    args.output_checkpoint.mkdir(parents=True, exist_ok=True)
-    args.output_path.mkdir(parents=True, exist_ok=True)
+    try:
+        ownership.claim(args.output_path, TRAINING_OUTPUTS)
+        ownership.claim(args.output_checkpoint, [biqan.CONFIG_FILE])
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     started = time.time()
     stages = [
         biqan_train.StageSettings(

@@ -36,9 +36,11 @@ class WeightsError(ValueError):
 
 
 def save_config(folder: str | Path, config: BiqanConfig) -> Path:
-    """Write ``config`` as ``<folder>/biqan.json`` and return the path."""
+    """Write ``config`` as ``<folder>/biqan.json`` atomically and return the path."""
     path = Path(folder) / CONFIG_FILE
-    path.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n", encoding="utf-8")
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n", encoding="utf-8")
+    temporary.replace(path)
     return path
 
 

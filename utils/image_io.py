@@ -6,24 +6,34 @@ Images in memory are float32 arrays in [0, 1], HWC (C = 3) or HW (grayscale).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import logging
 import os
+import re
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 LOGGER = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# The temporary file of `write_atomic`: `.<name>.<uuid4 hex>.tmp` beside its target.
+# Decoded RGB pixels at most: 16-bit integers, then float32, then a padded float32 copy.
+DECODED_BYTES_PER_PIXEL = 3 * (2 + 4 + 4)
+TEMPORARY_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 
 
 @dataclasses.dataclass(frozen=True)
 class Image:
-    """A decoded image: `pixels` float32 in [0, 1], HWC or HW; `bit_depth` 8 or 16."""
+    """A decoded image: `pixels` float32 in [0, 1], HWC or HW; `bit_depth` 8 or 16; `sha256`
+    the hex digest of the file bytes the pixels were decoded from."""
 
     path: Path
     pixels: np.ndarray
     bit_depth: int
+    sha256: str = ""
 
     @property
     def stem(self) -> str:
@@ -76,11 +86,59 @@ def to_float(array: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
     raise ValueError(f"{path}: unsupported pixel type {array.dtype}")
 
 
+def physical_memory() -> int:
+    """Bytes of memory of this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def header_size(data: bytes, path: Path) -> tuple[int, int] | None:
+    """(height, width) that the file's header declares, read without decoding (Pillow), or None
+    for a header Pillow does not know; ValueError for one past its decompression-bomb limit."""
+    try:
+        from PIL import Image as PillowImage
+    except ImportError:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with PillowImage.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except PillowImage.DecompressionBombError:
+        raise ValueError(
+            f"{path}: its header declares more than {2 * PillowImage.MAX_IMAGE_PIXELS} pixels; "
+            "too large to denoise, crop or downscale it"
+        ) from None
+    except Exception:  # noqa: BLE001 (any other header: OpenCV decides)
+        return None
+    return height, width
+
+
+def check_decodable(data: bytes, path: Path, memory: int) -> None:
+    """ValueError, before any decoding, when the header declares an image whose decoded and
+    converted pixels would not fit in `memory` bytes."""
+    size = header_size(data, path)
+    if size is None:
+        return
+    needed = size[0] * size[1] * DECODED_BYTES_PER_PIXEL
+    if needed > memory:
+        raise ValueError(
+            f"{path}: {size[1]}x{size[0]} pixels need about {needed / 2**30:.0f} GiB to decode, "
+            f"more than the {memory / 2**30:.0f} GiB of this machine; crop or downscale it"
+        )
+
+
 def decode(data: bytes, path: Path) -> np.ndarray:
-    """Encoded file bytes -> integer or float array, RGB(A) channel order."""
+    """Encoded file bytes -> integer or float array, RGB(A) channel order; ValueError naming the
+    file for anything OpenCV cannot or will not decode (its pixel limit included). OpenCV's own
+    log lines are silenced: the error is the one line a bad file gets."""
     import cv2
 
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:
+        reason = str(error).strip().splitlines()[-1]
+        raise ValueError(f"{path}: not a readable image ({reason})") from None
     if array is None or array.size == 0:
         raise ValueError(f"{path}: not a readable image")
     if array.ndim == 3 and array.shape[2] in (3, 4):
@@ -104,8 +162,9 @@ def read_image(path: str | Path) -> Image:
         raise ValueError(f"{path}: cannot read ({error.strerror}); fix its permissions") from None
     if not data:
         raise ValueError(f"{path}: empty file")
+    check_decodable(data, path, physical_memory())
     pixels, bit_depth = to_float(decode(data, path), path)
-    return Image(path=path, pixels=pixels, bit_depth=bit_depth)
+    return Image(path, pixels, bit_depth, hashlib.sha256(data).hexdigest())
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

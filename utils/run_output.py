@@ -116,6 +116,34 @@ def snapshot_path(image_folder: str | Path, iteration: int) -> Path:
     return Path(image_folder) / f"{iteration:05d}.png"
 
 
+def check_image_stem(path: Path) -> None:
+    """ValueError naming `path` when its stem cannot name a folder inside a run folder: '.',
+    '..' or any stem starting with a dot (hidden names are the runs' own: locks, temporaries)."""
+    if not path.stem or path.stem.startswith(".") or "/" in path.stem:
+        raise ValueError(
+            f"{path}: a name whose stem is '.', '..' or starts with a dot cannot name an "
+            "output folder; rename it"
+        )
+
+
+def image_folder(run_folder: str | Path, stem: str) -> Path:
+    """`<run_folder>/<stem>`, checked to lie inside the run folder: ValueError for a stem that
+    is not a plain visible name (see `check_image_stem`) or a folder that is a symbolic link."""
+    folder = Path(run_folder) / stem
+    if not stem or stem.startswith(".") or "/" in stem:
+        raise ValueError(f"{folder}: not a plain folder name, would lie outside {run_folder}")
+    if folder.is_symlink():
+        raise ValueError(
+            f"{folder}: a symbolic link; a run writes only inside its own folder, remove the link"
+        )
+    return folder
+
+
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether `path` (resolved, links followed) lies inside `folder`."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
 def curve_path(run_folder: str | Path, stem: str) -> Path:
     """The image's PSNR-curve figure: ``<run>/<stem>_psnr.png``."""
     return Path(run_folder) / f"{stem}_psnr.png"

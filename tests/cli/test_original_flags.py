@@ -334,7 +334,7 @@ def test_run_bdn_with_noisy_image_input_and_random_stds(tmp_path):
     assert run_BDN.main(args) == 0
     record = json.loads((output / "args.json").read_text())
     assert record["fit"]["input_kind"] == "noisy_image" and record["fit"]["target_noise_random"]
-    assert torch.load(output / "a" / "net.pt", weights_only=False)["config"]["input_depth"] == 3
+    assert torch.load(output / "a" / "net.pt", weights_only=True)["config"]["input_depth"] == 3
     with (output / "a" / "metrics.csv").open() as handle:
         assert [row["iteration"] for row in csv.DictReader(handle)] == ["10", "20"]
 
@@ -472,7 +472,7 @@ def test_run_bdn_snail(tmp_path):
         ]
     )
     assert run_BDN.main(args) == 0
-    saved = torch.load(output / "a" / "net.pt", weights_only=False)["config"]
+    saved = torch.load(output / "a" / "net.pt", weights_only=True)["config"]
     assert saved["net_type"] == "snail"
 
 

@@ -173,7 +173,7 @@ def signal_mid_fit(command: list[str], markers: Path, signal_number: int, fits: 
 
 def saved_iteration(folder: Path) -> int:
     """The iteration of the fit state saved in `folder`."""
-    return torch.load(folder / STATE_FILE, weights_only=False)["fit"]["iteration"]
+    return torch.load(folder / STATE_FILE, weights_only=True)["fit"]["iteration"]
 
 
 def run_files(output: Path) -> dict[str, object]:
@@ -218,7 +218,7 @@ def test_signal_saves_the_state_then_a_rerun_ends_as_an_uninterrupted_run(
     stopped = tmp_path / "stopped"
     code = signal_mid_fit(run_command(stopped, pairs), tmp_path / "paused", signal_number)
     assert code == cluster.REQUEUE_EXIT_CODE
-    state = torch.load(stopped / "a" / STATE_FILE, weights_only=False)
+    state = torch.load(stopped / "a" / STATE_FILE, weights_only=True)
     # no periodic save before iteration 1000: this state is the one saved at the signal
     assert state["fit"]["iteration"] == PAUSE_AT
     assert state["rows"][-1]["iteration"] == PAUSE_AT // 10 * 10

@@ -484,7 +484,11 @@ def test_resume_iteration_reads_the_state_or_names_the_damaged_file(tmp_path):
     folder = tmp_path / "out" / "a"
     folder.mkdir(parents=True)
     assert snapshots.resume_iteration(folder) == 0
-    torch.save({"fit": {"iteration": 30}}, folder / "state.pt")
+    tensor = torch.zeros(1)
+    fit = {"iteration": 30, "net": {"w": tensor}, "optimizer": {}, "base_input": tensor}
+    fit |= {"generator": torch.zeros(8, dtype=torch.uint8), "last_psnr": tensor}
+    fit |= {"last_good": [tensor], "average": None}
+    torch.save({"fit": fit, "rows": [], "elapsed": 0.0}, folder / "state.pt")
     assert snapshots.resume_iteration(folder) == 30
     torch.save({"nothing": 1}, folder / "state.pt")
     with pytest.raises(ValueError, match="state.pt: damaged resume state"):
@@ -494,7 +498,9 @@ def test_resume_iteration_reads_the_state_or_names_the_damaged_file(tmp_path):
 def test_an_image_another_process_is_fitting_is_left_to_it(pairs, tmp_path, caplog):
     output = tmp_path / "out"
     record = reconstruction.run_record(
-        run_BDN.settings(run_BDN.parse_args(bdn_argv(pairs, output))), pairs, None
+        run_BDN.settings(run_BDN.parse_args(bdn_argv(pairs, output))),
+        pairs / "real",
+        pairs / "mean",
     )
     with reconstruction.start_folder(output, record, []), run_guard.claim([output / "a"]) as got:
         assert got == [True]
@@ -516,7 +522,8 @@ def test_rerun_with_a_reference_added_is_refused(pairs, tmp_path, caplog):
 def test_a_chain_stops_at_an_image_another_process_is_fitting(pairs, tmp_path, caplog):
     output = tmp_path / "out"
     argv = bdn_argv(pairs, output, "--init_from", "previous")
-    record = reconstruction.run_record(run_BDN.settings(run_BDN.parse_args(argv)), pairs, None)
+    settings = run_BDN.settings(run_BDN.parse_args(argv))
+    record = reconstruction.run_record(settings, pairs / "real", pairs / "mean")
     with reconstruction.start_folder(output, record, []), run_guard.claim([output / "a"]):
         assert run_BDN.main(run_BDN.parse_args(argv)) == 1
     assert "a.png: another process is fitting this image" in caplog.text

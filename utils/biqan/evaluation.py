@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from utils import image_io
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:
@@ -95,11 +98,13 @@ def mean_gap_by_selector(rows: Sequence[dict]) -> dict[str, float]:
 
 
 def write_table(path: str | Path, rows: Sequence[dict]) -> None:
-    """Write dictionaries as a CSV with the union of their keys as header (first-seen order)."""
+    """Write dictionaries as a CSV with the union of their keys as header (first-seen order),
+    atomically."""
     fieldnames: list[str] = []
     for row in rows:
         fieldnames.extend(key for key in row if key not in fieldnames)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fieldnames, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    image_io.write_text(path, buffer.getvalue())

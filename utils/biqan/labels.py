@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from models.biqan_config import NUMBER_OF_BINS
-from utils import selection
+from utils import image_io, selection
 
 SCORE_RANGE = (2.5, 7.5)
 FIELDS_PER_ROW = 2 + NUMBER_OF_BINS + 3
+MAX_VOTES = 10**9  # more votes per row add no precision to a float32 distribution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +206,7 @@ def fits_image_id(name: str) -> bool:
 def write_ava_file(path: str | Path, rows: list[AvaRow]) -> None:
     """Write ``rows`` to ``path`` in the AVA layout, one row per line."""
     lines = [format_ava_row(row) for row in rows]
-    Path(path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    image_io.write_text(path, "".join(line + "\n" for line in lines))
 
 
 def parse_ava_line(line: str, where: str) -> AvaRow:

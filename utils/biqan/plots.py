@@ -5,10 +5,20 @@ Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so nothin
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from utils import image_io
+
+
+def save(figure: Figure, path: str | Path) -> None:
+    """Save a figure as PNG, atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    image_io.write_atomic(path, buffer.getvalue())
 
 
 def plot_loss_curves(history: dict[str, list[float]], title: str, path: str | Path) -> None:
@@ -25,7 +35,7 @@ def plot_loss_curves(history: dict[str, list[float]], title: str, path: str | Pa
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path)
+    save(figure, path)
 
 
 def plot_score_curves(
@@ -71,7 +81,7 @@ def plot_score_curves(
     axes.set_title(title)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path)
+    save(figure, path)
 
 
 def plot_wmv_variance(
@@ -102,7 +112,7 @@ def plot_wmv_variance(
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path)
+    save(figure, path)
 
 
 def plot_compare(
@@ -122,4 +132,4 @@ def plot_compare(
         axes.set_title(title)
         axes.axis("off")
     figure.tight_layout()
-    figure.savefig(path)
+    save(figure, path)

@@ -7,21 +7,38 @@ curves and CSV, the wmv variance plot, ``<stem>_Compare.png``; over all images
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from utils import selection
+from utils import image_io, selection
 from utils.biqan import evaluation as biqan_eval
 from utils.biqan import labels
 from utils.biqan import plots as biqan_plots
+
+SELECTION_FILE = "selection.csv"
+DENOISED_PSNR_FILE = "Denoised_PSNR.txt"
 
 
 def pick_file_name(stem: str, label: str) -> str:
     """File of a selector's pick: ``<stem>_BIQAN.png`` for biqan, ``<stem>_fixed500.png``..."""
     return f"{stem}_{display_name(label).replace(':', '')}.png"
+
+
+def output_names(images: Sequence[tuple[str, bool]], selector_labels: Sequence[str]) -> list[str]:
+    """Every file step 4 writes (`write_image_outputs`, `write_summary`) for `images`, (stem,
+    has a reference) pairs, and the selectors: what it claims in its output folder up front."""
+    names = [SELECTION_FILE, DENOISED_PSNR_FILE]
+    for stem, has_reference in images:
+        names += [pick_file_name(stem, label) for label in selector_labels]
+        if "biqan" in selector_labels:
+            names += [f"{stem}_scores.png", f"{stem}_scores.csv"]
+        if "wmv" in selector_labels:
+            names.append(f"{stem}_wmv_variance.png")
+        if has_reference:
+            names.append(f"{stem}_Compare.png")
+    return names
 
 
 def display_name(label: str) -> str:
@@ -123,7 +140,7 @@ def write_image_outputs(
     when blind); ``primary`` is the selector of the Compare figure and of the line.
     """
     for label, index in chosen.picks.items():
-        shutil.copyfile(paths[index], output_path / pick_file_name(stem, label))
+        image_io.write_atomic(output_path / pick_file_name(stem, label), paths[index].read_bytes())
     picks = {display_name(label): int(iterations[index]) for label, index in chosen.picks.items()}
     if chosen.distributions is not None:
         means = labels.distribution_mean(chosen.distributions)
@@ -194,7 +211,7 @@ def write_summary(
     have a reference.
     """
     biqan_eval.write_table(
-        output_path / "selection.csv",
+        output_path / SELECTION_FILE,
         [
             {
                 key: format_number(value) if isinstance(value, float) else value
@@ -225,7 +242,7 @@ def write_summary(
             or "n/a (no image has a reference)"
         )
     )
-    (output_path / "Denoised_PSNR.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    image_io.write_text(output_path / DENOISED_PSNR_FILE, "\n".join(lines) + "\n")
     return lines
 
 

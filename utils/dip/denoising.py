@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from utils import image_io, selection
+from utils import image_io, ownership, run_output, selection
 from utils.dip import planning, reconstruction, run_guard
 from utils.dip.fitting import FitSettings
 from utils.run_output import SUMMARY_FILE, snapshot_path
@@ -60,7 +60,11 @@ def write_result(job: planning.ImageJob, work: Path, output: Path) -> None:
     data = image_io.encode_image(
         image_io.quantize(snapshot.pixels, snapshot.bit_depth), job.noisy.suffix
     )
-    image_io.write_atomic(output / job.noisy.name, data)
+    target = output / job.noisy.name
+    if not run_output.is_inside(target, output):
+        raise ValueError(f"{job.noisy}: its result {target} would lie outside {output}")
+    ownership.claim(output, [target.name])
+    image_io.write_atomic(target, data)
 
 
 def denoise(
@@ -72,7 +76,12 @@ def denoise(
     """Fit every job in `settings.output_path`, write the picks to `output`; returns the failures.
 
     Without `keep_snapshots` the work folder's files are deleted afterwards, and only those
-    (`run_guard.remove_run`): a folder there that is not a run folder is refused up front."""
+    (`run_guard.remove_run`): a folder there that is not a run folder is refused up front.
+    An input whose name cannot name a work folder (stem '.', '..' or hidden) fails in one line;
+    an existing `output/<input name>` that denoise.py did not write is refused up front, and each
+    result is recorded as ours just before it is written (`utils.ownership`)."""
+    jobs, refused = planning.refuse_unsafe_names(jobs, settings.output_path)
+    ownership.check(output, [job.noisy.name for job in jobs])
     with reconstruction.start_folder(
         settings.output_path, reconstruction.run_record(settings, output, None), jobs
     ):
@@ -87,6 +96,9 @@ def denoise(
                 message = f"{job.noisy}: cannot write {error.filename} ({error.strerror})"
                 LOGGER.error("%s", message)
                 failures.append((job.noisy, message))
+            except ValueError as error:
+                LOGGER.error("%s", error)
+                failures.append((job.noisy, str(error)))
     if not keep_snapshots:
         failed = {path for path, _ in failures}
         done = [
@@ -95,4 +107,4 @@ def denoise(
             if job.noisy not in failed or not run_guard.has_results(settings.output_path / job.stem)
         ]
         run_guard.remove_run(settings.output_path, done)
-    return failures
+    return refused + failures

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from utils import image_io
+
 LOGGER = logging.getLogger(__name__)
 
 
@@ -42,6 +44,13 @@ def resolve_device(gpu_id: int | None) -> torch.device:
             f"GPU {gpu_id} does not exist: this machine has {count} CUDA device(s) (0..{count - 1})"
         )
     return torch.device("cuda", gpu_id)
+
+
+def memory_bytes(device: torch.device) -> int:
+    """Total memory of `device`: the GPU's, or the machine's for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return image_io.physical_memory()
 
 
 PRECISIONS = ("fp32", "tf32", "bf16")

@@ -30,7 +30,7 @@ def worker(settings: planning.RunSettings, threads: int, jobs, results) -> None:
     settings.stop_request.install()
     while (group := jobs.get()) is not None:
         try:
-            images = [planning.prepare(job, settings.network.size_multiple) for job in group]
+            images = [planning.prepare_for_fit(job, settings) for job in group]
             summaries, failures = group_fit.fit_claimed(images, settings)
         except cluster.Interrupted:
             return

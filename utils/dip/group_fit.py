@@ -52,7 +52,7 @@ def fit_group(
     folders = [settings.output_path / image.job.stem for image in images]
     starts = [networks.initial_state(image, settings, previous) for image in images]
     for folder, image in zip(folders, images):
-        run_guard.write_input(folder, image.job.noisy, image.job.clean)
+        run_guard.write_input(folder, image.job.noisy, image.job.clean, image.hashes)
     config = networks.network_config(settings, images[0].channels)
     net = grouped_network(config, [state for state, _ in starts], device, settings.precision)
     noisy = torch.cat([to_tensor(image.padded, torch.device("cpu")) for image in images]).to(device)
@@ -60,7 +60,7 @@ def fit_group(
     fit = DipFit(net, noisy, settings.fit, seeds, settings.precision, settings.compile_network)
     resumed = [load_resume_state(folder, device) for folder in folders]
     if any(state is not None for state in resumed):
-        fit.load_state_dicts([state["fit"] for state in resumed])
+        resume_fit(fit, resumed, folders, [state for state, _ in starts])
         LOGGER.info("%s: resuming at iteration %d", images[0].job.stem, fit.iteration)
     stoppers = make_stoppers(settings.early_stop, [image.noisy.pixels for image in images]) or [
         None
@@ -146,19 +146,49 @@ def fit_group(
     return summaries, failures
 
 
+def resume_fit(fit: DipFit, resumed: list[dict], folders: list[Path], initial: list[dict]) -> None:
+    """Load the saved states into `fit`; ValueError naming a state file whose tensors do not
+    fit this run's network and image (a foreign or damaged file)."""
+    for state, folder, network in zip(resumed, folders, initial):
+        if state is None:
+            continue
+        saved = state["fit"]
+        expected = {key: tensor.shape for key, tensor in network.items()}
+        shapes = {key: getattr(tensor, "shape", None) for key, tensor in saved["net"].items()}
+        average = saved["average"]
+        if (
+            shapes != expected
+            or saved["base_input"].shape[2:] != fit.noisy.shape[2:]
+            or (average is not None and average.shape[1:] != fit.noisy.shape[1:])
+            or len(saved["last_good"]) != len(fit.parameters)
+        ):
+            raise ValueError(
+                f"{folder / STATE_FILE}: saved for another network or image size; delete it "
+                f"to refit {folder.name} from the start"
+            )
+    try:
+        fit.load_state_dicts([state["fit"] for state in resumed])
+    except (KeyError, IndexError, TypeError, AttributeError, RuntimeError, ValueError) as error:
+        names = ", ".join(str(folder / STATE_FILE) for folder in folders)
+        raise ValueError(
+            f"{names}: a resume state does not load ({type(error).__name__}); delete it to "
+            "refit from the start"
+        ) from None
+
+
 def first_non_finite_loss(rows: list[dict]) -> int | None:
     """Iteration of the first snapshot row whose loss is NaN or infinite, or None."""
     return next((row["iteration"] for row in rows if not math.isfinite(row["loss"])), None)
 
 
 def stopped_by_signal(fit: DipFit, writer: SnapshotWriter, settings: RunSettings) -> bool:
-    """Whether the loop ended on a stop signal with work left (not at num_iter or an early stop)."""
-    early_stopped = writer.early_stopping and writer.all_stopped()
-    return (
-        settings.stop_request.requested
-        and fit.iteration < settings.fit.num_iter
-        and not early_stopped
+    """Whether the loop ended on a stop signal before its planned end (num_iter, or the snapshot
+    after the last rule fired): then it is an interruption, whatever a rule said, and the rerun
+    resumes to the end an uninterrupted run has."""
+    planned_end = fit.iteration >= settings.fit.num_iter or (
+        writer.early_stopping and writer.all_stopped(fit.iteration)
     )
+    return settings.stop_request.requested and not planned_end
 
 
 def replay_snapshots(target: SnapshotTarget) -> None:

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from models.skip import SkipConfig
-from utils import image_io, pairing
+from utils import image_io, pairing, run_output
 from utils.cluster import StopRequest
-from utils.dip.fitting import FitSettings, Padding, pad_image
+from utils.dip import devices, run_guard
+from utils.dip.fitting import FitSettings, Padding, pad_image, padded_side
 from utils.dip.snapshots import resume_iteration
 from utils.early_stopping import EarlyStopSettings
 from utils.run_output import SUMMARY_FILE
@@ -73,6 +74,11 @@ class PreparedImage:
         return 1 if self.noisy.pixels.ndim == 2 else 3
 
     @property
+    def hashes(self) -> tuple[str, str | None]:
+        """SHA-256 of the noisy and clean bytes that were decoded (None: no reference)."""
+        return self.noisy.sha256, None if self.clean is None else self.clean.sha256
+
+    @property
     def group_key(self) -> tuple:
         """Images sharing this key can be fitted together."""
         return self.padded.shape
@@ -103,6 +109,24 @@ def plan_jobs(noisy_folder: Path, clean_folder: Path | None) -> list[ImageJob]:
     return [ImageJob(path, reference) for path, reference in zip(noisy_paths, references)]
 
 
+def refuse_unsafe_names(
+    jobs: list[ImageJob], output_path: Path
+) -> tuple[list[ImageJob], list[tuple[Path, str]]]:
+    """(jobs whose image folder lies inside `output_path`, (file, reason) for the others: a stem
+    '.', '..' or hidden, or a folder that is a symbolic link); each refusal is logged in one line."""
+    kept, refused = [], []
+    for job in jobs:
+        try:
+            run_output.check_image_stem(job.noisy)
+            run_output.image_folder(output_path, job.stem)
+        except ValueError as error:
+            refused.append((job.noisy, str(error)))
+            LOGGER.error("%s", error)
+            continue
+        kept.append(job)
+    return kept, refused
+
+
 def shard(jobs: list[ImageJob], num_shards: int, shard_index: int) -> list[ImageJob]:
     """Deterministic share of the (name-sorted) jobs: every num_shards-th from shard_index."""
     if not 0 <= shard_index < num_shards:
@@ -124,8 +148,40 @@ def valid_utf8(name: str) -> bool:
     return True
 
 
-def prepare(job: ImageJob, multiple: int) -> PreparedImage:
-    """Decode the noisy image and its reference and pad; ValueError naming the file on any problem."""
+def fit_memory_bytes(network: SkipConfig, height: int, width: int) -> int:
+    """A low estimate of the memory one fit of a padded `height` x `width` image takes: the
+    float32 activations its network keeps for the backward pass, scale by scale, and its
+    parameters five times (weights, gradients, two Adam moments, the backtracking copy)."""
+    channels, parameters, previous = float(network.input_depth), 0, network.input_depth
+    for scale in range(network.num_scales):
+        down, up, skip = network.scale_channels(scale)
+        channels += (6 * down / 4 + 3 * skip + 6 * up) / 4**scale
+        parameters += 9 * (previous * down + down * down + (skip + up) * up) + previous * skip
+        previous = down
+    return int(4 * height * width * channels + 4 * 5 * parameters)
+
+
+def check_fit_memory(
+    job: ImageJob, size: tuple[int, int], network: SkipConfig, memory: int
+) -> None:
+    """ValueError naming the image when its fit (at the padded size the network needs) cannot fit
+    in `memory` bytes of its device: refused before anything is allocated."""
+    height, width = (padded_side(side, network.size_multiple) for side in size)
+    needed = fit_memory_bytes(network, height, width)
+    if needed > memory:
+        raise ValueError(
+            f"{job.noisy}: fitting it at {width}x{height} pixels (padded to a multiple of "
+            f"{network.size_multiple}, {network.num_scales} scales) needs at least "
+            f"{needed / 2**30:.0f} GiB, more than the device's {memory / 2**30:.0f} GiB; lower "
+            "--num_scales or --channels, or crop the image"
+        )
+
+
+def prepare(
+    job: ImageJob, multiple: int, network: SkipConfig | None = None, memory: int | None = None
+) -> PreparedImage:
+    """Decode the noisy image and its reference and pad; ValueError naming the file on any problem
+    (with `network` and `memory`, a fit that cannot fit in `memory` bytes, before padding)."""
     for path in (job.noisy, job.clean):
         if path is not None and not valid_utf8(path.name):
             raise ValueError(f"{path}: file name is not valid UTF-8; rename it")
@@ -138,11 +194,22 @@ def prepare(job: ImageJob, multiple: int) -> PreparedImage:
                 f"{job.clean}: reference is {'x'.join(map(str, clean.pixels.shape))}, "
                 f"noisy image {job.noisy.name} is {'x'.join(map(str, noisy.pixels.shape))}"
             )
+    if network is not None and memory is not None:
+        check_fit_memory(job, noisy.size, network, memory)
     try:
         padded, padding = pad_image(noisy.pixels, multiple)
     except ValueError as error:
         raise ValueError(f"{job.noisy}: {error}") from None
     return PreparedImage(job, noisy, clean, padded, padding)
+
+
+def prepare_for_fit(job: ImageJob, settings: RunSettings) -> PreparedImage:
+    """`prepare` with the run's memory check, then refuse (ValueError) pixels other than those
+    the image's earlier results in the run folder came from (compared by the decoded bytes)."""
+    memory = devices.memory_bytes(settings.device)
+    image = prepare(job, settings.network.size_multiple, settings.network, memory)
+    run_guard.check_input(settings.output_path / job.stem, job.noisy, job.clean, image.hashes)
+    return image
 
 
 def prepare_all(
@@ -155,7 +222,7 @@ def prepare_all(
             continue
         try:
             resume_iteration(settings.output_path / job.stem)
-            prepared.append(prepare(job, settings.network.size_multiple))
+            prepared.append(prepare_for_fit(job, settings))
         except ValueError as error:
             failures.append((job.noisy, str(error)))
             LOGGER.error("%s", error)

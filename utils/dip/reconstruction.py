@@ -34,6 +34,7 @@ from utils.run_output import (
     DENOISED_FILE,
     NETWORK_FILE,
     NOISY_PSNR,
+    STATE_FILE,
     SUMMARY_COLUMNS,
     SUMMARY_FILE,
     SUMMARY_TABLE_FILE,
@@ -112,7 +113,26 @@ def start_folder(output_path: Path, record: dict, jobs: list[ImageJob]) -> IO:
     (see `utils.dip.run_guard`)."""
     for job in jobs:
         run_guard.check_input(output_path / job.stem, job.noisy, job.clean)
+    check_resume_grouping(output_path, record, jobs)
     return run_guard.open_run(output_path, record, RESULT_KEYS, with_defaults)
+
+
+def check_resume_grouping(output_path: Path, record: dict, jobs: list[ImageJob]) -> None:
+    """ValueError when an interrupted image (one with a state file) would resume with another
+    --batch_images than the run that saved it: grouping changes the last digits of a fit."""
+    try:
+        saved = json.loads((output_path / run_guard.RECORD_FILE).read_text()).get("batch_images")
+    except (OSError, ValueError, AttributeError):
+        return  # no record, or one that open_run reports
+    if saved is None or saved == record["batch_images"]:
+        return
+    waiting = [job.stem for job in jobs if (output_path / job.stem / STATE_FILE).exists()]
+    if waiting:
+        raise ValueError(
+            f"{output_path}: {len(waiting)} interrupted image(s) ({', '.join(waiting[:3])}) were fitted "
+            f"with --batch_images {saved}; resume with --batch_images {saved} so that they end "
+            "as an uninterrupted run would"
+        )
 
 
 def reconstruct_chained(jobs: list[ImageJob], settings: RunSettings) -> list[tuple[Path, str]]:

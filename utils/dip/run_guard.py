@@ -36,6 +36,7 @@ from utils.run_output import (
     SUMMARY_FILE,
     SUMMARY_TABLE_FILE,
     curve_path,
+    image_folder,
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ SUMMARY_LOCK = ".summary.lock"  # held while summary.csv is rebuilt (utils.dip.r
 IMAGE_FILES = (METRICS_FILE, SUMMARY_FILE, INPUT_FILE, NETWORK_FILE, STATE_FILE, DENOISED_FILE)
 RUN_FILES = (RECORD_FILE, SUMMARY_TABLE_FILE, RUN_LOCK, RECORD_LOCK, SUMMARY_LOCK)
 SNAPSHOT_NAME = re.compile(r"^\d{5,}\.png$")
+INPUT_KEYS = ("dataset_real_path", "dataset_mean_path")  # args.json: the input folders
 LOCKS_UNSUPPORTED = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
 
 
@@ -78,18 +80,26 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def input_record(noisy: Path, clean: Path | None) -> dict:
-    """What `<stem>/input.json` holds: the input files and their SHA-256."""
+def input_record(
+    noisy: Path, clean: Path | None, hashes: tuple[str, str | None] | None = None
+) -> dict:
+    """What `<stem>/input.json` holds: the input files and their SHA-256 (`hashes`: those of
+    the bytes that were decoded and fitted; else each file is read and hashed now)."""
+    if hashes is None:
+        hashes = (sha256(noisy), None if clean is None else sha256(clean))
     return {
         "noisy": str(noisy),
-        "noisy_sha256": sha256(noisy),
+        "noisy_sha256": hashes[0],
         "clean": None if clean is None else str(clean),
-        "clean_sha256": None if clean is None else sha256(clean),
+        "clean_sha256": hashes[1],
     }
 
 
-def check_input(folder: Path, noisy: Path, clean: Path | None) -> None:
-    """ValueError when `folder` holds results of other input files than `noisy` and `clean`."""
+def check_input(
+    folder: Path, noisy: Path, clean: Path | None, hashes: tuple[str, str | None] | None = None
+) -> None:
+    """ValueError when `folder` holds results of other input files than `noisy` and `clean`
+    (compared by SHA-256: `hashes` of the decoded bytes, else of the files as they are now)."""
     path = folder / INPUT_FILE
     if not path.is_file():
         return
@@ -97,8 +107,10 @@ def check_input(folder: Path, noisy: Path, clean: Path | None) -> None:
         recorded = json.loads(path.read_text())
     except (OSError, ValueError):
         raise ValueError(f"{path}: unreadable; remove {folder} to refit this image") from None
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{path}: unreadable; remove {folder} to refit this image")
     try:
-        current = input_record(noisy, clean)
+        current = input_record(noisy, clean, hashes)
     except ValueError:
         return  # an unreadable input fails on its own, with its own line, when it is prepared
     for role in ("noisy", "clean"):
@@ -109,8 +121,12 @@ def check_input(folder: Path, noisy: Path, clean: Path | None) -> None:
             )
 
 
-def write_input(folder: Path, noisy: Path, clean: Path | None) -> None:
-    image_io.write_text(folder / INPUT_FILE, json.dumps(input_record(noisy, clean), indent=2))
+def write_input(
+    folder: Path, noisy: Path, clean: Path | None, hashes: tuple[str, str | None]
+) -> None:
+    """Write `<stem>/input.json` with `hashes`, the SHA-256 of the bytes that are fitted."""
+    record = input_record(noisy, clean, hashes)
+    image_io.write_text(folder / INPUT_FILE, json.dumps(record, indent=2))
 
 
 def changed_settings(
@@ -159,6 +175,13 @@ def open_run(
             run_lock = open(output_path / RUN_LOCK, "a")  # noqa: SIM115 (held by the caller)
             try:
                 alone = try_lock(run_lock, fcntl.LOCK_EX, warn=False)
+                if not alone and other_inputs(output_path, record):
+                    raise ValueError(
+                        f"{output_path}: another run with other input folders is writing this "
+                        "folder; wait for it to end or use another output folder"
+                    )
+                if alone:
+                    remove_stale_temporaries(output_path)
                 changed = changed_settings(output_path, record, keys, fill)
                 if changed and (not alone or holds_results(output_path)):
                     raise ValueError(
@@ -173,6 +196,40 @@ def open_run(
     except OSError as error:
         raise ValueError(f"{output_path}: cannot write the output folder ({error})") from None
     return run_lock
+
+
+def other_inputs(output_path: Path, record: dict) -> bool:
+    """Whether the folder's args.json names other input folders than `record` (compared
+    resolved, from this process's working folder)."""
+    try:
+        existing = json.loads((output_path / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(existing, dict):
+        return False
+
+    def resolved(value: object) -> Path | None:
+        return None if value is None else Path(str(value)).resolve()
+
+    return any(resolved(existing.get(key)) != resolved(record.get(key)) for key in INPUT_KEYS)
+
+
+def remove_stale_temporaries(output_path: Path) -> list[Path]:
+    """Delete the temporary files an atomic write left when its process was killed
+    (`.<name>.<32 hex digits>.tmp`, `image_io.write_atomic`'s naming only) in the run folder and
+    its image folders, never through a link; call only while no other run writes the folder."""
+    removed = []
+    folders = [output_path] + [
+        path for path in output_path.iterdir() if path.is_dir() and not path.is_symlink()
+    ]
+    for folder in folders:
+        for path in folder.iterdir():
+            if image_io.TEMPORARY_NAME.match(path.name) and not path.is_dir():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    if removed:
+        LOGGER.info("%s: removed %d temporary files of a killed run", output_path, len(removed))
+    return removed
 
 
 def try_lock(stream: IO, operation: int, warn: bool = True) -> bool:
@@ -227,7 +284,10 @@ def remove_run(output_path: Path, stems: list[str]) -> None:
     """Delete the files a run writes for `stems`, then the run's own files if nothing else is
     left, and every folder left empty; anything else stays."""
     for stem in stems:
-        folder = output_path / stem
+        try:
+            folder = image_folder(output_path, stem)
+        except ValueError:
+            continue  # not a folder of this run: never delete through it
         curve_path(output_path, stem).unlink(missing_ok=True)
         if not folder.is_dir():
             continue

@@ -22,7 +22,7 @@ from utils import image_io, metrics
 from utils.cluster import SignalPause, StopRequest
 from utils.dip.fitting import DipFit, Padding, to_array
 from utils.early_stopping import Stopper
-from utils.run_output import METRICS_FILE, STATE_FILE, metrics_csv, snapshot_path
+from utils.run_output import METRICS_COLUMNS, METRICS_FILE, STATE_FILE, metrics_csv, snapshot_path
 
 MAX_PENDING_SNAPSHOTS = 4
 
@@ -102,8 +102,15 @@ class SnapshotWriter:
     def early_stopping(self) -> bool:
         return any(target.stopper is not None for target in self.targets)
 
-    def all_stopped(self) -> bool:
-        return all(target.stop_iteration is not None for target in self.targets)
+    def all_stopped(self, iteration: int) -> bool:
+        """Whether every image's rule fired at a snapshot `save_iter` or more iterations before
+        `iteration`: the fit ends there, one snapshot after the last firing, whatever the timing
+        of the writer thread (and wherever a resume started)."""
+        return all(
+            target.stop_iteration is not None
+            and target.stop_iteration <= iteration - self.save_iter
+            for target in self.targets
+        )
 
     def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
         if fit.iteration % self.save_iter:
@@ -115,7 +122,7 @@ class SnapshotWriter:
         backlog = 1 if self.early_stopping else MAX_PENDING_SNAPSHOTS
         while len(self.pending) > backlog:
             self.pending.pop(0).result()
-        if self.early_stopping and self.all_stopped():
+        if self.early_stopping and self.all_stopped(fit.iteration):
             fit.stopped = True
 
     def flush(self) -> None:
@@ -193,18 +200,62 @@ class StopOnRequest:
             fit.stopped = True
 
 
+FIT_STATE_TENSORS = ("base_input", "generator", "last_psnr")
+
+
+def check_state_layout(state: object) -> None:
+    """TypeError (a short reason) unless `state` has the layout `Checkpointer.save` writes: the fit's tensors,
+    metrics rows of numbers and the fit time (a state file is untrusted input)."""
+    if not isinstance(state, dict) or not isinstance(state.get("fit"), dict):
+        raise TypeError("not a fit state")
+    fit = state["fit"]
+    if not isinstance(fit.get("iteration"), int) or fit["iteration"] < 0:
+        raise TypeError("no iteration")
+    tensors = [fit.get(key) for key in FIT_STATE_TENSORS] + list(fit.get("last_good") or [None])
+    if not isinstance(fit.get("net"), dict) or not isinstance(fit.get("optimizer"), dict):
+        raise TypeError("no network or optimiser state")
+    tensors += list(fit["net"].values())
+    if fit.get("average") is not None:
+        tensors.append(fit["average"])
+    if not all(isinstance(tensor, torch.Tensor) for tensor in tensors):
+        raise TypeError("a fit tensor is missing")
+    if fit["generator"].dtype != torch.uint8:
+        raise TypeError("the random generator state is not bytes")
+    rows = state.get("rows")
+    if not isinstance(rows, list) or not isinstance(state.get("elapsed"), (int, float)):
+        raise TypeError("no metrics rows or fit time")
+    previous = 0
+    for row in rows:
+        if not isinstance(row, dict) or set(row) != set(METRICS_COLUMNS):
+            raise TypeError("a metrics row has other columns")
+        if not isinstance(row["iteration"], int) or not previous < row["iteration"]:
+            raise TypeError("metrics rows are not in iteration order")
+        if not all(
+            value is None or isinstance(value, (int, float))
+            for key, value in row.items()
+            if key != "iteration"
+        ):
+            raise TypeError("a metrics value is not a number")
+        previous = row["iteration"]
+    if previous > fit["iteration"]:
+        raise TypeError("metrics rows after the saved iteration")
+
+
 def load_resume_state(folder: Path, device: torch.device, mmap: bool = False) -> dict | None:
-    """The image's saved fit state, or None when it has none; ValueError when it is damaged."""
+    """The image's saved fit state, or None when it has none; ValueError when it is damaged or
+    not a state this tool wrote. Loaded with `weights_only=True`: tensors and plain containers
+    only, so a crafted file cannot run code."""
     path = folder / STATE_FILE
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location=device, weights_only=False, mmap=mmap)
-        state["fit"]["iteration"]
+        state = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
+        check_state_layout(state)
     except Exception as error:  # noqa: BLE001 (unpickling a damaged file can raise anything)
+        reason = str(error) if isinstance(error, TypeError) else type(error).__name__
         raise ValueError(
-            f"{path}: damaged resume state ({type(error).__name__}); delete it to refit "
-            f"{folder.name} from the start"
+            f"{path}: damaged resume state, or not one this tool wrote ({reason}); delete it "
+            f"to refit {folder.name} from the start"
         ) from None
     return state
 
