@@ -45,6 +45,8 @@ STEPS = (
         "20",
         "--patience",
         "20",
+        "--precision",
+        "fp32",  # the reference's default; fp32 on the CPU is still bit for bit the old path
         "--quiet",
     ],
     [
