@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -168,3 +169,13 @@ def wait_until_free(out: Path, poll_seconds: float = 60.0) -> None:
             print(f"{out}: written by process(es) {pids}; waiting", flush=True)
             announced = True
         time.sleep(poll_seconds)
+
+
+def replace_block(text: str, name: str, content: str) -> str:
+    """`text` with what lies between `<!-- BEGIN name -->` and `<!-- END name -->` replaced by
+    `content` (a warning and `text` unchanged when there is no such block)."""
+    pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
+    if not pattern.search(text):
+        print(f"warning: no block {name} in the document")
+        return text
+    return pattern.sub(lambda m: m.group(1) + content.rstrip() + "\n" + m.group(2), text)

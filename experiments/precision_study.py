@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.common import REPO, run_images
+from experiments.common import REPO, replace_block, run_images
 from utils import image_io, run_output, selection
 
 RUNS = REPO / "devdata" / "precision"
@@ -34,6 +34,7 @@ REFERENCE, CANDIDATE = "fp32", "bf16"
 WINDOWS = (selection.TUNED_WMV.window, selection.PUBLISHED_WMV.window)
 IMAGES_FILE = "images.csv"  # per run folder: stem, height, width, noisy_psnr
 TABLE_FILE = "precision.md"  # the report, beside the rows it comes from
+DOC, DOC_BLOCK = REPO / "docs" / "REPRODUCTION.md", "precision"  # and its copy in the document
 RULES = ("best", "wmv", "fixed:auto", "last")  # what each image contributes to the table
 
 
@@ -213,6 +214,7 @@ def main(args: argparse.Namespace) -> int:
     print(text, end="")
     if args.write:
         image_io.write_text(args.results / TABLE_FILE, text)
+        image_io.write_text(DOC, replace_block(DOC.read_text(), DOC_BLOCK, text))
     return 0
 
 
@@ -222,7 +224,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, default=RUNS, help="the runs (collect)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the per-iteration rows")
     parser.add_argument(
-        "--write", action="store_true", help=f"report: also write <results>/{TABLE_FILE}"
+        "--write",
+        action="store_true",
+        help=f"report: also write <results>/{TABLE_FILE} and its block in {DOC.name}",
     )
     return parser.parse_args(argv)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -517,14 +516,6 @@ def figure_compare(
 
 
 # ----------------------------------------------------------------------------------------------
-def replace_block(text: str, name: str, content: str) -> str:
-    pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
-    if not pattern.search(text):
-        print(f"warning: no block {name} in the document")
-        return text
-    return pattern.sub(lambda m: m.group(1) + content.rstrip() + "\n" + m.group(2), text)
-
-
 def progress(runs: Path, crops: Path) -> str:
     lines = []
     for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
@@ -582,7 +573,7 @@ def main(args: argparse.Namespace) -> int:
     if doc.is_file():
         text = doc.read_text()
         for name, content in blocks.items():
-            text = replace_block(text, name, content)
+            text = common.replace_block(text, name, content)
         doc.write_text(text)
     print(q1)
     print(blocks["q4"])

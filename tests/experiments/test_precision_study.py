@@ -11,6 +11,7 @@ import pytest
 
 import run_BDN
 from experiments import precision_study
+from experiments.common import replace_block
 from tests.conftest import ROOT, make_pair
 from utils import image_io, run_output, selection
 
@@ -94,4 +95,7 @@ def test_the_committed_table_regenerates_from_results_alone():
     table = results / precision_study.TABLE_FILE
     if not table.exists():
         pytest.skip("no precision results committed")
-    assert "\n".join(precision_study.report_lines(results)) + "\n" == table.read_text()
+    text = "\n".join(precision_study.report_lines(results)) + "\n"
+    assert text == table.read_text()
+    document = precision_study.DOC.read_text()
+    assert replace_block(document, precision_study.DOC_BLOCK, text) == document
