@@ -14,13 +14,9 @@ import logging
 import sys
 from pathlib import Path
 
-from utils.openmp import wait_passively
-
-wait_passively()  # before torch loads OpenMP
-
 from models.skip import SkipConfig
 from utils import cli, cluster, early_stopping, selection
-from utils.dip import denoising, devices, planning, reconstruction, run_options
+from utils.dip import core_share, denoising, devices, planning, reconstruction, run_options
 from utils.dip.fitting import FitSettings
 
 
@@ -112,9 +108,10 @@ def main(args: argparse.Namespace) -> int:
     """Denoise every input; returns the exit code (1 if any image failed)."""
     settings = run_options.run_settings(args, args.output / denoising.WORK_FOLDER, args.network)
     devices.configure_precision(args.precision, args.device)
-    devices.use_available_cores()
     try:
-        failures = denoising.denoise(args.jobs, settings, args.output, args.keep_snapshots)
+        with core_share.sharing(1) as cores:
+            cores.use_threads()
+            failures = denoising.denoise(args.jobs, settings, args.output, args.keep_snapshots)
     except ValueError as error:
         logging.error("%s", error)
         return 2

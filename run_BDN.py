@@ -13,14 +13,10 @@ import os
 import sys
 from pathlib import Path
 
-from utils.openmp import wait_passively
-
-wait_passively()  # before torch loads OpenMP
-
 from models.skip import NET_TYPES, SkipConfig
 from utils import cli, cluster, early_stopping, original_flags
 from utils.biqan import labels
-from utils.dip import devices, dispatch, planning, reconstruction, run_options
+from utils.dip import core_share, devices, dispatch, planning, reconstruction, run_options
 from utils.dip.fitting import FitSettings
 from utils.early_stopping import EarlyStopSettings
 
@@ -294,12 +290,14 @@ def main(args: argparse.Namespace) -> int:
             reconstruction.run_record(run_settings, args.dataset_real_path, args.dataset_mean_path),
             jobs,
         )
-        with run_lock:
+        with run_lock, core_share.sharing(len(args.devices)) as cores:
             if len(args.devices) > 1:
-                failures = dispatch.reconstruct_parallel(jobs, run_settings, args.devices)
+                failures = dispatch.reconstruct_parallel(
+                    jobs, run_settings, args.devices, cores.threads()
+                )
             else:
                 devices.configure_precision(args.precision, args.device)
-                devices.use_available_cores()
+                cores.use_threads()
                 failures = reconstruction.reconstruct_folder(jobs, run_settings)
     except ValueError as error:
         logging.error("%s", error)

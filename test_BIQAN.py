@@ -21,10 +21,6 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from utils.openmp import wait_passively  # noqa: E402
-
-wait_passively()  # before Keras loads torch and its OpenMP
-
 from models import snapshot_ranker  # noqa: E402
 from utils import (  # noqa: E402
     cli,

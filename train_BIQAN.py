@@ -22,10 +22,6 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from utils.openmp import wait_passively  # noqa: E402
-
-wait_passively()  # before Keras loads torch and its OpenMP
-
 import numpy as np  # noqa: E402
 
 from models.biqan_config import ARCHITECTURES, INPUT_MODES, BiqanConfig  # noqa: E402

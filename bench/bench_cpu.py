@@ -32,8 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.skip import SkipConfig
-from utils import openmp
-from utils.dip import devices
+from utils.dip import core_share, devices
 from utils.dip.fitting import DipFit, FitSettings, build_network, grouped_network
 
 VARIANTS = {  # name -> (precision, memory format, compiled)
@@ -170,42 +169,46 @@ def profile(size: int, variant: str, steps: int = 3) -> list[str]:
     ]
 
 
-def worker_speed(size: int, variant: str, iterations: int) -> float:
-    """Seconds per step of one fit over `iterations` steps, threads as run_BDN.py chooses them."""
-    devices.use_available_cores()
-    fit = make_fit(size, 1, variant)
-    fit.step()
-    return sum(timed(fit.step) for _ in range(iterations)) / iterations
+SHARING = ("all cores", "core_share")  # how a command picks its threads: before, and now
+
+
+def worker_speed(size: int, variant: str, iterations: int, sharing: str) -> float:
+    """Seconds per step of one fit over `iterations` steps, with threads picked as `sharing`
+    says: every core this process may use (torch's own choice, before `core_share`), or the
+    cores shared with the other commands registered (run_BDN.py's and denoise.py's now)."""
+    with core_share.sharing(1) as cores:
+        torch.set_num_threads(
+            devices.available_cores() if sharing == SHARING[0] else cores.threads()
+        )
+        fit = make_fit(size, 1, variant)
+        fit.step()
+        return sum(timed(fit.step) for _ in range(iterations)) / iterations
 
 
 def contention(size: int, variant: str, iterations: int) -> list[str]:
-    """One fit alone, then two started at once (separate processes, as two commands would be,
-    each with the threads run_BDN.py gives it): each one's speed as a share of its speed alone,
-    with libgomp's default spinning and with passive waiting (`utils.openmp`)."""
-    command = [sys.executable, "-m", "bench.bench_cpu", "--worker", str(size), variant]
-    command.append(str(iterations))
+    """One fit alone, then two started at once (separate processes, as two commands would be):
+    each one's speed as a share of the speed alone, with threads picked as each of `SHARING`."""
+    environment = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
     rows = []
-    for policy in (None, openmp.WAIT_POLICY):
-        environment = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")
-        } | ({} if policy is None else {"OMP_WAIT_POLICY": policy})
+    for sharing in SHARING:
+        command = [sys.executable, "-m", "bench.bench_cpu", "--worker", str(size), variant]
+        command += [str(iterations), sharing]
 
-        def start(environment=environment):
+        def start(command=command):
             return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment)
 
         alone = float(start().communicate()[0])
         pair = [start(), start()]
         together = [float(process.communicate()[0]) for process in pair]
         shares = " | ".join(f"{alone / each:.0%}" for each in together)
-        rows.append(f"| {size} | {variant} | {policy or 'unset'} | {alone:.3f} s | {shares} |")
+        rows.append(f"| {size} | {variant} | {sharing} | {alone:.3f} s | {shares} |")
     return rows
 
 
 def main(args: argparse.Namespace) -> int:
     if args.worker:
-        print(worker_speed(int(args.worker[0]), args.worker[1], int(args.worker[2])))
+        size, variant, iterations, sharing = args.worker
+        print(worker_speed(int(size), variant, int(iterations), sharing))
         return 0
     print(f"{cpu_name()}; torch {torch.__version__}")
     if args.profile:
@@ -218,7 +221,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.contention:
         print(
-            "\n| size | variant | OMP_WAIT_POLICY | alone, s/iteration | first of two at once | second |"
+            "\n| size | variant | threads | alone, s/iteration | first of two at once | second |"
             "\n|---|---|---|---|---|---|"
         )
         print("\n".join(contention(args.contention, "bf16-cl", args.iterations)))
@@ -246,7 +249,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--contention", type=int, metavar="SIZE", help="two commands at once instead"
     )
     parser.add_argument("--iterations", type=int, default=20, help="steps per --contention process")
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

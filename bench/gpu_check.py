@@ -722,7 +722,12 @@ def run_extras(
             )
             start = time.monotonic()
             if len(worker_devices) > 1:
-                failures = dispatch.reconstruct_parallel(crops, settings, worker_devices)
+                failures = dispatch.reconstruct_parallel(
+                    crops,
+                    settings,
+                    worker_devices,
+                    max(1, devices.available_cores() // len(worker_devices)),
+                )
             else:
                 devices.configure_precision(precision, device)
                 failures = reconstruction.reconstruct_folder(crops, settings)

@@ -40,7 +40,7 @@ def test_two_workers_give_the_files_of_one_process(tmp_path):
     jobs = planning.plan_jobs(tmp_path / "real", tmp_path / "mean")
     assert reconstruction.reconstruct_folder(jobs, settings(tmp_path / "one")) == []
     failures = dispatch.reconstruct_parallel(
-        jobs, settings(tmp_path / "two"), [torch.device("cpu"), torch.device("cpu")]
+        jobs, settings(tmp_path / "two"), [torch.device("cpu"), torch.device("cpu")], threads=1
     )
     assert failures == []
     assert metrics_of(tmp_path / "two") == metrics_of(tmp_path / "one")

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import run_BDN
 from models.skip import SkipConfig
-from tests.conftest import ROOT, make_pair
-from utils.dip import devices, run_options
+from tests.conftest import make_pair
+from utils.dip import core_share, devices, run_options
 from utils.dip.fitting import DipFit, FitSettings, build_network, channels_last, grouped_network
 
 TINY = SkipConfig(input_depth=8, channels_down=8, channels_up=8, num_scales=2)
@@ -121,44 +120,53 @@ def test_a_rerun_with_auto_keeps_the_runs_precision(tmp_path):
         ({"OMP_NUM_THREADS": "junk"}, None),
     ],
 )
-def test_threads_follow_the_cores_this_process_owns(environment, cores):
+def test_available_cores_follow_affinity_slurm_and_omp(environment, cores):
     owned = len(os.sched_getaffinity(0))
-    expected = owned if cores is None else min(cores, owned)
-    assert devices.available_cores(environment) == expected
-    assert devices.threads_per_worker(2, environment) == max(1, expected // 2)
+    assert devices.available_cores(environment) == (owned if cores is None else min(cores, owned))
 
 
-SPY_ON_TORCH = """
-import builtins, os, sys
-seen = []
-real_import = builtins.__import__
-def spy(name, *args, **kwargs):
-    if name.split(".")[0] == "torch" and "torch" not in sys.modules and not seen:
-        seen.append(os.environ.get("OMP_WAIT_POLICY"))
-    return real_import(name, *args, **kwargs)
-builtins.__import__ = spy
-import {script}
-# torch not loaded yet: it will load with the environment as it is now
-print(seen[0] if seen else os.environ.get("OMP_WAIT_POLICY"))
-"""
+def test_commands_on_the_same_cores_share_them(tmp_path):
+    owned = devices.available_cores({})
+    first = core_share.CoreShare(tmp_path, workers=1)
+    first.register()
+    assert first.threads({}) == owned
+    second = core_share.CoreShare(tmp_path, workers=1)
+    second.register()
+    assert first.threads({}) == second.threads({}) == max(1, owned // 2)
+    second.release()
+    assert first.threads({}) == owned
+    two_workers = core_share.CoreShare(tmp_path, workers=2)
+    two_workers.register()
+    assert two_workers.threads({}) == max(1, owned // 3)
+    two_workers.release()
+    first.release()
+    assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("script", ["run_BDN", "denoise", "train_BIQAN", "test_BIQAN"])
-@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_openmp_waits_passively_unless_told_before_torch_loads(script, given, expected):
-    environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    environment |= {"KERAS_BACKEND": "torch"} | (
-        {} if given is None else {"OMP_WAIT_POLICY": given}
+def test_gone_commands_and_other_cores_do_not_count(tmp_path):
+    (tmp_path / "gone.json").write_text(
+        json.dumps({"cores": sorted(core_share.own_cores()), "workers": 4})
     )
-    result = subprocess.run(
-        [sys.executable, "-c", SPY_ON_TORCH.format(script=script)],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.stdout.strip().splitlines()[-1] == expected, result.stderr[-2000:]
+    other = tmp_path / "other.json"
+    with open(other, "w") as stream:
+        fcntl.flock(stream, fcntl.LOCK_EX)
+        stream.write(json.dumps({"cores": [max(core_share.own_cores()) + 1], "workers": 4}))
+        stream.flush()
+        share = core_share.CoreShare(tmp_path, workers=1)
+        share.register()
+        assert share.threads({}) == devices.available_cores({})
+        assert not (tmp_path / "gone.json").exists() and other.exists()
+        share.release()
+
+
+def test_nothing_to_share_means_no_registration_and_no_wait(tmp_path):
+    with core_share.sharing(devices.available_cores(), tmp_path, settle=30) as share:
+        assert share.path is None and share.threads() >= 1
+    unwritable = tmp_path / "file"
+    unwritable.write_text("")
+    share = core_share.CoreShare(unwritable / "registry", workers=1)
+    share.register()
+    assert share.path is None and share.threads({}) >= 1
 
 
 @pytest.mark.parametrize(

@@ -86,19 +86,6 @@ def available_cores(environ: Mapping[str, str] = os.environ) -> int:
     return min(limits)
 
 
-def threads_per_worker(workers: int, environ: Mapping[str, str] = os.environ) -> int:
-    """Torch threads of each of `workers` CPU processes: the available cores shared out, at
-    least one each (more threads than cores slows every process sharing them)."""
-    return max(1, available_cores(environ) // workers)
-
-
-def use_available_cores() -> int:
-    """Set torch's thread count to the cores this one process may use; returns it."""
-    threads = threads_per_worker(1)
-    torch.set_num_threads(threads)
-    return threads
-
-
 def bf16_instructions(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's bf16 instruction set, the one oneDNN's bf16 kernels use: 'amx_bf16',
     'avx512_bf16', or '' (none, or not Linux). Two CPUs with different ones round bf16 fits

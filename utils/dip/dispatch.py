@@ -46,15 +46,16 @@ def reconstruct_parallel(
     jobs: list[planning.ImageJob],
     settings: planning.RunSettings,
     worker_devices: list[torch.device],
+    threads: int,
 ) -> list[tuple[Path, str]]:
-    """Fit every unfinished job on `worker_devices` (one process each); returns the failures."""
+    """Fit every unfinished job on `worker_devices` (one process each, `threads` torch threads
+    each); returns the failures."""
     images, failures = planning.prepare_all(jobs, settings)
     groups = [[image.job for image in group] for group in planning.make_groups(images, settings)]
     context = multiprocessing.get_context("spawn")
     job_queue, results = context.Queue(), context.Queue()
     for group in groups:
         job_queue.put(group)
-    threads = devices.threads_per_worker(len(worker_devices))
     processes = []
     for device in worker_devices:
         job_queue.put(None)
