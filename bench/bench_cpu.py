@@ -118,16 +118,20 @@ def cpu_name() -> str:
     return f"{model} ({extras}), {os.cpu_count()} cores"
 
 
-def speed_table(args: argparse.Namespace) -> list[str]:
+def gemm_rates(threads: list[int]) -> dict[int, dict[str, float]]:
+    """Threads -> precision -> FLOP/s of a large matrix product (the limit's denominator)."""
+    rates = {}
+    for count in threads:
+        torch.set_num_threads(count)
+        rates[count] = {"fp32": gemm_rate(torch.float32), "bf16": gemm_rate(torch.bfloat16)}
+    return rates
+
+
+def speed_table(args: argparse.Namespace, rates: dict[int, dict[str, float]]) -> list[str]:
     """Markdown rows: size, threads, images, each variant's ms/iteration and ratio, the limits."""
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        rates = {"fp32": gemm_rate(torch.float32), "bf16": gemm_rate(torch.bfloat16)}
-        print(
-            f"# {threads} thread(s): GEMM {rates['fp32'] / 1e9:.0f} GFLOP/s fp32, {rates['bf16'] / 1e9:.0f} bf16",
-            flush=True,
-        )
         for size in args.sizes:
             for images in args.images:
                 if size * size * images > MAX_PIXELS:
@@ -141,8 +145,11 @@ def speed_table(args: argparse.Namespace) -> list[str]:
                     else f"{seconds[variant] * 1e3:.0f} ms"
                     for variant in args.variants
                 ]
-                limit = f"{flops / rates['fp32'] * 1e3:.0f} / {flops / rates['bf16'] * 1e3:.0f} ms"
-                row = f"| {size} | {threads} | {images} | {' | '.join(cells)} | {flops / 1e9:.1f} | {limit} |"
+                limits = [flops / rates[threads][name] * 1e3 for name in ("fp32", "bf16")]
+                row = (
+                    f"| {size} | {threads} | {images} | {' | '.join(cells)} | {flops / 1e9:.1f} | "
+                    f"{limits[0]:.0f} / {limits[1]:.0f} ms |"
+                )
                 print(row, flush=True)
                 rows.append(row)
     return rows
@@ -226,10 +233,15 @@ def main(args: argparse.Namespace) -> int:
         )
         print("\n".join(contention(args.contention, "bf16-cl", args.iterations)))
         return 0
+    rates = gemm_rates(args.threads)
+    for threads, rate in rates.items():
+        print(
+            f"GEMM, {threads} thread(s): {rate['fp32'] / 1e9:.0f} GFLOP/s fp32, {rate['bf16'] / 1e9:.0f} bf16"
+        )
     header = " | ".join(args.variants)
     print(f"\n| size | threads | images | {header} | GFLOP/iteration | limit fp32 / bf16 |")
     print("|---" * (len(args.variants) + 5) + "|")
-    speed_table(args)
+    speed_table(args, rates)
     return 0
 
 
