@@ -27,7 +27,7 @@ import run_BDN  # noqa: E402
 import test_BIQAN  # noqa: E402
 from models import biqan  # noqa: E402
 from tests.biqan.helpers import write_fake_image_folder  # noqa: E402
-from utils import image_io, run_output, selection  # noqa: E402
+from utils import early_stopping, image_io, run_output, selection  # noqa: E402
 
 SIZE = 64
 PEAK = 0.3
@@ -150,23 +150,34 @@ def test_offline_pick_is_the_best_score_after_start_index(checkpoint, tmp_path):
 def test_online_pick_is_the_best_score_so_far_and_offline_agrees(checkpoint, tmp_path):
     """A dark image: the raw DIP output's red level falls from about 0.5 through PEAK, so the
     scores rise then fall. The online rule picks the best-scored snapshot and stops `patience`
-    snapshots later; test_BIQAN.py from the same snapshot (`--start_index`) picks the same."""
+    snapshots later; both skip the first `selection.START_INDEX` snapshots, as test_BIQAN.py's
+    default `--start_index` does, and test_BIQAN.py picks the same."""
     noisy = np.clip(0.08 + np.random.default_rng(0).normal(0.0, 0.03, (SIZE, SIZE, 3)), 0.0, 1.0)
     image_io.write_png(tmp_path / "real" / "dark.png", noisy)
     argv = ["--dataset_real_path", str(tmp_path / "real"), "--output_path", str(tmp_path / "run")]
     argv += ["--input_depth", "8", "--channels", "16", "--num_scales", "3", "--gpu_id", "cpu"]
-    argv += ["--num_iter", "200", "--save_iter", "2", "--exp_weight", "0", "--quiet"]
+    argv += ["--num_iter", "200", "--save_iter", "1", "--exp_weight", "0", "--quiet"]
     argv += ["--early_stop", "biqan", "--pre_trained_model", str(checkpoint), "--patience", "10"]
     assert run_BDN.main(run_BDN.parse_args(argv)) == 0
     summary = json.loads((tmp_path / "run" / "dark" / "summary.json").read_text())
     metrics = run_output.read_metrics(tmp_path / "run" / "dark")
     iterations = list(metrics.iteration)
     scores = [expected_score(image_io.read_rgb(path)) for path in metrics.snapshot_paths()]
-    best = int(np.argmax(scores))
-    assert 0 < best < len(scores) - 1 and max(scores) > 9, scores
+    start = selection.START_INDEX
+    best = start + int(np.argmax(scores[start:]))
+    assert start < best < len(scores) - 1 and max(scores[start:]) > 9, scores
     assert summary["picked_iteration"] == iterations[best]
     assert summary["stop_iteration"] == iterations[best] + 10 == iterations[-1]
-    (row,) = select(
-        tmp_path / "run", tmp_path / "offline", checkpoint, "--start_index", "0"
-    ).values()
+    (row,) = select(tmp_path / "run", tmp_path / "offline", checkpoint).values()
     assert int(row["picked_iteration"]) == iterations[best]
+
+
+def test_online_biqan_skips_the_snapshots_test_biqan_skips(checkpoint):
+    """The online rule considers the snapshots test_BIQAN.py's default --start_index keeps: a
+    score that is highest on the first snapshot is not picked."""
+    settings = early_stopping.EarlyStopSettings(rule="biqan", model_path=checkpoint, patience=3)
+    (stopper,) = early_stopping.make_stoppers(settings, [np.zeros((SIZE, SIZE, 3))])
+    for index in range(selection.START_INDEX + 2):
+        level = PEAK if index == 0 else 0.9  # PEAK scores best, 0.9 far worse
+        stopper.push(10 * (index + 1), np.full((SIZE, SIZE, 3), level))
+    assert stopper.pick_iteration == 10 * (selection.START_INDEX + 1)

@@ -248,4 +248,4 @@ def make_stoppers(settings: EarlyStopSettings, noisy: list[np.ndarray]) -> list[
             for image in noisy
         ]
     score = biqan_scorer(settings.model_path)
-    return [BestScoreStopper(score, settings.patience) for _ in noisy]
+    return [BestScoreStopper(score, settings.patience, selection.START_INDEX) for _ in noisy]
