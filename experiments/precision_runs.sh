@@ -10,33 +10,15 @@
 # PolyU crops (every 5th pair by name, seed 0), the CC crops at seeds 1 and 2; then at 128 px the
 # CC crops at seed 0. 1200 iterations, a snapshot every 20.
 # Runs go to devdata/precision/<size>px/<precision>/<set>_s<seed>.
-# Environment: PY (default .venv/bin/python), CODE (a frozen copy of the repository whose
-# run_BDN.py is run; default this checkout's HEAD, exported once), ITERATIONS (1200).
+# Environment: PY, CODE (experiments/runs_setup.sh), ITERATIONS (1200).
 set -u
 main() {
-    cd "$(dirname "$0")/.."
-    PY=${PY:-$PWD/.venv/bin/python}
-    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=$PWD
-    mkdir -p devdata/logs
-    if [ -z "${CODE:-}" ]; then
-        CODE=devdata/code/$(git rev-parse --short HEAD)
-        if [ ! -f "$CODE/run_BDN.py" ]; then mkdir -p "$CODE" && git archive HEAD | tar -x -C "$CODE"; fi
-    fi
-    for size in 64 128; do
-        [ -d "devdata/crops$size/CC" ] || "$PY" experiments/prepare_data.py --data ../shared/data \
-            --out "devdata/crops$size" --size "$size" > "devdata/logs/prepare_data_$size.log"
-    done
+    . "$(dirname "$0")/runs_setup.sh"
+    runs_setup
+    prepare_crops 64 128
     # subset SIZE SET: the folder of the pairs of SET (PolyU20: every 5th PolyU pair; CC: all)
     subset() {
-        local crops=devdata/crops$1 folder=devdata/crops$1/$2 dataset every
-        dataset=$([ "$2" = PolyU20 ] && echo PolyU || echo CC)
-        every=$([ "$2" = PolyU20 ] && echo 5 || echo 1)
-        mkdir -p "$folder/real" "$folder/mean"
-        for real in $(ls "$crops/$dataset/real" | awk -v every="$every" 'NR % every == 1 || every == 1'); do
-            cp -n "$crops/$dataset/real/$real" "$folder/real/"
-            cp -n "$crops/$dataset/mean/${real%.*}".* "$folder/mean/"
-        done
-        echo "$folder"
+        if [ "$2" = PolyU20 ]; then crop_subset "$1" "$2" PolyU 5 20; else crop_subset "$1" "$2" CC 1 100; fi
     }
     # run SIZE SET SEED PRECISION
     run() {

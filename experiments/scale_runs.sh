@@ -12,33 +12,15 @@
 # Two streams, one thread each (one per core): CC first (the report set), then PolyU.
 # Runs go to devdata/scale/<size>px/auto/<set>_s<seed>; `collect` copies their per-iteration
 # rows (no pixels) under results/scale, which is committed.
-# Environment: PY (default .venv/bin/python), CODE (a frozen copy of the repository whose
-# run_BDN.py is run; default this checkout's HEAD, exported once), ITERATIONS (3000).
+# Environment: PY, CODE (experiments/runs_setup.sh), ITERATIONS (3000).
 set -u
 main() {
-    cd "$(dirname "$0")/.."
-    PY=${PY:-$PWD/.venv/bin/python}
-    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=$PWD
-    mkdir -p devdata/logs
-    if [ -z "${CODE:-}" ]; then
-        CODE=devdata/code/$(git rev-parse --short HEAD)
-        if [ ! -f "$CODE/run_BDN.py" ]; then mkdir -p "$CODE" && git archive HEAD | tar -x -C "$CODE"; fi
-    fi
-    for size in 256 512; do
-        [ -d "devdata/crops$size/CC" ] || "$PY" experiments/prepare_data.py --data ../shared/data \
-            --out "devdata/crops$size" --size "$size" > "devdata/logs/prepare_data_$size.log"
-    done
+    . "$(dirname "$0")/runs_setup.sh"
+    runs_setup
+    prepare_crops 256 512
     # subset SIZE SET: the folder of the pairs of SET (PolyU30: every 3rd PolyU pair; CC: all)
     subset() {
-        local crops=devdata/crops$1 folder=devdata/crops$1/$2 dataset every
-        dataset=$([ "$2" = PolyU30 ] && echo PolyU || echo CC)
-        every=$([ "$2" = PolyU30 ] && echo 3 || echo 1)
-        mkdir -p "$folder/real" "$folder/mean"
-        for real in $(ls "$crops/$dataset/real" | awk -v every="$every" 'NR % every == 1 || every == 1' | head -n 30); do
-            cp -n "$crops/$dataset/real/$real" "$folder/real/"
-            cp -n "$crops/$dataset/mean/${real%.*}".* "$folder/mean/"
-        done
-        echo "$folder"
+        if [ "$2" = PolyU30 ]; then crop_subset "$1" "$2" PolyU 3 30; else crop_subset "$1" "$2" CC 1 100; fi
     }
     # run SIZE SET SEED
     run() {

@@ -7,18 +7,11 @@
 #
 # Two streams, one per core: the 5 CC crops, then the first POLYU_128 PolyU crops of the
 # every-10th subset from offset 0 at 128px; the first POLYU_96 of that subset at 96px.
-# Environment: PY (default .venv/bin/python), CODE (a frozen copy of the repository whose
-# run_BDN.py is run; default this checkout's HEAD, exported once), POLYU_96 (10), POLYU_128 (4).
+# Environment: PY, CODE (experiments/runs_setup.sh), POLYU_96 (10), POLYU_128 (4).
 set -u
 main() {
-    cd "$(dirname "$0")/.."
-    PY=${PY:-$PWD/.venv/bin/python}
-    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=$PWD
-    mkdir -p devdata/logs
-    if [ -z "${CODE:-}" ]; then
-        CODE=devdata/code/$(git rev-parse --short HEAD)
-        if [ ! -f "$CODE/run_BDN.py" ]; then mkdir -p "$CODE" && git archive HEAD | tar -x -C "$CODE"; fi
-    fi
+    . "$(dirname "$0")/runs_setup.sh"
+    runs_setup
     # run SIZE DATASET COUNT ITERATIONS: the first COUNT pairs (sorted by name) of the subset
     run() {
         local crops=devdata/crops$1 subset
@@ -35,10 +28,7 @@ main() {
             --dataset_mean_path "$subset/mean" --output_path "$out" --num_iter "$4" --save_iter 20 \
             --seed 0 --init_from scratch --gpu_id cpu --quiet --show_iter 400
     }
-    for size in 96 128; do
-        [ -d "devdata/crops$size/CC" ] || "$PY" experiments/prepare_data.py --data ../shared/data \
-            --out "devdata/crops$size" --size "$size" > "devdata/logs/prepare_data_$size.log"
-    done
+    prepare_crops 96 128
     (run 96 CC 5 1200; run 128 CC 5 2400; run 128 PolyU "${POLYU_128:-4}" 2000) &
     run 96 PolyU "${POLYU_96:-10}" 2000
     wait

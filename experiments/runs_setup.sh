@@ -1,0 +1,37 @@
+# Sourced by the run scripts of experiments/ (precision_runs.sh, scale_runs.sh, size_runs.sh).
+#
+# runs_setup: go to the repository, one thread per process, devdata/logs, PY (default
+# .venv/bin/python) and CODE (a frozen copy of the repository whose run_BDN.py the runs use, so
+# that edits to the checkout cannot change running experiments; default this checkout's HEAD,
+# exported once).
+runs_setup() {
+    cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+    PY=${PY:-$PWD/.venv/bin/python}
+    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=$PWD
+    mkdir -p devdata/logs
+    if [ -z "${CODE:-}" ]; then
+        CODE=devdata/code/$(git rev-parse --short HEAD)
+        if [ ! -f "$CODE/run_BDN.py" ]; then mkdir -p "$CODE" && git archive HEAD | tar -x -C "$CODE"; fi
+    fi
+}
+
+# prepare_crops SIZE...: the centre crops of every PolyU and CC pair at each size, once.
+prepare_crops() {
+    local size
+    for size in "$@"; do
+        [ -d "devdata/crops$size/CC" ] || "$PY" experiments/prepare_data.py --data ../shared/data \
+            --out "devdata/crops$size" --size "$size" > "devdata/logs/prepare_data_$size.log"
+    done
+}
+
+# crop_subset SIZE NAME DATASET EVERY COUNT: prints the folder devdata/crops<SIZE>/<NAME> holding
+# every EVERY-th pair (by name, from the first) of DATASET's crops, at most COUNT of them.
+crop_subset() {
+    local crops=devdata/crops$1 folder=devdata/crops$1/$2 real
+    mkdir -p "$folder/real" "$folder/mean"
+    for real in $(ls "$crops/$3/real" | awk -v every="$4" 'NR % every == 1 || every == 1' | head -n "$5"); do
+        cp -n "$crops/$3/real/$real" "$folder/real/"
+        cp -n "$crops/$3/mean/${real%.*}".* "$folder/mean/"
+    done
+    echo "$folder"
+}
