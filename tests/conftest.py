@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,22 @@ def unpack_commit(commit: str, folder: Path, *paths: str) -> Path:
 
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def run_bdn_process(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """run_BDN.py in a fresh process (one thread, no bytecode written), its output captured."""
+    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_BDN.py"), *argv],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        **kwargs,
+    )
+
 
 # The tests fit tiny networks: one thread is as fast and avoids oversubscribing a busy machine
 # (the scripts take their thread count from OMP_NUM_THREADS, `devices.available_cores`).

@@ -7,10 +7,8 @@ nothing is written outside the output folder; the good images are all done.
 
 from __future__ import annotations
 
-import os
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import numpy as np
 import pytest
 
 import run_BDN
-from tests.conftest import ROOT
+from tests.conftest import run_bdn_process
 from utils import image_io
 from utils.dip import planning
 
@@ -127,16 +125,8 @@ def test_every_generated_file_is_prepared_or_one_line_naming_it(fuzz_folder, tmp
 
 
 def end_to_end(folder: Path, output: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(ROOT / "run_BDN.py"), "--dataset_real_path", str(folder)]
-    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run(
-        [*command, "--output_path", str(output), *TINY],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    return run_bdn_process(
+        ["--dataset_real_path", str(folder), "--output_path", str(output), *TINY]
     )
 
 

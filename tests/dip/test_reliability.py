@@ -23,7 +23,7 @@ import denoise
 import generator_dataset
 import run_BDN
 from models.skip import SkipConfig, SkipNet
-from tests.conftest import ROOT, make_pair, smooth_image
+from tests.conftest import ROOT, make_pair, run_bdn_process, smooth_image
 from utils import image_io
 from utils.dip import networks, reconstruction, run_guard, snapshots
 
@@ -53,21 +53,6 @@ def bdn_argv(folder: Path, output: Path, *extra: str, clean: bool = True) -> lis
 
 def run(folder: Path, output: Path, *extra: str, clean: bool = True) -> int:
     return run_BDN.main(run_BDN.parse_args(bdn_argv(folder, output, *extra, clean=clean)))
-
-
-def subprocess_run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
-    """run_BDN.py in a fresh process (one thread, no bytecode written)."""
-    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run_BDN.py"), *argv],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        **kwargs,
-    )
 
 
 def save_tiny_network(path: Path, channels: int, output_channels: int = 3) -> None:
@@ -312,7 +297,7 @@ def fsize_limit(limit: int):
 def test_file_too_large_is_one_line_per_image_and_every_image_is_tried(pairs, tmp_path):
     """`ulimit -f`: snapshots (about 10 kB) fit, the network file (about 100 kB) does not."""
     output = tmp_path / "out"
-    result = subprocess_run(bdn_argv(pairs, output), preexec_fn=fsize_limit(40_000))
+    result = run_bdn_process(bdn_argv(pairs, output), preexec_fn=fsize_limit(40_000))
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     for stem in ("a", "b"):
