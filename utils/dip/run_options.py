@@ -101,8 +101,8 @@ def recorded_precision(output_path: Path | None) -> str | None:
 
 def resolve_precision(precision: str, device: torch.device, output_path: Path | None = None) -> str:
     """--precision: as given; 'auto' keeps the precision of the run already in `output_path`
-    (a resumed run keeps its numbers), else bf16 where `native_bf16` (within 0.05 dB of fp32 in
-    DIP's best PSNR, docs/REPRODUCTION.md), else fp32."""
+    (a resumed run keeps its numbers), else bf16 where `native_bf16` (paired runs show no loss
+    of DIP's best PSNR against fp32: docs/REPRODUCTION.md section 8), else fp32."""
     if precision != AUTO_PRECISION:
         return precision
     recorded = recorded_precision(output_path)
