@@ -9,7 +9,8 @@
 # in the same order, so that the pairs complete together: at 64 px the 5 CC crops at seed 0, 20
 # PolyU crops (every 5th pair by name, seed 0), the CC crops at seeds 1 and 2; then at 128 px the
 # CC crops at seed 0. 1200 iterations, a snapshot every 20.
-# Runs go to devdata/precision/<size>px/<precision>/<set>_s<seed>.
+# Runs go to devdata/precision/<size>px/<precision>/<set>_s<seed> (bf16-autocast: the plain
+# autocast runs of an earlier commit, before BatchNorm and the head were kept in fp32).
 # Environment: PY, CODE (experiments/runs_setup.sh), ITERATIONS (1200).
 set -u
 main() {

@@ -9,11 +9,13 @@ Two actions:
 `devdata/precision/<size>px/<precision>/<set>_s<seed>/`) and writes, per image, its metrics.csv
 rows plus the window variances the WMV rule uses (computed from the snapshots with
 `selection.WmvTracker`), under `results/precision/` in the same layout: per-iteration numbers
-only, no pixels. `report` needs nothing else: for every image run in both precisions it takes
-DIP's best PSNR and best iteration over test_BIQAN.py's candidates (the snapshots from
+only, no pixels. The layout's <precision> is a variant: `fp32`, `bf16` (the shipped bf16:
+autocast with BatchNorm and the output head in fp32) and `bf16-autocast` (plain autocast, the
+bf16 before it). `report` needs nothing else: for every image run in fp32 and in a variant it
+takes DIP's best PSNR and best iteration over test_BIQAN.py's candidates (the snapshots from
 `selection.START_INDEX`), and the PSNR each shipped rule picks (the default `wmv`, `fixed:auto`,
-`last`), and prints the paired differences bf16 - fp32: mean, standard deviation and the worst
-image, by size and set, as the markdown table of docs/REPRODUCTION.md.
+`last`), and prints the paired differences variant - fp32 (mean, standard deviation, lowest and
+highest) by size and set, as the markdown table of docs/REPRODUCTION.md.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from utils import image_io, run_output, selection
 
 RUNS = REPO / "devdata" / "precision"
 RESULTS = REPO / "results" / "precision"
-REFERENCE, CANDIDATE = "fp32", "bf16"
+REFERENCE = "fp32"  # every other variant is compared with it
 WINDOWS = (selection.TUNED_WMV.window, selection.PUBLISHED_WMV.window)
 IMAGES_FILE = "images.csv"  # per run folder: stem, height, width, noisy_psnr
 TABLE_FILE = "precision.md"  # the report, beside the rows it comes from
@@ -147,9 +149,9 @@ def differences(table: pd.DataFrame, keys: list[str], side: str, first, second) 
     return (groups[second].loc[common, columns] - groups[first].loc[common, columns]).reset_index()
 
 
-def paired_differences(table: pd.DataFrame) -> pd.DataFrame:
-    """bf16 - fp32 of every outcome, one row per image run done in both precisions."""
-    return differences(table, ["size", "set", "seed", "stem"], "precision", REFERENCE, CANDIDATE)
+def paired_differences(table: pd.DataFrame, candidate: str) -> pd.DataFrame:
+    """`candidate` - fp32 of every outcome, one row per image run done in both."""
+    return differences(table, ["size", "set", "seed", "stem"], "precision", REFERENCE, candidate)
 
 
 def seed_differences(table: pd.DataFrame) -> pd.DataFrame:
@@ -184,7 +186,7 @@ def table_rows(paired: pd.DataFrame, what: str) -> list[str]:
 
 
 def report_lines(results: Path) -> list[str]:
-    """The markdown table: bf16 - fp32 by size and set, and fp32 seed s - seed 0 beside it."""
+    """The markdown table: each variant - fp32 by size and set, and fp32 seed s - seed 0."""
     table = outcomes(results)
     header = ["difference", "size", "set", "image runs"]
     header += [f"{rule} PSNR (dB)" for rule in RULES] + ["best iteration"]
@@ -197,10 +199,11 @@ def report_lines(results: Path) -> list[str]:
     ]
     if table.empty:
         return [*lines, "| (no image run yet) |"]
-    for paired, what in (
-        (paired_differences(table), f"{CANDIDATE} - {REFERENCE}"),
+    candidates = sorted(set(table["precision"]) - {REFERENCE})
+    for paired, what in [
+        *[(paired_differences(table, name), f"{name} - {REFERENCE}") for name in candidates],
         (seed_differences(table), f"{REFERENCE} seed s - seed 0"),
-    ):
+    ]:
         if not paired.empty:
             lines += table_rows(paired, what)
     return lines
