@@ -4,7 +4,8 @@ the arithmetic limit, where the time goes, and two commands sharing the machine.
 Variants (each a `DipFit` step, the loop of run_BDN.py):
   fp32-nchw   today's CPU default before the fast path (fp32, NCHW)
   fp32-cl     fp32, channels-last
-  bf16-cl     bfloat16 autocast, channels-last (`--precision bf16`, `auto` on AVX512-BF16/AMX)
+  bf16-cl     bfloat16 autocast with BatchNorm and the head in fp32, channels-last
+              (`--precision bf16`)
   bf16-cl-compiled   the same under torch.compile
 Times are the minimum over --repeats steps after one warm-up step, the variants interleaved,
 so that a machine that gets busier slows them alike; each ratio is to fp32-nchw measured in the

@@ -61,7 +61,8 @@ def configure_precision(precision: str, device: torch.device) -> None:
 
     fp32 turns TF32 off (PyTorch leaves it on for cuDNN convolutions by default); tf32 turns it
     on for convolutions and matrix products; bf16 runs the network under bfloat16 autocast
-    (done by the fit loop) with TF32 off for the rest.
+    (done by the fit loop; BatchNorm and the head stay fp32, `models.skip`) with TF32 off for
+    the rest.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

@@ -120,7 +120,7 @@ def add_precision_flag(group: Any) -> None:
         default=AUTO_PRECISION,
         help="auto: the precision of the run being resumed, else bf16 where the device computes "
         "it natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX), else fp32; fp32, tf32 or "
-        "bf16 (autocast) to choose (default: %(default)s)",
+        "bf16 (autocast; BatchNorm and the output in fp32) to choose (default: %(default)s)",
     )
 
 
