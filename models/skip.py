@@ -70,14 +70,15 @@ class SkipConfig:
 
 
 class BatchNorm(nn.BatchNorm2d):
-    """BatchNorm computed in fp32 whatever autocast says: bf16's 8-bit mantissa in the
-    normalisation cost DIP up to 0.8 dB on clean images (docs/REPRODUCTION.md, section 8). The
-    next convolution takes its input back to bf16. Without autocast it is nn.BatchNorm2d, bit
-    for bit, with the same parameters and state."""
+    """BatchNorm computed in its parameters' precision (fp32, or float64 in the tests) whatever
+    autocast says: bf16's 8-bit mantissa in the normalisation cost DIP up to 0.8 dB on clean
+    images (docs/REPRODUCTION.md, section 8). The next convolution takes its input back to
+    bf16. Without autocast it is nn.BatchNorm2d, bit for bit, with the same parameters and
+    state."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            return super().forward(x.float())
+            return super().forward(x.to(self.weight.dtype))
 
 
 def conv(
@@ -198,7 +199,7 @@ class SkipNet(nn.Module):
         section 8). Without autocast this is the plain fp32 network, bit for bit."""
         features = self.body(x)
         with torch.autocast(features.device.type, enabled=False):
-            return self.head(features.float())
+            return self.head(features.to(self.head[0].weight.dtype))
 
 
 def count_parameters(net: nn.Module) -> int:
