@@ -145,12 +145,12 @@ def test_commands_on_the_same_cores_share_them(tmp_path):
 
 def test_gone_commands_and_other_cores_do_not_count(tmp_path):
     (tmp_path / "gone.json").write_text(
-        json.dumps({"cores": sorted(core_share.own_cores()), "workers": 4})
+        json.dumps({"cores": sorted(devices.own_cores()), "workers": 4})
     )
     other = tmp_path / "other.json"
     with open(other, "w") as stream:
         fcntl.flock(stream, fcntl.LOCK_EX)
-        stream.write(json.dumps({"cores": [max(core_share.own_cores()) + 1], "workers": 4}))
+        stream.write(json.dumps({"cores": [max(devices.own_cores()) + 1], "workers": 4}))
         stream.flush()
         share = core_share.CoreShare(tmp_path, workers=1)
         share.register()

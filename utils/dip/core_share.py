@@ -29,18 +29,11 @@ from pathlib import Path
 
 import torch
 
-from utils.dip.devices import available_cores
+from utils.dip.devices import available_cores, own_cores
 
 LOGGER = logging.getLogger(__name__)
 REGISTRY = Path(tempfile.gettempdir()) / "dip-core-users"
 SETTLE_SECONDS = 1.0  # a registered command waits this long, so commands started together meet
-
-
-def own_cores() -> set[int]:
-    """The cores this process may run on (all of them where affinity is unknown)."""
-    if hasattr(os, "sched_getaffinity"):
-        return set(os.sched_getaffinity(0))
-    return set(range(os.cpu_count() or 1))
 
 
 def live_entries(registry: Path, skip: Path | None = None) -> list[dict]:

@@ -75,11 +75,17 @@ def configure_precision(precision: str, device: torch.device) -> None:
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
 
 
+def own_cores() -> set[int]:
+    """The cores this process may run on (all of them where affinity is unknown)."""
+    if hasattr(os, "sched_getaffinity"):
+        return set(os.sched_getaffinity(0))
+    return set(range(os.cpu_count() or 1))
+
+
 def available_cores(environ: Mapping[str, str] = os.environ) -> int:
     """Cores this process may use (>= 1): its CPU affinity (taskset, cgroups, SLURM's binding),
     capped by SLURM_CPUS_PER_TASK and OMP_NUM_THREADS where they are set to a positive number."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    limits = [cores or 1]
+    limits = [len(own_cores())]
     for name in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
         value = environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
