@@ -185,6 +185,49 @@ def table_rows(paired: pd.DataFrame, what: str) -> list[str]:
     return [*rows, f"| {what} | all | all | {len(paired)} | " + " | ".join(cells) + " |"]
 
 
+def seed_means(table: pd.DataFrame, candidate: str) -> pd.DataFrame:
+    """Per image with at least two seeds fitted in both fp32 and `candidate`: each precision's
+    best PSNR over those seeds (mean, lowest, highest) and the difference of the means; the
+    per-image comparison that one seed cannot make, since the seed alone moves the best."""
+    best = table.pivot_table(
+        index=["size", "set", "stem", "seed"], columns="precision", values="best"
+    )
+    if candidate not in best or REFERENCE not in best:
+        return pd.DataFrame()
+    both = best[[REFERENCE, candidate]].dropna()
+    per_image = both.groupby(level=["size", "set", "stem"])
+    summary = per_image.agg(["mean", "min", "max", "count"])
+    summary = summary[summary[(REFERENCE, "count")] >= 2]
+    summary[("difference", "")] = summary[(candidate, "mean")] - summary[(REFERENCE, "mean")]
+    return summary
+
+
+def seed_mean_rows(table: pd.DataFrame, candidate: str) -> list[str]:
+    """Markdown table of `seed_means`: one row per image."""
+    summary = seed_means(table, candidate)
+    if summary.empty:
+        return []
+    lines = [
+        "",
+        f"Per image over the seeds both have (best PSNR, dB; mean [lowest, highest]), {candidate}"
+        f" - {REFERENCE}:",
+        "",
+        f"| size | set | image | seeds | {REFERENCE} | {candidate} | difference of the means |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (size, set_name, stem), row in summary.iterrows():
+        spans = [
+            f"{row[(name, 'mean')]:.2f} [{row[(name, 'min')]:.2f}, {row[(name, 'max')]:.2f}]"
+            for name in (REFERENCE, candidate)
+        ]
+        lines.append(
+            f"| {size} | {set_name} | {stem} | {int(row[(REFERENCE, 'count')])} | "
+            + " | ".join(spans)
+            + f" | {row[('difference', '')]:+.2f} |"
+        )
+    return lines
+
+
 def report_lines(results: Path) -> list[str]:
     """The markdown table: each variant - fp32 by size and set, and fp32 seed s - seed 0."""
     table = outcomes(results)
@@ -206,6 +249,8 @@ def report_lines(results: Path) -> list[str]:
     ]:
         if not paired.empty:
             lines += table_rows(paired, what)
+    for name in candidates:
+        lines += seed_mean_rows(table, name)
     return lines
 
 

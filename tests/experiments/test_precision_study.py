@@ -90,6 +90,30 @@ def test_seed_differences_pair_each_seed_with_seed_0():
     assert set(paired["best_iteration"]) == {20, 40}
 
 
+def test_seed_means_average_each_image_over_the_seeds_both_precisions_have():
+    rows = []
+    bests = {("fp32", 0): 40.0, ("fp32", 1): 41.0, ("fp32", 2): 42.0, ("bf16", 0): 39.0}
+    bests |= {("bf16", 1): 40.5}  # bf16 lacks seed 2: fp32's seed 2 must not count
+    for (precision, seed), best in bests.items():
+        rows.append(
+            {"size": 64, "precision": precision, "set": "CC", "seed": seed, "stem": "a"}
+            | {rule: best for rule in precision_study.RULES}
+            | {"best_iteration": 600}
+        )
+    one_seed = {"size": 64, "set": "CC", "seed": 0, "stem": "b", "best_iteration": 600}
+    rows += [
+        one_seed | {"precision": name} | dict.fromkeys(precision_study.RULES, 30.0)
+        for name in ("fp32", "bf16")
+    ]
+    summary = precision_study.seed_means(pd.DataFrame(rows), "bf16")
+    assert list(summary.index) == [(64, "CC", "a")]  # b has one seed: no per-image mean
+    row = summary.iloc[0]
+    assert row[("fp32", "mean")] == 40.5 and row[("bf16", "mean")] == 39.75
+    assert row[("difference", "")] == -0.75
+    lines = precision_study.seed_mean_rows(pd.DataFrame(rows), "bf16")
+    assert lines[-1] == "| 64 | CC | a | 2 | 40.50 [40.00, 41.00] | 39.75 [39.00, 40.50] | -0.75 |"
+
+
 def test_the_committed_table_regenerates_from_results_alone():
     results = ROOT / "results" / "precision"
     table = results / precision_study.TABLE_FILE
