@@ -1,0 +1,280 @@
+"""Issue 26: what DIP and its no-reference rules give at each image size, from `results/` alone.
+
+    python -m experiments.scale_study [--write]
+
+Reads the per-iteration rows that `experiments.precision_study collect` copies out of the run
+folders (`results/precision/64px/...` from experiments/precision_runs.sh, `results/scale/256px/...`
+from experiments/scale_runs.sh; layout `<size>px/<precision>/<set>_s<seed>/<stem>.csv` with
+`images.csv`) and the CBM3D rows of experiments/cbm3d_full.py run on the same crops
+(`results/cbm3d/<size>px/cbm3d_full.csv`). For every size and precision it prints two tables:
+
+1. on CC: the noisy input, DIP's true best over test_BIQAN's candidates, and CBM3D with the
+   sigma that is best on that size's PolyU crops;
+2. on CC: each no-reference rule's gap to DIP's best, its pick against CBM3D, and, for rules
+   that score snapshots, the within-image Spearman correlation of the score with PSNR. The rules
+   are the shipped ones (`wmv`, `fixed:auto`, `last`) and the same two kinds tuned on that
+   size's PolyU runs (a fixed iteration, and WMV's window and patience), so that the defaults
+   can follow the size.
+
+Nothing here tunes on CC. `--write` also writes `results/scale.md` and its block in
+docs/REPRODUCTION.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from experiments.common import REPO, replace_block
+from experiments.precision_study import IMAGES_FILE, WINDOWS, variance_column
+from utils import image_io, selection
+
+RESULTS = REPO / "results"
+DIP_ROWS = ("precision", "scale")  # folders of RESULTS holding <size>px/<precision>/<set>_s<seed>
+CBM3D_ROWS = "cbm3d"  # RESULTS/cbm3d/<size>px/cbm3d_full.csv
+TABLE_FILE = "scale.md"
+DOC, DOC_BLOCK = REPO / "docs" / "REPRODUCTION.md", "scale"
+REPORT_SET, TUNING_SET = "CC", "PolyU"  # a set name starting with TUNING_SET is tuning data
+PRECISIONS = ("fp32", "bf16")  # the shipped ones (precision_study also has a retired variant)
+PATIENCES = tuple(range(1, 31))  # WMV's patience grid, in snapshots
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRun:
+    """One image's DIP run over test_BIQAN's candidates: `iterations`, `psnr` (the averaged
+    output against the clean image, dB) and WMV window variances, each (candidates,)."""
+
+    size: int
+    precision: str
+    set_name: str
+    seed: int
+    stem: str
+    height: int
+    width: int
+    noisy: float
+    iterations: np.ndarray
+    psnr: np.ndarray
+    variances: dict[int, np.ndarray]
+
+    @property
+    def best(self) -> float:
+        return float(self.psnr.max())
+
+
+def read_run(path: Path, image, size: int, precision: str, set_name: str, seed: int) -> ImageRun:
+    """An ImageRun from a collected per-iteration CSV and its images.csv row."""
+    rows = pd.read_csv(path).iloc[selection.START_INDEX :].reset_index(drop=True)
+    variances = {}
+    for window in WINDOWS:
+        values = rows[variance_column(window)].to_numpy(dtype=np.float64).copy()
+        values[: window - 1] = np.nan  # windows start at the first candidate
+        variances[window] = values
+    return ImageRun(
+        size, precision, set_name, seed, image.stem, int(image.height), int(image.width),
+        float(image.noisy_psnr), rows["iteration"].to_numpy(), rows["psnr_avg"].to_numpy(),
+        variances,
+    )  # fmt: skip
+
+
+def read_runs(results: Path) -> list[ImageRun]:
+    """Every collected image run under `results`/{precision,scale}."""
+    runs = []
+    for folder in DIP_ROWS:
+        for images_file in sorted((results / folder).glob(f"*px/*/*/{IMAGES_FILE}")):
+            run_dir = images_file.parent
+            set_name, _, seed = run_dir.name.rpartition("_s")
+            size, precision = int(run_dir.parent.parent.name[:-2]), run_dir.parent.name
+            for image in pd.read_csv(images_file).itertuples():
+                path = run_dir / f"{image.stem}.csv"
+                if path.exists():
+                    runs.append(read_run(path, image, size, precision, set_name, int(seed)))
+    return runs
+
+
+def cbm3d_tuned(results: Path, size: int) -> tuple[float, int, dict[str, float]] | None:
+    """(the sigma, 8-bit units, with the best mean PSNR on the PolyU crops of `size`; how many
+    PolyU crops; each CC crop's PSNR at it), or None before CBM3D has run on both sets there."""
+    path = results / CBM3D_ROWS / f"{size}px" / "cbm3d_full.csv"
+    if not path.is_file():
+        return None
+    rows = pd.read_csv(path, dtype={"sigma": str})
+    grid = rows[rows["sigma"] != "blind"]
+    polyu = grid[grid["dataset"] == TUNING_SET].groupby("sigma_255")["psnr"].mean()
+    report = grid[grid["dataset"] == REPORT_SET]
+    if polyu.empty or report.empty:
+        return None
+    sigma = float(polyu.idxmax())
+    at_sigma = report[report["sigma_255"] == sigma]
+    count = grid[grid["dataset"] == TUNING_SET]["image"].nunique()
+    return sigma, count, dict(zip(at_sigma["image"], at_sigma["psnr"]))
+
+
+def wmv_pick(run: ImageRun, window: int, patience: int) -> int:
+    """Index of the snapshot the WMV rule (`window`, `patience`) picks."""
+    return selection.wmv_replay(run.variances[window], patience)[0]
+
+
+def fixed_pick(run: ImageRun, iteration: float) -> int:
+    return selection.select_at_or_after(run.iterations, iteration)
+
+
+def tune_on(runs: list[ImageRun]) -> dict[str, tuple[str, Callable[[ImageRun], int]]]:
+    """The fixed iteration and the WMV (window, patience) with the best mean picked PSNR over
+    `runs` (the tuning set): {rule name: (what was tuned, pick function)}."""
+    if not runs:
+        return {}
+    common = sorted(set.intersection(*(set(run.iterations.tolist()) for run in runs)))
+    fixed_means = [np.mean([run.psnr[fixed_pick(run, it)] for run in runs]) for it in common]
+    iteration = common[int(np.argmax(fixed_means))]
+    grid = [(window, patience) for window in WINDOWS for patience in PATIENCES]
+    wmv_means = [np.mean([run.psnr[wmv_pick(run, *cell)] for run in runs]) for cell in grid]
+    window, patience = grid[int(np.argmax(wmv_means))]
+    return {
+        "fixed, tuned": (f"fixed:{iteration}", lambda run: fixed_pick(run, iteration)),
+        "wmv, tuned": (
+            f"window {window}, patience {patience}",
+            lambda run: wmv_pick(run, window, patience),
+        ),
+    }
+
+
+def shipped_rules() -> dict[str, tuple[str, Callable[[ImageRun], int]]]:
+    """The rules test_BIQAN.py and denoise.py ship, as (setting, pick function)."""
+    wmv = selection.TUNED_WMV
+    return {
+        "wmv (default)": (
+            f"window {wmv.window}, patience {wmv.patience}",
+            lambda run: wmv_pick(run, wmv.window, wmv.patience),
+        ),
+        "fixed:auto": (
+            "scaled from 600 at 64 px",
+            lambda run: fixed_pick(run, selection.scaled_stop(run.height, run.width)),
+        ),
+        "last": ("", lambda run: selection.select_last(len(run.iterations))),
+    }
+
+
+def within_image_srcc(runs: list[ImageRun], window: int) -> float:
+    """Mean over images of Spearman's rho between -(window variance) and PSNR."""
+    values = []
+    for run in runs:
+        finite = np.isfinite(run.variances[window])
+        if finite.sum() > 2:
+            values.append(spearmanr(-run.variances[window][finite], run.psnr[finite])[0])
+    return float(np.mean(values)) if values else float("nan")
+
+
+def spread(values: np.ndarray) -> str:
+    """'mean ± sd [max]' of gaps, dB."""
+    sd = f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else ""
+    return f"{np.mean(values):.2f}{sd} [{np.max(values):.2f}]"
+
+
+def quality_row(size: int, precision: str, runs: list[ImageRun], cbm3d) -> str:
+    """Table 1's row: CC noisy, DIP best and CBM3D tuned on PolyU at this size."""
+    seeds = ",".join(str(seed) for seed in sorted({run.seed for run in runs}))
+    noisy = np.mean([run.noisy for run in runs])
+    best = np.array([run.best for run in runs])
+    best_iterations = [int(run.iterations[np.argmax(run.psnr)]) for run in runs]
+    cells = [str(size), precision, seeds, str(len(runs)), f"{noisy:.2f}", f"{best.mean():.2f}"]
+    cells += [f"{best.mean() - noisy:+.2f}"]
+    if cbm3d is None or any(run.stem not in cbm3d[2] for run in runs):
+        cells += ["-", "-"]
+    else:
+        reference = np.array([cbm3d[2][run.stem] for run in runs])
+        tuning = f"σ {cbm3d[0]:g}, {cbm3d[1]} PolyU"
+        cells += [f"{reference.mean():.2f} ({tuning})", f"{(best - reference).mean():+.2f}"]
+    cells += [f"{np.median(best_iterations):.0f} [{min(best_iterations)}, {max(best_iterations)}]"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def rule_rows(size: int, precision: str, runs: list[ImageRun], tuning, cbm3d) -> list[str]:
+    """Table 2's rows: every rule's gap to DIP's best on `runs`, and its pick against CBM3D."""
+    rules = shipped_rules() | tune_on(tuning)
+    rows = []
+    for name, (setting, pick) in rules.items():
+        picked = np.array([run.psnr[pick(run)] for run in runs])
+        gaps = np.array([run.best for run in runs]) - picked
+        versus = "-"
+        if cbm3d is not None and all(run.stem in cbm3d[2] for run in runs):
+            versus = f"{(picked - np.array([cbm3d[2][run.stem] for run in runs])).mean():+.2f}"
+        tuned_on = f"PolyU, {len(tuning)} runs" if "tuned" in name else "-"
+        rows.append(
+            f"| {size} | {precision} | {name} | {setting} | {tuned_on} | {spread(gaps)} | "
+            f"{picked.mean():.2f} | {versus} | - |"
+        )
+    for window in WINDOWS:
+        rows.append(
+            f"| {size} | {precision} | -(window variance), score | window {window} | - | - | - | "
+            f"- | SRCC {within_image_srcc(runs, window):+.2f} |"
+        )
+    return rows
+
+
+def report_lines(results: Path) -> list[str]:
+    """Both markdown tables, one row (table 1) or one block of rows (table 2) per size and
+    precision that has CC runs."""
+    runs = read_runs(results)
+    groups = sorted({(run.size, run.precision) for run in runs if run.precision in PRECISIONS})
+    quality = [
+        "DIP and CBM3D on the CC crops (mean over image runs; CBM3D's σ tuned on the PolyU crops "
+        "of the same size, 8-bit units):",
+        "",
+        "| size | precision | seeds | image runs | noisy (dB) | DIP best (dB) | best - noisy | "
+        "CBM3D tuned (dB) | best - CBM3D | best iteration, median [range] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rules = [
+        "",
+        "No-reference rules on the same CC runs: gap to DIP's best (dB, mean ± sd [largest]), the "
+        "mean picked PSNR, and the pick against CBM3D tuned on PolyU; tuned rules are tuned on "
+        "the PolyU runs of the same size and precision (seed 0):",
+        "",
+        "| size | precision | rule | setting | tuned on | gap to best | picked (dB) | "
+        "pick - CBM3D | within-image SRCC |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size, precision in groups:
+        key = (size, precision, REPORT_SET)
+        report = [r for r in runs if (r.size, r.precision, r.set_name) == key]
+        if not report:
+            continue
+        tuning = [
+            r
+            for r in runs
+            if (r.size, r.precision, r.seed) == (size, precision, 0)
+            and r.set_name.startswith(TUNING_SET)
+        ]
+        cbm3d = cbm3d_tuned(results, size)
+        quality.append(quality_row(size, precision, report, cbm3d))
+        rules += rule_rows(size, precision, report, tuning, cbm3d)
+    return quality + rules
+
+
+def main(args: argparse.Namespace) -> int:
+    text = "\n".join(report_lines(args.results)) + "\n"
+    print(text, end="")
+    if args.write:
+        image_io.write_text(args.results / TABLE_FILE, text)
+        image_io.write_text(DOC, replace_block(DOC.read_text(), DOC_BLOCK, text))
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the committed rows")
+    parser.add_argument(
+        "--write", action="store_true", help=f"also write {TABLE_FILE} and its document block"
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
