@@ -7,8 +7,9 @@ Two actions:
 
 `collect` reads the finished images of experiments/precision_runs.sh (run_BDN.py folders under
 `devdata/precision/<size>px/<precision>/<set>_s<seed>/`) and writes, per image, its metrics.csv
-rows plus the window variances the WMV rule uses (computed from the snapshots with
-`selection.WmvTracker`), under `results/precision/` in the same layout: per-iteration numbers
+rows plus what the no-reference rules see (the WMV rule's window variances, computed from the
+snapshots with `selection.WmvTracker`, and the snapshot ranker's features,
+`utils.snapshot_features`), under `results/precision/` in the same layout: per-iteration numbers
 only, no pixels. The layout's <precision> is a variant: `fp32`, `bf16` (the shipped bf16:
 autocast with BatchNorm and the output head in fp32) and `bf16-autocast` (plain autocast, the
 bf16 before it). `report` needs nothing else: for every image run in fp32 and in a variant it
@@ -21,6 +22,7 @@ highest) by size and set, as the markdown table of docs/REPRODUCTION.md.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -28,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.common import REPO, replace_block, run_images
-from utils import image_io, run_output, selection
+from utils import image_io, run_output, selection, snapshot_features
 
 RUNS = REPO / "devdata" / "precision"
 RESULTS = REPO / "results" / "precision"
@@ -44,17 +46,32 @@ def variance_column(window: int) -> str:
     return f"wmv{window}"
 
 
-def window_variances(image_dir: Path, iterations: np.ndarray, window: int) -> np.ndarray:
+def window_variances(snapshots: list[np.ndarray], window: int) -> np.ndarray:
     """(snapshots,) variance of each window of `window` snapshots ending there (NaN before)."""
-    tracker = selection.WmvTracker(window, patience=len(iterations) + 1)
-    for iteration in iterations:
-        tracker.push(image_io.read_rgb(run_output.snapshot_path(image_dir, int(iteration))))
+    tracker = selection.WmvTracker(window, patience=len(snapshots) + 1)
+    for snapshot in snapshots:
+        tracker.push(snapshot)
     return np.asarray(tracker.variances)
 
 
+def no_reference_columns(image_dir: Path, iterations: np.ndarray) -> dict[str, np.ndarray]:
+    """What the no-reference rules see of each snapshot, (snapshots,) per column: the WMV window
+    variances and the snapshot ranker's features (`snapshot_features.FEATURE_NAMES`, computed
+    in snapshot order from the first, against the noisy input named in the image's input.json)."""
+    snapshots = [
+        image_io.read_rgb(run_output.snapshot_path(image_dir, int(it))) for it in iterations
+    ]
+    inputs = json.loads((image_dir / run_output.INPUT_FILE).read_text())
+    noisy = image_io.read_rgb(REPO / inputs["noisy"])
+    columns = {variance_column(window): window_variances(snapshots, window) for window in WINDOWS}
+    features = snapshot_features.image_features(noisy, snapshots)
+    return columns | dict(zip(snapshot_features.FEATURE_NAMES, features.T))
+
+
 def collect_run(run_dir: Path, out_dir: Path) -> int:
-    """Write the per-iteration rows of every finished image of `run_dir` not yet in `out_dir`;
-    returns how many were written."""
+    """Write the per-iteration rows of every finished image of `run_dir` not yet in `out_dir`
+    (and the feature columns of rows collected before they existed); returns how many images
+    were written."""
     written = 0
     images = []
     for stem in run_images(run_dir):
@@ -70,13 +87,16 @@ def collect_run(run_dir: Path, out_dir: Path) -> int:
         )
         target = out_dir / f"{stem}.csv"
         if target.exists():
-            continue
-        metrics = run_output.read_metrics(image_dir)
-        table = pd.DataFrame(
-            {column: getattr(metrics, column) for column in run_output.METRICS_COLUMNS}
-        )
-        for window in WINDOWS:
-            table[variance_column(window)] = window_variances(image_dir, metrics.iteration, window)
+            table = pd.read_csv(target)
+            if set(snapshot_features.FEATURE_NAMES) <= set(table.columns):
+                continue
+        else:
+            metrics = run_output.read_metrics(image_dir)
+            table = pd.DataFrame(
+                {column: getattr(metrics, column) for column in run_output.METRICS_COLUMNS}
+            )
+        for column, values in no_reference_columns(image_dir, table["iteration"]).items():
+            table[column] = values
         out_dir.mkdir(parents=True, exist_ok=True)
         image_io.write_text(target, table.to_csv(index=False, float_format="%.7g"))
         written += 1

@@ -34,7 +34,7 @@ from scipy.stats import spearmanr
 
 from experiments.common import REPO, replace_block
 from experiments.precision_study import IMAGES_FILE, WINDOWS, variance_column
-from utils import image_io, selection
+from utils import image_io, ranker_training, selection, snapshot_features
 
 RESULTS = REPO / "results"
 DIP_ROWS = ("precision", "scale")  # folders of RESULTS holding <size>px/<precision>/<set>_s<seed>
@@ -49,7 +49,8 @@ PATIENCES = tuple(range(1, 31))  # WMV's patience grid, in snapshots
 @dataclasses.dataclass(frozen=True)
 class ImageRun:
     """One image's DIP run over test_BIQAN's candidates: `iterations`, `psnr` (the averaged
-    output against the clean image, dB) and WMV window variances, each (candidates,)."""
+    output against the clean image, dB) and WMV window variances, each (candidates,), and the
+    ranker's features (candidates, F), or None in rows collected without them."""
 
     size: int
     precision: str
@@ -62,6 +63,7 @@ class ImageRun:
     iterations: np.ndarray
     psnr: np.ndarray
     variances: dict[int, np.ndarray]
+    features: np.ndarray | None
 
     @property
     def best(self) -> float:
@@ -76,10 +78,12 @@ def read_run(path: Path, image, size: int, precision: str, set_name: str, seed: 
         values = rows[variance_column(window)].to_numpy(dtype=np.float64).copy()
         values[: window - 1] = np.nan  # windows start at the first candidate
         variances[window] = values
+    names = list(snapshot_features.FEATURE_NAMES)
+    features = rows[names].to_numpy(dtype=np.float64) if set(names) <= set(rows) else None
     return ImageRun(
         size, precision, set_name, seed, image.stem, int(image.height), int(image.width),
         float(image.noisy_psnr), rows["iteration"].to_numpy(), rows["psnr_avg"].to_numpy(),
-        variances,
+        variances, features,
     )  # fmt: skip
 
 
@@ -125,9 +129,30 @@ def fixed_pick(run: ImageRun, iteration: float) -> int:
     return selection.select_at_or_after(run.iterations, iteration)
 
 
-def tune_on(runs: list[ImageRun]) -> dict[str, tuple[str, Callable[[ImageRun], int]]]:
-    """The fixed iteration and the WMV (window, patience) with the best mean picked PSNR over
-    `runs` (the tuning set): {rule name: (what was tuned, pick function)}."""
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A no-reference rule as the table shows it: `pick(run)` -> candidate index; `score(run)`
+    -> (candidates,) scores whose within-image SRCC with PSNR is reported (None: no score)."""
+
+    setting: str
+    pick: Callable[[ImageRun], int]
+    score: Callable[[ImageRun], np.ndarray] | None = None
+    tuned: bool = False
+
+
+def wmv_rule(window: int, patience: int, tuned: bool = False) -> Rule:
+    """WMV with (`window`, `patience`); its score is minus the window variance."""
+    return Rule(
+        f"window {window}, patience {patience}",
+        lambda run: wmv_pick(run, window, patience),
+        lambda run: -run.variances[window],
+        tuned,
+    )
+
+
+def tune_on(runs: list[ImageRun]) -> dict[str, Rule]:
+    """The rules fitted to `runs` (the tuning set): the fixed iteration and the WMV (window,
+    patience) with the best mean picked PSNR, and the snapshot ranker trained on them."""
     if not runs:
         return {}
     common = sorted(set.intersection(*(set(run.iterations.tolist()) for run in runs)))
@@ -135,39 +160,45 @@ def tune_on(runs: list[ImageRun]) -> dict[str, tuple[str, Callable[[ImageRun], i
     iteration = common[int(np.argmax(fixed_means))]
     grid = [(window, patience) for window in WINDOWS for patience in PATIENCES]
     wmv_means = [np.mean([run.psnr[wmv_pick(run, *cell)] for run in runs]) for cell in grid]
-    window, patience = grid[int(np.argmax(wmv_means))]
-    return {
-        "fixed, tuned": (f"fixed:{iteration}", lambda run: fixed_pick(run, iteration)),
-        "wmv, tuned": (
-            f"window {window}, patience {patience}",
-            lambda run: wmv_pick(run, window, patience),
+    rules = {
+        "fixed, tuned": Rule(
+            f"fixed:{iteration}", lambda run: fixed_pick(run, iteration), None, True
         ),
+        "wmv, tuned": wmv_rule(*grid[int(np.argmax(wmv_means))], tuned=True),
     }
+    if all(run.features is not None for run in runs):
+        settings = ranker_training.RankerTraining()
+        ranker = ranker_training.train_ranker(
+            [(run.features, run.psnr) for run in runs], snapshot_features.FEATURE_NAMES, settings
+        )
+        rules["snapshot ranker, trained"] = Rule(
+            f"hidden {settings.hidden}, {settings.steps} steps",
+            lambda run: int(np.argmax(ranker.score(run.features))),
+            lambda run: ranker.score(run.features),
+            True,
+        )
+    return rules
 
 
-def shipped_rules() -> dict[str, tuple[str, Callable[[ImageRun], int]]]:
-    """The rules test_BIQAN.py and denoise.py ship, as (setting, pick function)."""
+def shipped_rules() -> dict[str, Rule]:
+    """The rules test_BIQAN.py and denoise.py ship."""
+    last = Rule("", lambda run: selection.select_last(len(run.iterations)))
+    scaled = Rule(
+        "scaled from 600 at 64 px",
+        lambda run: fixed_pick(run, selection.scaled_stop(run.height, run.width)),
+    )
     wmv = selection.TUNED_WMV
-    return {
-        "wmv (default)": (
-            f"window {wmv.window}, patience {wmv.patience}",
-            lambda run: wmv_pick(run, wmv.window, wmv.patience),
-        ),
-        "fixed:auto": (
-            "scaled from 600 at 64 px",
-            lambda run: fixed_pick(run, selection.scaled_stop(run.height, run.width)),
-        ),
-        "last": ("", lambda run: selection.select_last(len(run.iterations))),
-    }
+    return {"wmv (default)": wmv_rule(wmv.window, wmv.patience), "fixed:auto": scaled, "last": last}
 
 
-def within_image_srcc(runs: list[ImageRun], window: int) -> float:
-    """Mean over images of Spearman's rho between -(window variance) and PSNR."""
+def within_image_srcc(runs: list[ImageRun], score: Callable[[ImageRun], np.ndarray]) -> float:
+    """Mean over images of Spearman's rho between `score` and PSNR (over finite scores)."""
     values = []
     for run in runs:
-        finite = np.isfinite(run.variances[window])
+        scores = score(run)
+        finite = np.isfinite(scores)
         if finite.sum() > 2:
-            values.append(spearmanr(-run.variances[window][finite], run.psnr[finite])[0])
+            values.append(spearmanr(scores[finite], run.psnr[finite])[0])
     return float(np.mean(values)) if values else float("nan")
 
 
@@ -196,24 +227,20 @@ def quality_row(size: int, precision: str, runs: list[ImageRun], cbm3d) -> str:
 
 
 def rule_rows(size: int, precision: str, runs: list[ImageRun], tuning, cbm3d) -> list[str]:
-    """Table 2's rows: every rule's gap to DIP's best on `runs`, and its pick against CBM3D."""
-    rules = shipped_rules() | tune_on(tuning)
+    """Table 2's rows: every rule's gap to DIP's best on `runs`, its pick against CBM3D and,
+    for a rule that scores, its within-image SRCC."""
     rows = []
-    for name, (setting, pick) in rules.items():
-        picked = np.array([run.psnr[pick(run)] for run in runs])
+    for name, rule in (shipped_rules() | tune_on(tuning)).items():
+        picked = np.array([run.psnr[rule.pick(run)] for run in runs])
         gaps = np.array([run.best for run in runs]) - picked
         versus = "-"
         if cbm3d is not None and all(run.stem in cbm3d[2] for run in runs):
             versus = f"{(picked - np.array([cbm3d[2][run.stem] for run in runs])).mean():+.2f}"
-        tuned_on = f"PolyU, {len(tuning)} runs" if "tuned" in name else "-"
+        tuned_on = f"PolyU, {len(tuning)} runs" if rule.tuned else "-"
+        srcc = "-" if rule.score is None else f"{within_image_srcc(runs, rule.score):+.2f}"
         rows.append(
-            f"| {size} | {precision} | {name} | {setting} | {tuned_on} | {spread(gaps)} | "
-            f"{picked.mean():.2f} | {versus} | - |"
-        )
-    for window in WINDOWS:
-        rows.append(
-            f"| {size} | {precision} | -(window variance), score | window {window} | - | - | - | "
-            f"- | SRCC {within_image_srcc(runs, window):+.2f} |"
+            f"| {size} | {precision} | {name} | {rule.setting} | {tuned_on} | {spread(gaps)} | "
+            f"{picked.mean():.2f} | {versus} | {srcc} |"
         )
     return rows
 
@@ -234,8 +261,10 @@ def report_lines(results: Path) -> list[str]:
     rules = [
         "",
         "No-reference rules on the same CC runs: gap to DIP's best (dB, mean ± sd [largest]), the "
-        "mean picked PSNR, and the pick against CBM3D tuned on PolyU; tuned rules are tuned on "
-        "the PolyU runs of the same size and precision (seed 0):",
+        "mean picked PSNR, the pick against CBM3D tuned on PolyU, and for a rule that scores "
+        "snapshots (WMV: minus the window variance) the within-image Spearman correlation of "
+        "the score with PSNR; tuned rules are tuned on the PolyU runs of the same size and "
+        "precision (seed 0), the ranker trained on them with its defaults:",
         "",
         "| size | precision | rule | setting | tuned on | gap to best | picked (dB) | "
         "pick - CBM3D | within-image SRCC |",

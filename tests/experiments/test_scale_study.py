@@ -10,6 +10,7 @@ import pandas as pd
 from experiments import precision_study, scale_study
 from experiments.common import replace_block
 from tests.conftest import ROOT
+from utils import snapshot_features
 
 ITERATIONS = np.arange(20, 1220, 20)
 
@@ -22,6 +23,10 @@ def write_run(results: Path, set_name: str, stem: str, peak: int, top: float) ->
     table = pd.DataFrame({"iteration": ITERATIONS, "psnr_avg": psnr})
     for window in precision_study.WINDOWS:  # variances least at the peak: WMV's window picks it
         table[precision_study.variance_column(window)] = 1e-6 + 1e-9 * np.abs(ITERATIONS - peak)
+    for index, name in enumerate(snapshot_features.FEATURE_NAMES):  # the first tells the peak
+        table[name] = (
+            -np.abs(ITERATIONS - peak) / 100.0 if index == 0 else np.cos(ITERATIONS * index)
+        )
     table.to_csv(run_dir / f"{stem}.csv", index=False)
     images = run_dir / precision_study.IMAGES_FILE
     row = pd.DataFrame([{"stem": stem, "height": 256, "width": 256, "noisy_psnr": top - 4}])
@@ -61,6 +66,10 @@ def test_rules_are_tuned_on_polyu_and_judged_on_cc(tmp_path):
     assert f"| {gap:.2f} [{gap:.2f}] |" in tuned
     wmv = next(line for line in lines if "| wmv (default) |" in line)
     assert "| 0.00 [0.00] | 36.00 | +3.00 |" in wmv  # the variances are least at CC's own peak
+    ranker = next(line for line in lines if "| snapshot ranker, trained |" in line)
+    cells = [cell.strip() for cell in ranker.split("|")]
+    assert cells[5] == "PolyU, 2 runs" and cells[-2] == "+1.00"  # it learnt feature 0's order
+    assert float(cells[6].split()[0]) < 0.05  # and picks next to CC's peak
 
 
 def test_the_committed_table_regenerates_from_results_alone():
