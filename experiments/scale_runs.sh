@@ -12,8 +12,8 @@
 # processes on one folder share its images through run_BDN.py's per-image locks. The list: the 5
 # CC pairs at seed 0 (the report set), 30 PolyU pairs at seed 0 (every 3rd by name: training and
 # tuning), the CC pairs at seeds 1 and 2, then the CC images at 512x512, seed 0.
-# Runs go to devdata/scale/<size>px/<precision>/<set>_s<seed>; `collect` copies their
-# per-iteration rows (no pixels) under results/scale, which is committed.
+# Runs go to devdata/scale/<size>px/<precision>/<set>_s<seed>; after each folder `collect` copies
+# the per-iteration rows (no pixels) of its finished images under results/scale, to commit.
 # Environment: PY, CODE (experiments/runs_setup.sh), ITERATIONS (3000), PRECISION (bf16).
 set -u
 main() {
@@ -32,6 +32,7 @@ main() {
         nice -n 5 "$PY" "$CODE/run_BDN.py" --dataset_real_path "$folder/real" \
             --dataset_mean_path "$folder/mean" --output_path "$out" --num_iter "${ITERATIONS:-3000}" \
             --save_iter 20 --seed "$3" --init_from scratch --gpu_id cpu --precision "${PRECISION:-bf16}" --quiet
+        "$PY" -m experiments.precision_study collect --runs devdata/scale --results results/scale
     }
     # stream: the whole list, in order
     stream() {
