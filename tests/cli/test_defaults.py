@@ -1,5 +1,6 @@
-"""Each default has one source: the README's flag tables and the scripts' parsers agree, and the
-flags whose setting lives in a dataclass take its default."""
+"""Each default has one source: the flag tables of docs/USAGE.md and the scripts' parsers agree,
+the prose there gives denoise.py's defaults, and the flags whose setting lives in a dataclass take
+its default."""
 
 from __future__ import annotations
 
@@ -24,37 +25,34 @@ from utils.biqan.settings import StageSettings, TrainingSettings
 from utils.dip import planning, run_options
 from utils.dip.fitting import FitSettings
 
-# README heading (a part of it) -> the script whose flags its tables list
-SECTIONS = {
-    "(`run_BDN.py`)": run_BDN,
-    "`generator_dataset.py`": generator_dataset,
-    "`train_BIQAN.py`": train_BIQAN,
-    "`test_BIQAN.py`": test_BIQAN,
-    "Online early stopping": run_BDN,
+# the flag tables of docs/USAGE.md, one marked block per script (written by tools/flag_tables.py)
+DOCUMENT = ROOT / "docs" / "USAGE.md"
+BLOCK = re.compile(r"<!-- BEGIN flags:(\S+) -->\n(.*?)<!-- END flags:\1 -->", re.DOTALL)
+SCRIPTS = {
+    "run_BDN.py": run_BDN,
+    "generator_dataset.py": generator_dataset,
+    "train_BIQAN.py": train_BIQAN,
+    "test_BIQAN.py": test_BIQAN,
+    "denoise.py": denoise,
 }
 NUMBER = re.compile(r"^-?[0-9.]+(e-?[0-9]+)?(/[0-9]+)?$")
 WORD = re.compile(r"^[a-z_0-9]+$")
 
 
-def readme_rows() -> list[tuple[object, str, str]]:
-    """(script, flag, default as written) of every flag-table row of the README that gives one
-    default per flag."""
-    rows, script = [], None
-    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            script = next((module for key, module in SECTIONS.items() if key in line), None)
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        if script is None or not line.startswith("| `--") or len(cells) < 3:
-            continue
-        flags = re.findall(r"`(--[a-z_]+)`", cells[0])
-        values = [value.strip().strip("`") for value in re.split(r", | / ", cells[1])]
-        if len(flags) == len(values):
-            rows += [(script, flag, value) for flag, value in zip(flags, values)]
+def table_rows() -> list[tuple[object, str, str]]:
+    """(script, flag, default as written) of every row of the flag tables of docs/USAGE.md."""
+    rows = []
+    for name, body in BLOCK.findall(DOCUMENT.read_text(encoding="utf-8")):
+        for line in body.splitlines():
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            flags = re.findall(r"`(--[a-z_]+)`", cells[0])
+            if line.startswith("| `-") and len(cells) >= 3 and flags:
+                rows.append((SCRIPTS[name], flags[0], cells[1].strip("`")))
     return rows
 
 
 def same_default(written: str, default: object) -> bool | None:
-    """Whether the README's value is the parser's default; None when it is prose."""
+    """Whether the documented value is the parser's default; None when it is prose."""
     if isinstance(default, bool):
         return written == str(default).lower() if written in ("true", "false") else None
     if NUMBER.match(written) and isinstance(default, (int, float)):
@@ -64,14 +62,18 @@ def same_default(written: str, default: object) -> bool | None:
     return None
 
 
-def test_readme_flag_tables_give_the_parsers_defaults():
+def test_flag_tables_give_the_parsers_defaults():
+    rows = table_rows()
+    assert {script for script, _, _ in rows} == set(SCRIPTS.values())
     checked = []
-    for script, flag, written in readme_rows():
+    for script, flag, written in rows:
         default = script.build_parser().get_default(flag[2:])
         verdict = same_default(written, default)
         if verdict is not None:
             checked.append(flag)
-            assert verdict, f"README: {script.__name__} {flag} {written}, the parser: {default}"
+            assert verdict, (
+                f"docs/USAGE.md: {script.__name__} {flag} {written}, the parser: {default}"
+            )
     assert len(checked) >= 40, checked
 
 
@@ -169,13 +171,13 @@ def test_biqan_parsers_load_without_keras():
     assert result.stdout.strip() == "[]"
 
 
-def test_readme_prose_gives_denoise_defaults():
+def test_usage_prose_gives_denoise_defaults():
     defaults = denoise.build_parser().parse_args(["in.png", "-o", "out"])
-    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    usage = " ".join(DOCUMENT.read_text(encoding="utf-8").split())
     expected = (
         f"online `{defaults.early_stop}` stopping (window {defaults.wmv_window} and patience "
         f"{defaults.patience} iterations",
         f"at most `--num_iter` {defaults.num_iter}",
     )
     for text in expected:
-        assert text in readme, text
+        assert text in usage, text
