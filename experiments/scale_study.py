@@ -110,6 +110,8 @@ def cbm3d_tuned(results: Path, size: int) -> tuple[float, int, dict[str, float]]
         return None
     rows = pd.read_csv(path, dtype={"sigma": str})
     grid = rows[rows["sigma"] != "blind"]
+    sigmas = grid.groupby(["dataset", "image"])["sigma"].transform("nunique")
+    grid = grid[sigmas == grid["sigma"].nunique()]  # images with every σ (a run may be under way)
     polyu = grid[grid["dataset"] == TUNING_SET].groupby("sigma_255")["psnr"].mean()
     report = grid[grid["dataset"] == REPORT_SET]
     if polyu.empty or report.empty:

@@ -41,6 +41,7 @@ def write_cbm3d(results: Path) -> None:
         ("CC", "c1", "10", 10.0, 33.0),
         ("CC", "c1", "20", 20.0, 34.0),
         ("CC", "c1", "blind", 7.0, 32.0),
+        ("PolyU", "p2", "20", 20.0, 45.0),  # p2 has one σ so far: not part of the tuning
     ]
     folder = results / scale_study.CBM3D_ROWS / "256px"
     folder.mkdir(parents=True)
