@@ -1,0 +1,176 @@
+"""Issue 26: seed averaging and the CBM3D blend at each size, from rows kept in `results/`.
+
+    python -m experiments.blend_study compute   # devdata runs and crops -> results/blend (minutes)
+    python -m experiments.blend_study report [--write]   # results/blend -> the table (seconds)
+
+`compute` reads the runs that `scale_study` tables (their rows under `results/`, their
+snapshots in the git-ignored run folders named by `RUN_FOLDERS`) and, for every CC and PolyU
+image run at seed 0 and every shipped rule (`scale_study.shipped_rules`), takes the snapshot the
+rule picks (CC: at every seed), and for CC the mean of the picks of the image's seeds (K fits of
+one image). Each
+output is blended with CBM3D at the σ tuned on that size's PolyU crops (`scale_study.cbm3d_tuned`)
+as `weight * dip + (1 - weight) * cbm3d` for every weight of `WEIGHTS` (1: DIP alone, 0: CBM3D
+alone), and one row per (image, rule, output, weight) with CBM3D's σ and the PSNR goes to
+`results/blend/<size>px/<precision>.csv`: numbers only, no pixels. `report` tunes the weight on
+PolyU (the mean PSNR of the seed-0 blends) and gives CC's mean PSNR of CBM3D, one fit (over the
+image runs of every seed), the seed mean and both blended, each against CBM3D.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments import scale_study
+from experiments.cbm3d_full import read_rgb
+from experiments.common import REPO, replace_block
+from utils import image_io, metrics, run_output
+
+RESULTS = REPO / "results"
+ROWS = "blend"  # RESULTS/blend/<size>px/<precision>.csv
+TABLE_FILE = "blend.md"  # RESULTS/blend.md, and its copy in the document
+DOC, DOC_BLOCK = REPO / "docs" / "REPRODUCTION.md", "blend"
+RUN_FOLDERS = {64: REPO / "devdata" / "precision", 256: REPO / "devdata" / "scale"}
+WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+OUTPUTS = ("one fit", "seed mean")  # one seed's pick; the mean of the picks of seeds 0, 1, 2...
+# seed: the fit's seed for "one fit", the number of seeds averaged for "seed mean"
+COLUMNS = ["set", "stem", "rule", "output", "seed", "sigma", "weight", "psnr"]
+
+
+def cbm3d_output(noisy: np.ndarray, sigma_255: float) -> np.ndarray:
+    """CBM3D of `noisy` (HWC float in [0, 1]) at `sigma_255`, quantised to 8 bits, in [0, 1]."""
+    import bm3d
+
+    estimate = bm3d.bm3d_rgb(noisy.astype(np.float64), sigma_255 / 255.0)
+    return image_io.quantize(np.clip(estimate, 0.0, 1.0), 8) / 255.0
+
+
+def picked_snapshot(run_dir: Path, run: scale_study.ImageRun, rule: scale_study.Rule) -> np.ndarray:
+    """The snapshot `rule` picks in `run` (whose image folder is `run_dir/<stem>`), [0, 1] HWC."""
+    iteration = int(run.iterations[rule.pick(run)])
+    return image_io.read_rgb(run_output.snapshot_path(run_dir / run.stem, iteration))
+
+
+def blend_rows(base: dict, dip: np.ndarray, cbm3d: np.ndarray, clean: np.ndarray) -> list[dict]:
+    """One row per weight: the PSNR of weight * dip + (1 - weight) * cbm3d."""
+    return [
+        base
+        | {
+            "weight": weight,
+            "psnr": round(metrics.psnr(weight * dip + (1 - weight) * cbm3d, clean), 4),
+        }
+        for weight in WEIGHTS
+    ]
+
+
+def image_rows(
+    runs_of_image: list[scale_study.ImageRun], run_root: Path, sigma: float
+) -> list[dict]:
+    """Rows of one image (its runs at every seed of one size and precision)."""
+    first = min(runs_of_image, key=lambda run: run.seed)
+    run_dir = run_root / f"{first.size}px" / first.precision / f"{first.set_name}_s{first.seed}"
+    inputs = json.loads((run_dir / first.stem / run_output.INPUT_FILE).read_text())
+    noisy, clean = read_rgb(REPO / inputs["noisy"]), read_rgb(REPO / inputs["clean"])
+    cbm3d = cbm3d_output(noisy, sigma)
+    rows = []
+    for name, rule in scale_study.shipped_rules().items():
+        base = {"set": first.set_name, "stem": first.stem, "rule": name, "sigma": sigma}
+        picks = [
+            picked_snapshot(run_dir.parent / f"{run.set_name}_s{run.seed}", run, rule)
+            for run in runs_of_image
+        ]
+        for run, pick in zip(runs_of_image, picks):
+            rows += blend_rows(base | {"output": OUTPUTS[0], "seed": run.seed}, pick, cbm3d, clean)
+        if len(picks) > 1:
+            seeds = {"output": OUTPUTS[1], "seed": len(picks)}
+            rows += blend_rows(base | seeds, np.mean(picks, axis=0), cbm3d, clean)
+    return rows
+
+
+def compute(results: Path) -> int:
+    """Write the rows of every size and precision whose runs and CBM3D σ are there."""
+    runs = scale_study.read_runs(results)
+    for (size, precision), run_root in (
+        ((size, precision), RUN_FOLDERS[size])
+        for size, precision in sorted({(run.size, run.precision) for run in runs})
+        if size in RUN_FOLDERS and precision in scale_study.PRECISIONS
+    ):
+        tuned = scale_study.cbm3d_tuned(results, size)
+        if tuned is None:
+            print(f"{size}px: no CBM3D σ tuned yet; skipped")
+            continue
+        images: dict[tuple[str, str], list] = {}
+        for run in runs:
+            if (run.size, run.precision) == (size, precision) and (
+                run.set_name == scale_study.REPORT_SET or run.seed == 0
+            ):
+                images.setdefault((run.set_name, run.stem), []).append(run)
+        rows = []
+        for key in sorted(images):
+            rows += image_rows(images[key], run_root, tuned[0])
+            print(f"{size}px {precision} {key[0]} {key[1]}", flush=True)
+        target = results / ROWS / f"{size}px" / f"{precision}.csv"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image_io.write_text(target, pd.DataFrame(rows, columns=COLUMNS).to_csv(index=False))
+    return 0
+
+
+def report_lines(results: Path) -> list[str]:
+    """The markdown table: per size, precision and rule, CC's mean PSNR of each output."""
+    lines = [
+        "Seed averaging and the CBM3D blend on the CC crops (mean PSNR, dB, and against CBM3D "
+        "tuned on PolyU; the blend weight tuned on the seed-0 picks of the PolyU crops):",
+        "",
+        "| size | precision | rule | CBM3D | one fit | seed mean (seeds) | weight | one fit, "
+        "blended | seed mean, blended |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted((results / ROWS).glob("*px/*.csv")):
+        rows = pd.read_csv(path)
+        for rule, group in rows.groupby("rule", sort=False):
+            polyu = group[
+                (group["set"] != scale_study.REPORT_SET) & (group["output"] == OUTPUTS[0])
+            ]
+            weight = polyu.groupby("weight")["psnr"].mean().idxmax()
+            cc = group[group["set"] == scale_study.REPORT_SET]
+            mean = cc.groupby(["output", "weight"])["psnr"].mean()
+            cbm3d = mean[(OUTPUTS[0], 0.0)]
+            seeds = int(cc[cc["output"] == OUTPUTS[1]]["seed"].min())
+            cells = [mean[(OUTPUTS[0], 1.0)], mean[(OUTPUTS[1], 1.0)]]
+            blended = [mean[(OUTPUTS[0], weight)], mean[(OUTPUTS[1], weight)]]
+            versus = [f"{value:.2f} ({value - cbm3d:+.2f})" for value in cells + blended]
+            lines.append(
+                f"| {path.parent.name[:-2]} | {path.stem} | {rule} | {cbm3d:.2f} | {versus[0]} | "
+                f"{versus[1]} ({seeds}) | {weight:g} | {versus[2]} | {versus[3]} |"
+            )
+    return lines
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.action == "compute":
+        return compute(args.results)
+    text = "\n".join(report_lines(args.results)) + "\n"
+    print(text, end="")
+    if args.write:
+        image_io.write_text(args.results / TABLE_FILE, text)
+        image_io.write_text(DOC, replace_block(DOC.read_text(), DOC_BLOCK, text))
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("compute", "report"))
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the committed rows")
+    parser.add_argument(
+        "--write", action="store_true", help=f"report: also write {TABLE_FILE} and its block"
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

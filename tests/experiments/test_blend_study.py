@@ -1,0 +1,115 @@
+"""experiments/blend_study.py: seed means and CBM3D blends as rows, tuned on PolyU, reported on CC."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import blend_study, precision_study, scale_study
+from experiments.common import replace_block
+from tests.conftest import ROOT
+from utils import image_io, metrics, run_output
+
+SIZE = 32
+ITERATIONS = np.arange(20, 420, 20)
+
+
+def write_image_run(root: Path, set_name: str, stem: str, seed: int, clean: np.ndarray) -> None:
+    """Snapshots that approach `clean` and then drift (the rows of results/ and the run folder
+    of devdata), with the noisy/clean inputs named in input.json."""
+    rng = np.random.default_rng(seed)
+    noisy = np.clip(clean + rng.normal(0, 0.08, clean.shape), 0, 1)
+    run_dir = root / "runs" / f"{SIZE}px" / "bf16" / f"{set_name}_s{seed}"
+    image_dir = run_dir / stem
+    image_dir.mkdir(parents=True)
+    for name, pixels in (("noisy", noisy), ("clean", clean)):
+        image_io.write_png(root / f"{stem}_{seed}_{name}.png", pixels)
+    inputs = {"noisy": str(root / f"{stem}_{seed}_noisy.png")}
+    inputs["clean"] = str(root / f"{stem}_{seed}_clean.png")
+    (image_dir / run_output.INPUT_FILE).write_text(json.dumps(inputs))
+    psnr = []
+    for iteration in ITERATIONS:
+        distance = abs(int(iteration) - 200) / 200 + 0.2  # closest to clean at iteration 200
+        snapshot = np.clip(clean + distance * (noisy - clean), 0, 1)
+        image_io.write_png(run_output.snapshot_path(image_dir, int(iteration)), snapshot)
+        psnr.append(
+            metrics.psnr(image_io.read_rgb(run_output.snapshot_path(image_dir, iteration)), clean)
+        )
+    rows_dir = root / "results" / "scale" / f"{SIZE}px" / "bf16" / f"{set_name}_s{seed}"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame({"iteration": ITERATIONS, "psnr_avg": psnr})
+    for window in precision_study.WINDOWS:
+        table[precision_study.variance_column(window)] = np.abs(ITERATIONS - 200) + 1.0
+    table.to_csv(rows_dir / f"{stem}.csv", index=False)
+    images = rows_dir / precision_study.IMAGES_FILE
+    row = {"stem": stem, "height": SIZE, "width": SIZE, "noisy_psnr": metrics.psnr(noisy, clean)}
+    pd.DataFrame([row]).to_csv(images, mode="a", header=not images.exists(), index=False)
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch) -> Path:
+    clean = np.random.default_rng(7).uniform(0.2, 0.8, (SIZE, SIZE, 3))
+    clean = image_io.quantize(clean, 8) / 255.0
+    write_image_run(tmp_path, "PolyU30", "p", 0, clean)
+    for seed in (0, 1):
+        write_image_run(tmp_path, "CC", "c", seed, clean)
+    cbm3d_rows = tmp_path / "results" / scale_study.CBM3D_ROWS / f"{SIZE}px"
+    cbm3d_rows.mkdir(parents=True)
+    rows = [(dataset, stem, "20", 20.0, 30.0) for dataset, stem in (("PolyU", "p"), ("CC", "c"))]
+    columns = ["dataset", "image", "sigma", "sigma_255", "psnr"]
+    pd.DataFrame(rows, columns=columns).to_csv(cbm3d_rows / "cbm3d_full.csv", index=False)
+    monkeypatch.setattr(blend_study, "RUN_FOLDERS", {SIZE: tmp_path / "runs"})
+    return tmp_path / "results"
+
+
+def test_rows_blend_the_pick_with_cbm3d_and_average_the_seeds(study):
+    assert blend_study.compute(study) == 0
+    rows = pd.read_csv(study / blend_study.ROWS / f"{SIZE}px" / "bf16.csv")
+    cc = rows[(rows["set"] == "CC") & (rows["rule"] == "last")]
+    assert sorted(cc[cc["output"] == "one fit"]["seed"].unique()) == [0, 1]
+    cc = cc[cc["seed"] != 1].set_index(["output", "weight"])  # seed 0's fit, and the mean of 2
+    assert cc.loc[("seed mean", 1.0), "seed"] == 2
+    run_dir = study.parent / "runs" / f"{SIZE}px" / "bf16" / "CC_s0" / "c"
+    inputs = json.loads((run_dir / run_output.INPUT_FILE).read_text())
+    clean = image_io.read_rgb(inputs["clean"])
+    last = image_io.read_rgb(run_output.snapshot_path(run_dir, int(ITERATIONS[-1])))
+    assert cc.loc[("one fit", 1.0), "psnr"] == pytest.approx(metrics.psnr(last, clean), abs=1e-3)
+    cbm3d = blend_study.cbm3d_output(image_io.read_rgb(inputs["noisy"]), 20.0)
+    assert cc.loc[("one fit", 0.0), "psnr"] == pytest.approx(metrics.psnr(cbm3d, clean), abs=1e-3)
+    assert set(rows["weight"]) == set(blend_study.WEIGHTS)
+
+
+def synthetic_rows() -> pd.DataFrame:
+    """Blend rows whose best weight is 0.3 on PolyU and 0.8 on CC; the seed mean 0.5 dB up."""
+    rows = []
+    for set_name, best_weight in (("PolyU30", 0.3), ("CC", 0.8)):
+        for output in blend_study.OUTPUTS:
+            for weight in blend_study.WEIGHTS:
+                psnr = 30.0 - (weight - best_weight) ** 2 + (0.5 if output == "seed mean" else 0)
+                rows.append([set_name, "x", "wmv", output, 3, 10.0, weight, psnr])
+    return pd.DataFrame(rows, columns=blend_study.COLUMNS)
+
+
+def test_report_tunes_the_weight_on_polyu_only(tmp_path):
+    target = tmp_path / blend_study.ROWS / "64px" / "fp32.csv"
+    target.parent.mkdir(parents=True)
+    synthetic_rows().to_csv(target, index=False)
+    line = blend_study.report_lines(tmp_path)[-1]
+    cbm3d, one = 30.0 - 0.8**2, 30.0 - 0.2**2
+    assert line.startswith(f"| 64 | fp32 | wmv | {cbm3d:.2f} | {one:.2f} ({one - cbm3d:+.2f}) |")
+    seeds = one + 0.5
+    assert f"| {seeds:.2f} ({seeds - cbm3d:+.2f}) (3) |" in line
+    blended = 30.0 - 0.5**2  # the weight tuned on PolyU, 0.3, not CC's 0.8
+    assert f"| 0.3 | {blended:.2f} ({blended - cbm3d:+.2f}) |" in line
+
+
+def test_the_committed_table_regenerates_from_results_alone():
+    results = ROOT / "results"
+    text = "\n".join(blend_study.report_lines(results)) + "\n"
+    assert (results / blend_study.TABLE_FILE).read_text() == text
+    document = blend_study.DOC.read_text()
+    assert replace_block(document, blend_study.DOC_BLOCK, text) == document
