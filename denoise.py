@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from models.skip import SkipConfig
-from utils import cli, cluster, early_stopping, selection
+from utils import cli, cluster, method, selection
 from utils.dip import core_share, denoising, devices, planning, reconstruction, run_options
 from utils.dip.fitting import FitSettings
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--early_stop",
-        choices=early_stopping.EARLY_STOP_RULES,
+        choices=method.online_rules(),
         default=selection.DEFAULT_SELECTOR.label,
         help="online stopping rule (default: %(default)s; fixed stops at --stop_iteration; none = "
         "run --num_iter and keep the last snapshot)",

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from models.skip import NET_TYPES, SkipConfig
-from utils import cli, cluster, early_stopping, original_flags
+from utils import cli, cluster, method, original_flags
 from utils.biqan import labels
 from utils.dip import core_share, devices, dispatch, planning, reconstruction, run_options
 from utils.dip.fitting import FitSettings
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stopping.add_argument(
         "--early_stop",
-        choices=early_stopping.EARLY_STOP_RULES,
+        choices=method.online_rules(),
         default=EarlyStopSettings.rule,
         help="stop each image when its rule fires and write the pick as <stem>/denoised.png",
     )

@@ -8,7 +8,7 @@ Two actions:
 `collect` reads the finished images of experiments/precision_runs.sh (run_BDN.py folders under
 `devdata/precision/<size>px/<precision>/<set>_s<seed>/`) and writes, per image, its metrics.csv
 rows plus the window variances the WMV rule uses (computed from the snapshots with
-`selection.WmvTracker`), under `results/precision/` in the same layout: per-iteration numbers
+`method.WmvTracker`), under `results/precision/` in the same layout: per-iteration numbers
 only, no pixels. The layout's <precision> is a variant: `fp32`, `bf16` (the shipped bf16:
 autocast with BatchNorm and the output head in fp32) and `bf16-autocast` (plain autocast, the
 bf16 before it). `report` needs nothing else: for every image run in fp32 and in a variant it
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.common import REPO, replace_block, run_images
-from utils import image_io, run_output, selection
+from utils import image_io, method, run_output, selection
 
 RUNS = REPO / "devdata" / "precision"
 RESULTS = REPO / "results" / "precision"
@@ -46,7 +46,7 @@ def variance_column(window: int) -> str:
 
 def window_variances(image_dir: Path, iterations: np.ndarray, window: int) -> np.ndarray:
     """(snapshots,) variance of each window of `window` snapshots ending there (NaN before)."""
-    tracker = selection.WmvTracker(window, patience=len(iterations) + 1)
+    tracker = method.WmvTracker(window, patience=len(iterations) + 1)
     for iteration in iterations:
         tracker.push(image_io.read_rgb(run_output.snapshot_path(image_dir, int(iteration))))
     return np.asarray(tracker.variances)

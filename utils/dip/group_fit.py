@@ -29,7 +29,8 @@ from utils.dip.snapshots import (
     StopOnRequest,
     load_resume_state,
 )
-from utils.early_stopping import make_stoppers, replay
+from utils.early_stopping import make_stoppers
+from utils.method import replay
 from utils.run_output import (
     DENOISED_FILE,
     NETWORK_FILE,
