@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run_options.add_stop_flag(parser)
+    run_options.add_loss_flag(parser)
     run_options.add_precision_flag(parser)
     parser.add_argument(
         "--gpu_id",

@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     """Flags of step 1; every default is its settings dataclass field's."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_flags(parser)
-    run_options.add_flags(parser.add_argument_group("fitting"), FIT_FLAGS)
+    fitting = parser.add_argument_group("fitting")
+    run_options.add_flags(fitting, FIT_FLAGS)
+    run_options.add_loss_flag(fitting)
     network = parser.add_argument_group("network")
     run_options.add_flags(network, NETWORK_FLAGS)
     network.add_argument(

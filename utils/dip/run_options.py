@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from models.skip import SkipConfig
-from utils import cluster, early_stopping, run_output, selection
+from utils import cluster, early_stopping, method, run_output, selection
 from utils.dip import devices, networks, planning
 from utils.dip.fitting import FitSettings
 
@@ -121,6 +121,17 @@ def add_precision_flag(group: Any) -> None:
         help="auto: the precision of the run being resumed, else bf16 where the device computes "
         "it natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX), else fp32; fp32, tf32 or "
         "bf16 (autocast; BatchNorm and the output in fp32) to choose (default: %(default)s)",
+    )
+
+
+def add_loss_flag(group: Any) -> None:
+    """--loss of run_BDN.py and denoise.py: a name of `method.LOSSES` (read when the parser is
+    built, so a loss registered before counts)."""
+    group.add_argument(
+        "--loss",
+        choices=tuple(method.LOSSES),
+        default=field_default(FitSettings, "loss"),
+        help="what the network's output is fitted to the noisy image with (default: %(default)s)",
     )
 
 
