@@ -8,7 +8,7 @@ Two actions:
 `collect` reads the finished images of experiments/precision_runs.sh (run_BDN.py folders under
 `devdata/precision/<size>px/<precision>/<set>_s<seed>/`) and writes, per image, its metrics.csv
 rows plus the window variances the WMV rule uses (computed from the snapshots with
-`method.WmvTracker`), under `results/precision/` in the same layout: per-iteration numbers
+`method.WmvRule`), under `results/precision/` in the same layout: per-iteration numbers
 only, no pixels. The layout's <precision> is a variant: `fp32`, `bf16` (the shipped bf16:
 autocast with BatchNorm and the output head in fp32) and `bf16-autocast` (plain autocast, the
 bf16 before it). `report` needs nothing else: for every image run in fp32 and in a variant it
@@ -46,10 +46,11 @@ def variance_column(window: int) -> str:
 
 def window_variances(image_dir: Path, iterations: np.ndarray, window: int) -> np.ndarray:
     """(snapshots,) variance of each window of `window` snapshots ending there (NaN before)."""
-    tracker = method.WmvTracker(window, patience=len(iterations) + 1)
+    rule = method.WmvRule(window, patience=len(iterations) + 1)
     for iteration in iterations:
-        tracker.push(image_io.read_rgb(run_output.snapshot_path(image_dir, int(iteration))))
-    return np.asarray(tracker.variances)
+        path = run_output.snapshot_path(image_dir, int(iteration))
+        rule.push(int(iteration), image_io.read_rgb(path))
+    return np.asarray(rule.variances)
 
 
 def collect_run(run_dir: Path, out_dir: Path) -> int:

@@ -267,31 +267,33 @@ def patience_step(
     return best_value, best_index, waited + 1, waited + 1 >= patience
 
 
-class WmvTracker:
-    """The ES-WMV rule (Wang et al., "Early Stopping for Deep Image Prior") fed one snapshot at
-    a time. The variance of a window is the mean over its `window` snapshots of the per-pixel
-    mean squared deviation from the window mean. After `push`: `variances` (one per snapshot,
-    NaN before the first full window), `best_index` (snapshot at the variance minimum, -1
-    before the first full window) and `fired` (`patience` snapshots without a new minimum)."""
+@register_rule("wmv")
+class WmvRule(StoppingRule):
+    """The ES-WMV rule (Wang et al., "Early Stopping for Deep Image Prior"): the variance of a
+    window is the mean over its `window` snapshots of the per-pixel mean squared deviation from
+    the window mean; `variances` has one per snapshot (NaN before the first full window),
+    `best_index` is the snapshot at the variance minimum (-1 before), the pick; it fires after
+    `patience` snapshots without a new minimum."""
 
     def __init__(self, window: int, patience: int) -> None:
+        super().__init__()
         if window < 2:
             raise ValueError(f"window must be at least 2 snapshots, got {window}")
         if patience < 1:
             raise ValueError(f"patience must be at least 1 snapshot, got {patience}")
-        self.window = window
-        self.patience = patience
+        self.window, self.patience = window, patience
         self.history: list[np.ndarray] = []
         self.running_sum: np.ndarray | None = None
         self.running_squares: np.ndarray | None = None
+        self.iterations: list[int] = []
         self.variances: list[float] = []
-        self.best_variance = np.inf
-        self.best_index = -1
-        self.waited = 0
-        self.fired = False
+        self.best_variance, self.best_index, self.waited = np.inf, -1, 0
 
-    def push(self, snapshot: np.ndarray) -> None:
-        """Add the next snapshot (an array of the same shape as the earlier ones)."""
+    @classmethod
+    def from_options(cls, options: RuleOptions) -> StoppingRule:
+        return cls(options.window, options.patience)
+
+    def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
         snapshot = np.asarray(snapshot, dtype=np.float64)
         index = len(self.variances)
         if self.running_sum is None:
@@ -304,6 +306,7 @@ class WmvTracker:
                 f"snapshot {index} has shape {snapshot.shape}, the earlier ones "
                 f"{self.running_sum.shape}"
             )
+        self.iterations.append(iteration)
         self.history.append(snapshot)
         self.running_sum += snapshot
         self.running_squares += snapshot**2
@@ -328,27 +331,8 @@ class WmvTracker:
             self.patience,
             self.fired,
         )
-
-
-@register_rule("wmv")
-class WmvRule(StoppingRule):
-    """Windowed moving variance; the pick is the snapshot at the variance minimum."""
-
-    def __init__(self, window: int, patience: int) -> None:
-        super().__init__()
-        self.tracker = WmvTracker(window, patience)
-        self.iterations: list[int] = []
-
-    @classmethod
-    def from_options(cls, options: RuleOptions) -> StoppingRule:
-        return cls(options.window, options.patience)
-
-    def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
-        self.iterations.append(iteration)
-        self.tracker.push(snapshot)
-        if self.tracker.best_index >= 0:
-            self.pick_iteration = self.iterations[self.tracker.best_index]
-        self.fired = self.tracker.fired
+        if self.best_index >= 0:
+            self.pick_iteration = self.iterations[self.best_index]
 
 
 @register_rule("fixed")

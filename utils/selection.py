@@ -151,7 +151,7 @@ class WmvResult:
 def wmv_replay(variances: np.ndarray, patience: int) -> tuple[int, int | None]:
     """The WMV rule over window variances computed before ((snapshots,), NaN until the first
     full window): (the pick, at the minimum up to where the rule fired; where it fired, or
-    None), the decisions `WmvTracker` takes."""
+    None), the decisions `method.WmvRule` takes."""
     best_value, best_index, waited = np.inf, -1, 0
     for index, value in enumerate(np.asarray(variances, dtype=np.float64)):
         if np.isnan(value):
@@ -170,7 +170,7 @@ def windowed_moving_variance(
     patience: int,
     count: int | None = None,
 ) -> WmvResult:
-    """Run the ES-WMV rule (`WmvTracker`) over snapshots given as HxWxC float arrays or a loader.
+    """Run the ES-WMV rule (`method.WmvRule`) over snapshots given as HxWxC float arrays or a loader.
 
     ``snapshots`` is a sequence of equally shaped float arrays (any range, e.g. [0, 1]) or a
     callable ``index -> array`` together with ``count``. Loading stops when the rule fires.
@@ -190,9 +190,9 @@ def windowed_moving_variance(
     rule = method.WmvRule(window, patience)
     stop_index = method.replay(rule, ((index, load(index)) for index in range(count)))
     variances = np.full(count, np.nan)
-    variances[: len(rule.tracker.variances)] = rule.tracker.variances
+    variances[: len(rule.variances)] = rule.variances
     return WmvResult(
-        pick_index=rule.tracker.best_index,
+        pick_index=rule.best_index,
         variances=variances,
         fired=rule.fired,
         stop_index=stop_index,
