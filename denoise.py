@@ -17,7 +17,7 @@ from pathlib import Path
 from models.skip import SkipConfig
 from utils import cli, cluster, method, selection
 from utils.dip import core_share, denoising, devices, planning, reconstruction, run_options
-from utils.dip.fitting import FitSettings
+from utils.method import FitSettings
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,8 +17,8 @@ from models.skip import NET_TYPES, SkipConfig
 from utils import cli, cluster, method, original_flags
 from utils.biqan import labels
 from utils.dip import core_share, devices, dispatch, planning, reconstruction, run_options
-from utils.dip.fitting import FitSettings
 from utils.early_stopping import EarlyStopSettings
+from utils.method import FitSettings
 
 FIT_FLAGS = (
     ("--num_iter", FitSettings.num_iter, "iterations per image"),

@@ -22,7 +22,7 @@ from tests.conftest import ROOT, make_pair
 from utils.biqan.labels import LabelSettings
 from utils.biqan.settings import StageSettings, TrainingSettings
 from utils.dip import planning, run_options
-from utils.dip.fitting import FitSettings
+from utils.method import FitSettings
 
 # README heading (a part of it) -> the script whose flags its tables list
 SECTIONS = {

@@ -23,7 +23,8 @@ from tests.biqan.helpers import write_fake_image_folder
 from tests.conftest import make_pair
 from utils import original_flags
 from utils.biqan import labels
-from utils.dip.fitting import DipFit, FitSettings
+from utils.dip.fitting import DipFit
+from utils.method import FitSettings
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import torch
 from models.skip import SkipConfig
 from utils import image_io, run_output
 from utils.dip import snapshots
-from utils.dip.fitting import DipFit, FitSettings, Padding, build_network, run_fit, to_tensor
-from utils.method import WmvRule
+from utils.dip.fitting import DipFit, Padding, build_network, run_fit, to_tensor
+from utils.method import FitSettings, WmvRule
 
 CONFIG = SkipConfig(input_depth=4, channels_down=8, channels_up=8, channels_skip=2, num_scales=2)
 

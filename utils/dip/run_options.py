@@ -18,7 +18,7 @@ import torch
 from models.skip import SkipConfig
 from utils import cluster, early_stopping, method, run_output, selection
 from utils.dip import devices, networks, planning
-from utils.dip.fitting import FitSettings
+from utils.method import FitSettings
 
 AUTO_PRECISION = "auto"
 
