@@ -30,8 +30,6 @@ from utils import (  # noqa: E402
     image_io,
     original_flags,
     ownership,
-    run_output,
-    snapshot_features,
 )
 from utils.biqan import device as keras_device  # noqa: E402
 from utils.biqan import evaluation as biqan_eval
@@ -267,117 +265,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return cli.parse_checked(build_parser(), check_args, argv)
 
 
-def read_dataset(args: argparse.Namespace) -> tuple[list[str], list[Path], np.ndarray, np.ndarray]:
-    """Image ids, snapshot paths, distributions (N, 10) and true PSNRs (N,) of the label file.
-
-    Snapshots without a run_BDN metrics.csv (the original's label files and snapshots) get the
-    PSNR their label implies (mean score mapped back with the default 8..45 dB range).
-    """
-    image_ids, distributions = labels.read_labels(args.dataset_file_path)
-    paths = [snapshot_path(args.dataset_image_path, image_id) for image_id in image_ids]
-    for image_id, path in zip(image_ids, paths):
-        if not path.is_file():
-            raise ValueError(f"{path}: snapshot {image_id} of {args.dataset_file_path} not found")
-    true_psnr: dict[Path, float] = {}
-    implied = sorted(
-        {path.parent for path in paths if not (path.parent / run_output.METRICS_FILE).is_file()}
-    )
-    for folder in sorted({path.parent for path in paths} - set(implied)):
-        metrics = run_output.read_metrics(folder)
-        true_psnr.update(zip(metrics.snapshot_paths(), metrics.true_psnr.tolist()))
-    if implied:
-        print(
-            f"note: {len(implied)} image folders have no {run_output.METRICS_FILE}; their "
-            f"validation PSNR is the one their labels imply"
-        )
-        label_psnr = labels.mean_score_to_psnr(labels.distribution_mean(distributions))
-        true_psnr.update(
-            (path, float(psnr)) for path, psnr in zip(paths, label_psnr) if path.parent in implied
-        )
-    missing = [path for path in paths if path not in true_psnr]
-    if missing:
-        raise ValueError(f"{missing[0]}: no row in {missing[0].parent / run_output.METRICS_FILE}")
-    return image_ids, paths, distributions, np.array([true_psnr[path] for path in paths])
-
-
-def train_ranker(args: argparse.Namespace) -> int:
-    """Train the snapshot ranker on the labelled images, report validation ranking quality."""
-    from models import snapshot_ranker
-    from utils import ranker_training
-    from utils.biqan import data as biqan_data
-    from utils.biqan import evaluation as biqan_eval
-
-    try:
-        image_ids, paths, _, _ = read_dataset(args)
-        train_rows, validation_rows = biqan_data.split_by_source(
-            image_ids, args.validation_fraction, args.seed
-        )
-        images, intervals = {}, set()
-        for folder in sorted({path.parent for path in paths}):
-            labelled = {path for path in paths if path.parent == folder}
-            noisy = run_output.noisy_input(args.dataset_image_path, folder.name, args.noisy_path)
-            iterations, psnr, features = ranker_training.run_image_features(folder, noisy)
-            keep = np.array(
-                [run_output.snapshot_path(folder, int(i)) in labelled for i in iterations]
-            )
-            images[folder.name] = (features[keep], psnr[keep])
-            intervals.add(int(iterations[0]))
-        if len(intervals) != 1:
-            raise ValueError(
-                f"{args.dataset_image_path}: the images were saved at different "
-                f"snapshot intervals {sorted(intervals)}; train on one"
-            )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    sources = {
-        split: sorted({biqan_data.source_image(image_ids[row]) for row in rows})
-        for split, rows in (("train", train_rows), ("validation", validation_rows))
-    }
-    try:
-        ownership.claim(args.output_path, ["ranker_validation.csv"])
-        ownership.claim(args.output_checkpoint, [snapshot_ranker.RANKER_FILE])
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    settings = ranker_training.RankerTraining(seed=args.seed)
-    ranker = ranker_training.train_ranker(
-        [images[name] for name in sources["train"]],
-        snapshot_features.FEATURE_NAMES,
-        settings,
-        trained_on=f"{len(sources['train'])} images of {args.dataset_image_path}",
-        snapshot_interval=intervals.pop(),
-    )
-    path = snapshot_ranker.save_ranker(ranker, args.output_checkpoint)
-    rows = []
-    for name in sources["validation"]:
-        features, psnr = images[name]
-        srcc, plcc, gap = ranker_training.ranking_quality(ranker.score(features), psnr)
-        rows.append(
-            {"image": name, "srcc": round(srcc, 4), "plcc": round(plcc, 4), "gap_db": round(gap, 4)}
-        )
-    biqan_eval.write_table(args.output_path / "ranker_validation.csv", rows)
-    print(f"snapshot ranker trained on {len(sources['train'])} images: {path}")
-    print(
-        f"validation ({len(rows)} images): within image SRCC "
-        f"{np.nanmean([row['srcc'] for row in rows]):.3f}, PLCC "
-        f"{np.nanmean([row['plcc'] for row in rows]):.3f}; gap of the pick to the true best "
-        f"{np.mean([row['gap_db'] for row in rows]):.2f} dB"
-    )
-    return 0
-
-
-def snapshot_path(image_path: Path, image_id: str) -> Path:
-    """A label's image id -> its snapshot file: relative to --dataset_image_path (this project's
-    labels) or, where only that exists, to the working folder (the original's label files)."""
-    joined = image_path / image_id
-    return Path(image_id) if not joined.is_file() and Path(image_id).is_file() else joined
-
-
 def main(args: argparse.Namespace) -> int:
     """Train both stages, keep the best checkpoint, report validation correlations."""
     if args.classification_model == "ranker":
-        return train_ranker(args)
+        from utils import ranker_training
+
+        return ranker_training.main(args)
     keras_device.hide_other_gpus(args.gpu_id)
     # Keras and the backend are imported only now, after the GPU choice is in the environment.
     import keras
@@ -391,7 +284,9 @@ def main(args: argparse.Namespace) -> int:
     if warning := keras_device.missing_gpu_warning(args.gpu_id):
         print(warning, file=sys.stderr)
     try:
-        image_ids, paths, distributions, true_psnr = read_dataset(args)
+        image_ids, paths, distributions, true_psnr = labels.read_labelled_snapshots(
+            args.dataset_image_path, args.dataset_file_path
+        )
         train_rows, validation_rows = biqan_data.split_by_source(
             image_ids, args.validation_fraction, args.seed
         )

@@ -406,7 +406,9 @@ def test_train_biqan_reads_original_labels_relative_to_working_folder(tmp_path, 
             "res",
         ]
     )
-    _, paths, distributions, true_psnr = train_BIQAN.read_dataset(args)
+    _, paths, distributions, true_psnr = labels.read_labelled_snapshots(
+        args.dataset_image_path, args.dataset_file_path
+    )
     assert paths == [Path("dataset/run/x_real/00020.png"), Path("dataset/run/x_real/00040.png")]
     assert distributions.shape == (2, 10)
     np.testing.assert_allclose(true_psnr, labels.mean_score_to_psnr(5.5))
