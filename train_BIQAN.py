@@ -265,92 +265,82 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return cli.parse_checked(build_parser(), check_args, argv)
 
 
-def main(args: argparse.Namespace) -> int:
-    """Train both stages, keep the best checkpoint, report validation correlations."""
-    if args.classification_model == "ranker":
-        from utils import ranker_training
+@dataclasses.dataclass
+class TrainingData:
+    """The network to train and its data: the label file's rows split by source image."""
 
-        return ranker_training.main(args)
-    keras_device.hide_other_gpus(args.gpu_id)
-    # Keras and the backend are imported only now, after the GPU choice is in the environment.
+    config: BiqanConfig
+    model: object
+    train: object
+    validation: object
+    image_ids: list[str]
+    train_count: int
+    validation_rows: np.ndarray
+    validation_paths: list[Path]
+    true_psnr: np.ndarray
+
+
+def prepare_training(args: argparse.Namespace) -> TrainingData:
+    """Read the labels, split them, build the network and the two datasets; ValueError for a
+    problem with the data (call after `keras_device.hide_other_gpus`)."""
     import keras
 
     from models import biqan
     from utils.biqan import data as biqan_data
-    from utils.biqan import plots as biqan_plots
-    from utils.biqan import report as biqan_report
     from utils.biqan import train as biqan_train
 
-    if warning := keras_device.missing_gpu_warning(args.gpu_id):
-        print(warning, file=sys.stderr)
-    try:
-        image_ids, paths, distributions, true_psnr = labels.read_labelled_snapshots(
-            args.dataset_image_path, args.dataset_file_path
-        )
-        train_rows, validation_rows = biqan_data.split_by_source(
-            image_ids, args.validation_fraction, args.seed
-        )
-        config = BiqanConfig(
-            architecture=args.classification_model,
-            alpha=args.alpha,
-            image_size=args.image_size,
-            input_mode=args.input_mode,
-            backbone_weights=args.weights,
-            trained_backend=keras.backend.backend(),
-        )
-        biqan_train.set_random_seed(args.seed)
-        model = biqan.build_biqan(config, imagenet=args.weights == "imagenet")
-        if args.weights not in ("imagenet", "none"):
-            print(
-                f"loaded {biqan.load_initial_weights(model, args.weights)} weights "
-                f"from {args.weights}"
-            )
-        train_data = biqan_data.SnapshotDataset(
-            [paths[row] for row in train_rows],
-            distributions[train_rows],
-            args.batchsize,
-            args.input_mode,
-            args.image_size,
-            augment=True,
-            seed=args.seed,
-            workers=args.workers,
-        )
-        validation_paths = [paths[row] for row in validation_rows]
-        validation_data = biqan_data.SnapshotDataset(
-            validation_paths,
-            distributions[validation_rows],
-            args.batchsize,
-            args.input_mode,
-            args.image_size,
-            augment=False,
-            crops_per_side=1,
-            workers=args.workers,
-        )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    sources = sorted({biqan_data.source_image(image_ids[row]) for row in validation_rows})
-    print(
-        f"{len(train_rows)} training and {len(validation_rows)} validation snapshots; "
-        f"validation images: {', '.join(sources)}"
+    image_ids, paths, distributions, true_psnr = labels.read_labelled_snapshots(
+        args.dataset_image_path, args.dataset_file_path
     )
-    earlier = (
-        biqan.list_checkpoints(args.output_checkpoint) if args.output_checkpoint.is_dir() else []
+    train_rows, validation_rows = biqan_data.split_by_source(
+        image_ids, args.validation_fraction, args.seed
     )
-    if earlier:
+    config = BiqanConfig(
+        architecture=args.classification_model,
+        alpha=args.alpha,
+        image_size=args.image_size,
+        input_mode=args.input_mode,
+        backbone_weights=args.weights,
+        trained_backend=keras.backend.backend(),
+    )
+    biqan_train.set_random_seed(args.seed)
+    model = biqan.build_biqan(config, imagenet=args.weights == "imagenet")
+    if args.weights not in ("imagenet", "none"):
         print(
-            f"note: {args.output_checkpoint} already holds {len(earlier)} checkpoints of an "
-            f"earlier run; biqan.json will describe this run"
+            f"loaded {biqan.load_initial_weights(model, args.weights)} weights from {args.weights}"
         )
-    try:
-        ownership.claim(args.output_path, TRAINING_OUTPUTS)
-        ownership.claim(args.output_checkpoint, [biqan.CONFIG_FILE])
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    started = time.time()
-    stages = [
-        biqan_train.StageSettings(
+    datasets = [
+        biqan_data.SnapshotDataset(
+            [paths[row] for row in rows],
+            distributions[rows],
+            args.batchsize,
+            args.input_mode,
+            args.image_size,
+            workers=args.workers,
+            **options,
+        )
+        for rows, options in (
+            (train_rows, {"augment": True, "seed": args.seed}),
+            (validation_rows, {"augment": False, "crops_per_side": 1}),
+        )
+    ]
+    validation_paths = [paths[row] for row in validation_rows]
+    return TrainingData(
+        config,
+        model,
+        *datasets,
+        image_ids,
+        len(train_rows),
+        validation_rows,
+        validation_paths,
+        true_psnr,
+    )
+
+
+def stage_settings(args: argparse.Namespace) -> list[StageSettings]:
+    """The two stages' settings: stage 1 at --lr, stage 2 (fine-tuning) at --finetune_lr."""
+    return [
+        StageSettings(
             stage=stage,
             learning_rate=learning_rate,
             epochs=args.epochs,
@@ -362,47 +352,50 @@ def main(args: argparse.Namespace) -> int:
         )
         for stage, learning_rate in ((1, args.lr), (2, args.finetune_lr))
     ]
-    try:
-        histories, best_val_loss = biqan_train.train_stages(
-            model, train_data, validation_data, args.output_checkpoint, stages
-        )
-    except ValueError as error:  # a snapshot that cannot be read; biqan.json is not written
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+
+
+def write_history(output_path: Path, histories: list[dict]) -> None:
+    """The loss curves of both stages (first_stage.png, second_stage.png) and history.csv."""
+    from utils.biqan import plots as biqan_plots
+
     history_rows: list[dict] = []
     for stage, history, name in zip((1, 2), histories, ("first_stage", "second_stage")):
         biqan_plots.plot_loss_curves(
-            history, f"stage {stage}: {name.replace('_', ' ')}", args.output_path / f"{name}.png"
+            history, f"stage {stage}: {name.replace('_', ' ')}", output_path / f"{name}.png"
         )
         history_rows.extend(
             {"stage": stage, **{key: values[number] for key, values in history.items()}}
             for number in range(len(history["epoch"]))
         )
-    biqan_eval.write_table(args.output_path / "history.csv", history_rows)
-    try:
-        best = biqan.best_checkpoint(args.output_checkpoint, written_since=started)
-    except ValueError as error:
-        print(f"error: no checkpoint was written (is val_loss finite?): {error}", file=sys.stderr)
-        return 1
-    biqan.save_config(
-        args.output_checkpoint, dataclasses.replace(config, best_checkpoint=best.name)
-    )
-    model, config, _ = biqan.load_biqan(best)
+    biqan_eval.write_table(output_path / "history.csv", history_rows)
+
+
+def report_validation(
+    args: argparse.Namespace, data: TrainingData, best: Path, best_val_loss: float
+) -> None:
+    """Score the validation snapshots with the best checkpoint, write the validation report
+    and print it with the checkpoint."""
+    from models import biqan
+    from utils.biqan import data as biqan_data
+    from utils.biqan import report as biqan_report
+
+    model, _, _ = biqan.load_biqan(best)
     predicted = biqan_data.score_snapshots(
         model,
-        validation_paths,
+        data.validation_paths,
         args.input_mode,
         args.image_size,
         args.test_crops,
         args.batchsize,
         args.workers,
     )
+    rows = data.validation_rows
     report = biqan_report.write_validation_report(
         args.output_path,
-        [image_ids[row] for row in validation_rows],
-        [biqan_data.source_image(image_ids[row]) for row in validation_rows],
+        [data.image_ids[row] for row in rows],
+        [biqan_data.source_image(data.image_ids[row]) for row in rows],
         predicted,
-        true_psnr[validation_rows],
+        data.true_psnr[rows],
     )
     mean_srcc, mean_plcc = report.mean_within_image
     print(f"best checkpoint: {best} (val_loss {best_val_loss:.4f})")
@@ -416,6 +409,64 @@ def main(args: argparse.Namespace) -> int:
             "note: the predicted mean score is the same for every validation snapshot "
             "(correlations undefined): the network has not learnt to tell them apart"
         )
+
+
+def announce(args: argparse.Namespace, data: TrainingData) -> None:
+    """Print the split and a note when --output_checkpoint holds an earlier run's checkpoints."""
+    from models import biqan
+    from utils.biqan import data as biqan_data
+
+    rows = data.validation_rows
+    sources = sorted({biqan_data.source_image(data.image_ids[row]) for row in rows})
+    print(
+        f"{data.train_count} training and {len(rows)} validation snapshots; "
+        f"validation images: {', '.join(sources)}"
+    )
+    earlier = (
+        biqan.list_checkpoints(args.output_checkpoint) if args.output_checkpoint.is_dir() else []
+    )
+    if earlier:
+        print(
+            f"note: {args.output_checkpoint} already holds {len(earlier)} checkpoints of an "
+            f"earlier run; biqan.json will describe this run"
+        )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Train both stages, keep the best checkpoint, report validation correlations."""
+    if args.classification_model == "ranker":
+        from utils import ranker_training
+
+        return ranker_training.main(args)
+    keras_device.hide_other_gpus(args.gpu_id)
+    # Keras and the backend are imported only now, after the GPU choice is in the environment.
+    from models import biqan
+    from utils.biqan import train as biqan_train
+
+    if warning := keras_device.missing_gpu_warning(args.gpu_id):
+        print(warning, file=sys.stderr)
+    try:
+        data = prepare_training(args)
+        announce(args, data)
+        ownership.claim(args.output_path, TRAINING_OUTPUTS)
+        ownership.claim(args.output_checkpoint, [biqan.CONFIG_FILE])
+        started = time.time()
+        histories, best_val_loss = biqan_train.train_stages(
+            data.model, data.train, data.validation, args.output_checkpoint, stage_settings(args)
+        )
+    except ValueError as error:  # also a snapshot that cannot be read: no biqan.json then
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    write_history(args.output_path, histories)
+    try:
+        best = biqan.best_checkpoint(args.output_checkpoint, written_since=started)
+    except ValueError as error:
+        print(f"error: no checkpoint was written (is val_loss finite?): {error}", file=sys.stderr)
+        return 1
+    biqan.save_config(
+        args.output_checkpoint, dataclasses.replace(data.config, best_checkpoint=best.name)
+    )
+    report_validation(args, data, best, best_val_loss)
     return 0
 
 
