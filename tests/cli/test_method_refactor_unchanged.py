@@ -9,15 +9,11 @@ denoise.py's output, on the committed sample and on a crop of a real CC pair.
 
 from __future__ import annotations
 
-import filecmp
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, unpack_commit
+from tests.conftest import ROOT, run_scripts, same_bytes, unpack_commit
 from utils import image_io
 from utils.dip import planning
 
@@ -112,45 +108,6 @@ def steps(real: Path, mean: Path, rule: list[str], denoised_input: Path) -> list
     ]
 
 
-def run_steps(code: Path, work: Path, commands: list[list[str]]) -> None:
-    """Run `commands` with the scripts of the code in `code`, in the working folder `work`."""
-    work.mkdir(parents=True)
-    environment = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "KERAS_BACKEND": "torch",
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    environment.pop("PYTHONPATH", None)
-    for command in commands:
-        result = subprocess.run(
-            [sys.executable, str(code / command[0]), *command[1:]],
-            cwd=work,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert result.returncode == 0, f"{code / command[0]} failed:\n{result.stderr[-3000:]}"
-
-
-def compared_files(work: Path) -> list[Path]:
-    """The result files compared byte for byte, relative to `work`."""
-    return sorted(path.relative_to(work) for pattern in COMPARED for path in work.glob(pattern))
-
-
-def assert_same_bytes(before: Path, after: Path) -> list[Path]:
-    """The same result files under both folders, with the same bytes; returns them."""
-    files = compared_files(before)
-    assert files == compared_files(after)
-    differing = [
-        str(path) for path in files if not filecmp.cmp(before / path, after / path, shallow=False)
-    ]
-    assert differing == []
-    return files
-
-
 @pytest.fixture(scope="module")
 def reference_code(tmp_path_factory) -> Path:
     """The code before the change, unpacked from the repository's history (skipped without it)."""
@@ -160,9 +117,9 @@ def reference_code(tmp_path_factory) -> Path:
 def test_sample_gives_the_reference_bytes(reference_code, tmp_path):
     rule = ["--early_stop", "wmv", "--wmv_window", "20", "--patience", "20"]
     commands = steps(SAMPLE / "real", SAMPLE / "mean", rule, SAMPLE / "real" / "camera.png")
-    run_steps(reference_code, tmp_path / "before", commands)
-    run_steps(ROOT, tmp_path / "after", commands)
-    files = assert_same_bytes(tmp_path / "before", tmp_path / "after")
+    run_scripts(reference_code, tmp_path / "before", commands)
+    run_scripts(ROOT, tmp_path / "after", commands)
+    files = same_bytes(tmp_path / "before", tmp_path / "after", COMPARED)
     assert any(path.name == "denoised.png" for path in files)
     assert Path("selection/selection.csv") in files
     assert Path("denoised/camera.png") in files
@@ -177,8 +134,8 @@ def test_real_crop_gives_the_reference_bytes(reference_code, shared_data, tmp_pa
     rule = ["--early_stop", "fixed", "--stop_iteration", "40"]
     real, mean = tmp_path / "crop" / "real", tmp_path / "crop" / "mean"
     commands = steps(real, mean, rule, real / f"{job.stem}.png")
-    run_steps(reference_code, tmp_path / "before", commands)
-    run_steps(ROOT, tmp_path / "after", commands)
-    files = assert_same_bytes(tmp_path / "before", tmp_path / "after")
+    run_scripts(reference_code, tmp_path / "before", commands)
+    run_scripts(ROOT, tmp_path / "after", commands)
+    files = same_bytes(tmp_path / "before", tmp_path / "after", COMPARED)
     assert Path(f"run/{job.stem}/denoised.png") in files
     assert Path(f"denoised/{job.stem}.png") in files
