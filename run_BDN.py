@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from models.skip import NET_TYPES, SkipConfig
+from models.skip import SkipConfig
 from utils import cli, cluster, method, original_flags
 from utils.biqan import labels
 from utils.dip import core_share, devices, dispatch, planning, reconstruction, run_options
@@ -45,14 +45,6 @@ RUN_FLAGS = (
     ("--batch_images", planning.RunSettings.batch_images, "fit up to K images of one size at once, each with its own network"),
     ("--checkpoint_every", planning.RunSettings.checkpoint_every, "save resumable state every N iterations"),
 )  # fmt: skip
-ORIGINAL_FLAGS = (
-    ("--input_base_option", original_flags.INPUT_BASE_OPTIONS, "network input: use_unifrom_noise (default) or use_raw_image (the noisy image)"),
-    ("--input_extra_option", original_flags.NOISE_OPTIONS, "noise added to the input each iteration: fixed or random std (replaces --reg_noise_std)"),
-    ("--input_max_gn_std", float, "its (maximum) std in 1/255 units (8.5 = 1/30; replaces --reg_noise_std)"),
-    ("--refer_base_option", original_flags.REFERENCE_BASE_OPTIONS, "fitting target: use_raw_image (the noisy image, always)"),
-    ("--refer_extra_option", original_flags.NOISE_OPTIONS, "noise added to the target each iteration (replaces --target_noise_std)"),
-    ("--refer_max_gn_std", float, "its (maximum) std in 1/255 units (replaces --target_noise_std)"),
-)  # fmt: skip
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -68,27 +60,6 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument(
         "--output_path", type=Path, required=True, help="output folder (rerun to resume)"
-    )
-
-
-def add_original_flags(parser: argparse.ArgumentParser) -> None:
-    """The original code's flags, translated by `apply_original_flags`, and the refused ones."""
-    original = parser.add_argument_group(
-        "flags of the original code (same meaning and units; see docs/ORIGINAL.md)"
-    )
-    original.add_argument(
-        "--net_type",
-        choices=NET_TYPES,
-        default=SkipConfig.net_type,
-        help="skip (default) or snail, the original's smaller network (8..128 channels)",
-    )
-    for flag, kind, text in ORIGINAL_FLAGS:
-        if isinstance(kind, tuple):
-            original.add_argument(flag, choices=kind, help=text)
-        else:
-            original.add_argument(flag, type=kind, help=text)
-    original_flags.add_refused(
-        parser, original_flags.RUN_BDN_REFUSED, original_flags.RUN_BDN_IGNORED
     )
 
 
@@ -156,44 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no progress bars, plain log lines (the default when the output is not a terminal)",
     )
-    add_original_flags(parser)
-    parser.set_defaults(reg_noise_random=False, target_noise_random=False, input_kind="noise")
+    original_flags.add_run_bdn_flags(parser)
     return parser
-
-
-def apply_original_flags(args: argparse.Namespace, given: set[str]) -> None:
-    """Translate the original's input/target flags into this project's settings, in place;
-    ValueError for a combination that cannot be translated."""
-    width_flags = sorted(given & {"--channels", "--skip_channels", "--num_scales"})
-    if args.net_type == "snail" and width_flags:
-        raise ValueError(
-            f"--net_type snail has fixed channels and scales: drop {', '.join(width_flags)}"
-        )
-    for flag, value in (
-        ("--input_base_option", args.input_base_option),
-        ("--refer_base_option", args.refer_base_option),
-    ):
-        if value == "use_denoised_image":
-            raise ValueError(f"{flag} {value}: {original_flags.DENOISED_IMAGE_REASON}")
-    if args.input_base_option == "use_raw_image":
-        args.input_kind = "noisy_image"
-    pairs = (
-        ("--input_extra_option", "--input_max_gn_std", "--reg_noise_std", "reg_noise"),
-        ("--refer_extra_option", "--refer_max_gn_std", "--target_noise_std", "target_noise"),
-    )
-    for option_flag, std_flag, ours, name in pairs:
-        try:
-            setting = original_flags.noise_setting(
-                getattr(args, option_flag[2:]), getattr(args, std_flag[2:])
-            )
-        except ValueError as error:
-            raise ValueError(f"{std_flag}: {error}") from None
-        if setting is None:
-            continue
-        if ours in given:
-            raise ValueError(f"{ours} and {option_flag}/{std_flag} set the same noise: give one")
-        setattr(args, f"{name}_std", setting[0])
-        setattr(args, f"{name}_random", setting[1])
 
 
 def check_folders(args: argparse.Namespace) -> None:
@@ -235,7 +170,7 @@ def check_work_split(args: argparse.Namespace) -> None:
 def check_args(args: argparse.Namespace, given: set[str]) -> None:
     """Every check of the flags, in place (translations and resolved values are added to
     `args`); ValueError with a one-line message for the first problem."""
-    apply_original_flags(args, given)
+    original_flags.translate_run_bdn(args, given)
     run_options.fit_settings(args).validate()
     check_folders(args)
     if args.checkpoint_every < 1:
