@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="start every image from this saved network (transfer learning)",
     )
-    run_options.add_flags(
+    cli.add_flags(
         parser,
         (
             ("--num_iter", FitSettings.num_iter, "most iterations per image"),
@@ -63,15 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="0",
         help="CUDA device or 'cpu' (default: %(default)s; the CPU when CUDA is absent)",
     )
-    run_options.add_flags(parser, (("--seed", planning.RunSettings.seed, "random seed"),))
+    cli.add_flags(parser, (("--seed", planning.RunSettings.seed, "random seed"),))
     parser.add_argument(
         "--keep_snapshots", action="store_true", help="keep snapshots and metrics in OUT/snapshots/"
     )
-    parser.add_argument(
-        "--quiet",
-        action="store_true",
-        help="no progress bars, plain log lines (the default when the output is not a terminal)",
-    )
+    run_options.add_quiet_flag(parser)
     return parser
 
 

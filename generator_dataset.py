@@ -37,7 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="AVA label file to write, e.g. dataset/PolyU_labels.txt",
     )
-    defaults = labels.LabelSettings()
+    add_label_flags(parser, labels.LabelSettings())
+    original_flags.add_refused(parser, {})
+    return parser
+
+
+def add_label_flags(parser: argparse.ArgumentParser, defaults: labels.LabelSettings) -> None:
+    """How PSNRs become score distributions (the defaults: `labels.LabelSettings`)."""
     parser.add_argument(
         "--start_position",
         type=int,
@@ -85,8 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.score_std,
         help="std of the Gaussian score distribution (default: %(default)s)",
     )
-    original_flags.add_refused(parser, {})
-    return parser
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -68,15 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_flags(parser)
     fitting = parser.add_argument_group("fitting")
-    run_options.add_flags(fitting, FIT_FLAGS)
+    cli.add_flags(fitting, FIT_FLAGS)
     run_options.add_loss_flag(fitting)
     network = parser.add_argument_group("network")
-    run_options.add_flags(network, NETWORK_FLAGS)
+    cli.add_flags(network, NETWORK_FLAGS)
     network.add_argument(
         "--init_from",
         default=planning.RunSettings.init_from,
         help="'scratch' (default), 'previous' (start each image from the previous image's final network) or a saved net.pt",
     )
+    add_stopping_flags(parser)
+    add_run_flags(parser)
+    original_flags.add_run_bdn_flags(parser)
+    return parser
+
+
+def add_stopping_flags(parser: argparse.ArgumentParser) -> None:
+    """The online stopping rule and its parameters."""
     stopping = parser.add_argument_group(
         "online early stopping (default: none, the paper's fixed iterations)"
     )
@@ -86,20 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=EarlyStopSettings.rule,
         help="stop each image when its rule fires and write the pick as <stem>/denoised.png",
     )
-    run_options.add_flags(stopping, STOPPING_FLAGS)
+    cli.add_flags(stopping, STOPPING_FLAGS)
     run_options.add_stop_flag(stopping)
     stopping.add_argument(
         "--pre_trained_model",
         type=Path,
         help="biqan: trained BIQAN checkpoint file or folder (train_BIQAN.py); ranker: the snapshot ranker you trained with train_BIQAN.py --classification_model ranker (default: checkpoint/ranker; none comes with the project)",
     )
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Devices, workers, grouping, precision, shards and logging."""
     run = parser.add_argument_group("run")
     run.add_argument(
         "--gpu_id",
         default="0",
         help="CUDA device id, a list like 0,1,2,3 (one worker per GPU), or 'cpu' (default: %(default)s; falls back to the CPU when CUDA is absent)",
     )
-    run_options.add_flags(run, RUN_FLAGS)
+    cli.add_flags(run, RUN_FLAGS)
     run_options.add_precision_flag(run)
     run.add_argument(
         "--compile",
@@ -122,13 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --quiet, log one line every N iterations (a multiple of save_iter; 0 = never; "
         "default: 0 on a terminal, about num_iter/10 in a log file)",
     )
-    run.add_argument(
-        "--quiet",
-        action="store_true",
-        help="no progress bars, plain log lines (the default when the output is not a terminal)",
-    )
-    original_flags.add_run_bdn_flags(parser)
-    return parser
+    run_options.add_quiet_flag(run)
 
 
 def check_folders(args: argparse.Namespace) -> None:

@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=selection.START_INDEX,
         help="skip the first N snapshots of each image (default: %(default)s)",
     )
+    add_selector_flags(parser)
+    add_scoring_flags(parser)
+    original_flags.add_refused(parser, {}, original_flags.TEST_BIQAN_IGNORED)
+    return parser
+
+
+def add_selector_flags(parser: argparse.ArgumentParser) -> None:
+    """--selector and the wmv rule's parameters."""
     parser.add_argument(
         "--selector",
         type=selector_type,
@@ -106,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="deprecated: the patience in snapshots (give --patience in iterations)",
     )
+
+
+def add_scoring_flags(parser: argparse.ArgumentParser) -> None:
+    """How BIQAN scores the snapshots, and on which device."""
     parser.add_argument(
         "--input_mode",
         choices=("resize", "crop"),
@@ -123,14 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=int, default=4, help="image-decoding threads (default: %(default)s)"
     )
-    parser.add_argument(
-        "--gpu_id",
-        type=keras_device.parse_gpu_id,
-        default=None,
-        help="CUDA device number or 'cpu' (default: the backend's choice)",
-    )
-    original_flags.add_refused(parser, {}, original_flags.TEST_BIQAN_IGNORED)
-    return parser
+    keras_device.add_gpu_flag(parser)
 
 
 def check_args(args: argparse.Namespace) -> None:

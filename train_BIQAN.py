@@ -56,9 +56,25 @@ TRAINING_OUTPUTS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Command-line flags of step 3."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+MODEL_FLAGS = (
+    ("--alpha", BiqanConfig.alpha, "backbone width"),
+)  # fmt: skip
+TRAINING_FLAGS = (
+    ("--epochs", TrainingSettings.epochs, "most epochs of each stage; early stopping may end it sooner"),
+    ("--batchsize", TrainingSettings.batchsize, "batch size"),
+    ("--lr", TrainingSettings.lr, "stage 1 Adam learning rate"),
+    ("--finetune_lr", TrainingSettings.finetune_lr, "stage 2 SGD learning rate"),
+    ("--momentum", StageSettings.momentum, "stage 2 SGD momentum"),
+    ("--early_stopping_patience", StageSettings.early_stopping_patience, "epochs without val_loss improvement before a stage stops"),
+    ("--reduce_lr_patience", StageSettings.reduce_lr_patience, "epochs without improvement before the LR is reduced"),
+    ("--reduce_lr_factor", StageSettings.reduce_lr_factor, "LR reduction factor"),
+    ("--test_crops", TrainingSettings.test_crops, "crop mode: score the validation snapshots on an N x N grid of crops"),
+    ("--seed", TrainingSettings.seed, "seed of the split, the initial weights and augmentation"),
+)  # fmt: skip
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Inputs, outputs and the validation split; returns the group."""
     data = parser.add_argument_group("data")
     data.add_argument(
         "--dataset_image_path",
@@ -85,12 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="folder for loss plots, history.csv and validation correlations",
     )
-    data.add_argument(
-        "--validation_fraction",
-        type=float,
-        default=TrainingSettings.validation_fraction,
-        help="fraction of source images held out for validation (default: %(default)s)",
+    cli.add_flags(
+        data,
+        (
+            (
+                "--validation_fraction",
+                TrainingSettings.validation_fraction,
+                "fraction of source images held out for validation",
+            ),
+        ),
     )
+    return data
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """The network: backbone, width, start weights, head and input."""
     model = parser.add_argument_group("model")
     model.add_argument(
         "--classification_model",
@@ -101,12 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ranker instead of BIQAN (no-reference features of each snapshot and "
         "its residual, trained to order the snapshots of each image)",
     )
-    model.add_argument(
-        "--alpha",
-        type=float,
-        default=BiqanConfig.alpha,
-        help="backbone width (default: %(default)s)",
-    )
+    cli.add_flags(model, MODEL_FLAGS)
     model.add_argument(
         "--weights",
         default=TrainingSettings.weights,
@@ -120,11 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"score bins of the head: {labels.NUMBER_OF_BINS}, the bins of "
         f"the labels (the original's flag)",
     )
-    model.add_argument(
-        "--image_size",
-        type=int,
-        default=BiqanConfig.image_size,
-        help="side of the square network input (default: %(default)s)",
+    cli.add_flags(
+        model,
+        (("--image_size", BiqanConfig.image_size, "side of the square network input"),),
     )
     model.add_argument(
         "--input_mode",
@@ -133,67 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="resize: whole snapshot resized (paper); crop: native-resolution "
         "crops that keep the residual noise (default: %(default)s)",
     )
-    fit = parser.add_argument_group("training")
-    fit.add_argument(
-        "--epochs",
-        type=int,
-        default=TrainingSettings.epochs,
-        help="most epochs of each stage; early stopping may end it sooner (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--batchsize",
-        type=int,
-        default=TrainingSettings.batchsize,
-        help="batch size (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--lr",
-        type=float,
-        default=TrainingSettings.lr,
-        help="stage 1 Adam learning rate (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--finetune_lr",
-        type=float,
-        default=TrainingSettings.finetune_lr,
-        help="stage 2 SGD learning rate (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--momentum",
-        type=float,
-        default=StageSettings.momentum,
-        help="stage 2 SGD momentum (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--early_stopping_patience",
-        type=int,
-        default=StageSettings.early_stopping_patience,
-        help="epochs without val_loss improvement before a stage stops (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--reduce_lr_patience",
-        type=int,
-        default=StageSettings.reduce_lr_patience,
-        help="epochs without improvement before the LR is reduced (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--reduce_lr_factor",
-        type=float,
-        default=StageSettings.reduce_lr_factor,
-        help="LR reduction factor (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--test_crops",
-        type=int,
-        default=TrainingSettings.test_crops,
-        help="crop mode: score the validation snapshots on an N x N grid of crops (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--seed",
-        type=int,
-        default=TrainingSettings.seed,
-        help="seed of the split, the initial weights and augmentation (default: %(default)s)",
-    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags of step 3; the defaults are the settings dataclasses'."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    data = add_data_flags(parser)
+    add_model_flags(parser)
+    cli.add_flags(parser.add_argument_group("training"), TRAINING_FLAGS)
     data.add_argument(
         "--noisy_path",
         type=Path,
@@ -201,18 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         "in the run's args.json)",
     )
     run = parser.add_argument_group("run")
-    run.add_argument(
-        "--workers",
-        type=int,
-        default=TrainingSettings.workers,
-        help="image-decoding threads (default: %(default)s)",
-    )
-    run.add_argument(
-        "--gpu_id",
-        type=keras_device.parse_gpu_id,
-        default=None,
-        help="CUDA device number or 'cpu' (default: the backend's choice)",
-    )
+    cli.add_flags(run, (("--workers", TrainingSettings.workers, "image-decoding threads"),))
+    keras_device.add_gpu_flag(run)
     original_flags.add_refused(parser, {})
     return parser
 
