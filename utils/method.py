@@ -2,7 +2,8 @@
 stopping rules.
 
 Everything else (grouping, resume, locks, signals, dispatch, output files, the scripts) imports
-this module, never the reverse; it imports torch and numpy only. Tensors are (K, C, H, W) float
+this module, never the reverse; it imports numpy, and torch only where a fit runs (the stopping
+rules serve test_BIQAN.py and step 2 without a framework). Tensors are (K, C, H, W) float
 in [0, 1] for K images fitted at once, each with its own network.
 
 * `FitSettings`: every hyper-parameter of a fit, with its default, in iterations.
@@ -21,13 +22,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 INPUT_KINDS = ("noise", "noisy_image")
-Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Loss = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 LOSSES: dict[str, Loss] = {}
 
 
@@ -91,7 +94,7 @@ class FitSettings:
 
 def psnr_against(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of (K, C, H, W) outputs against references in [0, 1] -> (K,)."""
-    return -10.0 * torch.log10((output - reference).square().flatten(1).mean(dim=1))
+    return -10.0 * (output - reference).square().flatten(1).mean(dim=1).log10()
 
 
 def update_average(
@@ -108,6 +111,8 @@ def noise_blocks(
 ) -> torch.Tensor:
     """Gaussian noise of `tensor`'s shape (1, K*c, H, W), each image's block from its own
     generator; with `random_std` each block's std is drawn uniformly from [0, std) first."""
+    import torch
+
     shape = (1, tensor.shape[1] // len(generators), *tensor.shape[2:])
     blocks = []
     for generator in generators:
@@ -137,6 +142,8 @@ class FitState(Protocol):
 def fit_step(fit: FitState) -> tuple[torch.Tensor, torch.Tensor]:
     """One iteration of K images; returns (raw outputs (K, C, H, W), losses (K,)) as device
     tensors, without host-device synchronisation."""
+    import torch
+
     settings = fit.settings
     images, channels, height, width = fit.noisy.shape
     net_input = fit.base_input
@@ -168,25 +175,27 @@ def fit_step(fit: FitState) -> tuple[torch.Tensor, torch.Tensor]:
     return output, losses.detach()
 
 
-@torch.no_grad()
 def backtrack(fit: FitState, psnr_now: torch.Tensor) -> None:
     """Restore an image's last good parameters if its PSNR (K,) against its noisy image fell by
     more than `backtrack_db`. On an accelerator the choice is made on the device with
     `torch.where` (no host round trip); on the CPU a host branch copies each parameter once when
     no image fell back. Both give identical values."""
-    good = psnr_now >= fit.last_psnr - fit.settings.backtrack_db
-    if good.device.type == "cpu" and bool(good.all()):
-        torch._foreach_copy_(fit.last_good, fit.parameters)
-    else:
-        images = good.shape[0]
-        for parameter, last in zip(fit.parameters, fit.last_good):
-            # split the first dimension into the K networks' blocks: a view whatever the
-            # memory format (channels-last weights cannot be flattened without a copy)
-            by_image = last.unflatten(0, (images, -1))
-            mask = good.view(images, *[1] * (by_image.dim() - 1))
-            torch.where(mask, parameter.unflatten(0, (images, -1)), by_image, out=by_image)
-            parameter.copy_(last)
-    torch.where(good, psnr_now, fit.last_psnr, out=fit.last_psnr)
+    import torch
+
+    with torch.no_grad():
+        good = psnr_now >= fit.last_psnr - fit.settings.backtrack_db
+        if good.device.type == "cpu" and bool(good.all()):
+            torch._foreach_copy_(fit.last_good, fit.parameters)
+        else:
+            images = good.shape[0]
+            for parameter, last in zip(fit.parameters, fit.last_good):
+                # split the first dimension into the K networks' blocks: a view whatever the
+                # memory format (channels-last weights cannot be flattened without a copy)
+                by_image = last.unflatten(0, (images, -1))
+                mask = good.view(images, *[1] * (by_image.dim() - 1))
+                torch.where(mask, parameter.unflatten(0, (images, -1)), by_image, out=by_image)
+                parameter.copy_(last)
+        torch.where(good, psnr_now, fit.last_psnr, out=fit.last_psnr)
 
 
 @dataclasses.dataclass(frozen=True)

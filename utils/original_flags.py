@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import sys
 
-from models.skip import NET_TYPES, SkipConfig
 from utils.method import FitSettings
 
 SCRIPT_ID_FLAGS = ("-id", "--script-id")
@@ -145,7 +144,10 @@ RUN_BDN_FLAGS = (
 
 def add_run_bdn_flags(parser: argparse.ArgumentParser) -> None:
     """run_BDN.py's flags of the original code: --net_type and `RUN_BDN_FLAGS`, translated by
-    `translate_run_bdn`, and the refused or ignored ones."""
+    `translate_run_bdn`, and the refused or ignored ones (the network's names imported here:
+    the other scripts' flags need no framework)."""
+    from models.skip import NET_TYPES, SkipConfig
+
     original = parser.add_argument_group(
         "flags of the original code (same meaning and units; see docs/ORIGINAL.md)"
     )
