@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from models.skip import SkipConfig
-from utils import cli, cluster, early_stopping, selection
+from utils import cli, cluster, method, selection
 from utils.dip import core_share, denoising, devices, planning, reconstruction, run_options
-from utils.dip.fitting import FitSettings
+from utils.method import FitSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--early_stop",
-        choices=early_stopping.EARLY_STOP_RULES,
+        choices=method.online_rules(),
         default=selection.DEFAULT_SELECTOR.label,
         help="online stopping rule (default: %(default)s; fixed stops at --stop_iteration; none = "
         "run --num_iter and keep the last snapshot)",
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="start every image from this saved network (transfer learning)",
     )
-    run_options.add_flags(
+    cli.add_flags(
         parser,
         (
             ("--num_iter", FitSettings.num_iter, "most iterations per image"),
@@ -56,21 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run_options.add_stop_flag(parser)
+    run_options.add_loss_flag(parser)
     run_options.add_precision_flag(parser)
     parser.add_argument(
         "--gpu_id",
         default="0",
         help="CUDA device or 'cpu' (default: %(default)s; the CPU when CUDA is absent)",
     )
-    run_options.add_flags(parser, (("--seed", planning.RunSettings.seed, "random seed"),))
+    cli.add_flags(parser, (("--seed", planning.RunSettings.seed, "random seed"),))
     parser.add_argument(
         "--keep_snapshots", action="store_true", help="keep snapshots and metrics in OUT/snapshots/"
     )
-    parser.add_argument(
-        "--quiet",
-        action="store_true",
-        help="no progress bars, plain log lines (the default when the output is not a terminal)",
-    )
+    run_options.add_quiet_flag(parser)
     return parser
 
 

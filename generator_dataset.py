@@ -37,7 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="AVA label file to write, e.g. dataset/PolyU_labels.txt",
     )
-    defaults = labels.LabelSettings()
+    add_label_flags(parser, labels.LabelSettings())
+    original_flags.add_refused(parser, {})
+    return parser
+
+
+def add_label_flags(parser: argparse.ArgumentParser, defaults: labels.LabelSettings) -> None:
+    """How PSNRs become score distributions (the defaults: `labels.LabelSettings`)."""
     parser.add_argument(
         "--start_position",
         type=int,
@@ -85,8 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.score_std,
         help="std of the Gaussian score distribution (default: %(default)s)",
     )
-    original_flags.add_refused(parser, {})
-    return parser
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -123,6 +127,64 @@ def table_path(output_path: Path) -> Path:
     return output_path.with_name(f"{output_path.stem}_psnr.csv")
 
 
+def image_labels(
+    args: argparse.Namespace, folder: Path, first_index: int
+) -> tuple[list[labels.AvaRow], list[dict]]:
+    """One finished image's AVA rows (numbered from `first_index`) and CSV rows; none, with a
+    line saying why, for a blind run or one without snapshots after --start_position;
+    ValueError for a name the label file cannot hold or a missing snapshot."""
+    if not labels.fits_image_id(folder.name):
+        raise ValueError(
+            f"{folder}: the AVA label file separates fields by spaces and "
+            "cannot hold this name; rename the image and rerun step 1"
+        )
+    metrics = run_output.read_metrics(folder)
+    run_output.check_complete(metrics)
+    if not metrics.has_reference:
+        print(f"skipped {folder.name}: no clean reference (blind run), no PSNR to learn")
+        return [], []
+    if len(metrics.iteration) <= args.start_position:
+        print(
+            f"skipped {folder.name}: {len(metrics.iteration)} snapshots, all within "
+            f"--start_position {args.start_position}"
+        )
+        return [], []
+    paths = metrics.snapshot_paths()[args.start_position :]
+    run_output.check_snapshots_exist(paths)
+    psnrs = metrics.true_psnr[args.start_position :]
+    mean_scores = labels.image_mean_scores(
+        psnrs, args.min_psnr, args.max_psnr, args.is_use_exp, args.is_use_fix_minmax
+    )
+    rows, table = [], []
+    for path, iteration, psnr, mean_score in zip(
+        paths, metrics.iteration[args.start_position :], psnrs, mean_scores.tolist()
+    ):
+        distribution = labels.score_distribution(mean_score, args.score_std)
+        image_id = path.relative_to(args.dataset_path).as_posix()
+        votes = tuple(labels.distribution_to_votes(distribution, args.votes).tolist())
+        rows.append(labels.AvaRow(index=first_index + len(rows), image_id=image_id, votes=votes))
+        table.append(
+            {
+                "image": folder.name,
+                "iteration": int(iteration),
+                "image_id": image_id,
+                "psnr": f"{psnr:.4f}",
+                "mean_score": f"{mean_score:.4f}",
+            }
+        )
+    return rows, table
+
+
+def write_outputs(output_path: Path, rows: list[labels.AvaRow], table: list[dict]) -> None:
+    """The label file and its CSV (`table_path`); OSError when one cannot be written."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
+    writer.writeheader()
+    writer.writerows(table)
+    labels.write_ava_file(output_path, rows)
+    image_io.write_text(table_path(output_path), buffer.getvalue())
+
+
 def main(args: argparse.Namespace) -> int:
     """Write the label file and its CSV; 0 on success, 2 on bad data (one line on stderr)."""
     try:
@@ -135,51 +197,9 @@ def main(args: argparse.Namespace) -> int:
         rows: list[labels.AvaRow] = []
         table: list[dict] = []
         for folder in folders.finished:
-            if not labels.fits_image_id(folder.name):
-                raise ValueError(
-                    f"{folder}: the AVA label file separates fields by spaces and "
-                    "cannot hold this name; rename the image and rerun step 1"
-                )
-            metrics = run_output.read_metrics(folder)
-            run_output.check_complete(metrics)
-            if not metrics.has_reference:
-                print(f"skipped {folder.name}: no clean reference (blind run), no PSNR to learn")
-                continue
-            if len(metrics.iteration) <= args.start_position:
-                print(
-                    f"skipped {folder.name}: {len(metrics.iteration)} snapshots, all within "
-                    f"--start_position {args.start_position}"
-                )
-                continue
-            paths = metrics.snapshot_paths()[args.start_position :]
-            run_output.check_snapshots_exist(paths)
-            psnrs = metrics.true_psnr[args.start_position :]
-            mean_scores = labels.image_mean_scores(
-                psnrs, args.min_psnr, args.max_psnr, args.is_use_exp, args.is_use_fix_minmax
-            )
-            for path, iteration, psnr, mean_score in zip(
-                paths, metrics.iteration[args.start_position :], psnrs, mean_scores.tolist()
-            ):
-                distribution = labels.score_distribution(mean_score, args.score_std)
-                image_id = path.relative_to(args.dataset_path).as_posix()
-                rows.append(
-                    labels.AvaRow(
-                        index=len(rows) + 1,
-                        image_id=image_id,
-                        votes=tuple(
-                            labels.distribution_to_votes(distribution, args.votes).tolist()
-                        ),
-                    )
-                )
-                table.append(
-                    {
-                        "image": folder.name,
-                        "iteration": int(iteration),
-                        "image_id": image_id,
-                        "psnr": f"{psnr:.4f}",
-                        "mean_score": f"{mean_score:.4f}",
-                    }
-                )
+            image_rows, image_table = image_labels(args, folder, len(rows) + 1)
+            rows += image_rows
+            table += image_table
         if not rows:
             raise ValueError(
                 f"{args.dataset_path}: no snapshot with a reference PSNR after "
@@ -188,13 +208,8 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
-    writer.writeheader()
-    writer.writerows(table)
     try:
-        labels.write_ava_file(args.output_path, rows)
-        image_io.write_text(table_path(args.output_path), buffer.getvalue())
+        write_outputs(args.output_path, rows, table)
     except OSError as error:
         print(f"error: {error.filename}: cannot write ({error.strerror})", file=sys.stderr)
         return 2

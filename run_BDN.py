@@ -13,12 +13,12 @@ import os
 import sys
 from pathlib import Path
 
-from models.skip import NET_TYPES, SkipConfig
-from utils import cli, cluster, early_stopping, original_flags
+from models.skip import SkipConfig
+from utils import cli, cluster, method, original_flags
 from utils.biqan import labels
 from utils.dip import core_share, devices, dispatch, planning, reconstruction, run_options
-from utils.dip.fitting import FitSettings
 from utils.early_stopping import EarlyStopSettings
+from utils.method import FitSettings
 
 FIT_FLAGS = (
     ("--num_iter", FitSettings.num_iter, "iterations per image"),
@@ -45,14 +45,6 @@ RUN_FLAGS = (
     ("--batch_images", planning.RunSettings.batch_images, "fit up to K images of one size at once, each with its own network"),
     ("--checkpoint_every", planning.RunSettings.checkpoint_every, "save resumable state every N iterations"),
 )  # fmt: skip
-ORIGINAL_FLAGS = (
-    ("--input_base_option", original_flags.INPUT_BASE_OPTIONS, "network input: use_unifrom_noise (default) or use_raw_image (the noisy image)"),
-    ("--input_extra_option", original_flags.NOISE_OPTIONS, "noise added to the input each iteration: fixed or random std (replaces --reg_noise_std)"),
-    ("--input_max_gn_std", float, "its (maximum) std in 1/255 units (8.5 = 1/30; replaces --reg_noise_std)"),
-    ("--refer_base_option", original_flags.REFERENCE_BASE_OPTIONS, "fitting target: use_raw_image (the noisy image, always)"),
-    ("--refer_extra_option", original_flags.NOISE_OPTIONS, "noise added to the target each iteration (replaces --target_noise_std)"),
-    ("--refer_max_gn_std", float, "its (maximum) std in 1/255 units (replaces --target_noise_std)"),
-)  # fmt: skip
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -71,62 +63,55 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_original_flags(parser: argparse.ArgumentParser) -> None:
-    """The original code's flags, translated by `apply_original_flags`, and the refused ones."""
-    original = parser.add_argument_group(
-        "flags of the original code (same meaning and units; see docs/ORIGINAL.md)"
-    )
-    original.add_argument(
-        "--net_type",
-        choices=NET_TYPES,
-        default=SkipConfig.net_type,
-        help="skip (default) or snail, the original's smaller network (8..128 channels)",
-    )
-    for flag, kind, text in ORIGINAL_FLAGS:
-        if isinstance(kind, tuple):
-            original.add_argument(flag, choices=kind, help=text)
-        else:
-            original.add_argument(flag, type=kind, help=text)
-    original_flags.add_refused(
-        parser, original_flags.RUN_BDN_REFUSED, original_flags.RUN_BDN_IGNORED
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Flags of step 1; every default is its settings dataclass field's."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_flags(parser)
-    run_options.add_flags(parser.add_argument_group("fitting"), FIT_FLAGS)
+    fitting = parser.add_argument_group("fitting")
+    cli.add_flags(fitting, FIT_FLAGS)
+    run_options.add_loss_flag(fitting)
     network = parser.add_argument_group("network")
-    run_options.add_flags(network, NETWORK_FLAGS)
+    cli.add_flags(network, NETWORK_FLAGS)
     network.add_argument(
         "--init_from",
         default=planning.RunSettings.init_from,
         help="'scratch' (default), 'previous' (start each image from the previous image's final network) or a saved net.pt",
     )
+    add_stopping_flags(parser)
+    add_run_flags(parser)
+    original_flags.add_run_bdn_flags(parser)
+    return parser
+
+
+def add_stopping_flags(parser: argparse.ArgumentParser) -> None:
+    """The online stopping rule and its parameters."""
     stopping = parser.add_argument_group(
         "online early stopping (default: none, the paper's fixed iterations)"
     )
     stopping.add_argument(
         "--early_stop",
-        choices=early_stopping.EARLY_STOP_RULES,
+        choices=method.online_rules(),
         default=EarlyStopSettings.rule,
         help="stop each image when its rule fires and write the pick as <stem>/denoised.png",
     )
-    run_options.add_flags(stopping, STOPPING_FLAGS)
+    cli.add_flags(stopping, STOPPING_FLAGS)
     run_options.add_stop_flag(stopping)
     stopping.add_argument(
         "--pre_trained_model",
         type=Path,
         help="biqan: trained BIQAN checkpoint file or folder (train_BIQAN.py); ranker: the snapshot ranker you trained with train_BIQAN.py --classification_model ranker (default: checkpoint/ranker; none comes with the project)",
     )
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Devices, workers, grouping, precision, shards and logging."""
     run = parser.add_argument_group("run")
     run.add_argument(
         "--gpu_id",
         default="0",
         help="CUDA device id, a list like 0,1,2,3 (one worker per GPU), or 'cpu' (default: %(default)s; falls back to the CPU when CUDA is absent)",
     )
-    run_options.add_flags(run, RUN_FLAGS)
+    cli.add_flags(run, RUN_FLAGS)
     run_options.add_precision_flag(run)
     run.add_argument(
         "--compile",
@@ -149,49 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --quiet, log one line every N iterations (a multiple of save_iter; 0 = never; "
         "default: 0 on a terminal, about num_iter/10 in a log file)",
     )
-    run.add_argument(
-        "--quiet",
-        action="store_true",
-        help="no progress bars, plain log lines (the default when the output is not a terminal)",
-    )
-    add_original_flags(parser)
-    parser.set_defaults(reg_noise_random=False, target_noise_random=False, input_kind="noise")
-    return parser
-
-
-def apply_original_flags(args: argparse.Namespace, given: set[str]) -> None:
-    """Translate the original's input/target flags into this project's settings, in place;
-    ValueError for a combination that cannot be translated."""
-    width_flags = sorted(given & {"--channels", "--skip_channels", "--num_scales"})
-    if args.net_type == "snail" and width_flags:
-        raise ValueError(
-            f"--net_type snail has fixed channels and scales: drop {', '.join(width_flags)}"
-        )
-    for flag, value in (
-        ("--input_base_option", args.input_base_option),
-        ("--refer_base_option", args.refer_base_option),
-    ):
-        if value == "use_denoised_image":
-            raise ValueError(f"{flag} {value}: {original_flags.DENOISED_IMAGE_REASON}")
-    if args.input_base_option == "use_raw_image":
-        args.input_kind = "noisy_image"
-    pairs = (
-        ("--input_extra_option", "--input_max_gn_std", "--reg_noise_std", "reg_noise"),
-        ("--refer_extra_option", "--refer_max_gn_std", "--target_noise_std", "target_noise"),
-    )
-    for option_flag, std_flag, ours, name in pairs:
-        try:
-            setting = original_flags.noise_setting(
-                getattr(args, option_flag[2:]), getattr(args, std_flag[2:])
-            )
-        except ValueError as error:
-            raise ValueError(f"{std_flag}: {error}") from None
-        if setting is None:
-            continue
-        if ours in given:
-            raise ValueError(f"{ours} and {option_flag}/{std_flag} set the same noise: give one")
-        setattr(args, f"{name}_std", setting[0])
-        setattr(args, f"{name}_random", setting[1])
+    run_options.add_quiet_flag(run)
 
 
 def check_folders(args: argparse.Namespace) -> None:
@@ -233,7 +176,7 @@ def check_work_split(args: argparse.Namespace) -> None:
 def check_args(args: argparse.Namespace, given: set[str]) -> None:
     """Every check of the flags, in place (translations and resolved values are added to
     `args`); ValueError with a one-line message for the first problem."""
-    apply_original_flags(args, given)
+    original_flags.translate_run_bdn(args, given)
     run_options.fit_settings(args).validate()
     check_folders(args)
     if args.checkpoint_every < 1:

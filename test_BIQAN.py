@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=selection.START_INDEX,
         help="skip the first N snapshots of each image (default: %(default)s)",
     )
+    add_selector_flags(parser)
+    add_scoring_flags(parser)
+    original_flags.add_refused(parser, {}, original_flags.TEST_BIQAN_IGNORED)
+    return parser
+
+
+def add_selector_flags(parser: argparse.ArgumentParser) -> None:
+    """--selector and the wmv rule's parameters."""
     parser.add_argument(
         "--selector",
         type=selector_type,
@@ -106,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="deprecated: the patience in snapshots (give --patience in iterations)",
     )
+
+
+def add_scoring_flags(parser: argparse.ArgumentParser) -> None:
+    """How BIQAN scores the snapshots, and on which device."""
     parser.add_argument(
         "--input_mode",
         choices=("resize", "crop"),
@@ -123,14 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=int, default=4, help="image-decoding threads (default: %(default)s)"
     )
-    parser.add_argument(
-        "--gpu_id",
-        type=keras_device.parse_gpu_id,
-        default=None,
-        help="CUDA device number or 'cpu' (default: the backend's choice)",
-    )
-    original_flags.add_refused(parser, {}, original_flags.TEST_BIQAN_IGNORED)
-    return parser
+    keras_device.add_gpu_flag(parser)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -181,108 +186,142 @@ def wmv_in_snapshots(args: argparse.Namespace, interval: int) -> selection.WmvSe
     return selection.wmv_from_iterations(args.wmv_window, patience, interval)
 
 
+def load_models(args: argparse.Namespace) -> tuple[object, object, object, str]:
+    """(BIQAN, its config, snapshot ranker, input mode): each model only when a selector needs
+    it (else None), with one line naming it; the input mode is --input_mode or the trained one."""
+    from models import biqan
+
+    model = config = ranker = None
+    if any(selector.name == "biqan" for selector in args.selector):
+        model, config, weights = biqan.load_biqan(args.pre_trained_model)
+        print(
+            f"BIQAN {config.architecture} alpha {config.alpha} from {weights} "
+            f"(trained under the {config.trained_backend or 'unknown'} backend)"
+        )
+    if any(selector.name == "ranker" for selector in args.selector):
+        ranker = snapshot_ranker.load_ranker(args.ranker)
+        print(
+            f"snapshot ranker from {args.ranker} "
+            f"({ranker.trained_on or 'training data not recorded'})"
+        )
+    input_mode = args.input_mode or (config.input_mode if config else "resize")
+    if config and input_mode != config.input_mode:
+        print(f"warning: --input_mode {input_mode} differs from the trained {config.input_mode}")
+    return model, config, ranker, input_mode
+
+
+def wmv_by_interval(args: argparse.Namespace, images: list, ranker) -> dict:
+    """The wmv settings per snapshot interval of the finished images (`images`, their metrics),
+    with the ranker's warning for an interval it was not trained on."""
+    wmv_settings = {}
+    for interval in sorted({metrics.snapshot_interval for metrics in images}):
+        if ranker is not None and (warning := ranker.interval_warning(interval)):
+            print(f"warning: {warning}")
+        wmv_settings[interval] = wmv_in_snapshots(args, interval)
+    return wmv_settings
+
+
+def check_candidates(args: argparse.Namespace, images: list) -> None:
+    """ValueError for an image without snapshots after --start_index or with a missing one."""
+    for metrics in images:
+        if len(metrics.iteration) <= args.start_index:
+            raise ValueError(
+                f"{metrics.folder / run_output.METRICS_FILE}: "
+                f"{len(metrics.iteration)} snapshots, none left after "
+                f"--start_index {args.start_index}"
+            )
+        run_output.check_snapshots_exist(metrics.snapshot_paths()[args.start_index :])
+
+
+def select_image(
+    args: argparse.Namespace, metrics, models: tuple, wmv_settings: selection.WmvSettings
+) -> selection.ImageSelection:
+    """Every selector's pick among one image's snapshots after --start_index (`models`: as
+    `load_models` returns them)."""
+    from utils.biqan import data as biqan_data
+
+    model, config, ranker, input_mode = models
+    paths = metrics.snapshot_paths()[args.start_index :]
+
+    def score():
+        return biqan_data.score_snapshots(
+            model,
+            paths,
+            input_mode,
+            config.image_size,
+            args.test_crops,
+            args.batchsize,
+            args.workers,
+        )
+
+    def rank():
+        noisy = image_io.read_rgb(
+            run_output.noisy_input(args.dataset_image_path, metrics.name, args.noisy_path)
+        )
+        snapshots = [image_io.read_rgb(path) for path in metrics.snapshot_paths()]
+        features = snapshot_features.image_features(noisy, snapshots)
+        return ranker.score(features)[args.start_index :]
+
+    return selection.apply_selectors(
+        args.selector,
+        metrics.iteration[args.start_index :],
+        score if model is not None else None,
+        lambda index: image_io.read_rgb(paths[index]),
+        wmv_settings,
+        rank if ranker is not None else None,
+    )
+
+
+def prepare(args: argparse.Namespace) -> tuple:
+    """Everything before the selection, each problem a ValueError: (finished images' metrics,
+    the folders skipped, models as `load_models`, wmv settings per interval, noisy PSNR per
+    image); claims the output files."""
+    from utils.biqan import report as biqan_report
+
+    folders = run_output.list_image_folders(args.dataset_image_path)
+    models = load_models(args)
+    images = [run_output.read_metrics(folder) for folder in folders.finished]
+    wmv_settings = wmv_by_interval(args, images, models[2])
+    noisy_psnr = {metrics.name: run_output.read_noisy_psnr(metrics.folder) for metrics in images}
+    check_candidates(args, images)
+    names = biqan_report.output_names(
+        [(metrics.name, metrics.has_reference) for metrics in images],
+        [selector.label for selector in args.selector],
+    )
+    ownership.claim(args.output_path, names)
+    return images, folders.skipped, models, wmv_settings, noisy_psnr
+
+
 def main(args: argparse.Namespace) -> int:
     """Select snapshots of every image, write picks, figures, selection.csv, Denoised_PSNR.txt;
     a selector that cannot pick for an image is one error line, the others still run (exit
     code 1 then)."""
     keras_device.hide_other_gpus(args.gpu_id)
     # Keras and the backend are imported only now, after the GPU choice is in the environment.
-    from models import biqan
-    from utils.biqan import data as biqan_data
     from utils.biqan import report as biqan_report
 
     if warning := keras_device.missing_gpu_warning(args.gpu_id):
         print(warning, file=sys.stderr)
     try:
-        folders = run_output.list_image_folders(args.dataset_image_path)
-        model = config = None
-        if any(selector.name == "biqan" for selector in args.selector):
-            model, config, weights = biqan.load_biqan(args.pre_trained_model)
-            print(
-                f"BIQAN {config.architecture} alpha {config.alpha} from {weights} "
-                f"(trained under the {config.trained_backend or 'unknown'} backend)"
-            )
-        ranker = None
-        if any(selector.name == "ranker" for selector in args.selector):
-            ranker = snapshot_ranker.load_ranker(args.ranker)
-            print(
-                f"snapshot ranker from {args.ranker} "
-                f"({ranker.trained_on or 'training data not recorded'})"
-            )
-        input_mode = args.input_mode or (config.input_mode if config else "resize")
-        if config and input_mode != config.input_mode:
-            print(
-                f"warning: --input_mode {input_mode} differs from the trained {config.input_mode}"
-            )
-        images = [run_output.read_metrics(folder) for folder in folders.finished]
-        wmv_settings = {}
-        for interval in sorted({metrics.snapshot_interval for metrics in images}):
-            if ranker is not None and (warning := ranker.interval_warning(interval)):
-                print(f"warning: {warning}")
-            wmv_settings[interval] = wmv_in_snapshots(args, interval)
-        noisy_psnr = {
-            metrics.name: run_output.read_noisy_psnr(metrics.folder) for metrics in images
-        }
-        for metrics in images:
-            if len(metrics.iteration) <= args.start_index:
-                raise ValueError(
-                    f"{metrics.folder / run_output.METRICS_FILE}: "
-                    f"{len(metrics.iteration)} snapshots, none left after "
-                    f"--start_index {args.start_index}"
-                )
-            run_output.check_snapshots_exist(metrics.snapshot_paths()[args.start_index :])
-        names = biqan_report.output_names(
-            [(metrics.name, metrics.has_reference) for metrics in images],
-            [selector.label for selector in args.selector],
-        )
-        ownership.claim(args.output_path, names)
+        images, skipped, models, wmv_settings, noisy_psnr = prepare(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for folder, reason in folders.skipped:
+    for folder, reason in skipped:
         print(f"skipped {folder}: {reason}")
     selection_labels = [selector.label for selector in args.selector]
-    primary = selection_labels[0]
     rows: list[dict] = []
     image_lines: list[str] = []
     failed = False
     for metrics in images:
-        iterations = metrics.iteration[args.start_index :]
-        paths = metrics.snapshot_paths()[args.start_index :]
-        true_psnr = metrics.true_psnr[args.start_index :] if metrics.has_reference else None
-
-        def score(paths=paths):
-            return biqan_data.score_snapshots(
-                model,
-                paths,
-                input_mode,
-                config.image_size,
-                args.test_crops,
-                args.batchsize,
-                args.workers,
-            )
-
-        def rank(metrics=metrics):
-            noisy = image_io.read_rgb(
-                run_output.noisy_input(args.dataset_image_path, metrics.name, args.noisy_path)
-            )
-            snapshots = [image_io.read_rgb(path) for path in metrics.snapshot_paths()]
-            features = snapshot_features.image_features(noisy, snapshots)
-            return ranker.score(features)[args.start_index :]
-
-        chosen = selection.apply_selectors(
-            args.selector,
-            iterations,
-            score if model is not None else None,
-            lambda index, paths=paths: image_io.read_rgb(paths[index]),
-            wmv_settings[metrics.snapshot_interval],
-            rank if ranker is not None else None,
-        )
+        chosen = select_image(args, metrics, models, wmv_settings[metrics.snapshot_interval])
         for label, reason in chosen.failures.items():
             print(f"error: {metrics.folder}: --selector {label}: {reason}", file=sys.stderr)
         failed = failed or bool(chosen.failures)
         if not chosen.picks:
             continue
+        iterations = metrics.iteration[args.start_index :]
+        true_psnr = metrics.true_psnr[args.start_index :] if metrics.has_reference else None
         rows.extend(biqan_report.selection_rows(metrics.name, iterations, true_psnr, chosen))
         try:
             image_lines.append(
@@ -290,7 +329,7 @@ def main(args: argparse.Namespace) -> int:
                     args.output_path,
                     metrics.name,
                     iterations,
-                    paths,
+                    metrics.snapshot_paths()[args.start_index :],
                     true_psnr,
                     chosen,
                     next(label for label in selection_labels if label in chosen.picks),
@@ -301,7 +340,9 @@ def main(args: argparse.Namespace) -> int:
             print(f"error: {error.filename}: cannot write ({error.strerror})", file=sys.stderr)
             return 2
     try:
-        lines = biqan_report.write_summary(args.output_path, rows, image_lines, primary, noisy_psnr)
+        lines = biqan_report.write_summary(
+            args.output_path, rows, image_lines, selection_labels[0], noisy_psnr
+        )
     except OSError as error:
         print(f"error: {error.filename}: cannot write ({error.strerror})", file=sys.stderr)
         return 2

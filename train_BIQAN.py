@@ -30,8 +30,6 @@ from utils import (  # noqa: E402
     image_io,
     original_flags,
     ownership,
-    run_output,
-    snapshot_features,
 )
 from utils.biqan import device as keras_device  # noqa: E402
 from utils.biqan import evaluation as biqan_eval
@@ -58,9 +56,25 @@ TRAINING_OUTPUTS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Command-line flags of step 3."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+MODEL_FLAGS = (
+    ("--alpha", BiqanConfig.alpha, "backbone width"),
+)  # fmt: skip
+TRAINING_FLAGS = (
+    ("--epochs", TrainingSettings.epochs, "most epochs of each stage; early stopping may end it sooner"),
+    ("--batchsize", TrainingSettings.batchsize, "batch size"),
+    ("--lr", TrainingSettings.lr, "stage 1 Adam learning rate"),
+    ("--finetune_lr", TrainingSettings.finetune_lr, "stage 2 SGD learning rate"),
+    ("--momentum", StageSettings.momentum, "stage 2 SGD momentum"),
+    ("--early_stopping_patience", StageSettings.early_stopping_patience, "epochs without val_loss improvement before a stage stops"),
+    ("--reduce_lr_patience", StageSettings.reduce_lr_patience, "epochs without improvement before the LR is reduced"),
+    ("--reduce_lr_factor", StageSettings.reduce_lr_factor, "LR reduction factor"),
+    ("--test_crops", TrainingSettings.test_crops, "crop mode: score the validation snapshots on an N x N grid of crops"),
+    ("--seed", TrainingSettings.seed, "seed of the split, the initial weights and augmentation"),
+)  # fmt: skip
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Inputs, outputs and the validation split; returns the group."""
     data = parser.add_argument_group("data")
     data.add_argument(
         "--dataset_image_path",
@@ -87,12 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="folder for loss plots, history.csv and validation correlations",
     )
-    data.add_argument(
-        "--validation_fraction",
-        type=float,
-        default=TrainingSettings.validation_fraction,
-        help="fraction of source images held out for validation (default: %(default)s)",
+    cli.add_flags(
+        data,
+        (
+            (
+                "--validation_fraction",
+                TrainingSettings.validation_fraction,
+                "fraction of source images held out for validation",
+            ),
+        ),
     )
+    return data
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """The network: backbone, width, start weights, head and input."""
     model = parser.add_argument_group("model")
     model.add_argument(
         "--classification_model",
@@ -103,12 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ranker instead of BIQAN (no-reference features of each snapshot and "
         "its residual, trained to order the snapshots of each image)",
     )
-    model.add_argument(
-        "--alpha",
-        type=float,
-        default=BiqanConfig.alpha,
-        help="backbone width (default: %(default)s)",
-    )
+    cli.add_flags(model, MODEL_FLAGS)
     model.add_argument(
         "--weights",
         default=TrainingSettings.weights,
@@ -122,11 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"score bins of the head: {labels.NUMBER_OF_BINS}, the bins of "
         f"the labels (the original's flag)",
     )
-    model.add_argument(
-        "--image_size",
-        type=int,
-        default=BiqanConfig.image_size,
-        help="side of the square network input (default: %(default)s)",
+    cli.add_flags(
+        model,
+        (("--image_size", BiqanConfig.image_size, "side of the square network input"),),
     )
     model.add_argument(
         "--input_mode",
@@ -135,67 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="resize: whole snapshot resized (paper); crop: native-resolution "
         "crops that keep the residual noise (default: %(default)s)",
     )
-    fit = parser.add_argument_group("training")
-    fit.add_argument(
-        "--epochs",
-        type=int,
-        default=TrainingSettings.epochs,
-        help="most epochs of each stage; early stopping may end it sooner (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--batchsize",
-        type=int,
-        default=TrainingSettings.batchsize,
-        help="batch size (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--lr",
-        type=float,
-        default=TrainingSettings.lr,
-        help="stage 1 Adam learning rate (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--finetune_lr",
-        type=float,
-        default=TrainingSettings.finetune_lr,
-        help="stage 2 SGD learning rate (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--momentum",
-        type=float,
-        default=StageSettings.momentum,
-        help="stage 2 SGD momentum (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--early_stopping_patience",
-        type=int,
-        default=StageSettings.early_stopping_patience,
-        help="epochs without val_loss improvement before a stage stops (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--reduce_lr_patience",
-        type=int,
-        default=StageSettings.reduce_lr_patience,
-        help="epochs without improvement before the LR is reduced (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--reduce_lr_factor",
-        type=float,
-        default=StageSettings.reduce_lr_factor,
-        help="LR reduction factor (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--test_crops",
-        type=int,
-        default=TrainingSettings.test_crops,
-        help="crop mode: score the validation snapshots on an N x N grid of crops (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--seed",
-        type=int,
-        default=TrainingSettings.seed,
-        help="seed of the split, the initial weights and augmentation (default: %(default)s)",
-    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags of step 3; the defaults are the settings dataclasses'."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    data = add_data_flags(parser)
+    add_model_flags(parser)
+    cli.add_flags(parser.add_argument_group("training"), TRAINING_FLAGS)
     data.add_argument(
         "--noisy_path",
         type=Path,
@@ -203,18 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         "in the run's args.json)",
     )
     run = parser.add_argument_group("run")
-    run.add_argument(
-        "--workers",
-        type=int,
-        default=TrainingSettings.workers,
-        help="image-decoding threads (default: %(default)s)",
-    )
-    run.add_argument(
-        "--gpu_id",
-        type=keras_device.parse_gpu_id,
-        default=None,
-        help="CUDA device number or 'cpu' (default: the backend's choice)",
-    )
+    cli.add_flags(run, (("--workers", TrainingSettings.workers, "image-decoding threads"),))
+    keras_device.add_gpu_flag(run)
     original_flags.add_refused(parser, {})
     return parser
 
@@ -267,195 +220,82 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return cli.parse_checked(build_parser(), check_args, argv)
 
 
-def read_dataset(args: argparse.Namespace) -> tuple[list[str], list[Path], np.ndarray, np.ndarray]:
-    """Image ids, snapshot paths, distributions (N, 10) and true PSNRs (N,) of the label file.
+@dataclasses.dataclass
+class TrainingData:
+    """The network to train and its data: the label file's rows split by source image."""
 
-    Snapshots without a run_BDN metrics.csv (the original's label files and snapshots) get the
-    PSNR their label implies (mean score mapped back with the default 8..45 dB range).
-    """
-    image_ids, distributions = labels.read_labels(args.dataset_file_path)
-    paths = [snapshot_path(args.dataset_image_path, image_id) for image_id in image_ids]
-    for image_id, path in zip(image_ids, paths):
-        if not path.is_file():
-            raise ValueError(f"{path}: snapshot {image_id} of {args.dataset_file_path} not found")
-    true_psnr: dict[Path, float] = {}
-    implied = sorted(
-        {path.parent for path in paths if not (path.parent / run_output.METRICS_FILE).is_file()}
-    )
-    for folder in sorted({path.parent for path in paths} - set(implied)):
-        metrics = run_output.read_metrics(folder)
-        true_psnr.update(zip(metrics.snapshot_paths(), metrics.true_psnr.tolist()))
-    if implied:
-        print(
-            f"note: {len(implied)} image folders have no {run_output.METRICS_FILE}; their "
-            f"validation PSNR is the one their labels imply"
-        )
-        label_psnr = labels.mean_score_to_psnr(labels.distribution_mean(distributions))
-        true_psnr.update(
-            (path, float(psnr)) for path, psnr in zip(paths, label_psnr) if path.parent in implied
-        )
-    missing = [path for path in paths if path not in true_psnr]
-    if missing:
-        raise ValueError(f"{missing[0]}: no row in {missing[0].parent / run_output.METRICS_FILE}")
-    return image_ids, paths, distributions, np.array([true_psnr[path] for path in paths])
+    config: BiqanConfig
+    model: object
+    train: object
+    validation: object
+    image_ids: list[str]
+    train_count: int
+    validation_rows: np.ndarray
+    validation_paths: list[Path]
+    true_psnr: np.ndarray
 
 
-def train_ranker(args: argparse.Namespace) -> int:
-    """Train the snapshot ranker on the labelled images, report validation ranking quality."""
-    from models import snapshot_ranker
-    from utils import ranker_training
-    from utils.biqan import data as biqan_data
-    from utils.biqan import evaluation as biqan_eval
-
-    try:
-        image_ids, paths, _, _ = read_dataset(args)
-        train_rows, validation_rows = biqan_data.split_by_source(
-            image_ids, args.validation_fraction, args.seed
-        )
-        images, intervals = {}, set()
-        for folder in sorted({path.parent for path in paths}):
-            labelled = {path for path in paths if path.parent == folder}
-            noisy = run_output.noisy_input(args.dataset_image_path, folder.name, args.noisy_path)
-            iterations, psnr, features = ranker_training.run_image_features(folder, noisy)
-            keep = np.array(
-                [run_output.snapshot_path(folder, int(i)) in labelled for i in iterations]
-            )
-            images[folder.name] = (features[keep], psnr[keep])
-            intervals.add(int(iterations[0]))
-        if len(intervals) != 1:
-            raise ValueError(
-                f"{args.dataset_image_path}: the images were saved at different "
-                f"snapshot intervals {sorted(intervals)}; train on one"
-            )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    sources = {
-        split: sorted({biqan_data.source_image(image_ids[row]) for row in rows})
-        for split, rows in (("train", train_rows), ("validation", validation_rows))
-    }
-    try:
-        ownership.claim(args.output_path, ["ranker_validation.csv"])
-        ownership.claim(args.output_checkpoint, [snapshot_ranker.RANKER_FILE])
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    settings = ranker_training.RankerTraining(seed=args.seed)
-    ranker = ranker_training.train_ranker(
-        [images[name] for name in sources["train"]],
-        snapshot_features.FEATURE_NAMES,
-        settings,
-        trained_on=f"{len(sources['train'])} images of {args.dataset_image_path}",
-        snapshot_interval=intervals.pop(),
-    )
-    path = snapshot_ranker.save_ranker(ranker, args.output_checkpoint)
-    rows = []
-    for name in sources["validation"]:
-        features, psnr = images[name]
-        srcc, plcc, gap = ranker_training.ranking_quality(ranker.score(features), psnr)
-        rows.append(
-            {"image": name, "srcc": round(srcc, 4), "plcc": round(plcc, 4), "gap_db": round(gap, 4)}
-        )
-    biqan_eval.write_table(args.output_path / "ranker_validation.csv", rows)
-    print(f"snapshot ranker trained on {len(sources['train'])} images: {path}")
-    print(
-        f"validation ({len(rows)} images): within image SRCC "
-        f"{np.nanmean([row['srcc'] for row in rows]):.3f}, PLCC "
-        f"{np.nanmean([row['plcc'] for row in rows]):.3f}; gap of the pick to the true best "
-        f"{np.mean([row['gap_db'] for row in rows]):.2f} dB"
-    )
-    return 0
-
-
-def snapshot_path(image_path: Path, image_id: str) -> Path:
-    """A label's image id -> its snapshot file: relative to --dataset_image_path (this project's
-    labels) or, where only that exists, to the working folder (the original's label files)."""
-    joined = image_path / image_id
-    return Path(image_id) if not joined.is_file() and Path(image_id).is_file() else joined
-
-
-def main(args: argparse.Namespace) -> int:
-    """Train both stages, keep the best checkpoint, report validation correlations."""
-    if args.classification_model == "ranker":
-        return train_ranker(args)
-    keras_device.hide_other_gpus(args.gpu_id)
-    # Keras and the backend are imported only now, after the GPU choice is in the environment.
+def prepare_training(args: argparse.Namespace) -> TrainingData:
+    """Read the labels, split them, build the network and the two datasets; ValueError for a
+    problem with the data (call after `keras_device.hide_other_gpus`)."""
     import keras
 
     from models import biqan
     from utils.biqan import data as biqan_data
-    from utils.biqan import plots as biqan_plots
-    from utils.biqan import report as biqan_report
     from utils.biqan import train as biqan_train
 
-    if warning := keras_device.missing_gpu_warning(args.gpu_id):
-        print(warning, file=sys.stderr)
-    try:
-        image_ids, paths, distributions, true_psnr = read_dataset(args)
-        train_rows, validation_rows = biqan_data.split_by_source(
-            image_ids, args.validation_fraction, args.seed
-        )
-        config = BiqanConfig(
-            architecture=args.classification_model,
-            alpha=args.alpha,
-            image_size=args.image_size,
-            input_mode=args.input_mode,
-            backbone_weights=args.weights,
-            trained_backend=keras.backend.backend(),
-        )
-        biqan_train.set_random_seed(args.seed)
-        model = biqan.build_biqan(config, imagenet=args.weights == "imagenet")
-        if args.weights not in ("imagenet", "none"):
-            print(
-                f"loaded {biqan.load_initial_weights(model, args.weights)} weights "
-                f"from {args.weights}"
-            )
-        train_data = biqan_data.SnapshotDataset(
-            [paths[row] for row in train_rows],
-            distributions[train_rows],
-            args.batchsize,
-            args.input_mode,
-            args.image_size,
-            augment=True,
-            seed=args.seed,
-            workers=args.workers,
-        )
-        validation_paths = [paths[row] for row in validation_rows]
-        validation_data = biqan_data.SnapshotDataset(
-            validation_paths,
-            distributions[validation_rows],
-            args.batchsize,
-            args.input_mode,
-            args.image_size,
-            augment=False,
-            crops_per_side=1,
-            workers=args.workers,
-        )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    sources = sorted({biqan_data.source_image(image_ids[row]) for row in validation_rows})
-    print(
-        f"{len(train_rows)} training and {len(validation_rows)} validation snapshots; "
-        f"validation images: {', '.join(sources)}"
+    image_ids, paths, distributions, true_psnr = labels.read_labelled_snapshots(
+        args.dataset_image_path, args.dataset_file_path
     )
-    earlier = (
-        biqan.list_checkpoints(args.output_checkpoint) if args.output_checkpoint.is_dir() else []
+    train_rows, validation_rows = biqan_data.split_by_source(
+        image_ids, args.validation_fraction, args.seed
     )
-    if earlier:
+    config = BiqanConfig(
+        architecture=args.classification_model,
+        alpha=args.alpha,
+        image_size=args.image_size,
+        input_mode=args.input_mode,
+        backbone_weights=args.weights,
+        trained_backend=keras.backend.backend(),
+    )
+    biqan_train.set_random_seed(args.seed)
+    model = biqan.build_biqan(config, imagenet=args.weights == "imagenet")
+    if args.weights not in ("imagenet", "none"):
         print(
-            f"note: {args.output_checkpoint} already holds {len(earlier)} checkpoints of an "
-            f"earlier run; biqan.json will describe this run"
+            f"loaded {biqan.load_initial_weights(model, args.weights)} weights from {args.weights}"
         )
-    try:
-        ownership.claim(args.output_path, TRAINING_OUTPUTS)
-        ownership.claim(args.output_checkpoint, [biqan.CONFIG_FILE])
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    started = time.time()
-    stages = [
-        biqan_train.StageSettings(
+    datasets = [
+        biqan_data.SnapshotDataset(
+            [paths[row] for row in rows],
+            distributions[rows],
+            args.batchsize,
+            args.input_mode,
+            args.image_size,
+            workers=args.workers,
+            **options,
+        )
+        for rows, options in (
+            (train_rows, {"augment": True, "seed": args.seed}),
+            (validation_rows, {"augment": False, "crops_per_side": 1}),
+        )
+    ]
+    validation_paths = [paths[row] for row in validation_rows]
+    return TrainingData(
+        config,
+        model,
+        *datasets,
+        image_ids,
+        len(train_rows),
+        validation_rows,
+        validation_paths,
+        true_psnr,
+    )
+
+
+def stage_settings(args: argparse.Namespace) -> list[StageSettings]:
+    """The two stages' settings: stage 1 at --lr, stage 2 (fine-tuning) at --finetune_lr."""
+    return [
+        StageSettings(
             stage=stage,
             learning_rate=learning_rate,
             epochs=args.epochs,
@@ -467,47 +307,50 @@ def main(args: argparse.Namespace) -> int:
         )
         for stage, learning_rate in ((1, args.lr), (2, args.finetune_lr))
     ]
-    try:
-        histories, best_val_loss = biqan_train.train_stages(
-            model, train_data, validation_data, args.output_checkpoint, stages
-        )
-    except ValueError as error:  # a snapshot that cannot be read; biqan.json is not written
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+
+
+def write_history(output_path: Path, histories: list[dict]) -> None:
+    """The loss curves of both stages (first_stage.png, second_stage.png) and history.csv."""
+    from utils.biqan import plots as biqan_plots
+
     history_rows: list[dict] = []
     for stage, history, name in zip((1, 2), histories, ("first_stage", "second_stage")):
         biqan_plots.plot_loss_curves(
-            history, f"stage {stage}: {name.replace('_', ' ')}", args.output_path / f"{name}.png"
+            history, f"stage {stage}: {name.replace('_', ' ')}", output_path / f"{name}.png"
         )
         history_rows.extend(
             {"stage": stage, **{key: values[number] for key, values in history.items()}}
             for number in range(len(history["epoch"]))
         )
-    biqan_eval.write_table(args.output_path / "history.csv", history_rows)
-    try:
-        best = biqan.best_checkpoint(args.output_checkpoint, written_since=started)
-    except ValueError as error:
-        print(f"error: no checkpoint was written (is val_loss finite?): {error}", file=sys.stderr)
-        return 1
-    biqan.save_config(
-        args.output_checkpoint, dataclasses.replace(config, best_checkpoint=best.name)
-    )
-    model, config, _ = biqan.load_biqan(best)
+    biqan_eval.write_table(output_path / "history.csv", history_rows)
+
+
+def report_validation(
+    args: argparse.Namespace, data: TrainingData, best: Path, best_val_loss: float
+) -> None:
+    """Score the validation snapshots with the best checkpoint, write the validation report
+    and print it with the checkpoint."""
+    from models import biqan
+    from utils.biqan import data as biqan_data
+    from utils.biqan import report as biqan_report
+
+    model, _, _ = biqan.load_biqan(best)
     predicted = biqan_data.score_snapshots(
         model,
-        validation_paths,
+        data.validation_paths,
         args.input_mode,
         args.image_size,
         args.test_crops,
         args.batchsize,
         args.workers,
     )
+    rows = data.validation_rows
     report = biqan_report.write_validation_report(
         args.output_path,
-        [image_ids[row] for row in validation_rows],
-        [biqan_data.source_image(image_ids[row]) for row in validation_rows],
+        [data.image_ids[row] for row in rows],
+        [biqan_data.source_image(data.image_ids[row]) for row in rows],
         predicted,
-        true_psnr[validation_rows],
+        data.true_psnr[rows],
     )
     mean_srcc, mean_plcc = report.mean_within_image
     print(f"best checkpoint: {best} (val_loss {best_val_loss:.4f})")
@@ -521,6 +364,64 @@ def main(args: argparse.Namespace) -> int:
             "note: the predicted mean score is the same for every validation snapshot "
             "(correlations undefined): the network has not learnt to tell them apart"
         )
+
+
+def announce(args: argparse.Namespace, data: TrainingData) -> None:
+    """Print the split and a note when --output_checkpoint holds an earlier run's checkpoints."""
+    from models import biqan
+    from utils.biqan import data as biqan_data
+
+    rows = data.validation_rows
+    sources = sorted({biqan_data.source_image(data.image_ids[row]) for row in rows})
+    print(
+        f"{data.train_count} training and {len(rows)} validation snapshots; "
+        f"validation images: {', '.join(sources)}"
+    )
+    earlier = (
+        biqan.list_checkpoints(args.output_checkpoint) if args.output_checkpoint.is_dir() else []
+    )
+    if earlier:
+        print(
+            f"note: {args.output_checkpoint} already holds {len(earlier)} checkpoints of an "
+            f"earlier run; biqan.json will describe this run"
+        )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Train both stages, keep the best checkpoint, report validation correlations."""
+    if args.classification_model == "ranker":
+        from utils import ranker_training
+
+        return ranker_training.main(args)
+    keras_device.hide_other_gpus(args.gpu_id)
+    # Keras and the backend are imported only now, after the GPU choice is in the environment.
+    from models import biqan
+    from utils.biqan import train as biqan_train
+
+    if warning := keras_device.missing_gpu_warning(args.gpu_id):
+        print(warning, file=sys.stderr)
+    try:
+        data = prepare_training(args)
+        announce(args, data)
+        ownership.claim(args.output_path, TRAINING_OUTPUTS)
+        ownership.claim(args.output_checkpoint, [biqan.CONFIG_FILE])
+        started = time.time()
+        histories, best_val_loss = biqan_train.train_stages(
+            data.model, data.train, data.validation, args.output_checkpoint, stage_settings(args)
+        )
+    except ValueError as error:  # also a snapshot that cannot be read: no biqan.json then
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    write_history(args.output_path, histories)
+    try:
+        best = biqan.best_checkpoint(args.output_checkpoint, written_since=started)
+    except ValueError as error:
+        print(f"error: no checkpoint was written (is val_loss finite?): {error}", file=sys.stderr)
+        return 1
+    biqan.save_config(
+        args.output_checkpoint, dataclasses.replace(data.config, best_checkpoint=best.name)
+    )
+    report_validation(args, data, best, best_val_loss)
     return 0
 
 

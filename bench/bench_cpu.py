@@ -34,7 +34,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models.skip import SkipConfig
 from utils.dip import core_share, devices
-from utils.dip.fitting import DipFit, FitSettings, build_network, grouped_network
+from utils.dip.fitting import DipFit, build_network, grouped_network
+from utils.method import FitSettings
 
 VARIANTS = {  # name -> (precision, memory format, compiled)
     "fp32-nchw": ("fp32", torch.contiguous_format, False),

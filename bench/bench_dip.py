@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from models.skip import SkipConfig
 from utils import image_io, metrics
 from utils.dip import devices
-from utils.dip.fitting import DipFit, FitSettings, Padding, build_network, run_fit, to_array
+from utils.dip.fitting import DipFit, Padding, build_network, run_fit, to_array
 from utils.dip.snapshots import SnapshotTarget, SnapshotWriter, snapshot_metrics
+from utils.method import FitSettings
 
 
 def device_name(device: torch.device) -> str:

@@ -23,7 +23,8 @@ import torch
 from bench.bench_dip import device_name, reference_loop, synchronize, time_loop
 from models.skip import SkipConfig, SkipNet, stack_states
 from utils.dip import devices
-from utils.dip.fitting import DipFit, FitSettings, build_network, to_array
+from utils.dip.fitting import DipFit, build_network, to_array
+from utils.method import FitSettings
 from utils.metrics import psnr
 
 PAPER_ITERATIONS = 3000

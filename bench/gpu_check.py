@@ -44,7 +44,8 @@ from bench import bench_dip, bench_scale
 from models.skip import SkipConfig
 from utils import image_io, metrics, selection
 from utils.dip import denoising, devices, dispatch, group_fit, planning, reconstruction
-from utils.dip.fitting import FitSettings, to_array, to_tensor
+from utils.dip.fitting import to_array, to_tensor
+from utils.method import FitSettings
 from utils.run_output import SUMMARY_FILE
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """Issue 6: time to the denoised image and its PSNR, fixed iterations vs online stopping.
 
 The online WMV rule of `run_BDN.py --early_stop wmv` sees exactly the saved snapshots, in order
-(`selection.WmvTracker`, tested equal online and offline), and stops the fit `save_iter`
+(`method.WmvRule`, tested equal online and offline), and stops the fit `save_iter`
 iterations after it fires. So its stop and pick on a finished fixed-iteration run are what an
 online run would have done: this script replays the rule on the runs' snapshots.
 
@@ -10,7 +10,7 @@ online run would have done: this script replays the rule on the runs' snapshots.
 2. Report on CC runs (every init and seed found): iterations, time (iterations x a measured
    ms/iteration, --ms_per_iteration) and PSNR for (a) the paper's fixed iterations with the pick made
    afterwards (the true best: an upper bound for any picker), the last snapshot, and (b) online
-   WMV, (c) online BIQAN (`--biqan MODEL...`: the BestScoreStopper of run_BDN.py replayed on the
+   WMV, (c) online BIQAN (`--biqan MODEL...`: the BiqanRule of run_BDN.py replayed on the
    per-snapshot scores that `test_BIQAN.py` wrote for the run, e.g. by experiments/biqan_study.py),
    (d) both on the transfer-learning runs (every CC_<init>_s<seed> folder found).
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils import early_stopping, image_io, run_output
+from utils import image_io, method, run_output
 
 
 def read_run(folder: Path) -> list[dict]:
@@ -52,12 +52,12 @@ def read_run(folder: Path) -> list[dict]:
 
 
 def replay(
-    stopper: early_stopping.Stopper, image: dict, inputs: list[tuple[int, object]]
+    stopper: method.StoppingRule, image: dict, inputs: list[tuple[int, object]]
 ) -> tuple[int, int, bool]:
     """(iterations an online run would do, picked iteration, fired): push (iteration, input)
     pairs into one of run_BDN.py's stoppers in order; it stops one snapshot after firing."""
     save_iter, last = int(image["iterations"][0]), int(image["iterations"][-1])
-    fired_at = early_stopping.replay(stopper, inputs)
+    fired_at = method.replay(stopper, inputs)
     if fired_at is not None:
         return min(fired_at + save_iter, last), stopper.pick_iteration, True
     picked = stopper.pick_iteration
@@ -67,7 +67,7 @@ def replay(
 def replay_wmv(image: dict, window: int, patience: int) -> tuple[int, int, bool]:
     """`run_BDN.py --early_stop wmv` replayed on one image's saved snapshots."""
     inputs = list(zip(map(int, image["iterations"]), image["snapshots"]))
-    return replay(early_stopping.WmvStopper(window, patience), image, inputs)
+    return replay(method.WmvRule(window, patience), image, inputs)
 
 
 def evaluate(images: list[dict], window: int, patience: int) -> dict:
@@ -99,7 +99,7 @@ def replay_biqan(image: dict, scores: dict[int, float], patience: int) -> tuple[
     """`run_BDN.py --early_stop biqan` replayed on the per-snapshot BIQAN scores of test_BIQAN.py
     (`scores`: iteration -> predicted mean quality; snapshots without a score are skipped)."""
     inputs = [(int(it), scores[int(it)]) for it in image["iterations"] if int(it) in scores]
-    return replay(early_stopping.BestScoreStopper(float, patience), image, inputs)
+    return replay(method.BiqanRule(float, patience), image, inputs)
 
 
 def read_scores(folder: Path, image: str) -> dict[int, float]:

@@ -8,7 +8,7 @@ Two actions:
 `collect` reads the finished images of experiments/precision_runs.sh (run_BDN.py folders under
 `devdata/precision/<size>px/<precision>/<set>_s<seed>/`) and writes, per image, its metrics.csv
 rows plus what the no-reference rules see (the WMV rule's window variances, computed from the
-snapshots with `selection.WmvTracker`, and the snapshot ranker's features,
+snapshots with `method.WmvRule`, and the snapshot ranker's features,
 `utils.snapshot_features`), under `results/precision/` in the same layout: per-iteration numbers
 only, no pixels. The layout's <precision> is a variant: `fp32`, `bf16` (the shipped bf16:
 autocast with BatchNorm and the output head in fp32) and `bf16-autocast` (plain autocast, the
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.common import REPO, replace_block, run_images
-from utils import image_io, run_output, selection, snapshot_features
+from utils import image_io, method, run_output, selection, snapshot_features
 
 RUNS = REPO / "devdata" / "precision"
 RESULTS = REPO / "results" / "precision"
@@ -48,10 +48,10 @@ def variance_column(window: int) -> str:
 
 def window_variances(snapshots: list[np.ndarray], window: int) -> np.ndarray:
     """(snapshots,) variance of each window of `window` snapshots ending there (NaN before)."""
-    tracker = selection.WmvTracker(window, patience=len(snapshots) + 1)
-    for snapshot in snapshots:
-        tracker.push(snapshot)
-    return np.asarray(tracker.variances)
+    rule = method.WmvRule(window, patience=len(snapshots) + 1)
+    for index, snapshot in enumerate(snapshots):
+        rule.push(index, snapshot)
+    return np.asarray(rule.variances)
 
 
 def no_reference_columns(image_dir: Path, iterations: np.ndarray) -> dict[str, np.ndarray]:

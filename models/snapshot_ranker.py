@@ -18,7 +18,7 @@ import numpy as np
 RANKER_FILE = "ranker.json"
 FORMAT_VERSION = 1
 # Where the scripts look for a ranker by default. None comes with the project: the user trains
-# one (TRAIN_COMMAND, README "The snapshot ranker") on labelled DIP runs of steps 1 and 2.
+# one (TRAIN_COMMAND, docs/USAGE.md, "The snapshot ranker") on labelled DIP runs of steps 1 and 2.
 DEFAULT_RANKER = Path(__file__).resolve().parents[1] / "checkpoint" / "ranker" / RANKER_FILE
 TRAIN_COMMAND = (
     "python train_BIQAN.py --classification_model ranker --dataset_image_path RUN "
@@ -30,7 +30,7 @@ def missing_ranker(path: str | Path) -> str:
     """The one-line message for a snapshot ranker file that does not exist: how to get one."""
     return (
         f"no snapshot ranker at {path}; none comes with the project: train one on the labelled "
-        f"DIP runs of steps 1 and 2 with `{TRAIN_COMMAND}` (README, 'The snapshot ranker')"
+        f"DIP runs of steps 1 and 2 with `{TRAIN_COMMAND}` (docs/USAGE.md, 'The snapshot ranker')"
     )
 
 

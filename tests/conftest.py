@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 import subprocess
@@ -35,6 +36,46 @@ def unpack_commit(commit: str, folder: Path, *paths: str) -> Path:
 
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def run_scripts(code: Path, work: Path, commands: list[list[str]]) -> None:
+    """Run `commands` (a script name, then its flags) with the scripts of the code in `code`,
+    in the new working folder `work`, one thread each; a failing one fails the test."""
+    work.mkdir(parents=True)
+    environment = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "KERAS_BACKEND": "torch",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    environment.pop("PYTHONPATH", None)
+    for command in commands:
+        result = subprocess.run(
+            [sys.executable, str(code / command[0]), *command[1:]],
+            cwd=work,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, f"{code / command[0]} failed:\n{result.stderr[-3000:]}"
+
+
+def same_bytes(before: Path, after: Path, patterns: tuple[str, ...]) -> list[Path]:
+    """The files matching `patterns` under `before`, relative to it, after checking that
+    `after` holds the same files with the same bytes."""
+    files = sorted(
+        path.relative_to(before) for pattern in patterns for path in before.glob(pattern)
+    )
+    assert files == sorted(
+        path.relative_to(after) for pattern in patterns for path in after.glob(pattern)
+    )
+    differing = [
+        str(path) for path in files if not filecmp.cmp(before / path, after / path, shallow=False)
+    ]
+    assert differing == []
+    return files
 
 
 def run_bdn_process(argv: list[str], **kwargs) -> subprocess.CompletedProcess:

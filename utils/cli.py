@@ -1,9 +1,11 @@
-"""What the top-level scripts share on their command line: parse, check, fail in one line."""
+"""What the top-level scripts share on their command line: flags from a table of (flag,
+default, help) rows, and parse, check, fail in one line."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
 
 
 def parse_checked(
@@ -19,3 +21,12 @@ def parse_checked(
     except ValueError as error:
         parser.error(str(error))
     return args
+
+
+def add_flags(group: Any, rows: tuple[tuple[str, Any, str], ...]) -> None:
+    """Add (flag, default, help) rows to a parser or argument group; each flag's type is its
+    default's, and its help ends with the default."""
+    for flag, default, text in rows:
+        group.add_argument(
+            flag, type=type(default), default=default, help=f"{text} (default: %(default)s)"
+        )

@@ -1,119 +1,31 @@
-"""Online early stopping: decide, snapshot by snapshot, when an image's fit is done.
+"""Online early stopping: the rules of `utils.method.RULES`, fed snapshot by snapshot.
 
-A stopper sees each saved snapshot once, in order (`push`), on the snapshot writer's thread,
-never in the fit loop. It says when its rule fires and which snapshot is the pick:
+A rule sees each saved snapshot once, in order (`push`), on the snapshot writer's thread, never
+in the fit loop, and says when it fires and which snapshot is the pick. This module turns the
+flags into `EarlyStopSettings` and builds one rule per image (`make_stoppers`); the rules that
+rank a model's scores get them from the adapters here, which load their model lazily:
 
-* `WmvStopper`: the windowed-moving-variance rule (Wang et al., "Early Stopping for Deep Image
-  Prior"), the same computation as test_BIQAN's offline `wmv` selector
-  (`selection.WmvTracker`), so the online pick equals the offline one on the same run.
-* `BestScoreStopper` with a trained BIQAN's scores (`biqan_scorer`): the rule fires when the
-  score has not improved for `patience` snapshots; the pick is the best-scored snapshot.
-* `FixedStopper`: stops at the first snapshot at or after a given iteration and picks it
-  (test_BIQAN's `fixed:N`); by default that iteration is the tuned stop scaled to the image's
-  size (`selection.scaled_stop`, test_BIQAN's `fixed:auto`).
-* The same with the snapshot ranker's scores (`ranker_scorer`, models/snapshot_ranker.py),
-  whose features need the noisy input; the first `RANKER_SKIP` snapshots are never picked
-  (test_BIQAN's default `--start_index`: the ranker is trained on the later ones).
+* biqan: a trained BIQAN's predicted quality (`biqan_scorer`), the views test_BIQAN scores;
+* ranker: the snapshot ranker's score (`ranker_scorer`, models/snapshot_ranker.py), whose
+  features need the noisy input.
+
+Both never pick the first `selection.START_INDEX` snapshots (test_BIQAN's default
+`--start_index`: the ranker is trained on the later ones). The fixed rule's stop defaults to the
+tuned stop scaled to the image's size (`selection.scaled_stop`, test_BIQAN's `fixed:auto`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-from utils import selection
+from utils import method, selection
 
-EARLY_STOP_RULES = ("none", "wmv", "fixed", "biqan", "ranker")
 RANKER_SKIP = selection.START_INDEX
-
-
-class Stopper(Protocol):
-    """Sees snapshots in order; `fired` after its rule fires; `pick_iteration` is its choice so far."""
-
-    fired: bool
-    pick_iteration: int | None
-
-    def push(self, iteration: int, snapshot: np.ndarray) -> None: ...
-
-
-class WmvStopper:
-    """Windowed moving variance over snapshots; window and patience counted in snapshots."""
-
-    def __init__(self, window: int, patience: int) -> None:
-        self.tracker = selection.WmvTracker(window, patience)
-        self.iterations: list[int] = []
-        self.fired = False
-        self.pick_iteration: int | None = None
-
-    def push(self, iteration: int, snapshot: np.ndarray) -> None:
-        self.iterations.append(iteration)
-        self.tracker.push(snapshot)
-        if self.tracker.best_index >= 0:
-            self.pick_iteration = self.iterations[self.tracker.best_index]
-        self.fired = self.tracker.fired
-
-
-class FixedStopper:
-    """Fires at the first snapshot at or after `stop_iteration` and picks it; before that (and
-    when the run ends first) the pick is the latest snapshot, as test_BIQAN's `fixed:N` and
-    `fixed:auto` on the saved ones."""
-
-    def __init__(self, stop_iteration: float) -> None:
-        if stop_iteration < 1:
-            raise ValueError(f"the stop iteration must be at least 1, got {stop_iteration}")
-        self.stop_iteration = stop_iteration
-        self.fired = False
-        self.pick_iteration: int | None = None
-
-    def push(self, iteration: int, snapshot: np.ndarray) -> None:
-        if self.fired:
-            return
-        self.pick_iteration = iteration
-        self.fired = iteration >= self.stop_iteration
-
-
-class BestScoreStopper:
-    """Best score so far among snapshots `skip` and later; fires after `patience` snapshots
-    without a new best. `score` maps a (H, W, C) float snapshot in [0, 1] to a number (every
-    snapshot is scored, also the skipped ones, so that stateful scorers see them all).
-    """
-
-    def __init__(self, score: Callable[[np.ndarray], float], patience: int, skip: int = 0) -> None:
-        if patience < 1:
-            raise ValueError(f"patience must be at least 1 snapshot, got {patience}")
-        self.score = score
-        self.patience = patience
-        self.skip = skip
-        self.best_score = -np.inf
-        self.waited = 0
-        self.fired = False
-        self.pick_iteration: int | None = None
-        self.scores: list[float] = []
-
-    def push(self, iteration: int, snapshot: np.ndarray) -> None:
-        value = float(self.score(snapshot))
-        self.scores.append(value)
-        if len(self.scores) <= self.skip:
-            return
-        if value > self.best_score:
-            self.best_score, self.pick_iteration, self.waited = value, iteration, 0
-        else:
-            self.waited += 1
-            self.fired = self.waited >= self.patience
-
-
-def replay(stopper: Stopper, inputs: Iterable[tuple[int, object]]) -> int | None:
-    """Push (iteration, input) pairs into `stopper` in order until it fires; returns the
-    iteration it fired at, or None. `inputs` may be lazy: nothing after the firing is read."""
-    for iteration, value in inputs:
-        stopper.push(iteration, value)
-        if stopper.fired:
-            return iteration
-    return None
+Scorer = Callable[[np.ndarray], float]
 
 
 def ranker_scorer(ranker, noisy: np.ndarray) -> Callable[[np.ndarray], float]:
@@ -137,9 +49,10 @@ class EarlyStopSettings:
     stop_iteration: int | None = None
 
     def __post_init__(self) -> None:
-        if self.rule not in EARLY_STOP_RULES:
+        rules = method.online_rules()
+        if self.rule not in rules:
             raise ValueError(
-                f"early stopping rule must be one of {', '.join(EARLY_STOP_RULES)}, got {self.rule!r}"
+                f"early stopping rule must be one of {', '.join(rules)}, got {self.rule!r}"
             )
         if self.rule == "biqan" and self.model_path is None:
             raise ValueError(
@@ -223,29 +136,39 @@ def biqan_scorer(model_path: Path, crops_per_side: int = 3) -> Callable[[np.ndar
     return score
 
 
-def make_stoppers(settings: EarlyStopSettings, noisy: list[np.ndarray]) -> list[Stopper] | None:
-    """One stopper per image of a fit group (`noisy`: their inputs, (H, W[, C]) in [0, 1]), or
-    None without early stopping."""
-    if settings.rule == "none":
-        return None
-    if settings.rule == "wmv":
-        return [WmvStopper(settings.window, settings.patience) for _ in noisy]
-    if settings.rule == "fixed":
-        return [
-            FixedStopper(
-                settings.stop_iteration
-                if settings.stop_iteration is not None
-                else selection.scaled_stop(*image.shape[:2])
-            )
-            for image in noisy
-        ]
+def model_scorers(settings: EarlyStopSettings, noisy: list[np.ndarray]) -> list[Scorer]:
+    """One score function per image for the rules that rank a model's scores (biqan: one
+    BIQAN for all images; ranker: features against each image's noisy input)."""
     if settings.rule == "ranker":
         from models import snapshot_ranker
 
         ranker = snapshot_ranker.load_ranker(settings.model_path or snapshot_ranker.DEFAULT_RANKER)
-        return [
-            BestScoreStopper(ranker_scorer(ranker, image), settings.patience, RANKER_SKIP)
-            for image in noisy
-        ]
-    score = biqan_scorer(settings.model_path)
-    return [BestScoreStopper(score, settings.patience, selection.START_INDEX) for _ in noisy]
+        return [ranker_scorer(ranker, image) for image in noisy]
+    if settings.rule == "biqan":
+        return [biqan_scorer(settings.model_path)] * len(noisy)
+    raise ValueError(f"no model scores the snapshots of the {settings.rule!r} rule")
+
+
+def make_stoppers(
+    settings: EarlyStopSettings, noisy: list[np.ndarray]
+) -> list[method.StoppingRule] | None:
+    """One rule per image of a fit group (`noisy`: their inputs, (H, W[, C]) in [0, 1]), or
+    None without early stopping."""
+    if settings.rule == "none":
+        return None
+    rule = method.RULES[settings.rule]
+    scorers = model_scorers(settings, noisy) if rule.scored else [None] * len(noisy)
+    return [
+        rule.from_options(
+            method.RuleOptions(
+                window=settings.window,
+                patience=settings.patience,
+                stop_iteration=settings.stop_iteration
+                if settings.stop_iteration is not None
+                else selection.scaled_stop(*image.shape[:2]),
+                score=score,
+                skip=selection.START_INDEX if rule.scored else 0,
+            )
+        )
+        for image, score in zip(noisy, scorers)
+    ]

@@ -1,7 +1,8 @@
-"""Flags of the original scripts (Zou et al.'s code) that this project renamed, dropped or reads
-differently: the harmless ones accepted with a note, the refused ones with what replaces them,
-and the translation of the original's DIP input and target options into `FitSettings` fields.
-docs/ORIGINAL.md has the full table.
+"""The original scripts' command lines (Zou et al.'s code), in one place: the flags this project
+renamed, dropped or reads differently (the harmless ones accepted with a note, the refused ones
+with what replaces them), and run_BDN.py's original DIP input and target options with their
+translation into `FitSettings` fields. The scripts register them (`add_refused`,
+`add_run_bdn_flags`) and translate them (`translate_run_bdn`); docs/ORIGINAL.md has the table.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+
+from utils.method import FitSettings
 
 SCRIPT_ID_FLAGS = ("-id", "--script-id")
 SCRIPT_ID_REASON = "the original only printed it; the output folder names the run"
@@ -125,3 +128,73 @@ def noise_setting(option: str | None, max_std: float | None) -> tuple[float, boo
 def given_flags(argv: list[str]) -> set[str]:
     """The long flags present on a command line (`--flag value` or `--flag=value`)."""
     return {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+
+
+# The `FitSettings` fields the original's flags set that run_BDN.py has no flag of its own for.
+TRANSLATED_FIELDS = ("reg_noise_random", "target_noise_random", "input_kind")
+RUN_BDN_FLAGS = (
+    ("--input_base_option", INPUT_BASE_OPTIONS, "network input: use_unifrom_noise (default) or use_raw_image (the noisy image)"),
+    ("--input_extra_option", NOISE_OPTIONS, "noise added to the input each iteration: fixed or random std (replaces --reg_noise_std)"),
+    ("--input_max_gn_std", float, "its (maximum) std in 1/255 units (8.5 = 1/30; replaces --reg_noise_std)"),
+    ("--refer_base_option", REFERENCE_BASE_OPTIONS, "fitting target: use_raw_image (the noisy image, always)"),
+    ("--refer_extra_option", NOISE_OPTIONS, "noise added to the target each iteration (replaces --target_noise_std)"),
+    ("--refer_max_gn_std", float, "its (maximum) std in 1/255 units (replaces --target_noise_std)"),
+)  # fmt: skip
+
+
+def add_run_bdn_flags(parser: argparse.ArgumentParser) -> None:
+    """run_BDN.py's flags of the original code: --net_type and `RUN_BDN_FLAGS`, translated by
+    `translate_run_bdn`, and the refused or ignored ones (the network's names imported here:
+    the other scripts' flags need no framework)."""
+    from models.skip import NET_TYPES, SkipConfig
+
+    original = parser.add_argument_group(
+        "flags of the original code (same meaning and units; see docs/ORIGINAL.md)"
+    )
+    original.add_argument(
+        "--net_type",
+        choices=NET_TYPES,
+        default=SkipConfig.net_type,
+        help="skip (default) or snail, the original's smaller network (8..128 channels)",
+    )
+    for flag, kind, text in RUN_BDN_FLAGS:
+        if isinstance(kind, tuple):
+            original.add_argument(flag, choices=kind, help=text)
+        else:
+            original.add_argument(flag, type=kind, help=text)
+    add_refused(parser, RUN_BDN_REFUSED, RUN_BDN_IGNORED)
+    parser.set_defaults(**{name: getattr(FitSettings, name) for name in TRANSLATED_FIELDS})
+
+
+def translate_run_bdn(args: argparse.Namespace, given: set[str]) -> None:
+    """Translate run_BDN.py's original input/target flags into `FitSettings` fields of `args`,
+    in place (`given`: the flags on the command line, `given_flags`); ValueError for a
+    combination that cannot be translated."""
+    width_flags = sorted(given & {"--channels", "--skip_channels", "--num_scales"})
+    if args.net_type == "snail" and width_flags:
+        raise ValueError(
+            f"--net_type snail has fixed channels and scales: drop {', '.join(width_flags)}"
+        )
+    for flag, value in (
+        ("--input_base_option", args.input_base_option),
+        ("--refer_base_option", args.refer_base_option),
+    ):
+        if value == "use_denoised_image":
+            raise ValueError(f"{flag} {value}: {DENOISED_IMAGE_REASON}")
+    if args.input_base_option == "use_raw_image":
+        args.input_kind = "noisy_image"
+    pairs = (
+        ("--input_extra_option", "--input_max_gn_std", "--reg_noise_std", "reg_noise"),
+        ("--refer_extra_option", "--refer_max_gn_std", "--target_noise_std", "target_noise"),
+    )
+    for option_flag, std_flag, ours, name in pairs:
+        try:
+            setting = noise_setting(getattr(args, option_flag[2:]), getattr(args, std_flag[2:]))
+        except ValueError as error:
+            raise ValueError(f"{std_flag}: {error}") from None
+        if setting is None:
+            continue
+        if ours in given:
+            raise ValueError(f"{ours} and {option_flag}/{std_flag} set the same noise: give one")
+        setattr(args, f"{name}_std", setting[0])
+        setattr(args, f"{name}_random", setting[1])

@@ -9,14 +9,17 @@ cannot dominate the loss as they do for absolute PSNR labels.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from models.snapshot_ranker import SnapshotRanker
-from utils import image_io, run_output, snapshot_features
+from utils import image_io, ownership, run_output, snapshot_features
+from utils.biqan import labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,3 +140,80 @@ def run_image_features(folder: Path, noisy_path: Path) -> tuple[np.ndarray, np.n
     noisy = image_io.read_rgb(noisy_path)
     snapshots = [image_io.read_rgb(path) for path in metrics.snapshot_paths()]
     return metrics.iteration, metrics.true_psnr, snapshot_features.image_features(noisy, snapshots)
+
+
+def labelled_features(
+    image_path: Path, paths: list[Path], noisy_path: Path | None
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
+    """Per image folder of the labelled snapshots `paths`: (features (N, F), true PSNRs (N,)) of
+    those snapshots, and the snapshot interval they share; ValueError for several intervals."""
+    images, intervals = {}, set()
+    for folder in sorted({path.parent for path in paths}):
+        labelled = {path for path in paths if path.parent == folder}
+        noisy = run_output.noisy_input(image_path, folder.name, noisy_path)
+        iterations, psnr, features = run_image_features(folder, noisy)
+        keep = np.array([run_output.snapshot_path(folder, int(i)) in labelled for i in iterations])
+        images[folder.name] = (features[keep], psnr[keep])
+        intervals.add(int(iterations[0]))
+    if len(intervals) != 1:
+        raise ValueError(
+            f"{image_path}: the images were saved at different "
+            f"snapshot intervals {sorted(intervals)}; train on one"
+        )
+    return images, intervals.pop()
+
+
+def validation_rows(
+    ranker: SnapshotRanker, images: dict[str, tuple[np.ndarray, np.ndarray]], names: list[str]
+) -> list[dict]:
+    """One row per validation image: within-image SRCC, PLCC and the pick's gap in dB."""
+    rows = []
+    for name in names:
+        features, psnr = images[name]
+        srcc, plcc, gap = ranking_quality(ranker.score(features), psnr)
+        rows.append(
+            {"image": name, "srcc": round(srcc, 4), "plcc": round(plcc, 4), "gap_db": round(gap, 4)}
+        )
+    return rows
+
+
+def main(args: argparse.Namespace) -> int:
+    """`train_BIQAN.py --classification_model ranker`: train the snapshot ranker on the
+    labelled images of train_BIQAN.py's flags, report validation ranking quality; returns the
+    exit code."""
+    from models import snapshot_ranker
+    from utils.biqan import data as biqan_data
+    from utils.biqan import evaluation as biqan_eval
+
+    try:
+        image_ids, paths, _, _ = labels.read_labelled_snapshots(
+            args.dataset_image_path, args.dataset_file_path
+        )
+        splits = biqan_data.split_by_source(image_ids, args.validation_fraction, args.seed)
+        images, interval = labelled_features(args.dataset_image_path, paths, args.noisy_path)
+        ownership.claim(args.output_path, ["ranker_validation.csv"])
+        ownership.claim(args.output_checkpoint, [snapshot_ranker.RANKER_FILE])
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    train_names, validation_names = (
+        sorted({biqan_data.source_image(image_ids[row]) for row in rows}) for rows in splits
+    )
+    ranker = train_ranker(
+        [images[name] for name in train_names],
+        snapshot_features.FEATURE_NAMES,
+        RankerTraining(seed=args.seed),
+        trained_on=f"{len(train_names)} images of {args.dataset_image_path}",
+        snapshot_interval=interval,
+    )
+    path = snapshot_ranker.save_ranker(ranker, args.output_checkpoint)
+    rows = validation_rows(ranker, images, validation_names)
+    biqan_eval.write_table(args.output_path / "ranker_validation.csv", rows)
+    print(f"snapshot ranker trained on {len(train_names)} images: {path}")
+    print(
+        f"validation ({len(rows)} images): within image SRCC "
+        f"{np.nanmean([row['srcc'] for row in rows]):.3f}, PLCC "
+        f"{np.nanmean([row['plcc'] for row in rows]):.3f}; gap of the pick to the true best "
+        f"{np.mean([row['gap_db'] for row in rows]):.2f} dB"
+    )
+    return 0

@@ -11,8 +11,11 @@
 * ``last``: the last snapshot.
 * ``fixed:N``: the snapshot saved at iteration N; ``fixed:auto``: the first snapshot at or
   after the tuned stop scaled to the image's size (`scaled_stop`).
+* any other rule of `utils.method.RULES` offered offline.
 
-Selectors return an index into the candidate list; the caller maps it to an iteration.
+Each selector replays its rule of `utils.method.RULES`, the class online early stopping runs,
+over a finished run's snapshots, so the offline pick is the online one. Selectors return an
+index into the candidate list; the caller maps it to an iteration.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-SELECTOR_NAMES = ("biqan", "ranker", "wmv", "last", "fixed")
+from utils import method
+from utils.method import patience_step
+
 # Snapshots skipped at the start of each image: by test_BIQAN's selectors (--start_index), by
 # the labels of step 2 (--start_position) and by the ranker's online rule, which is trained on
 # the later ones. The first snapshots are far from any useful pick.
@@ -48,10 +53,10 @@ def parse_selector(text: str) -> Selector:
     """Parse ``biqan``, ``ranker``, ``wmv``, ``last``, ``fixed:N`` (N a positive iteration
     number) or ``fixed:auto``."""
     name, separator, argument = text.strip().partition(":")
-    if name not in SELECTOR_NAMES:
+    if name not in method.offline_rules():
+        others = [rule for rule in method.offline_rules() if rule != "fixed"]
         raise ValueError(
-            f"unknown selector {text!r}; choose from {', '.join(SELECTOR_NAMES[:-1])}, fixed:N, "
-            "fixed:auto"
+            f"unknown selector {text!r}; choose from {', '.join(others)}, fixed:N, fixed:auto"
         )
     if name != "fixed":
         if separator:
@@ -143,92 +148,10 @@ class WmvResult:
     stop_index: int | None
 
 
-class WmvTracker:
-    """The ES-WMV rule fed one snapshot at a time (offline selector and online stopping share it).
-
-    The variance of a window is the mean over its ``window`` snapshots of the per-pixel mean
-    squared deviation from the window mean. After ``push``: ``variances`` (one per snapshot,
-    NaN before the first full window), ``best_index`` (snapshot at the variance minimum, -1
-    before the first full window) and ``fired`` (``patience`` snapshots without a new minimum).
-    """
-
-    def __init__(self, window: int, patience: int) -> None:
-        if window < 2:
-            raise ValueError(f"window must be at least 2 snapshots, got {window}")
-        if patience < 1:
-            raise ValueError(f"patience must be at least 1 snapshot, got {patience}")
-        self.window = window
-        self.patience = patience
-        self.history: list[np.ndarray] = []
-        self.running_sum: np.ndarray | None = None
-        self.running_squares: np.ndarray | None = None
-        self.variances: list[float] = []
-        self.best_variance = np.inf
-        self.best_index = -1
-        self.waited = 0
-        self.fired = False
-
-    def push(self, snapshot: np.ndarray) -> None:
-        """Add the next snapshot (an array of the same shape as the earlier ones)."""
-        snapshot = np.asarray(snapshot, dtype=np.float64)
-        index = len(self.variances)
-        if self.running_sum is None:
-            self.running_sum, self.running_squares = (
-                np.zeros_like(snapshot),
-                np.zeros_like(snapshot),
-            )
-        elif snapshot.shape != self.running_sum.shape:
-            raise ValueError(
-                f"snapshot {index} has shape {snapshot.shape}, the earlier ones "
-                f"{self.running_sum.shape}"
-            )
-        self.history.append(snapshot)
-        self.running_sum += snapshot
-        self.running_squares += snapshot**2
-        if len(self.history) > self.window:
-            dropped = self.history.pop(0)
-            self.running_sum -= dropped
-            self.running_squares -= dropped**2
-        if len(self.history) < self.window:
-            self.variances.append(np.nan)
-            return
-        window_mean = self.running_sum / self.window
-        variance = float(
-            np.maximum(self.running_squares / self.window - window_mean**2, 0.0).mean()
-        )
-        self.variances.append(variance)
-        self.best_variance, self.best_index, self.waited, self.fired = patience_step(
-            variance,
-            index,
-            self.best_variance,
-            self.best_index,
-            self.waited,
-            self.patience,
-            self.fired,
-        )
-
-
-def patience_step(
-    value: float,
-    index: int,
-    best_value: float,
-    best_index: int,
-    waited: int,
-    patience: int,
-    fired: bool = False,
-) -> tuple[float, int, int, bool]:
-    """WMV's patience after the value of snapshot `index`: (best value, its index, snapshots
-    waited since, fired: `patience` snapshots without a new minimum; a new minimum leaves
-    `fired` as it was)."""
-    if value < best_value:
-        return value, index, 0, fired
-    return best_value, best_index, waited + 1, waited + 1 >= patience
-
-
 def wmv_replay(variances: np.ndarray, patience: int) -> tuple[int, int | None]:
     """The WMV rule over window variances computed before ((snapshots,), NaN until the first
     full window): (the pick, at the minimum up to where the rule fired; where it fired, or
-    None), the decisions `WmvTracker` takes."""
+    None), the decisions `method.WmvRule` takes."""
     best_value, best_index, waited = np.inf, -1, 0
     for index, value in enumerate(np.asarray(variances, dtype=np.float64)):
         if np.isnan(value):
@@ -247,12 +170,11 @@ def windowed_moving_variance(
     patience: int,
     count: int | None = None,
 ) -> WmvResult:
-    """Run the ES-WMV rule (`WmvTracker`) over snapshots given as HxWxC float arrays or a loader.
+    """Run the ES-WMV rule (`method.WmvRule`) over snapshots given as HxWxC float arrays or a loader.
 
     ``snapshots`` is a sequence of equally shaped float arrays (any range, e.g. [0, 1]) or a
     callable ``index -> array`` together with ``count``. Loading stops when the rule fires.
     """
-    tracker = WmvTracker(window, patience)
     if callable(snapshots):
         if count is None:
             raise ValueError("count is required when snapshots is a loader function")
@@ -265,16 +187,15 @@ def windowed_moving_variance(
             f"the windowed-moving-variance rule needs at least {window} "
             f"snapshots (the window), got {count}"
         )
+    rule = method.WmvRule(window, patience)
+    stop_index = method.replay(rule, ((index, load(index)) for index in range(count)))
     variances = np.full(count, np.nan)
-    for index in range(count):
-        tracker.push(load(index))
-        variances[index] = tracker.variances[-1]
-        if tracker.fired:
-            return WmvResult(
-                pick_index=tracker.best_index, variances=variances, fired=True, stop_index=index
-            )
+    variances[: len(rule.variances)] = rule.variances
     return WmvResult(
-        pick_index=tracker.best_index, variances=variances, fired=False, stop_index=None
+        pick_index=rule.best_index,
+        variances=variances,
+        fired=rule.fired,
+        stop_index=stop_index,
     )
 
 
@@ -304,6 +225,7 @@ STOP_EXPONENT = 0.18
 AUTO = "auto"
 AUTO_STOP = Selector(name="fixed")  # fixed:auto
 RUN_ENDED_NOTE = "the run ends before this iteration: last snapshot"
+BINS = np.arange(1, 11, dtype=np.float64)  # BIQAN's quality scores 1..10
 # test_BIQAN.py's default selector (denoise.py's default rule is its online twin): on the CC
 # crops at 96 and 128 pixels it picks better than fixed:auto tuned on PolyU, whose best
 # iteration grows more slowly with the size than CC's (docs/REPRODUCTION.md section 6).
@@ -372,52 +294,99 @@ def apply_selectors(
     wmv_settings: WmvSettings,
     rank: Callable[[], np.ndarray] | None = None,
 ) -> ImageSelection:
-    """Run ``selectors`` over the candidate snapshots of one image.
+    """Run ``selectors`` over the candidate snapshots of one image: each replays its rule of
+    `method.RULES`, the one online early stopping runs.
 
     ``iterations`` (candidates,): their iteration numbers; ``score()`` returns the predicted
     distributions (candidates, 10) (needed by biqan); ``rank()`` the ranker's scores
     (candidates,) (needed by ranker); ``load_snapshot(index)`` returns the candidate's HxWxC
-    float array (needed by wmv and fixed:auto). A selector that cannot pick (a ValueError) is
-    recorded in ``failures`` with its reason, and the others still run.
+    float array (needed by wmv, fixed:auto and the rules that read pixels). A selector that
+    cannot pick (a ValueError) is recorded in ``failures`` with its reason, and the others
+    still run.
     """
-    bins = np.arange(1, 11, dtype=np.float64)
     picks: dict[str, int] = {}
     notes: dict[str, str] = {}
     failures: dict[str, str] = {}
     distributions = wmv = None
     for selector in selectors:
         try:
-            if selector.name == "biqan":
-                distributions = biqan_distributions(score, len(iterations), len(bins))
-                picks[selector.label] = select_argmax(distributions @ bins)
-            elif selector.name == "ranker":
-                if rank is None:
-                    raise ValueError("the ranker selector needs a snapshot ranker")
-                ranks = np.asarray(rank(), dtype=np.float64)
-                if ranks.shape != (len(iterations),):
-                    raise ValueError(f"expected {len(iterations)} ranker scores, got {ranks.shape}")
-                picks[selector.label] = select_argmax(ranks)
-            elif selector.name == "wmv":
+            if selector.name == "wmv":
                 wmv = windowed_moving_variance(
                     load_snapshot, wmv_settings.window, wmv_settings.patience, count=len(iterations)
                 )
                 picks[selector.label] = wmv.pick_index
-            elif selector.name == "last":
-                picks[selector.label] = select_last(len(iterations))
-            else:
-                if selector.iteration is None:
-                    stop = scaled_stop(*load_snapshot(0).shape[:2])
-                    picks[selector.label] = select_at_or_after(iterations, stop)
-                else:
-                    stop = selector.iteration
-                    picks[selector.label] = select_fixed(iterations, stop)
-                if iterations[picks[selector.label]] < stop:
-                    notes[selector.label] = RUN_ENDED_NOTE
+                continue
+            scores = None
+            if selector.name == "biqan":
+                distributions = biqan_distributions(score, len(iterations), BINS.size)
+                scores = distributions @ BINS
+            elif selector.name == "ranker":
+                scores = ranker_scores(rank, len(iterations))
+            stop = fixed_stop(selector, iterations, load_snapshot)
+            options = method.RuleOptions(
+                window=wmv_settings.window,
+                patience=None if scores is not None else wmv_settings.patience,
+                stop_iteration=stop,
+                score=None if scores is None else in_order(scores),
+            )
+            picks[selector.label] = replay_offline(
+                method.RULES[selector.name].from_options(options), iterations, load_snapshot
+            )
+            if stop is not None and iterations[picks[selector.label]] < stop:
+                notes[selector.label] = RUN_ENDED_NOTE
         except ValueError as error:
             failures[selector.label] = str(error)
     return ImageSelection(
         picks=picks, distributions=distributions, wmv=wmv, notes=notes, failures=failures
     )
+
+
+def replay_offline(
+    rule: method.StoppingRule, iterations: np.ndarray, load_snapshot: Callable[[int], np.ndarray]
+) -> int:
+    """Replay `rule` over the candidates (their pixels only when it reads them); the index of
+    its pick. ValueError when it picks none."""
+    inputs = (
+        (int(iteration), load_snapshot(index) if rule.needs_pixels else None)
+        for index, iteration in enumerate(iterations)
+    )
+    method.replay(rule, inputs)
+    if rule.pick_iteration is None:
+        raise ValueError(
+            "scores has no finite value" if rule.scored else "there are no snapshots to select from"
+        )
+    return int(np.flatnonzero(np.asarray(iterations) == rule.pick_iteration)[0])
+
+
+def in_order(scores: np.ndarray) -> Callable[[object], float]:
+    """A score function that returns `scores` (candidates,) one by one, in the order the
+    candidates are replayed (the rule's snapshot argument unused)."""
+    values = iter(scores)
+    return lambda _snapshot: float(next(values))
+
+
+def fixed_stop(
+    selector: Selector, iterations: np.ndarray, load_snapshot: Callable[[int], np.ndarray]
+) -> float | None:
+    """The iteration a ``fixed`` selector stops at (None for other selectors): N, or the tuned
+    stop scaled to the image's size; ValueError for an N within the run that no snapshot was
+    saved at (`select_fixed`)."""
+    if selector.name != "fixed":
+        return None
+    if selector.iteration is None:
+        return scaled_stop(*load_snapshot(0).shape[:2])
+    select_fixed(iterations, selector.iteration)
+    return selector.iteration
+
+
+def ranker_scores(rank: Callable[[], np.ndarray] | None, candidates: int) -> np.ndarray:
+    """The ranker's scores (candidates,); ValueError without a ranker or for another shape."""
+    if rank is None:
+        raise ValueError("the ranker selector needs a snapshot ranker")
+    ranks = np.asarray(rank(), dtype=np.float64)
+    if ranks.shape != (candidates,):
+        raise ValueError(f"expected {candidates} ranker scores, got {ranks.shape}")
+    return ranks
 
 
 def biqan_distributions(

@@ -23,7 +23,7 @@ from tests.conftest import ROOT, make_pair
 from utils.biqan.labels import LabelSettings
 from utils.biqan.settings import StageSettings, TrainingSettings
 from utils.dip import planning, run_options
-from utils.dip.fitting import FitSettings
+from utils.method import FitSettings
 
 # the flag tables of docs/USAGE.md, one marked block per script (written by tools/flag_tables.py)
 DOCUMENT = ROOT / "docs" / "USAGE.md"

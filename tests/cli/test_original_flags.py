@@ -23,7 +23,8 @@ from tests.biqan.helpers import write_fake_image_folder
 from tests.conftest import make_pair
 from utils import original_flags
 from utils.biqan import labels
-from utils.dip.fitting import DipFit, FitSettings
+from utils.dip.fitting import DipFit
+from utils.method import FitSettings
 
 
 @pytest.fixture
@@ -405,7 +406,9 @@ def test_train_biqan_reads_original_labels_relative_to_working_folder(tmp_path, 
             "res",
         ]
     )
-    _, paths, distributions, true_psnr = train_BIQAN.read_dataset(args)
+    _, paths, distributions, true_psnr = labels.read_labelled_snapshots(
+        args.dataset_image_path, args.dataset_file_path
+    )
     assert paths == [Path("dataset/run/x_real/00020.png"), Path("dataset/run/x_real/00040.png")]
     assert distributions.shape == (2, 10)
     np.testing.assert_allclose(true_psnr, labels.mean_score_to_psnr(5.5))

@@ -10,15 +10,11 @@ Timings, commands and paths (summary.json, args.json, plots) are not compared.
 
 from __future__ import annotations
 
-import filecmp
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, unpack_commit
+from tests.conftest import ROOT, run_scripts, same_bytes, unpack_commit
 
 REFERENCE = "f6123d6"
 SAMPLE = ROOT / "dataset" / "sample"
@@ -108,42 +104,17 @@ STEPS = (
 )
 
 
-def run_steps(code: Path, work: Path) -> None:
-    """Run the four steps of the code in `code` with the working folder `work`."""
-    work.mkdir(parents=True)
-    environment = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "KERAS_BACKEND": "torch",
-        "PYTHONHASHSEED": "0",
-    }
-    environment.pop("PYTHONPATH", None)
-    for step in STEPS:
-        result = subprocess.run(
-            [sys.executable, str(code / step[0]), *step[1:]],
-            cwd=work,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert result.returncode == 0, f"{code / step[0]} failed:\n{result.stderr[-3000:]}"
-
-
-def compared_files(work: Path) -> list[Path]:
-    """The result files compared byte for byte, relative to `work`."""
-    patterns = (
-        "run/*/*.png",
-        "run/*/metrics.csv",
-        "labels.txt",
-        "labels_psnr.csv",
-        "selection/selection.csv",
-        "selection/*_scores.csv",
-        "selection/*_BIQAN.png",
-        "selection/*_wmv.png",
-        "selection/Denoised_PSNR.txt",
-    )
-    return sorted(path.relative_to(work) for pattern in patterns for path in work.glob(pattern))
+COMPARED = (
+    "run/*/*.png",
+    "run/*/metrics.csv",
+    "labels.txt",
+    "labels_psnr.csv",
+    "selection/selection.csv",
+    "selection/*_scores.csv",
+    "selection/*_BIQAN.png",
+    "selection/*_wmv.png",
+    "selection/Denoised_PSNR.txt",
+)
 
 
 @pytest.fixture(scope="module")
@@ -154,16 +125,9 @@ def reference_code(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_four_steps_give_the_reference_bytes(reference_code, tmp_path):
-    run_steps(reference_code, tmp_path / "before")
-    run_steps(ROOT, tmp_path / "after")
-    before, after = compared_files(tmp_path / "before"), compared_files(tmp_path / "after")
-    assert before == after
+    run_scripts(reference_code, tmp_path / "before", STEPS)
+    run_scripts(ROOT, tmp_path / "after", STEPS)
+    before = same_bytes(tmp_path / "before", tmp_path / "after", COMPARED)
     assert len({path.parent for path in before if path.match("run/*/0*.png")}) == 4
     assert any(path.name == "denoised.png" for path in before)
     assert Path("selection/selection.csv") in before
-    differing = [
-        str(path)
-        for path in before
-        if not filecmp.cmp(tmp_path / "before" / path, tmp_path / "after" / path, shallow=False)
-    ]
-    assert differing == []

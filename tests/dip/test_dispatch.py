@@ -11,7 +11,7 @@ from models.skip import SkipConfig
 from tests.conftest import make_pair
 from utils import run_output
 from utils.dip import dispatch, planning, reconstruction
-from utils.dip.fitting import FitSettings
+from utils.method import FitSettings
 
 NETWORK = SkipConfig(input_depth=4, channels_down=8, channels_up=8, channels_skip=2, num_scales=2)
 

@@ -44,7 +44,8 @@ import torch
 from models.skip import SkipNet
 from tests.golden import regenerate as golden
 from utils.dip import devices
-from utils.dip.fitting import DipFit, FitSettings, build_network, to_tensor
+from utils.dip.fitting import DipFit, build_network, to_tensor
+from utils.method import FitSettings
 
 TOLERANCE_DB = {"fp32": 0.08, "bf16": 0.12}
 

@@ -13,7 +13,8 @@ import run_BDN
 from models.skip import SkipConfig
 from tests.conftest import make_pair
 from utils.dip import core_share, devices, run_options
-from utils.dip.fitting import DipFit, FitSettings, build_network, channels_last, grouped_network
+from utils.dip.fitting import DipFit, build_network, channels_last, grouped_network
+from utils.method import FitSettings
 
 TINY = SkipConfig(input_depth=8, channels_down=8, channels_up=8, num_scales=2)
 

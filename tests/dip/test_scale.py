@@ -15,7 +15,8 @@ import run_BDN
 from models.skip import SkipConfig, SkipNet, stack_states
 from tests.conftest import ROOT, make_pair
 from utils.dip import devices, group_fit, planning
-from utils.dip.fitting import DipFit, FitSettings, build_network, run_fit
+from utils.dip.fitting import DipFit, build_network, run_fit
+from utils.method import FitSettings
 
 SMALL = SkipConfig(input_depth=8, channels_down=8, channels_up=8, channels_skip=2)
 FAST = [

@@ -24,7 +24,8 @@ from models.skip import SkipConfig
 from tests.conftest import ROOT, smooth_image
 from utils import image_io, metrics
 from utils.dip import devices
-from utils.dip.fitting import DipFit, FitSettings, build_network, run_fit, to_array, to_tensor
+from utils.dip.fitting import DipFit, build_network, run_fit, to_array, to_tensor
+from utils.method import FitSettings
 
 FOLDER = Path(__file__).resolve().parent
 CASES = ("sample", "synthetic")

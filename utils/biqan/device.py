@@ -7,7 +7,18 @@ after, and imports Keras and the backend itself.
 
 from __future__ import annotations
 
+import argparse
 import os
+
+
+def add_gpu_flag(group: argparse._ActionsContainer) -> None:
+    """--gpu_id of train_BIQAN.py and test_BIQAN.py (`parse_gpu_id`)."""
+    group.add_argument(
+        "--gpu_id",
+        type=parse_gpu_id,
+        default=None,
+        help="CUDA device number or 'cpu' (default: the backend's choice)",
+    )
 
 
 def parse_gpu_id(text: str) -> str:

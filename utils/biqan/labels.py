@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from models.biqan_config import NUMBER_OF_BINS
-from utils import image_io, selection
+from utils import image_io, run_output, selection
 
 SCORE_RANGE = (2.5, 7.5)
 FIELDS_PER_ROW = 2 + NUMBER_OF_BINS + 3
@@ -285,3 +285,46 @@ def read_labels(path: str | Path) -> tuple[list[str], np.ndarray]:
     rows = read_ava_file(path)
     counts = np.array([row.votes for row in rows], dtype=np.float64)
     return [row.image_id for row in rows], votes_to_distribution(counts)
+
+
+def labelled_snapshot(image_path: Path, image_id: str) -> Path:
+    """A label's image id -> its snapshot file: relative to --dataset_image_path (this project's
+    labels) or, where only that exists, to the working folder (the original's label files)."""
+    joined = image_path / image_id
+    return Path(image_id) if not joined.is_file() and Path(image_id).is_file() else joined
+
+
+def read_labelled_snapshots(
+    image_path: Path, label_file: Path
+) -> tuple[list[str], list[Path], np.ndarray, np.ndarray]:
+    """Image ids, snapshot paths, distributions (N, 10) and true PSNRs (N,) of `label_file`
+    (snapshots under `image_path`, train_BIQAN.py's --dataset_image_path).
+
+    Snapshots without a run_BDN metrics.csv (the original's label files and snapshots) get the
+    PSNR their label implies (mean score mapped back with the default 8..45 dB range).
+    """
+    image_ids, distributions = read_labels(label_file)
+    paths = [labelled_snapshot(image_path, image_id) for image_id in image_ids]
+    for image_id, path in zip(image_ids, paths):
+        if not path.is_file():
+            raise ValueError(f"{path}: snapshot {image_id} of {label_file} not found")
+    true_psnr: dict[Path, float] = {}
+    implied = sorted(
+        {path.parent for path in paths if not (path.parent / run_output.METRICS_FILE).is_file()}
+    )
+    for folder in sorted({path.parent for path in paths} - set(implied)):
+        metrics = run_output.read_metrics(folder)
+        true_psnr.update(zip(metrics.snapshot_paths(), metrics.true_psnr.tolist()))
+    if implied:
+        print(
+            f"note: {len(implied)} image folders have no {run_output.METRICS_FILE}; their "
+            f"validation PSNR is the one their labels imply"
+        )
+        label_psnr = mean_score_to_psnr(distribution_mean(distributions))
+        true_psnr.update(
+            (path, float(psnr)) for path, psnr in zip(paths, label_psnr) if path.parent in implied
+        )
+    missing = [path for path in paths if path not in true_psnr]
+    if missing:
+        raise ValueError(f"{missing[0]}: no row in {missing[0].parent / run_output.METRICS_FILE}")
+    return image_ids, paths, distributions, np.array([true_psnr[path] for path in paths])

@@ -143,30 +143,7 @@ def write_image_outputs(
         image_io.write_atomic(output_path / pick_file_name(stem, label), paths[index].read_bytes())
     picks = {display_name(label): int(iterations[index]) for label, index in chosen.picks.items()}
     if chosen.distributions is not None:
-        means = labels.distribution_mean(chosen.distributions)
-        stds = labels.distribution_std(chosen.distributions)
-        biqan_plots.plot_score_curves(
-            iterations,
-            means,
-            stds,
-            true_psnr,
-            picks,
-            f"{stem}: BIQAN scores",
-            output_path / f"{stem}_scores.png",
-        )
-        psnr = true_psnr if true_psnr is not None else np.full(len(iterations), np.nan)
-        biqan_eval.write_table(
-            output_path / f"{stem}_scores.csv",
-            [
-                {
-                    "iteration": int(iteration),
-                    "predicted_mean": format_number(mean),
-                    "predicted_std": format_number(std),
-                    "true_psnr": format_number(value),
-                }
-                for iteration, mean, std, value in zip(iterations, means, stds, psnr)
-            ],
-        )
+        write_scores(output_path, stem, iterations, true_psnr, chosen.distributions, picks)
     if chosen.wmv is not None:
         stop = chosen.wmv.stop_index
         biqan_plots.plot_wmv_variance(
@@ -193,6 +170,42 @@ def write_image_outputs(
         f"{stem}: best PSNR {true_psnr[best]:.2f} dB (iteration {iterations[best]}), "
         f"denoised PSNR {true_psnr[pick]:.2f} dB (iteration {iterations[pick]}, {name}), "
         f"loss {true_psnr[best] - true_psnr[pick]:.2f} dB"
+    )
+
+
+def write_scores(
+    output_path: Path,
+    stem: str,
+    iterations: np.ndarray,
+    true_psnr: np.ndarray | None,
+    distributions: np.ndarray,
+    picks: dict[str, int],
+) -> None:
+    """BIQAN's predicted score curves of one image's candidates (`distributions`
+    (candidates, 10)): ``<stem>_scores.png`` with the picks and ``<stem>_scores.csv``."""
+    means = labels.distribution_mean(distributions)
+    stds = labels.distribution_std(distributions)
+    biqan_plots.plot_score_curves(
+        iterations,
+        means,
+        stds,
+        true_psnr,
+        picks,
+        f"{stem}: BIQAN scores",
+        output_path / f"{stem}_scores.png",
+    )
+    psnr = true_psnr if true_psnr is not None else np.full(len(iterations), np.nan)
+    biqan_eval.write_table(
+        output_path / f"{stem}_scores.csv",
+        [
+            {
+                "iteration": int(iteration),
+                "predicted_mean": format_number(mean),
+                "predicted_std": format_number(std),
+                "true_psnr": format_number(value),
+            }
+            for iteration, mean, std, value in zip(iterations, means, stds, psnr)
+        ],
     )
 
 

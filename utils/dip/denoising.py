@@ -8,7 +8,7 @@ from pathlib import Path
 
 from utils import image_io, ownership, run_output, selection
 from utils.dip import planning, reconstruction, run_guard
-from utils.dip.fitting import FitSettings
+from utils.method import FitSettings
 from utils.run_output import SUMMARY_FILE, snapshot_path
 
 LOGGER = logging.getLogger(__name__)

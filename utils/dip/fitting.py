@@ -1,8 +1,8 @@
 """The Deep Image Prior fitting loop: one noisy image, one network, device-side only.
 
 A `DipFit` owns everything that changes during a fit (network, optimiser, averaged output,
-backtracking copy, random generator, iteration). `step()` enqueues one iteration without any
-host-device synchronisation; periodic work (snapshots, checkpoints, progress) lives in callbacks
+backtracking copy, random generator, iteration); `step()` enqueues one iteration of the method
+(`utils.method.fit_step`) without any host-device synchronisation; periodic work (snapshots, checkpoints, progress) lives in callbacks
 called by `run_fit`, so the loop itself stays small.
 
 Tensors are (1, C, H, W) float32 in [0, 1] on the fit's device; H and W are the padded size.
@@ -18,48 +18,10 @@ import numpy as np
 import torch
 
 from models.skip import SkipConfig, SkipNet, stack_states, unstack_state
+from utils import method
+from utils.method import FitSettings
 
 MIN_SIDE = 16
-INPUT_KINDS = ("noise", "noisy_image")
-
-
-@dataclasses.dataclass(frozen=True)
-class FitSettings:
-    """Hyper-parameters of one DIP fit (defaults: upstream DIP's denoising notebook)."""
-
-    num_iter: int = 3000
-    save_iter: int = 20
-    lr: float = 0.01
-    reg_noise_std: float = 1.0 / 30.0
-    target_noise_std: float = 0.0
-    exp_weight: float = 0.99
-    input_noise_scale: float = 0.1
-    backtrack_db: float = 5.0
-    reg_noise_random: bool = False
-    target_noise_random: bool = False
-    input_kind: str = "noise"
-
-    def validate(self) -> None:
-        """Raise ValueError for settings that cannot run (NaN and infinities included)."""
-        for name in ("lr", "reg_noise_std", "target_noise_std", "exp_weight", "backtrack_db"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
-        if self.num_iter < 1:
-            raise ValueError(f"num_iter must be positive, got {self.num_iter}")
-        if not 1 <= self.save_iter <= self.num_iter:
-            raise ValueError(
-                f"save_iter must be in 1..num_iter ({self.num_iter}), got {self.save_iter}"
-            )
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.reg_noise_std < 0 or self.target_noise_std < 0 or self.input_noise_scale <= 0:
-            raise ValueError("noise levels must be >= 0 (input_noise_scale > 0)")
-        if not 0 <= self.exp_weight < 1:
-            raise ValueError(f"exp_weight must be in [0, 1), got {self.exp_weight}")
-        if self.backtrack_db < 0:
-            raise ValueError(f"backtrack_db must be >= 0 (0 disables), got {self.backtrack_db}")
-        if self.input_kind not in INPUT_KINDS:
-            raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,81 +207,17 @@ class DipFit:
     def noise_like(
         self, tensor: torch.Tensor, std: float, random_std: bool = False
     ) -> torch.Tensor:
-        """Gaussian noise of `tensor`'s shape (1, K*c, H, W), each image's block from its own
-        generator; with `random_std` each block's std is drawn uniformly from [0, std) first."""
-        shape = (1, tensor.shape[1] // self.images, *tensor.shape[2:])
-        blocks = []
-        for generator in self.generators:
-            scale = (
-                torch.rand((), generator=generator, device=tensor.device, dtype=tensor.dtype)
-                if random_std
-                else 1.0
-            )
-            blocks.append(
-                torch.randn(shape, generator=generator, device=tensor.device, dtype=tensor.dtype)
-                * scale
-            )
-        return torch.cat(blocks, dim=1) * std
+        """Gaussian noise of `tensor`'s shape, one block per image (`method.noise_blocks`)."""
+        return method.noise_blocks(self.generators, tensor, std, random_std)
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One iteration; returns (raw outputs (K, C, H, W), losses (K,)) as device tensors (no sync)."""
-        settings = self.settings
-        images, channels, height, width = self.noisy.shape
-        net_input = self.base_input
-        if settings.reg_noise_std > 0:
-            net_input = net_input + self.noise_like(
-                net_input, settings.reg_noise_std, settings.reg_noise_random
-            )
-        target = self.noisy
-        if settings.target_noise_std > 0:
-            target = target + self.noise_like(
-                target.reshape(1, -1, height, width),
-                settings.target_noise_std,
-                settings.target_noise_random,
-            ).view_as(target)
-        with torch.autocast(self.noisy.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            output = self.forward(net_input)
-        output = output.to(self.noisy.dtype).reshape(images, channels, height, width)
-        losses = (output - target).square().flatten(1).mean(dim=1)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        output = output.detach()
-        with torch.no_grad():
-            if self.average is None:
-                self.average = output.clone()
-            else:
-                self.average.mul_(settings.exp_weight).add_(output, alpha=1.0 - settings.exp_weight)
-            if settings.backtrack_db > 0:
-                errors = (
-                    losses.detach()
-                    if settings.target_noise_std == 0
-                    else (output - self.noisy).square().flatten(1).mean(dim=1)
-                )
-                self.backtrack(-10.0 * torch.log10(errors))
-        self.optimizer.step()
-        self.iteration += 1
-        return output, losses.detach()
+        """One iteration (`method.fit_step`): (raw outputs (K, C, H, W), losses (K,)) as device
+        tensors (no sync)."""
+        return method.fit_step(self)
 
-    @torch.no_grad()
     def backtrack(self, psnr_now: torch.Tensor) -> None:
-        """Restore an image's last good parameters if its PSNR vs the noisy image fell by > backtrack_db.
-
-        `psnr_now` is (K,). On an accelerator the choice is made on the device with `torch.where`
-        (no host round trip, no CPU copy); on the CPU, where there is nothing to wait for, a host
-        branch copies each parameter once when no image fell back. Both give identical values.
-        """
-        good = psnr_now >= self.last_psnr - self.settings.backtrack_db
-        if good.device.type == "cpu" and bool(good.all()):
-            torch._foreach_copy_(self.last_good, self.parameters)
-        else:
-            for parameter, last in zip(self.parameters, self.last_good):
-                # split the first dimension into the K networks' blocks: a view whatever the
-                # memory format (channels-last weights cannot be flattened without a copy)
-                by_image = last.unflatten(0, (self.images, -1))
-                mask = good.view(self.images, *[1] * (by_image.dim() - 1))
-                torch.where(mask, parameter.unflatten(0, (self.images, -1)), by_image, out=by_image)
-                parameter.copy_(last)
-        torch.where(good, psnr_now, self.last_psnr, out=self.last_psnr)
+        """Backtrack on PSNRs (K,) against the noisy images (`method.backtrack`)."""
+        method.backtrack(self, psnr_now)
 
     def state_dicts(self) -> list[dict]:
         """One state per image: everything needed to continue its fit bit for bit, alone or batched."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from models.skip import SkipConfig
 from utils import image_io, metrics, plots
 from utils.cluster import Interrupted
 from utils.dip import networks, run_guard
@@ -29,7 +30,8 @@ from utils.dip.snapshots import (
     StopOnRequest,
     load_resume_state,
 )
-from utils.early_stopping import make_stoppers, replay
+from utils.early_stopping import make_stoppers
+from utils.method import replay
 from utils.run_output import (
     DENOISED_FILE,
     NETWORK_FILE,
@@ -48,20 +50,56 @@ def fit_group(
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
     """Fit K same-size images together (resuming from their state files); returns the
     summaries of the finished images and (file, reason) for each whose fit diverged."""
-    device = settings.device
     folders = [settings.output_path / image.job.stem for image in images]
     starts = [networks.initial_state(image, settings, previous) for image in images]
     for folder, image in zip(folders, images):
         run_guard.write_input(folder, image.job.noisy, image.job.clean, image.hashes)
     config = networks.network_config(settings, images[0].channels)
-    net = grouped_network(config, [state for state, _ in starts], device, settings.precision)
-    noisy = torch.cat([to_tensor(image.padded, torch.device("cpu")) for image in images]).to(device)
-    seeds = [image_seed(settings.seed, image.job.stem) for image in images]
-    fit = DipFit(net, noisy, settings.fit, seeds, settings.precision, settings.compile_network)
-    resumed = [load_resume_state(folder, device) for folder in folders]
+    fit = start_fit(images, settings, config, [state for state, _ in starts])
+    resumed = [load_resume_state(folder, settings.device) for folder in folders]
     if any(state is not None for state in resumed):
         resume_fit(fit, resumed, folders, [state for state, _ in starts])
         LOGGER.info("%s: resuming at iteration %d", images[0].job.stem, fit.iteration)
+    targets = snapshot_targets(images, settings, folders, resumed)
+    checkpointer = run_group(fit, images, settings, targets, resumed)
+    summaries, failures = [], []
+    for index, (image, target) in enumerate(zip(images, targets)):
+        diverged = first_non_finite_loss(target.rows)
+        if diverged is not None:
+            message = (
+                f"{image.job.noisy}: the fit diverged (loss not finite at iteration {diverged}); "
+                "lower --lr and use another output folder"
+            )
+            failures.append((image.job.noisy, message))
+            continue
+        summary = summarize(
+            image, target, fit.iteration, checkpointer.seconds(index), starts[index][1]
+        )
+        finish_image(image, target, fit, index, config, settings)
+        image_io.write_text(target.folder / SUMMARY_FILE, json.dumps(summary, indent=2))
+        (target.folder / STATE_FILE).unlink(missing_ok=True)
+        summaries.append(summary)
+    return summaries, failures
+
+
+def start_fit(
+    images: list[PreparedImage], settings: RunSettings, config: SkipConfig, states: list[dict]
+) -> DipFit:
+    """The fit of the images' padded noisy inputs from the networks' start `states`."""
+    device = settings.device
+    net = grouped_network(config, states, device, settings.precision)
+    noisy = torch.cat([to_tensor(image.padded, torch.device("cpu")) for image in images]).to(device)
+    seeds = [image_seed(settings.seed, image.job.stem) for image in images]
+    return DipFit(net, noisy, settings.fit, seeds, settings.precision, settings.compile_network)
+
+
+def snapshot_targets(
+    images: list[PreparedImage],
+    settings: RunSettings,
+    folders: list[Path],
+    resumed: list[dict | None],
+) -> list[SnapshotTarget]:
+    """Each image's snapshot target with its stopping rule, the saved rows replayed into it."""
     stoppers = make_stoppers(settings.early_stop, [image.noisy.pixels for image in images]) or [
         None
     ] * len(images)
@@ -79,6 +117,18 @@ def fit_group(
     ]
     for target in targets:
         replay_snapshots(target)
+    return targets
+
+
+def run_group(
+    fit: DipFit,
+    images: list[PreparedImage],
+    settings: RunSettings,
+    targets: list[SnapshotTarget],
+    resumed: list[dict | None],
+) -> Checkpointer:
+    """Run the fit to its end with the snapshot, checkpoint, progress and signal callbacks;
+    returns the checkpointer (the fit times). `Interrupted` after saving on a stop signal."""
     name = (
         images[0].job.stem
         if len(images) == 1
@@ -112,38 +162,32 @@ def fit_group(
     finally:
         writer.close()
         bar.close()
-    summaries, failures = [], []
-    for index, (image, folder, target) in enumerate(zip(images, folders, targets)):
-        diverged = first_non_finite_loss(target.rows)
-        if diverged is not None:
-            message = (
-                f"{image.job.noisy}: the fit diverged (loss not finite at iteration {diverged}); "
-                "lower --lr and use another output folder"
-            )
-            failures.append((image.job.noisy, message))
-            continue
-        summary = summarize(
-            image, target, fit.iteration, checkpointer.seconds(index), starts[index][1]
+    return checkpointer
+
+
+def finish_image(
+    image: PreparedImage,
+    target: SnapshotTarget,
+    fit: DipFit,
+    index: int,
+    config: SkipConfig,
+    settings: RunSettings,
+) -> None:
+    """A finished image's files: denoised.png (the rule's pick), net.pt and the PSNR curve."""
+    folder = target.folder
+    if target.stopper is not None and target.stopper.pick_iteration is not None:
+        image_io.write_atomic(
+            folder / DENOISED_FILE,
+            snapshot_path(folder, target.stopper.pick_iteration).read_bytes(),
         )
-        if target.stopper is not None and target.stopper.pick_iteration is not None:
-            image_io.write_atomic(
-                folder / DENOISED_FILE,
-                snapshot_path(folder, target.stopper.pick_iteration).read_bytes(),
-            )
-        networks.save_network(
-            folder / NETWORK_FILE,
-            config,
-            fit.state_dicts()[index]["net"],
-            image.job.stem,
-            fit.iteration,
-        )
-        plots.psnr_curve(
-            target.rows, curve_path(settings.output_path, image.job.stem), image.job.stem
-        )
-        image_io.write_text(folder / SUMMARY_FILE, json.dumps(summary, indent=2))
-        (folder / STATE_FILE).unlink(missing_ok=True)
-        summaries.append(summary)
-    return summaries, failures
+    networks.save_network(
+        folder / NETWORK_FILE,
+        config,
+        fit.state_dicts()[index]["net"],
+        image.job.stem,
+        fit.iteration,
+    )
+    plots.psnr_curve(target.rows, curve_path(settings.output_path, image.job.stem), image.job.stem)
 
 
 def resume_fit(fit: DipFit, resumed: list[dict], folders: list[Path], initial: list[dict]) -> None:

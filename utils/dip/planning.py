@@ -19,9 +19,10 @@ from models.skip import SkipConfig
 from utils import image_io, pairing, run_output
 from utils.cluster import StopRequest
 from utils.dip import devices, run_guard
-from utils.dip.fitting import FitSettings, Padding, pad_image, padded_side
+from utils.dip.fitting import Padding, pad_image, padded_side
 from utils.dip.snapshots import resume_iteration
 from utils.early_stopping import EarlyStopSettings
+from utils.method import FitSettings
 from utils.run_output import SUMMARY_FILE
 
 LOGGER = logging.getLogger(__name__)

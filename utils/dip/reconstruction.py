@@ -27,9 +27,9 @@ from models.skip import SkipConfig
 from utils import image_io
 from utils.cluster import Interrupted
 from utils.dip import run_guard
-from utils.dip.fitting import FitSettings
 from utils.dip.group_fit import fit_claimed, fit_with_fallback
 from utils.dip.planning import ImageJob, RunSettings, make_groups, prepare_all
+from utils.method import FitSettings
 from utils.run_output import (
     DENOISED_FILE,
     NETWORK_FILE,

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 
 from models.skip import SkipConfig
-from utils import cluster, early_stopping, run_output, selection
+from utils import cluster, early_stopping, method, run_output, selection
 from utils.dip import devices, networks, planning
-from utils.dip.fitting import FitSettings
+from utils.method import FitSettings
 
 AUTO_PRECISION = "auto"
 
@@ -124,6 +124,26 @@ def add_precision_flag(group: Any) -> None:
     )
 
 
+def add_quiet_flag(group: Any) -> None:
+    """--quiet of run_BDN.py and denoise.py."""
+    group.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars, plain log lines (the default when the output is not a terminal)",
+    )
+
+
+def add_loss_flag(group: Any) -> None:
+    """--loss of run_BDN.py and denoise.py: a name of `method.LOSSES` (read when the parser is
+    built, so a loss registered before counts)."""
+    group.add_argument(
+        "--loss",
+        choices=tuple(method.LOSSES),
+        default=field_default(FitSettings, "loss"),
+        help="what the network's output is fitted to the noisy image with (default: %(default)s)",
+    )
+
+
 def early_stop_settings(args: argparse.Namespace) -> early_stopping.EarlyStopSettings:
     """--early_stop, --wmv_window, --patience, --stop_iteration (iterations),
     --pre_trained_model -> settings; ValueError as `early_stopping.from_iterations`."""
@@ -184,12 +204,3 @@ def run_settings(
         early_stop=args.early_stop_settings,
         stop_request=args.stop_request,
     )
-
-
-def add_flags(group: Any, rows: tuple[tuple[str, Any, str], ...]) -> None:
-    """Add (flag, default, help) rows to a parser or argument group; each flag's type is its
-    default's, and its help ends with the default."""
-    for flag, default, text in rows:
-        group.add_argument(
-            flag, type=type(default), default=default, help=f"{text} (default: %(default)s)"
-        )

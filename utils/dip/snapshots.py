@@ -21,7 +21,7 @@ import torch
 from utils import image_io, metrics
 from utils.cluster import SignalPause, StopRequest
 from utils.dip.fitting import DipFit, Padding, to_array
-from utils.early_stopping import Stopper
+from utils.method import StoppingRule
 from utils.run_output import METRICS_COLUMNS, METRICS_FILE, STATE_FILE, metrics_csv, snapshot_path
 
 MAX_PENDING_SNAPSHOTS = 4
@@ -48,7 +48,7 @@ class SnapshotTarget:
     clean: np.ndarray | None
     bit_depth: int
     rows: list[dict]
-    stopper: Stopper | None = None
+    stopper: StoppingRule | None = None
     stop_iteration: int | None = None
 
     def saved_pixels(self, tensor: torch.Tensor) -> np.ndarray:
