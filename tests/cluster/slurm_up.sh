@@ -36,7 +36,7 @@ fi
 stop
 mkdir -p "$DIR/state" "$DIR/spool"
 NODE=$(hostname -s)
-CPUS=$(nproc)
+CPUS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # the machine's, not a test run's OpenMP cap
 cat >"$CONF" <<CONFIG
 # written by tests/cluster/slurm_up.sh: one localhost node, for tests
 ClusterName=localtest
