@@ -28,13 +28,13 @@ import pandas as pd
 
 from experiments import scale_study
 from experiments.cbm3d_full import read_rgb
-from experiments.common import REPO, replace_block
+from experiments.common import REPO, REPRODUCTION, publish_table
 from utils import image_io, metrics, run_output
 
 RESULTS = REPO / "results"
 ROWS = "blend"  # RESULTS/blend/<size>px/<precision>.csv
 TABLE_FILE = "blend.md"  # RESULTS/blend.md, and its copy in the document
-DOC, DOC_BLOCK = REPO / "docs" / "REPRODUCTION.md", "blend"
+DOC, DOC_BLOCK = REPRODUCTION, "blend"  # the document and its block of this table
 RUN_FOLDERS = {64: REPO / "devdata" / "precision", 256: REPO / "devdata" / "scale"}
 WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 OUTPUTS = ("one fit", "seed mean")  # one seed's pick; the mean of the picks of seeds 0, 1, 2...
@@ -95,11 +95,9 @@ def image_rows(
 def compute(results: Path) -> int:
     """Write the rows of every size and precision whose runs and CBM3D σ are there."""
     runs = scale_study.read_runs(results)
-    for (size, precision), run_root in (
-        ((size, precision), RUN_FOLDERS[size])
-        for size, precision in sorted({(run.size, run.precision) for run in runs})
-        if size in RUN_FOLDERS and precision in scale_study.PRECISIONS
-    ):
+    for size, precision in sorted({(run.size, run.precision) for run in runs}):
+        if size not in RUN_FOLDERS or precision not in scale_study.PRECISIONS:
+            continue
         tuned = scale_study.cbm3d_tuned(results, size)
         if tuned is None:
             print(f"{size}px: no CBM3D σ tuned yet; skipped")
@@ -112,7 +110,7 @@ def compute(results: Path) -> int:
                 images.setdefault((run.set_name, run.stem), []).append(run)
         rows = []
         for key in sorted(images):
-            rows += image_rows(images[key], run_root, tuned[0])
+            rows += image_rows(images[key], RUN_FOLDERS[size], tuned[0])
             print(f"{size}px {precision} {key[0]} {key[1]}", flush=True)
         target = results / ROWS / f"{size}px" / f"{precision}.csv"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -154,11 +152,7 @@ def report_lines(results: Path) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     if args.action == "compute":
         return compute(args.results)
-    text = "\n".join(report_lines(args.results)) + "\n"
-    print(text, end="")
-    if args.write:
-        image_io.write_text(args.results / TABLE_FILE, text)
-        image_io.write_text(DOC, replace_block(DOC.read_text(), DOC_BLOCK, text))
+    publish_table(report_lines(args.results), args.results / TABLE_FILE, DOC_BLOCK, args.write)
     return 0
 
 

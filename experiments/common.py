@@ -21,6 +21,7 @@ import pandas as pd
 from utils import image_io, run_output
 
 REPO = Path(__file__).resolve().parents[1]
+REPRODUCTION = REPO / "docs" / "REPRODUCTION.md"  # the document whose marked blocks studies rewrite
 
 
 def read_metrics(image_dir: Path) -> dict[str, np.ndarray] | None:
@@ -179,3 +180,13 @@ def replace_block(text: str, name: str, content: str) -> str:
         print(f"warning: no block {name} in the document")
         return text
     return pattern.sub(lambda m: m.group(1) + content.rstrip() + "\n" + m.group(2), text)
+
+
+def publish_table(lines: list[str], table: Path, block: str, write: bool) -> None:
+    """Print the markdown `lines`; with `write`, also write them to `table` (beside the rows they
+    come from) and into `block` of docs/REPRODUCTION.md."""
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if write:
+        image_io.write_text(table, text)
+        image_io.write_text(REPRODUCTION, replace_block(REPRODUCTION.read_text(), block, text))

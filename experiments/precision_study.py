@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.common import REPO, replace_block, run_images
+from experiments.common import REPO, REPRODUCTION, publish_table, run_images
 from utils import image_io, method, run_output, selection, snapshot_features
 
 RUNS = REPO / "devdata" / "precision"
@@ -38,7 +38,7 @@ REFERENCE = "fp32"  # every other variant is compared with it
 WINDOWS = (selection.TUNED_WMV.window, selection.PUBLISHED_WMV.window)
 IMAGES_FILE = "images.csv"  # per run folder: stem, height, width, noisy_psnr
 TABLE_FILE = "precision.md"  # the report, beside the rows it comes from
-DOC, DOC_BLOCK = REPO / "docs" / "REPRODUCTION.md", "precision"  # and its copy in the document
+DOC, DOC_BLOCK = REPRODUCTION, "precision"  # the document and its block of this table
 RULES = ("best", "wmv", "fixed:auto", "last")  # what each image contributes to the table
 
 
@@ -277,11 +277,7 @@ def report_lines(results: Path) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     if args.action == "collect":
         return collect(args.runs, args.results)
-    text = "\n".join(report_lines(args.results)) + "\n"
-    print(text, end="")
-    if args.write:
-        image_io.write_text(args.results / TABLE_FILE, text)
-        image_io.write_text(DOC, replace_block(DOC.read_text(), DOC_BLOCK, text))
+    publish_table(report_lines(args.results), args.results / TABLE_FILE, DOC_BLOCK, args.write)
     return 0
 
 

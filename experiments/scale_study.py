@@ -32,15 +32,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from experiments.common import REPO, replace_block
+from experiments.common import REPO, REPRODUCTION, publish_table
 from experiments.precision_study import IMAGES_FILE, WINDOWS, variance_column
-from utils import image_io, ranker_training, selection, snapshot_features
+from utils import ranker_training, selection, snapshot_features
 
 RESULTS = REPO / "results"
 DIP_ROWS = ("precision", "scale")  # folders of RESULTS holding <size>px/<precision>/<set>_s<seed>
 CBM3D_ROWS = "cbm3d"  # RESULTS/cbm3d/<size>px/cbm3d_full.csv
 TABLE_FILE = "scale.md"
-DOC, DOC_BLOCK = REPO / "docs" / "REPRODUCTION.md", "scale"
+DOC, DOC_BLOCK = REPRODUCTION, "scale"  # the document and its block of this table
 REPORT_SET, TUNING_SET = "CC", "PolyU"  # a set name starting with TUNING_SET is tuning data
 PRECISIONS = ("fp32", "bf16")  # the shipped ones (precision_study also has a retired variant)
 PATIENCES = tuple(range(1, 31))  # WMV's patience grid, in snapshots
@@ -290,11 +290,7 @@ def report_lines(results: Path) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    text = "\n".join(report_lines(args.results)) + "\n"
-    print(text, end="")
-    if args.write:
-        image_io.write_text(args.results / TABLE_FILE, text)
-        image_io.write_text(DOC, replace_block(DOC.read_text(), DOC_BLOCK, text))
+    publish_table(report_lines(args.results), args.results / TABLE_FILE, DOC_BLOCK, args.write)
     return 0
 
 
