@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--early_stop",
-        choices=method.online_rules(),
+        choices=("none", *method.rule_names("online")),
         default=selection.DEFAULT_SELECTOR.label,
         help="online stopping rule (default: %(default)s; fixed stops at --stop_iteration; none = "
         "run --num_iter and keep the last snapshot)",

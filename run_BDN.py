@@ -90,7 +90,7 @@ def add_stopping_flags(parser: argparse.ArgumentParser) -> None:
     )
     stopping.add_argument(
         "--early_stop",
-        choices=method.online_rules(),
+        choices=("none", *method.rule_names("online")),
         default=EarlyStopSettings.rule,
         help="stop each image when its rule fires and write the pick as <stem>/denoised.png",
     )

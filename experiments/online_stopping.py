@@ -67,7 +67,7 @@ def replay(
 def replay_wmv(image: dict, window: int, patience: int) -> tuple[int, int, bool]:
     """`run_BDN.py --early_stop wmv` replayed on one image's saved snapshots."""
     inputs = list(zip(map(int, image["iterations"]), image["snapshots"]))
-    return replay(method.WmvRule(window, patience), image, inputs)
+    return replay(method.WmvRule(method.RuleOptions(window, patience)), image, inputs)
 
 
 def evaluate(images: list[dict], window: int, patience: int) -> dict:
@@ -99,7 +99,9 @@ def replay_biqan(image: dict, scores: dict[int, float], patience: int) -> tuple[
     """`run_BDN.py --early_stop biqan` replayed on the per-snapshot BIQAN scores of test_BIQAN.py
     (`scores`: iteration -> predicted mean quality; snapshots without a score are skipped)."""
     inputs = [(int(it), scores[int(it)]) for it in image["iterations"] if int(it) in scores]
-    return replay(method.BiqanRule(float, patience), image, inputs)
+    return replay(
+        method.BiqanRule(method.RuleOptions(patience=patience, score=float)), image, inputs
+    )
 
 
 def read_scores(folder: Path, image: str) -> dict[int, float]:

@@ -48,7 +48,7 @@ def variance_column(window: int) -> str:
 
 def window_variances(snapshots: list[np.ndarray], window: int) -> np.ndarray:
     """(snapshots,) variance of each window of `window` snapshots ending there (NaN before)."""
-    rule = method.WmvRule(window, patience=len(snapshots) + 1)
+    rule = method.WmvRule(method.RuleOptions(window, patience=len(snapshots) + 1))
     for index, snapshot in enumerate(snapshots):
         rule.push(index, snapshot)
     return np.asarray(rule.variances)

@@ -20,7 +20,7 @@ import test_BIQAN  # noqa: E402
 from tests.conftest import make_pair  # noqa: E402
 from utils import image_io, selection  # noqa: E402
 from utils.early_stopping import from_iterations  # noqa: E402
-from utils.method import BestScoreRule, FixedRule, WmvRule, replay  # noqa: E402
+from utils.method import BestScoreRule, FixedRule, RuleOptions, WmvRule, replay  # noqa: E402
 
 FAST = ["--input_depth", "8", "--channels", "16", "--save_iter", "10", "--gpu_id", "cpu", "--quiet"]
 
@@ -42,7 +42,7 @@ def test_online_wmv_equals_the_offline_rule_on_arrays():
     rng = np.random.default_rng(0)
     snapshots = [rng.random((6, 6, 3)) * (1 + abs(index - 12)) / 10 for index in range(40)]
     offline = selection.windowed_moving_variance(snapshots, window=3, patience=4)
-    stopper = WmvRule(window=3, patience=4)
+    stopper = WmvRule(RuleOptions(window=3, patience=4))
     for index, snapshot in enumerate(snapshots):
         stopper.push((index + 1) * 10, snapshot)
         if stopper.fired:
@@ -53,7 +53,7 @@ def test_online_wmv_equals_the_offline_rule_on_arrays():
 
 def test_biqan_stopper_waits_patience_snapshots_and_keeps_the_best():
     scores = iter([3.0, 4.0, 5.0, 4.5, 4.9, 5.0, 4.0, 6.0])
-    stopper = BestScoreRule(lambda snapshot: next(scores), patience=3)
+    stopper = BestScoreRule(RuleOptions(patience=3, score=lambda snapshot: next(scores)))
     fired_at = None
     for iteration in range(10, 90, 10):
         stopper.push(iteration, np.zeros((2, 2)))
@@ -71,7 +71,7 @@ def test_biqan_stopper_never_picks_a_skipped_snapshot_but_scores_it():
         seen.append(float(snapshot[0, 0]))
         return scores[len(seen) - 1]
 
-    stopper = BestScoreRule(score, patience=3, skip=2)
+    stopper = BestScoreRule(RuleOptions(patience=3, score=score, skip=2))
     fired_at = replay(stopper, ((10 * (i + 1), np.full((2, 2), i)) for i in range(len(scores))))
     assert fired_at == 70 and stopper.pick_iteration == 40 and seen == list(range(7))
 
@@ -243,10 +243,10 @@ def test_denoise_rejects_missing_inputs_and_duplicate_names(tmp_path, capsys):
 
 
 def test_fixed_stopper_fires_at_its_iteration_and_keeps_the_last_snapshot_before():
-    stopper = FixedRule(60)
+    stopper = FixedRule(RuleOptions(stop_iteration=60))
     fired_at = replay(stopper, ((iteration, None) for iteration in range(20, 200, 20)))
     assert fired_at == 60 and stopper.pick_iteration == 60
-    short = FixedRule(600)
+    short = FixedRule(RuleOptions(stop_iteration=600))
     assert replay(short, ((iteration, None) for iteration in range(20, 120, 20))) is None
     assert short.pick_iteration == 100 and not short.fired
 

@@ -35,13 +35,9 @@ class BrightestRule(method.StoppingRule):
     """The snapshot of the highest mean value; fires after `patience` snapshots without a
     brighter one."""
 
-    def __init__(self, patience: int) -> None:
-        super().__init__()
-        self.patience, self.brightest, self.waited = patience, -np.inf, 0
-
-    @classmethod
-    def from_options(cls, options: method.RuleOptions) -> method.StoppingRule:
-        return cls(options.patience)
+    def __init__(self, options: method.RuleOptions) -> None:
+        super().__init__(options)
+        self.brightest, self.waited = -np.inf, 0
 
     def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
         brightness = round(float(np.mean(snapshot, dtype=np.float64)), 9)
@@ -49,7 +45,7 @@ class BrightestRule(method.StoppingRule):
             self.brightest, self.pick_iteration, self.waited = brightness, iteration, 0
         else:
             self.waited += 1
-            self.fired = self.waited >= self.patience
+            self.fired = self.waited >= self.options.patience
 
 
 def mean_absolute_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -59,13 +55,13 @@ def mean_absolute_error(output: torch.Tensor, target: torch.Tensor) -> torch.Ten
 
 
 @pytest.fixture
-def registered(monkeypatch):
-    """The new rule and loss registered for one test (the registries restored after it)."""
-    monkeypatch.setattr(method, "RULES", dict(method.RULES))
-    monkeypatch.setattr(method, "LOSSES", dict(method.LOSSES))
+def registered():
+    """The new rule and loss registered for one test (removed from the registries after it)."""
     method.register_rule("brightest")(BrightestRule)
     method.register_loss("l1")(mean_absolute_error)
     LOSS_CALLS.clear()
+    yield
+    del method.RULES["brightest"], method.LOSSES["l1"]
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -49,7 +49,7 @@ class EarlyStopSettings:
     stop_iteration: int | None = None
 
     def __post_init__(self) -> None:
-        rules = method.online_rules()
+        rules = ("none", *method.rule_names("online"))
         if self.rule not in rules:
             raise ValueError(
                 f"early stopping rule must be one of {', '.join(rules)}, got {self.rule!r}"
@@ -159,7 +159,7 @@ def make_stoppers(
     rule = method.RULES[settings.rule]
     scorers = model_scorers(settings, noisy) if rule.scored else [None] * len(noisy)
     return [
-        rule.from_options(
+        rule(
             method.RuleOptions(
                 window=settings.window,
                 patience=settings.patience,

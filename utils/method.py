@@ -1,20 +1,12 @@
 """The method in one place: Deep Image Prior's settings, losses, fit step, output average and
-stopping rules.
+stopping rules. Everything else (grouping, resume, locks, signals, dispatch, output files, the
+scripts) imports this module, never the reverse. It imports numpy, and torch only inside the
+fit's functions, so that the rules serve test_BIQAN.py and step 2 without a framework.
 
-Everything else (grouping, resume, locks, signals, dispatch, output files, the scripts) imports
-this module, never the reverse; it imports numpy, and torch only where a fit runs (the stopping
-rules serve test_BIQAN.py and step 2 without a framework). Tensors are (K, C, H, W) float
-in [0, 1] for K images fitted at once, each with its own network.
-
-* `FitSettings`: every hyper-parameter of a fit, with its default, in iterations.
-* `LOSSES`: loss name -> function (output, target) -> (K,) losses; `mse` by default. A new loss
-  is one function and `register_loss`.
-* `fit_step`: one iteration for K images; backtracking compares each image's PSNR against its
-  noisy image, whatever the loss. `update_average` is the output's exponential moving average.
-* `RULES`: stopping rule name -> class with `push(iteration, snapshot)`, `fired` and
-  `pick_iteration`, run online on each snapshot of a fit and offline (test_BIQAN.py) by
-  replaying the same class over a finished run's snapshots. A new rule is one class and
-  `register_rule`.
+Tensors are (K, C, H, W) float in [0, 1] for K images fitted at once, each with its own network.
+A new loss is one function under `@register_loss(name)`; a new stopping rule is one
+`StoppingRule` class under `@register_rule(name)`: `push` runs online on each snapshot of a fit
+(--early_stop) and offline by replaying the same class over a finished run (--selector).
 """
 
 from __future__ import annotations
@@ -22,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -30,18 +22,25 @@ if TYPE_CHECKING:
     import torch
 
 INPUT_KINDS = ("noise", "noisy_image")
+Entry = TypeVar("Entry")
 Loss = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 LOSSES: dict[str, Loss] = {}
 
 
-def register_loss(name: str) -> Callable[[Loss], Loss]:
-    """Decorator: add a loss (output, target) -> (K,) under `name` (a command-line --loss)."""
+def registrar(table: dict[str, Entry]) -> Callable[[str], Callable[[Entry], Entry]]:
+    """A decorator factory: `@registrar(table)(name)` adds the decorated entry under `name`."""
 
-    def register(loss: Loss) -> Loss:
-        LOSSES[name] = loss
-        return loss
+    def register(name: str) -> Callable[[Entry], Entry]:
+        def add(entry: Entry) -> Entry:
+            table[name] = entry
+            return entry
+
+        return add
 
     return register
+
+
+register_loss = registrar(LOSSES)  # a loss (output, target) -> (K,) under a --loss name
 
 
 @register_loss("mse")
@@ -68,33 +67,28 @@ class FitSettings:
     loss: str = "mse"
 
     def validate(self) -> None:
-        """Raise ValueError for settings that cannot run (NaN and infinities included)."""
+        """Raise ValueError naming the first setting that cannot run (NaN and infinities too)."""
         for name in ("lr", "reg_noise_std", "target_noise_std", "exp_weight", "backtrack_db"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
-        if self.num_iter < 1:
-            raise ValueError(f"num_iter must be positive, got {self.num_iter}")
-        if not 1 <= self.save_iter <= self.num_iter:
-            raise ValueError(
-                f"save_iter must be in 1..num_iter ({self.num_iter}), got {self.save_iter}"
-            )
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.reg_noise_std < 0 or self.target_noise_std < 0 or self.input_noise_scale <= 0:
-            raise ValueError("noise levels must be >= 0 (input_noise_scale > 0)")
-        if not 0 <= self.exp_weight < 1:
-            raise ValueError(f"exp_weight must be in [0, 1), got {self.exp_weight}")
-        if self.backtrack_db < 0:
-            raise ValueError(f"backtrack_db must be >= 0 (0 disables), got {self.backtrack_db}")
-        if self.input_kind not in INPUT_KINDS:
-            raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-
-
-def psnr_against(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of (K, C, H, W) outputs against references in [0, 1] -> (K,)."""
-    return -10.0 * (output - reference).square().flatten(1).mean(dim=1).log10()
+        requirements = {
+            "num_iter": (self.num_iter >= 1, "positive"),
+            "save_iter": (
+                1 <= self.save_iter <= self.num_iter,
+                f"in 1..num_iter ({self.num_iter})",
+            ),
+            "lr": (self.lr > 0, "positive"),
+            "reg_noise_std": (self.reg_noise_std >= 0, ">= 0"),
+            "target_noise_std": (self.target_noise_std >= 0, ">= 0"),
+            "input_noise_scale": (self.input_noise_scale > 0, "positive"),
+            "exp_weight": (0 <= self.exp_weight < 1, "in [0, 1)"),
+            "backtrack_db": (self.backtrack_db >= 0, ">= 0 (0 disables)"),
+            "input_kind": (self.input_kind in INPUT_KINDS, f"one of {INPUT_KINDS}"),
+            "loss": (self.loss in LOSSES, f"one of {', '.join(LOSSES)}"),
+        }
+        for name, (holds, requirement) in requirements.items():
+            if not holds:
+                raise ValueError(f"{name} must be {requirement}, got {getattr(self, name)!r}")
 
 
 def update_average(
@@ -144,15 +138,12 @@ def fit_step(fit: FitState) -> tuple[torch.Tensor, torch.Tensor]:
     tensors, without host-device synchronisation."""
     import torch
 
-    settings = fit.settings
-    images, channels, height, width = fit.noisy.shape
-    net_input = fit.base_input
+    settings, (images, channels, height, width) = fit.settings, fit.noisy.shape
+    net_input, target = fit.base_input, fit.noisy
     if settings.reg_noise_std > 0:
-        noise = noise_blocks(
+        net_input = net_input + noise_blocks(
             fit.generators, net_input, settings.reg_noise_std, settings.reg_noise_random
         )
-        net_input = net_input + noise
-    target = fit.noisy
     if settings.target_noise_std > 0:
         flat = target.reshape(1, -1, height, width)
         noise = noise_blocks(
@@ -169,7 +160,7 @@ def fit_step(fit: FitState) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         fit.average = update_average(fit.average, output, settings.exp_weight)
         if settings.backtrack_db > 0:
-            backtrack(fit, psnr_against(output, fit.noisy))
+            backtrack(fit, -10.0 * mean_squared_error(output, fit.noisy).log10())
     fit.optimizer.step()
     fit.iteration += 1
     return output, losses.detach()
@@ -189,8 +180,8 @@ def backtrack(fit: FitState, psnr_now: torch.Tensor) -> None:
         else:
             images = good.shape[0]
             for parameter, last in zip(fit.parameters, fit.last_good):
-                # split the first dimension into the K networks' blocks: a view whatever the
-                # memory format (channels-last weights cannot be flattened without a copy)
+                # the first dimension split into the K networks' blocks: a view in any memory
+                # format (channels-last weights cannot be flattened without a copy)
                 by_image = last.unflatten(0, (images, -1))
                 mask = good.view(images, *[1] * (by_image.dim() - 1))
                 torch.where(mask, parameter.unflatten(0, (images, -1)), by_image, out=by_image)
@@ -200,9 +191,9 @@ def backtrack(fit: FitState, psnr_now: torch.Tensor) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class RuleOptions:
-    """What a rule may use, for one image: window and patience in snapshots (patience None:
-    never fires), the fixed stop in iterations, a score of a snapshot (model-based rules) and
-    how many first snapshots it never picks."""
+    """What a rule may use for one image: window and patience in snapshots (patience None: never
+    fires), the fixed stop in iterations, a model's score of a snapshot, and how many first
+    snapshots it never picks."""
 
     window: int = 5
     patience: int | None = 50
@@ -212,24 +203,17 @@ class RuleOptions:
 
 
 class StoppingRule:
-    """Sees one image's snapshots in order (`push`); `fired` once its rule fires;
-    `pick_iteration` is its choice so far. `needs_pixels`: offline replay loads the snapshots;
-    `scored`: it ranks a model's scores (given as `RuleOptions.score`); `online`/`offline`:
-    where the rule is offered (--early_stop, --selector)."""
+    """Built from one image's `RuleOptions`, sees its snapshots in order (`push`); `fired` once
+    it fires; `pick_iteration`: its choice so far. Class flags: `needs_pixels` (offline replay
+    loads the snapshots), `scored` (it ranks `options.score`), `online`/`offline` (offered by
+    --early_stop/--selector)."""
 
-    needs_pixels = True
-    scored = False
-    online = True
-    offline = True
+    needs_pixels, scored, online, offline = True, False, True, True
 
-    def __init__(self) -> None:
+    def __init__(self, options: RuleOptions = RuleOptions()) -> None:
+        self.options = options
         self.fired = False
         self.pick_iteration: int | None = None
-
-    @classmethod
-    def from_options(cls, options: RuleOptions) -> StoppingRule:
-        """The rule for one image; by default built without options."""
-        return cls()
 
     def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
         """See the snapshot saved at `iteration` ((H, W[, C]) float in [0, 1])."""
@@ -237,16 +221,7 @@ class StoppingRule:
 
 
 RULES: dict[str, type[StoppingRule]] = {}
-
-
-def register_rule(name: str) -> Callable[[type[StoppingRule]], type[StoppingRule]]:
-    """Decorator: add a stopping rule class under `name` (--early_stop and --selector)."""
-
-    def register(rule: type[StoppingRule]) -> type[StoppingRule]:
-        RULES[name] = rule
-        return rule
-
-    return register
+register_rule = registrar(RULES)  # a StoppingRule class under an --early_stop/--selector name
 
 
 def replay(rule: StoppingRule, inputs: Iterable[tuple[int, object]]) -> int | None:
@@ -259,89 +234,59 @@ def replay(rule: StoppingRule, inputs: Iterable[tuple[int, object]]) -> int | No
     return None
 
 
-def patience_step(
-    value: float,
-    index: int,
-    best_value: float,
-    best_index: int,
-    waited: int,
-    patience: int,
-    fired: bool = False,
-) -> tuple[float, int, int, bool]:
-    """WMV's patience after the value of snapshot `index`: (best value, its index, snapshots
-    waited since, fired: `patience` snapshots without a new minimum; a new minimum leaves
-    `fired` as it was)."""
-    if value < best_value:
-        return value, index, 0, fired
-    return best_value, best_index, waited + 1, waited + 1 >= patience
-
-
 @register_rule("wmv")
 class WmvRule(StoppingRule):
-    """The ES-WMV rule (Wang et al., "Early Stopping for Deep Image Prior"): the variance of a
-    window is the mean over its `window` snapshots of the per-pixel mean squared deviation from
-    the window mean; `variances` has one per snapshot (NaN before the first full window),
-    `best_index` is the snapshot at the variance minimum (-1 before), the pick; it fires after
-    `patience` snapshots without a new minimum."""
+    """ES-WMV (Wang et al., "Early Stopping for Deep Image Prior"): a window's variance is the
+    mean over its `window` snapshots of the per-pixel squared deviation from the window mean;
+    `variances` has one per snapshot (NaN before the first full window); the pick is the
+    snapshot at the minimum (`best_index`, -1 before); it fires after `patience` snapshots
+    without a new minimum."""
 
-    def __init__(self, window: int, patience: int) -> None:
-        super().__init__()
-        if window < 2:
-            raise ValueError(f"window must be at least 2 snapshots, got {window}")
-        if patience < 1:
-            raise ValueError(f"patience must be at least 1 snapshot, got {patience}")
-        self.window, self.patience = window, patience
+    def __init__(self, options: RuleOptions) -> None:
+        super().__init__(options)
+        if options.window < 2 or options.patience is None or options.patience < 1:
+            raise ValueError(
+                f"window must be at least 2 snapshots and patience at least 1, got {options.window}, {options.patience}"
+            )
         self.history: list[np.ndarray] = []
-        self.running_sum: np.ndarray | None = None
-        self.running_squares: np.ndarray | None = None
+        self.sums: tuple[np.ndarray, np.ndarray] | None = None
         self.iterations: list[int] = []
         self.variances: list[float] = []
         self.best_variance, self.best_index, self.waited = np.inf, -1, 0
 
-    @classmethod
-    def from_options(cls, options: RuleOptions) -> StoppingRule:
-        return cls(options.window, options.patience)
-
     def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
         snapshot = np.asarray(snapshot, dtype=np.float64)
-        index = len(self.variances)
-        if self.running_sum is None:
-            self.running_sum, self.running_squares = (
-                np.zeros_like(snapshot),
-                np.zeros_like(snapshot),
-            )
-        elif snapshot.shape != self.running_sum.shape:
+        if self.sums is None:
+            self.sums = np.zeros_like(snapshot), np.zeros_like(snapshot)
+        elif snapshot.shape != self.sums[0].shape:
             raise ValueError(
-                f"snapshot {index} has shape {snapshot.shape}, the earlier ones "
-                f"{self.running_sum.shape}"
+                f"snapshot {len(self.variances)} has shape {snapshot.shape}, the earlier ones {self.sums[0].shape}"
             )
+        (running_sum, running_squares), window = self.sums, self.options.window
         self.iterations.append(iteration)
         self.history.append(snapshot)
-        self.running_sum += snapshot
-        self.running_squares += snapshot**2
-        if len(self.history) > self.window:
+        running_sum += snapshot
+        running_squares += snapshot**2
+        if len(self.history) > window:
             dropped = self.history.pop(0)
-            self.running_sum -= dropped
-            self.running_squares -= dropped**2
-        if len(self.history) < self.window:
+            running_sum -= dropped
+            running_squares -= dropped**2
+        if len(self.history) < window:
             self.variances.append(np.nan)
             return
-        window_mean = self.running_sum / self.window
-        variance = float(
-            np.maximum(self.running_squares / self.window - window_mean**2, 0.0).mean()
-        )
-        self.variances.append(variance)
-        self.best_variance, self.best_index, self.waited, self.fired = patience_step(
-            variance,
-            index,
-            self.best_variance,
-            self.best_index,
-            self.waited,
-            self.patience,
-            self.fired,
-        )
-        if self.best_index >= 0:
-            self.pick_iteration = self.iterations[self.best_index]
+        mean = running_sum / window
+        self.variances.append(float(np.maximum(running_squares / window - mean**2, 0).mean()))
+        self.observe(self.variances[-1], len(self.variances) - 1)
+        self.pick_iteration = self.iterations[self.best_index]
+
+    def observe(self, variance: float, index: int) -> None:
+        """The patience after snapshot `index`'s window variance: a new minimum becomes the pick
+        (`fired` stays as it was); `patience` snapshots without one fire the rule."""
+        if variance < self.best_variance:
+            self.best_variance, self.best_index, self.waited = variance, index, 0
+        else:
+            self.waited += 1
+            self.fired = self.waited >= self.options.patience
 
 
 @register_rule("fixed")
@@ -351,59 +296,44 @@ class FixedRule(StoppingRule):
 
     needs_pixels = False
 
-    def __init__(self, stop_iteration: float) -> None:
-        super().__init__()
-        if stop_iteration < 1:
-            raise ValueError(f"the stop iteration must be at least 1, got {stop_iteration}")
-        self.stop_iteration = stop_iteration
-
-    @classmethod
-    def from_options(cls, options: RuleOptions) -> StoppingRule:
-        if options.stop_iteration is None:
-            raise ValueError("the fixed rule needs a stop iteration")
-        return cls(options.stop_iteration)
+    def __init__(self, options: RuleOptions) -> None:
+        super().__init__(options)
+        if options.stop_iteration is None or options.stop_iteration < 1:
+            raise ValueError(f"the stop iteration must be at least 1, got {options.stop_iteration}")
 
     def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
-        if self.fired:
-            return
-        self.pick_iteration = iteration
-        self.fired = iteration >= self.stop_iteration
+        if not self.fired:
+            self.pick_iteration = iteration
+            self.fired = iteration >= self.options.stop_iteration
 
 
 class BestScoreRule(StoppingRule):
     """Best finite score among snapshots `skip` and later; fires after `patience` snapshots
-    without a new best (never with None). `score` maps a snapshot to a number; every snapshot
-    is scored, also the skipped ones, so that stateful scorers see them all."""
+    without a new best (never with None). Every snapshot is scored, the skipped ones too, so
+    that stateful scorers see them all."""
 
-    needs_pixels = False
-    scored = True
+    needs_pixels, scored = False, True
 
-    def __init__(
-        self, score: Callable[[np.ndarray | None], float], patience: int | None, skip: int = 0
-    ) -> None:
-        super().__init__()
-        if patience is not None and patience < 1:
-            raise ValueError(f"patience must be at least 1 snapshot, got {patience}")
-        self.score, self.patience, self.skip = score, patience, skip
+    def __init__(self, options: RuleOptions) -> None:
+        super().__init__(options)
+        if options.score is None:
+            raise ValueError(f"the {type(self).__name__} rule needs a score of each snapshot")
+        if options.patience is not None and options.patience < 1:
+            raise ValueError(f"patience must be at least 1 snapshot, got {options.patience}")
         self.best_score, self.waited = -np.inf, 0
         self.scores: list[float] = []
 
-    @classmethod
-    def from_options(cls, options: RuleOptions) -> StoppingRule:
-        if options.score is None:
-            raise ValueError(f"the {cls.__name__} rule needs a score of each snapshot")
-        return cls(options.score, options.patience, options.skip)
-
     def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
-        value = float(self.score(snapshot))
+        value = float(self.options.score(snapshot))
         self.scores.append(value)
-        if len(self.scores) <= self.skip:
+        if len(self.scores) <= self.options.skip:
             return
         if math.isfinite(value) and value > self.best_score:
             self.best_score, self.pick_iteration, self.waited = value, iteration, 0
         else:
             self.waited += 1
-            self.fired = self.patience is not None and self.waited >= self.patience
+            patience = self.options.patience
+            self.fired = patience is not None and self.waited >= patience
 
 
 @register_rule("biqan")
@@ -420,18 +350,12 @@ class RankerRule(BestScoreRule):
 class LastRule(StoppingRule):
     """The last snapshot (offline only: online, --early_stop none keeps it)."""
 
-    needs_pixels = False
-    online = False
+    needs_pixels, online = False, False
 
     def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
         self.pick_iteration = iteration
 
 
-def online_rules() -> tuple[str, ...]:
-    """--early_stop's choices: none, then every rule offered online."""
-    return ("none", *(name for name, rule in RULES.items() if rule.online))
-
-
-def offline_rules() -> tuple[str, ...]:
-    """--selector's rule names."""
-    return tuple(name for name, rule in RULES.items() if rule.offline)
+def rule_names(offered: str) -> tuple[str, ...]:
+    """The names of the rules offered `online` (--early_stop) or `offline` (--selector)."""
+    return tuple(name for name, rule in RULES.items() if getattr(rule, offered))

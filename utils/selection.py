@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from utils import method
-from utils.method import patience_step
 
 # Snapshots skipped at the start of each image: by test_BIQAN's selectors (--start_index), by
 # the labels of step 2 (--start_position) and by the ranker's online rule, which is trained on
@@ -53,8 +52,8 @@ def parse_selector(text: str) -> Selector:
     """Parse ``biqan``, ``ranker``, ``wmv``, ``last``, ``fixed:N`` (N a positive iteration
     number) or ``fixed:auto``."""
     name, separator, argument = text.strip().partition(":")
-    if name not in method.offline_rules():
-        others = [rule for rule in method.offline_rules() if rule != "fixed"]
+    if name not in method.rule_names("offline"):
+        others = [rule for rule in method.rule_names("offline") if rule != "fixed"]
         raise ValueError(
             f"unknown selector {text!r}; choose from {', '.join(others)}, fixed:N, fixed:auto"
         )
@@ -152,16 +151,13 @@ def wmv_replay(variances: np.ndarray, patience: int) -> tuple[int, int | None]:
     """The WMV rule over window variances computed before ((snapshots,), NaN until the first
     full window): (the pick, at the minimum up to where the rule fired; where it fired, or
     None), the decisions `method.WmvRule` takes."""
-    best_value, best_index, waited = np.inf, -1, 0
+    rule = method.WmvRule(method.RuleOptions(patience=patience))
     for index, value in enumerate(np.asarray(variances, dtype=np.float64)):
-        if np.isnan(value):
-            continue
-        best_value, best_index, waited, fired = patience_step(
-            value, index, best_value, best_index, waited, patience
-        )
-        if fired:
-            return best_index, index
-    return best_index, None
+        if not np.isnan(value):
+            rule.observe(value, index)
+            if rule.fired:
+                return rule.best_index, index
+    return rule.best_index, None
 
 
 def windowed_moving_variance(
@@ -187,7 +183,7 @@ def windowed_moving_variance(
             f"the windowed-moving-variance rule needs at least {window} "
             f"snapshots (the window), got {count}"
         )
-    rule = method.WmvRule(window, patience)
+    rule = method.WmvRule(method.RuleOptions(window=window, patience=patience))
     stop_index = method.replay(rule, ((index, load(index)) for index in range(count)))
     variances = np.full(count, np.nan)
     variances[: len(rule.variances)] = rule.variances
@@ -330,7 +326,7 @@ def apply_selectors(
                 score=None if scores is None else in_order(scores),
             )
             picks[selector.label] = replay_offline(
-                method.RULES[selector.name].from_options(options), iterations, load_snapshot
+                method.RULES[selector.name](options), iterations, load_snapshot
             )
             if stop is not None and iterations[picks[selector.label]] < stop:
                 notes[selector.label] = RUN_ENDED_NOTE

@@ -10,7 +10,7 @@ from models.skip import SkipConfig
 from utils import image_io, run_output
 from utils.dip import snapshots
 from utils.dip.fitting import DipFit, Padding, build_network, run_fit, to_tensor
-from utils.method import FitSettings, WmvRule
+from utils.method import FitSettings, RuleOptions, WmvRule
 
 CONFIG = SkipConfig(input_depth=4, channels_down=8, channels_up=8, channels_skip=2, num_scales=2)
 
@@ -85,7 +85,7 @@ def test_writer_saves_every_save_iter_with_one_metrics_row_each(tmp_path):
 def test_writer_stops_the_fit_one_snapshot_after_the_rule_fires(tmp_path):
     noisy = np.random.default_rng(2).random((32, 32, 3)).astype(np.float32)
     fit = tiny_fit(noisy, num_iter=400, save_iter=2)
-    image = target(tmp_path / "a", noisy, stopper=WmvRule(window=2, patience=1))
+    image = target(tmp_path / "a", noisy, stopper=WmvRule(RuleOptions(window=2, patience=1)))
     writer = snapshots.SnapshotWriter([image], save_iter=2)
     try:
         run_fit(fit, [writer])
