@@ -4,26 +4,19 @@ A SLURM array task is one shard of a folder: its position among the array's ids,
 is the shard index (`--array=1-4` and `--array=0-30:2` have ids that are not 0..N-1).
 On SIGTERM (preemption, time limit, `scancel`) or SIGUSR1 (`sbatch --signal=USR1@120`) the fit
 stops at the next iteration, saves its state and the script exits with `REQUEUE_EXIT_CODE`.
-For tests, `SignalPause` holds a fit at a given iteration until such a signal arrives.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
 import sys
-import time
 from collections.abc import Mapping
-from pathlib import Path
 
 # sysexits.h EX_TEMPFAIL ("temporary failure, try again"): the state is saved, rerun to resume.
 # The example sbatch scripts requeue the job on it; a site may set RequeueExit=75 instead.
 REQUEUE_EXIT_CODE = 75
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-# Test hook, "ITERATION:FOLDER" (see SignalPause); unset in normal runs.
-PAUSE_ENVIRONMENT = "DIP_TEST_PAUSE_FOR_SIGNAL"
-PAUSE_TIMEOUT_SECONDS = 300.0
 
 
 class Interrupted(Exception):
@@ -52,41 +45,6 @@ class StopRequest:
         """Handle STOP_SIGNALS in this process (call from the main thread)."""
         for signal_number in STOP_SIGNALS:
             signal.signal(signal_number, self.handle)
-
-
-@dataclasses.dataclass(frozen=True)
-class SignalPause:
-    """Test hook: a fit that reaches `iteration` touches `folder`/paused_<pid> and waits there
-    for a stop signal, so a test signals a fit at a known iteration instead of racing it."""
-
-    iteration: int
-    folder: Path
-    timeout: float = PAUSE_TIMEOUT_SECONDS
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> SignalPause | None:
-        """The pause that $DIP_TEST_PAUSE_FOR_SIGNAL ("ITERATION:FOLDER") asks for, or None."""
-        value = environ.get(PAUSE_ENVIRONMENT)
-        if not value:
-            return None
-        iteration, separator, folder = value.partition(":")
-        if not (separator and folder and iteration.isdigit()):
-            raise ValueError(f"{PAUSE_ENVIRONMENT}={value!r}: expected ITERATION:FOLDER")
-        return cls(int(iteration), Path(folder))
-
-    def wait(self, request: StopRequest) -> None:
-        """Touch this process's marker, then wait until `request` is set (RuntimeError after
-        `timeout` seconds)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / f"paused_{os.getpid()}").touch()
-        deadline = time.monotonic() + self.timeout
-        while not request.requested:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{PAUSE_ENVIRONMENT}: no stop signal within {self.timeout:.0f} s "
-                    f"at iteration {self.iteration}"
-                )
-            time.sleep(0.01)
 
 
 def array_shard(environ: Mapping[str, str]) -> tuple[int, int]:

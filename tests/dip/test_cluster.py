@@ -19,6 +19,7 @@ import torch
 
 import run_BDN
 from tests.conftest import ROOT, make_pair
+from tests.hooks.signal_pause import PAUSE_ENVIRONMENT, SignalPause, pause_environment
 from utils import cluster
 from utils.dip import reconstruction
 from utils.run_output import STATE_FILE
@@ -124,22 +125,31 @@ def run_command(output: Path, pairs: Path) -> list[str]:
 
 
 def test_the_pause_hook_is_off_unless_asked_for_and_checks_its_value(tmp_path):
-    assert cluster.SignalPause.from_environment({}) is None
-    environ = {cluster.PAUSE_ENVIRONMENT: f"45:{tmp_path}"}
-    assert cluster.SignalPause.from_environment(environ) == cluster.SignalPause(45, tmp_path)
+    assert SignalPause.from_environment({}) is None
+    environ = pause_environment(45, tmp_path)
+    assert SignalPause.from_environment(environ) == SignalPause(45, tmp_path)
     with pytest.raises(ValueError, match="ITERATION:FOLDER"):
-        cluster.SignalPause.from_environment({cluster.PAUSE_ENVIRONMENT: "45"})
+        SignalPause.from_environment({PAUSE_ENVIRONMENT: "45"})
 
 
 def test_a_paused_fit_waits_for_the_signal_and_gives_up_after_its_timeout(tmp_path):
     signalled = cluster.StopRequest(signal_number=signal.SIGTERM)
-    cluster.SignalPause(45, tmp_path).wait(signalled)  # the signal already came: no wait
+    SignalPause(45, tmp_path).wait(signalled)  # the signal already came: no wait
     assert (tmp_path / f"paused_{os.getpid()}").exists()
     with pytest.raises(RuntimeError, match="no stop signal within 0 s at iteration 45"):
-        cluster.SignalPause(45, tmp_path, timeout=0.05).wait(cluster.StopRequest())
+        SignalPause(45, tmp_path, timeout=0.05).wait(cluster.StopRequest())
 
 
-# the fits wait at this iteration for the signal (cluster.SignalPause): not a snapshot iteration
+def test_the_hook_reaches_a_new_interpreter_only_through_its_environment(tmp_path):
+    probe = "import utils.dip.snapshots as s; print(s.StopOnRequest.on_iteration.__name__)"
+    command = [sys.executable, "-c", probe]
+    plain = subprocess.run(command, env=ENVIRONMENT, cwd=ROOT, capture_output=True, text=True)
+    environment = ENVIRONMENT | pause_environment(45, tmp_path)
+    hooked = subprocess.run(command, env=environment, cwd=ROOT, capture_output=True, text=True)
+    assert (plain.stdout.strip(), hooked.stdout.strip()) == ("on_iteration", "paused_on_iteration")
+
+
+# the fits wait at this iteration for the signal (tests/hooks/signal_pause.py): not a snapshot iteration
 # (save_iter 10), so a resume from the last snapshot could not pass for one from the signal
 PAUSE_AT = 45
 PAUSE_TIMEOUT = 120
@@ -160,7 +170,7 @@ def wait_for_paused_fits(markers: Path, fits: int, process: subprocess.Popen) ->
 def signal_mid_fit(command: list[str], markers: Path, signal_number: int, fits: int = 1) -> int:
     """Run `command` with its fits pausing at iteration PAUSE_AT; once `fits` of them wait
     there, send `signal_number` to the process; its exit code."""
-    environment = ENVIRONMENT | {cluster.PAUSE_ENVIRONMENT: f"{PAUSE_AT}:{markers}"}
+    environment = ENVIRONMENT | pause_environment(PAUSE_AT, markers)
     process = subprocess.Popen(command, env=environment, cwd=ROOT)
     try:
         wait_for_paused_fits(markers, fits, process)

@@ -26,6 +26,7 @@ import run_BDN
 import test_BIQAN
 import train_BIQAN
 from tests.conftest import ROOT, make_pair
+from tests.hooks.signal_pause import pause_environment
 from utils import cluster
 from utils.dip import planning, reconstruction, run_guard
 
@@ -162,8 +163,8 @@ def test_a_signal_after_the_rule_fired_resumes_to_the_uninterrupted_end(tmp_path
     summary = json.loads((whole / "a" / "summary.json").read_text())
     assert (summary["stop_iteration"], summary["iterations"]) == (8, 10)
     markers = tmp_path / "paused"
-    environment[cluster.PAUSE_ENVIRONMENT] = f"9:{markers}"  # after the firing, before the end
-    process = subprocess.Popen(bdn_command(tmp_path, stopped), env=environment, cwd=ROOT)
+    paused = environment | pause_environment(9, markers)  # after the firing, before the end
+    process = subprocess.Popen(bdn_command(tmp_path, stopped), env=paused, cwd=ROOT)
     try:
         deadline = time.time() + 120
         while not list(markers.glob("paused_*")) and process.poll() is None:
@@ -175,7 +176,6 @@ def test_a_signal_after_the_rule_fired_resumes_to_the_uninterrupted_end(tmp_path
         if process.poll() is None:
             process.kill()
     assert not (stopped / "a" / "summary.json").exists()
-    del environment[cluster.PAUSE_ENVIRONMENT]
     subprocess.run(bdn_command(tmp_path, stopped), check=True, env=environment, cwd=ROOT)
     resumed = json.loads((stopped / "a" / "summary.json").read_text())
     for timing in ("seconds", "iterations_per_second"):

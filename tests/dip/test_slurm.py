@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.dip.test_cluster import PAUSE_AT, run_files
+from tests.hooks.signal_pause import pause_environment
 from utils import cluster
 
 pytestmark = pytest.mark.slurm
@@ -202,7 +203,7 @@ def test_preempted_task_is_requeued_and_resumes_from_the_signal(slurm, tmp_path,
     run, log, paused = tmp_path / "run", tmp_path / "job.out", tmp_path / "paused"
     environment = slurm | {"REAL": str(real), "MEAN": str(mean), "RUN": str(run)}
     # the fit waits at iteration PAUSE_AT for the signal (the resumed fit starts after it)
-    hook = {cluster.PAUSE_ENVIRONMENT: f"{PAUSE_AT}:{paused}", "FLAGS": PREEMPT_FLAGS}
+    hook = pause_environment(PAUSE_AT, paused) | {"FLAGS": PREEMPT_FLAGS}
     script = cpu_script(ROOT / "examples" / "slurm" / "step1_dip.sbatch", tmp_path)
     job = sbatch(environment | hook, script, "--array=0-0", f"--output={log}")
     wait_until(lambda: any(paused.glob("paused_*")), f"the fit waiting at iteration {PAUSE_AT}")

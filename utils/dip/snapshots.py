@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from utils import image_io, metrics
-from utils.cluster import SignalPause, StopRequest
+from utils.cluster import StopRequest
 from utils.dip.fitting import DipFit, Padding, to_array
 from utils.method import StoppingRule
 from utils.run_output import METRICS_COLUMNS, METRICS_FILE, STATE_FILE, metrics_csv, snapshot_path
@@ -186,16 +186,12 @@ class Progress:
 
 
 class StopOnRequest:
-    """Stop the loop after the current iteration once a stop signal arrived (see utils.cluster);
-    under the test hook $DIP_TEST_PAUSE_FOR_SIGNAL, wait for that signal at its iteration."""
+    """Stop the loop after the current iteration once a stop signal arrived (see utils.cluster)."""
 
     def __init__(self, request: StopRequest) -> None:
         self.request = request
-        self.pause = SignalPause.from_environment()
 
     def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
-        if self.pause is not None and fit.iteration == self.pause.iteration:
-            self.pause.wait(self.request)
         if self.request.requested:
             fit.stopped = True
 
