@@ -38,7 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="AVA label file to write, e.g. dataset/PolyU_labels.txt",
     )
     add_label_flags(parser, labels.LabelSettings())
-    original_flags.add_refused(parser, {})
     return parser
 
 
@@ -119,7 +118,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check flags; every problem is an argparse error, before any work."""
-    return cli.parse_checked(build_parser(), check_args, argv)
+    return cli.parse_checked(build_parser(), check_args, argv, original_flags.OTHER_SCRIPTS)
 
 
 def table_path(output_path: Path) -> Path:

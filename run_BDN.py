@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_stopping_flags(parser)
     add_run_flags(parser)
-    original_flags.add_run_bdn_flags(parser)
+    original_flags.add_run_bdn_help(parser)
     return parser
 
 
@@ -176,7 +177,11 @@ def check_work_split(args: argparse.Namespace) -> None:
 def check_args(args: argparse.Namespace, given: set[str]) -> None:
     """Every check of the flags, in place (translations and resolved values are added to
     `args`); ValueError with a one-line message for the first problem."""
-    original_flags.translate_run_bdn(args, given)
+    width_flags = sorted(given & {"--channels", "--skip_channels", "--num_scales"})
+    if args.net_type == "snail" and width_flags:
+        raise ValueError(
+            f"--net_type snail has fixed channels and scales: drop {', '.join(width_flags)}"
+        )
     run_options.fit_settings(args).validate()
     check_folders(args)
     if args.checkpoint_every < 1:
@@ -195,7 +200,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check flags; every problem is an argparse error, before any work starts."""
     argv = sys.argv[1:] if argv is None else argv
     given = original_flags.given_flags(argv)
-    args = cli.parse_checked(build_parser(), lambda parsed: check_args(parsed, given), argv)
+    check = functools.partial(check_args, given=given)
+    args = cli.parse_checked(build_parser(), check, argv, original_flags.RUN_BDN)
     args.stop_request = cluster.StopRequest()
     return args
 

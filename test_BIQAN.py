@@ -82,7 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_selector_flags(parser)
     add_scoring_flags(parser)
-    original_flags.add_refused(parser, {}, original_flags.TEST_BIQAN_IGNORED)
     return parser
 
 
@@ -169,7 +168,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check flags; every problem is an argparse error, before any work."""
-    return cli.parse_checked(build_parser(), check_args, argv)
+    return cli.parse_checked(build_parser(), check_args, argv, original_flags.TEST_BIQAN)
 
 
 def wmv_in_snapshots(args: argparse.Namespace, interval: int) -> selection.WmvSettings:

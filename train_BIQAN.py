@@ -168,7 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     cli.add_flags(run, (("--workers", TrainingSettings.workers, "image-decoding threads"),))
     keras_device.add_gpu_flag(run)
-    original_flags.add_refused(parser, {})
     return parser
 
 
@@ -217,7 +216,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check flags; every problem is an argparse error, before any work."""
-    return cli.parse_checked(build_parser(), check_args, argv)
+    return cli.parse_checked(build_parser(), check_args, argv, original_flags.OTHER_SCRIPTS)
 
 
 @dataclasses.dataclass

@@ -4,17 +4,25 @@ default, help) rows, and parse, check, fail in one line."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
+
+from utils import original_flags
 
 
 def parse_checked(
     parser: argparse.ArgumentParser,
     check: Callable[[argparse.Namespace], None],
     argv: list[str] | None = None,
+    original: original_flags.OriginalFlags | None = None,
 ) -> argparse.Namespace:
-    """Parse `argv` (default: sys.argv[1:]) and run `check` on the result; a ValueError from it
+    """Parse `argv` (default: sys.argv[1:]), first translated from the original code's flags
+    when the script has some (`original`), and run `check` on the result; a ValueError from it
     becomes a one-line argparse error (exit code 2) before any work starts."""
+    argv = sys.argv[1:] if argv is None else argv
+    if original is not None:
+        argv = original_flags.translate(parser, argv, original)
     args = parser.parse_args(argv)
     try:
         check(args)

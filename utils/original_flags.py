@@ -1,8 +1,9 @@
-"""The original scripts' command lines (Zou et al.'s code), in one place: the flags this project
-renamed, dropped or reads differently (the harmless ones accepted with a note, the refused ones
-with what replaces them), and run_BDN.py's original DIP input and target options with their
-translation into `FitSettings` fields. The scripts register them (`add_refused`,
-`add_run_bdn_flags`) and translate them (`translate_run_bdn`); docs/ORIGINAL.md has the table.
+"""The original scripts' command lines (Zou et al.'s code), in one place: a translation of the
+command line before the scripts parse it (`translate`). It takes out the flags this project
+renamed, dropped or reads differently (the harmless ones with a note, the refused ones with one
+line naming what replaces them), and rewrites run_BDN.py's original DIP input and target options
+as this project's flags. The scripts' parsers never see an original flag; run_BDN.py's `--help`
+lists the translated ones (`add_run_bdn_help`). docs/ORIGINAL.md has the table.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import dataclasses
 import sys
 
-from utils.method import FitSettings
+from utils.method import INPUT_KINDS, FitSettings
 
 SCRIPT_ID_FLAGS = ("-id", "--script-id")
 SCRIPT_ID_REASON = "the original only printed it; the output folder names the run"
@@ -30,6 +31,16 @@ class IgnoredFlag:
 
     original: str | None
     reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class OriginalFlags:
+    """One script's original flags: `refused` (flag -> what replaces it), `ignored` (harmless at
+    their original value) and, for run_BDN.py, the translated DIP input/target options."""
+
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)
+    ignored: dict[str, IgnoredFlag] = dataclasses.field(default_factory=dict)
+    translated: bool = False
 
 
 SCRIPT_ID = IgnoredFlag(None, SCRIPT_ID_REASON)
@@ -130,8 +141,7 @@ def given_flags(argv: list[str]) -> set[str]:
     return {token.split("=", 1)[0] for token in argv if token.startswith("--")}
 
 
-# The `FitSettings` fields the original's flags set that run_BDN.py has no flag of its own for.
-TRANSLATED_FIELDS = ("reg_noise_random", "target_noise_random", "input_kind")
+# The original's DIP input/target options, translated into this project's flags by `translate`.
 RUN_BDN_FLAGS = (
     ("--input_base_option", INPUT_BASE_OPTIONS, "network input: use_unifrom_noise (default) or use_raw_image (the noisy image)"),
     ("--input_extra_option", NOISE_OPTIONS, "noise added to the input each iteration: fixed or random std (replaces --reg_noise_std)"),
@@ -140,12 +150,19 @@ RUN_BDN_FLAGS = (
     ("--refer_extra_option", NOISE_OPTIONS, "noise added to the target each iteration (replaces --target_noise_std)"),
     ("--refer_max_gn_std", float, "its (maximum) std in 1/255 units (replaces --target_noise_std)"),
 )  # fmt: skip
+# (option flag, std flag, this project's std flag, its random-std flag)
+NOISE_FLAGS = (
+    ("--input_extra_option", "--input_max_gn_std", "--reg_noise_std", "--reg_noise_random"),
+    ("--refer_extra_option", "--refer_max_gn_std", "--target_noise_std", "--target_noise_random"),
+)
+RUN_BDN = OriginalFlags(RUN_BDN_REFUSED, RUN_BDN_IGNORED, translated=True)
+TEST_BIQAN = OriginalFlags(ignored=TEST_BIQAN_IGNORED)
+OTHER_SCRIPTS = OriginalFlags()
 
 
-def add_run_bdn_flags(parser: argparse.ArgumentParser) -> None:
-    """run_BDN.py's flags of the original code: --net_type and `RUN_BDN_FLAGS`, translated by
-    `translate_run_bdn`, and the refused or ignored ones (the network's names imported here:
-    the other scripts' flags need no framework)."""
+def add_run_bdn_help(parser: argparse.ArgumentParser) -> None:
+    """run_BDN.py's --net_type (an original flag it keeps), the translated flags in --help (the
+    parser never receives them: `translate` rewrote them) and the hidden flags they become."""
     from models.skip import NET_TYPES, SkipConfig
 
     original = parser.add_argument_group(
@@ -158,43 +175,68 @@ def add_run_bdn_flags(parser: argparse.ArgumentParser) -> None:
         help="skip (default) or snail, the original's smaller network (8..128 channels)",
     )
     for flag, kind, text in RUN_BDN_FLAGS:
-        if isinstance(kind, tuple):
-            original.add_argument(flag, choices=kind, help=text)
-        else:
-            original.add_argument(flag, type=kind, help=text)
-    add_refused(parser, RUN_BDN_REFUSED, RUN_BDN_IGNORED)
-    parser.set_defaults(**{name: getattr(FitSettings, name) for name in TRANSLATED_FIELDS})
+        choices = {"choices": kind} if isinstance(kind, tuple) else {"type": kind}
+        original.add_argument(flag, **choices, help=text)
+    parser.add_argument("--input_kind", choices=INPUT_KINDS, help=argparse.SUPPRESS)
+    for *_, random_flag in NOISE_FLAGS:
+        parser.add_argument(random_flag, action="store_true", help=argparse.SUPPRESS)
+    parser.set_defaults(input_kind=FitSettings.input_kind)
 
 
-def translate_run_bdn(args: argparse.Namespace, given: set[str]) -> None:
-    """Translate run_BDN.py's original input/target flags into `FitSettings` fields of `args`,
-    in place (`given`: the flags on the command line, `given_flags`); ValueError for a
-    combination that cannot be translated."""
-    width_flags = sorted(given & {"--channels", "--skip_channels", "--num_scales"})
-    if args.net_type == "snail" and width_flags:
-        raise ValueError(
-            f"--net_type snail has fixed channels and scales: drop {', '.join(width_flags)}"
-        )
-    for flag, value in (
-        ("--input_base_option", args.input_base_option),
-        ("--refer_base_option", args.refer_base_option),
-    ):
-        if value == "use_denoised_image":
-            raise ValueError(f"{flag} {value}: {DENOISED_IMAGE_REASON}")
-    if args.input_base_option == "use_raw_image":
-        args.input_kind = "noisy_image"
-    pairs = (
-        ("--input_extra_option", "--input_max_gn_std", "--reg_noise_std", "reg_noise"),
-        ("--refer_extra_option", "--refer_max_gn_std", "--target_noise_std", "target_noise"),
-    )
-    for option_flag, std_flag, ours, name in pairs:
+def expand_abbreviations(argv: list[str], flags: list[str]) -> list[str]:
+    """argv with each long flag that is an unambiguous prefix of one of `flags` written in full,
+    as argparse reads it (so that an abbreviated original flag is translated too)."""
+    expanded = []
+    for token in argv:
+        name, separator, value = token.partition("=")
+        matches = [flag for flag in flags if flag.startswith(name)]
+        if name.startswith("--") and name not in flags and len(matches) == 1:
+            token = matches[0] + separator + value
+        expanded.append(token)
+    return expanded
+
+
+def translate(parser: argparse.ArgumentParser, argv: list[str], script: OriginalFlags) -> list[str]:
+    """The command line `argv` of the script whose parser is `parser`, with its original flags
+    taken out (a note for each harmless one) and run_BDN.py's DIP input/target options rewritten
+    as this project's flags; a refused flag or an untranslatable combination is a one-line
+    `parser.error`."""
+    original = argparse.ArgumentParser(prog=parser.prog, add_help=False, allow_abbrev=False)
+    original.error = parser.error
+    add_refused(original, script.refused, script.ignored)
+    if script.translated:
+        for flag, kind, _ in RUN_BDN_FLAGS:
+            original.add_argument(
+                flag, **({"choices": kind} if isinstance(kind, tuple) else {"type": kind})
+            )
+    known_flags = {*parser._option_string_actions, *original._option_string_actions}
+    given, rest = original.parse_known_args(expand_abbreviations(argv, sorted(known_flags)))
+    if not script.translated:
+        return rest
+    try:
+        return rest + run_bdn_flags(given, given_flags(rest))
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def run_bdn_flags(given: argparse.Namespace, ours: set[str]) -> list[str]:
+    """run_BDN.py's original DIP input/target options (`given`) as this project's flags;
+    ValueError for a combination that cannot be translated (`ours`: this project's flags on the
+    command line)."""
+    for flag in ("--input_base_option", "--refer_base_option"):
+        if getattr(given, flag[2:]) == "use_denoised_image":
+            raise ValueError(f"{flag} use_denoised_image: {DENOISED_IMAGE_REASON}")
+    flags = ["--input_kind", "noisy_image"] if given.input_base_option == "use_raw_image" else []
+    for option_flag, std_flag, std_ours, random_ours in NOISE_FLAGS:
         try:
-            setting = noise_setting(getattr(args, option_flag[2:]), getattr(args, std_flag[2:]))
+            setting = noise_setting(getattr(given, option_flag[2:]), getattr(given, std_flag[2:]))
         except ValueError as error:
             raise ValueError(f"{std_flag}: {error}") from None
         if setting is None:
             continue
-        if ours in given:
-            raise ValueError(f"{ours} and {option_flag}/{std_flag} set the same noise: give one")
-        setattr(args, f"{name}_std", setting[0])
-        setattr(args, f"{name}_random", setting[1])
+        if std_ours in ours:
+            raise ValueError(
+                f"{std_ours} and {option_flag}/{std_flag} set the same noise: give one"
+            )
+        flags += [std_ours, repr(setting[0])] + ([random_ours] if setting[1] else [])
+    return flags

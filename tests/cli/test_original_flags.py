@@ -175,6 +175,29 @@ def test_run_bdn_original_flags_translate(folders, flags, input_noise, target_no
     assert settings.input_kind == input_kind
 
 
+def test_the_command_line_is_translated_before_parsing(capsys):
+    """The parser gets this project's flags only: originals rewritten (abbreviated ones too),
+    harmless ones taken out with a note, every other token kept in order."""
+    argv = ["--lr", "0.1", "--input_extra", "use_random_gaussian_std", "-id", "7"]
+    argv += ["--input_max_gn_std=17", "--refer_base_option", "use_raw_image", "--seed", "3"]
+    argv += ["--input_base_option", "use_raw_image"]
+    translated = original_flags.translate(run_BDN.build_parser(), argv, original_flags.RUN_BDN)
+    assert translated == [
+        "--lr", "0.1", "--seed", "3",
+        "--input_kind", "noisy_image", "--reg_noise_std", repr(17 / 255), "--reg_noise_random",
+    ]  # fmt: skip
+    assert "-id 7 (a flag of the original code) is ignored" in capsys.readouterr().err
+
+
+def test_a_script_without_translated_flags_only_loses_the_harmless_ones(capsys):
+    parser = test_BIQAN.build_parser()
+    argv = ["--selector", "wmv", "--image_size", "224", "--class_num=10"]
+    assert original_flags.translate(parser, argv, original_flags.TEST_BIQAN) == argv[:2]
+    with pytest.raises(SystemExit):
+        original_flags.translate(parser, ["--image_size", "64"], original_flags.TEST_BIQAN)
+    assert "--image_size 64 (a flag of the original code)" in capsys.readouterr().err
+
+
 def test_readme_commands_of_the_original_parse(folders):
     args = run_BDN.parse_args(
         folders["run_BDN"]
