@@ -20,6 +20,7 @@ import re
 import sys
 from fractions import Fraction
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENT = ROOT / "docs" / "USAGE.md"
@@ -104,10 +105,14 @@ def table(parser: argparse.ArgumentParser) -> str:
     return "\n\n".join(parts)
 
 
+def script_module(script: str) -> ModuleType:
+    """The module of `script` (a file name at the repository's top, e.g. `run_BDN.py`)."""
+    return importlib.import_module(Path(script).stem)
+
+
 def script_table(script: str) -> str:
-    """The tables of `script` (a file name at the repository's top, e.g. `run_BDN.py`)."""
-    module = importlib.import_module(Path(script).stem)
-    return table(module.build_parser())
+    """The tables of `script` (a file name at the repository's top)."""
+    return table(script_module(script).build_parser())
 
 
 def rewrite(text: str, tables: dict[str, str]) -> str:

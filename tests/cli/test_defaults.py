@@ -15,26 +15,20 @@ import pytest
 import denoise
 import generator_dataset
 import run_BDN
-import test_BIQAN
 import train_BIQAN
 from models.biqan_config import BiqanConfig
 from models.skip import SkipConfig
 from tests.conftest import ROOT, make_pair
+from tools import flag_tables
 from utils.biqan.labels import LabelSettings
 from utils.biqan.settings import StageSettings, TrainingSettings
 from utils.dip import planning, run_options
 from utils.method import FitSettings
 
 # the flag tables of docs/USAGE.md, one marked block per script (written by tools/flag_tables.py)
-DOCUMENT = ROOT / "docs" / "USAGE.md"
+DOCUMENT = flag_tables.DOCUMENT
 BLOCK = re.compile(r"<!-- BEGIN flags:(\S+) -->\n(.*?)<!-- END flags:\1 -->", re.DOTALL)
-SCRIPTS = {
-    "run_BDN.py": run_BDN,
-    "generator_dataset.py": generator_dataset,
-    "train_BIQAN.py": train_BIQAN,
-    "test_BIQAN.py": test_BIQAN,
-    "denoise.py": denoise,
-}
+SCRIPTS = {script: flag_tables.script_module(script) for script in flag_tables.SCRIPTS}
 NUMBER = re.compile(r"^-?[0-9.]+(e-?[0-9]+)?(/[0-9]+)?$")
 WORD = re.compile(r"^[a-z_0-9]+$")
 

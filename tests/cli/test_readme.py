@@ -9,22 +9,12 @@ from pathlib import Path
 
 import pytest
 
-import denoise
-import generator_dataset
-import run_BDN
-import test_BIQAN
-import train_BIQAN
 from tests.conftest import ROOT
+from tools import flag_tables
 
 README = ROOT / "README.md"
 DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
-SCRIPTS = {
-    "run_BDN.py": run_BDN,
-    "generator_dataset.py": generator_dataset,
-    "train_BIQAN.py": train_BIQAN,
-    "test_BIQAN.py": test_BIQAN,
-    "denoise.py": denoise,
-}
+SCRIPTS = {script: flag_tables.script_module(script) for script in flag_tables.SCRIPTS}
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 

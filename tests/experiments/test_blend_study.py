@@ -10,8 +10,6 @@ import pandas as pd
 import pytest
 
 from experiments import blend_study, precision_study, scale_study
-from experiments.common import replace_block
-from tests.conftest import ROOT
 from utils import image_io, metrics, run_output
 
 SIZE = 32
@@ -105,11 +103,3 @@ def test_report_tunes_the_weight_on_polyu_only(tmp_path):
     assert f"| {seeds:.2f} ({seeds - cbm3d:+.2f}) (3) |" in line
     blended = 30.0 - 0.5**2  # the weight tuned on PolyU, 0.3, not CC's 0.8
     assert f"| 0.3 | {blended:.2f} ({blended - cbm3d:+.2f}) |" in line
-
-
-def test_the_committed_table_regenerates_from_results_alone():
-    results = ROOT / "results"
-    text = "\n".join(blend_study.report_lines(results)) + "\n"
-    assert (results / blend_study.TABLE_FILE).read_text() == text
-    document = blend_study.DOC.read_text()
-    assert replace_block(document, blend_study.DOC_BLOCK, text) == document

@@ -11,8 +11,7 @@ import pytest
 
 import run_BDN
 from experiments import precision_study
-from experiments.common import replace_block
-from tests.conftest import ROOT, make_pair
+from tests.conftest import make_pair
 from utils import image_io, run_output, selection
 
 TINY = ["--input_depth", "8", "--channels", "8", "--num_scales", "2", "--gpu_id", "cpu"]
@@ -112,14 +111,3 @@ def test_seed_means_average_each_image_over_the_seeds_both_precisions_have():
     assert row[("difference", "")] == -0.75
     lines = precision_study.seed_mean_rows(pd.DataFrame(rows), "bf16")
     assert lines[-1] == "| 64 | CC | a | 2 | 40.50 [40.00, 41.00] | 39.75 [39.00, 40.50] | -0.75 |"
-
-
-def test_the_committed_table_regenerates_from_results_alone():
-    results = ROOT / "results" / "precision"
-    table = results / precision_study.TABLE_FILE
-    if not table.exists():
-        pytest.skip("no precision results committed")
-    text = "\n".join(precision_study.report_lines(results)) + "\n"
-    assert text == table.read_text()
-    document = precision_study.DOC.read_text()
-    assert replace_block(document, precision_study.DOC_BLOCK, text) == document

@@ -8,8 +8,6 @@ import numpy as np
 import pandas as pd
 
 from experiments import precision_study, scale_study
-from experiments.common import replace_block
-from tests.conftest import ROOT
 from utils import snapshot_features
 
 ITERATIONS = np.arange(20, 1220, 20)
@@ -71,11 +69,3 @@ def test_rules_are_tuned_on_polyu_and_judged_on_cc(tmp_path):
     cells = [cell.strip() for cell in ranker.split("|")]
     assert cells[5] == "PolyU, 2 runs" and cells[-2] == "+1.00"  # it learnt feature 0's order
     assert float(cells[6].split()[0]) < 0.05  # and picks next to CC's peak
-
-
-def test_the_committed_table_regenerates_from_results_alone():
-    results = ROOT / "results"
-    text = "\n".join(scale_study.report_lines(results)) + "\n"
-    assert (results / scale_study.TABLE_FILE).read_text() == text
-    document = scale_study.DOC.read_text()
-    assert replace_block(document, scale_study.DOC_BLOCK, text) == document
