@@ -234,61 +234,6 @@ def replay(rule: StoppingRule, inputs: Iterable[tuple[int, object]]) -> int | No
     return None
 
 
-@register_rule("wmv")
-class WmvRule(StoppingRule):
-    """ES-WMV (Wang et al., "Early Stopping for Deep Image Prior"): a window's variance is the
-    mean over its `window` snapshots of the per-pixel squared deviation from the window mean;
-    `variances` has one per snapshot (NaN before the first full window); the pick is the
-    snapshot at the minimum (`best_index`, -1 before); it fires after `patience` snapshots
-    without a new minimum."""
-
-    def __init__(self, options: RuleOptions) -> None:
-        super().__init__(options)
-        if options.window < 2 or options.patience is None or options.patience < 1:
-            raise ValueError(
-                f"window must be at least 2 snapshots and patience at least 1, got {options.window}, {options.patience}"
-            )
-        self.history: list[np.ndarray] = []
-        self.sums: tuple[np.ndarray, np.ndarray] | None = None
-        self.iterations: list[int] = []
-        self.variances: list[float] = []
-        self.best_variance, self.best_index, self.waited = np.inf, -1, 0
-
-    def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
-        snapshot = np.asarray(snapshot, dtype=np.float64)
-        if self.sums is None:
-            self.sums = np.zeros_like(snapshot), np.zeros_like(snapshot)
-        elif snapshot.shape != self.sums[0].shape:
-            raise ValueError(
-                f"snapshot {len(self.variances)} has shape {snapshot.shape}, the earlier ones {self.sums[0].shape}"
-            )
-        (running_sum, running_squares), window = self.sums, self.options.window
-        self.iterations.append(iteration)
-        self.history.append(snapshot)
-        running_sum += snapshot
-        running_squares += snapshot**2
-        if len(self.history) > window:
-            dropped = self.history.pop(0)
-            running_sum -= dropped
-            running_squares -= dropped**2
-        if len(self.history) < window:
-            self.variances.append(np.nan)
-            return
-        mean = running_sum / window
-        self.variances.append(float(np.maximum(running_squares / window - mean**2, 0).mean()))
-        self.observe(self.variances[-1], len(self.variances) - 1)
-        self.pick_iteration = self.iterations[self.best_index]
-
-    def observe(self, variance: float, index: int) -> None:
-        """The patience after snapshot `index`'s window variance: a new minimum becomes the pick
-        (`fired` stays as it was); `patience` snapshots without one fire the rule."""
-        if variance < self.best_variance:
-            self.best_variance, self.best_index, self.waited = variance, index, 0
-        else:
-            self.waited += 1
-            self.fired = self.waited >= self.options.patience
-
-
 @register_rule("fixed")
 class FixedRule(StoppingRule):
     """Fires at the first snapshot at or after `stop_iteration` and picks it; before that (and
@@ -308,8 +253,8 @@ class FixedRule(StoppingRule):
 
 
 class BestScoreRule(StoppingRule):
-    """Best finite score among snapshots `skip` and later; fires after `patience` snapshots
-    without a new best (never with None). Every snapshot is scored, the skipped ones too, so
+    """Best finite score among snapshots `skip` and later (`best_index`, -1 before); fires after
+    `patience` snapshots without a new best (never with None). Every snapshot is scored, the skipped ones too, so
     that stateful scorers see them all."""
 
     needs_pixels, scored = False, True
@@ -320,7 +265,7 @@ class BestScoreRule(StoppingRule):
             raise ValueError(f"the {type(self).__name__} rule needs a score of each snapshot")
         if options.patience is not None and options.patience < 1:
             raise ValueError(f"patience must be at least 1 snapshot, got {options.patience}")
-        self.best_score, self.waited = -np.inf, 0
+        self.best_score, self.best_index, self.waited = -np.inf, -1, 0
         self.scores: list[float] = []
 
     def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
@@ -330,10 +275,67 @@ class BestScoreRule(StoppingRule):
             return
         if math.isfinite(value) and value > self.best_score:
             self.best_score, self.pick_iteration, self.waited = value, iteration, 0
+            self.best_index = len(self.scores) - 1
         else:
             self.waited += 1
             patience = self.options.patience
             self.fired = patience is not None and self.waited >= patience
+
+
+class WindowVariance:
+    """A stateful score: the variance of the window of the last `window` snapshots pushed (the
+    mean over pixels of their squared deviation from the window mean), NaN before the first full
+    window; `variances` keeps one per snapshot."""
+
+    def __init__(self, window: int) -> None:
+        self.window, self.history = window, []
+        self.sums: tuple[np.ndarray, np.ndarray] | None = None
+        self.variances: list[float] = []
+
+    def __call__(self, snapshot: np.ndarray | None) -> float:
+        snapshot = np.asarray(snapshot, dtype=np.float64)
+        if self.sums is None:
+            self.sums = np.zeros_like(snapshot), np.zeros_like(snapshot)
+        elif snapshot.shape != self.sums[0].shape:
+            raise ValueError(
+                f"snapshot {len(self.variances)} has shape {snapshot.shape}, the earlier ones {self.sums[0].shape}"
+            )
+        running_sum, running_squares = self.sums
+        self.history.append(snapshot)
+        running_sum += snapshot
+        running_squares += snapshot**2
+        if len(self.history) > self.window:
+            dropped = self.history.pop(0)
+            running_sum -= dropped
+            running_squares -= dropped**2
+        variance = np.nan
+        if len(self.history) == self.window:
+            mean = running_sum / self.window
+            variance = float(np.maximum(running_squares / self.window - mean**2, 0).mean())
+        self.variances.append(variance)
+        return variance
+
+
+@register_rule("wmv")
+class WmvRule(BestScoreRule):
+    """ES-WMV (Wang et al., "Early Stopping for Deep Image Prior"): the pick is the snapshot of
+    the lowest `WindowVariance` from the first full window on; it fires after `patience`
+    snapshots without a new minimum."""
+
+    needs_pixels, scored = True, False
+
+    def __init__(self, options: RuleOptions) -> None:
+        if options.window < 2 or options.patience is None or options.patience < 1:
+            raise ValueError(
+                f"window must be at least 2 snapshots and patience at least 1, got {options.window}, {options.patience}"
+            )
+        self.window_variance = WindowVariance(options.window)
+        score = lambda snapshot: -self.window_variance(snapshot)  # noqa: E731
+        super().__init__(dataclasses.replace(options, score=score, skip=options.window - 1))
+
+    @property
+    def variances(self) -> list[float]:
+        return self.window_variance.variances
 
 
 @register_rule("biqan")

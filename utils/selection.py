@@ -151,13 +151,12 @@ def wmv_replay(variances: np.ndarray, patience: int) -> tuple[int, int | None]:
     """The WMV rule over window variances computed before ((snapshots,), NaN until the first
     full window): (the pick, at the minimum up to where the rule fired; where it fired, or
     None), the decisions `method.WmvRule` takes."""
-    rule = method.WmvRule(method.RuleOptions(patience=patience))
-    for index, value in enumerate(np.asarray(variances, dtype=np.float64)):
-        if not np.isnan(value):
-            rule.observe(value, index)
-            if rule.fired:
-                return rule.best_index, index
-    return rule.best_index, None
+    variances = np.asarray(variances, dtype=np.float64)
+    skip = int(np.isnan(variances).sum())  # before the first full window
+    options = method.RuleOptions(patience=patience, score=lambda variance: -variance, skip=skip)
+    rule = method.BestScoreRule(options)
+    fired_at = method.replay(rule, enumerate(variances))
+    return rule.best_index, fired_at
 
 
 def windowed_moving_variance(
