@@ -139,6 +139,38 @@ def test_remove_run_never_follows_a_linked_image_folder(tmp_path):
     assert (elsewhere / "metrics.csv").read_text() == "user"
 
 
+def small_bdn_run(pairs: Path, output: Path) -> int:
+    """run_BDN.py, 4 iterations of a tiny network, in this process."""
+    argv = ["--dataset_real_path", str(pairs / "real"), "--output_path", str(output), *TINY]
+    return run_BDN.main(run_BDN.parse_args(argv))
+
+
+def test_a_linked_image_lock_fails_that_image_only_and_opens_nothing_elsewhere(tmp_path, caplog):
+    make_pair(tmp_path, "a", height=32, width=32, seed=1)
+    make_pair(tmp_path, "b", height=32, width=32, seed=2)
+    output, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    (output / "a").mkdir(parents=True)
+    (output / "args.json").write_text("{}")  # a run folder that has no results yet
+    (output / "a" / run_guard.IMAGE_LOCK).symlink_to(elsewhere)  # a dangling link
+    assert small_bdn_run(tmp_path, output) == 1
+    assert not elsewhere.exists()
+    assert "a.png: " in caplog.text and "a link, not a lock file this tool made" in caplog.text
+    assert (output / "b" / "summary.json").exists() and not (output / "a" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+def test_a_run_lock_that_is_not_ours_stops_the_run_in_one_line(tmp_path, caplog, kind):
+    make_pair(tmp_path, "a", height=32, width=32, seed=1)
+    output, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    output.mkdir()
+    (output / "args.json").write_text("{}")
+    lock = output / run_guard.RUN_LOCK
+    lock.symlink_to(elsewhere) if kind == "link" else os.mkfifo(lock)
+    assert small_bdn_run(tmp_path, output) == 2  # a FIFO would block an open without O_NONBLOCK
+    assert not elsewhere.exists()
+    assert f"{lock}" in caplog.text and "not a lock file this tool made" in caplog.text
+
+
 # A signal is an interruption until the run's planned end, whatever a stopping rule said.
 
 WMV = ["--num_iter", "60", "--early_stop", "wmv", "--wmv_window", "4", "--patience", "2"]

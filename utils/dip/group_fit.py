@@ -350,16 +350,16 @@ def fit_claimed(
     """`fit_with_fallback` on the images no other process is fitting (see `run_guard.claim`);
     an image another process holds fails with a line saying so, one it finished is skipped."""
     folders = [settings.output_path / image.job.stem for image in images]
-    with run_guard.claim(folders) as claimed:
+    with run_guard.claim(folders) as refusals:
         busy = [
-            (image.job.noisy, run_guard.busy_message(image.job.noisy, folder))
-            for image, folder, got in zip(images, folders, claimed)
-            if not got
+            (image.job.noisy, f"{image.job.noisy}: {refusal}")
+            for image, refusal in zip(images, refusals)
+            if refusal is not None
         ]
         free = [
             image
-            for image, folder, got in zip(images, folders, claimed)
-            if got and not (folder / SUMMARY_FILE).exists()
+            for image, folder, refusal in zip(images, folders, refusals)
+            if refusal is None and not (folder / SUMMARY_FILE).exists()
         ]
         summaries, failures = fit_with_fallback(free, settings, previous) if free else ([], [])
     return summaries, failures + busy

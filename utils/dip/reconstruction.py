@@ -65,7 +65,7 @@ def write_summary(output_path: Path) -> None:
     summary.json before taking the lock, so the last of tasks finishing together lists them all.
     A failure to write it is one line (it is rebuilt by every run)."""
     try:
-        with open(output_path / run_guard.SUMMARY_LOCK, "a") as lock:
+        with run_guard.open_lock(output_path / run_guard.SUMMARY_LOCK) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             image_io.write_text(output_path / SUMMARY_TABLE_FILE, summary_csv(output_path))
     except OSError as error:
@@ -146,9 +146,9 @@ def reconstruct_chained(jobs: list[ImageJob], settings: RunSettings) -> list[tup
             failures += job_failures
             if not image:
                 continue
-            with run_guard.claim([folder]) as (claimed,):
-                if not claimed:  # the next images start from this one's network: stop here
-                    busy = [(job.noisy, run_guard.busy_message(job.noisy, folder))]
+            with run_guard.claim([folder]) as (refusal,):
+                if refusal is not None:  # the next images start from this one's network: stop
+                    busy = [(job.noisy, f"{job.noisy}: {refusal}")]
                     return failures + report([], busy, settings)
                 summaries, fit_failures = (
                     ([], [])

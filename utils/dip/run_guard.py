@@ -20,7 +20,9 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -145,10 +147,26 @@ def changed_settings(
     return [key for key in keys if existing.get(key) != record[key]]
 
 
+def open_lock(path: Path) -> IO:
+    """Open the lock file `path`, created if missing, never through a link or into a special
+    file (a hostile link would make the tool create or open a file elsewhere): OSError naming
+    `path` for a link, a folder or a FIFO there."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        descriptor = os.open(path, flags, 0o666)
+    except OSError as error:
+        reason = "a link" if error.errno == errno.ELOOP else error.strerror
+        raise OSError(error.errno, f"{reason}, not a lock file this tool made", str(path)) from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, "not a regular file, not a lock file this tool made", str(path))
+    return os.fdopen(descriptor, "a")
+
+
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path` (waiting for it) inside the block."""
-    with open(path, "a") as stream:
+    with open_lock(path) as stream:
         lock(stream, fcntl.LOCK_EX, warn=False)
         yield
 
@@ -172,7 +190,7 @@ def open_run(
                 )
         output_path.mkdir(parents=True, exist_ok=True)
         with exclusive(output_path / RECORD_LOCK):
-            run_lock = open(output_path / RUN_LOCK, "a")  # noqa: SIM115 (held by the caller)
+            run_lock = open_lock(output_path / RUN_LOCK)  # held by the caller
             try:
                 alone = try_lock(run_lock, fcntl.LOCK_EX, warn=False)
                 if not alone and other_inputs(output_path, record):
@@ -260,22 +278,28 @@ def lock(stream: IO, operation: int, warn: bool = True) -> bool:
 
 
 @contextlib.contextmanager
-def claim(folders: list[Path]) -> Iterator[list[bool]]:
-    """Lock each image folder's `.lock` for the block; yields, per folder, whether it was got
-    (False: another process is fitting that image). The folders are created."""
+def claim(folders: list[Path]) -> Iterator[list[str | None]]:
+    """Lock each image folder's `.lock` for the block; yields, per folder, None when it was got,
+    else why not (another process is fitting that image, or the lock file is not ours). The
+    folders are created."""
     with contextlib.ExitStack() as stack:
-        claimed = []
+        refusals = []
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
-            stream = stack.enter_context(open(folder / IMAGE_LOCK, "a"))
-            claimed.append(try_lock(stream, fcntl.LOCK_EX, warn=False))
-        yield claimed
+            try:
+                stream = stack.enter_context(open_lock(folder / IMAGE_LOCK))
+            except OSError as error:
+                refusals.append(f"{error.filename}: {error.strerror}; remove it")
+                continue
+            got = try_lock(stream, fcntl.LOCK_EX, warn=False)
+            refusals.append(None if got else busy_reason(folder))
+        yield refusals
 
 
-def busy_message(path: Path, folder: Path) -> str:
-    """The line for an image that another process is fitting."""
+def busy_reason(folder: Path) -> str:
+    """Why an image whose folder is `folder` is not fitted while another process fits it."""
     return (
-        f"{path}: another process is fitting this image (it holds {folder / IMAGE_LOCK}); "
+        f"another process is fitting this image (it holds {folder / IMAGE_LOCK}); "
         "rerun when it has finished"
     )
 
