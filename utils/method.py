@@ -234,24 +234,6 @@ def replay(rule: StoppingRule, inputs: Iterable[tuple[int, object]]) -> int | No
     return None
 
 
-@register_rule("fixed")
-class FixedRule(StoppingRule):
-    """Fires at the first snapshot at or after `stop_iteration` and picks it; before that (and
-    when the run ends first) the pick is the latest snapshot."""
-
-    needs_pixels = False
-
-    def __init__(self, options: RuleOptions) -> None:
-        super().__init__(options)
-        if options.stop_iteration is None or options.stop_iteration < 1:
-            raise ValueError(f"the stop iteration must be at least 1, got {options.stop_iteration}")
-
-    def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
-        if not self.fired:
-            self.pick_iteration = iteration
-            self.fired = iteration >= self.options.stop_iteration
-
-
 class BestScoreRule(StoppingRule):
     """Best finite score among snapshots `skip` and later (`best_index`, -1 before); fires after
     `patience` snapshots without a new best (never with None). Every snapshot is scored, the skipped ones too, so
@@ -336,6 +318,24 @@ class WmvRule(BestScoreRule):
     @property
     def variances(self) -> list[float]:
         return self.window_variance.variances
+
+
+@register_rule("fixed")
+class FixedRule(StoppingRule):
+    """Fires at the first snapshot at or after `stop_iteration` and picks it; before that (and
+    when the run ends first) the pick is the latest snapshot."""
+
+    needs_pixels = False
+
+    def __init__(self, options: RuleOptions) -> None:
+        super().__init__(options)
+        if options.stop_iteration is None or options.stop_iteration < 1:
+            raise ValueError(f"the stop iteration must be at least 1, got {options.stop_iteration}")
+
+    def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
+        if not self.fired:
+            self.pick_iteration = iteration
+            self.fired = iteration >= self.options.stop_iteration
 
 
 @register_rule("biqan")
