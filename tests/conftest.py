@@ -35,6 +35,17 @@ def unpack_commit(commit: str, folder: Path, *paths: str) -> Path:
     return folder
 
 
+def reference_code_fixture(commit: str):
+    """A module-scoped fixture: the code of `commit`, unpacked once for the test module (the
+    byte-identical tests run the scripts before and after a change)."""
+
+    @pytest.fixture(scope="module")
+    def reference_code(tmp_path_factory) -> Path:
+        return unpack_commit(commit, tmp_path_factory.mktemp("reference_code"))
+
+    return reference_code
+
+
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 

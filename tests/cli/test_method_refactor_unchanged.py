@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_scripts, same_bytes, unpack_commit
+from tests.conftest import ROOT, reference_code_fixture, run_scripts, same_bytes
 from utils import image_io
 from utils.dip import planning
 
@@ -108,10 +108,7 @@ def steps(real: Path, mean: Path, rule: list[str], denoised_input: Path) -> list
     ]
 
 
-@pytest.fixture(scope="module")
-def reference_code(tmp_path_factory) -> Path:
-    """The code before the change, unpacked from the repository's history (skipped without it)."""
-    return unpack_commit(REFERENCE, tmp_path_factory.mktemp("reference_code"))
+reference_code = reference_code_fixture(REFERENCE)
 
 
 def test_sample_gives_the_reference_bytes(reference_code, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_scripts, same_bytes, unpack_commit
+from tests.conftest import ROOT, reference_code_fixture, run_scripts, same_bytes
 
 REFERENCE = "f6123d6"
 SAMPLE = ROOT / "dataset" / "sample"
@@ -117,10 +117,7 @@ COMPARED = (
 )
 
 
-@pytest.fixture(scope="module")
-def reference_code(tmp_path_factory) -> Path:
-    """The pre-change code, unpacked from the repository's history (skipped without it)."""
-    return unpack_commit(REFERENCE, tmp_path_factory.mktemp("reference_code"))
+reference_code = reference_code_fixture(REFERENCE)
 
 
 @pytest.mark.slow
