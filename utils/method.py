@@ -271,31 +271,18 @@ class WindowVariance:
 
     def __init__(self, window: int) -> None:
         self.window, self.history = window, []
-        self.sums: tuple[np.ndarray, np.ndarray] | None = None
         self.variances: list[float] = []
 
     def __call__(self, snapshot: np.ndarray | None) -> float:
         snapshot = np.asarray(snapshot, dtype=np.float64)
-        if self.sums is None:
-            self.sums = np.zeros_like(snapshot), np.zeros_like(snapshot)
-        elif snapshot.shape != self.sums[0].shape:
+        if self.history and snapshot.shape != self.history[-1].shape:
             raise ValueError(
-                f"snapshot {len(self.variances)} has shape {snapshot.shape}, the earlier ones {self.sums[0].shape}"
+                f"snapshot {len(self.variances)} has shape {snapshot.shape}, the earlier ones {self.history[-1].shape}"
             )
-        running_sum, running_squares = self.sums
-        self.history.append(snapshot)
-        running_sum += snapshot
-        running_squares += snapshot**2
-        if len(self.history) > self.window:
-            dropped = self.history.pop(0)
-            running_sum -= dropped
-            running_squares -= dropped**2
-        variance = np.nan
-        if len(self.history) == self.window:
-            mean = running_sum / self.window
-            variance = float(np.maximum(running_squares / self.window - mean**2, 0).mean())
-        self.variances.append(variance)
-        return variance
+        self.history = [*self.history[1 - self.window :], snapshot]
+        full = len(self.history) == self.window
+        self.variances.append(float(np.stack(self.history).var(axis=0).mean()) if full else np.nan)
+        return self.variances[-1]
 
 
 @register_rule("wmv")
