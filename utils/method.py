@@ -236,8 +236,8 @@ def replay(rule: StoppingRule, inputs: Iterable[tuple[int, object]]) -> int | No
 
 class BestScoreRule(StoppingRule):
     """Best finite score among snapshots `skip` and later (`best_index`, -1 before); fires after
-    `patience` snapshots without a new best (never with None). Every snapshot is scored, the skipped ones too, so
-    that stateful scorers see them all."""
+    `patience` snapshots without a new best (never with None). Every snapshot is scored, the
+    skipped ones too, so that stateful scorers see them all."""
 
     needs_pixels, scored = False, True
 
