@@ -119,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
+    cli.configure_logging()
     arguments = parse_args()
     arguments.stop_request.install()
     sys.exit(main(arguments))

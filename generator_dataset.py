@@ -140,7 +140,7 @@ def image_labels(
     metrics = run_output.read_metrics(folder)
     run_output.check_complete(metrics)
     if not metrics.has_reference:
-        print(f"skipped {folder.name}: no clean reference (blind run), no PSNR to learn")
+        cli.say(f"skipped {folder.name}: no clean reference (blind run), no PSNR to learn")
         return [], []
     if len(metrics.iteration) <= args.start_position:
         print(
@@ -192,7 +192,7 @@ def main(args: argparse.Namespace) -> int:
             args.output_path.parent, [args.output_path.name, table_path(args.output_path).name]
         )
         for folder, reason in folders.skipped:
-            print(f"skipped {folder}: {reason}")
+            cli.say(f"skipped {folder}: {reason}")
         rows: list[labels.AvaRow] = []
         table: list[dict] = []
         for folder in folders.finished:
@@ -205,12 +205,12 @@ def main(args: argparse.Namespace) -> int:
                 f"--start_position {args.start_position}; nothing to label"
             )
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        cli.say(f"error: {error}", file=sys.stderr)
         return 2
     try:
         write_outputs(args.output_path, rows, table)
     except OSError as error:
-        print(f"error: {error.filename}: cannot write ({error.strerror})", file=sys.stderr)
+        cli.say(f"error: {error.filename}: cannot write ({error.strerror})", file=sys.stderr)
         return 2
     images = len({row["image"] for row in table})
     print(

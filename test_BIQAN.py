@@ -205,7 +205,7 @@ def load_models(args: argparse.Namespace) -> tuple[object, object, object, str]:
         )
     input_mode = args.input_mode or (config.input_mode if config else "resize")
     if config and input_mode != config.input_mode:
-        print(f"warning: --input_mode {input_mode} differs from the trained {config.input_mode}")
+        cli.say(f"warning: --input_mode {input_mode} differs from the trained {config.input_mode}")
     return model, config, ranker, input_mode
 
 
@@ -215,7 +215,7 @@ def wmv_by_interval(args: argparse.Namespace, images: list, ranker) -> dict:
     wmv_settings = {}
     for interval in sorted({metrics.snapshot_interval for metrics in images}):
         if ranker is not None and (warning := ranker.interval_warning(interval)):
-            print(f"warning: {warning}")
+            cli.say(f"warning: {warning}")
         wmv_settings[interval] = wmv_in_snapshots(args, interval)
     return wmv_settings
 
@@ -300,14 +300,14 @@ def main(args: argparse.Namespace) -> int:
     from utils.biqan import report as biqan_report
 
     if warning := keras_device.missing_gpu_warning(args.gpu_id):
-        print(warning, file=sys.stderr)
+        cli.say(warning, file=sys.stderr)
     try:
         images, skipped, models, wmv_settings, noisy_psnr = prepare(args)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        cli.say(f"error: {error}", file=sys.stderr)
         return 2
     for folder, reason in skipped:
-        print(f"skipped {folder}: {reason}")
+        cli.say(f"skipped {folder}: {reason}")
     selection_labels = [selector.label for selector in args.selector]
     rows: list[dict] = []
     image_lines: list[str] = []
@@ -315,7 +315,7 @@ def main(args: argparse.Namespace) -> int:
     for metrics in images:
         chosen = select_image(args, metrics, models, wmv_settings[metrics.snapshot_interval])
         for label, reason in chosen.failures.items():
-            print(f"error: {metrics.folder}: --selector {label}: {reason}", file=sys.stderr)
+            cli.say(f"error: {metrics.folder}: --selector {label}: {reason}", file=sys.stderr)
         failed = failed or bool(chosen.failures)
         if not chosen.picks:
             continue
@@ -336,14 +336,14 @@ def main(args: argparse.Namespace) -> int:
                 )
             )
         except OSError as error:
-            print(f"error: {error.filename}: cannot write ({error.strerror})", file=sys.stderr)
+            cli.say(f"error: {error.filename}: cannot write ({error.strerror})", file=sys.stderr)
             return 2
     try:
         lines = biqan_report.write_summary(
             args.output_path, rows, image_lines, selection_labels[0], noisy_psnr
         )
     except OSError as error:
-        print(f"error: {error.filename}: cannot write ({error.strerror})", file=sys.stderr)
+        cli.say(f"error: {error.filename}: cannot write ({error.strerror})", file=sys.stderr)
         return 2
     print("\n".join(lines))
     return 1 if failed else 0

@@ -398,7 +398,7 @@ def main(args: argparse.Namespace) -> int:
     from utils.biqan import train as biqan_train
 
     if warning := keras_device.missing_gpu_warning(args.gpu_id):
-        print(warning, file=sys.stderr)
+        cli.say(warning, file=sys.stderr)
     try:
         data = prepare_training(args)
         announce(args, data)
@@ -409,13 +409,13 @@ def main(args: argparse.Namespace) -> int:
             data.model, data.train, data.validation, args.output_checkpoint, stage_settings(args)
         )
     except ValueError as error:  # also a snapshot that cannot be read: no biqan.json then
-        print(f"error: {error}", file=sys.stderr)
+        cli.say(f"error: {error}", file=sys.stderr)
         return 2
     write_history(args.output_path, histories)
     try:
         best = biqan.best_checkpoint(args.output_checkpoint, written_since=started)
     except ValueError as error:
-        print(f"error: no checkpoint was written (is val_loss finite?): {error}", file=sys.stderr)
+        cli.say(f"error: no checkpoint was written (is val_loss finite?): {error}", file=sys.stderr)
         return 1
     biqan.save_config(
         args.output_checkpoint, dataclasses.replace(data.config, best_checkpoint=best.name)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
+import sys
 
 import pytest
 
+from tests.conftest import ROOT
 from utils import cli
 
 
@@ -30,3 +34,22 @@ def test_a_check_failure_is_one_line_and_exit_code_2(capsys):
     assert stop.value.code == 2
     error_lines = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert error_lines == ["tool: error: --count must be at least 1"]
+
+
+def test_control_characters_in_a_message_are_escaped_onto_one_line():
+    assert cli.one_line("a\nb.png: bad\x1b[31m\t") == "a\\nb.png: bad\\x1b[31m\\t"
+    assert cli.one_line("plain été.png") == "plain été.png"
+
+
+def test_a_file_name_with_a_newline_gives_one_line_messages(tmp_path):
+    """denoise.py on a broken file whose name holds a newline: every stderr line is a whole
+    message (`LEVEL: ...`), the name written with `\\n`."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "we\nird.png").write_bytes(b"not an image")
+    command = [sys.executable, str(ROOT / "denoise.py"), str(inputs), "-o", str(tmp_path / "out")]
+    command += ["--num_iter", "4", "--save_iter", "2", "--gpu_id", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert lines and all(re.match(r"(INFO|WARNING|ERROR|note): ", line) for line in lines), lines
+    assert any("we\\nird.png" in line for line in lines), lines

@@ -4,11 +4,43 @@ default, help) rows, and parse, check, fail in one line."""
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from utils import original_flags
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters escaped (`\\n`, `\\x1b`, ...), so that a message
+    naming a file stays one line whatever the file's name holds."""
+    return CONTROL_CHARACTERS.sub(
+        lambda match: match.group().encode("unicode_escape").decode(), text
+    )
+
+
+def say(text: str, file=None) -> None:
+    """Print one line of a script's report (`one_line`) to `file` (default: stdout)."""
+    print(one_line(text), file=file)
+
+
+class OneLineFormatter(logging.Formatter):
+    """`LEVEL: message`, the message on one line (`one_line`); a traceback, if any, follows."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = one_line(record.getMessage())
+        return super().format(logging.makeLogRecord({**vars(record), "msg": message, "args": None}))
+
+
+def configure_logging() -> None:
+    """The scripts' log lines on stderr: `LEVEL: message`, INFO and above, one line each."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def parse_checked(
@@ -27,7 +59,7 @@ def parse_checked(
     try:
         check(args)
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(one_line(str(error)))
     return args
 
 

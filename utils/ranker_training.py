@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from models.snapshot_ranker import SnapshotRanker
-from utils import image_io, ownership, run_output, snapshot_features
+from utils import cli, image_io, ownership, run_output, snapshot_features
 from utils.biqan import labels
 
 
@@ -194,7 +194,7 @@ def main(args: argparse.Namespace) -> int:
         ownership.claim(args.output_path, ["ranker_validation.csv"])
         ownership.claim(args.output_checkpoint, [snapshot_ranker.RANKER_FILE])
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        cli.say(f"error: {error}", file=sys.stderr)
         return 2
     train_names, validation_names = (
         sorted({biqan_data.source_image(image_ids[row]) for row in rows}) for rows in splits

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from utils import cluster, run_output
+from utils import cli, cluster, run_output
 from utils.dip import devices, group_fit, planning, reconstruction
 
 LOGGER = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ LOGGER = logging.getLogger(__name__)
 
 def worker(settings: planning.RunSettings, threads: int, jobs, results) -> None:
     """Worker process: fit groups from `jobs` until a None arrives; put (summaries, failures) on `results`."""
-    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
+    cli.configure_logging()
     torch.set_num_threads(threads)
     devices.configure_precision(settings.precision, settings.device)
     settings.stop_request.install()
