@@ -28,13 +28,13 @@ import pandas as pd
 
 from experiments import scale_study
 from experiments.cbm3d_full import read_rgb
-from experiments.common import REPO, REPRODUCTION, publish_table
+from experiments.common import REPO, add_report_flags, publish_table
 from utils import image_io, metrics, run_output
 
 RESULTS = REPO / "results"
 ROWS = "blend"  # RESULTS/blend/<size>px/<precision>.csv
 TABLE_FILE = "blend.md"  # RESULTS/blend.md, and its copy in the document
-DOC, DOC_BLOCK = REPRODUCTION, "blend"  # the document and its block of this table
+DOC_BLOCK = "blend"  # this table's block in docs/REPRODUCTION.md
 RUN_FOLDERS = {64: REPO / "devdata" / "precision", 256: REPO / "devdata" / "scale"}
 WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 OUTPUTS = ("one fit", "seed mean")  # one seed's pick; the mean of the picks of seeds 0, 1, 2...
@@ -159,10 +159,7 @@ def main(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("compute", "report"))
-    parser.add_argument("--results", type=Path, default=RESULTS, help="the committed rows")
-    parser.add_argument(
-        "--write", action="store_true", help=f"report: also write {TABLE_FILE} and its block"
-    )
+    add_report_flags(parser, RESULTS, TABLE_FILE)
     return parser.parse_args(argv)
 
 

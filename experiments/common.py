@@ -6,6 +6,7 @@ No torch or keras, so the report scripts do not depend on them.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -180,6 +181,17 @@ def replace_block(text: str, name: str, content: str) -> str:
         print(f"warning: no block {name} in the document")
         return text
     return pattern.sub(lambda m: m.group(1) + content.rstrip() + "\n" + m.group(2), text)
+
+
+def add_report_flags(parser: argparse.ArgumentParser, results: Path, table_file: str) -> None:
+    """A study report's flags: --results (the committed rows, default `results`) and --write
+    (also write `table_file` beside them and its block of docs/REPRODUCTION.md)."""
+    parser.add_argument("--results", type=Path, default=results, help="the committed rows")
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help=f"also write <results>/{table_file} and its block in {REPRODUCTION.name}",
+    )
 
 
 def publish_table(lines: list[str], table: Path, block: str, write: bool) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.common import REPO, REPRODUCTION, publish_table, run_images
+from experiments.common import REPO, add_report_flags, publish_table, run_images
 from utils import image_io, method, run_output, selection, snapshot_features
 
 RUNS = REPO / "devdata" / "precision"
@@ -38,7 +38,7 @@ REFERENCE = "fp32"  # every other variant is compared with it
 WINDOWS = (selection.TUNED_WMV.window, selection.PUBLISHED_WMV.window)
 IMAGES_FILE = "images.csv"  # per run folder: stem, height, width, noisy_psnr
 TABLE_FILE = "precision.md"  # the report, beside the rows it comes from
-DOC, DOC_BLOCK = REPRODUCTION, "precision"  # the document and its block of this table
+DOC_BLOCK = "precision"  # this table's block in docs/REPRODUCTION.md
 RULES = ("best", "wmv", "fixed:auto", "last")  # what each image contributes to the table
 
 
@@ -285,12 +285,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("collect", "report"))
     parser.add_argument("--runs", type=Path, default=RUNS, help="the runs (collect)")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="the per-iteration rows")
-    parser.add_argument(
-        "--write",
-        action="store_true",
-        help=f"report: also write <results>/{TABLE_FILE} and its block in {DOC.name}",
-    )
+    add_report_flags(parser, RESULTS, TABLE_FILE)
     return parser.parse_args(argv)
 
 

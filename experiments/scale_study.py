@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from experiments.common import REPO, REPRODUCTION, publish_table
+from experiments.common import REPO, add_report_flags, publish_table
 from experiments.precision_study import IMAGES_FILE, WINDOWS, variance_column
 from utils import ranker_training, selection, snapshot_features
 
@@ -40,7 +40,7 @@ RESULTS = REPO / "results"
 DIP_ROWS = ("precision", "scale")  # folders of RESULTS holding <size>px/<precision>/<set>_s<seed>
 CBM3D_ROWS = "cbm3d"  # RESULTS/cbm3d/<size>px/cbm3d_full.csv
 TABLE_FILE = "scale.md"
-DOC, DOC_BLOCK = REPRODUCTION, "scale"  # the document and its block of this table
+DOC_BLOCK = "scale"  # this table's block in docs/REPRODUCTION.md
 REPORT_SET, TUNING_SET = "CC", "PolyU"  # a set name starting with TUNING_SET is tuning data
 PRECISIONS = ("fp32", "bf16")  # the shipped ones (precision_study also has a retired variant)
 PATIENCES = tuple(range(1, 31))  # WMV's patience grid, in snapshots
@@ -296,10 +296,7 @@ def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=RESULTS, help="the committed rows")
-    parser.add_argument(
-        "--write", action="store_true", help=f"also write {TABLE_FILE} and its document block"
-    )
+    add_report_flags(parser, RESULTS, TABLE_FILE)
     return parser.parse_args(argv)
 
 
