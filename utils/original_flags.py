@@ -174,13 +174,18 @@ def add_run_bdn_help(parser: argparse.ArgumentParser) -> None:
         default=SkipConfig.net_type,
         help="skip (default) or snail, the original's smaller network (8..128 channels)",
     )
-    for flag, kind, text in RUN_BDN_FLAGS:
-        choices = {"choices": kind} if isinstance(kind, tuple) else {"type": kind}
-        original.add_argument(flag, **choices, help=text)
+    add_translated_flags(original)
     parser.add_argument("--input_kind", choices=INPUT_KINDS, help=argparse.SUPPRESS)
     for *_, random_flag in NOISE_FLAGS:
         parser.add_argument(random_flag, action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(input_kind=FitSettings.input_kind)
+
+
+def add_translated_flags(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`RUN_BDN_FLAGS` on a parser or group: run_BDN.py's --help shows them, `translate` reads them."""
+    for flag, kind, text in RUN_BDN_FLAGS:
+        choices = {"choices": kind} if isinstance(kind, tuple) else {"type": kind}
+        group.add_argument(flag, **choices, help=text)
 
 
 def expand_abbreviations(argv: list[str], flags: list[str]) -> list[str]:
@@ -205,10 +210,7 @@ def translate(parser: argparse.ArgumentParser, argv: list[str], script: Original
     original.error = parser.error
     add_refused(original, script.refused, script.ignored)
     if script.translated:
-        for flag, kind, _ in RUN_BDN_FLAGS:
-            original.add_argument(
-                flag, **({"choices": kind} if isinstance(kind, tuple) else {"type": kind})
-            )
+        add_translated_flags(original)
     known_flags = {*parser._option_string_actions, *original._option_string_actions}
     given, rest = original.parse_known_args(expand_abbreviations(argv, sorted(known_flags)))
     if not script.translated:
