@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 from models.skip import SkipConfig
-from utils import cli, cluster, method, selection
+from utils import cli, cluster, selection
 from utils.dip import core_share, denoising, devices, planning, reconstruction, run_options
+from utils.early_stopping import early_stop_choices
 from utils.method import FitSettings
 
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--early_stop",
-        choices=("none", *method.rule_names("online")),
+        choices=early_stop_choices(),
         default=selection.DEFAULT_SELECTOR.label,
         help="online stopping rule (default: %(default)s; fixed stops at --stop_iteration; none = "
         "run --num_iter and keep the last snapshot)",

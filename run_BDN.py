@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 from models.skip import SkipConfig
-from utils import cli, cluster, method, original_flags
+from utils import cli, cluster, original_flags
 from utils.biqan import labels
 from utils.dip import core_share, devices, dispatch, planning, reconstruction, run_options
-from utils.early_stopping import EarlyStopSettings
+from utils.early_stopping import EarlyStopSettings, early_stop_choices
 from utils.method import FitSettings
 
 FIT_FLAGS = (
@@ -91,7 +91,7 @@ def add_stopping_flags(parser: argparse.ArgumentParser) -> None:
     )
     stopping.add_argument(
         "--early_stop",
-        choices=("none", *method.rule_names("online")),
+        choices=early_stop_choices(),
         default=EarlyStopSettings.rule,
         help="stop each image when its rule fires and write the pick as <stem>/denoised.png",
     )

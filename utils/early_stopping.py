@@ -37,6 +37,12 @@ def ranker_scorer(ranker, noisy: np.ndarray) -> Callable[[np.ndarray], float]:
     return lambda snapshot: float(ranker.score(features.push(snapshot)[None])[0])
 
 
+def early_stop_choices() -> tuple[str, ...]:
+    """--early_stop's choices: none, then every rule offered online (at call time, so that a
+    rule registered later is offered too)."""
+    return ("none", *method.rule_names("online"))
+
+
 @dataclasses.dataclass(frozen=True)
 class EarlyStopSettings:
     """Which rule and its parameters: window and patience in snapshots (run_BDN's flags are in
@@ -49,7 +55,7 @@ class EarlyStopSettings:
     stop_iteration: int | None = None
 
     def __post_init__(self) -> None:
-        rules = ("none", *method.rule_names("online"))
+        rules = early_stop_choices()
         if self.rule not in rules:
             raise ValueError(
                 f"early stopping rule must be one of {', '.join(rules)}, got {self.rule!r}"
