@@ -299,8 +299,12 @@ class WmvRule(BestScoreRule):
                 f"window must be at least 2 snapshots and patience at least 1, got {options.window}, {options.patience}"
             )
         self.window_variance = WindowVariance(options.window)
-        score = lambda snapshot: -self.window_variance(snapshot)  # noqa: E731
-        super().__init__(dataclasses.replace(options, score=score, skip=options.window - 1))
+        score, skip = self.minus_variance, options.window - 1
+        super().__init__(dataclasses.replace(options, score=score, skip=skip))
+
+    def minus_variance(self, snapshot: np.ndarray | None) -> float:
+        """The score: minus the window variance after `snapshot` (NaN before a full window)."""
+        return -self.window_variance(snapshot)
 
     @property
     def variances(self) -> list[float]:
