@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 26: the reproduction at the paper's scale. DIP runs of centre crops at 256x256, then the
-# whole 512x512 CC images; 3000 iterations, a snapshot every 20, in bf16 (PRECISION; the shipped
+# Issue 26: the reproduction at the paper's scale. DIP runs of centre crops at 128x128 and 256x256,
+# then the whole 512x512 CC images; 3000 iterations, a snapshot every 20, in bf16 (PRECISION; the shipped
 # CPU fast path, whose quality against fp32 is docs/REPRODUCTION.md section 8). Resumable: rerun
 # after an interruption (a stop signal saves the fit; a kill loses at most --checkpoint_every
 # iterations per image).
@@ -8,10 +8,12 @@
 #   nohup experiments/scale_runs.sh > devdata/logs/scale_runs.log 2>&1 &
 #   python -m experiments.precision_study collect --runs devdata/scale --results results/scale
 #
-# Two streams, one thread each (one per core), over the same list in the same order; the two
-# processes on one folder share its images through run_BDN.py's per-image locks. The list: the 5
-# CC pairs at seed 0 (the report set), 30 PolyU pairs at seed 0 (every 3rd by name: training and
-# tuning), the CC pairs at seeds 1 and 2, then the CC images at 512x512, seed 0.
+# Two streams, one thread each (one per core); the two processes on one folder share its images
+# through run_BDN.py's per-image locks. The 256 list: the 5 CC pairs at seed 0 (the report set),
+# 30 PolyU pairs at seed 0 (every 3rd by name: training and tuning), the CC pairs at seeds 1 and 2,
+# then the CC images at 512x512, seed 0. The first stream starts on it; the second first fits the
+# 128x128 crops (the 5 CC pairs and 10 PolyU pairs, every 10th by name, at seed 0) and then joins
+# the 256 list.
 # Runs go to devdata/scale/<size>px/<precision>/<set>_s<seed>; after each folder `collect` copies
 # the per-iteration rows (no pixels) of its finished images under results/scale, to commit.
 # Environment: PY, CODE (experiments/runs_setup.sh), ITERATIONS (3000), PRECISION (bf16).
@@ -19,10 +21,15 @@ set -u
 main() {
     . "$(dirname "$0")/runs_setup.sh"
     runs_setup
-    prepare_crops 256 512
-    # subset SIZE SET: the folder of the pairs of SET (PolyU30: every 3rd PolyU pair; CC: all)
+    prepare_crops 128 256 512
+    # subset SIZE SET: the folder of the pairs of SET (PolyU<N>: every 3rd (N=30) or 10th (N=10)
+    # PolyU pair, N of them; CC: all)
     subset() {
-        if [ "$2" = PolyU30 ]; then crop_subset "$1" "$2" PolyU 3 30; else crop_subset "$1" "$2" CC 1 100; fi
+        case $2 in
+            PolyU30) crop_subset "$1" "$2" PolyU 3 30 ;;
+            PolyU10) crop_subset "$1" "$2" PolyU 10 10 ;;
+            *) crop_subset "$1" "$2" CC 1 100 ;;
+        esac
     }
     # run SIZE SET SEED
     run() {
@@ -34,11 +41,11 @@ main() {
             --save_iter 20 --seed "$3" --init_from scratch --gpu_id cpu --precision "${PRECISION:-bf16}" --quiet
         "$PY" -m experiments.precision_study collect --runs devdata/scale --results results/scale
     }
-    # stream: the whole list, in order
+    # stream: the 256 list, in order
     stream() {
         run 256 CC 0; run 256 PolyU30 0; run 256 CC 1; run 256 CC 2; run 512 CC 0
     }
-    stream & sleep 5; stream
+    stream & sleep 5; run 128 CC 0; run 128 PolyU10 0; stream
     wait
 }
 main "$@"; exit
