@@ -10,11 +10,12 @@
 #
 # Two streams, one thread each (one per core); the two processes on one folder share its images
 # through run_BDN.py's per-image locks. The 256 list: the 5 CC pairs at seed 0 (the report set),
-# 30 PolyU pairs at seed 0 (every 3rd by name: training and tuning), the CC pairs at seeds 1 and 2,
-# then the CC images at 512x512, seed 0. The first stream starts on it; the second first fits the
-# 128x128 crops (the 5 CC pairs and 10 PolyU pairs, every 10th by name, at seed 0) and then joins
-# the 256 list.
-# Runs go to devdata/scale/<size>px/<precision>/<set>_s<seed>; after each folder `collect` copies
+# 30 PolyU pairs at seed 0 (every 3rd by name: training and tuning),
+# the CC pairs from a PolyU pair's network (transfer learning, `polyu1`), the CC pairs at seeds 1
+# and 2, then the CC images at 512x512, seed 0. The first stream starts on it; the second first
+# fits the 128x128 crops (the 5 CC pairs and 10 PolyU pairs, every 10th by name, at seed 0, then
+# the CC pairs from the first PolyU pair's network) and then joins the 256 list.
+# Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder `collect` copies
 # the per-iteration rows (no pixels) of its finished images under results/scale, to commit.
 # Environment: PY, CODE (experiments/runs_setup.sh), ITERATIONS (3000), PRECISION (bf16).
 set -u
@@ -31,21 +32,32 @@ main() {
             *) crop_subset "$1" "$2" CC 1 100 ;;
         esac
     }
-    # run SIZE SET SEED
+    # run SIZE SET SEED [INIT NET]: fit SET's crops at SIZE from scratch, or from the network
+    # NET (a saved net.pt) into the folder <SET>_<INIT>_s<SEED>
     run() {
-        local folder out=devdata/scale/$1px/${PRECISION:-bf16}/$2_s$3
+        local folder out=devdata/scale/$1px/${PRECISION:-bf16}/$2${4:+_$4}_s$3
         folder=$(subset "$1" "$2")
-        echo "$(date -Is) $1px $2 seed $3 -> $out"
+        echo "$(date -Is) $1px $2 seed $3 ${4:-scratch} -> $out"
         nice -n 5 "$PY" "$CODE/run_BDN.py" --dataset_real_path "$folder/real" \
             --dataset_mean_path "$folder/mean" --output_path "$out" --num_iter "${ITERATIONS:-3000}" \
-            --save_iter 20 --seed "$3" --init_from scratch --gpu_id cpu --precision "${PRECISION:-bf16}" --quiet
+            --save_iter 20 --seed "$3" --init_from "${5:-scratch}" --gpu_id cpu \
+            --precision "${PRECISION:-bf16}" --quiet
         "$PY" -m experiments.precision_study collect --runs devdata/scale --results results/scale
+    }
+    # transfer SIZE POLYU: the CC crops at SIZE, seed 0, from the final network of the first
+    # image of POLYU's seed-0 run at SIZE (experiments/transfer.py's `polyu1`), once it is there
+    transfer() {
+        local net
+        net=devdata/scale/$1px/${PRECISION:-bf16}/$2_s0/$(ls "$(subset "$1" "$2")/real" | head -n 1)
+        net=${net%.*}/net.pt
+        if [ -f "$net" ]; then run "$1" CC 0 polyu1 "$net"; else echo "$(date -Is) no $net yet"; fi
     }
     # stream: the 256 list, in order
     stream() {
-        run 256 CC 0; run 256 PolyU30 0; run 256 CC 1; run 256 CC 2; run 512 CC 0
+        run 256 CC 0; run 256 PolyU30 0; transfer 256 PolyU30; run 256 CC 1; run 256 CC 2
+        run 512 CC 0
     }
-    stream & sleep 5; run 128 CC 0; run 128 PolyU10 0; stream
+    stream & sleep 5; run 128 CC 0; run 128 PolyU10 0; transfer 128 PolyU10; stream
     wait
 }
 main "$@"; exit

@@ -12,9 +12,12 @@ from experiments/scale_runs.sh; layout `<size>px/<precision>/<set>_s<seed>/<stem
    sigma that is best on that size's PolyU crops;
 2. on CC: each no-reference rule's gap to DIP's best, its pick against CBM3D, and, for rules
    that score snapshots, the within-image Spearman correlation of the score with PSNR. The rules
-   are the shipped ones (`wmv`, `fixed:auto`, `last`) and the same two kinds tuned on that
-   size's PolyU runs (a fixed iteration, and WMV's window and patience), so that the defaults
-   can follow the size.
+   are the shipped ones (`wmv`, `fixed:auto`, `last`), the same two kinds tuned on that
+   size's PolyU runs (a fixed iteration, and WMV's window and patience) and the shipped ones
+   with a size exponent tuned on the PolyU runs of every size at once (`fixed:auto`'s stop and
+   WMV's patience grow as (pixels / 64²) ** exponent), so that the defaults can follow the size;
+3. on CC: transfer learning, the runs started from another network (sets `CC_<init>`, e.g.
+   `CC_polyu1` of experiments/scale_runs.sh) against the scratch runs of the same images.
 
 Nothing here tunes on CC. `--write` also writes `results/scale.md` and its block in
 docs/REPRODUCTION.md.
@@ -44,6 +47,8 @@ DOC_BLOCK = "scale"  # this table's block in docs/REPRODUCTION.md
 REPORT_SET, TUNING_SET = "CC", "PolyU"  # a set name starting with TUNING_SET is tuning data
 PRECISIONS = ("fp32", "bf16")  # the shipped ones (precision_study also has a retired variant)
 PATIENCES = tuple(range(1, 31))  # WMV's patience grid, in snapshots
+EXPONENTS = tuple(np.round(np.arange(0.0, 1.0001, 0.02), 2))  # the size exponents' grid
+TRANSFER_TOLERANCE_DB = 0.1  # experiments/transfer.py's: "reached" is the scratch peak less this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,16 +144,16 @@ class Rule:
     setting: str
     pick: Callable[[ImageRun], int]
     score: Callable[[ImageRun], np.ndarray] | None = None
-    tuned: bool = False
+    tuned_on: str = "-"
 
 
-def wmv_rule(window: int, patience: int, tuned: bool = False) -> Rule:
+def wmv_rule(window: int, patience: int, tuned_on: str = "-") -> Rule:
     """WMV with (`window`, `patience`); its score is minus the window variance."""
     return Rule(
         f"window {window}, patience {patience}",
         lambda run: wmv_pick(run, window, patience),
         lambda run: -run.variances[window],
-        tuned,
+        tuned_on,
     )
 
 
@@ -162,11 +167,12 @@ def tune_on(runs: list[ImageRun]) -> dict[str, Rule]:
     iteration = common[int(np.argmax(fixed_means))]
     grid = [(window, patience) for window in WINDOWS for patience in PATIENCES]
     wmv_means = [np.mean([run.psnr[wmv_pick(run, *cell)] for run in runs]) for cell in grid]
+    tuned_on = f"PolyU, {len(runs)} runs"
     rules = {
         "fixed, tuned": Rule(
-            f"fixed:{iteration}", lambda run: fixed_pick(run, iteration), None, True
+            f"fixed:{iteration}", lambda run: fixed_pick(run, iteration), None, tuned_on
         ),
-        "wmv, tuned": wmv_rule(*grid[int(np.argmax(wmv_means))], tuned=True),
+        "wmv, tuned": wmv_rule(*grid[int(np.argmax(wmv_means))], tuned_on),
     }
     if all(run.features is not None for run in runs):
         settings = ranker_training.RankerTraining()
@@ -177,9 +183,64 @@ def tune_on(runs: list[ImageRun]) -> dict[str, Rule]:
             f"hidden {settings.hidden}, {settings.steps} steps",
             lambda run: int(np.argmax(ranker.score(run.features))),
             lambda run: ranker.score(run.features),
-            True,
+            tuned_on,
         )
     return rules
+
+
+def size_ratio(run: ImageRun) -> float:
+    """The run's pixel count over that of a STOP_SIZE x STOP_SIZE crop (1 at 64x64)."""
+    return run.height * run.width / selection.STOP_SIZE**2
+
+
+def scaled_patience(run: ImageRun, exponent: float) -> int:
+    """The shipped WMV patience (snapshots) times size_ratio ** `exponent`, rounded, at least 1."""
+    return max(1, round(selection.TUNED_WMV.patience * size_ratio(run) ** exponent))
+
+
+def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
+    """The shipped rules with their size exponent fitted to the tuning runs of every size (keys:
+    sizes, at least two): `fixed:auto`'s stop exponent, and an exponent for WMV's patience; each
+    the grid value with the best mean over sizes of the size's mean picked PSNR."""
+    if len(tuning) < 2:
+        return {}
+
+    def best_exponent(pick: Callable[[ImageRun, float], int]) -> float:
+        means = [
+            np.mean(
+                [
+                    np.mean([run.psnr[pick(run, exponent)] for run in runs])
+                    for runs in tuning.values()
+                ]
+            )
+            for exponent in EXPONENTS
+        ]
+        return EXPONENTS[int(np.argmax(means))]
+
+    def stop_at(run: ImageRun, exponent: float) -> int:
+        return fixed_pick(run, selection.scaled_stop(run.height, run.width, exponent))
+
+    def wmv_at(run: ImageRun, exponent: float) -> int:
+        return wmv_pick(run, selection.TUNED_WMV.window, scaled_patience(run, exponent))
+
+    stop_exponent, patience_exponent = best_exponent(stop_at), best_exponent(wmv_at)
+    wmv = selection.TUNED_WMV
+    sizes = "/".join(str(size) for size in sorted(tuning))
+    tuned_on = f"PolyU, {sum(len(runs) for runs in tuning.values())} runs at {sizes} px"
+    return {
+        "fixed:auto, exponent tuned": Rule(
+            f"{selection.TUNED_FIXED.iteration} x (pixels / 64²) ^ {stop_exponent:g}",
+            lambda run: stop_at(run, stop_exponent),
+            None,
+            tuned_on,
+        ),
+        "wmv, patience scaled": Rule(
+            f"window {wmv.window}, patience {wmv.patience} x (pixels / 64²) ^ {patience_exponent:g}",
+            lambda run: wmv_at(run, patience_exponent),
+            lambda run: -run.variances[wmv.window],
+            tuned_on,
+        ),
+    }
 
 
 def shipped_rules() -> dict[str, Rule]:
@@ -228,23 +289,87 @@ def quality_row(size: int, precision: str, runs: list[ImageRun], cbm3d) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def rule_rows(size: int, precision: str, runs: list[ImageRun], tuning, cbm3d) -> list[str]:
+def rule_rows(
+    size: int, precision: str, runs: list[ImageRun], rules: dict[str, Rule], cbm3d
+) -> list[str]:
     """Table 2's rows: every rule's gap to DIP's best on `runs`, its pick against CBM3D and,
     for a rule that scores, its within-image SRCC."""
     rows = []
-    for name, rule in (shipped_rules() | tune_on(tuning)).items():
+    for name, rule in rules.items():
         picked = np.array([run.psnr[rule.pick(run)] for run in runs])
         gaps = np.array([run.best for run in runs]) - picked
         versus = "-"
         if cbm3d is not None and all(run.stem in cbm3d[2] for run in runs):
             versus = f"{(picked - np.array([cbm3d[2][run.stem] for run in runs])).mean():+.2f}"
-        tuned_on = f"PolyU, {len(tuning)} runs" if rule.tuned else "-"
         srcc = "-" if rule.score is None else f"{within_image_srcc(runs, rule.score):+.2f}"
         rows.append(
-            f"| {size} | {precision} | {name} | {rule.setting} | {tuned_on} | {spread(gaps)} | "
+            f"| {size} | {precision} | {name} | {rule.setting} | {rule.tuned_on} | {spread(gaps)} | "
             f"{picked.mean():.2f} | {versus} | {srcc} |"
         )
     return rows
+
+
+def tuning_runs(runs: list[ImageRun], size: int, precision: str) -> list[ImageRun]:
+    """The tuning runs (PolyU sets, seed 0) of one size and precision."""
+    return [
+        run
+        for run in runs
+        if (run.size, run.precision, run.seed) == (size, precision, 0)
+        and run.set_name.startswith(TUNING_SET)
+    ]
+
+
+def first_reach(run: ImageRun, target: float) -> int | None:
+    """The first candidate iteration whose PSNR reaches `target` (dB), or None."""
+    reached = np.flatnonzero(run.psnr >= target)
+    return int(run.iterations[reached[0]]) if reached.size else None
+
+
+def transfer_lines(runs: list[ImageRun]) -> list[str]:
+    """Table 3: the CC runs started from another network (sets `CC_<init>`) against the scratch
+    run of the same image, size, precision and seed: how many reach the scratch peak less
+    TRANSFER_TOLERANCE_DB, in how many iterations (a miss counts as the run's length), and their
+    own peak."""
+    scratch = {(r.size, r.precision, r.seed, r.stem): r for r in runs if r.set_name == REPORT_SET}
+    groups: dict[tuple[int, str, str], list[tuple[ImageRun, ImageRun]]] = {}
+    for run in runs:
+        if run.set_name.startswith(f"{REPORT_SET}_"):
+            reference = scratch.get((run.size, run.precision, run.seed, run.stem))
+            if reference is not None:
+                key = (run.size, run.precision, run.set_name[len(REPORT_SET) + 1 :])
+                groups.setdefault(key, []).append((reference, run))
+    if not groups:
+        return []
+    lines = [
+        "",
+        "Transfer learning on the CC crops: each run started from another network against the "
+        f"scratch run of the same image and seed; reached: the scratch peak less "
+        f"{TRANSFER_TOLERANCE_DB:g} dB, over test_BIQAN's candidates (a miss counts as the "
+        "run's length):",
+        "",
+        "| size | precision | init | image runs | reached | iterations to reach, scratch | "
+        "iterations to reach, init | saving of summed iterations | init peak - scratch peak "
+        "(dB) | init's best iteration, median |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (size, precision, init), pairs in sorted(groups.items()):
+        scratch_iterations, init_iterations, misses = [], [], 0
+        for reference, run in pairs:
+            target = reference.best - TRANSFER_TOLERANCE_DB
+            scratch_iterations.append(first_reach(reference, target))
+            reached = first_reach(run, target)
+            misses += reached is None
+            init_iterations.append(int(run.iterations[-1]) if reached is None else reached)
+        saving = 1 - sum(init_iterations) / sum(scratch_iterations)
+        peaks = np.mean([run.best - reference.best for reference, run in pairs])
+        best_iterations = [int(run.iterations[np.argmax(run.psnr)]) for _, run in pairs]
+        cells = [
+            str(size), precision, init, str(len(pairs)), f"{len(pairs) - misses}/{len(pairs)}",
+            f"{np.mean(scratch_iterations):.0f}", f"{np.mean(init_iterations):.0f}",
+            f"{saving:+.0%}", f"{peaks:+.2f}", f"{np.median(best_iterations):.0f}",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def report_lines(results: Path) -> list[str]:
@@ -273,20 +398,21 @@ def report_lines(results: Path) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for size, precision in groups:
-        key = (size, precision, REPORT_SET)
-        report = [r for r in runs if (r.size, r.precision, r.set_name) == key]
+        report = [
+            r for r in runs if (r.size, r.precision, r.set_name) == (size, precision, REPORT_SET)
+        ]
         if not report:
             continue
-        tuning = [
-            r
-            for r in runs
-            if (r.size, r.precision, r.seed) == (size, precision, 0)
-            and r.set_name.startswith(TUNING_SET)
-        ]
+        across = {
+            other: tuning_runs(runs, other, precision)
+            for other in sorted({r.size for r in runs if r.precision == precision})
+        }
+        across = {other: tuning for other, tuning in across.items() if tuning}
         cbm3d = cbm3d_tuned(results, size)
         quality.append(quality_row(size, precision, report, cbm3d))
-        rules += rule_rows(size, precision, report, tuning, cbm3d)
-    return quality + rules
+        rules_here = shipped_rules() | tune_on(tuning_runs(runs, size, precision))
+        rules += rule_rows(size, precision, report, rules_here | tune_across_sizes(across), cbm3d)
+    return quality + rules + transfer_lines(runs)
 
 
 def main(args: argparse.Namespace) -> int:

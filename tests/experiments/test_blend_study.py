@@ -103,3 +103,13 @@ def test_report_tunes_the_weight_on_polyu_only(tmp_path):
     assert f"| {seeds:.2f} ({seeds - cbm3d:+.2f}) (3) |" in line
     blended = 30.0 - 0.5**2  # the weight tuned on PolyU, 0.3, not CC's 0.8
     assert f"| 0.3 | {blended:.2f} ({blended - cbm3d:+.2f}) |" in line
+
+
+def test_report_of_one_seed_has_no_seed_mean(tmp_path):
+    target = tmp_path / blend_study.ROWS / "256px" / "bf16.csv"
+    target.parent.mkdir(parents=True)
+    rows = synthetic_rows()
+    rows[rows["output"] == "one fit"].to_csv(target, index=False)
+    cells = [cell.strip() for cell in blend_study.report_lines(tmp_path)[-1].split("|")]
+    assert cells[6] == "-" and cells[9] == "-"  # seed mean, plain and blended
+    assert cells[5] != "-" and cells[8] != "-"

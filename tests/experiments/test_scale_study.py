@@ -8,26 +8,40 @@ import numpy as np
 import pandas as pd
 
 from experiments import precision_study, scale_study
-from utils import snapshot_features
+from utils import selection, snapshot_features
 
 ITERATIONS = np.arange(20, 1220, 20)
 
 
-def write_run(results: Path, set_name: str, stem: str, peak: int, top: float) -> None:
-    """A collected image run at 256 px, bf16, seed 0 whose PSNR peaks at `peak` with `top` dB."""
-    run_dir = results / "scale" / "256px" / "bf16" / f"{set_name}_s0"
+def write_run(
+    results: Path,
+    set_name: str,
+    stem: str,
+    peak: int,
+    top: float,
+    size: int = 256,
+    iterations: np.ndarray = ITERATIONS,
+    dip_at: int | None = None,
+) -> None:
+    """A collected image run at `size` px, bf16, seed 0 whose PSNR peaks at `peak` with `top`
+    dB; its window variances are least at the peak, with a local minimum at `dip_at` if given
+    (an early plateau, where a short patience stops)."""
+    run_dir = results / "scale" / f"{size}px" / "bf16" / f"{set_name}_s0"
     run_dir.mkdir(parents=True, exist_ok=True)
-    psnr = top - 1e-5 * (ITERATIONS - peak) ** 2
-    table = pd.DataFrame({"iteration": ITERATIONS, "psnr_avg": psnr})
-    for window in precision_study.WINDOWS:  # variances least at the peak: WMV's window picks it
-        table[precision_study.variance_column(window)] = 1e-6 + 1e-9 * np.abs(ITERATIONS - peak)
+    psnr = top - 1e-5 * (iterations - peak) ** 2
+    table = pd.DataFrame({"iteration": iterations, "psnr_avg": psnr})
+    variances = 1e-6 + 1e-9 * np.abs(iterations - peak)
+    if dip_at is not None:
+        variances -= 5e-7 * np.exp(-(((iterations - dip_at) / 60.0) ** 2))
+    for window in precision_study.WINDOWS:
+        table[precision_study.variance_column(window)] = variances
     for index, name in enumerate(snapshot_features.FEATURE_NAMES):  # the first tells the peak
         table[name] = (
-            -np.abs(ITERATIONS - peak) / 100.0 if index == 0 else np.cos(ITERATIONS * index)
+            -np.abs(iterations - peak) / 100.0 if index == 0 else np.cos(iterations * index)
         )
     table.to_csv(run_dir / f"{stem}.csv", index=False)
     images = run_dir / precision_study.IMAGES_FILE
-    row = pd.DataFrame([{"stem": stem, "height": 256, "width": 256, "noisy_psnr": top - 4}])
+    row = pd.DataFrame([{"stem": stem, "height": size, "width": size, "noisy_psnr": top - 4}])
     row.to_csv(images, mode="a", header=not images.exists(), index=False)
 
 
@@ -69,3 +83,43 @@ def test_rules_are_tuned_on_polyu_and_judged_on_cc(tmp_path):
     cells = [cell.strip() for cell in ranker.split("|")]
     assert cells[5] == "PolyU, 2 runs" and cells[-2] == "+1.00"  # it learnt feature 0's order
     assert float(cells[6].split()[0]) < 0.05  # and picks next to CC's peak
+
+
+def row_cells(lines: list[str], rule: str) -> list[str]:
+    """The cells of the table row of `rule`."""
+    return [
+        cell.strip() for cell in next(line for line in lines if f"| {rule} |" in line).split("|")
+    ]
+
+
+def test_size_exponents_are_tuned_on_polyu_at_every_size(tmp_path):
+    long = np.arange(20, 3620, 20)
+    for stem in ("p1", "p2"):  # PolyU peaks at 600 at 64 px and 600 x 16 ** 0.5 at 256 px
+        write_run(tmp_path, "PolyU20", stem, 600, 40.0, size=64, iterations=long)
+        write_run(tmp_path, "PolyU30", stem, 2400, 40.0, iterations=long, dip_at=1000)
+    write_run(tmp_path, "CC", "c1", 2400, 36.0, iterations=long, dip_at=1000)
+    lines = scale_study.report_lines(tmp_path)
+    stop = row_cells(lines, "fixed:auto, exponent tuned")
+    assert stop[4] == "600 x (pixels / 64²) ^ 0.5" and stop[5] == "PolyU, 4 runs at 64/256 px"
+    assert stop[6] == "0.00 [0.00]"
+    assert float(row_cells(lines, "wmv (default)")[6].split()[0]) > 1.0  # stops on the plateau
+    scaled = row_cells(lines, "wmv, patience scaled")
+    exponent = float(scaled[4].rpartition("^ ")[2])
+    assert 2 * 16**exponent > 20  # waits past the plateau: the variance falls again 500 later
+    assert scaled[6] == "0.00 [0.00]"
+    without = scale_study.report_lines(tmp_path / "none")  # no runs, no rows
+    assert not any("exponent tuned" in line for line in without)
+
+
+def test_transfer_counts_iterations_to_the_scratch_peak(tmp_path):
+    write_run(tmp_path, "CC", "c1", 800, 36.0)
+    write_run(tmp_path, "CC", "c2", 800, 36.0)
+    write_run(tmp_path, "CC_polyu1", "c1", 400, 36.5)  # earlier and higher: reached sooner
+    write_run(tmp_path, "CC_polyu1", "c2", 400, 35.0)  # lower: never reached
+    lines = scale_study.report_lines(tmp_path)
+    cells = row_cells(lines, "polyu1")
+    scratch_reach = 800 - 100  # 36 - 1e-5 (it - 800)^2 >= 35.9 from 800 - 100
+    init_reach = int(ITERATIONS[selection.START_INDEX])  # above 35.9 from 156: the first candidate
+    assert cells[4:8] == ["2", "1/2", f"{scratch_reach}", f"{(init_reach + 1200) / 2:.0f}"]
+    saving = 1 - (init_reach + 1200) / (2 * scratch_reach)
+    assert cells[8] == f"{saving:+.0%}" and cells[9] == "-0.25" and cells[10] == "400"
