@@ -6,7 +6,8 @@ The folder's `.dip_written.json` (MANIFEST) lists the names the tools wrote ther
 work a tool `claim`s the names it will write: an existing file whose name is not listed is the
 user's, and the claim fails in one line naming it; the other names are added to the list, then
 written (atomically, `utils.image_io`). A name is listed before its file is written, so a crash
-never leaves a file of ours unlisted. (Step 1's run folders are owned as a whole: see
+never leaves a file of ours unlisted. Processes that share a folder (denoise.py's workers) update
+the list one at a time, under the folder's MANIFEST_LOCK, so that no name is lost. (Step 1's run folders are owned as a whole: see
 `utils.dip.run_guard`.)
 """
 
@@ -17,8 +18,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from utils import image_io
+from utils.dip import run_guard
 
 MANIFEST = ".dip_written.json"
+MANIFEST_LOCK = ".dip_written.lock"
 
 
 def written_names(folder: Path) -> set[str]:
@@ -63,8 +66,10 @@ def claim(folder: Path, names: Iterable[str]) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if set(names) - ours:
-            document = {"written": sorted(ours | set(names))}
-            image_io.write_text(folder / MANIFEST, json.dumps(document, indent=1) + "\n")
+            with run_guard.exclusive(folder / MANIFEST_LOCK):
+                ours = check(folder, names)  # again: another process may have written since
+                document = {"written": sorted(ours | set(names))}
+                image_io.write_text(folder / MANIFEST, json.dumps(document, indent=1) + "\n")
     except OSError as error:
         raise ValueError(
             f"{folder}: cannot write there ({error.strerror or error}); choose another output"
