@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 
 from models import biqan  # noqa: E402
 from tests.conftest import ROOT as REPOSITORY
+from utils import ownership
 from utils.biqan import labels  # noqa: E402
 from utils.biqan import train as biqan_train
 
@@ -125,6 +126,26 @@ def test_fit_stage_writes_best_only_checkpoints(tmp_path: Path):
     )
     assert later["epoch"] == [3]
     assert biqan.list_checkpoints(tmp_path) == written
+    assert {path.name for path in written} <= ownership.written_names(tmp_path)
+
+
+def test_a_checkpoint_name_that_is_the_users_file_stops_training(tmp_path: Path):
+    keras.utils.set_random_seed(0)
+    model = biqan.build_biqan(TINY)
+    images = random_images(8)
+    targets = np.stack([labels.score_distribution(score) for score in np.linspace(3, 7, 8)])
+    data = ArrayBatches(images, targets.astype("float32"))
+    stage = biqan_train.StageSettings(stage=1, learning_rate=1e-2, epochs=1)
+    biqan_train.fit_stage(model, data, data, tmp_path / "first", stage, 0, np.inf)
+    (written,) = biqan.list_checkpoints(tmp_path / "first")
+    (tmp_path / "mine").mkdir()
+    mine = tmp_path / "mine" / written.name  # the name the same epoch's checkpoint gets
+    mine.write_bytes(b"mine")
+    keras.utils.set_random_seed(0)  # the same training again
+    model = biqan.build_biqan(TINY)
+    with pytest.raises(ValueError, match="exists and was not written by this tool"):
+        biqan_train.fit_stage(model, data, data, tmp_path / "mine", stage, 0, np.inf)
+    assert mine.read_bytes() == b"mine"
 
 
 @pytest.mark.parametrize("freeze_batchnorm", [True, False])

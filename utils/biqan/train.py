@@ -16,6 +16,7 @@ import numpy as np
 from keras import ops
 
 from models import biqan
+from utils import ownership
 from utils.biqan.settings import StageSettings
 
 EMD_EPSILON = 1e-12
@@ -89,6 +90,21 @@ def compile_stage(
     model.compile(optimizer=optimizer, loss=earth_movers_distance)
 
 
+class ClaimCheckpoint(keras.callbacks.Callback):
+    """Records the name of each epoch's checkpoint in the folder's ownership list
+    (`utils.ownership`) before the ModelCheckpoint after it in the callback list may write it;
+    a name that is the user's file stops the training with ownership's ValueError."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = folder
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs and np.isfinite(logs.get("val_loss", np.nan)):
+            name = biqan.CHECKPOINT_NAME.format(epoch=epoch + 1, val_loss=logs["val_loss"])
+            ownership.claim(self.folder, [name])
+
+
 def fit_stage(
     model: keras.Model,
     train_data,
@@ -100,8 +116,9 @@ def fit_stage(
 ) -> tuple[dict, float]:
     """Compile and fit one stage with early stopping, LR reduction, best-only checkpoints.
 
-    Checkpoints are ``weights.{epoch:03d}-{val_loss:.3f}.weights.h5`` in ``checkpoint_folder``;
-    one is written only when val_loss beats ``best_val_loss`` (carried over between stages).
+    Checkpoints are ``weights.{epoch:03d}-{val_loss:.3f}.weights.h5`` in ``checkpoint_folder``,
+    each name claimed first (`ClaimCheckpoint`); one is written only when val_loss beats
+    ``best_val_loss`` (carried over between stages).
     Returns the history (metric -> list per epoch, plus ``epoch`` counted from 1 over all
     stages) and the best val_loss so far.
     """
@@ -116,6 +133,7 @@ def fit_stage(
         initial_value_threshold=best_val_loss if np.isfinite(best_val_loss) else None,
     )
     callbacks = [
+        ClaimCheckpoint(checkpoint_folder),
         checkpoint,
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=settings.early_stopping_patience
