@@ -36,7 +36,12 @@ ROWS = "blend"  # RESULTS/blend/<size>px/<precision>.csv
 TABLE_FILE = "blend.md"  # RESULTS/blend.md, and its copy in the document
 DOC_BLOCK = "blend"  # this table's block in docs/REPRODUCTION.md
 SCALE_RUNS = REPO / "devdata" / "scale"  # experiments/scale_runs.sh
-RUN_FOLDERS = {64: REPO / "devdata" / "precision", 128: SCALE_RUNS, 256: SCALE_RUNS, 512: SCALE_RUNS}
+RUN_FOLDERS = {
+    64: REPO / "devdata" / "precision",
+    128: SCALE_RUNS,
+    256: SCALE_RUNS,
+    512: SCALE_RUNS,
+}
 WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 OUTPUTS = ("one fit", "seed mean")  # one seed's pick; the mean of the picks of seeds 0, 1, 2...
 # seed: the fit's seed for "one fit", the number of seeds averaged for "seed mean"
@@ -135,12 +140,12 @@ def report_lines(results: Path) -> list[str]:
             polyu = group[
                 (group["set"] != scale_study.REPORT_SET) & (group["output"] == OUTPUTS[0])
             ]
-            weight = polyu.groupby("weight")["psnr"].mean().idxmax()
+            weight = polyu.groupby("weight")["psnr"].mean().idxmax() if len(polyu) else None
             cc = group[group["set"] == scale_study.REPORT_SET]
             mean = cc.groupby(["output", "weight"])["psnr"].mean()
             cbm3d = mean[(OUTPUTS[0], 0.0)]
             averaged = cc[cc["output"] == OUTPUTS[1]]["seed"]
-            keys = [(output, w) for w in (1.0, weight) for output in OUTPUTS]
+            keys = [(output, w) for w in (1.0, weight) for output in OUTPUTS]  # None: not tuned
             versus = [
                 f"{mean[key]:.2f} ({mean[key] - cbm3d:+.2f})" if key in mean else "-"
                 for key in keys
@@ -148,7 +153,8 @@ def report_lines(results: Path) -> list[str]:
             seeds = f" ({averaged.min()})" if len(averaged) else ""
             lines.append(
                 f"| {path.parent.name[:-2]} | {path.stem} | {rule} | {cbm3d:.2f} | {versus[0]} | "
-                f"{versus[1]}{seeds} | {weight:g} | {versus[2]} | {versus[3]} |"
+                f"{versus[1]}{seeds} | {'-' if weight is None else f'{weight:g}'} | {versus[2]} | "
+                f"{versus[3]} |"
             )
     return lines
 

@@ -113,3 +113,12 @@ def test_report_of_one_seed_has_no_seed_mean(tmp_path):
     cells = [cell.strip() for cell in blend_study.report_lines(tmp_path)[-1].split("|")]
     assert cells[6] == "-" and cells[9] == "-"  # seed mean, plain and blended
     assert cells[5] != "-" and cells[8] != "-"
+
+
+def test_report_without_polyu_rows_does_not_blend(tmp_path):
+    target = tmp_path / blend_study.ROWS / "256px" / "bf16.csv"
+    target.parent.mkdir(parents=True)
+    rows = synthetic_rows()
+    rows[rows["set"] == "CC"].to_csv(target, index=False)
+    cells = [cell.strip() for cell in blend_study.report_lines(tmp_path)[-1].split("|")]
+    assert cells[5] != "-" and cells[7:10] == ["-", "-", "-"]  # no weight tuned on PolyU
