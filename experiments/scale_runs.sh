@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-# Issue 26: the reproduction at the paper's scale. DIP runs of centre crops at 128x128 and 256x256,
-# then the whole 512x512 CC images; 3000 iterations, a snapshot every 20, in bf16 (PRECISION; the shipped
-# CPU fast path, whose quality against fp32 is docs/REPRODUCTION.md section 8). Resumable: rerun
-# after an interruption (a stop signal saves the fit; a kill loses at most --checkpoint_every
-# iterations per image).
+# Issue 26: the reproduction at the paper's scale. DIP runs of centre crops at 128x128 and
+# 256x256, then the whole 512x512 CC images; 3000 iterations, a snapshot every 20, in bf16
+# (PRECISION; the shipped CPU fast path, whose quality against fp32 is docs/REPRODUCTION.md
+# section 8). Resumable: rerun after an interruption (a stop signal saves the fit; a kill loses at
+# most --checkpoint_every iterations per image).
 #
 #   nohup experiments/scale_runs.sh > devdata/logs/scale_runs.log 2>&1 &
 #   python -m experiments.precision_study collect --runs devdata/scale --results results/scale
 #
-# Two streams, one thread each (one per core); the two processes on one folder share its images
-# through run_BDN.py's per-image locks. The 256 list: the 5 CC pairs at seed 0 (the report set),
-# 30 PolyU pairs at seed 0 (every 3rd by name: training and tuning),
-# the CC pairs from a PolyU pair's network (transfer learning, `polyu1`), the CC pairs at seeds 1
-# and 2, then the CC images at 512x512, seed 0. The first stream starts on it; the second first
-# fits the 128x128 crops (the 5 CC pairs and 10 PolyU pairs, every 10th by name, at seed 0, then
-# the CC pairs from the first PolyU pair's network) and then joins the 256 list.
-# Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder `collect` copies
-# the per-iteration rows (no pixels) of its finished images under results/scale, to commit.
+# Two streams, one thread each (one per core), over one list; the two processes on one folder
+# share its images through run_BDN.py's per-image locks. The list: the 5 CC pairs at 256x256,
+# seed 0 (the report set); 30 PolyU pairs at seed 0 (every 3rd by name: training and tuning); the
+# CC pairs from the first PolyU pair's network (transfer learning, `polyu1`); at 128x128, 10 PolyU
+# pairs (every 10th) and the CC pairs from the first one's network; the CC pairs at 256x256 at
+# seeds 1 and 2; the CC images at 512x512, seed 0. The second stream first fits the 5 CC pairs at
+# 128x128, seed 0.
+# Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder
+# `collect` copies the per-iteration rows (no pixels) of its finished images under results/scale,
+# to commit.
 # Environment: PY, CODE (experiments/runs_setup.sh), ITERATIONS (3000), PRECISION (bf16).
 set -u
 main() {
@@ -54,10 +55,10 @@ main() {
     }
     # stream: the 256 list, in order
     stream() {
-        run 256 CC 0; run 256 PolyU30 0; transfer 256 PolyU30; run 256 CC 1; run 256 CC 2
-        run 512 CC 0
+        run 256 CC 0; run 256 PolyU30 0; transfer 256 PolyU30; run 128 PolyU10 0
+        transfer 128 PolyU10; run 256 CC 1; run 256 CC 2; run 512 CC 0
     }
-    stream & sleep 5; run 128 CC 0; run 128 PolyU10 0; transfer 128 PolyU10; stream
+    stream & sleep 5; run 128 CC 0; stream
     wait
 }
 main "$@"; exit
