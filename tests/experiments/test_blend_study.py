@@ -105,20 +105,22 @@ def test_report_tunes_the_weight_on_polyu_only(tmp_path):
     assert f"| 0.3 | {blended:.2f} ({blended - cbm3d:+.2f}) |" in line
 
 
-def test_report_of_one_seed_has_no_seed_mean(tmp_path):
-    target = tmp_path / blend_study.ROWS / "256px" / "bf16.csv"
+def report_cells(results: Path, rows: pd.DataFrame) -> list[str]:
+    """The cells of the last table row of `rows` as the 256 px bf16 blend rows."""
+    target = results / blend_study.ROWS / "256px" / "bf16.csv"
     target.parent.mkdir(parents=True)
+    rows.to_csv(target, index=False)
+    return [cell.strip() for cell in blend_study.report_lines(results)[-1].split("|")]
+
+
+def test_report_of_one_seed_has_no_seed_mean(tmp_path):
     rows = synthetic_rows()
-    rows[rows["output"] == "one fit"].to_csv(target, index=False)
-    cells = [cell.strip() for cell in blend_study.report_lines(tmp_path)[-1].split("|")]
+    cells = report_cells(tmp_path, rows[rows["output"] == "one fit"])
     assert cells[6] == "-" and cells[9] == "-"  # seed mean, plain and blended
     assert cells[5] != "-" and cells[8] != "-"
 
 
 def test_report_without_polyu_rows_does_not_blend(tmp_path):
-    target = tmp_path / blend_study.ROWS / "256px" / "bf16.csv"
-    target.parent.mkdir(parents=True)
     rows = synthetic_rows()
-    rows[rows["set"] == "CC"].to_csv(target, index=False)
-    cells = [cell.strip() for cell in blend_study.report_lines(tmp_path)[-1].split("|")]
+    cells = report_cells(tmp_path, rows[rows["set"] == "CC"])
     assert cells[5] != "-" and cells[7:10] == ["-", "-", "-"]  # no weight tuned on PolyU
