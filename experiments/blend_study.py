@@ -130,7 +130,7 @@ def report_lines(results: Path) -> list[str]:
         "Seed averaging and the CBM3D blend on the CC crops (mean PSNR, dB, and against CBM3D "
         "tuned on PolyU; the blend weight tuned on the seed-0 picks of the PolyU crops):",
         "",
-        "| size | precision | rule | CBM3D | one fit | seed mean (seeds) | weight | one fit, "
+        "| size | precision | rule | CBM3D | one fit | seed mean (seeds) | weight (PolyU images) | one fit, "
         "blended | seed mean, blended |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -151,10 +151,10 @@ def report_lines(results: Path) -> list[str]:
                 for key in keys
             ]
             seeds = f" ({averaged.min()})" if len(averaged) else ""
+            tuned = "-" if weight is None else f"{weight:g} ({polyu['stem'].nunique()})"
             lines.append(
                 f"| {path.parent.name[:-2]} | {path.stem} | {rule} | {cbm3d:.2f} | {versus[0]} | "
-                f"{versus[1]}{seeds} | {'-' if weight is None else f'{weight:g}'} | {versus[2]} | "
-                f"{versus[3]} |"
+                f"{versus[1]}{seeds} | {tuned} | {versus[2]} | {versus[3]} |"
             )
     return lines
 

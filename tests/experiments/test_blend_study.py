@@ -102,7 +102,7 @@ def test_report_tunes_the_weight_on_polyu_only(tmp_path):
     seeds = one + 0.5
     assert f"| {seeds:.2f} ({seeds - cbm3d:+.2f}) (3) |" in line
     blended = 30.0 - 0.5**2  # the weight tuned on PolyU, 0.3, not CC's 0.8
-    assert f"| 0.3 | {blended:.2f} ({blended - cbm3d:+.2f}) |" in line
+    assert f"| 0.3 (1) | {blended:.2f} ({blended - cbm3d:+.2f}) |" in line
 
 
 def report_cells(results: Path, rows: pd.DataFrame) -> list[str]:
