@@ -134,7 +134,9 @@ def report_lines(results: Path) -> list[str]:
         "blended | seed mean, blended |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for path in sorted((results / ROWS).glob("*px/*.csv")):
+    for path in sorted(
+        (results / ROWS).glob("*px/*.csv"), key=lambda path: (int(path.parent.name[:-2]), path.stem)
+    ):
         rows = pd.read_csv(path)
         for rule, group in rows.groupby("rule", sort=False):
             polyu = group[
