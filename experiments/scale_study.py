@@ -47,6 +47,7 @@ DOC_BLOCK = "scale"  # this table's block in docs/REPRODUCTION.md
 REPORT_SET, TUNING_SET = "CC", "PolyU"  # a set name starting with TUNING_SET is tuning data
 PRECISIONS = ("fp32", "bf16")  # the shipped ones (precision_study also has a retired variant)
 PATIENCES = tuple(range(1, 31))  # WMV's patience grid, in snapshots
+MIN_TUNING_RUNS = 5  # a size's PolyU runs tune nothing until there are this many
 EXPONENTS = tuple(np.round(np.arange(0.0, 1.0001, 0.02), 2))  # the size exponents' grid
 TRANSFER_TOLERANCE_DB = 0.1  # experiments/transfer.py's: "reached" is the scratch peak less this
 
@@ -310,13 +311,15 @@ def rule_rows(
 
 
 def tuning_runs(runs: list[ImageRun], size: int, precision: str) -> list[ImageRun]:
-    """The tuning runs (PolyU sets, seed 0) of one size and precision."""
-    return [
+    """The tuning runs (PolyU sets, seed 0) of one size and precision; none while there are
+    fewer than MIN_TUNING_RUNS (one or two images would tune to themselves)."""
+    tuning = [
         run
         for run in runs
         if (run.size, run.precision, run.seed) == (size, precision, 0)
         and run.set_name.startswith(TUNING_SET)
     ]
+    return tuning if len(tuning) >= MIN_TUNING_RUNS else []
 
 
 def first_reach(run: ImageRun, target: float) -> int | None:

@@ -62,8 +62,8 @@ def write_cbm3d(results: Path) -> None:
 
 
 def test_rules_are_tuned_on_polyu_and_judged_on_cc(tmp_path):
-    for stem, peak in (("p1", 400), ("p2", 420)):
-        write_run(tmp_path, "PolyU30", stem, peak, 40.0)
+    for index, peak in enumerate((400, 420, 400, 380, 400)):
+        write_run(tmp_path, "PolyU30", f"p{index}", peak, 40.0)
     write_run(tmp_path, "CC", "c1", 800, 36.0)  # CC peaks later: the PolyU-tuned stop loses
     write_cbm3d(tmp_path)
     runs = scale_study.read_runs(tmp_path)
@@ -74,14 +74,14 @@ def test_rules_are_tuned_on_polyu_and_judged_on_cc(tmp_path):
     quality = next(line for line in lines if line.startswith("| 256 | bf16 | 0 |"))
     assert "| 36.00 | +4.00 | 33.00 (σ 10, 1 PolyU) | +3.00 |" in quality
     tuned = next(line for line in lines if "| fixed, tuned |" in line)
-    assert "fixed:400" in tuned and "PolyU, 2 runs" in tuned
+    assert "fixed:400" in tuned and "PolyU, 5 runs" in tuned
     gap = 36.0 - (36.0 - 1e-5 * (400 - 800) ** 2)
     assert f"| {gap:.2f} [{gap:.2f}] |" in tuned
     wmv = next(line for line in lines if "| wmv (default) |" in line)
     assert "| 0.00 [0.00] | 36.00 | +3.00 |" in wmv  # the variances are least at CC's own peak
     ranker = next(line for line in lines if "| snapshot ranker, trained |" in line)
     cells = [cell.strip() for cell in ranker.split("|")]
-    assert cells[5] == "PolyU, 2 runs" and cells[-2] == "+1.00"  # it learnt feature 0's order
+    assert cells[5] == "PolyU, 5 runs" and cells[-2] == "+1.00"  # it learnt feature 0's order
     assert float(cells[6].split()[0]) < 0.05  # and picks next to CC's peak
 
 
@@ -94,21 +94,22 @@ def row_cells(lines: list[str], rule: str) -> list[str]:
 
 def test_size_exponents_are_tuned_on_polyu_at_every_size(tmp_path):
     long = np.arange(20, 3620, 20)
-    for stem in ("p1", "p2"):  # PolyU peaks at 600 at 64 px and 600 x 16 ** 0.5 at 256 px
-        write_run(tmp_path, "PolyU20", stem, 600, 40.0, size=64, iterations=long)
-        write_run(tmp_path, "PolyU30", stem, 2400, 40.0, iterations=long, dip_at=1000)
     write_run(tmp_path, "CC", "c1", 2400, 36.0, iterations=long, dip_at=1000)
+    for index in range(scale_study.MIN_TUNING_RUNS):  # PolyU peaks at 600 at 64 px and
+        stem = f"p{index}"  # 600 x 16 ** 0.5 at 256 px
+        write_run(tmp_path, "PolyU20", stem, 600, 40.0, size=64, iterations=long)
+        lines = scale_study.report_lines(tmp_path)
+        assert not any("exponent tuned" in line for line in lines)  # too few at 256 px
+        write_run(tmp_path, "PolyU30", stem, 2400, 40.0, iterations=long, dip_at=1000)
     lines = scale_study.report_lines(tmp_path)
     stop = row_cells(lines, "fixed:auto, exponent tuned")
-    assert stop[4] == "600 x (pixels / 64²) ^ 0.5" and stop[5] == "PolyU, 4 runs at 64/256 px"
+    assert stop[4] == "600 x (pixels / 64²) ^ 0.5" and stop[5] == "PolyU, 10 runs at 64/256 px"
     assert stop[6] == "0.00 [0.00]"
     assert float(row_cells(lines, "wmv (default)")[6].split()[0]) > 1.0  # stops on the plateau
     scaled = row_cells(lines, "wmv, patience scaled")
     exponent = float(scaled[4].rpartition("^ ")[2])
     assert 2 * 16**exponent > 20  # waits past the plateau: the variance falls again 500 later
     assert scaled[6] == "0.00 [0.00]"
-    without = scale_study.report_lines(tmp_path / "none")  # no runs, no rows
-    assert not any("exponent tuned" in line for line in without)
 
 
 def test_transfer_counts_iterations_to_the_scratch_peak(tmp_path):
