@@ -189,14 +189,11 @@ def tune_on(runs: list[ImageRun]) -> dict[str, Rule]:
     return rules
 
 
-def size_ratio(run: ImageRun) -> float:
-    """The run's pixel count over that of a STOP_SIZE x STOP_SIZE crop (1 at 64x64)."""
-    return run.height * run.width / selection.STOP_SIZE**2
-
-
 def scaled_patience(run: ImageRun, exponent: float) -> int:
-    """The shipped WMV patience (snapshots) times size_ratio ** `exponent`, rounded, at least 1."""
-    return max(1, round(selection.TUNED_WMV.patience * size_ratio(run) ** exponent))
+    """The shipped WMV patience (snapshots) times the run's `selection.size_ratio` ** `exponent`,
+    rounded, at least 1."""
+    ratio = selection.size_ratio(run.height, run.width)
+    return max(1, round(selection.TUNED_WMV.patience * ratio**exponent))
 
 
 def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
@@ -225,18 +222,18 @@ def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
         return wmv_pick(run, selection.TUNED_WMV.window, scaled_patience(run, exponent))
 
     stop_exponent, patience_exponent = best_exponent(stop_at), best_exponent(wmv_at)
-    wmv = selection.TUNED_WMV
+    wmv, ratio = selection.TUNED_WMV, f"(pixels / {selection.STOP_SIZE}²)"
     sizes = "/".join(str(size) for size in sorted(tuning))
     tuned_on = f"PolyU, {sum(len(runs) for runs in tuning.values())} runs at {sizes} px"
     return {
         "fixed:auto, exponent tuned": Rule(
-            f"{selection.TUNED_FIXED.iteration} x (pixels / 64²) ^ {stop_exponent:g}",
+            f"{selection.TUNED_FIXED.iteration} x {ratio} ^ {stop_exponent:g}",
             lambda run: stop_at(run, stop_exponent),
             None,
             tuned_on,
         ),
         "wmv, patience scaled": Rule(
-            f"window {wmv.window}, patience {wmv.patience} x (pixels / 64²) ^ {patience_exponent:g}",
+            f"window {wmv.window}, patience {wmv.patience} x {ratio} ^ {patience_exponent:g}",
             lambda run: wmv_at(run, patience_exponent),
             lambda run: -run.variances[wmv.window],
             tuned_on,
@@ -380,6 +377,13 @@ def report_lines(results: Path) -> list[str]:
     precision that has CC runs."""
     runs = read_runs(results)
     groups = sorted({(run.size, run.precision) for run in runs if run.precision in PRECISIONS})
+    sizes, precisions = ({group[index] for group in groups} for index in (0, 1))
+    across = {  # per precision: the size exponents tuned on the PolyU runs of every size
+        precision: tune_across_sizes(
+            {size: tuned for size in sorted(sizes) if (tuned := tuning_runs(runs, size, precision))}
+        )
+        for precision in precisions
+    }
     quality = [
         "DIP and CBM3D on the CC crops (mean over image runs; CBM3D's σ tuned on the PolyU crops "
         "of the same size, 8-bit units):",
@@ -406,15 +410,10 @@ def report_lines(results: Path) -> list[str]:
         ]
         if not report:
             continue
-        across = {
-            other: tuning_runs(runs, other, precision)
-            for other in sorted({r.size for r in runs if r.precision == precision})
-        }
-        across = {other: tuning for other, tuning in across.items() if tuning}
         cbm3d = cbm3d_tuned(results, size)
         quality.append(quality_row(size, precision, report, cbm3d))
         rules_here = shipped_rules() | tune_on(tuning_runs(runs, size, precision))
-        rules += rule_rows(size, precision, report, rules_here | tune_across_sizes(across), cbm3d)
+        rules += rule_rows(size, precision, report, rules_here | across[precision], cbm3d)
     return quality + rules + transfer_lines(runs)
 
 

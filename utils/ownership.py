@@ -6,9 +6,9 @@ The folder's `.dip_written.json` (MANIFEST) lists the names the tools wrote ther
 work a tool `claim`s the names it will write: an existing file whose name is not listed is the
 user's, and the claim fails in one line naming it; the other names are added to the list, then
 written (atomically, `utils.image_io`). A name is listed before its file is written, so a crash
-never leaves a file of ours unlisted. Processes that share a folder (denoise.py's workers) update
-the list one at a time, under the folder's MANIFEST_LOCK, so that no name is lost. (Step 1's run folders are owned as a whole: see
-`utils.dip.run_guard`.)
+never leaves a file of ours unlisted. Processes that share a folder (denoise.py's workers)
+update the list one at a time, under the folder's MANIFEST_LOCK, so that no name is lost.
+(Step 1's run folders are owned as a whole: see `utils.dip.run_guard`.)
 """
 
 from __future__ import annotations

@@ -81,14 +81,20 @@ def parse_stop(text: str) -> int | None:
     return None if text.strip() == AUTO else int(text)
 
 
-def scaled_stop(height: int, width: int, exponent: float | None = None) -> float:
-    """The tuned stop for a height x width image: `TUNED_FIXED` (tuned on 64x64 crops) times
-    (pixels / 64^2) ** `exponent` (default `STOP_EXPONENT`); an iteration number, not rounded
-    to a snapshot."""
+def size_ratio(height: int, width: int) -> float:
+    """A height x width image's pixels over those of a STOP_SIZE x STOP_SIZE crop (1 at 64x64);
+    ValueError for a size that is not positive."""
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got {height}x{width}")
-    pixels = height * width / STOP_SIZE**2
-    return TUNED_FIXED.iteration * pixels ** (STOP_EXPONENT if exponent is None else exponent)
+    return height * width / STOP_SIZE**2
+
+
+def scaled_stop(height: int, width: int, exponent: float | None = None) -> float:
+    """The tuned stop for a height x width image: `TUNED_FIXED` (tuned on 64x64 crops) times
+    `size_ratio` ** `exponent` (default `STOP_EXPONENT`); an iteration number, not rounded to a
+    snapshot."""
+    ratio = size_ratio(height, width)
+    return TUNED_FIXED.iteration * ratio ** (STOP_EXPONENT if exponent is None else exponent)
 
 
 def select_at_or_after(iterations: np.ndarray, iteration: float) -> int:
