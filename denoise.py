@@ -53,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("--num_iter", FitSettings.num_iter, "most iterations per image"),
             ("--save_iter", denoising.SAVE_ITER, "snapshot every N iterations"),
             ("--wmv_window", denoising.WMV_WINDOW, "wmv window in iterations"),
-            ("--patience", denoising.PATIENCE, "patience in iterations"),
         ),
     )
+    cli.add_patience_flag(parser, "wmv patience in iterations")
     run_options.add_stop_flag(parser)
     run_options.add_loss_flag(parser)
     run_options.add_precision_flag(parser)

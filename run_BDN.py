@@ -39,7 +39,6 @@ NETWORK_FLAGS = (
 )  # fmt: skip
 STOPPING_FLAGS = (
     ("--wmv_window", EarlyStopSettings.window * FitSettings.save_iter, "wmv: window in iterations, a multiple of save_iter"),
-    ("--patience", EarlyStopSettings.patience * FitSettings.save_iter, "iterations without a new variance minimum (wmv) or a better score (biqan, ranker), a multiple of save_iter"),
 )  # fmt: skip
 RUN_FLAGS = (
     ("--workers", 1, "worker processes on the CPU (with GPUs: one per --gpu_id)"),
@@ -96,6 +95,12 @@ def add_stopping_flags(parser: argparse.ArgumentParser) -> None:
         help="stop each image when its rule fires and write the pick as <stem>/denoised.png",
     )
     cli.add_flags(stopping, STOPPING_FLAGS)
+    cli.add_patience_flag(
+        stopping,
+        "iterations without a new variance minimum (wmv) or a better score (biqan, ranker), a "
+        "multiple of save_iter",
+        EarlyStopSettings.patience * FitSettings.save_iter,
+    )
     run_options.add_stop_flag(stopping)
     stopping.add_argument(
         "--pre_trained_model",

@@ -97,17 +97,15 @@ def add_selector_flags(parser: argparse.ArgumentParser) -> None:
         f"without it {selection.DEFAULT_SELECTOR.label}, which needs no trained model and "
         "works for any run length)",
     )
-    tuned, published = selection.TUNED_WMV, selection.PUBLISHED_WMV
+    tuned, published = selection.DEFAULT_WMV, selection.PUBLISHED_WMV
     wmv = parser.add_argument_group(
         "wmv rule (in iterations, multiples of the run's --save_iter, as in run_BDN.py and "
-        f"denoise.py; default: the setting tuned on PolyU, {tuned.window} and {tuned.patience} "
-        f"snapshots, which is denoise.py's default at its snapshot interval; the published rule: "
-        f"{published.window} and {published.patience} snapshots)"
+        f"denoise.py; default: the setting tuned on PolyU, a window of {tuned.window} snapshots "
+        f"and the patience scaled to each image, denoise.py's default at its snapshot interval; "
+        f"the published rule: {published.window} and {published.patience} snapshots)"
     )
     wmv.add_argument("--wmv_window", type=int, help="iterations of the variance window")
-    wmv.add_argument(
-        "--patience", type=int, help="iterations without a new variance minimum before it stops"
-    )
+    cli.add_patience_flag(wmv, "iterations without a new variance minimum before it stops")
     wmv.add_argument(
         "--wmv_patience",
         type=int,

@@ -608,7 +608,6 @@ def run_fullscale(
         return False
     selections, selection_failed = {}, False
     tuned_window = max(2, denoising.WMV_WINDOW // args.save_iter)
-    tuned_patience = max(1, denoising.PATIENCE // args.save_iter)
     published_flags = (
         []
         if args.published_start_index is None
@@ -616,7 +615,7 @@ def run_fullscale(
     )
     runs = {
         "tuned": ["--start_index", "0", "--wmv_window", str(tuned_window * args.save_iter),
-                  "--patience", str(tuned_patience * args.save_iter)],
+                  "--patience", selection.AUTO],
         "published": published_flags,
     }  # fmt: skip
     for name, flags in runs.items():

@@ -189,13 +189,6 @@ def tune_on(runs: list[ImageRun]) -> dict[str, Rule]:
     return rules
 
 
-def scaled_patience(run: ImageRun, exponent: float) -> int:
-    """The shipped WMV patience (snapshots) times the run's `selection.size_ratio` ** `exponent`,
-    rounded, at least 1."""
-    ratio = selection.size_ratio(run.height, run.width)
-    return max(1, round(selection.TUNED_WMV.patience * ratio**exponent))
-
-
 def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
     """The shipped rules with their size exponent fitted to the tuning runs of every size (keys:
     sizes, at least two): `fixed:auto`'s stop exponent, and an exponent for WMV's patience; each
@@ -219,7 +212,8 @@ def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
         return fixed_pick(run, selection.scaled_stop(run.height, run.width, exponent))
 
     def wmv_at(run: ImageRun, exponent: float) -> int:
-        return wmv_pick(run, selection.TUNED_WMV.window, scaled_patience(run, exponent))
+        patience = selection.scaled_patience(run.height, run.width, exponent)
+        return wmv_pick(run, selection.DEFAULT_WMV.window, patience)
 
     stop_exponent, patience_exponent = best_exponent(stop_at), best_exponent(wmv_at)
     wmv, ratio = selection.TUNED_WMV, f"(pixels / {selection.STOP_SIZE}²)"
@@ -248,8 +242,14 @@ def shipped_rules() -> dict[str, Rule]:
         "scaled from 600 at 64 px",
         lambda run: fixed_pick(run, selection.scaled_stop(run.height, run.width)),
     )
-    wmv = selection.TUNED_WMV
-    return {"wmv (default)": wmv_rule(wmv.window, wmv.patience), "fixed:auto": scaled, "last": last}
+    window, exponent = selection.DEFAULT_WMV.window, selection.PATIENCE_EXPONENT
+    wmv = Rule(
+        f"window {window}, patience {selection.TUNED_WMV.patience}"
+        + (f" x (pixels / {selection.STOP_SIZE}²) ^ {exponent:g}" if exponent else ""),
+        lambda run: wmv_pick(run, window, selection.scaled_patience(run.height, run.width)),
+        lambda run: -run.variances[window],
+    )
+    return {"wmv (default)": wmv, "fixed:auto": scaled, "last": last}
 
 
 def within_image_srcc(runs: list[ImageRun], score: Callable[[ImageRun], np.ndarray]) -> float:

@@ -18,7 +18,7 @@ import denoise  # noqa: E402
 import run_BDN  # noqa: E402
 import test_BIQAN  # noqa: E402
 from tests.conftest import make_pair  # noqa: E402
-from utils import image_io, selection  # noqa: E402
+from utils import early_stopping, image_io, selection  # noqa: E402
 from utils.early_stopping import from_iterations  # noqa: E402
 from utils.method import BestScoreRule, FixedRule, RuleOptions, WmvRule, replay  # noqa: E402
 
@@ -173,6 +173,7 @@ def test_biqan_early_stop_needs_a_model(tmp_path, capsys):
 
 
 def denoise_args(*argv: str):
+    """denoise.py's flags for a short fit; the patience is the default, auto."""
     return denoise.parse_args(
         [
             *argv,
@@ -181,8 +182,6 @@ def denoise_args(*argv: str):
             "--save_iter",
             "10",
             "--wmv_window",
-            "20",
-            "--patience",
             "20",
             "--gpu_id",
             "cpu",
@@ -264,6 +263,29 @@ def test_online_fixed_auto_stop_matches_test_biqan_offline_fixed_auto(tmp_path):
     assert test_BIQAN.main(test_BIQAN.parse_args(selection_args)) == 0
     (offline,) = read_csv(selected / "selection.csv")
     assert offline["picked_iteration"] == str(stop)
+
+
+def test_auto_patience_is_scaled_to_each_image_of_a_group(monkeypatch, capsys):
+    """--patience auto (denoise.py's default, and run_BDN.py's on request) gives each image the
+    patience `selection.scaled_patience` gives its size; other values stay multiples of
+    --save_iter."""
+    monkeypatch.setattr(selection, "PATIENCE_EXPONENT", 0.5)
+    settings = from_iterations("wmv", 40, None, 20, None)
+    assert settings.patience is None
+    images = [np.zeros((64, 64)), np.zeros((256, 256, 3))]
+    stoppers = early_stopping.make_stoppers(settings, images)
+    assert [stopper.options.patience for stopper in stoppers] == [2, 8]
+    fixed = early_stopping.make_stoppers(from_iterations("wmv", 40, 60, 20, None), images)
+    assert [stopper.options.patience for stopper in fixed] == [3, 3]
+    with pytest.raises(ValueError, match="--patience must be multiples of --save_iter"):
+        from_iterations("wmv", 40, 30, 20, None)
+    assert denoise.build_parser().parse_args(["in.png", "-o", "out"]).patience is None
+    auto = ["--dataset_real_path", "in", "--output_path", "out", "--patience", "auto"]
+    assert run_BDN.build_parser().parse_args(auto).patience is None
+    with pytest.raises(SystemExit):
+        denoise.build_parser().parse_args(["in.png", "-o", "out", "--patience", "soon"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith("argument --patience: 'soon': write a number of iterations or auto")
 
 
 def test_fixed_stop_must_be_a_snapshot():

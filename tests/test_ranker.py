@@ -258,7 +258,7 @@ def test_test_biqan_without_flags_needs_no_trained_model(small_run: Path, tmp_pa
         ["--dataset_image_path", str(small_run / "run"), "--output_path", str(tmp_path / "picked")]
     )
     assert [selector.label for selector in args.selector] == ["wmv"]
-    assert test_BIQAN.wmv_in_snapshots(args, 4) == selection.TUNED_WMV
+    assert test_BIQAN.wmv_in_snapshots(args, 4) == selection.DEFAULT_WMV
     assert test_BIQAN.main(args) == 0
     with (tmp_path / "picked" / "selection.csv").open(newline="") as handle:
         assert {row["selector"] for row in csv.DictReader(handle)} == {"wmv"}

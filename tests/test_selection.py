@@ -182,7 +182,7 @@ def test_a_selector_that_cannot_pick_leaves_the_others():
 
 def test_wmv_from_iterations_converts_with_the_snapshot_interval():
     assert selection.wmv_from_iterations(100, 1000, 20) == selection.PUBLISHED_WMV
-    assert selection.wmv_from_iterations(None, None, 10) == selection.TUNED_WMV
+    assert selection.wmv_from_iterations(None, None, 10) == selection.DEFAULT_WMV
     assert selection.wmv_from_iterations(None, 30, 10) == selection.WmvSettings(2, 3)
     with pytest.raises(
         ValueError, match="--wmv_window 5: counts iterations now.* 5 snapshots = 100"
@@ -203,7 +203,39 @@ def test_test_biqan_default_wmv_is_denoise_default_in_iterations(tmp_path):
     settings = test_BIQAN.wmv_in_snapshots(args, denoising.SAVE_ITER)
     defaults = denoise.build_parser().parse_args(["in.png", "-o", "out"])
     assert settings.window * denoising.SAVE_ITER == defaults.wmv_window
-    assert settings.patience * denoising.SAVE_ITER == defaults.patience
+    assert settings.patience is None and defaults.patience is None  # both scaled to the image
+
+
+def test_scaled_patience_grows_with_the_pixel_count():
+    tuned = selection.TUNED_WMV.patience
+    assert selection.scaled_patience(64, 64) == tuned
+    assert selection.scaled_patience(32, 128, exponent=0.5) == tuned
+    assert selection.scaled_patience(256, 256, exponent=0.5) == tuned * 4
+    assert selection.scaled_patience(128, 128, exponent=0.25) == round(tuned * 2**0.5)
+    assert selection.scaled_patience(8, 8, exponent=1.0) == 1  # at least one snapshot
+    expected = round(tuned * 16**selection.PATIENCE_EXPONENT)
+    assert selection.scaled_patience(256, 256) == max(1, expected)
+
+
+def test_wmv_selector_scales_a_default_patience_to_the_snapshots_size(monkeypatch):
+    """With the patience unset (auto), the offline wmv pick is the one of the patience scaled
+    to the snapshots' size, which waits past a plateau that the 64x64 patience stops on."""
+    monkeypatch.setattr(selection, "PATIENCE_EXPONENT", 0.5)
+    variances = [4.0, 2.0, 1.0, 1.25, 1.5, 0.5, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]  # a plateau at 3
+    snapshots = [np.zeros((256, 256, 1))]
+    for variance in variances:  # two snapshots d apart have a window variance of d^2 / 4
+        snapshots.append(snapshots[-1] + 2 * np.sqrt(variance))
+    iterations = np.arange(1, len(snapshots) + 1) * 20
+    wmv = [selection.DEFAULT_SELECTOR]
+
+    def pick(settings: selection.WmvSettings) -> int:
+        return selection.apply_selectors(
+            wmv, iterations, None, snapshots.__getitem__, settings
+        ).picks["wmv"]
+
+    assert selection.scaled_patience(256, 256) == 8
+    assert pick(selection.TUNED_WMV) == 3  # fires 2 snapshots after the plateau's minimum
+    assert pick(selection.DEFAULT_WMV) == pick(selection.WmvSettings(window=2, patience=8)) == 7
 
 
 def test_fixed_auto_scales_the_tuned_stop_with_the_pixel_count():

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from utils import original_flags
+from utils import original_flags, selection
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -61,6 +61,30 @@ def parse_checked(
     except ValueError as error:
         parser.error(one_line(str(error)))
     return args
+
+
+def add_patience_flag(group: Any, text: str, default: int | str = selection.AUTO) -> None:
+    """--patience in iterations, or auto (`selection.scaled_patience` of each image, in
+    snapshots of the run); parsed to an int, or None for auto."""
+    group.add_argument(
+        "--patience",
+        type=iterations_or_auto,
+        default=default,
+        help=f"{text}, or {selection.AUTO}: {selection.TUNED_WMV.patience} snapshots for a "
+        f"{selection.STOP_SIZE}x{selection.STOP_SIZE} image, times (pixels / "
+        f"{selection.STOP_SIZE}^2) ** {selection.PATIENCE_EXPONENT}, rounded (default: "
+        "%(default)s)",
+    )
+
+
+def iterations_or_auto(text: str) -> int | None:
+    """argparse type of a flag in iterations that also takes auto (-> None)."""
+    try:
+        return selection.parse_auto(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write a number of iterations or {selection.AUTO}"
+        ) from None
 
 
 def add_flags(group: Any, rows: tuple[tuple[str, Any, str], ...]) -> None:

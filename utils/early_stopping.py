@@ -46,11 +46,12 @@ def early_stop_choices() -> tuple[str, ...]:
 @dataclasses.dataclass(frozen=True)
 class EarlyStopSettings:
     """Which rule and its parameters: window and patience in snapshots (run_BDN's flags are in
-    iterations), the fixed rule's stop in iterations (None: scaled to each image's size)."""
+    iterations; a patience of None is scaled to each image's size), the fixed rule's stop in
+    iterations (None: scaled to each image's size)."""
 
     rule: str = "none"
     window: int = 5
-    patience: int = 50
+    patience: int | None = 50
     model_path: Path | None = None
     stop_iteration: int | None = None
 
@@ -69,18 +70,19 @@ class EarlyStopSettings:
 def from_iterations(
     rule: str,
     window: int,
-    patience: int,
+    patience: int | None,
     save_iter: int,
     model_path: Path | None,
     stop_iteration: int | None = None,
 ) -> EarlyStopSettings:
-    """Command-line values (window, patience and stop in iterations; a stop of None is scaled
-    to each image's size) -> settings.
+    """Command-line values (window, patience and stop in iterations; a patience or stop of None
+    is scaled to each image's size) -> settings.
 
-    ValueError when they are not multiples of `save_iter` (window at least 2 snapshots, the stop
-    at least one) or when biqan has no existing checkpoint.
+    ValueError when they are not multiples of `save_iter` (window at least 2 snapshots, the
+    patience and the stop at least one) or when biqan has no existing checkpoint.
     """
-    if window % save_iter or patience % save_iter or window < 2 * save_iter or patience < save_iter:
+    patience_wrong = patience is not None and (patience % save_iter or patience < save_iter)
+    if window % save_iter or window < 2 * save_iter or patience_wrong:
         raise ValueError(
             "--wmv_window (at least 2 snapshots) and --patience must be multiples of --save_iter"
         )
@@ -109,7 +111,7 @@ def from_iterations(
     return EarlyStopSettings(
         rule,
         window // save_iter,
-        patience // save_iter,
+        None if patience is None else patience // save_iter,
         model_path if rule in ("biqan", "ranker") else None,
         stop_iteration,
     )
@@ -168,7 +170,9 @@ def make_stoppers(
         rule(
             method.RuleOptions(
                 window=settings.window,
-                patience=settings.patience,
+                patience=settings.patience
+                if settings.patience is not None
+                else selection.scaled_patience(*image.shape[:2]),
                 stop_iteration=settings.stop_iteration
                 if settings.stop_iteration is not None
                 else selection.scaled_stop(*image.shape[:2]),

@@ -21,6 +21,7 @@ index into the candidate list; the caller maps it to an iteration.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -62,7 +63,7 @@ def parse_selector(text: str) -> Selector:
             raise ValueError(f"selector {name!r} takes no argument, got {text!r}")
         return Selector(name=name)
     try:
-        iteration = parse_stop(argument)
+        iteration = parse_auto(argument)
     except ValueError:
         raise ValueError(
             f"selector {text!r}: write fixed:N with N an iteration number, e.g. fixed:500, or "
@@ -75,9 +76,9 @@ def parse_selector(text: str) -> Selector:
     return Selector(name=name, iteration=iteration)
 
 
-def parse_stop(text: str) -> int | None:
-    """``auto`` -> None (the stop scaled to each image's size), else the iteration as an int;
-    ValueError otherwise."""
+def parse_auto(text: str) -> int | None:
+    """``auto`` -> None (a stop or patience scaled to each image's size), else the number of
+    iterations as an int; ValueError otherwise."""
     return None if text.strip() == AUTO else int(text)
 
 
@@ -95,6 +96,14 @@ def scaled_stop(height: int, width: int, exponent: float | None = None) -> float
     snapshot."""
     ratio = size_ratio(height, width)
     return TUNED_FIXED.iteration * ratio ** (STOP_EXPONENT if exponent is None else exponent)
+
+
+def scaled_patience(height: int, width: int, exponent: float | None = None) -> int:
+    """WMV's patience for a height x width image, in snapshots: TUNED_WMV's times `size_ratio`
+    ** `exponent` (default `PATIENCE_EXPONENT`), rounded, at least 1."""
+    ratio = size_ratio(height, width)
+    scale = ratio ** (PATIENCE_EXPONENT if exponent is None else exponent)
+    return max(1, round(TUNED_WMV.patience * scale))
 
 
 def select_at_or_after(iterations: np.ndarray, iteration: float) -> int:
@@ -202,10 +211,11 @@ def windowed_moving_variance(
 
 @dataclasses.dataclass(frozen=True)
 class WmvSettings:
-    """Window and patience of the windowed-moving-variance rule, in snapshots."""
+    """Window and patience of the windowed-moving-variance rule, in snapshots; a patience of
+    None is scaled to each image's size (`scaled_patience`)."""
 
     window: int = 5
-    patience: int = 50
+    patience: int | None = 50
 
 
 # The published rule (100 and 1000 iterations at a snapshot every 20) never fires within
@@ -223,6 +233,12 @@ TUNED_FIXED = Selector(name="fixed", iteration=600)
 # docs/REPRODUCTION.md section 6).
 STOP_SIZE = 64
 STOP_EXPONENT = 0.18
+# WMV's patience grows with the image as well: the default (`--patience auto`, `DEFAULT_WMV`) is
+# TUNED_WMV's patience times (pixels / STOP_SIZE^2) ** PATIENCE_EXPONENT, the exponent tuned on
+# the PolyU runs of every size at once (experiments/scale_study.py, docs/REPRODUCTION.md
+# section 9). With 0 it is TUNED_WMV at every size.
+PATIENCE_EXPONENT = 0.0
+DEFAULT_WMV = WmvSettings(window=TUNED_WMV.window, patience=None)
 AUTO = "auto"
 AUTO_STOP = Selector(name="fixed")  # fixed:auto
 RUN_ENDED_NOTE = "the run ends before this iteration: last snapshot"
@@ -251,18 +267,16 @@ def snapshots_of(flag: str, iterations: int, interval: int) -> int:
 
 
 def wmv_from_iterations(window: int | None, patience: int | None, interval: int) -> WmvSettings:
-    """Window and patience in iterations (None: `TUNED_WMV`) -> settings in snapshots of a run
-    saved every `interval` iterations; ValueError as `snapshots_of`, or for a window under two
-    snapshots."""
+    """Window and patience in iterations (None: `DEFAULT_WMV`'s, the patience scaled to each
+    image) -> settings in snapshots of a run saved every `interval` iterations; ValueError as
+    `snapshots_of`, or for a window under two snapshots."""
     settings = WmvSettings(
-        window=TUNED_WMV.window
+        window=DEFAULT_WMV.window
         if window is None
         else snapshots_of("--wmv_window", window, interval),
-        patience=TUNED_WMV.patience
-        if patience is None
-        else snapshots_of("--patience", patience, interval),
+        patience=None if patience is None else snapshots_of("--patience", patience, interval),
     )
-    if settings.window < 2 or settings.patience < 1:
+    if settings.window < 2 or (settings.patience is not None and settings.patience < 1):
         raise ValueError(
             f"--wmv_window must be at least 2 snapshots ({2 * interval} iterations here) and "
             f"--patience at least 1 ({interval})"
@@ -309,11 +323,19 @@ def apply_selectors(
     notes: dict[str, str] = {}
     failures: dict[str, str] = {}
     distributions = wmv = None
+
+    @functools.cache
+    def patience() -> int:
+        """WMV's patience here; when scaled, the image's size is read from its first snapshot."""
+        if wmv_settings.patience is not None or not len(iterations):
+            return wmv_settings.patience or TUNED_WMV.patience  # no candidates: the rules refuse
+        return scaled_patience(*load_snapshot(0).shape[:2])
+
     for selector in selectors:
         try:
             if selector.name == "wmv":
                 wmv = windowed_moving_variance(
-                    load_snapshot, wmv_settings.window, wmv_settings.patience, count=len(iterations)
+                    load_snapshot, wmv_settings.window, patience(), count=len(iterations)
                 )
                 picks[selector.label] = wmv.pick_index
                 continue
@@ -324,15 +346,14 @@ def apply_selectors(
             elif selector.name == "ranker":
                 scores = ranker_scores(rank, len(iterations))
             stop = fixed_stop(selector, iterations, load_snapshot)
+            rule = method.RULES[selector.name]
             options = method.RuleOptions(
                 window=wmv_settings.window,
-                patience=None if scores is not None else wmv_settings.patience,
+                patience=None if scores is not None or not rule.needs_pixels else patience(),
                 stop_iteration=stop,
                 score=None if scores is None else in_order(scores),
             )
-            picks[selector.label] = replay_offline(
-                method.RULES[selector.name](options), iterations, load_snapshot
-            )
+            picks[selector.label] = replay_offline(rule(options), iterations, load_snapshot)
             if stop is not None and iterations[picks[selector.label]] < stop:
                 notes[selector.label] = RUN_ENDED_NOTE
         except ValueError as error:

@@ -22,6 +22,7 @@ from tests.conftest import ROOT, make_pair
 from tools import flag_tables
 from utils.biqan.labels import LabelSettings
 from utils.biqan.settings import StageSettings, TrainingSettings
+from utils import selection
 from utils.dip import planning, run_options
 from utils.method import FitSettings
 
@@ -170,7 +171,7 @@ def test_usage_prose_gives_denoise_defaults():
     usage = " ".join(DOCUMENT.read_text(encoding="utf-8").split())
     expected = (
         f"online `{defaults.early_stop}` stopping (window {defaults.wmv_window} and patience "
-        f"{defaults.patience} iterations",
+        f"`{selection.AUTO if defaults.patience is None else defaults.patience}` iterations",
         f"at most `--num_iter` {defaults.num_iter}",
     )
     for text in expected:

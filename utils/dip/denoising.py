@@ -14,9 +14,9 @@ from utils.run_output import SUMMARY_FILE, snapshot_path
 LOGGER = logging.getLogger(__name__)
 WORK_FOLDER = "snapshots"
 SAVE_ITER = FitSettings.save_iter
-# The WMV setting tuned on the PolyU runs (selection.TUNED_WMV), in iterations.
-WMV_WINDOW = selection.TUNED_WMV.window * SAVE_ITER
-PATIENCE = selection.TUNED_WMV.patience * SAVE_ITER
+# The WMV window tuned on the PolyU runs (selection.DEFAULT_WMV), in iterations; the patience
+# defaults to auto (selection.scaled_patience).
+WMV_WINDOW = selection.DEFAULT_WMV.window * SAVE_ITER
 
 
 def collect_inputs(inputs: list[Path], output: Path) -> list[planning.ImageJob]:

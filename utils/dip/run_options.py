@@ -148,7 +148,7 @@ def early_stop_settings(args: argparse.Namespace) -> early_stopping.EarlyStopSet
     """--early_stop, --wmv_window, --patience, --stop_iteration (iterations),
     --pre_trained_model -> settings; ValueError as `early_stopping.from_iterations`."""
     try:
-        stop = selection.parse_stop(args.stop_iteration)
+        stop = selection.parse_auto(args.stop_iteration)
     except ValueError:
         raise ValueError(
             f"--stop_iteration {args.stop_iteration}: write an iteration number or {selection.AUTO}"
