@@ -239,7 +239,8 @@ def shipped_rules() -> dict[str, Rule]:
     """The rules test_BIQAN.py and denoise.py ship."""
     last = Rule("", lambda run: selection.select_last(len(run.iterations)))
     scaled = Rule(
-        "scaled from 600 at 64 px",
+        f"{selection.TUNED_FIXED.iteration} x (pixels / {selection.STOP_SIZE}²) ^ "
+        f"{selection.STOP_EXPONENT:g}",
         lambda run: fixed_pick(run, selection.scaled_stop(run.height, run.width)),
     )
     window, exponent = selection.DEFAULT_WMV.window, selection.PATIENCE_EXPONENT

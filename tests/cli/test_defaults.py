@@ -20,9 +20,9 @@ from models.biqan_config import BiqanConfig
 from models.skip import SkipConfig
 from tests.conftest import ROOT, make_pair
 from tools import flag_tables
+from utils import selection
 from utils.biqan.labels import LabelSettings
 from utils.biqan.settings import StageSettings, TrainingSettings
-from utils import selection
 from utils.dip import planning, run_options
 from utils.method import FitSettings
 
