@@ -57,12 +57,12 @@ def test_a_fixed_pick_after_the_runs_end_is_noted():
     iterations = np.array([20, 40, 60, 80])
     selectors = [selection.parse_selector(text) for text in ("fixed:40", "fixed:600", "fixed:auto")]
     picked = selection.apply_selectors(
-        selectors, iterations, None, lambda index: np.zeros((4, 4, 3)), selection.TUNED_WMV
+        selectors, iterations, None, lambda index: np.zeros((16, 16, 3)), selection.TUNED_WMV
     )
     rows = biqan_report.selection_rows("a", iterations, None, picked)
     assert rows[0]["note"] == ""
     assert rows[1]["picked_iteration"] == 80 and "ends before" in rows[1]["note"]
-    assert selection.scaled_stop(4, 4) > 80  # auto stops after the last snapshot as well
+    assert selection.scaled_stop(16, 16) > 80  # auto stops after the last snapshot as well
     assert rows[2]["picked_iteration"] == 80 and "ends before" in rows[2]["note"]
     long_run = np.arange(20, 1201, 20)
     picked = selection.apply_selectors(
