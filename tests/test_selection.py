@@ -264,3 +264,30 @@ def test_fixed_auto_picks_the_first_snapshot_at_or_after_the_scaled_stop():
     )
     assert iterations[chosen.picks["fixed:auto"]] == expected
     assert selection.select_at_or_after(iterations[:5], 5000) == 4
+
+
+def test_size_scaled_rules_read_the_image_size_once():
+    """wmv with the scaled patience and fixed:auto both need the image's size: the first
+    snapshot is loaded for it once, not once per rule."""
+    iterations = np.arange(20, 401, 20)
+    loads = []
+
+    def load_snapshot(index: int) -> np.ndarray:
+        loads.append(index)
+        return np.full((96, 96, 3), float(index))
+
+    selectors = [selection.DEFAULT_SELECTOR, selection.parse_selector("fixed:auto")]
+    chosen = selection.apply_selectors(
+        selectors, iterations, None, load_snapshot, selection.DEFAULT_WMV
+    )
+    assert set(chosen.picks) == {"wmv", "fixed:auto"}
+    assert loads.count(0) == 2  # the size, then the wmv curve (fixed:auto reads no pixels)
+
+
+def test_no_candidates_fail_every_selector_with_one_reason():
+    selectors = [selection.parse_selector(text) for text in ("wmv", "fixed:auto", "last")]
+    chosen = selection.apply_selectors(
+        selectors, np.array([], dtype=int), None, lambda index: 1 / 0, selection.DEFAULT_WMV
+    )
+    assert chosen.picks == {}
+    assert chosen.failures == dict.fromkeys(["wmv", "fixed:auto", "last"], selection.NO_SNAPSHOTS)

@@ -126,7 +126,7 @@ def select_argmax(scores: np.ndarray) -> int:
 def select_last(count: int) -> int:
     """Index of the last of ``count`` snapshots."""
     if count < 1:
-        raise ValueError("there are no snapshots to select from")
+        raise ValueError(NO_SNAPSHOTS)
     return count - 1
 
 
@@ -242,6 +242,7 @@ DEFAULT_WMV = WmvSettings(window=TUNED_WMV.window, patience=None)
 AUTO = "auto"
 AUTO_STOP = Selector(name="fixed")  # fixed:auto
 RUN_ENDED_NOTE = "the run ends before this iteration: last snapshot"
+NO_SNAPSHOTS = "there are no snapshots to select from"
 BINS = np.arange(1, 11, dtype=np.float64)  # BIQAN's quality scores 1..10
 # test_BIQAN.py's default selector (denoise.py's default rule is its online twin): on the CC
 # crops at 96 and 128 pixels it picks better than fixed:auto tuned on PolyU, whose best
@@ -319,17 +320,23 @@ def apply_selectors(
     cannot pick (a ValueError) is recorded in ``failures`` with its reason, and the others
     still run.
     """
+    if not len(iterations):
+        failures = {selector.label: NO_SNAPSHOTS for selector in selectors}
+        return ImageSelection(picks={}, distributions=None, wmv=None, failures=failures)
     picks: dict[str, int] = {}
     notes: dict[str, str] = {}
-    failures: dict[str, str] = {}
+    failures = {}
     distributions = wmv = None
 
     @functools.cache
+    def image_size() -> tuple[int, int]:
+        """(height, width) of the image, read once from its first snapshot."""
+        height, width = load_snapshot(0).shape[:2]
+        return height, width
+
     def patience() -> int:
-        """WMV's patience here; when scaled, the image's size is read from its first snapshot."""
-        if wmv_settings.patience is not None or not len(iterations):
-            return wmv_settings.patience or TUNED_WMV.patience  # no candidates: the rules refuse
-        return scaled_patience(*load_snapshot(0).shape[:2])
+        """WMV's patience here: the given one, or the tuned one scaled to the image's size."""
+        return wmv_settings.patience or scaled_patience(*image_size())
 
     for selector in selectors:
         try:
@@ -345,7 +352,7 @@ def apply_selectors(
                 scores = distributions @ BINS
             elif selector.name == "ranker":
                 scores = ranker_scores(rank, len(iterations))
-            stop = fixed_stop(selector, iterations, load_snapshot)
+            stop = fixed_stop(selector, iterations, image_size)
             rule = method.RULES[selector.name]
             options = method.RuleOptions(
                 window=wmv_settings.window,
@@ -374,9 +381,7 @@ def replay_offline(
     )
     method.replay(rule, inputs)
     if rule.pick_iteration is None:
-        raise ValueError(
-            "scores has no finite value" if rule.scored else "there are no snapshots to select from"
-        )
+        raise ValueError("scores has no finite value" if rule.scored else NO_SNAPSHOTS)
     return int(np.flatnonzero(np.asarray(iterations) == rule.pick_iteration)[0])
 
 
@@ -388,15 +393,15 @@ def in_order(scores: np.ndarray) -> Callable[[object], float]:
 
 
 def fixed_stop(
-    selector: Selector, iterations: np.ndarray, load_snapshot: Callable[[int], np.ndarray]
+    selector: Selector, iterations: np.ndarray, image_size: Callable[[], tuple[int, int]]
 ) -> float | None:
     """The iteration a ``fixed`` selector stops at (None for other selectors): N, or the tuned
-    stop scaled to the image's size; ValueError for an N within the run that no snapshot was
-    saved at (`select_fixed`)."""
+    stop scaled to the image's size (``image_size()``: height, width); ValueError for an N
+    within the run that no snapshot was saved at (`select_fixed`)."""
     if selector.name != "fixed":
         return None
     if selector.iteration is None:
-        return scaled_stop(*load_snapshot(0).shape[:2])
+        return scaled_stop(*image_size())
     select_fixed(iterations, selector.iteration)
     return selector.iteration
 
