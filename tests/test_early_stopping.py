@@ -286,6 +286,14 @@ def test_auto_patience_is_scaled_to_each_image_of_a_group(monkeypatch, capsys):
         denoise.build_parser().parse_args(["in.png", "-o", "out", "--patience", "soon"])
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.endswith("argument --patience: 'soon': write a number of iterations or auto")
+    assert (
+        run_BDN.build_parser().parse_args(auto + ["--stop_iteration", "auto"]).stop_iteration
+        is None
+    )
+    with pytest.raises(SystemExit):
+        run_BDN.build_parser().parse_args(auto + ["--stop_iteration", "soon"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith("argument --stop_iteration: 'soon': write a number of iterations or auto")
 
 
 def test_fixed_stop_must_be_a_snapshot():

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from models.skip import SkipConfig
-from utils import cluster, early_stopping, method, run_output, selection
+from utils import cli, cluster, early_stopping, method, run_output, selection
 from utils.dip import devices, networks, planning
 from utils.method import FitSettings
 
@@ -145,28 +145,24 @@ def add_loss_flag(group: Any) -> None:
 
 
 def early_stop_settings(args: argparse.Namespace) -> early_stopping.EarlyStopSettings:
-    """--early_stop, --wmv_window, --patience, --stop_iteration (iterations),
+    """--early_stop, --wmv_window, --patience, --stop_iteration (iterations, None for auto),
     --pre_trained_model -> settings; ValueError as `early_stopping.from_iterations`."""
-    try:
-        stop = selection.parse_auto(args.stop_iteration)
-    except ValueError:
-        raise ValueError(
-            f"--stop_iteration {args.stop_iteration}: write an iteration number or {selection.AUTO}"
-        ) from None
     return early_stopping.from_iterations(
         args.early_stop,
         args.wmv_window,
         args.patience,
         args.save_iter,
         args.pre_trained_model,
-        stop,
+        args.stop_iteration,
     )
 
 
 def add_stop_flag(group: Any) -> None:
-    """--stop_iteration of the fixed rule: an iteration, or auto (scaled to each image)."""
+    """--stop_iteration of the fixed rule: an iteration, or auto (scaled to each image);
+    parsed to an int, or None for auto."""
     group.add_argument(
         "--stop_iteration",
+        type=cli.iterations_or_auto,
         default=selection.AUTO,
         help=f"fixed: stop at the first snapshot at or after this iteration and keep it; "
         f"{selection.AUTO} (default): {selection.TUNED_FIXED.iteration} for a "
