@@ -10,10 +10,12 @@
 #
 # Two streams, one thread each (one per core), over one list; the two processes on one folder
 # share its images through run_BDN.py's per-image locks. The list: the 5 CC pairs at 256x256,
-# seed 0 (the report set); 30 PolyU pairs at seed 0 (every 3rd by name: training and tuning); the
-# CC pairs from the first PolyU pair's network (transfer learning, `polyu1`); at 128x128, 10 PolyU
-# pairs (every 10th) and the CC pairs from the first one's network; the CC pairs at 256x256 at
-# seeds 1 and 2; the CC images at 512x512, seed 0. The second stream first fits the 5 CC pairs at
+# seed 0 (the report set); 30 PolyU pairs at seed 0 (every 3rd by name: training and tuning),
+# every 5th of them first (the names run camera by camera, so that the first crops in cover all
+# four cameras); the CC pairs at 256x256 at seeds 1 and 2 (seed averaging, the blend); the rest
+# of the 30 PolyU pairs; the CC pairs from the first PolyU pair's network (transfer learning,
+# `polyu1`); at 128x128, 10 PolyU pairs (every 10th) and the CC pairs from the first one's
+# network; the CC images at 512x512, seed 0. The second stream first fits the 5 CC pairs at
 # 128x128, seed 0.
 # Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder
 # `collect` copies the per-iteration rows (no pixels) of its finished images under results/scale,
@@ -34,7 +36,8 @@ main() {
         esac
     }
     # run SIZE SET SEED [INIT NET]: fit SET's crops at SIZE from scratch, or from the network
-    # NET (a saved net.pt) into the folder <SET>_<INIT>_s<SEED>
+    # NET (a saved net.pt) into the folder <SET>_<INIT>_s<SEED>; with SHARD="N I", only every N-th
+    # crop by name from the I-th (run_BDN.py's shards)
     run() {
         local folder out=devdata/scale/$1px/${PRECISION:-bf16}/$2${4:+_$4}_s$3
         folder=$(subset "$1" "$2")
@@ -42,7 +45,8 @@ main() {
         nice -n 5 "$PY" "$CODE/run_BDN.py" --dataset_real_path "$folder/real" \
             --dataset_mean_path "$folder/mean" --output_path "$out" --num_iter "${ITERATIONS:-3000}" \
             --save_iter 20 --seed "$3" --init_from "${5:-scratch}" --gpu_id cpu \
-            --precision "${PRECISION:-bf16}" --quiet
+            --precision "${PRECISION:-bf16}" --quiet \
+            ${SHARD:+--num_shards ${SHARD% *} --shard_index ${SHARD#* }}
         "$PY" -m experiments.precision_study collect --runs devdata/scale --results results/scale
     }
     # transfer SIZE POLYU: the CC crops at SIZE, seed 0, from the final network of the first
@@ -55,8 +59,9 @@ main() {
     }
     # stream: the 256 list, in order
     stream() {
-        run 256 CC 0; run 256 PolyU30 0; transfer 256 PolyU30; run 128 PolyU10 0
-        transfer 128 PolyU10; run 256 CC 1; run 256 CC 2; run 512 CC 0
+        run 256 CC 0; SHARD="5 0" run 256 PolyU30 0; run 256 CC 1; run 256 CC 2
+        run 256 PolyU30 0; transfer 256 PolyU30; run 128 PolyU10 0; transfer 128 PolyU10
+        run 512 CC 0
     }
     stream & sleep 5; run 128 CC 0; stream
     wait
