@@ -124,3 +124,18 @@ def test_transfer_counts_iterations_to_the_scratch_peak(tmp_path):
     assert cells[4:8] == ["2", "1/2", f"{scratch_reach}", f"{(init_reach + 1200) / 2:.0f}"]
     saving = 1 - (init_reach + 1200) / (2 * scratch_reach)
     assert cells[8] == f"{saving:+.0%}" and cells[9] == "-0.25" and cells[10] == "400"
+
+
+def test_hindsight_bounds_are_tuned_on_cc_and_marked(tmp_path):
+    """The (bound) rows fit the rule families to the CC runs themselves: a fixed stop at CC's
+    own peak, where the PolyU-tuned one loses; they are labelled as tuned on CC."""
+    for index in range(scale_study.MIN_TUNING_RUNS):
+        write_run(tmp_path, "PolyU30", f"p{index}", 400, 40.0)
+    write_run(tmp_path, "CC", "c1", 800, 36.0)
+    write_run(tmp_path, "CC", "c2", 820, 35.0)
+    lines = scale_study.report_lines(tmp_path)
+    assert float(row_cells(lines, "fixed, tuned")[6].split()[0]) > 1.0
+    bound = row_cells(lines, "fixed, tuned (bound)")
+    assert bound[4] in ("fixed:800", "fixed:820") and bound[5] == "CC itself, in hindsight, 2 runs"
+    assert float(bound[6].split()[0]) < 0.01
+    assert row_cells(lines, "wmv, tuned (bound)")[5] == "CC itself, in hindsight, 2 runs"
