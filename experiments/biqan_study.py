@@ -51,38 +51,20 @@ def variants(args: argparse.Namespace) -> list[tuple[str, str, str]]:
 def train_command(
     args: argparse.Namespace, labels: Path, name: str, mode: str, weights: str
 ) -> list[str]:
-    size = args.image_size if mode == "resize" else args.crop_size
     folder = Path(args.out) / name
-    return [
-        sys.executable,
-        str(REPO / "train_BIQAN.py"),
-        "--dataset_image_path",
-        str(Path(args.runs) / args.polyu),
-        "--dataset_file_path",
-        str(labels),
-        "--output_checkpoint",
-        str(folder),
-        "--output_path",
-        str(folder / "report"),
-        "--classification_model",
-        "mobilenet_v2",
-        "--weights",
-        weights,
-        "--input_mode",
-        mode,
-        "--image_size",
-        str(size),
-        "--epochs",
-        str(args.epochs),
-        "--early_stopping_patience",
-        str(args.early_stopping_patience),
-        "--seed",
-        str(args.seed),
-        "--workers",
-        "1",
-        "--gpu_id",
-        args.gpu_id,
-    ]
+    return common.BiqanTraining(
+        image_set=Path(args.runs) / args.polyu,
+        labels=labels,
+        checkpoint=folder,
+        report=folder / "report",
+        mode=mode,
+        side=args.image_size if mode == "resize" else args.crop_size,
+        weights=weights,
+        epochs=args.epochs,
+        early_stopping_patience=args.early_stopping_patience,
+        seed=args.seed,
+        gpu_id=args.gpu_id,
+    ).command()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -143,11 +125,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--out", default="devdata/biqan", help="labels and trained models (default devdata/biqan)"
     )
-    parser.add_argument(
-        "--imagenet_weights",
-        default="devdata/weights/mobilenet_v2_imagenet_backbone.weights.h5",
-        help="converted ImageNet backbone (tools/convert_mobilenet_v2.py)",
-    )
+    common.add_imagenet_flag(parser)
     parser.add_argument(
         "--input_modes", nargs="+", default=["resize", "crop"], choices=("resize", "crop")
     )

@@ -111,40 +111,19 @@ def train(args: argparse.Namespace, variant: Variant, image_set: Path, labels: P
     folder = Path(args.out) / variant.name
     if (folder / "model" / "biqan.json").is_file():
         return True
-    weights = args.imagenet_weights if variant.weights == "imagenet" else "none"
-    command = [
-        sys.executable,
-        str(common.REPO / "train_BIQAN.py"),
-        "--dataset_image_path",
-        str(image_set),
-        "--dataset_file_path",
-        str(labels),
-        "--output_checkpoint",
-        str(folder / "model"),
-        "--output_path",
-        str(folder / "report"),
-        "--classification_model",
-        "mobilenet_v2",
-        "--weights",
-        weights,
-        "--alpha",
-        str(variant.alpha),
-        "--input_mode",
-        variant.mode,
-        "--image_size",
-        str(INPUT_SIDE[variant.mode]),
-        "--epochs",
-        str(args.epochs),
-        "--early_stopping_patience",
-        str(args.early_stopping_patience),
-        "--seed",
-        "0",
-        "--workers",
-        "1",
-        "--gpu_id",
-        "cpu",
-    ]
-    return common.run_step(command, folder / "train.log") == 0
+    training = common.BiqanTraining(
+        image_set=image_set,
+        labels=labels,
+        checkpoint=folder / "model",
+        report=folder / "report",
+        mode=variant.mode,
+        side=INPUT_SIDE[variant.mode],
+        weights=args.imagenet_weights if variant.weights == "imagenet" else "none",
+        epochs=args.epochs,
+        early_stopping_patience=args.early_stopping_patience,
+        alpha=variant.alpha,
+    )
+    return common.run_step(training.command(), folder / "train.log") == 0
 
 
 def score_cc(args: argparse.Namespace, variant: Variant) -> bool:
@@ -280,11 +259,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", default="devdata/runs", help="run_BDN outputs")
     parser.add_argument("--out", default="devdata/biqan_volume", help="sets, labels, models")
     parser.add_argument("--tables", default="devdata/tables", help="table folder")
-    parser.add_argument(
-        "--imagenet_weights",
-        default="devdata/weights/mobilenet_v2_imagenet_backbone.weights.h5",
-        help="converted ImageNet backbone (tools/convert_mobilenet_v2.py)",
-    )
+    common.add_imagenet_flag(parser)
     parser.add_argument("--only", nargs="*", default=[], help="variant names to run")
     parser.add_argument("--epochs", type=int, default=12, help="most epochs per stage")
     parser.add_argument("--early_stopping_patience", type=int, default=3, help="epochs")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -48,6 +50,59 @@ def run_step(command: list[str], log: Path | None = None) -> int:
     if code:
         print(f"exit code {code}: {command[1]}", flush=True)
     return code
+
+
+@dataclasses.dataclass(frozen=True)
+class BiqanTraining:
+    """One train_BIQAN.py run of a study: MobileNetV2 on `labels` (generator_dataset.py's) of
+    the snapshots under `image_set`; checkpoints to `checkpoint`, validation report to `report`.
+    `weights`: a converted ImageNet backbone file or "none"; `side`: the input side (32k + 1
+    keeps the converted ImageNet features exact); `alpha`: the width."""
+
+    image_set: Path
+    labels: Path
+    checkpoint: Path
+    report: Path
+    mode: str
+    side: int
+    weights: str
+    epochs: int
+    early_stopping_patience: int
+    alpha: float = 1.0
+    seed: int = 0
+    gpu_id: str = "cpu"
+
+    def command(self) -> list[str]:
+        """train_BIQAN.py's command line, one worker."""
+        flags = {
+            "--dataset_image_path": self.image_set,
+            "--dataset_file_path": self.labels,
+            "--output_checkpoint": self.checkpoint,
+            "--output_path": self.report,
+            "--classification_model": "mobilenet_v2",
+            "--weights": self.weights,
+            "--alpha": self.alpha,
+            "--input_mode": self.mode,
+            "--image_size": self.side,
+            "--epochs": self.epochs,
+            "--early_stopping_patience": self.early_stopping_patience,
+            "--seed": self.seed,
+            "--workers": 1,
+            "--gpu_id": self.gpu_id,
+        }
+        command = [sys.executable, str(REPO / "train_BIQAN.py")]
+        for flag, value in flags.items():
+            command += [flag, str(value)]
+        return command
+
+
+def add_imagenet_flag(parser: argparse.ArgumentParser) -> None:
+    """--imagenet_weights: the converted ImageNet MobileNetV2 backbone of the BIQAN studies."""
+    parser.add_argument(
+        "--imagenet_weights",
+        default="devdata/weights/mobilenet_v2_imagenet_backbone.weights.h5",
+        help="converted ImageNet backbone (tools/convert_mobilenet_v2.py)",
+    )
 
 
 def finished(image_dir: Path) -> bool:

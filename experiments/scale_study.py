@@ -12,13 +12,14 @@ from experiments/scale_runs.sh; layout `<size>px/<precision>/<set>_s<seed>/<stem
    sigma that is best on that size's PolyU crops;
 2. on CC: each no-reference rule's gap to DIP's best, its pick against CBM3D, and, for rules
    that score snapshots, the within-image Spearman correlation of the score with PSNR. The rules
-   are the shipped ones (`wmv`, `fixed:auto`, `last`), the same two kinds tuned on that
-   size's PolyU runs (a fixed iteration, and WMV's window and patience) and the shipped ones
-   with a size exponent tuned on the PolyU runs of every size at once (`fixed:auto`'s stop and
-   WMV's patience grow as (pixels / 64²) ** exponent), so that the defaults can follow the size;
-   and, as a bound, the tuned kinds fitted to the CC runs themselves (`hindsight_bounds`: the
-   least gap any setting of a rule family reaches, so a target below it needs a better rule,
-   not more tuning);
+   are the shipped ones (`wmv`, `fixed:auto`, `last`); the same two kinds tuned on that size's
+   PolyU runs (a fixed iteration, and WMV's window and patience), and BIQAN with the paper's
+   recipe trained on them (experiments/biqan_scale.py, once its scores are collected under
+   `results/biqan/`); the shipped ones with a size exponent tuned on the PolyU runs of every
+   size at once (`fixed:auto`'s stop and WMV's patience grow as (pixels / 64²) ** exponent), so
+   that the defaults can follow the size; and, as a bound, the tuned kinds fitted to the CC
+   runs themselves (`hindsight_bounds`: the least gap any setting of a rule family reaches, so
+   a target below it needs a better rule, not more tuning);
 3. on CC: transfer learning, the runs started from another network (sets `CC_<init>`, e.g.
    `CC_polyu1` of experiments/scale_runs.sh) against the scratch runs of the same images.
 
@@ -38,6 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from experiments import biqan_scale
 from experiments.common import REPO, add_report_flags, publish_table
 from experiments.precision_study import IMAGES_FILE, WINDOWS, variance_column
 from utils import ranker_training, selection, snapshot_features
@@ -191,6 +193,33 @@ def tune_on(runs: list[ImageRun], source: str = TUNING_SET) -> dict[str, Rule]:
             tuned_on,
         )
     return rules
+
+
+def biqan_rules(
+    results: Path, size: int, precision: str, report: list[ImageRun]
+) -> dict[str, Rule]:
+    """BIQAN with the paper's recipe (experiments.biqan_scale, trained on the PolyU runs of this
+    size): it picks each image's highest predicted score; {} until the scores of every report
+    run are collected."""
+    collected = biqan_scale.read_scores(results / biqan_scale.RESULTS_FOLDER, size, precision)
+    if collected is None:
+        return {}
+    record, scores = collected
+    if any((f"{run.set_name}_s{run.seed}", run.stem) not in scores for run in report):
+        return {}
+
+    def score(run: ImageRun) -> np.ndarray:
+        iterations, means = scores[(f"{run.set_name}_s{run.seed}", run.stem)]
+        return pd.Series(means, index=iterations).reindex(run.iterations).to_numpy()
+
+    return {
+        "biqan, paper's recipe": Rule(
+            record["recipe"],
+            lambda run: selection.select_argmax(score(run)),
+            score,
+            f"PolyU, {len(record['polyu_images'])} runs",
+        )
+    }
 
 
 def hindsight_bounds(report: list[ImageRun]) -> dict[str, Rule]:
@@ -430,6 +459,7 @@ def report_lines(results: Path) -> list[str]:
         cbm3d = cbm3d_tuned(results, size)
         quality.append(quality_row(size, precision, report, cbm3d))
         rules_here = shipped_rules() | tune_on(tuning_runs(runs, size, precision))
+        rules_here |= biqan_rules(results, size, precision, report)
         rules_here |= across[precision] | hindsight_bounds(report)
         rules += rule_rows(size, precision, report, rules_here, cbm3d)
     return quality + rules + transfer_lines(runs)
