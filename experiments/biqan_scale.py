@@ -71,7 +71,7 @@ def complete(run: Path) -> bool:
     noisy = common.read_args(run).get("dataset_real_path")
     if not noisy or not Path(noisy).is_dir():
         return False
-    return len(common.run_images(run)) == len([path for path in Path(noisy).iterdir()])
+    return len(common.run_images(run)) == len(list(Path(noisy).iterdir()))
 
 
 def make_labels(image_set: Path, labels: Path) -> bool:

@@ -23,8 +23,8 @@ from experiments/scale_runs.sh; layout `<size>px/<precision>/<set>_s<seed>/<stem
 3. on CC: transfer learning, the runs started from another network (sets `CC_<init>`, e.g.
    `CC_polyu1` of experiments/scale_runs.sh) against the scratch runs of the same images.
 
-Nothing that is reported as a result tunes on CC. `--write` also writes `results/scale.md` and its block in
-docs/REPRODUCTION.md.
+Nothing that is reported as a result tunes on CC. `--write` also writes `results/scale.md` and
+its block in docs/REPRODUCTION.md.
 """
 
 from __future__ import annotations
