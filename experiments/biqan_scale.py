@@ -78,14 +78,12 @@ def make_labels(image_set: Path, labels: Path) -> bool:
     """generator_dataset.py's absolute-PSNR labels of the set, once."""
     if labels.is_file():
         return True
-    command = [sys.executable, str(common.REPO / "generator_dataset.py")]
-    command += ["--dataset_path", str(image_set), "--output_path", str(labels)]
-    return common.run_step(command) == 0
+    flags = {"--dataset_path": image_set, "--output_path": labels}
+    return common.run_step(common.script_command("generator_dataset.py", flags)) == 0
 
 
 def score_command(args: argparse.Namespace, run: Path, out: Path) -> list[str]:
     """test_BIQAN.py --selector biqan on one run folder with the trained model."""
-    command = [sys.executable, str(common.REPO / "test_BIQAN.py")]
     flags = {
         "--dataset_image_path": run,
         "--output_path": out,
@@ -93,9 +91,7 @@ def score_command(args: argparse.Namespace, run: Path, out: Path) -> list[str]:
         "--selector": "biqan",
         "--gpu_id": args.gpu_id,
     }
-    for flag, value in flags.items():
-        command += [flag, str(value)]
-    return command
+    return common.script_command("test_BIQAN.py", flags)
 
 
 def validation_srcc(report: Path) -> dict[str, float]:

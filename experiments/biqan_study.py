@@ -28,8 +28,6 @@ from pathlib import Path
 
 from experiments import common
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def variants(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     """(name, input mode, weights flag) of each variant that can run."""
@@ -71,15 +69,9 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     labels = out / "labels.txt"
+    flags = {"--dataset_path": Path(args.runs) / args.polyu, "--output_path": labels}
     if not labels.is_file() and common.run_step(
-        [
-            sys.executable,
-            str(REPO / "generator_dataset.py"),
-            "--dataset_path",
-            str(Path(args.runs) / args.polyu),
-            "--output_path",
-            str(labels),
-        ]
+        common.script_command("generator_dataset.py", flags)
     ):
         return 1
     failures = 0
@@ -96,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
             common.run_step(
                 [
                     sys.executable,
-                    str(REPO / "experiments" / "select_snapshots.py"),
+                    str(common.REPO / "experiments" / "select_snapshots.py"),
                     "biqan",
                     "--runs",
                     str(args.runs),

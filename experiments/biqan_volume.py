@@ -93,16 +93,10 @@ def labels_file(args: argparse.Namespace, variant: Variant, image_set: Path) -> 
     path = Path(args.out) / "labels" / f"{image_set.name}_{variant.labels}.txt"
     if path.is_file():
         return path
-    command = [
-        sys.executable,
-        str(common.REPO / "generator_dataset.py"),
-        "--dataset_path",
-        str(image_set),
-        "--output_path",
-        str(path),
-    ]
+    flags = {"--dataset_path": image_set, "--output_path": path}
     if variant.labels == "relative":
-        command += ["--is_use_fix_minmax", "false"]
+        flags["--is_use_fix_minmax"] = "false"
+    command = common.script_command("generator_dataset.py", flags)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path if common.run_step(command) == 0 else None
 
@@ -133,22 +127,15 @@ def score_cc(args: argparse.Namespace, variant: Variant) -> bool:
         out = Path(args.out) / variant.name / f"CC_scratch_s{seed}"
         if (out / "selection.csv").is_file():
             continue
-        command = [
-            sys.executable,
-            str(common.REPO / "test_BIQAN.py"),
-            "--dataset_image_path",
-            str(Path(args.runs) / f"CC_scratch_s{seed}"),
-            "--output_path",
-            str(out),
-            "--pre_trained_model",
-            str(Path(args.out) / variant.name / "model"),
-            "--selector",
-            "biqan",
-            "--start_index",
-            str(args.start_index),
-            "--gpu_id",
-            "cpu",
-        ]
+        flags = {
+            "--dataset_image_path": Path(args.runs) / f"CC_scratch_s{seed}",
+            "--output_path": out,
+            "--pre_trained_model": Path(args.out) / variant.name / "model",
+            "--selector": "biqan",
+            "--start_index": args.start_index,
+            "--gpu_id": "cpu",
+        }
+        command = common.script_command("test_BIQAN.py", flags)
         ok &= common.run_step(command, out.parent / f"test_s{seed}.log") == 0
     return ok
 

@@ -90,10 +90,16 @@ class BiqanTraining:
             "--workers": 1,
             "--gpu_id": self.gpu_id,
         }
-        command = [sys.executable, str(REPO / "train_BIQAN.py")]
-        for flag, value in flags.items():
-            command += [flag, str(value)]
-        return command
+        return script_command("train_BIQAN.py", flags)
+
+
+def script_command(script: str, flags: dict[str, object]) -> list[str]:
+    """The command line running the repository's `script` with this Python and each flag
+    followed by its value as text."""
+    command = [sys.executable, str(REPO / script)]
+    for flag, value in flags.items():
+        command += [flag, str(value)]
+    return command
 
 
 def add_imagenet_flag(parser: argparse.ArgumentParser) -> None:
