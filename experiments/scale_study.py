@@ -232,24 +232,39 @@ def hindsight_bounds(report: list[ImageRun]) -> dict[str, Rule]:
     }
 
 
+def picked_psnr(
+    tuning: dict[int, list[ImageRun]], pick: Callable[[ImageRun, float], int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the PSNR `pick(run, exponent)` gives, (runs, EXPONENTS), dB; each run's size, (runs,))
+    over the tuning runs of every size."""
+    runs = [(size, run) for size, size_runs in tuning.items() for run in size_runs]
+    psnr = np.array([[run.psnr[pick(run, exponent)] for exponent in EXPONENTS] for _, run in runs])
+    return psnr, np.array([size for size, _ in runs])
+
+
+def best_exponent(psnr: np.ndarray, sizes: np.ndarray, keep: np.ndarray) -> float:
+    """The EXPONENTS value with the best mean over sizes of the size's mean picked PSNR, over the
+    runs where `keep` (bool, (runs,)) holds; `psnr` and `sizes` as picked_psnr returns them."""
+    means = [psnr[keep & (sizes == size)].mean(axis=0) for size in np.unique(sizes[keep])]
+    return EXPONENTS[int(np.argmax(np.mean(means, axis=0)))]
+
+
+def tuned_exponent(psnr: np.ndarray, sizes: np.ndarray) -> tuple[float, float, float]:
+    """(best_exponent over every run; its least and largest value when each run in turn is left
+    out): how far one crop moves the tuned exponent."""
+    everything = np.ones(len(sizes), dtype=bool)
+    folds = [best_exponent(psnr, sizes, everything & (np.arange(len(sizes)) != left))
+             for left in range(len(sizes))]  # fmt: skip
+    return best_exponent(psnr, sizes, everything), min(folds), max(folds)
+
+
 def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
     """The shipped rules with their size exponent fitted to the tuning runs of every size (keys:
     sizes, at least two): `fixed:auto`'s stop exponent, and an exponent for WMV's patience; each
-    the grid value with the best mean over sizes of the size's mean picked PSNR."""
+    the grid value with the best mean over sizes of the size's mean picked PSNR, shown with its
+    range over the leave-one-run-out folds."""
     if len(tuning) < 2:
         return {}
-
-    def best_exponent(pick: Callable[[ImageRun, float], int]) -> float:
-        means = [
-            np.mean(
-                [
-                    np.mean([run.psnr[pick(run, exponent)] for run in runs])
-                    for runs in tuning.values()
-                ]
-            )
-            for exponent in EXPONENTS
-        ]
-        return EXPONENTS[int(np.argmax(means))]
 
     def stop_at(run: ImageRun, exponent: float) -> int:
         return fixed_pick(run, selection.scaled_stop(run.height, run.width, exponent))
@@ -258,20 +273,26 @@ def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
         patience = selection.scaled_patience(run.height, run.width, exponent)
         return wmv_pick(run, selection.DEFAULT_WMV.window, patience)
 
-    stop_exponent, patience_exponent = best_exponent(stop_at), best_exponent(wmv_at)
+    stop = tuned_exponent(*picked_psnr(tuning, stop_at))
+    patience = tuned_exponent(*picked_psnr(tuning, wmv_at))
     wmv, ratio = selection.TUNED_WMV, f"(pixels / {selection.STOP_SIZE}²)"
     sizes = "/".join(str(size) for size in sorted(tuning))
     tuned_on = f"PolyU, {sum(len(runs) for runs in tuning.values())} runs at {sizes} px"
+
+    def folds(exponent: tuple[float, float, float]) -> str:
+        return f" ({exponent[1]:g}-{exponent[2]:g} leaving one run out)"
+
     return {
         "fixed:auto, exponent tuned": Rule(
-            f"{selection.TUNED_FIXED.iteration} x {ratio} ^ {stop_exponent:g}",
-            lambda run: stop_at(run, stop_exponent),
+            f"{selection.TUNED_FIXED.iteration} x {ratio} ^ {stop[0]:g}" + folds(stop),
+            lambda run: stop_at(run, stop[0]),
             None,
             tuned_on,
         ),
         "wmv, patience scaled": Rule(
-            f"window {wmv.window}, patience {wmv.patience} x {ratio} ^ {patience_exponent:g}",
-            lambda run: wmv_at(run, patience_exponent),
+            f"window {wmv.window}, patience {wmv.patience} x {ratio} ^ {patience[0]:g}"
+            + folds(patience),
+            lambda run: wmv_at(run, patience[0]),
             lambda run: -run.variances[wmv.window],
             tuned_on,
         ),

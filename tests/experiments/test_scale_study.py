@@ -103,13 +103,27 @@ def test_size_exponents_are_tuned_on_polyu_at_every_size(tmp_path):
         write_run(tmp_path, "PolyU30", stem, 2400, 40.0, iterations=long, dip_at=1000)
     lines = scale_study.report_lines(tmp_path)
     stop = row_cells(lines, "fixed:auto, exponent tuned")
-    assert stop[4] == "600 x (pixels / 64²) ^ 0.5" and stop[5] == "PolyU, 10 runs at 64/256 px"
+    assert stop[4] == "600 x (pixels / 64²) ^ 0.5 (0.5-0.5 leaving one run out)"
+    assert stop[5] == "PolyU, 10 runs at 64/256 px"
     assert stop[6] == "0.00 [0.00]"
     assert float(row_cells(lines, "wmv (default)")[6].split()[0]) > 1.0  # stops on the plateau
     scaled = row_cells(lines, "wmv, patience scaled")
-    exponent = float(scaled[4].rpartition("^ ")[2])
+    exponent = float(scaled[4].rpartition("^ ")[2].split()[0])
     assert 2 * 16**exponent > 20  # waits past the plateau: the variance falls again 500 later
     assert scaled[6] == "0.00 [0.00]"
+
+
+def test_tuned_exponent_reports_its_range_over_leave_one_out_folds():
+    psnr = np.zeros((3, len(scale_study.EXPONENTS)))
+    sizes = np.array([64, 256, 256])
+    psnr[0, 10] = 1.0  # the one 64 px run peaks at the 11th exponent
+    psnr[1, 20] = 3.0  # at 256 px one run peaks high at the 21st,
+    psnr[2, 30] = 2.0  # the other lower at the 31st
+    best, least, largest = scale_study.tuned_exponent(psnr, sizes)
+    grid = scale_study.EXPONENTS
+    assert best == grid[20]
+    assert (least, largest) == (grid[20], grid[30])  # without run 1 run 2 wins; without run 0
+    # or run 2, run 1 still does
 
 
 def test_transfer_counts_iterations_to_the_scratch_peak(tmp_path):
