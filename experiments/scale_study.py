@@ -34,6 +34,7 @@ import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -249,13 +250,24 @@ def best_exponent(psnr: np.ndarray, sizes: np.ndarray, keep: np.ndarray) -> floa
     return EXPONENTS[int(np.argmax(np.mean(means, axis=0)))]
 
 
-def tuned_exponent(psnr: np.ndarray, sizes: np.ndarray) -> tuple[float, float, float]:
-    """(best_exponent over every run; its least and largest value when each run in turn is left
-    out): how far one crop moves the tuned exponent."""
-    everything = np.ones(len(sizes), dtype=bool)
-    folds = [best_exponent(psnr, sizes, everything & (np.arange(len(sizes)) != left))
-             for left in range(len(sizes))]  # fmt: skip
-    return best_exponent(psnr, sizes, everything), min(folds), max(folds)
+class TunedExponent(NamedTuple):
+    """A size exponent tuned on every run, and its least and largest value over the folds that
+    leave one run out: how far one crop moves it."""
+
+    best: float
+    least: float
+    largest: float
+
+    def setting(self) -> str:
+        return f"{self.best:g} ({self.least:g}-{self.largest:g} leaving one run out)"
+
+
+def tuned_exponent(psnr: np.ndarray, sizes: np.ndarray) -> TunedExponent:
+    """best_exponent over every run, and over each leave-one-run-out fold (arguments as
+    best_exponent's)."""
+    runs = np.arange(len(sizes))
+    folds = [best_exponent(psnr, sizes, runs != left) for left in runs]
+    return TunedExponent(best_exponent(psnr, sizes, runs >= 0), min(folds), max(folds))
 
 
 def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
@@ -279,20 +291,16 @@ def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
     sizes = "/".join(str(size) for size in sorted(tuning))
     tuned_on = f"PolyU, {sum(len(runs) for runs in tuning.values())} runs at {sizes} px"
 
-    def folds(exponent: tuple[float, float, float]) -> str:
-        return f" ({exponent[1]:g}-{exponent[2]:g} leaving one run out)"
-
     return {
         "fixed:auto, exponent tuned": Rule(
-            f"{selection.TUNED_FIXED.iteration} x {ratio} ^ {stop[0]:g}" + folds(stop),
-            lambda run: stop_at(run, stop[0]),
+            f"{selection.TUNED_FIXED.iteration} x {ratio} ^ {stop.setting()}",
+            lambda run: stop_at(run, stop.best),
             None,
             tuned_on,
         ),
         "wmv, patience scaled": Rule(
-            f"window {wmv.window}, patience {wmv.patience} x {ratio} ^ {patience[0]:g}"
-            + folds(patience),
-            lambda run: wmv_at(run, patience[0]),
+            f"window {wmv.window}, patience {wmv.patience} x {ratio} ^ {patience.setting()}",
+            lambda run: wmv_at(run, patience.best),
             lambda run: -run.variances[wmv.window],
             tuned_on,
         ),

@@ -119,11 +119,11 @@ def test_tuned_exponent_reports_its_range_over_leave_one_out_folds():
     psnr[0, 10] = 1.0  # the one 64 px run peaks at the 11th exponent
     psnr[1, 20] = 3.0  # at 256 px one run peaks high at the 21st,
     psnr[2, 30] = 2.0  # the other lower at the 31st
-    best, least, largest = scale_study.tuned_exponent(psnr, sizes)
+    tuned = scale_study.tuned_exponent(psnr, sizes)
     grid = scale_study.EXPONENTS
-    assert best == grid[20]
-    assert (least, largest) == (grid[20], grid[30])  # without run 1 run 2 wins; without run 0
-    # or run 2, run 1 still does
+    assert tuned.best == grid[20]
+    # without run 1 run 2 wins; without run 0 or run 2, run 1 still does
+    assert (tuned.least, tuned.largest) == (grid[20], grid[30])
 
 
 def test_transfer_counts_iterations_to_the_scratch_peak(tmp_path):
