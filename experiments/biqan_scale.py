@@ -8,7 +8,8 @@ The recipe (experiments/biqan_volume.py's `paper_*`): ImageNet MobileNetV2 (the 
 backbone of tools/convert_mobilenet_v2.py), the whole snapshot resized to the input side `--side`
 (default 225: the paper's 224 as 32k + 1, which keeps the converted features exact), EMD on
 generator_dataset.py's absolute-PSNR labels, 10 % of the source images held out for validation,
-at most 12 epochs per stage with patience 3.
+at most 12 epochs per stage with patience 3. `--labels relative` trains the same network on
+per-image relative labels instead (each image's PSNR range spread over the scores).
 
 Steps, each skipped when done (rerun after a stop to resume):
 1. the training set: the PolyU images of `<runs>/<size>px/<precision>/<polyu>` finished when this
@@ -18,13 +19,14 @@ Steps, each skipped when done (rerun after a stop to resume):
 4. test_BIQAN.py --selector biqan on each CC run folder `CC_s<seed>` whose images are all
    finished -> `<out>/CC_s<seed>`;
 5. collect: each CC image's predicted scores (iteration, mean, std; no pixels) to
-   `results/biqan/<size>px/<precision>/CC_s<seed>/<stem>.csv`, and the training's record
+   `results/biqan/<size>px/<precision>/<labels>/CC_s<seed>/<stem>.csv`, and the training's record
    (`training.json`: the PolyU images, the recipe, PolyU validation SRCC).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -41,12 +43,27 @@ TRAINING_FILE = "training.json"
 SCORE_COLUMNS = ("iteration", "predicted_mean", "predicted_std")
 SCORES_SUFFIX = "_scores.csv"  # test_BIQAN.py's per-image scores, <stem>_scores.csv
 VALIDATION_FILE = "validation_correlation.csv"  # train_BIQAN.py's report
-RECIPE = "MobileNetV2 from ImageNet, resize {side}, EMD on absolute-PSNR labels"
+RECIPE = "MobileNetV2 from ImageNet, resize {side}, EMD on {labels}-PSNR labels"
 
 
-def results_folder(results: Path, size: int, precision: str) -> Path:
-    """Where the scores and training record of one size and precision go."""
-    return results / f"{size}px" / precision
+@dataclasses.dataclass(frozen=True)
+class LabelKind:
+    """generator_dataset.py's labels of one kind: the flags that make them (beyond the set and
+    the output) and the name of the rule trained on them in scale_study's table."""
+
+    rule: str
+    flags: tuple[str, ...] = ()
+
+
+LABEL_KINDS = {
+    "absolute": LabelKind("biqan, paper's recipe"),  # the paper's: PSNR over a fixed range
+    "relative": LabelKind("biqan, relative labels", ("--is_use_fix_minmax", "false")),
+}  # relative: each image's PSNR range scaled to the score range
+
+
+def results_folder(results: Path, size: int, precision: str, labels: str) -> Path:
+    """Where the scores and training record of one size, precision and label kind go."""
+    return results / f"{size}px" / precision / labels
 
 
 def freeze_set(polyu_run: Path, image_set: Path, min_images: int) -> list[str] | None:
@@ -74,12 +91,13 @@ def complete(run: Path) -> bool:
     return len(common.run_images(run)) == len(list(Path(noisy).iterdir()))
 
 
-def make_labels(image_set: Path, labels: Path) -> bool:
+def make_labels(image_set: Path, labels: Path, kind: str) -> bool:
     """generator_dataset.py's absolute-PSNR labels of the set, once."""
     if labels.is_file():
         return True
     flags = {"--dataset_path": image_set, "--output_path": labels}
-    return common.run_step(common.script_command("generator_dataset.py", flags)) == 0
+    command = common.script_command("generator_dataset.py", flags)
+    return common.run_step(command + list(LABEL_KINDS[kind].flags)) == 0
 
 
 def score_command(args: argparse.Namespace, run: Path, out: Path) -> list[str]:
@@ -107,7 +125,7 @@ def validation_srcc(report: Path) -> dict[str, float]:
 def collect(args: argparse.Namespace, images: list[str]) -> int:
     """Copy each scored CC image's scores (SCORE_COLUMNS) and the training record under
     `args.results`; the number of score files written."""
-    folder = results_folder(Path(args.results), args.size, args.precision)
+    folder = results_folder(Path(args.results), args.size, args.precision, args.labels)
     written = 0
     for seed in args.seeds:
         scored = Path(args.out) / f"CC_s{seed}"
@@ -122,17 +140,17 @@ def collect(args: argparse.Namespace, images: list[str]) -> int:
     if written:
         record = {
             "polyu_images": images,
-            "recipe": RECIPE.format(side=args.side),
+            "recipe": RECIPE.format(side=args.side, labels=args.labels),
             "polyu_validation_srcc": validation_srcc(Path(args.out) / "report"),
         }
         (folder / TRAINING_FILE).write_text(json.dumps(record, indent=1) + "\n")
     return written
 
 
-def read_scores(results: Path, size: int, precision: str) -> tuple[dict, dict] | None:
+def read_scores(results: Path, size: int, precision: str, labels: str) -> tuple[dict, dict] | None:
     """(the training record, {(set folder, stem): (iterations, predicted means)}) collected for
     one size and precision, or None where nothing is."""
-    folder = results_folder(results, size, precision)
+    folder = results_folder(results, size, precision, labels)
     if not (folder / TRAINING_FILE).is_file():
         return None
     scores = {}
@@ -166,7 +184,7 @@ def main(args: argparse.Namespace) -> int:
             gpu_id=args.gpu_id,
         )
         trained = (out / "report" / VALIDATION_FILE).is_file()
-        if not make_labels(out / "set", labels) or (
+        if not make_labels(out / "set", labels, args.labels) or (
             not trained and common.run_step(training.command(), out / "train.log")
         ):
             return 1
@@ -185,7 +203,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", default="devdata/scale", help="experiments/scale_runs.sh's runs")
     parser.add_argument("--polyu", default="PolyU30_s0", help="PolyU run folder (training)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="CC run seeds")
-    parser.add_argument("--out", help="set, labels, model (default devdata/biqan_scale/<size>px)")
+    parser.add_argument(
+        "--labels", choices=LABEL_KINDS, default="absolute", help="absolute (the paper's, default)"
+    )
+    parser.add_argument(
+        "--out", help="set, labels, model (default devdata/biqan_scale/<size>px/<labels>)"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where scores are collected")
     parser.add_argument("--side", type=int, default=225, help="input side, 32k + 1 (default 225)")
     parser.add_argument("--min_images", type=int, default=20, help="PolyU images (default 20)")
@@ -195,7 +218,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gpu_id", default="cpu", help="'cpu' (default) or a CUDA device")
     parser.add_argument("--collect", action="store_true", help="only collect finished scores")
     args = parser.parse_args(argv)
-    args.out = args.out or f"devdata/biqan_scale/{args.size}px"
+    args.out = args.out or f"devdata/biqan_scale/{args.size}px/{args.labels}"
     return args
 
 

@@ -14,8 +14,8 @@ from experiments/scale_runs.sh; layout `<size>px/<precision>/<set>_s<seed>/<stem
    that score snapshots, the within-image Spearman correlation of the score with PSNR. The rules
    are the shipped ones (`wmv`, `fixed:auto`, `last`); the same two kinds tuned on that size's
    PolyU runs (a fixed iteration, and WMV's window and patience), and BIQAN with the paper's
-   recipe trained on them (experiments/biqan_scale.py, once its scores are collected under
-   `results/biqan/`); the shipped ones with a size exponent tuned on the PolyU runs of every
+   recipe trained on them, and with per-image relative labels (experiments/biqan_scale.py, once
+   its scores are collected under `results/biqan/`); the shipped ones with a size exponent tuned on the PolyU runs of every
    size at once (`fixed:auto`'s stop and WMV's patience grow as (pixels / 64²) ** exponent), so
    that the defaults can follow the size; and, as a bound, the tuned kinds fitted to the CC
    runs themselves (`hindsight_bounds`: the least gap any setting of a rule family reaches, so
@@ -199,28 +199,34 @@ def tune_on(runs: list[ImageRun], source: str = TUNING_SET) -> dict[str, Rule]:
 def biqan_rules(
     results: Path, size: int, precision: str, report: list[ImageRun]
 ) -> dict[str, Rule]:
-    """BIQAN with the paper's recipe (experiments.biqan_scale, trained on the PolyU runs of this
-    size): it picks each image's highest predicted score; {} until the scores of every report
-    run are collected."""
-    collected = biqan_scale.read_scores(results / biqan_scale.RESULTS_FOLDER, size, precision)
-    if collected is None:
-        return {}
-    record, scores = collected
-    if any((f"{run.set_name}_s{run.seed}", run.stem) not in scores for run in report):
-        return {}
+    """BIQAN (experiments.biqan_scale, trained on the PolyU runs of this size) with each kind of
+    labels collected: it picks each image's highest predicted score; a kind appears once the
+    scores of every report run are collected."""
+    rules = {}
+    for labels, kind in biqan_scale.LABEL_KINDS.items():
+        folder = results / biqan_scale.RESULTS_FOLDER
+        collected = biqan_scale.read_scores(folder, size, precision, labels)
+        if collected is None:
+            continue
+        record, scores = collected
+        if all((f"{run.set_name}_s{run.seed}", run.stem) in scores for run in report):
+            rules[kind.rule] = biqan_rule(record, scores)
+    return rules
+
+
+def biqan_rule(record: dict, scores: dict) -> Rule:
+    """The rule of one collected BIQAN training (biqan_scale.read_scores's pair)."""
 
     def score(run: ImageRun) -> np.ndarray:
         iterations, means = scores[(f"{run.set_name}_s{run.seed}", run.stem)]
         return pd.Series(means, index=iterations).reindex(run.iterations).to_numpy()
 
-    return {
-        "biqan, paper's recipe": Rule(
-            record["recipe"],
-            lambda run: selection.select_argmax(score(run)),
-            score,
-            f"PolyU, {len(record['polyu_images'])} runs",
-        )
-    }
+    return Rule(
+        record["recipe"],
+        lambda run: selection.select_argmax(score(run)),
+        score,
+        f"PolyU, {len(record['polyu_images'])} runs",
+    )
 
 
 def hindsight_bounds(report: list[ImageRun]) -> dict[str, Rule]:

@@ -43,11 +43,12 @@ def test_steps_run_once_and_score_only_finished_cc_runs(tmp_path, monkeypatch):
     fake_run(runs / "PolyU30_s0", ["p0", "p1"], ["p0", "p1"], tmp_path / "polyu")
     fake_run(runs / "CC_s0", ["c1"], ["c1"], tmp_path / "cc")
     fake_run(runs / "CC_s1", ["c1", "c2"], ["c1"], tmp_path / "cc1")  # under way
-    commands = []
+    commands, label_flags = [], []
 
     def run_step(command: list[str], log: Path | None = None) -> int:
         commands.append(Path(command[1]).name)
         flags = dict(zip(command[2::2], command[3::2]))
+        label_flags.append(flags.get("--is_use_fix_minmax"))
         if Path(command[1]).name == "generator_dataset.py":
             Path(flags["--output_path"]).write_text("labels")
         elif Path(command[1]).name == "train_BIQAN.py":
@@ -68,18 +69,27 @@ def test_steps_run_once_and_score_only_finished_cc_runs(tmp_path, monkeypatch):
         return 0
 
     monkeypatch.setattr(biqan_scale.common, "run_step", run_step)
-    argv = ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
-    argv += ["--results", str(tmp_path / "results"), "--min_images", "2"]
+    shared = ["--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+    shared += ["--min_images", "2"]
+    argv = shared + ["--out", str(tmp_path / "out")]
     assert biqan_scale.main(biqan_scale.parse_args(argv)) == 0
     assert commands == ["generator_dataset.py", "train_BIQAN.py", "test_BIQAN.py"]
     assert biqan_scale.main(biqan_scale.parse_args(argv)) == 0
     assert len(commands) == 3  # all done: nothing runs again
-    folder = tmp_path / "results" / "256px" / "bf16"
+    folder = tmp_path / "results" / "256px" / "bf16" / "absolute"
     collected = pd.read_csv(folder / "CC_s0" / "c1.csv")
     assert list(collected.columns) == list(biqan_scale.SCORE_COLUMNS)  # no true PSNR copied
     record = json.loads((folder / biqan_scale.TRAINING_FILE).read_text())
     assert record["polyu_images"] == ["p0", "p1"]
     assert record["polyu_validation_srcc"] == {"within image": 0.2, "all": 0.4}
+    assert "absolute-PSNR" in record["recipe"] and label_flags[0] is None  # the paper's labels
+
+    relative = shared + ["--labels", "relative", "--out", str(tmp_path / "out_relative")]
+    assert biqan_scale.main(biqan_scale.parse_args(relative)) == 0
+    assert commands[3:] == ["generator_dataset.py", "train_BIQAN.py", "test_BIQAN.py"]
+    assert label_flags[3] == "false"  # generator_dataset.py --is_use_fix_minmax false
+    record = json.loads((folder.parent / "relative" / biqan_scale.TRAINING_FILE).read_text())
+    assert "relative-PSNR" in record["recipe"]
 
 
 def test_scale_study_tables_the_collected_biqan_scores(tmp_path):
@@ -87,7 +97,7 @@ def test_scale_study_tables_the_collected_biqan_scores(tmp_path):
         write_run(tmp_path, "PolyU30", f"p{index}", 400, 40.0)
     write_run(tmp_path, "CC", "c1", 800, 36.0)
     assert not any("paper's recipe" in line for line in scale_study.report_lines(tmp_path))
-    folder = tmp_path / biqan_scale.RESULTS_FOLDER / "256px" / "bf16"
+    folder = tmp_path / biqan_scale.RESULTS_FOLDER / "256px" / "bf16" / "absolute"
     (folder / "CC_s0").mkdir(parents=True)
     scores = -np.abs(ITERATIONS - 600.0)  # BIQAN's score peaks at 600, DIP at 800
     pd.DataFrame({"iteration": ITERATIONS, "predicted_mean": scores, "predicted_std": 1.0}).to_csv(
@@ -95,7 +105,9 @@ def test_scale_study_tables_the_collected_biqan_scores(tmp_path):
     )
     record = {"polyu_images": ["p0", "p1"], "recipe": "the recipe", "polyu_validation_srcc": {}}
     (folder / biqan_scale.TRAINING_FILE).write_text(json.dumps(record))
-    cells = row_cells(scale_study.report_lines(tmp_path), "biqan, paper's recipe")
+    lines = scale_study.report_lines(tmp_path)
+    assert not any("relative labels" in line for line in lines)  # not collected
+    cells = row_cells(lines, "biqan, paper's recipe")
     assert cells[4:6] == ["the recipe", "PolyU, 2 runs"]
     gap = 1e-5 * (600 - 800) ** 2
     assert cells[6] == f"{gap:.2f} [{gap:.2f}]"
