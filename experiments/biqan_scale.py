@@ -26,7 +26,6 @@ Steps, each skipped when done (rerun after a stop to resume):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -46,19 +45,8 @@ VALIDATION_FILE = "validation_correlation.csv"  # train_BIQAN.py's report
 RECIPE = "MobileNetV2 from ImageNet, resize {side}, EMD on {labels}-PSNR labels"
 
 
-@dataclasses.dataclass(frozen=True)
-class LabelKind:
-    """generator_dataset.py's labels of one kind: the flags that make them (beyond the set and
-    the output) and the name of the rule trained on them in scale_study's table."""
-
-    rule: str
-    flags: tuple[str, ...] = ()
-
-
-LABEL_KINDS = {
-    "absolute": LabelKind("biqan, paper's recipe"),  # the paper's: PSNR over a fixed range
-    "relative": LabelKind("biqan, relative labels", ("--is_use_fix_minmax", "false")),
-}  # relative: each image's PSNR range scaled to the score range
+# scale_study's row of the network trained on each kind of labels (common.LABEL_FLAGS)
+LABEL_RULES = {"absolute": "biqan, paper's recipe", "relative": "biqan, relative labels"}
 
 
 def results_folder(results: Path, size: int, precision: str, labels: str) -> Path:
@@ -92,12 +80,8 @@ def complete(run: Path) -> bool:
 
 
 def make_labels(image_set: Path, labels: Path, kind: str) -> bool:
-    """generator_dataset.py's absolute-PSNR labels of the set, once."""
-    if labels.is_file():
-        return True
-    flags = {"--dataset_path": image_set, "--output_path": labels}
-    command = common.script_command("generator_dataset.py", flags)
-    return common.run_step(command + list(LABEL_KINDS[kind].flags)) == 0
+    """generator_dataset.py's `kind` labels of the set (common.LABEL_FLAGS), once."""
+    return labels.is_file() or common.run_step(common.label_command(image_set, labels, kind)) == 0
 
 
 def score_command(args: argparse.Namespace, run: Path, out: Path) -> list[str]:
@@ -149,7 +133,7 @@ def collect(args: argparse.Namespace, images: list[str]) -> int:
 
 def read_scores(results: Path, size: int, precision: str, labels: str) -> tuple[dict, dict] | None:
     """(the training record, {(set folder, stem): (iterations, predicted means)}) collected for
-    one size and precision, or None where nothing is."""
+    one size, precision and kind of labels, or None where nothing is."""
     folder = results_folder(results, size, precision, labels)
     if not (folder / TRAINING_FILE).is_file():
         return None
@@ -204,7 +188,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--polyu", default="PolyU30_s0", help="PolyU run folder (training)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="CC run seeds")
     parser.add_argument(
-        "--labels", choices=LABEL_KINDS, default="absolute", help="absolute (the paper's, default)"
+        "--labels", choices=LABEL_RULES, default="absolute", help="absolute (the paper's, default)"
     )
     parser.add_argument(
         "--out", help="set, labels, model (default devdata/biqan_scale/<size>px/<labels>)"

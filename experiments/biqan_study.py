@@ -69,9 +69,8 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     labels = out / "labels.txt"
-    flags = {"--dataset_path": Path(args.runs) / args.polyu, "--output_path": labels}
     if not labels.is_file() and common.run_step(
-        common.script_command("generator_dataset.py", flags)
+        common.label_command(Path(args.runs) / args.polyu, labels)
     ):
         return 1
     failures = 0

@@ -93,11 +93,8 @@ def labels_file(args: argparse.Namespace, variant: Variant, image_set: Path) -> 
     path = Path(args.out) / "labels" / f"{image_set.name}_{variant.labels}.txt"
     if path.is_file():
         return path
-    flags = {"--dataset_path": image_set, "--output_path": path}
-    if variant.labels == "relative":
-        flags["--is_use_fix_minmax"] = "false"
-    command = common.script_command("generator_dataset.py", flags)
     path.parent.mkdir(parents=True, exist_ok=True)
+    command = common.label_command(image_set, path, variant.labels)
     return path if common.run_step(command) == 0 else None
 
 

@@ -102,6 +102,17 @@ def script_command(script: str, flags: dict[str, object]) -> list[str]:
     return command
 
 
+# generator_dataset.py's flags for each kind of labels: absolute (the paper's: PSNR over a fixed
+# range) or relative (each image's own PSNR range spread over the scores)
+LABEL_FLAGS = {"absolute": (), "relative": ("--is_use_fix_minmax", "false")}
+
+
+def label_command(image_set: Path, labels: Path, kind: str = "absolute") -> list[str]:
+    """generator_dataset.py's command line writing the `kind` labels of `image_set` to `labels`."""
+    flags = {"--dataset_path": image_set, "--output_path": labels}
+    return script_command("generator_dataset.py", flags) + list(LABEL_FLAGS[kind])
+
+
 def add_imagenet_flag(parser: argparse.ArgumentParser) -> None:
     """--imagenet_weights: the converted ImageNet MobileNetV2 backbone of the BIQAN studies."""
     parser.add_argument(

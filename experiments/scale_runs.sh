@@ -14,8 +14,8 @@
 # every 5th of them first (the names run camera by camera, so that the first crops in cover all
 # four cameras); the CC pairs at 256x256 at seed 1 (seed averaging, the blend); the CC pairs
 # from the first PolyU pair's network (transfer learning, `polyu1`); the CC pairs at seed 2; the
-# rest of the 30 PolyU pairs; at 128x128, 10 PolyU pairs (every 10th) and the CC pairs from the first one's
-# network; the CC images at 512x512, seed 0. The second stream first fits the 5 CC pairs at
+# rest of the 30 PolyU pairs; at 128x128, 10 PolyU pairs (every 10th) and the CC pairs from the
+# first one's network; the CC images at 512x512, seed 0. The second stream first fits the 5 CC pairs at
 # 128x128, seed 0.
 # Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder
 # `collect` copies the per-iteration rows (no pixels) of its finished images under results/scale,

@@ -14,9 +14,9 @@ from experiments/scale_runs.sh; layout `<size>px/<precision>/<set>_s<seed>/<stem
    that score snapshots, the within-image Spearman correlation of the score with PSNR. The rules
    are the shipped ones (`wmv`, `fixed:auto`, `last`); the same two kinds tuned on that size's
    PolyU runs (a fixed iteration, and WMV's window and patience), and BIQAN with the paper's
-   recipe trained on them, and with per-image relative labels (experiments/biqan_scale.py, once
-   its scores are collected under `results/biqan/`); the shipped ones with a size exponent tuned on the PolyU runs of every
-   size at once (`fixed:auto`'s stop and WMV's patience grow as (pixels / 64²) ** exponent), so
+   recipe trained on them, and with per-image relative labels (experiments/biqan_scale.py,
+   once its scores are collected under `results/biqan/`); the shipped ones with a size
+   exponent tuned on the PolyU runs of every size at once (`fixed:auto`'s stop and WMV's patience grow as (pixels / 64²) ** exponent), so
    that the defaults can follow the size; and, as a bound, the tuned kinds fitted to the CC
    runs themselves (`hindsight_bounds`: the least gap any setting of a rule family reaches, so
    a target below it needs a better rule, not more tuning);
@@ -202,15 +202,14 @@ def biqan_rules(
     """BIQAN (experiments.biqan_scale, trained on the PolyU runs of this size) with each kind of
     labels collected: it picks each image's highest predicted score; a kind appears once the
     scores of every report run are collected."""
-    rules = {}
-    for labels, kind in biqan_scale.LABEL_KINDS.items():
-        folder = results / biqan_scale.RESULTS_FOLDER
+    rules, folder = {}, results / biqan_scale.RESULTS_FOLDER
+    for labels, name in biqan_scale.LABEL_RULES.items():
         collected = biqan_scale.read_scores(folder, size, precision, labels)
         if collected is None:
             continue
         record, scores = collected
         if all((f"{run.set_name}_s{run.seed}", run.stem) in scores for run in report):
-            rules[kind.rule] = biqan_rule(record, scores)
+            rules[name] = biqan_rule(record, scores)
     return rules
 
 
@@ -296,7 +295,6 @@ def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
     wmv, ratio = selection.TUNED_WMV, f"(pixels / {selection.STOP_SIZE}²)"
     sizes = "/".join(str(size) for size in sorted(tuning))
     tuned_on = f"PolyU, {sum(len(runs) for runs in tuning.values())} runs at {sizes} px"
-
     return {
         "fixed:auto, exponent tuned": Rule(
             f"{selection.TUNED_FIXED.iteration} x {ratio} ^ {stop.setting()}",
