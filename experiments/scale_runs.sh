@@ -12,11 +12,12 @@
 # share its images through run_BDN.py's per-image locks. The list: the 5 CC pairs at 256x256,
 # seed 0 (the report set); 30 PolyU pairs at seed 0 (every 3rd by name: training and tuning),
 # every 5th of them first (the names run camera by camera, so that the first crops in cover all
-# four cameras); the CC pairs at 256x256 at seed 1 (seed averaging, the blend); the CC pairs
-# from the first PolyU pair's network (transfer learning, `polyu1`); the CC pairs at seed 2; the
-# rest of the 30 PolyU pairs; at 128x128, 10 PolyU pairs (every 10th) and the CC pairs from the
-# first one's network; the CC images at 512x512, seed 0. The second stream first fits the 5 CC pairs at
-# 128x128, seed 0.
+# four cameras); the CC pairs at 256x256 at seed 1 (seed averaging, the blend); at 128x128, 10
+# PolyU pairs (every 10th) and the CC pairs from the first one's network (transfer learning,
+# `polyu1`; these two complete the 128 px column in about two hours); the CC pairs at 256x256
+# from the first PolyU pair's network; the CC pairs at seed 2; the rest of the 30 PolyU pairs;
+# the CC images at 512x512, seed 0. The second stream first fits the 5 CC pairs at 128x128,
+# seed 0.
 # Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder
 # `collect` copies the per-iteration rows (no pixels) of its finished images under results/scale,
 # to commit.
@@ -59,8 +60,8 @@ main() {
     }
     # stream: the 256 list, in order
     stream() {
-        run 256 CC 0; SHARD="5 0" run 256 PolyU30 0; run 256 CC 1; transfer 256 PolyU30
-        run 256 CC 2; run 256 PolyU30 0; run 128 PolyU10 0; transfer 128 PolyU10
+        run 256 CC 0; SHARD="5 0" run 256 PolyU30 0; run 256 CC 1; run 128 PolyU10 0
+        transfer 128 PolyU10; transfer 256 PolyU30; run 256 CC 2; run 256 PolyU30 0
         run 512 CC 0
     }
     stream & sleep 5; run 128 CC 0; stream
