@@ -231,15 +231,15 @@ TUNED_FIXED = Selector(name="fixed", iteration=600)
 # TUNED_FIXED by (pixels / STOP_SIZE^2) ** STOP_EXPONENT, and WMV's default patience
 # (`--patience auto`, `DEFAULT_WMV`) is TUNED_WMV's times (pixels / STOP_SIZE^2) **
 # PATIENCE_EXPONENT, rounded. Both exponents are the grid values with the best mean picked PSNR
-# on the PolyU runs of every size at once (bf16, seed 0: 20 crops at 64x64, 10 at 256x256 from
-# the four cameras; experiments/scale_study.py, docs/REPRODUCTION.md section 9): 1923 iterations
-# and 12 snapshots at 256x256. The objective is flat, so they move as PolyU runs come in (5
-# crops of one camera gave 0.54 and 0.82, 8 from three cameras 0.46 and 0.54; leaving one of
-# the 30 runs out moves them within 0.38-0.46 and 0.54-0.64); STOP_EXPONENT was 0.18 before
-# (fitted to PolyU's best iterations at 64 to 128 pixels), which stopped at the first plateau
-# at 256 pixels.
+# on the PolyU runs of every size at once (bf16, seed 0: 20 crops at 64x64, 10 at 128x128, 10
+# at 256x256 from the four cameras; experiments/scale_study.py, docs/REPRODUCTION.md section
+# 9): 1721 iterations and 12 snapshots at 256x256. The objective is flat, so they move as PolyU
+# runs come in (at 64 and 256 px only: 5 crops of one camera gave 0.54 and 0.82, 8 from three
+# cameras 0.46 and 0.54, 10 from four 0.42 and 0.64; leaving one of the 40 runs out moves them
+# within 0.38-0.38 and 0.54-0.64); STOP_EXPONENT was 0.18 before (fitted to PolyU's best
+# iterations at 64 to 128 pixels), which stopped at the first plateau at 256 pixels.
 STOP_SIZE = 64
-STOP_EXPONENT = 0.42
+STOP_EXPONENT = 0.38
 PATIENCE_EXPONENT = 0.64
 DEFAULT_WMV = WmvSettings(window=TUNED_WMV.window, patience=None)
 AUTO = "auto"
