@@ -16,8 +16,8 @@ from experiments/scale_runs.sh; layout `<size>px/<precision>/<set>_s<seed>/<stem
    PolyU runs (a fixed iteration, and WMV's window and patience), and BIQAN with the paper's
    recipe trained on them, and with per-image relative labels (experiments/biqan_scale.py,
    once its scores are collected under `results/biqan/`); the shipped ones with a size
-   exponent tuned on the PolyU runs of every size at once (`fixed:auto`'s stop and WMV's patience grow as (pixels / 64²) ** exponent), so
-   that the defaults can follow the size; and, as a bound, the tuned kinds fitted to the CC
+   exponent tuned on the PolyU runs of every size at once (`fixed:auto`'s stop and WMV's
+   patience grow as (pixels / 64²) ** exponent), so that the defaults can follow the size; and, as a bound, the tuned kinds fitted to the CC
    runs themselves (`hindsight_bounds`: the least gap any setting of a rule family reaches, so
    a target below it needs a better rule, not more tuning);
 3. on CC: transfer learning, the runs started from another network (sets `CC_<init>`, e.g.
