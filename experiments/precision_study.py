@@ -101,8 +101,21 @@ def collect_run(run_dir: Path, out_dir: Path) -> int:
         image_io.write_text(target, table.to_csv(index=False, float_format="%.7g"))
         written += 1
     if images:
-        image_io.write_text(out_dir / IMAGES_FILE, pd.DataFrame(images).to_csv(index=False))
+        image_io.write_text(
+            out_dir / IMAGES_FILE, merged_images(out_dir, images).to_csv(index=False)
+        )
     return written
+
+
+def merged_images(out_dir: Path, images: list[dict]) -> pd.DataFrame:
+    """`out_dir`'s images table with `images` (rows of IMAGES_FILE) added or replaced by stem,
+    sorted by stem: a run folder that holds only some of the images (a rerun on another machine,
+    whose earlier images are in `out_dir` only) adds to the table, it does not shrink it."""
+    table = pd.DataFrame(images)
+    if (out_dir / IMAGES_FILE).exists():
+        earlier = pd.read_csv(out_dir / IMAGES_FILE)
+        table = pd.concat([earlier[~earlier["stem"].isin(table["stem"])], table])
+    return table.sort_values("stem").reset_index(drop=True)
 
 
 def collect(runs: Path, results: Path) -> int:

@@ -16,13 +16,14 @@
 # every 5th of them first (the names run camera by camera, so that the first crops in cover all
 # four cameras); the CC pairs at 256x256 at seed 1 (seed averaging, the blend); at 128x128, 10
 # PolyU pairs (every 10th) and the CC pairs from the first one's network (transfer learning,
-# `polyu1`; these two complete the 128 px column in about two hours); the CC pairs at 256x256
-# from the first PolyU pair's network; the CC pairs at seed 2; the rest of the 30 PolyU pairs;
-# the CC images at 512x512, seed 0. The second stream first fits the 5 CC pairs at 128x128,
+# `polyu1`; these two complete the 128 px column in about two hours); the CC pairs at seed 2; the
+# CC pairs at 256x256 from the first PolyU pair's network (after the seeds: on a new machine that
+# network must be fitted again, an hour); the rest of the 30 PolyU pairs; the CC images at
+# 512x512, seed 0. The second stream first fits the 5 CC pairs at 128x128,
 # seed 0.
 # Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder
 # `collect` copies the per-iteration rows (no pixels) of its finished images under results/scale,
-# to commit.
+# to commit. A crop whose rows are there already is not fitted again (on a new machine too).
 # Environment: PY, CODE (experiments/runs_setup.sh), ITERATIONS (3000; 512x512: LARGE_ITERATIONS,
 # 5000), PRECISION (bf16).
 set -u
@@ -39,32 +40,65 @@ main() {
             *) crop_subset "$1" "$2" CC 1 100 ;;
         esac
     }
-    # run SIZE SET SEED [INIT NET]: fit SET's crops at SIZE from scratch, or from the network
-    # NET (a saved net.pt) into the folder <SET>_<INIT>_s<SEED>; with SHARD="N I", only every N-th
-    # crop by name from the I-th (run_BDN.py's shards)
+    # pending SIZE SET NAME [STEM]: prints a folder (devdata/pending/...) of SET's crops at SIZE
+    # that have no rows under results/scale/<SIZE>px/<precision>/NAME yet, or of the crop STEM
+    # alone; prints nothing when none is left. So a new machine, whose devdata/ is empty, fits
+    # only what the repository lacks. With SHARD="N I", only every N-th crop by name from the
+    # I-th, counted over all of SET's crops.
+    pending() {
+        local from folder real stem index=0
+        folder=devdata/pending/$1px/${PRECISION:-bf16}/$3${4:+_$4}${SHARD:+_shard${SHARD// /-}}
+        from=$(subset "$1" "$2")
+        mkdir -p "$folder/real" "$folder/mean"
+        for real in $(ls "$from/real"); do
+            stem=${real%.*}
+            index=$((index + 1))
+            if [ -n "${SHARD:-}" ] && [ $(((index - 1) % ${SHARD% *})) != "${SHARD#* }" ]; then
+                continue
+            elif [ -n "${4:-}" ]; then
+                [ "$stem" = "$4" ] || continue
+            elif [ -f "results/scale/$1px/${PRECISION:-bf16}/$3/$stem.csv" ]; then
+                continue
+            fi
+            cp -n "$from/real/$real" "$folder/real/"
+            cp -n "$from/mean/$stem".* "$folder/mean/"
+        done
+        [ -z "$(ls "$folder/real")" ] || echo "$folder"
+    }
+    # run SIZE SET SEED [INIT NET [STEM]]: fit SET's pending crops at SIZE from scratch, or from
+    # the network NET (a saved net.pt), into devdata/scale/.../<SET>_<INIT>_s<SEED>; with STEM,
+    # that crop only, rows or not; SHARD as for `pending`
     run() {
-        local folder out=devdata/scale/$1px/${PRECISION:-bf16}/$2${4:+_$4}_s$3
-        folder=$(subset "$1" "$2")
-        echo "$(date -Is) $1px $2 seed $3 ${4:-scratch} -> $out"
+        local name=$2${4:+_$4}_s$3 folder
+        folder=$(pending "$1" "$2" "$name" "${6:-}")
+        if [ -z "$folder" ]; then
+            echo "$(date -Is) $1px $name: every crop has its rows in results/scale"
+            return
+        fi
+        local out=devdata/scale/$1px/${PRECISION:-bf16}/$name
+        echo "$(date -Is) $1px $2 seed $3 ${4:-scratch} ${6:-} -> $out"
         nice -n 5 "$PY" "$CODE/run_BDN.py" --dataset_real_path "$folder/real" \
             --dataset_mean_path "$folder/mean" --output_path "$out" --num_iter "${ITERATIONS:-3000}" \
             --save_iter 20 --seed "$3" --init_from "${5:-scratch}" --gpu_id cpu \
-            --precision "${PRECISION:-bf16}" --quiet \
-            ${SHARD:+--num_shards ${SHARD% *} --shard_index ${SHARD#* }}
+            --precision "${PRECISION:-bf16}" --quiet
         "$PY" -m experiments.precision_study collect --runs devdata/scale --results results/scale
     }
     # transfer SIZE POLYU: the CC crops at SIZE, seed 0, from the final network of the first
-    # image of POLYU's seed-0 run at SIZE (experiments/transfer.py's `polyu1`), once it is there
+    # image of POLYU's seed-0 run at SIZE (experiments/transfer.py's `polyu1`); where that
+    # network is not on this machine, its image is fitted again first
     transfer() {
-        local net
-        net=devdata/scale/$1px/${PRECISION:-bf16}/$2_s0/$(ls "$(subset "$1" "$2")/real" | head -n 1)
-        net=${net%.*}/net.pt
+        local stem net
+        [ -n "$(pending "$1" CC CC_polyu1_s0)" ] || { run "$1" CC 0 polyu1; return; }
+        stem=$(ls "$(subset "$1" "$2")/real" | head -n 1)
+        stem=${stem%.*}
+        net=devdata/scale/$1px/${PRECISION:-bf16}/$2_s0/$stem/net.pt
+        [ -f "$net" ] || run "$1" "$2" 0 "" "" "$stem"
         if [ -f "$net" ]; then run "$1" CC 0 polyu1 "$net"; else echo "$(date -Is) no $net yet"; fi
     }
     # stream: the 256 list, in order
     stream() {
         run 256 CC 0; SHARD="5 0" run 256 PolyU30 0; run 256 CC 1; run 128 PolyU10 0
-        transfer 128 PolyU10; transfer 256 PolyU30; run 256 CC 2; run 256 PolyU30 0
+        transfer 128 PolyU10; run 256 CC 2; transfer 256 PolyU30; run 256 PolyU30 0
         ITERATIONS=${LARGE_ITERATIONS:-5000} run 512 CC 0
     }
     stream & sleep 5; run 128 CC 0; stream

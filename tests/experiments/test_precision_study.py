@@ -57,6 +57,18 @@ def test_collected_rows_replay_test_biqans_picks(runs):
     assert precision_study.collect(runs / "runs", results) == 0  # nothing new: nothing rewritten
 
 
+def test_collect_adds_to_the_images_table_of_an_earlier_machine(runs, tmp_path):
+    """A rerun folder with some of the images (devdata lost, results kept) keeps the others."""
+    out_dir = tmp_path / "32px" / "bf16" / "X_s0"
+    out_dir.mkdir(parents=True)
+    earlier = "stem,height,width,noisy_psnr\n0_earlier,32,32,20.0\na,32,32,1.0\n"
+    (out_dir / precision_study.IMAGES_FILE).write_text(earlier)
+    precision_study.collect(runs / "runs", tmp_path)
+    images = pd.read_csv(out_dir / precision_study.IMAGES_FILE)
+    assert list(images["stem"]) == ["0_earlier", "a", "b"]
+    assert images.set_index("stem").loc["a", "noisy_psnr"] != 1.0  # the run's own row wins
+
+
 def test_report_pairs_the_precisions(runs):
     results = runs / "results"
     precision_study.collect(runs / "runs", results)
