@@ -16,7 +16,8 @@
 # every 5th of them first (the names run camera by camera, so that the first crops in cover all
 # four cameras); the CC pairs at 256x256 at seed 1 (seed averaging, the blend); at 128x128, 10
 # PolyU pairs (every 10th) and the CC pairs from the first one's network (transfer learning,
-# `polyu1`; these two complete the 128 px column in about two hours); the CC pairs at seed 2; the
+# `polyu1`; these two complete the 128 px column in about two hours); the same transfer at 64x64
+# (the CC pairs from the first of precision_runs.sh's 20 PolyU pairs); the CC pairs at seed 2; the
 # CC pairs at 256x256 from the first PolyU pair's network (after the seeds: on a new machine that
 # network must be fitted again, an hour); the rest of the 30 PolyU pairs; the CC images at
 # 512x512, seed 0. The second stream first fits the 5 CC pairs at 128x128,
@@ -25,18 +26,21 @@
 # `collect` copies the per-iteration rows (no pixels) of its finished images under results/scale,
 # to commit. A crop whose rows are there already is not fitted again (on a new machine too).
 # Environment: PY, CODE (experiments/runs_setup.sh), ITERATIONS (3000; 512x512: LARGE_ITERATIONS,
-# 5000), PRECISION (bf16).
+# 5000), PRECISION (bf16), STUDY (scale: the devdata/ and results/ folder of the runs; the 64 px
+# transfer runs go with precision_runs.sh's 64 px scratch runs they are compared with, 1200
+# iterations, from the same PolyU crop as at 128 px).
 set -u
 main() {
     . "$(dirname "$0")/runs_setup.sh"
     runs_setup
-    prepare_crops 128 256 512
+    prepare_crops 64 128 256 512
     # subset SIZE SET: the folder of the pairs of SET (PolyU<N>: every 3rd (N=30) or 10th (N=10)
-    # PolyU pair, N of them; CC: all)
+    # PolyU pair, N of them; N=20: every 5th, the 64 px set of precision_runs.sh; CC: all)
     subset() {
         case $2 in
             PolyU30) crop_subset "$1" "$2" PolyU 3 30 ;;
             PolyU10) crop_subset "$1" "$2" PolyU 10 10 ;;
+            PolyU20) crop_subset "$1" "$2" PolyU 5 20 ;;
             *) crop_subset "$1" "$2" CC 1 100 ;;
         esac
     }
@@ -57,7 +61,7 @@ main() {
                 continue
             elif [ -n "${4:-}" ]; then
                 [ "$stem" = "$4" ] || continue
-            elif [ -f "results/scale/$1px/${PRECISION:-bf16}/$3/$stem.csv" ]; then
+            elif [ -f "results/${STUDY:-scale}/$1px/${PRECISION:-bf16}/$3/$stem.csv" ]; then
                 continue
             fi
             cp -n "$from/real/$real" "$folder/real/"
@@ -72,16 +76,17 @@ main() {
         local name=$2${4:+_$4}_s$3 folder
         folder=$(pending "$1" "$2" "$name" "${6:-}")
         if [ -z "$folder" ]; then
-            echo "$(date -Is) $1px $name: every crop has its rows in results/scale"
+            echo "$(date -Is) $1px $name: every crop has its rows in results/${STUDY:-scale}"
             return
         fi
-        local out=devdata/scale/$1px/${PRECISION:-bf16}/$name
+        local out=devdata/${STUDY:-scale}/$1px/${PRECISION:-bf16}/$name
         echo "$(date -Is) $1px $2 seed $3 ${4:-scratch} ${6:-} -> $out"
         nice -n 5 "$PY" "$CODE/run_BDN.py" --dataset_real_path "$folder/real" \
             --dataset_mean_path "$folder/mean" --output_path "$out" --num_iter "${ITERATIONS:-3000}" \
             --save_iter 20 --seed "$3" --init_from "${5:-scratch}" --gpu_id cpu \
             --precision "${PRECISION:-bf16}" --quiet
-        "$PY" -m experiments.precision_study collect --runs devdata/scale --results results/scale
+        "$PY" -m experiments.precision_study collect --runs "devdata/${STUDY:-scale}" \
+            --results "results/${STUDY:-scale}"
     }
     # transfer SIZE POLYU: the CC crops at SIZE, seed 0, from the final network of the first
     # image of POLYU's seed-0 run at SIZE (experiments/transfer.py's `polyu1`); where that
@@ -91,14 +96,15 @@ main() {
         [ -n "$(pending "$1" CC CC_polyu1_s0)" ] || { run "$1" CC 0 polyu1; return; }
         stem=$(ls "$(subset "$1" "$2")/real" | head -n 1)
         stem=${stem%.*}
-        net=devdata/scale/$1px/${PRECISION:-bf16}/$2_s0/$stem/net.pt
+        net=devdata/${STUDY:-scale}/$1px/${PRECISION:-bf16}/$2_s0/$stem/net.pt
         [ -f "$net" ] || run "$1" "$2" 0 "" "" "$stem"
         if [ -f "$net" ]; then run "$1" CC 0 polyu1 "$net"; else echo "$(date -Is) no $net yet"; fi
     }
     # stream: the 256 list, in order
     stream() {
         run 256 CC 0; SHARD="5 0" run 256 PolyU30 0; run 256 CC 1; run 128 PolyU10 0
-        transfer 128 PolyU10; run 256 CC 2; transfer 256 PolyU30; run 256 PolyU30 0
+        transfer 128 PolyU10; STUDY=precision ITERATIONS=1200 transfer 64 PolyU20
+        run 256 CC 2; transfer 256 PolyU30; run 256 PolyU30 0
         ITERATIONS=${LARGE_ITERATIONS:-5000} run 512 CC 0
     }
     stream & sleep 5; run 128 CC 0; stream
