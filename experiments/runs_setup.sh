@@ -35,3 +35,27 @@ crop_subset() {
     done
     echo "$folder"
 }
+
+# pending_crops FROM RESULTS TO [STEM]: copies into TO/real and TO/mean the pairs of FROM/real and
+# FROM/mean that have no rows RESULTS/<stem>.csv yet, or the pair STEM alone (rows or not); with
+# SHARD="N I", only every N-th pair of FROM by name from the I-th (0-based). Prints TO, or nothing
+# when TO holds no pair. Pairs are only added to TO, never removed: two processes may share it,
+# and run_BDN.py skips the images it has finished.
+pending_crops() {
+    local real stem index=0
+    mkdir -p "$3/real" "$3/mean"
+    for real in $(ls "$1/real"); do
+        stem=${real%.*}
+        index=$((index + 1))
+        if [ -n "${SHARD:-}" ] && [ $(((index - 1) % ${SHARD% *})) != "${SHARD#* }" ]; then
+            continue
+        elif [ -n "${4:-}" ]; then
+            [ "$stem" = "$4" ] || continue
+        elif [ -f "$2/$stem.csv" ]; then
+            continue
+        fi
+        cp -n "$1/real/$real" "$3/real/"
+        cp -n "$1/mean/$stem".* "$3/mean/"
+    done
+    [ -z "$(ls "$3/real")" ] || echo "$3"
+}

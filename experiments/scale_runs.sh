@@ -45,33 +45,17 @@ main() {
         esac
     }
     # pending SIZE SET NAME [STEM]: prints a folder (devdata/pending/...) of SET's crops at SIZE
-    # that have no rows under results/scale/<SIZE>px/<precision>/NAME yet, or of the crop STEM
-    # alone; prints nothing when none is left. So a new machine, whose devdata/ is empty, fits
-    # only what the repository lacks. With SHARD="N I", only every N-th crop by name from the
-    # I-th, counted over all of SET's crops.
+    # that have no rows under results/<STUDY>/<SIZE>px/<precision>/NAME yet, or of the crop STEM
+    # alone; prints nothing when none is left (`pending_crops`). So a new machine, whose devdata/
+    # is empty, fits only what the repository lacks.
     pending() {
-        local from folder real stem index=0
-        folder=devdata/pending/$1px/${PRECISION:-bf16}/$3${4:+_$4}${SHARD:+_shard${SHARD// /-}}
-        from=$(subset "$1" "$2")
-        mkdir -p "$folder/real" "$folder/mean"
-        for real in $(ls "$from/real"); do
-            stem=${real%.*}
-            index=$((index + 1))
-            if [ -n "${SHARD:-}" ] && [ $(((index - 1) % ${SHARD% *})) != "${SHARD#* }" ]; then
-                continue
-            elif [ -n "${4:-}" ]; then
-                [ "$stem" = "$4" ] || continue
-            elif [ -f "results/${STUDY:-scale}/$1px/${PRECISION:-bf16}/$3/$stem.csv" ]; then
-                continue
-            fi
-            cp -n "$from/real/$real" "$folder/real/"
-            cp -n "$from/mean/$stem".* "$folder/mean/"
-        done
-        [ -z "$(ls "$folder/real")" ] || echo "$folder"
+        local layout=$1px/${PRECISION:-bf16}/$3
+        pending_crops "$(subset "$1" "$2")" "results/${STUDY:-scale}/$layout" \
+            "devdata/pending/$layout${4:+_$4}${SHARD:+_shard${SHARD// /-}}" "${4:-}"
     }
     # run SIZE SET SEED [INIT NET [STEM]]: fit SET's pending crops at SIZE from scratch, or from
     # the network NET (a saved net.pt), into devdata/scale/.../<SET>_<INIT>_s<SEED>; with STEM,
-    # that crop only, rows or not; SHARD as for `pending`
+    # that crop only, rows or not; SHARD as for `pending_crops`
     run() {
         local name=$2${4:+_$4}_s$3 folder
         folder=$(pending "$1" "$2" "$name" "${6:-}")

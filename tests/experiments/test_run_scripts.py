@@ -1,0 +1,73 @@
+"""experiments/runs_setup.sh's `pending_crops`: the crops a run script still has to fit, so that
+a new machine (an empty devdata/) fits only what results/ lacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+RUNS_SETUP = Path(__file__).resolve().parents[2] / "experiments" / "runs_setup.sh"
+STEMS = ("a", "b", "c", "d")
+
+
+def pending(folder: Path, *args: str, shard: str = "") -> str:
+    """What `pending_crops ARGS` prints, run in `folder` (SHARD set when `shard` is given)."""
+    env = {"PATH": os.environ["PATH"]} | ({"SHARD": shard} if shard else {})
+    command = f'. "{RUNS_SETUP}"; pending_crops "$@"'
+    done = subprocess.run(
+        ["bash", "-c", command, "bash", *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def stems(folder: Path) -> list[str]:
+    return sorted(path.stem for path in folder.iterdir())
+
+
+@pytest.fixture
+def crops(tmp_path: Path) -> Path:
+    """tmp_path/crops/{real,mean} with the pairs STEMS (PNG noisy, JPEG clean)."""
+    for stem in STEMS:
+        for side, suffix in (("real", ".png"), ("mean", ".jpg")):
+            (tmp_path / "crops" / side).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "crops" / side / f"{stem}{suffix}").write_bytes(stem.encode())
+    (tmp_path / "results").mkdir()
+    return tmp_path
+
+
+def add_rows(folder: Path, *names: str) -> None:
+    for stem in names:
+        (folder / "results" / f"{stem}.csv").write_text("iteration\n")
+
+
+def test_only_crops_without_rows_are_pending(crops):
+    add_rows(crops, "a", "c")
+    assert pending(crops, "crops", "results", "todo") == "todo"
+    assert stems(crops / "todo" / "real") == ["b", "d"]
+    assert stems(crops / "todo" / "mean") == ["b", "d"]
+    assert (crops / "todo" / "mean" / "b.jpg").read_bytes() == b"b"
+
+
+def test_nothing_is_pending_once_every_crop_has_rows(crops):
+    add_rows(crops, *STEMS)
+    assert pending(crops, "crops", "results", "todo") == ""
+
+
+def test_a_named_crop_is_pending_with_its_rows(crops):
+    add_rows(crops, *STEMS)
+    assert pending(crops, "crops", "results", "source", "c") == "source"
+    assert stems(crops / "source" / "real") == ["c"]
+
+
+def test_shards_count_over_every_crop(crops):
+    add_rows(crops, "b")
+    assert pending(crops, "crops", "results", "shard", shard="2 1") == "shard"
+    assert stems(crops / "shard" / "real") == ["d"]  # b and d are shard 1 of 2; b has rows
