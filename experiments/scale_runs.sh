@@ -17,10 +17,10 @@
 # four cameras); the CC pairs at 256x256 at seed 1 (seed averaging, the blend); at 128x128, 10
 # PolyU pairs (every 10th) and the CC pairs from the first one's network (transfer learning,
 # `polyu1`; these two complete the 128 px column in about two hours); the same transfer at 64x64
-# (the CC pairs from the first of precision_runs.sh's 20 PolyU pairs); the CC pairs at seed 2; the
-# CC pairs at 256x256 from the first PolyU pair's network (after the seeds: on a new machine that
-# network must be fitted again, an hour); the rest of the 30 PolyU pairs; the CC images at
-# 512x512, seed 0. The second stream first fits the 5 CC pairs at 128x128,
+# (from the first of precision_runs.sh's 20 PolyU pairs; seeds 0-2, as its scratch runs); the CC
+# pairs at seed 2; the CC pairs at 256x256 from the first PolyU pair's network (after the seeds:
+# on a new machine that network must be fitted again, an hour); the rest of the 30 PolyU pairs;
+# the CC images at 512x512, seed 0. The second stream first fits the 5 CC pairs at 128x128,
 # seed 0.
 # Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder
 # `collect` copies the per-iteration rows (no pixels) of its finished images under results/scale,
@@ -72,22 +72,31 @@ main() {
         "$PY" -m experiments.precision_study collect --runs "devdata/${STUDY:-scale}" \
             --results "results/${STUDY:-scale}"
     }
-    # transfer SIZE POLYU: the CC crops at SIZE, seed 0, from the final network of the first
-    # image of POLYU's seed-0 run at SIZE (experiments/transfer.py's `polyu1`); where that
-    # network is not on this machine, its image is fitted again first
+    # transfer SIZE POLYU [SEED]: the CC crops at SIZE and SEED (default 0) from the final network
+    # of the first image of POLYU's seed-0 run at SIZE (experiments/transfer.py's `polyu1`); where
+    # that network is not on this machine, its image is fitted again first
     transfer() {
-        local stem net
-        [ -n "$(pending "$1" CC CC_polyu1_s0)" ] || { run "$1" CC 0 polyu1; return; }
+        local stem net seed=${3:-0}
+        if [ -z "$(pending "$1" CC "CC_polyu1_s$seed")" ]; then
+            run "$1" CC "$seed" polyu1  # says so
+            return
+        fi
         stem=$(ls "$(subset "$1" "$2")/real" | head -n 1)
         stem=${stem%.*}
         net=devdata/${STUDY:-scale}/$1px/${PRECISION:-bf16}/$2_s0/$stem/net.pt
         [ -f "$net" ] || run "$1" "$2" 0 "" "" "$stem"
-        if [ -f "$net" ]; then run "$1" CC 0 polyu1 "$net"; else echo "$(date -Is) no $net yet"; fi
+        if [ -f "$net" ]; then
+            run "$1" CC "$seed" polyu1 "$net"
+        else
+            echo "$(date -Is) no $net yet"
+        fi
     }
+    # transfer64 SEED: `transfer` at 64x64 (precision_runs.sh's folders, 1200 iterations)
+    transfer64() { STUDY=precision ITERATIONS=1200 transfer 64 PolyU20 "$1"; }
     # stream: the 256 list, in order
     stream() {
         run 256 CC 0; SHARD="5 0" run 256 PolyU30 0; run 256 CC 1; run 128 PolyU10 0
-        transfer 128 PolyU10; STUDY=precision ITERATIONS=1200 transfer 64 PolyU20
+        transfer 128 PolyU10; transfer64 0; transfer64 1; transfer64 2
         run 256 CC 2; transfer 256 PolyU30; run 256 PolyU30 0
         ITERATIONS=${LARGE_ITERATIONS:-5000} run 512 CC 0
     }
