@@ -100,6 +100,39 @@ def read_run(path: Path, image, size: int, precision: str, set_name: str, seed: 
 
 
 def read_runs(results: Path) -> list[ImageRun]:
+    """The collected image runs under `results`/{precision,scale} that are tabled: all of them
+    but a CC folder still filling (`waiting_folders`)."""
+    return tabled_runs(read_all_runs(results))
+
+
+def tabled_runs(runs: list[ImageRun]) -> list[ImageRun]:
+    """`runs` without those of the CC folders still filling (`waiting_folders`)."""
+    waiting = waiting_folders(runs)
+    return [run for run in runs if report_folder(run) not in waiting]
+
+
+def report_folder(run: ImageRun) -> tuple[int, str, str, int]:
+    return run.size, run.precision, run.set_name, run.seed
+
+
+def waiting_folders(runs: list[ImageRun]) -> dict[tuple[int, str, str, int], str]:
+    """The CC folders (`CC` or `CC_<init>`, one seed) that lack some of the CC crops of their
+    size and precision (the crops of every CC folder there), each with "k of n crops": a seed or
+    an init is tabled once all its crops are in, so that the means compare the same crops."""
+    crops: dict[tuple[int, str], set[str]] = {}
+    folders: dict[tuple[int, str, str, int], set[str]] = {}
+    for run in runs:
+        if run.set_name.startswith(REPORT_SET):
+            crops.setdefault((run.size, run.precision), set()).add(run.stem)
+            folders.setdefault(report_folder(run), set()).add(run.stem)
+    return {
+        folder: f"{len(stems)} of {len(crops[folder[:2]])} crops"
+        for folder, stems in sorted(folders.items())
+        if stems != crops[folder[:2]]
+    }
+
+
+def read_all_runs(results: Path) -> list[ImageRun]:
     """Every collected image run under `results`/{precision,scale}."""
     runs = []
     for folder in DIP_ROWS:
@@ -452,7 +485,8 @@ def transfer_lines(runs: list[ImageRun]) -> list[str]:
 def report_lines(results: Path) -> list[str]:
     """Both markdown tables, one row (table 1) or one block of rows (table 2) per size and
     precision that has CC runs."""
-    runs = read_runs(results)
+    every_run = read_all_runs(results)
+    runs = tabled_runs(every_run)
     groups = sorted({(run.size, run.precision) for run in runs if run.precision in PRECISIONS})
     sizes, precisions = ({group[index] for group in groups} for index in (0, 1))
     across = {  # per precision: the size exponents tuned on the PolyU runs of every size
@@ -495,7 +529,19 @@ def report_lines(results: Path) -> list[str]:
         rules_here |= biqan_rules(results, size, precision, report)
         rules_here |= across[precision] | hindsight_bounds(report)
         rules += rule_rows(size, precision, report, rules_here, cbm3d)
-    return quality + rules + transfer_lines(runs)
+    return quality + rules + transfer_lines(runs) + waiting_lines(every_run)
+
+
+def waiting_lines(runs: list[ImageRun]) -> list[str]:
+    """A note naming the CC folders still filling (not in the tables above), if any."""
+    waiting = waiting_folders(runs)
+    if not waiting:
+        return []
+    folders = "; ".join(
+        f"{size} px {precision} {set_name}_s{seed} ({count})"
+        for (size, precision, set_name, seed), count in waiting.items()
+    )
+    return ["", f"Still filling, tabled once every CC crop is in: {folders}."]
 
 
 def main(args: argparse.Namespace) -> int:

@@ -22,11 +22,12 @@ def write_run(
     size: int = 256,
     iterations: np.ndarray = ITERATIONS,
     dip_at: int | None = None,
+    seed: int = 0,
 ) -> None:
-    """A collected image run at `size` px, bf16, seed 0 whose PSNR peaks at `peak` with `top`
+    """A collected image run at `size` px, bf16, `seed` whose PSNR peaks at `peak` with `top`
     dB; its window variances are least at the peak, with a local minimum at `dip_at` if given
     (an early plateau, where a short patience stops)."""
-    run_dir = results / "scale" / f"{size}px" / "bf16" / f"{set_name}_s0"
+    run_dir = results / "scale" / f"{size}px" / "bf16" / f"{set_name}_s{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     psnr = top - 1e-5 * (iterations - peak) ** 2
     table = pd.DataFrame({"iteration": iterations, "psnr_avg": psnr})
@@ -90,6 +91,23 @@ def row_cells(lines: list[str], rule: str) -> list[str]:
     return [
         cell.strip() for cell in next(line for line in lines if f"| {rule} |" in line).split("|")
     ]
+
+
+def test_a_cc_folder_is_tabled_once_every_crop_is_in(tmp_path):
+    for stem in ("c1", "c2"):
+        write_run(tmp_path, "CC", stem, 800, 36.0)
+    write_run(tmp_path, "CC", "c1", 800, 30.0, seed=1)  # seed 1: one crop of two so far
+    assert {(run.seed, run.stem) for run in scale_study.read_runs(tmp_path)} == {
+        (0, "c1"),
+        (0, "c2"),
+    }
+    lines = scale_study.report_lines(tmp_path)
+    assert any(line.startswith("| 256 | bf16 | 0 | 2 | 32.00 | 36.00 |") for line in lines)
+    assert lines[-1].endswith(": 256 px bf16 CC_s1 (1 of 2 crops).")
+    write_run(tmp_path, "CC", "c2", 800, 30.0, seed=1)
+    lines = scale_study.report_lines(tmp_path)
+    assert any(line.startswith("| 256 | bf16 | 0,1 | 4 | 29.00 | 33.00 |") for line in lines)
+    assert not any("Still filling" in line for line in lines)
 
 
 def test_size_exponents_are_tuned_on_polyu_at_every_size(tmp_path):
