@@ -54,7 +54,7 @@ main() {
             "devdata/pending/$layout${4:+_$4}${SHARD:+_shard${SHARD// /-}}" "${4:-}"
     }
     # run SIZE SET SEED [INIT NET [STEM]]: fit SET's pending crops at SIZE from scratch, or from
-    # the network NET (a saved net.pt), into devdata/scale/.../<SET>_<INIT>_s<SEED>; with STEM,
+    # the network NET (a saved net.pt), into devdata/<STUDY>/.../<SET>_<INIT>_s<SEED>; with STEM,
     # that crop only, rows or not; SHARD as for `pending_crops`
     run() {
         local name=$2${4:+_$4}_s$3 folder
