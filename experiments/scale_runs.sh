@@ -18,7 +18,8 @@
 # PolyU pairs (every 10th) and the CC pairs from the first one's network (transfer learning,
 # `polyu1`; these two complete the 128 px column in about two hours); the same transfer at 64x64
 # (from the first of precision_runs.sh's 20 PolyU pairs; seeds 0-2, as its scratch runs); the CC
-# pairs at seed 2; the CC pairs at 256x256 from the first PolyU pair's network (after the seeds:
+# pairs at seed 2; the 4 noisiest PolyU pairs outside the 30 (tuning that covers PolyU's whole
+# noise range: experiments/noise_levels.py); the CC pairs at 256x256 from the first PolyU pair's network (after the seeds:
 # on a new machine that network must be fitted again, an hour); the rest of the 30 PolyU pairs;
 # the CC images at 512x512, seed 0. The second stream first fits the 5 CC pairs at 128x128,
 # seed 0.
@@ -35,12 +36,18 @@ main() {
     runs_setup
     prepare_crops 64 128 256 512
     # subset SIZE SET: the folder of the pairs of SET (PolyU<N>: every 3rd (N=30) or 10th (N=10)
-    # PolyU pair, N of them; N=20: every 5th, the 64 px set of precision_runs.sh; CC: all)
+    # PolyU pair, N of them; N=20: every 5th, the 64 px set of precision_runs.sh; PolyUnoisy4:
+    # the 4 noisiest PolyU pairs outside PolyU30, experiments/noise_levels.py; CC: all)
     subset() {
         case $2 in
             PolyU30) crop_subset "$1" "$2" PolyU 3 30 ;;
             PolyU10) crop_subset "$1" "$2" PolyU 10 10 ;;
             PolyU20) crop_subset "$1" "$2" PolyU 5 20 ;;
+            PolyUnoisy4)
+                "$PY" -m experiments.noise_levels "devdata/crops$1/PolyU" --noisiest 4 \
+                    --exclude "$(subset "$1" PolyU30)" --copy_to "devdata/crops$1/$2" >&2
+                echo "devdata/crops$1/$2"
+                ;;
             *) crop_subset "$1" "$2" CC 1 100 ;;
         esac
     }
@@ -97,7 +104,7 @@ main() {
     stream() {
         run 256 CC 0; SHARD="5 0" run 256 PolyU30 0; run 256 CC 1; run 128 PolyU10 0
         transfer 128 PolyU10; transfer64 0; transfer64 1; transfer64 2
-        run 256 CC 2; transfer 256 PolyU30; run 256 PolyU30 0
+        run 256 CC 2; run 256 PolyUnoisy4 0; transfer 256 PolyU30; run 256 PolyU30 0
         ITERATIONS=${LARGE_ITERATIONS:-5000} run 512 CC 0
     }
     stream & sleep 5; run 128 CC 0; stream

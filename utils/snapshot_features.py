@@ -109,6 +109,12 @@ def correlation(first: np.ndarray, second: np.ndarray) -> float:
     return 0.0 if norm <= EPSILON else float(np.sum(first * second) / norm)
 
 
+def noise_sigma(noisy: np.ndarray) -> float:
+    """The noise level of a noisy image (HW or HWC float in [0, 1]): its robust sigma, at least
+    1e-4; `noise_db` is 20 log10 of it. Needs no clean reference."""
+    return max(robust_sigma(as_channels(noisy)), 1e-4)
+
+
 class FeatureTracker:
     """Features of each snapshot of one image, fed in order (offline and online alike).
 
@@ -118,7 +124,7 @@ class FeatureTracker:
 
     def __init__(self, noisy: np.ndarray) -> None:
         self.noisy = as_channels(noisy)
-        self.noise_sigma = max(robust_sigma(self.noisy), 1e-4)
+        self.noise_sigma = noise_sigma(self.noisy)
         self.noisy_detail = float(np.mean(laplacian(self.noisy) ** 2))
         self.previous: np.ndarray | None = None
         self.fits: list[float] = []
