@@ -1,5 +1,5 @@
-"""The noise level of every noisy crop of a set (`snapshot_features.noise_sigma` in dB, the
-ranker's `noise_db`: no clean reference needed), noisiest first; `--copy_to` copies the N
+"""The noise level of every noisy crop of a set (the ranker's `noise_db` feature of
+`snapshot_features`: no clean reference needed), noisiest first; `--copy_to` copies the N
 noisiest pairs out as a crop set of their own.
 
 Why: the PolyU crops that scale_runs.sh fits for tuning at 256 px (every 3rd pair) reach a noise
@@ -29,7 +29,7 @@ def noise_levels(folder: Path) -> list[tuple[float, str]]:
     levels = []
     for path in sorted((folder / "real").iterdir()):
         sigma = snapshot_features.noise_sigma(image_io.read_rgb(path))
-        levels.append((2.0 * snapshot_features.decibels(sigma), path.stem))
+        levels.append((snapshot_features.noise_db(sigma), path.stem))
     return sorted(levels, reverse=True)
 
 

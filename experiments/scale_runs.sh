@@ -19,10 +19,10 @@
 # `polyu1`; these two complete the 128 px column in about two hours); the same transfer at 64x64
 # (from the first of precision_runs.sh's 20 PolyU pairs; seeds 0-2, as its scratch runs); the CC
 # pairs at seed 2; the 4 noisiest PolyU pairs outside the 30 (tuning that covers PolyU's whole
-# noise range: experiments/noise_levels.py); the CC pairs at 256x256 from the first PolyU pair's network (after the seeds:
-# on a new machine that network must be fitted again, an hour); the rest of the 30 PolyU pairs;
-# the CC images at 512x512, seed 0. The second stream first fits the 5 CC pairs at 128x128,
-# seed 0.
+# noise range: experiments/noise_levels.py); the CC pairs at 256x256 from the first PolyU pair's
+# network (after the seeds: on a new machine that network must be fitted again, an hour); the
+# rest of the 30 PolyU pairs; the CC images at 512x512, seed 0. The second stream first fits the
+# 5 CC pairs at 128x128, seed 0.
 # Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder
 # `collect` copies the per-iteration rows (no pixels) of its finished images under results/scale,
 # to commit. A crop whose rows are there already is not fitted again (on a new machine too).
@@ -73,9 +73,9 @@ main() {
         local out=devdata/${STUDY:-scale}/$1px/${PRECISION:-bf16}/$name
         echo "$(date -Is) $1px $2 seed $3 ${4:-scratch} ${6:-} -> $out"
         nice -n 5 "$PY" "$CODE/run_BDN.py" --dataset_real_path "$folder/real" \
-            --dataset_mean_path "$folder/mean" --output_path "$out" --num_iter "${ITERATIONS:-3000}" \
-            --save_iter 20 --seed "$3" --init_from "${5:-scratch}" --gpu_id cpu \
-            --precision "${PRECISION:-bf16}" --quiet
+            --dataset_mean_path "$folder/mean" --output_path "$out" \
+            --num_iter "${ITERATIONS:-3000}" --save_iter 20 --seed "$3" \
+            --init_from "${5:-scratch}" --gpu_id cpu --precision "${PRECISION:-bf16}" --quiet
         "$PY" -m experiments.precision_study collect --runs "devdata/${STUDY:-scale}" \
             --results "results/${STUDY:-scale}"
     }

@@ -236,8 +236,9 @@ TUNED_FIXED = Selector(name="fixed", iteration=600)
 # 9): 1721 iterations and 12 snapshots at 256x256. The objective is flat, so they move as PolyU
 # runs come in (at 64 and 256 px only: 5 crops of one camera gave 0.54 and 0.82, 8 from three
 # cameras 0.46 and 0.54, 10 from four 0.42 and 0.64; leaving one of the 40 runs out leaves the
-# stop's at 0.38 and moves the patience's within 0.54-0.64); STOP_EXPONENT was 0.18 before (fitted to PolyU's best
-# iterations at 64 to 128 pixels), which stopped at the first plateau at 256 pixels.
+# stop's at 0.38 and moves the patience's within 0.54-0.64); STOP_EXPONENT was 0.18 before
+# (fitted to PolyU's best iterations at 64 to 128 pixels), which stopped at the first plateau at
+# 256 pixels.
 STOP_SIZE = 64
 STOP_EXPONENT = 0.38
 PATIENCE_EXPONENT = 0.64

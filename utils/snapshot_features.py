@@ -111,8 +111,13 @@ def correlation(first: np.ndarray, second: np.ndarray) -> float:
 
 def noise_sigma(noisy: np.ndarray) -> float:
     """The noise level of a noisy image (HW or HWC float in [0, 1]): its robust sigma, at least
-    1e-4; `noise_db` is 20 log10 of it. Needs no clean reference."""
+    1e-4. Needs no clean reference."""
     return max(robust_sigma(as_channels(noisy)), 1e-4)
+
+
+def noise_db(sigma: float) -> float:
+    """A noise sigma (of [0, 1] pixels) in dB, 20 log10: the `noise_db` feature."""
+    return 2.0 * decibels(sigma)
 
 
 class FeatureTracker:
@@ -125,6 +130,7 @@ class FeatureTracker:
     def __init__(self, noisy: np.ndarray) -> None:
         self.noisy = as_channels(noisy)
         self.noise_sigma = noise_sigma(self.noisy)
+        self.noise_db = noise_db(self.noise_sigma)
         self.noisy_detail = float(np.mean(laplacian(self.noisy) ** 2))
         self.previous: np.ndarray | None = None
         self.fits: list[float] = []
@@ -151,7 +157,7 @@ class FeatureTracker:
             "fit_db": fit_db,
             "fit_rate_db": fit_db - earlier,
             "step_db": step_db,
-            "noise_db": 2.0 * decibels(self.noise_sigma),
+            "noise_db": self.noise_db,
             "residual_db": decibels(residual_energy / self.noise_sigma**2),
             "residual_correlation": lag_one_correlation(residual),
             "residual_edge_correlation": correlation(
