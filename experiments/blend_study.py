@@ -111,7 +111,8 @@ def compute(results: Path) -> int:
         images: dict[tuple[str, str], list] = {}
         for run in runs:
             if (run.size, run.precision) == (size, precision) and (
-                run.set_name == scale_study.REPORT_SET or run.seed == 0
+                run.set_name == scale_study.REPORT_SET
+                or (scale_study.is_tuning_set(run.set_name) and run.seed == 0)
             ):
                 images.setdefault((run.set_name, run.stem), []).append(run)
         rows = []
@@ -140,7 +141,7 @@ def report_lines(results: Path) -> list[str]:
         rows = pd.read_csv(path)
         for rule, group in rows.groupby("rule", sort=False):
             polyu = group[
-                (group["set"] != scale_study.REPORT_SET) & (group["output"] == OUTPUTS[0])
+                group["set"].map(scale_study.is_tuning_set) & (group["output"] == OUTPUTS[0])
             ]
             weight = polyu.groupby("weight")["psnr"].mean().idxmax() if len(polyu) else None
             cc = group[group["set"] == scale_study.REPORT_SET]

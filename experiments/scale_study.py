@@ -50,12 +50,13 @@ DIP_ROWS = ("precision", "scale")  # folders of RESULTS holding <size>px/<precis
 CBM3D_ROWS = "cbm3d"  # RESULTS/cbm3d/<size>px/cbm3d_full.csv
 TABLE_FILE = "scale.md"
 DOC_BLOCK = "scale"  # this table's block in docs/REPRODUCTION.md
-REPORT_SET, TUNING_SET = "CC", "PolyU"  # a set name starting with TUNING_SET is tuning data
+REPORT_SET, TUNING_SET = "CC", "PolyU"  # run folders are <set>[_<init>]_s<seed>
 PRECISIONS = ("fp32", "bf16")  # the shipped ones (precision_study also has a retired variant)
 PATIENCES = tuple(range(1, 31))  # WMV's patience grid, in snapshots
 MIN_TUNING_RUNS = 5  # a size's PolyU runs tune nothing until there are this many
 EXPONENTS = tuple(np.round(np.arange(0.0, 1.0001, 0.02), 2))  # the size exponents' grid
 TRANSFER_TOLERANCE_DB = 0.1  # experiments/transfer.py's: "reached" is the scratch peak less this
+CHAIN_INIT = "previous"  # run_BDN.py's init that chains a folder's images in name order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +81,12 @@ class ImageRun:
     @property
     def best(self) -> float:
         return float(self.psnr.max())
+
+
+def is_tuning_set(set_name: str) -> bool:
+    """Whether a run folder's set is tuning data: a PolyU set fitted from scratch (`PolyU30`,
+    `PolyUnoisy4`; not a PolyU chain started from another network, `PolyU_<init>`)."""
+    return set_name.startswith(TUNING_SET) and "_" not in set_name
 
 
 def read_run(path: Path, image, size: int, precision: str, set_name: str, seed: int) -> ImageRun:
@@ -424,7 +431,7 @@ def tuning_runs(runs: list[ImageRun], size: int, precision: str) -> list[ImageRu
         run
         for run in runs
         if (run.size, run.precision, run.seed) == (size, precision, 0)
-        and run.set_name.startswith(TUNING_SET)
+        and is_tuning_set(run.set_name)
     ]
     return tuning if len(tuning) >= MIN_TUNING_RUNS else []
 
@@ -439,11 +446,18 @@ def transfer_lines(runs: list[ImageRun]) -> list[str]:
     """Table 3: the CC runs started from another network (sets `CC_<init>`) against the scratch
     run of the same image, size, precision and seed: how many reach the scratch peak less
     TRANSFER_TOLERANCE_DB, in how many iterations (a miss counts as the run's length), and their
-    own peak."""
+    own peak; a `previous` chain's first image, fitted from scratch, is left out."""
     scratch = {(r.size, r.precision, r.seed, r.stem): r for r in runs if r.set_name == REPORT_SET}
+    chain_starts: dict[tuple[int, str, str, int], str] = {}  # folder -> its first image's stem
+    for run in runs:
+        if run.set_name == f"{REPORT_SET}_{CHAIN_INIT}":
+            folder = report_folder(run)
+            chain_starts[folder] = min(chain_starts.get(folder, run.stem), run.stem)
     groups: dict[tuple[int, str, str], list[tuple[ImageRun, ImageRun]]] = {}
     for run in runs:
-        if run.set_name.startswith(f"{REPORT_SET}_"):
+        if run.set_name.startswith(f"{REPORT_SET}_") and run.stem != chain_starts.get(
+            report_folder(run)
+        ):
             reference = scratch.get((run.size, run.precision, run.seed, run.stem))
             if reference is not None:
                 key = (run.size, run.precision, run.set_name[len(REPORT_SET) + 1 :])

@@ -105,6 +105,16 @@ def test_report_tunes_the_weight_on_polyu_only(tmp_path):
     assert f"| 0.3 (1) | {blended:.2f} ({blended - cbm3d:+.2f}) |" in line
 
 
+def test_report_tunes_the_weight_on_no_cc_folder(tmp_path):
+    """CC fitted from another network (`CC_polyu1`) is CC all the same: not tuning data."""
+    rows = synthetic_rows()
+    transfer = rows[rows["set"] == "CC"].assign(set="CC_polyu1")
+    target = tmp_path / blend_study.ROWS / "64px" / "fp32.csv"
+    target.parent.mkdir(parents=True)
+    pd.concat([rows, transfer, transfer, transfer]).to_csv(target, index=False)
+    assert "| 0.3 (1) |" in blend_study.report_lines(tmp_path)[-1]
+
+
 def report_cells(results: Path, rows: pd.DataFrame) -> list[str]:
     """The cells of the last table row of `rows` as the 256 px bf16 blend rows."""
     target = results / blend_study.ROWS / "256px" / "bf16.csv"

@@ -171,3 +171,26 @@ def test_hindsight_bounds_are_tuned_on_cc_and_marked(tmp_path):
     assert bound[4] in ("fixed:800", "fixed:820") and bound[5] == "CC itself, in hindsight, 2 runs"
     assert float(bound[6].split()[0]) < 0.01
     assert row_cells(lines, "wmv, tuned (bound)")[5] == "CC itself, in hindsight, 2 runs"
+
+
+def test_a_previous_chain_leaves_out_its_first_image(tmp_path):
+    """`previous` chains a folder's crops in name order: the first one, fitted from scratch,
+    says nothing about transfer and is not counted."""
+    for stem in ("c1", "c2"):
+        write_run(tmp_path, "CC", stem, 800, 36.0)
+        write_run(tmp_path, "CC_previous", stem, 800 if stem == "c1" else 400, 36.5)
+    cells = row_cells(scale_study.report_lines(tmp_path), "previous")
+    assert cells[4:6] == ["1", "1/1"] and cells[10] == "400"
+
+
+def test_only_polyu_sets_fitted_from_scratch_tune(tmp_path):
+    """A PolyU chain (`PolyU_<init>`, started from another network, stopped early) is not
+    tuning data, nor is CC started from a PolyU network."""
+    assert scale_study.is_tuning_set("PolyU30") and scale_study.is_tuning_set("PolyUnoisy4")
+    assert not scale_study.is_tuning_set("PolyU_polyu_chain8_short")
+    assert not scale_study.is_tuning_set("CC_polyu1")
+    for index in range(scale_study.MIN_TUNING_RUNS):
+        write_run(tmp_path, "PolyU30", f"p{index}", 400, 40.0)
+        write_run(tmp_path, "PolyU_previous", f"p{index}", 200, 40.0)
+    tuning = scale_study.tuning_runs(scale_study.read_runs(tmp_path), 256, "bf16")
+    assert {run.set_name for run in tuning} == {"PolyU30"}
