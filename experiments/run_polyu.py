@@ -84,6 +84,8 @@ def run_bdn_command(
         "--quiet",
         "--show_iter",
         str(args.show_iter),
+        "--precision",
+        args.precision,
     ]
 
 
@@ -105,6 +107,11 @@ def add_run_flags(parser: argparse.ArgumentParser, num_iter: int = 1200) -> None
     parser.add_argument("--gpu_id", default="cpu", help="'cpu' (default) or a CUDA device id")
     parser.add_argument(
         "--show_iter", type=int, default=200, help="log a line every N iterations (default 200)"
+    )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="run_BDN.py's --precision (default auto: bf16 where the device computes it natively)",
     )
     parser.add_argument(
         "--code",

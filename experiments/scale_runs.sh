@@ -22,7 +22,7 @@
 # noise range: experiments/noise_levels.py); the CC pairs at 256x256 from the first PolyU pair's
 # network (after the seeds: on a new machine that network must be fitted again, an hour); the
 # rest of the 30 PolyU pairs; the CC images at 512x512, seed 0. The second stream first fits the
-# 5 CC pairs at 128x128, seed 0.
+# 5 CC pairs at 128x128, seed 0, then the other transfer inits at 64x64 (`chains64`).
 # Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder
 # `collect` copies the per-iteration rows (no pixels) of its finished images under results/scale,
 # to commit. A crop whose rows are there already is not fitted again (on a new machine too).
@@ -100,6 +100,24 @@ main() {
     }
     # transfer64 SEED: `transfer` at 64x64 (precision_runs.sh's folders, 1200 iterations)
     transfer64() { STUDY=precision ITERATIONS=1200 transfer 64 PolyU20 "$1"; }
+    # chains64: section 2's other transfer inits at 64x64 beside transfer64's polyu1, in bf16
+    # and 1200 iterations as its scratch runs: the CC crops chained in name order (`previous`)
+    # and from a chain of 8 PolyU crops fitted 300 iterations each (`polyu_chain8_short`); one
+    # process (a chain cannot be shared), refitted in full on a new machine (about an hour)
+    chains64() {
+        local runs=devdata/precision/64px/${PRECISION:-bf16} name left=""
+        for name in CC_{previous,polyu_chain8_short}_s{0,1,2}; do
+            left+=$(STUDY=precision pending 64 CC "$name")
+        done
+        if [ -n "$left" ]; then
+            echo "$(date -Is) 64px transfer chains -> $runs"
+            nice -n 5 "$PY" -m experiments.transfer run --crops devdata/crops64 --runs "$runs" \
+                --code "$CODE" --inits previous polyu_chain8_short --seeds 0 1 2 \
+                --num_iter 1200 --precision "${PRECISION:-bf16}" --gpu_id cpu
+            "$PY" -m experiments.precision_study collect --runs devdata/precision \
+                --results results/precision
+        fi
+    }
     # stream: the 256 list, in order
     stream() {
         run 256 CC 0; SHARD="5 0" run 256 PolyU30 0; run 256 CC 1; run 128 PolyU10 0
@@ -107,7 +125,7 @@ main() {
         run 256 CC 2; run 256 PolyUnoisy4 0; transfer 256 PolyU30; run 256 PolyU30 0
         ITERATIONS=${LARGE_ITERATIONS:-5000} run 512 CC 0
     }
-    stream & sleep 5; run 128 CC 0; stream
+    stream & sleep 5; run 128 CC 0; chains64; stream
     wait
 }
 main "$@"; exit
