@@ -269,46 +269,6 @@ def q1_tables(
     )
 
 
-def q4_table(crops: Path, runs: Path, selection_root: Path, seeds: list[int]) -> str:
-    """The seed table of question 4: per CC crop, DIP's true best of each seed, the mean ± sd over
-    the seeds of the true best, the last iteration and the WMV pick, and the true best's range."""
-    stems = [stem for stem, _, _ in common.pairs(crops, "CC")]
-    measured = []  # (image, seed, true-best cell, true best, last, WMV pick) of finished images
-    for seed in seeds:
-        wmv = selections(selection_root, f"CC_scratch_s{seed}").get("wmv", {})
-        for stem in stems:
-            if dip := dip_image(runs / f"CC_scratch_s{seed}", stem):
-                cell = f"{dip['best_psnr']:.2f} ({dip['best_iteration']})"
-                pick = float(wmv[stem]["picked_psnr"]) if stem in wmv else math.nan
-                measured.append((stem, seed, cell, dip["best_psnr"], dip["last_psnr"], pick))
-    measured = pd.DataFrame(measured, columns=["image", "seed", "cell", "best", "last", "wmv"])
-    table = measured.pivot(index="image", columns="seed", values="cell")
-    table = table.reindex(index=stems, columns=seeds).fillna("running")
-    table.columns = [f"true best s{seed} (iter)" for seed in seeds]
-    groups = measured.groupby("image")
-
-    def over_seeds(statistic) -> pd.Series:
-        """`statistic` of the true best over the seeds, per image with two or more (CC order)."""
-        values = groups.best.agg(
-            lambda best: statistic(best.to_numpy()) if len(best) > 1 else math.nan
-        )
-        return values.reindex(stems).dropna()
-
-    spread, ranges = over_seeds(lambda best: np.std(best, ddof=1)), over_seeds(np.ptp)
-    table["true best mean ± sd"] = groups.best.agg(common.mean_std)
-    table["range"] = ranges.map("{:.2f}".format)
-    table["last mean ± sd"] = groups["last"].agg(common.mean_std)
-    table["WMV pick mean ± sd"] = groups.wmv.agg(common.mean_std)
-    rows = table.fillna("-").reset_index().to_numpy().tolist()
-    rows.append(
-        ["**mean over images**"]
-        + [""] * len(seeds)
-        + [f"sd {spread.mean():.2f}" if len(spread) else "-"]
-        + [f"{ranges.mean():.2f}" if len(ranges) else "-", "", ""]
-    )
-    return common.markdown_table(["image", *table.columns], rows) + "\n"
-
-
 # ----------------------------------------------------------------------------------------------
 # figures
 def figure_curves(
@@ -516,22 +476,6 @@ def figure_compare(
 
 
 # ----------------------------------------------------------------------------------------------
-def progress(runs: Path, crops: Path) -> str:
-    lines = []
-    for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
-        args = common.read_args(run_dir)
-        fit = args.get("fit", {})
-        lines.append(
-            f"| {run_dir.name} | {len(common.run_images(run_dir))} | {fit.get('num_iter', '?')} | "
-            f"{args.get('seed', '?')} | {args.get('init_from', '?')} |"
-        )
-    return (
-        "| run folder | finished images | iterations | seed | init |\n|---|---|---|---|---|\n"
-        + "\n".join(lines)
-        + "\n"
-    )
-
-
 def main(args: argparse.Namespace) -> int:
     crops, runs, tables = Path(args.crops), Path(args.runs), Path(args.tables)
     selection_root, figures, doc = Path(args.selection), Path(args.figures), Path(args.doc)
@@ -545,13 +489,11 @@ def main(args: argparse.Namespace) -> int:
     blocks = {}
     q1 = q1_tables(crops, runs, selection_root, cbm3d, tuned_sigma, args.seeds[0])
     blocks["q1"] = q1
-    blocks["q4"] = q4_table(crops, runs, selection_root, args.seeds)
     transfer_md = tables / "transfer.md"
     blocks["q2"] = transfer_md.read_text() if transfer_md.is_file() else "Not measured yet.\n"
     for name, source in (("q3", "selection.md"), ("online", "online_stopping.md")):
         path = tables / source
         blocks[name] = path.read_text() if path.is_file() else "Not measured yet.\n"
-    blocks["progress"] = progress(runs, crops)
     for name, content in blocks.items():
         if name not in ("q2", "q3", "online"):  # those three are read from their own tables
             (tables / f"{name}.md").write_text(content)
@@ -576,7 +518,6 @@ def main(args: argparse.Namespace) -> int:
             text = common.replace_block(text, name, content)
         doc.write_text(text)
     print(q1)
-    print(blocks["q4"])
     print("figures:", ", ".join(made) or "none yet")
     return 0
 

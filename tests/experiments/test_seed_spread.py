@@ -1,0 +1,42 @@
+"""experiments/seed_spread.py and experiments/inventory.py: section 4's seed table and the list of
+committed runs, from results/ alone."""
+
+from __future__ import annotations
+
+from experiments import inventory, seed_spread
+from tests.experiments.test_scale_study import write_run
+
+
+def cells_of(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_seed_table_lists_each_seeds_best_and_their_spread(tmp_path):
+    for seed, (peak, top) in enumerate(((800, 36.0), (700, 35.0))):
+        write_run(tmp_path, "CC", "c1", peak, top, seed=seed)
+    write_run(tmp_path, "CC", "c9", 800, 30.0, size=128)  # one seed at 128 px: no spread to show
+    write_run(tmp_path, "PolyU30", "p1", 400, 40.0, seed=1)
+    rows = [cells_of(line) for line in seed_spread.report_lines(tmp_path) if "| 256 |" in line]
+    assert [row[2] for row in rows] == ["c1", "**mean over crops**"]
+    assert rows[0][3] == "s0 36.00 (800), s1 35.00 (700)"
+    assert rows[0][4:6] == ["35.50 ± 0.71 (n=2)", "1.00"]
+    assert rows[1][4:6] == ["sd 0.71", "1.00"]
+    assert not any("| 128 |" in line for line in seed_spread.report_lines(tmp_path))
+
+
+def test_a_seed_still_filling_is_not_in_the_seed_table(tmp_path):
+    for stem in ("c1", "c2"):
+        write_run(tmp_path, "CC", stem, 800, 36.0)
+    write_run(tmp_path, "CC", "c1", 800, 35.0, seed=1)
+    assert len(seed_spread.report_lines(tmp_path)) == 4  # the header only
+
+
+def test_inventory_lists_every_committed_run_folder(tmp_path):
+    write_run(tmp_path, "CC", "c1", 800, 36.0)
+    write_run(tmp_path, "CC", "c2", 800, 36.0)
+    write_run(tmp_path, "CC_polyu1", "c1", 400, 36.0, seed=2)
+    rows = [cells_of(line) for line in inventory.report_lines(tmp_path)[2:]]
+    assert rows == [
+        ["scale/256px/bf16/CC_polyu1_s2", "256", "bf16", "CC", "polyu1", "2", "1", "1200"],
+        ["scale/256px/bf16/CC_s0", "256", "bf16", "CC", "scratch", "0", "2", "1200"],
+    ]
