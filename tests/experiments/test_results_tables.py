@@ -1,10 +1,10 @@
-"""experiments/seed_spread.py and experiments/inventory.py: section 4's seed table and the list of
+"""experiments/seed_spread.py, per_image.py and inventory.py: sections 4 and 1 and the list of
 committed runs, from results/ alone."""
 
 from __future__ import annotations
 
-from experiments import inventory, seed_spread
-from tests.experiments.test_scale_study import write_run
+from experiments import inventory, per_image, seed_spread
+from tests.experiments.test_scale_study import ITERATIONS, write_cbm3d, write_run
 
 
 def cells_of(line: str) -> list[str]:
@@ -40,3 +40,19 @@ def test_inventory_lists_every_committed_run_folder(tmp_path):
         ["scale/256px/bf16/CC_polyu1_s2", "256", "bf16", "CC", "polyu1", "2", "1", "1200"],
         ["scale/256px/bf16/CC_s0", "256", "bf16", "CC", "scratch", "0", "2", "1200"],
     ]
+
+
+def test_per_image_table_puts_each_crop_beside_cbm3d_and_the_paper(tmp_path):
+    write_run(tmp_path, "CC", "c1", 800, 36.0)
+    write_run(tmp_path, "CC", "c1", 700, 30.0, seed=1)  # section 9 averages seeds; this is seed 0
+    write_cbm3d(tmp_path)  # PolyU is best at σ 10: CC's c1 gets 33 dB there, 34 at its own 20
+    lines = per_image.report_lines(tmp_path)
+    row = cells_of(next(line for line in lines if "| c1 |" in line))
+    last = 36.0 - 1e-5 * (ITERATIONS[-1] - 800) ** 2
+    assert row[3:9] == ["32.00", "32.00 (7.0)", "33.00", "34.00 (20)", "36.00 (800)", f"{last:.2f}"]
+    assert row[9] == "36.00 (800)" and row[-1] == "-"  # WMV's variances are least at the peak
+    mean = cells_of(next(line for line in lines if "**mean**" in line))
+    assert mean[5] == "**33.00** (σ 10)" and mean[-1] == "-"
+    published = cells_of(lines[-1])
+    assert published[:4] == ["512", "paper", "published mean, 15 CC images", "33.41"]
+    assert published[7] == "37.83"
