@@ -6,7 +6,6 @@ Reads what exists, never runs a DIP fit, and leaves a placeholder where a measur
 - `<runs>/CC_scratch_s<seed>/` (experiments/transfer.py): DIP true best, raw best, last iteration;
 - `<selection>/CC_scratch_s<seed>/<variant>/selection.csv` (experiments/select_snapshots.py, i.e.
   test_BIQAN.py): the WMV and BIQAN picks;
-- `<tables>/transfer.md` (experiments/transfer.py analyse): the transfer-learning table;
 - `<tables>/online_stopping.md` (experiments/online_stopping.py): the online-stopping table.
 
 Each table goes between `<!-- BEGIN name -->` and `<!-- END name -->` in the document; the text
@@ -489,13 +488,11 @@ def main(args: argparse.Namespace) -> int:
     blocks = {}
     q1 = q1_tables(crops, runs, selection_root, cbm3d, tuned_sigma, args.seeds[0])
     blocks["q1"] = q1
-    transfer_md = tables / "transfer.md"
-    blocks["q2"] = transfer_md.read_text() if transfer_md.is_file() else "Not measured yet.\n"
     for name, source in (("q3", "selection.md"), ("online", "online_stopping.md")):
         path = tables / source
         blocks[name] = path.read_text() if path.is_file() else "Not measured yet.\n"
     for name, content in blocks.items():
-        if name not in ("q2", "q3", "online"):  # those three are read from their own tables
+        if name not in ("q3", "online"):  # those two are read from their own tables
             (tables / f"{name}.md").write_text(content)
     made = []
     for seed in args.seeds:

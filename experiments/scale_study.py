@@ -19,9 +19,9 @@ from experiments/scale_runs.sh; layout `<size>px/<precision>/<set>_s<seed>/<stem
    exponent tuned on the PolyU runs of every size at once (`fixed:auto`'s stop and WMV's
    patience grow as (pixels / 64²) ** exponent), so that the defaults can follow the size; and, as a bound, the tuned kinds fitted to the CC
    runs themselves (`hindsight_bounds`: the least gap any setting of a rule family reaches, so
-   a target below it needs a better rule, not more tuning);
-3. on CC: transfer learning, the runs started from another network (sets `CC_<init>`, e.g.
-   `CC_polyu1` of experiments/scale_runs.sh) against the scratch runs of the same images.
+   a target below it needs a better rule, not more tuning).
+
+Transfer learning on the same rows is `experiments.transfer_study` (section 2).
 
 Nothing that is reported as a result tunes on CC. `--write` also writes `results/scale.md` and
 its block in docs/REPRODUCTION.md.
@@ -55,8 +55,6 @@ PRECISIONS = ("fp32", "bf16")  # the shipped ones (precision_study also has a re
 PATIENCES = tuple(range(1, 31))  # WMV's patience grid, in snapshots
 MIN_TUNING_RUNS = 5  # a size's PolyU runs tune nothing until there are this many
 EXPONENTS = tuple(np.round(np.arange(0.0, 1.0001, 0.02), 2))  # the size exponents' grid
-TRANSFER_TOLERANCE_DB = 0.1  # experiments/transfer.py's: "reached" is the scratch peak less this
-CHAIN_INIT = "previous"  # run_BDN.py's init that chains a folder's images in name order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,66 +434,6 @@ def tuning_runs(runs: list[ImageRun], size: int, precision: str) -> list[ImageRu
     return tuning if len(tuning) >= MIN_TUNING_RUNS else []
 
 
-def first_reach(run: ImageRun, target: float) -> int | None:
-    """The first candidate iteration whose PSNR reaches `target` (dB), or None."""
-    reached = np.flatnonzero(run.psnr >= target)
-    return int(run.iterations[reached[0]]) if reached.size else None
-
-
-def transfer_lines(runs: list[ImageRun]) -> list[str]:
-    """Table 3: the CC runs started from another network (sets `CC_<init>`) against the scratch
-    run of the same image, size, precision and seed: how many reach the scratch peak less
-    TRANSFER_TOLERANCE_DB, in how many iterations (a miss counts as the run's length), and their
-    own peak; a `previous` chain's first image, fitted from scratch, is left out."""
-    scratch = {(r.size, r.precision, r.seed, r.stem): r for r in runs if r.set_name == REPORT_SET}
-    chain_starts: dict[tuple[int, str, str, int], str] = {}  # folder -> its first image's stem
-    for run in runs:
-        if run.set_name == f"{REPORT_SET}_{CHAIN_INIT}":
-            folder = report_folder(run)
-            chain_starts[folder] = min(chain_starts.get(folder, run.stem), run.stem)
-    groups: dict[tuple[int, str, str], list[tuple[ImageRun, ImageRun]]] = {}
-    for run in runs:
-        if run.set_name.startswith(f"{REPORT_SET}_") and run.stem != chain_starts.get(
-            report_folder(run)
-        ):
-            reference = scratch.get((run.size, run.precision, run.seed, run.stem))
-            if reference is not None:
-                key = (run.size, run.precision, run.set_name[len(REPORT_SET) + 1 :])
-                groups.setdefault(key, []).append((reference, run))
-    if not groups:
-        return []
-    lines = [
-        "",
-        "Transfer learning on the CC crops: each run started from another network against the "
-        f"scratch run of the same image and seed; reached: the scratch peak less "
-        f"{TRANSFER_TOLERANCE_DB:g} dB, over test_BIQAN's candidates (a miss counts as the "
-        "run's length):",
-        "",
-        "| size | precision | init | image runs | reached | iterations to reach, scratch | "
-        "iterations to reach, init | saving of summed iterations | init peak - scratch peak "
-        "(dB) | init's best iteration, median |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for (size, precision, init), pairs in sorted(groups.items()):
-        scratch_iterations, init_iterations, misses = [], [], 0
-        for reference, run in pairs:
-            target = reference.best - TRANSFER_TOLERANCE_DB
-            scratch_iterations.append(first_reach(reference, target))
-            reached = first_reach(run, target)
-            misses += reached is None
-            init_iterations.append(int(run.iterations[-1]) if reached is None else reached)
-        saving = 1 - sum(init_iterations) / sum(scratch_iterations)
-        peaks = np.mean([run.best - reference.best for reference, run in pairs])
-        best_iterations = [int(run.iterations[np.argmax(run.psnr)]) for _, run in pairs]
-        cells = [
-            str(size), precision, init, str(len(pairs)), f"{len(pairs) - misses}/{len(pairs)}",
-            f"{np.mean(scratch_iterations):.0f}", f"{np.mean(init_iterations):.0f}",
-            f"{saving:+.0%}", f"{peaks:+.2f}", f"{np.median(best_iterations):.0f}",
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
 def report_lines(results: Path) -> list[str]:
     """Both markdown tables, one row (table 1) or one block of rows (table 2) per size and
     precision that has CC runs."""
@@ -543,7 +481,7 @@ def report_lines(results: Path) -> list[str]:
         rules_here |= biqan_rules(results, size, precision, report)
         rules_here |= across[precision] | hindsight_bounds(report)
         rules += rule_rows(size, precision, report, rules_here, cbm3d)
-    return quality + rules + transfer_lines(runs) + waiting_lines(every_run)
+    return quality + rules + waiting_lines(every_run)
 
 
 def waiting_lines(runs: list[ImageRun]) -> list[str]:

@@ -1,9 +1,9 @@
 """Every table of docs/REPRODUCTION.md that the repository's own rows hold, regenerated in one
 command from `results/` (no devdata, no fit): the runs behind them (`inventory`), section 1 (per
-crop, `per_image`), section 4 (the seed spread, `seed_spread`), section 8 (`precision_study
-report`) and section 9 (`scale_study`, `blend_study report`). The other tables of sections 2-7
-were measured on runs whose per-iteration rows were not kept; they regenerate only by rerunning
-those runs (`experiments/report.py`, from devdata).
+crop, `per_image`), section 2 (transfer learning, `transfer_study`), section 4 (the seed spread,
+`seed_spread`), section 8 (`precision_study report`) and section 9 (`scale_study`, `blend_study
+report`). The other tables of sections 3-7 were measured on runs whose per-iteration rows were
+not kept; they regenerate only by rerunning those runs (`experiments/report.py`, from devdata).
 
     python -m experiments.tables            # rewrite the tables and their document blocks
     python -m experiments.tables --check    # list the stale ones (exit 1 if any)
@@ -22,11 +22,13 @@ from experiments import (
     precision_study,
     scale_study,
     seed_spread,
+    transfer_study,
 )
 
 STUDIES = (
     inventory,
     per_image,
+    transfer_study,
     seed_spread,
     precision_study,
     scale_study,

@@ -6,8 +6,8 @@ writer, selection.csv files written with test_BIQAN.py's writer, a CBM3D cache) 
 cache only: a CC crop without CBM3D, no PolyU-tuned sigma) and `empty` (nothing measured). The
 report of commit `REFERENCE` (unpacked with `git archive`) and the current one run on copies of
 the same tree; their documents, tables, figures and printed output must be byte-identical but for
-the two blocks that `experiments.tables` writes from results/ since (the seed table, q4, and the
-list of runs, progress), and a few cells are checked against values computed here. CBM3D is replaced by a cheap stand-in
+the blocks that `experiments.tables` writes from results/ since (transfer, q2, the seed table,
+q4, and the list of runs, progress), and a few cells are checked against values computed here. CBM3D is replaced by a cheap stand-in
 module (the real one takes about a second per call), the same for both versions.
 """
 
@@ -44,7 +44,7 @@ def bm3d_rgb(noisy, sigma):
 '''
 SIGMAS = (5, 10, 15, 20, 25, 30, 40)
 BLOCKS = ("q1", "q4", "q2", "q3", "online", "progress")
-RESULTS_BACKED = ("q4", "progress")  # written by experiments.tables since, not by report.py
+RESULTS_BACKED = ("q2", "q4", "progress")  # written by experiments.tables since, not report.py
 
 
 def psnr_curve(image: int, seed: int) -> np.ndarray:
@@ -254,7 +254,7 @@ def test_report_is_unchanged(state, reference_code, fake_modules, tmp_path):
     if state == "empty":
         assert figures == []
         assert "figures: none yet" in output
-        assert doc.count("Not measured yet.") == 3
+        assert doc.count("Not measured yet.") == 2  # q3 and online; q2 is results-backed
         assert table_rows(doc, "**mean**")[0][2:] == ["-"] * 6
         return
     assert "text after q1" in doc and "old q1" not in doc
@@ -318,6 +318,6 @@ def test_report_is_unchanged(state, reference_code, fake_modules, tmp_path):
     else:
         assert psnr_b[2:5] == ["not measured"] * 3
         assert "CBM3D, σ tuned on PolyU (-/255)" in header
-        assert doc.count("Not measured yet.") == 2
+        assert doc.count("Not measured yet.") == 1  # q3 (no online block; q2 is results-backed)
     for name in RESULTS_BACKED:  # left alone
         assert f"old {name}\n" in doc and not (tree / "tables" / f"{name}.md").exists()

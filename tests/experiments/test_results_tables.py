@@ -1,10 +1,12 @@
-"""experiments/seed_spread.py, per_image.py and inventory.py: sections 4 and 1 and the list of
-committed runs, from results/ alone."""
+"""The results-backed tables of sections 1, 2 and 4 and the list of committed runs
+(experiments/per_image.py, transfer_study.py, seed_spread.py, inventory.py), from results/
+alone."""
 
 from __future__ import annotations
 
-from experiments import inventory, per_image, seed_spread
-from tests.experiments.test_scale_study import ITERATIONS, write_cbm3d, write_run
+from experiments import inventory, per_image, seed_spread, transfer_study
+from tests.experiments.test_scale_study import ITERATIONS, row_cells, write_cbm3d, write_run
+from utils import selection
 
 
 def cells_of(line: str) -> list[str]:
@@ -56,3 +58,27 @@ def test_per_image_table_puts_each_crop_beside_cbm3d_and_the_paper(tmp_path):
     published = cells_of(lines[-1])
     assert published[:4] == ["512", "paper", "published mean, 15 CC images", "33.41"]
     assert published[7] == "37.83"
+
+
+def test_transfer_counts_iterations_to_the_scratch_peak(tmp_path):
+    write_run(tmp_path, "CC", "c1", 800, 36.0)
+    write_run(tmp_path, "CC", "c2", 800, 36.0)
+    write_run(tmp_path, "CC_polyu1", "c1", 400, 36.5)  # earlier and higher: reached sooner
+    write_run(tmp_path, "CC_polyu1", "c2", 400, 35.0)  # lower: never reached
+    lines = transfer_study.report_lines(tmp_path)
+    cells = row_cells(lines, "polyu1")
+    scratch_reach = 800 - 100  # 36 - 1e-5 (it - 800)^2 >= 35.9 from 800 - 100
+    init_reach = int(ITERATIONS[selection.START_INDEX])  # above 35.9 from 156: the first candidate
+    assert cells[4:8] == ["2", "1/2", f"{scratch_reach}", f"{(init_reach + 1200) / 2:.0f}"]
+    saving = 1 - (init_reach + 1200) / (2 * scratch_reach)
+    assert cells[8] == f"{saving:+.0%}" and cells[9] == "-0.25" and cells[10] == "400"
+
+
+def test_a_previous_chain_leaves_out_its_first_image(tmp_path):
+    """`previous` chains a folder's crops in name order: the first one, fitted from scratch,
+    says nothing about transfer and is not counted."""
+    for stem in ("c1", "c2"):
+        write_run(tmp_path, "CC", stem, 800, 36.0)
+        write_run(tmp_path, "CC_previous", stem, 800 if stem == "c1" else 400, 36.5)
+    cells = row_cells(transfer_study.report_lines(tmp_path), "previous")
+    assert cells[4:6] == ["1", "1/1"] and cells[10] == "400"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from experiments import precision_study, scale_study
-from utils import selection, snapshot_features
+from utils import snapshot_features
 
 ITERATIONS = np.arange(20, 1220, 20)
 
@@ -144,20 +144,6 @@ def test_tuned_exponent_reports_its_range_over_leave_one_out_folds():
     assert (tuned.least, tuned.largest) == (grid[20], grid[30])
 
 
-def test_transfer_counts_iterations_to_the_scratch_peak(tmp_path):
-    write_run(tmp_path, "CC", "c1", 800, 36.0)
-    write_run(tmp_path, "CC", "c2", 800, 36.0)
-    write_run(tmp_path, "CC_polyu1", "c1", 400, 36.5)  # earlier and higher: reached sooner
-    write_run(tmp_path, "CC_polyu1", "c2", 400, 35.0)  # lower: never reached
-    lines = scale_study.report_lines(tmp_path)
-    cells = row_cells(lines, "polyu1")
-    scratch_reach = 800 - 100  # 36 - 1e-5 (it - 800)^2 >= 35.9 from 800 - 100
-    init_reach = int(ITERATIONS[selection.START_INDEX])  # above 35.9 from 156: the first candidate
-    assert cells[4:8] == ["2", "1/2", f"{scratch_reach}", f"{(init_reach + 1200) / 2:.0f}"]
-    saving = 1 - (init_reach + 1200) / (2 * scratch_reach)
-    assert cells[8] == f"{saving:+.0%}" and cells[9] == "-0.25" and cells[10] == "400"
-
-
 def test_hindsight_bounds_are_tuned_on_cc_and_marked(tmp_path):
     """The (bound) rows fit the rule families to the CC runs themselves: a fixed stop at CC's
     own peak, where the PolyU-tuned one loses; they are labelled as tuned on CC."""
@@ -171,16 +157,6 @@ def test_hindsight_bounds_are_tuned_on_cc_and_marked(tmp_path):
     assert bound[4] in ("fixed:800", "fixed:820") and bound[5] == "CC itself, in hindsight, 2 runs"
     assert float(bound[6].split()[0]) < 0.01
     assert row_cells(lines, "wmv, tuned (bound)")[5] == "CC itself, in hindsight, 2 runs"
-
-
-def test_a_previous_chain_leaves_out_its_first_image(tmp_path):
-    """`previous` chains a folder's crops in name order: the first one, fitted from scratch,
-    says nothing about transfer and is not counted."""
-    for stem in ("c1", "c2"):
-        write_run(tmp_path, "CC", stem, 800, 36.0)
-        write_run(tmp_path, "CC_previous", stem, 800 if stem == "c1" else 400, 36.5)
-    cells = row_cells(scale_study.report_lines(tmp_path), "previous")
-    assert cells[4:6] == ["1", "1/1"] and cells[10] == "400"
 
 
 def test_only_polyu_sets_fitted_from_scratch_tune(tmp_path):
