@@ -6,7 +6,6 @@ Reads what exists, never runs a DIP fit, and leaves a placeholder where a measur
 - `<runs>/CC_scratch_s<seed>/` (experiments/transfer.py): DIP true best, raw best, last iteration;
 - `<selection>/CC_scratch_s<seed>/<variant>/selection.csv` (experiments/select_snapshots.py, i.e.
   test_BIQAN.py): the WMV and BIQAN picks;
-- `<tables>/online_stopping.md` (experiments/online_stopping.py): the online-stopping table.
 
 Each table goes between `<!-- BEGIN name -->` and `<!-- END name -->` in the document; the text
 around the markers is left alone. Figures go to `--figures` (our own plots only: no image
@@ -485,15 +484,11 @@ def main(args: argparse.Namespace) -> int:
         else common.read_csv(tables / "cbm3d.csv")
     )
     cbm3d, tuned_sigma = cbm3d_summary(rows)
-    blocks = {}
     q1 = q1_tables(crops, runs, selection_root, cbm3d, tuned_sigma, args.seeds[0])
-    blocks["q1"] = q1
-    for name, source in (("q3", "selection.md"), ("online", "online_stopping.md")):
-        path = tables / source
-        blocks[name] = path.read_text() if path.is_file() else "Not measured yet.\n"
-    for name, content in blocks.items():
-        if name not in ("q3", "online"):  # those two are read from their own tables
-            (tables / f"{name}.md").write_text(content)
+    (tables / "q1.md").write_text(q1)
+    selection_md = tables / "selection.md"
+    q3 = selection_md.read_text() if selection_md.is_file() else "Not measured yet.\n"
+    blocks = {"q1": q1, "q3": q3}
     made = []
     for seed in args.seeds:
         if figure_curves(

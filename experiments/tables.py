@@ -1,9 +1,10 @@
 """Every table of docs/REPRODUCTION.md that the repository's own rows hold, regenerated in one
-command from `results/` (no devdata, no fit): the runs behind them (`inventory`), section 1 (per
-crop, `per_image`), section 2 (transfer learning, `transfer_study`), section 4 (the seed spread,
-`seed_spread`), section 8 (`precision_study report`) and section 9 (`scale_study`, `blend_study
-report`). The other tables of sections 3-7 were measured on runs whose per-iteration rows were
-not kept; they regenerate only by rerunning those runs (`experiments/report.py`, from devdata).
+command from `results/` (no devdata, no fit): the runs behind them (`inventory`), section 1
+(per crop, `per_image`), section 2 (transfer learning, `transfer_study`), section 4 (the seed
+spread, `seed_spread`), section 5 (online stopping, `online_study`), section 8
+(`precision_study report`) and section 9 (`scale_study`, `blend_study report`). The other
+tables of sections 3, 6 and 7 were measured on runs whose per-iteration rows were not kept;
+they regenerate only by rerunning those runs (`experiments/report.py`, from devdata).
 
     python -m experiments.tables            # rewrite the tables and their document blocks
     python -m experiments.tables --check    # list the stale ones (exit 1 if any)
@@ -18,6 +19,7 @@ from experiments import (
     blend_study,
     common,
     inventory,
+    online_study,
     per_image,
     precision_study,
     scale_study,
@@ -30,6 +32,7 @@ STUDIES = (
     per_image,
     transfer_study,
     seed_spread,
+    online_study,
     precision_study,
     scale_study,
     blend_study,

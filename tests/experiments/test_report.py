@@ -7,7 +7,7 @@ cache only: a CC crop without CBM3D, no PolyU-tuned sigma) and `empty` (nothing 
 report of commit `REFERENCE` (unpacked with `git archive`) and the current one run on copies of
 the same tree; their documents, tables, figures and printed output must be byte-identical but for
 the blocks that `experiments.tables` writes from results/ since (transfer, q2, the seed table,
-q4, and the list of runs, progress), and a few cells are checked against values computed here. CBM3D is replaced by a cheap stand-in
+q4, online stopping, online, and the list of runs, progress), and a few cells are checked against values computed here. CBM3D is replaced by a cheap stand-in
 module (the real one takes about a second per call), the same for both versions.
 """
 
@@ -44,7 +44,7 @@ def bm3d_rgb(noisy, sigma):
 '''
 SIGMAS = (5, 10, 15, 20, 25, 30, 40)
 BLOCKS = ("q1", "q4", "q2", "q3", "online", "progress")
-RESULTS_BACKED = ("q2", "q4", "progress")  # written by experiments.tables since, not report.py
+RESULTS_BACKED = ("q2", "q4", "online", "progress")  # written by experiments.tables since
 
 
 def psnr_curve(image: int, seed: int) -> np.ndarray:
@@ -129,7 +129,7 @@ def build_tree(root: Path, state: str) -> list[str]:
     doc = "# Report\n\nIntro.\n\n" + "".join(
         f"<!-- BEGIN {name} -->\nold {name}\n<!-- END {name} -->\n\ntext after {name}\n\n"
         for name in BLOCKS
-        if not (state == "full" and name == "online")  # a missing block: a warning
+        if not (state == "full" and name == "q3")  # a missing block: a warning
     )
     (root / "doc.md").write_text(doc)
     arguments = ["--compare", "a", "--polyu_every", "2"]
@@ -254,7 +254,7 @@ def test_report_is_unchanged(state, reference_code, fake_modules, tmp_path):
     if state == "empty":
         assert figures == []
         assert "figures: none yet" in output
-        assert doc.count("Not measured yet.") == 2  # q3 and online; q2 is results-backed
+        assert doc.count("Not measured yet.") == 1  # q3
         assert table_rows(doc, "**mean**")[0][2:] == ["-"] * 6
         return
     assert "text after q1" in doc and "old q1" not in doc
@@ -297,7 +297,7 @@ def test_report_is_unchanged(state, reference_code, fake_modules, tmp_path):
         assert psnr_a[3] == f"{cbm3d_row('CC', 'a', 0.0)[f'psnr_s{tuned}']:.2f}"
         assert "CBM3D, σ tuned" not in doc.split("<!-- BEGIN q2 -->")[1]
         assert doc.count("Not measured yet.") == 0
-        assert "warning: no block online in the document" in output
+        assert "warning: no block q3 in the document" in output
         cache = (tree / "tables" / "cbm3d.csv").read_text().splitlines()
         assert [line.split(",")[:2] for line in cache[1:]] == [
             ["CC", "a"],
@@ -318,6 +318,6 @@ def test_report_is_unchanged(state, reference_code, fake_modules, tmp_path):
     else:
         assert psnr_b[2:5] == ["not measured"] * 3
         assert "CBM3D, σ tuned on PolyU (-/255)" in header
-        assert doc.count("Not measured yet.") == 1  # q3 (no online block; q2 is results-backed)
+        assert doc.count("Not measured yet.") == 1  # q3
     for name in RESULTS_BACKED:  # left alone
         assert f"old {name}\n" in doc and not (tree / "tables" / f"{name}.md").exists()

@@ -4,7 +4,7 @@ alone."""
 
 from __future__ import annotations
 
-from experiments import inventory, per_image, seed_spread, transfer_study
+from experiments import inventory, online_study, per_image, seed_spread, transfer_study
 from tests.experiments.test_scale_study import ITERATIONS, row_cells, write_cbm3d, write_run
 from utils import selection
 
@@ -82,3 +82,18 @@ def test_a_previous_chain_leaves_out_its_first_image(tmp_path):
         write_run(tmp_path, "CC_previous", stem, 800 if stem == "c1" else 400, 36.5)
     cells = row_cells(transfer_study.report_lines(tmp_path), "previous")
     assert cells[4:6] == ["1", "1/1"] and cells[10] == "400"
+
+
+def test_online_table_replays_the_shipped_stops(tmp_path):
+    """WMV stops where its patience runs out after the variance minimum (the crop's peak here),
+    fixed:auto at its scaled iteration; a run that peaks at its end is never stopped early."""
+    write_run(tmp_path, "CC", "c1", 600, 36.0, size=64)
+    write_run(tmp_path, "CC", "c2", int(ITERATIONS[-1]), 36.0, size=64)
+    rows = [cells_of(line) for line in online_study.report_lines(tmp_path) if "| 64 |" in line]
+    wmv, fixed = rows
+    patience = selection.scaled_patience(64, 64)
+    stop = (600 + 20 * patience + int(ITERATIONS[-1])) / 2
+    assert wmv[8:12] == ["wmv (default)", "1/2", f"{stop:.0f} [{600 + 20 * patience}, 1200]",
+                         f"{1200 / stop:.2f}x"]  # fmt: skip
+    assert wmv[-1] == "+0.00"  # both picks at the peak
+    assert fixed[8:12] == ["fixed:auto", "2/2", "600 [600, 600]", "2.00x"]

@@ -1,0 +1,119 @@
+"""Section 5: online early stopping at every size, from `results/` alone.
+
+`run_BDN.py --early_stop wmv` and `denoise.py` decide on the saved snapshots only, so the stop
+and pick of an online run equal the rule replayed on a finished fixed-length run (tested). For
+every size, precision and CC folder (from scratch, or from another network; scale_study's
+tabled runs): the fixed-length pipeline (every iteration, then a pick; its true best bounds any
+picker) against each shipped stop: the default WMV (its patience scaled with the size) and
+`fixed:auto` (a fixed iteration scaled with the size). Per rule: how many runs it stopped before
+their end, the iteration it stopped at, the speed-up over the fixed length, its pick against
+the true best and the last snapshot.
+
+    python -m experiments.online_study [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from experiments import scale_study
+from experiments.common import add_report_flags, publish_table
+from utils import selection
+
+RESULTS = scale_study.RESULTS
+TABLE_FILE = "online.md"
+DOC_BLOCK = "online"  # section 5's block in docs/REPRODUCTION.md
+
+
+def wmv_stop(run: scale_study.ImageRun) -> tuple[int, int | None]:
+    """The default WMV rule online: (its pick, the candidate index where it stopped, or None
+    when it ran to the end)."""
+    window = selection.DEFAULT_WMV.window
+    return selection.wmv_replay(
+        run.variances[window], selection.scaled_patience(run.height, run.width)
+    )
+
+
+def fixed_stop(run: scale_study.ImageRun) -> tuple[int, int | None]:
+    """`fixed:auto` online: it stops at (and picks) its scaled iteration, if the run gets there."""
+    pick = scale_study.fixed_pick(run, selection.scaled_stop(run.height, run.width))
+    return pick, pick if run.iterations[pick] < run.iterations[-1] else None
+
+
+STOPS = {"wmv (default)": wmv_stop, "fixed:auto": fixed_stop}
+
+
+def rule_row(runs: list[scale_study.ImageRun], name: str) -> list[str]:
+    """One rule's cells over `runs` (one size, precision and folder set)."""
+    decisions = [STOPS[name](run) for run in runs]
+    stopped = [
+        int(run.iterations[-1] if stop is None else run.iterations[stop])
+        for run, (_, stop) in zip(runs, decisions)
+    ]
+    picked = np.array([run.psnr[pick] for run, (pick, _) in zip(runs, decisions)])
+    length = np.mean([run.iterations[-1] for run in runs])
+    fired = sum(stop is not None for _, stop in decisions)
+    return [
+        name,
+        f"{fired}/{len(runs)}",
+        f"{np.mean(stopped):.0f} [{min(stopped)}, {max(stopped)}]",
+        f"{length / np.mean(stopped):.2f}x",
+        f"{picked.mean():.2f}",
+        f"{(picked - np.array([run.best for run in runs])).mean():+.2f}",
+    ]
+
+
+def report_lines(results: Path) -> list[str]:
+    """The markdown table: per size, precision and CC folder set, a row per shipped stop."""
+    lines = [
+        "The fixed-length pipeline against each shipped rule run online, on the CC crops (means "
+        "over image runs; speed-up: the fixed length over the mean iteration stopped at):",
+        "",
+        "| size | precision | init | seeds | image runs | fixed: iterations | fixed: true best "
+        "(dB) | fixed: last (dB) | online rule | stopped early | stopped at, mean [range] | "
+        "speed-up | online pick (dB) | pick - true best (dB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    runs = scale_study.read_runs(results)
+    groups = sorted(
+        {
+            (run.size, run.precision, run.set_name)
+            for run in runs
+            if run.set_name.startswith(scale_study.REPORT_SET)
+            and run.precision in scale_study.PRECISIONS
+        }
+    )
+    for size, precision, set_name in groups:
+        group = [
+            r for r in runs if (r.size, r.precision, r.set_name) == (size, precision, set_name)
+        ]
+        init = set_name.partition("_")[2] or "scratch"
+        seeds = ",".join(str(seed) for seed in sorted({run.seed for run in group}))
+        fixed = [
+            str(size), precision, init, seeds, str(len(group)),
+            f"{np.mean([run.iterations[-1] for run in group]):.0f}",
+            f"{np.mean([run.best for run in group]):.2f}",
+            f"{np.mean([run.psnr[-1] for run in group]):.2f}",
+        ]  # fmt: skip
+        for name in STOPS:
+            lines.append("| " + " | ".join(fixed + rule_row(group, name)) + " |")
+    return lines
+
+
+def main(args: argparse.Namespace) -> int:
+    publish_table(report_lines(args.results), args.results / TABLE_FILE, DOC_BLOCK, args.write)
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_report_flags(parser, RESULTS, TABLE_FILE)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
