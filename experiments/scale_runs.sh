@@ -22,7 +22,8 @@
 # noise range: experiments/noise_levels.py); the CC pairs at 256x256 from the first PolyU pair's
 # network (after the seeds: on a new machine that network must be fitted again, an hour); the
 # rest of the 30 PolyU pairs; the CC images at 512x512, seed 0. The second stream first fits the
-# 5 CC pairs at 128x128, seed 0, then the other transfer inits at 64x64 (`chains64`).
+# 5 CC pairs at 128x128, seed 0, then the other transfer inits at 64x64 (`chains64`) and CBM3D
+# on the whole 512x512 images (`cbm3d512`).
 # Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder
 # `collect` copies the per-iteration rows (no pixels) of its finished images under results/scale,
 # to commit. A crop whose rows are there already is not fitted again (on a new machine too).
@@ -118,6 +119,12 @@ main() {
                 --results results/precision
         fi
     }
+    # cbm3d512: CBM3D on the whole 512x512 pairs (10 PolyU, every 10th, tune σ; the 5 CC),
+    # section 7's baseline, its rows under results/ (resumable from them; about 45 min)
+    cbm3d512() {
+        [ -f results/cbm3d/512px/cbm3d_full.md ] || nice -n 5 "$PY" experiments/cbm3d_full.py \
+            --data devdata/crops512 --tables results/cbm3d/512px --polyu_every 10
+    }
     # stream: the 256 list, in order
     stream() {
         run 256 CC 0; SHARD="5 0" run 256 PolyU30 0; run 256 CC 1; run 128 PolyU10 0
@@ -125,7 +132,7 @@ main() {
         run 256 CC 2; run 256 PolyUnoisy4 0; transfer 256 PolyU30; run 256 PolyU30 0
         ITERATIONS=${LARGE_ITERATIONS:-5000} run 512 CC 0
     }
-    stream & sleep 5; run 128 CC 0; chains64; stream
+    stream & sleep 5; run 128 CC 0; chains64; cbm3d512; stream
     wait
 }
 main "$@"; exit
