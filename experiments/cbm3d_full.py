@@ -36,6 +36,9 @@ PUBLISHED_CC = {
     "d800_iso6400_1": (29.97, 34.94),
 }
 COLUMNS = ["dataset", "image", "sigma", "sigma_255", "psnr", "ssim", "noisy_psnr", "seconds"]
+RESULTS = common.REPO / "results" / "cbm3d" / "512px"  # section 7's rows (scale_runs.sh cbm3d512)
+ROWS_FILE, TABLE_FILE = "cbm3d_full.csv", "cbm3d_full.md"
+DOC_BLOCK = "cbm3d_full"  # section 7's block in docs/REPRODUCTION.md
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -139,11 +142,19 @@ def report(rows: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_lines(results: Path) -> list[str]:
+    """The table of the rows under `results` (experiments.tables' entry)."""
+    rows = results / ROWS_FILE
+    if not rows.is_file():
+        return ["Not measured yet (experiments/scale_runs.sh, `cbm3d512`)."]
+    return report(pd.read_csv(rows, dtype={"sigma": str})).splitlines()
+
+
 def main(args: argparse.Namespace) -> int:
-    table = Path(args.tables) / "cbm3d_full.csv"
+    table = Path(args.tables) / ROWS_FILE
     rows = compute(Path(args.data), table, args.polyu_every)
     text = report(rows)
-    (Path(args.tables) / "cbm3d_full.md").write_text(text)
+    (Path(args.tables) / TABLE_FILE).write_text(text)
     print(text)
     return 0
 

@@ -120,10 +120,11 @@ main() {
         fi
     }
     # cbm3d512: CBM3D on the whole 512x512 pairs (10 PolyU, every 10th, tune σ; the 5 CC),
-    # section 7's baseline, its rows under results/ (resumable from them; about 45 min)
+    # section 7's baseline, its rows under results/ (it computes only the rows missing there;
+    # about 45 min)
     cbm3d512() {
-        [ -f results/cbm3d/512px/cbm3d_full.md ] || nice -n 5 "$PY" experiments/cbm3d_full.py \
-            --data devdata/crops512 --tables results/cbm3d/512px --polyu_every 10
+        nice -n 5 "$PY" experiments/cbm3d_full.py --data devdata/crops512 \
+            --tables results/cbm3d/512px --polyu_every 10
     }
     # stream: the 256 list, in order
     stream() {
