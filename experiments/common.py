@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +265,18 @@ def add_report_flags(parser: argparse.ArgumentParser, results: Path, table_file:
         action="store_true",
         help=f"also write <results>/{table_file} and its block in {REPRODUCTION.name}",
     )
+
+
+def report_main(study: types.ModuleType, argv: list[str] | None = None) -> int:
+    """The command line of a results-backed study (a module with RESULTS, TABLE_FILE,
+    DOC_BLOCK and report_lines(results) -> markdown lines): print its table; with --write also
+    write it beside its rows and into its block of docs/REPRODUCTION.md."""
+    parser = argparse.ArgumentParser(description=study.__doc__.splitlines()[0])
+    add_report_flags(parser, study.RESULTS, study.TABLE_FILE)
+    args = parser.parse_args(argv)
+    lines = study.report_lines(args.results)
+    publish_table(lines, args.results / study.TABLE_FILE, study.DOC_BLOCK, args.write)
+    return 0
 
 
 def publish_table(lines: list[str], table: Path, block: str, write: bool) -> None:

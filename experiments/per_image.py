@@ -12,7 +12,6 @@ collected; then the mean, and the published means (15 CC images at 512x512).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from experiments import biqan_scale, scale_study
-from experiments.common import add_report_flags, publish_table
+from experiments.common import report_main
 
 RESULTS = scale_study.RESULTS
 TABLE_FILE = "per_image.md"
@@ -124,16 +123,5 @@ def report_lines(results: Path) -> list[str]:
     return lines
 
 
-def main(args: argparse.Namespace) -> int:
-    publish_table(report_lines(args.results), args.results / TABLE_FILE, DOC_BLOCK, args.write)
-    return 0
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_report_flags(parser, RESULTS, TABLE_FILE)
-    return parser.parse_args(argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(report_main(sys.modules[__name__]))

@@ -29,7 +29,6 @@ its block in docs/REPRODUCTION.md.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from collections.abc import Callable
@@ -41,7 +40,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from experiments import biqan_scale
-from experiments.common import REPO, add_report_flags, publish_table
+from experiments.common import REPO, report_main
 from experiments.precision_study import IMAGES_FILE, WINDOWS, variance_column
 from utils import ranker_training, selection, snapshot_features
 
@@ -496,16 +495,5 @@ def waiting_lines(runs: list[ImageRun]) -> list[str]:
     return ["", f"Still filling, tabled once every CC crop is in: {folders}."]
 
 
-def main(args: argparse.Namespace) -> int:
-    publish_table(report_lines(args.results), args.results / TABLE_FILE, DOC_BLOCK, args.write)
-    return 0
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_report_flags(parser, RESULTS, TABLE_FILE)
-    return parser.parse_args(argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(report_main(sys.modules[__name__]))

@@ -11,14 +11,13 @@ range, and the mean ± sd over seeds of the last snapshot and of the default WMV
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from experiments import scale_study
-from experiments.common import add_report_flags, mean_std, publish_table
+from experiments.common import mean_std, report_main
 
 RESULTS = scale_study.RESULTS
 TABLE_FILE = "seeds.md"
@@ -82,16 +81,5 @@ def report_lines(results: Path) -> list[str]:
     return lines
 
 
-def main(args: argparse.Namespace) -> int:
-    publish_table(report_lines(args.results), args.results / TABLE_FILE, DOC_BLOCK, args.write)
-    return 0
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_report_flags(parser, RESULTS, TABLE_FILE)
-    return parser.parse_args(argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(report_main(sys.modules[__name__]))
