@@ -4,7 +4,8 @@
     python -m experiments.blend_study report [--write]   # results/blend -> the table (seconds)
 
 `compute` reads the runs that `scale_study` tables (their rows under `results/`, their
-snapshots in the git-ignored run folders named by `RUN_FOLDERS`) and, for every CC and PolyU
+snapshots in the git-ignored run folders named by `RUN_FOLDERS`; the rows of runs whose
+snapshots are gone, on a new machine, are kept as they are) and, for every CC and PolyU
 image run at seed 0 and every shipped rule (`scale_study.shipped_rules`), takes the snapshot the
 rule picks (CC: at every seed), and for CC the mean of the picks of the image's seeds (K fits of
 one image). Each
@@ -46,6 +47,7 @@ WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 OUTPUTS = ("one fit", "seed mean")  # one seed's pick; the mean of the picks of seeds 0, 1, 2...
 # seed: the fit's seed for "one fit", the number of seeds averaged for "seed mean"
 COLUMNS = ["set", "stem", "rule", "output", "seed", "sigma", "weight", "psnr"]
+RULES = tuple(scale_study.shipped_rules())  # the rules blended, in the rows' order
 
 
 def cbm3d_output(noisy: np.ndarray, sigma_255: float) -> np.ndarray:
@@ -74,32 +76,57 @@ def blend_rows(base: dict, dip: np.ndarray, cbm3d: np.ndarray, clean: np.ndarray
     ]
 
 
+def run_folder(run_root: Path, run: scale_study.ImageRun) -> Path:
+    """The image folder of `run` (its snapshots and input.json) under `run_root`."""
+    return run_root / f"{run.size}px" / run.precision / f"{run.set_name}_s{run.seed}" / run.stem
+
+
 def image_rows(
-    runs_of_image: list[scale_study.ImageRun], run_root: Path, sigma: float
+    runs_of_image: list[scale_study.ImageRun], run_root: Path, sigma: float, kept: pd.DataFrame
 ) -> list[dict]:
-    """Rows of one image (its runs at every seed of one size and precision)."""
-    first = min(runs_of_image, key=lambda run: run.seed)
-    run_dir = run_root / f"{first.size}px" / first.precision / f"{first.set_name}_s{first.seed}"
-    inputs = json.loads((run_dir / first.stem / run_output.INPUT_FILE).read_text())
+    """Rows of one image (its runs at every seed of one size and precision): those in `kept`
+    (its rows computed before at this σ) stay, the missing ones are computed from the run
+    folders that are still there; the seed mean is recomputed when a seed is added and the
+    snapshots of every seed are there, else the one in `kept` stays. So rows survive the loss
+    of the git-ignored snapshots."""
+    have = {seed for seed in kept.loc[kept["output"] == OUTPUTS[0], "seed"]}
+    mean_seeds = set(kept.loc[kept["output"] == OUTPUTS[1], "seed"])
+    present = [run for run in runs_of_image if run_folder(run_root, run).is_dir()]
+    missing = [run for run in runs_of_image if run.seed not in have]
+    if any(run not in present for run in missing):
+        print(f"{runs_of_image[0].stem}: snapshots of seeds {[run.seed for run in missing]} gone")
+    missing = [run for run in missing if run in present]
+    seeds = len(runs_of_image)
+    averaged = seeds > 1 and mean_seeds != {seeds} and len(present) == seeds
+    if not missing and not averaged:
+        return kept.to_dict("records")
+    first = present[0]
+    inputs = json.loads((run_folder(run_root, first) / run_output.INPUT_FILE).read_text())
     noisy, clean = read_rgb(REPO / inputs["noisy"]), read_rgb(REPO / inputs["clean"])
     cbm3d = cbm3d_output(noisy, sigma)
-    rows = []
+    rows = (kept[kept["output"] != OUTPUTS[1]] if averaged else kept).to_dict("records")
     for name, rule in scale_study.shipped_rules().items():
         base = {"set": first.set_name, "stem": first.stem, "rule": name, "sigma": sigma}
-        picks = [
-            picked_snapshot(run_dir.parent / f"{run.set_name}_s{run.seed}", run, rule)
-            for run in runs_of_image
-        ]
-        for run, pick in zip(runs_of_image, picks):
+        for run in missing:
+            pick = picked_snapshot(run_folder(run_root, run).parent, run, rule)
             rows += blend_rows(base | {"output": OUTPUTS[0], "seed": run.seed}, pick, cbm3d, clean)
-        if len(picks) > 1:
-            seeds = {"output": OUTPUTS[1], "seed": len(picks)}
-            rows += blend_rows(base | seeds, np.mean(picks, axis=0), cbm3d, clean)
+        if averaged:
+            picks = [
+                picked_snapshot(run_folder(run_root, run).parent, run, rule) for run in present
+            ]
+            rows += blend_rows(base | {"output": OUTPUTS[1], "seed": seeds}, np.mean(picks, axis=0),
+                               cbm3d, clean)  # fmt: skip
     return rows
 
 
+def row_order(row: dict) -> tuple:
+    """An image's rows in writing order: rule (shipped order), output, seed, weight."""
+    return RULES.index(row["rule"]), OUTPUTS.index(row["output"]), row["seed"], row["weight"]
+
+
 def compute(results: Path) -> int:
-    """Write the rows of every size and precision whose runs and CBM3D σ are there."""
+    """Write the rows of every size and precision whose runs and CBM3D σ are there, keeping the
+    rows already written for runs whose snapshots are gone (`image_rows`)."""
     runs = scale_study.read_runs(results)
     for size, precision in sorted({(run.size, run.precision) for run in runs}):
         if size not in RUN_FOLDERS or precision not in scale_study.PRECISIONS:
@@ -115,11 +142,16 @@ def compute(results: Path) -> int:
                 or (scale_study.is_tuning_set(run.set_name) and run.seed == 0)
             ):
                 images.setdefault((run.set_name, run.stem), []).append(run)
+        target = results / ROWS / f"{size}px" / f"{precision}.csv"
+        before = pd.read_csv(target) if target.is_file() else pd.DataFrame(columns=COLUMNS)
+        before = before[before["sigma"] == tuned[0]]  # rows at another σ are stale
         rows = []
         for key in sorted(images):
-            rows += image_rows(images[key], RUN_FOLDERS[size], tuned[0])
+            kept = before[(before["set"] == key[0]) & (before["stem"] == key[1])]
+            rows += sorted(
+                image_rows(images[key], RUN_FOLDERS[size], tuned[0], kept), key=row_order
+            )
             print(f"{size}px {precision} {key[0]} {key[1]}", flush=True)
-        target = results / ROWS / f"{size}px" / f"{precision}.csv"
         target.parent.mkdir(parents=True, exist_ok=True)
         image_io.write_text(target, pd.DataFrame(rows, columns=COLUMNS).to_csv(index=False))
     return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +81,27 @@ def test_rows_blend_the_pick_with_cbm3d_and_average_the_seeds(study):
     cbm3d = blend_study.cbm3d_output(image_io.read_rgb(inputs["noisy"]), 20.0)
     assert cc.loc[("one fit", 0.0), "psnr"] == pytest.approx(metrics.psnr(cbm3d, clean), abs=1e-3)
     assert set(rows["weight"]) == set(blend_study.WEIGHTS)
+
+
+def test_rows_of_runs_whose_snapshots_are_gone_are_kept(study):
+    """A new machine has the rows of results/ but not the snapshots: compute keeps the rows it
+    cannot recompute, adds those of a new seed, and keeps the old seed mean until every seed's
+    snapshots are there."""
+    assert blend_study.compute(study) == 0
+    target = study / blend_study.ROWS / f"{SIZE}px" / "bf16.csv"
+    first = target.read_text()
+    assert blend_study.compute(study) == 0 and target.read_text() == first  # nothing new
+    shutil.rmtree(study.parent / "runs" / f"{SIZE}px" / "bf16" / "CC_s0")
+    clean = image_io.read_rgb(study.parent / "c_1_clean.png")
+    write_image_run(study.parent, "CC", "c", 2, clean)
+    assert blend_study.compute(study) == 0
+    rows = pd.read_csv(target)
+    cc = rows[rows["set"] == "CC"]
+    assert sorted(cc[cc["output"] == "one fit"]["seed"].unique()) == [0, 1, 2]
+    assert set(cc[cc["output"] == "seed mean"]["seed"]) == {2}  # seed 0's snapshots are gone
+    before = pd.read_csv(io.StringIO(first))
+    new_fit = (rows["output"] == "one fit") & (rows["seed"] == 2)
+    assert rows[~new_fit].reset_index(drop=True).equals(before)
 
 
 def synthetic_rows() -> pd.DataFrame:
