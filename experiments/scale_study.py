@@ -183,12 +183,15 @@ def fixed_pick(run: ImageRun, iteration: float) -> int:
 @dataclasses.dataclass(frozen=True)
 class Rule:
     """A no-reference rule as the table shows it: `pick(run)` -> candidate index; `score(run)`
-    -> (candidates,) scores whose within-image SRCC with PSNR is reported (None: no score)."""
+    -> (candidates,) scores whose within-image SRCC with PSNR is reported (None: no score);
+    `seeds`: the CC seeds it was measured on where not all of them (BIQAN scores collected for
+    some seeds only), else None."""
 
     setting: str
     pick: Callable[[ImageRun], int]
     score: Callable[[ImageRun], np.ndarray] | None = None
     tuned_on: str = "-"
+    seeds: frozenset[int] | None = None
 
 
 def wmv_rule(window: int, patience: int, tuned_on: str = "-") -> Rule:
@@ -237,16 +240,24 @@ def biqan_rules(
     results: Path, size: int, precision: str, report: list[ImageRun]
 ) -> dict[str, Rule]:
     """BIQAN (experiments.biqan_scale, trained on the PolyU runs of this size) with each kind of
-    labels collected: it picks each image's highest predicted score; a kind appears once the
-    scores of every report run are collected."""
+    labels collected: it picks each image's highest predicted score, on the seeds whose report
+    runs all have their scores collected (a network whose training set is gone cannot score a
+    later seed)."""
     rules, folder = {}, results / biqan_scale.RESULTS_FOLDER
+    seeds = {run.seed for run in report}
     for labels, name in biqan_scale.LABEL_RULES.items():
         collected = biqan_scale.read_scores(folder, size, precision, labels)
         if collected is None:
             continue
         record, scores = collected
-        if all((f"{run.set_name}_s{run.seed}", run.stem) in scores for run in report):
-            rules[name] = biqan_rule(record, scores)
+        missing = {
+            run.seed for run in report if (f"{run.set_name}_s{run.seed}", run.stem) not in scores
+        }
+        if missing != seeds:
+            rule = biqan_rule(record, scores)
+            rules[name] = dataclasses.replace(
+                rule, seeds=frozenset(seeds - missing) if missing else None
+            )
     return rules
 
 
@@ -407,7 +418,14 @@ def rule_rows(
     """Table 2's rows: every rule's gap to DIP's best on `runs`, its pick against CBM3D and,
     for a rule that scores, its within-image SRCC."""
     rows = []
+    every_run = runs
     for name, rule in rules.items():
+        setting, runs = rule.setting, every_run
+        if rule.seeds is not None:
+            runs = [run for run in every_run if run.seed in rule.seeds]
+            seeds = ",".join(str(seed) for seed in sorted(rule.seeds))
+            label = "seeds" if len(rule.seeds) > 1 else "seed"
+            setting += f" ({label} {seeds} only: {len(runs)} of {len(every_run)} runs)"
         picked = np.array([run.psnr[rule.pick(run)] for run in runs])
         gaps = np.array([run.best for run in runs]) - picked
         versus = "-"
@@ -415,7 +433,7 @@ def rule_rows(
             versus = f"{(picked - np.array([cbm3d[2][run.stem] for run in runs])).mean():+.2f}"
         srcc = "-" if rule.score is None else f"{within_image_srcc(runs, rule.score):+.2f}"
         rows.append(
-            f"| {size} | {precision} | {name} | {rule.setting} | {rule.tuned_on} | {spread(gaps)} | "
+            f"| {size} | {precision} | {name} | {setting} | {rule.tuned_on} | {spread(gaps)} | "
             f"{picked.mean():.2f} | {versus} | {srcc} |"
         )
     return rows

@@ -112,3 +112,7 @@ def test_scale_study_tables_the_collected_biqan_scores(tmp_path):
     gap = 1e-5 * (600 - 800) ** 2
     assert cells[6] == f"{gap:.2f} [{gap:.2f}]"
     assert 0 < float(cells[-2]) < 1  # the score rises with PSNR up to 600, then falls first
+    write_run(tmp_path, "CC", "c1", 700, 35.0, seed=1)  # a seed the network never scored
+    cells = row_cells(scale_study.report_lines(tmp_path), "biqan, paper's recipe")
+    assert cells[4] == "the recipe (seed 0 only: 1 of 2 runs)"
+    assert cells[6] == f"{gap:.2f} [{gap:.2f}]"  # on seed 0's run alone
