@@ -22,8 +22,8 @@
 # noise range: experiments/noise_levels.py); the CC pairs at 256x256 from the first PolyU pair's
 # network (after the seeds: on a new machine that network must be fitted again, an hour); the
 # rest of the 30 PolyU pairs; the CC images at 512x512, seed 0. The second stream first fits the
-# 5 CC pairs at 128x128, seed 0, then the other transfer inits at 64x64 (`chains64`) and CBM3D
-# on the whole 512x512 images (`cbm3d512`).
+# 5 CC pairs at 128x128, seed 0, then the other transfer inits at 64x64 (`chains64`), CBM3D
+# on the whole 512x512 images (`cbm3d512`) and BIQAN at 64 and 128 px (`biqan`), then the list.
 # Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder
 # `collect` copies the per-iteration rows (no pixels) of its finished images under results/scale,
 # to commit. A crop whose rows are there already is not fitted again (on a new machine too).
@@ -126,6 +126,27 @@ main() {
         nice -n 5 "$PY" experiments/cbm3d_full.py --data devdata/crops512 \
             --tables results/cbm3d/512px --polyu_every 10
     }
+    # biqan SIZE POLYU MIN SEED...: BIQAN with the paper's recipe (and on relative labels)
+    # trained on POLYU's seed-0 run at SIZE (at least MIN crops) and scored on the CC runs of
+    # each SEED (experiments/biqan_scale.py), their scores under results/biqan; the snapshots
+    # it needs are fitted again where a machine lost them (bit-identical to the committed rows)
+    biqan() {
+        local size=$1 set=$2 min=$3 real seed labels
+        shift 3
+        for real in $(ls "$(subset "$size" "$set")/real"); do
+            run "$size" "$set" 0 "" "" "${real%.*}"
+        done
+        for seed in "$@"; do
+            for real in $(ls "devdata/crops$size/CC/real"); do
+                run "$size" CC "$seed" "" "" "${real%.*}"
+            done
+        done
+        for labels in absolute relative; do
+            nice -n 5 "$PY" -m experiments.biqan_scale --size "$size" --labels "$labels" \
+                --runs "devdata/${STUDY:-scale}" --polyu "${set}_s0" --min_images "$min" \
+                --seeds "$@"
+        done
+    }
     # stream: the 256 list, in order
     stream() {
         run 256 CC 0; SHARD="5 0" run 256 PolyU30 0; run 256 CC 1; run 128 PolyU10 0
@@ -133,7 +154,8 @@ main() {
         run 256 CC 2; run 256 PolyUnoisy4 0; transfer 256 PolyU30; run 256 PolyU30 0
         ITERATIONS=${LARGE_ITERATIONS:-5000} run 512 CC 0
     }
-    stream & sleep 5; run 128 CC 0; chains64; cbm3d512; stream
+    stream & sleep 5; run 128 CC 0; chains64; cbm3d512
+    STUDY=precision ITERATIONS=1200 biqan 64 PolyU20 20 0 1 2; biqan 128 PolyU10 10 0; stream
     wait
 }
 main "$@"; exit
