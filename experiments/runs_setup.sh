@@ -39,11 +39,10 @@ crop_subset() {
 # pending_crops FROM RESULTS TO [STEM]: copies into TO/real and TO/mean the pairs of FROM/real and
 # FROM/mean that have no rows RESULTS/<stem>.csv yet, or the pair STEM alone (rows or not); with
 # SHARD="N I", only every N-th pair of FROM by name from the I-th (0-based). Prints TO, or nothing
-# when TO holds no pair. Pairs are only added to TO, never removed: two processes may share it,
+# when TO holds no pair (TO is made only to hold one). Pairs are only added to TO, never removed: two processes may share it,
 # and run_BDN.py skips the images it has finished.
 pending_crops() {
     local real stem index=0
-    mkdir -p "$3/real" "$3/mean"
     for real in $(ls "$1/real"); do
         stem=${real%.*}
         index=$((index + 1))
@@ -54,8 +53,9 @@ pending_crops() {
         elif [ -f "$2/$stem.csv" ]; then
             continue
         fi
+        mkdir -p "$3/real" "$3/mean"
         cp -n "$1/real/$real" "$3/real/"
         cp -n "$1/mean/$stem".* "$3/mean/"
     done
-    [ -z "$(ls "$3/real")" ] || echo "$3"
+    [ -z "$(ls "$3/real" 2>/dev/null)" ] || echo "$3"
 }

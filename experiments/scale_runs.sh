@@ -23,7 +23,9 @@
 # network (after the seeds: on a new machine that network must be fitted again, an hour); the
 # rest of the 30 PolyU pairs; the CC images at 512x512, seed 0. The second stream first fits the
 # 5 CC pairs at 128x128, seed 0, then the other transfer inits at 64x64 (`chains64`), CBM3D
-# on the whole 512x512 images (`cbm3d512`) and BIQAN at 64 and 128 px (`biqan`), then the list.
+# on the whole 512x512 images (`cbm3d512`), BIQAN at 64 px (`biqan`), the first CC image at
+# 512x512 (so that the longest runs start early: denoise.py's default check at the paper's size),
+# BIQAN at 128 px, then the list.
 # Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder
 # `collect` copies the per-iteration rows (no pixels) of its finished images under results/scale,
 # to commit. A crop whose rows are there already is not fitted again (on a new machine too).
@@ -80,6 +82,12 @@ main() {
         "$PY" -m experiments.precision_study collect --runs "devdata/${STUDY:-scale}" \
             --results "results/${STUDY:-scale}"
     }
+    # first_stem SIZE SET: the name, without extension, of SET's first crop at SIZE
+    first_stem() {
+        local real
+        real=$(ls "$(subset "$1" "$2")/real" | head -n 1)
+        echo "${real%.*}"
+    }
     # transfer SIZE POLYU [SEED]: the CC crops at SIZE and SEED (default 0) from the final network
     # of the first image of POLYU's seed-0 run at SIZE (experiments/transfer.py's `polyu1`); where
     # that network is not on this machine, its image is fitted again first
@@ -89,8 +97,7 @@ main() {
             run "$1" CC "$seed" polyu1  # says so
             return
         fi
-        stem=$(ls "$(subset "$1" "$2")/real" | head -n 1)
-        stem=${stem%.*}
+        stem=$(first_stem "$1" "$2")
         net=devdata/${STUDY:-scale}/$1px/${PRECISION:-bf16}/$2_s0/$stem/net.pt
         [ -f "$net" ] || run "$1" "$2" 0 "" "" "$stem"
         if [ -f "$net" ]; then
@@ -155,7 +162,9 @@ main() {
         ITERATIONS=${LARGE_ITERATIONS:-5000} run 512 CC 0
     }
     stream & sleep 5; run 128 CC 0; chains64; cbm3d512
-    STUDY=precision ITERATIONS=1200 biqan 64 PolyU20 20 0 1 2; biqan 128 PolyU10 10 0; stream
+    STUDY=precision ITERATIONS=1200 biqan 64 PolyU20 20 0 1 2
+    ITERATIONS=${LARGE_ITERATIONS:-5000} run 512 CC 0 "" "" "$(first_stem 512 CC)"
+    biqan 128 PolyU10 10 0; stream
     wait
 }
 main "$@"; exit

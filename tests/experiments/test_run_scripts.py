@@ -59,6 +59,7 @@ def test_only_crops_without_rows_are_pending(crops):
 def test_nothing_is_pending_once_every_crop_has_rows(crops):
     add_rows(crops, *STEMS)
     assert pending(crops, "crops", "results", "todo") == ""
+    assert not (crops / "todo").exists()  # asking makes no folder
 
 
 def test_a_named_crop_is_pending_with_its_rows(crops):
