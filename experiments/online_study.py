@@ -77,19 +77,8 @@ def report_lines(results: Path) -> list[str]:
         "speed-up | online pick (dB) | pick - true best (dB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    runs = scale_study.read_runs(results)
-    groups = sorted(
-        {
-            (run.size, run.precision, run.set_name)
-            for run in runs
-            if run.set_name.startswith(scale_study.REPORT_SET)
-            and run.precision in scale_study.PRECISIONS
-        }
-    )
-    for size, precision, set_name in groups:
-        group = [
-            r for r in runs if (r.size, r.precision, r.set_name) == (size, precision, set_name)
-        ]
+    groups = scale_study.cc_groups(scale_study.read_runs(results), inits=True)
+    for (size, precision, set_name), group in groups.items():
         init = set_name.partition("_")[2] or "scratch"
         seeds = ",".join(str(seed) for seed in sorted({run.seed for run in group}))
         fixed = [

@@ -89,17 +89,7 @@ def report_lines(results: Path) -> list[str]:
         "|" + "---|" * len(header),
     ]
     runs = [run for run in scale_study.read_runs(results) if run.seed == SEED]
-    groups = sorted(
-        {(run.size, run.precision) for run in runs if run.precision in scale_study.PRECISIONS}
-    )
-    for size, precision in groups:
-        report = [
-            run
-            for run in runs
-            if (run.size, run.precision, run.set_name) == (size, precision, scale_study.REPORT_SET)
-        ]
-        if not report:
-            continue
+    for (size, precision, _), report in scale_study.cc_groups(runs).items():
         rules = scale_study.shipped_rules() | scale_study.biqan_rules(
             results, size, precision, report
         )

@@ -7,8 +7,9 @@ Reads what exists, never runs a DIP fit, and leaves a placeholder where a measur
 - `<selection>/CC_scratch_s<seed>/<variant>/selection.csv` (experiments/select_snapshots.py, i.e.
   test_BIQAN.py): the WMV and BIQAN picks;
 
-Each table goes between `<!-- BEGIN name -->` and `<!-- END name -->` in the document; the text
-around the markers is left alone. Figures go to `--figures` (our own plots only: no image
+The selection table (q3) goes between `<!-- BEGIN q3 -->` and `<!-- END q3 -->` in the
+document, the text around the markers left alone; the per-crop table (q1) is printed and kept in
+`<tables>/q1.md` (the document's section 1 is `experiments.per_image`'s, from results/). Figures go to `--figures` (our own plots only: no image
 crops, since the data is licensed).
 
     python experiments/report.py --crops devdata/crops --runs devdata/runs --doc docs/REPRODUCTION.md
@@ -488,7 +489,7 @@ def main(args: argparse.Namespace) -> int:
     (tables / "q1.md").write_text(q1)
     selection_md = tables / "selection.md"
     q3 = selection_md.read_text() if selection_md.is_file() else "Not measured yet.\n"
-    blocks = {"q1": q1, "q3": q3}
+    blocks = {"q3": q3}  # section 1's table is experiments.per_image's, from results/
     made = []
     for seed in args.seeds:
         if figure_curves(

@@ -136,6 +136,20 @@ def waiting_folders(runs: list[ImageRun]) -> dict[tuple[int, str, str, int], str
     }
 
 
+def cc_groups(
+    runs: list[ImageRun], inits: bool = False
+) -> dict[tuple[int, str, str], list[ImageRun]]:
+    """(size, precision, set name) -> the CC runs of that set: REPORT_SET (from scratch) and,
+    with `inits`, the `CC_<init>` sets; shipped precisions only; keys sorted, runs in the order
+    of `runs`."""
+    groups: dict[tuple[int, str, str], list[ImageRun]] = {}
+    for run in runs:
+        from_init = inits and run.set_name.startswith(f"{REPORT_SET}_")
+        if run.precision in PRECISIONS and (run.set_name == REPORT_SET or from_init):
+            groups.setdefault((run.size, run.precision, run.set_name), []).append(run)
+    return dict(sorted(groups.items()))
+
+
 def read_all_runs(results: Path) -> list[ImageRun]:
     """Every collected image run under `results`/{precision,scale}."""
     runs = []
@@ -456,8 +470,8 @@ def report_lines(results: Path) -> list[str]:
     precision that has CC runs."""
     every_run = read_all_runs(results)
     runs = tabled_runs(every_run)
-    groups = sorted({(run.size, run.precision) for run in runs if run.precision in PRECISIONS})
-    sizes, precisions = ({group[index] for group in groups} for index in (0, 1))
+    shipped = [run for run in runs if run.precision in PRECISIONS]
+    sizes, precisions = ({run.size for run in shipped}, {run.precision for run in shipped})
     across = {  # per precision: the size exponents tuned on the PolyU runs of every size
         precision: tune_across_sizes(
             {size: tuned for size in sorted(sizes) if (tuned := tuning_runs(runs, size, precision))}
@@ -486,12 +500,7 @@ def report_lines(results: Path) -> list[str]:
         "pick - CBM3D | within-image SRCC |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for size, precision in groups:
-        report = [
-            r for r in runs if (r.size, r.precision, r.set_name) == (size, precision, REPORT_SET)
-        ]
-        if not report:
-            continue
+    for (size, precision, _), report in cc_groups(runs).items():
         cbm3d = cbm3d_tuned(results, size)
         quality.append(quality_row(size, precision, report, cbm3d))
         rules_here = shipped_rules() | tune_on(tuning_runs(runs, size, precision))

@@ -31,14 +31,12 @@ def seed_groups(
     """(size, precision) -> CC stem -> its scratch runs in seed order, for the groups with two
     seeds or more."""
     groups: dict[tuple[int, str], dict[str, list[scale_study.ImageRun]]] = {}
-    for run in sorted(runs, key=lambda run: run.seed):
-        if run.set_name == scale_study.REPORT_SET and run.precision in scale_study.PRECISIONS:
-            groups.setdefault((run.size, run.precision), {}).setdefault(run.stem, []).append(run)
-    return {
-        key: stems
-        for key, stems in sorted(groups.items())
-        if len({run.seed for image in stems.values() for run in image}) > 1
-    }
+    by_seed = sorted(runs, key=lambda run: run.seed)
+    for (size, precision, _), report in scale_study.cc_groups(by_seed).items():
+        if len({run.seed for run in report}) > 1:
+            for run in report:
+                groups.setdefault((size, precision), {}).setdefault(run.stem, []).append(run)
+    return groups
 
 
 def image_row(

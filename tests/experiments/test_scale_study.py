@@ -170,3 +170,20 @@ def test_only_polyu_sets_fitted_from_scratch_tune(tmp_path):
         write_run(tmp_path, "PolyU_previous", f"p{index}", 200, 40.0)
     tuning = scale_study.tuning_runs(scale_study.read_runs(tmp_path), 256, "bf16")
     assert {run.set_name for run in tuning} == {"PolyU30"}
+
+
+def test_cc_groups_hold_the_cc_sets_of_each_size_and_precision(tmp_path):
+    """CC from scratch per size and precision, CC from another network only when asked; PolyU
+    never."""
+    write_run(tmp_path, "CC", "c1", 800, 36.0, size=128)
+    write_run(tmp_path, "CC", "c1", 800, 36.0)
+    write_run(tmp_path, "CC", "c2", 800, 36.0)
+    write_run(tmp_path, "CC_polyu1", "c1", 600, 36.0)
+    write_run(tmp_path, "PolyU30", "p1", 400, 40.0)
+    runs = scale_study.read_all_runs(tmp_path)
+    groups = scale_study.cc_groups(runs)
+    assert list(groups) == [(128, "bf16", "CC"), (256, "bf16", "CC")]
+    assert [run.stem for run in groups[(256, "bf16", "CC")]] == ["c1", "c2"]
+    with_inits = scale_study.cc_groups(runs, inits=True)
+    assert list(with_inits)[-1] == (256, "bf16", "CC_polyu1")
+    assert len(with_inits) == 3
