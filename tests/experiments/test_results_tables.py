@@ -4,6 +4,8 @@ alone."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from experiments import inventory, online_study, per_image, seed_spread, transfer_study
 from tests.experiments.test_scale_study import ITERATIONS, row_cells, write_cbm3d, write_run
 from utils import selection
@@ -97,3 +99,16 @@ def test_online_table_replays_the_shipped_stops(tmp_path):
                          f"{1200 / stop:.2f}x"]  # fmt: skip
     assert wmv[-1] == "+0.00"  # both picks at the peak
     assert fixed[8:12] == ["fixed:auto", "2/2", "600 [600, 600]", "2.00x"]
+
+
+def test_runs_longer_than_denoise_are_replayed_cut_to_its_length(tmp_path):
+    """A 512 px run of 5000 iterations also shows what denoise.py's default 3000 would do: the
+    true best and the last snapshot of its first 3000 iterations."""
+    long = np.arange(20, 5020, 20)
+    write_run(tmp_path, "CC", "c1", 4000, 36.0, size=512, iterations=long)
+    rows = [cells_of(line) for line in online_study.report_lines(tmp_path) if "| 512 |" in line]
+    assert [row[2] for row in rows] == ["scratch"] * 2 + ["scratch, first 3000 (denoise.py)"] * 2
+    full, cut = rows[0], rows[2]
+    assert full[5:7] == ["5000", "36.00"]
+    assert cut[5:7] == ["3000", f"{36.0 - 1e-5 * 1000**2:.2f}"]
+    assert cut[9] == "0/1"  # still rising at 3000: WMV never fires, the run ends there
