@@ -248,9 +248,9 @@ AUTO_STOP = Selector(name="fixed")  # fixed:auto
 RUN_ENDED_NOTE = "the run ends before this iteration: last snapshot"
 NO_SNAPSHOTS = "there are no snapshots to select from"
 BINS = np.arange(1, 11, dtype=np.float64)  # BIQAN's quality scores 1..10
-# test_BIQAN.py's default selector (denoise.py's default rule is its online twin): on the CC
-# crops at 96 and 128 pixels it picks better than fixed:auto tuned on PolyU, whose best
-# iteration grows more slowly with the size than CC's (docs/REPRODUCTION.md section 6).
+# test_BIQAN.py's default selector (denoise.py's default rule is its online twin): of the shipped
+# rules it picks closest to the best on the CC crops at 256x256, the largest size measured
+# (`fixed:auto` does at 64 and 128; docs/REPRODUCTION.md section 9), and it adapts to the run.
 DEFAULT_SELECTOR = Selector(name="wmv")
 # test_BIQAN.py's default when a trained BIQAN is given (the original's only selector).
 BIQAN = Selector(name="biqan")
