@@ -337,23 +337,41 @@ def tuned_exponent(psnr: np.ndarray, sizes: np.ndarray) -> TunedExponent:
     return TunedExponent(best_exponent(psnr, sizes, runs >= 0), min(folds), max(folds))
 
 
+def stop_at(run: ImageRun, exponent: float) -> int:
+    """`fixed:auto`'s pick with the stop exponent `exponent`."""
+    return fixed_pick(run, selection.scaled_stop(run.height, run.width, exponent))
+
+
+def wmv_at(run: ImageRun, exponent: float) -> int:
+    """The default WMV's pick with the patience exponent `exponent`."""
+    patience = selection.scaled_patience(run.height, run.width, exponent)
+    return wmv_pick(run, selection.DEFAULT_WMV.window, patience)
+
+
+def tuned_exponents(tuning: dict[int, list[ImageRun]]) -> tuple[TunedExponent, TunedExponent]:
+    """(`fixed:auto`'s stop exponent, WMV's patience exponent) fitted to the tuning runs of every
+    size (keys: sizes): each the grid value with the best mean over sizes of the size's mean
+    picked PSNR, with its range over the leave-one-run-out folds. The shipped
+    `selection.STOP_EXPONENT` and `PATIENCE_EXPONENT` are these on the committed bf16 runs."""
+    return (
+        tuned_exponent(*picked_psnr(tuning, stop_at)),
+        tuned_exponent(*picked_psnr(tuning, wmv_at)),
+    )
+
+
+def tuning_by_size(runs: list[ImageRun], precision: str) -> dict[int, list[ImageRun]]:
+    """size -> the tuning runs of `precision` at that size (`tuning_runs`), for the sizes that
+    have enough of them."""
+    sizes = sorted({run.size for run in runs if run.precision == precision})
+    return {size: tuned for size in sizes if (tuned := tuning_runs(runs, size, precision))}
+
+
 def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
-    """The shipped rules with their size exponent fitted to the tuning runs of every size (keys:
-    sizes, at least two): `fixed:auto`'s stop exponent, and an exponent for WMV's patience; each
-    the grid value with the best mean over sizes of the size's mean picked PSNR, shown with its
-    range over the leave-one-run-out folds."""
+    """The shipped rules with their size exponents tuned on the tuning runs of every size (keys:
+    sizes, at least two; `tuned_exponents`), each shown with its leave-one-run-out range."""
     if len(tuning) < 2:
         return {}
-
-    def stop_at(run: ImageRun, exponent: float) -> int:
-        return fixed_pick(run, selection.scaled_stop(run.height, run.width, exponent))
-
-    def wmv_at(run: ImageRun, exponent: float) -> int:
-        patience = selection.scaled_patience(run.height, run.width, exponent)
-        return wmv_pick(run, selection.DEFAULT_WMV.window, patience)
-
-    stop = tuned_exponent(*picked_psnr(tuning, stop_at))
-    patience = tuned_exponent(*picked_psnr(tuning, wmv_at))
+    stop, patience = tuned_exponents(tuning)
     wmv, ratio = selection.TUNED_WMV, f"(pixels / {selection.STOP_SIZE}²)"
     sizes = "/".join(str(size) for size in sorted(tuning))
     tuned_on = f"PolyU, {sum(len(runs) for runs in tuning.values())} runs at {sizes} px"
@@ -470,13 +488,8 @@ def report_lines(results: Path) -> list[str]:
     precision that has CC runs."""
     every_run = read_all_runs(results)
     runs = tabled_runs(every_run)
-    shipped = [run for run in runs if run.precision in PRECISIONS]
-    sizes, precisions = ({run.size for run in shipped}, {run.precision for run in shipped})
     across = {  # per precision: the size exponents tuned on the PolyU runs of every size
-        precision: tune_across_sizes(
-            {size: tuned for size in sorted(sizes) if (tuned := tuning_runs(runs, size, precision))}
-        )
-        for precision in precisions
+        precision: tune_across_sizes(tuning_by_size(runs, precision)) for precision in PRECISIONS
     }
     quality = [
         "DIP and CBM3D on the CC crops (mean over image runs; CBM3D's σ tuned on the PolyU crops "
