@@ -236,18 +236,25 @@ def tune_on(runs: list[ImageRun], source: str = TUNING_SET) -> dict[str, Rule]:
         ),
         "wmv, tuned": wmv_rule(*grid[int(np.argmax(wmv_means))], tuned_on),
     }
-    if all(run.features is not None for run in runs):
-        settings = ranker_training.RankerTraining()
-        ranker = ranker_training.train_ranker(
-            [(run.features, run.psnr) for run in runs], snapshot_features.FEATURE_NAMES, settings
-        )
-        rules["snapshot ranker, trained"] = Rule(
-            f"hidden {settings.hidden}, {settings.steps} steps",
-            lambda run: int(np.argmax(ranker.score(run.features))),
-            lambda run: ranker.score(run.features),
-            tuned_on,
-        )
-    return rules
+    return rules | ranker_rule("snapshot ranker, trained", runs, tuned_on)
+
+
+def ranker_rule(name: str, runs: list[ImageRun], tuned_on: str) -> dict[str, Rule]:
+    """{name: the snapshot ranker trained with its defaults on `runs`}, or {} where some run
+    was collected without the features."""
+    if not all(run.features is not None for run in runs):
+        return {}
+    settings = ranker_training.RankerTraining()
+    ranker = ranker_training.train_ranker(
+        [(run.features, run.psnr) for run in runs], snapshot_features.FEATURE_NAMES, settings
+    )
+    rule = Rule(
+        f"hidden {settings.hidden}, {settings.steps} steps",
+        lambda run: int(np.argmax(ranker.score(run.features))),
+        lambda run: ranker.score(run.features),
+        tuned_on,
+    )
+    return {name: rule}
 
 
 def biqan_rules(
@@ -367,15 +374,18 @@ def tuning_by_size(runs: list[ImageRun], precision: str) -> dict[int, list[Image
 
 
 def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
-    """The shipped rules with their size exponents tuned on the tuning runs of every size (keys:
-    sizes, at least two; `tuned_exponents`), each shown with its leave-one-run-out range."""
+    """Rules tuned on the tuning runs of every size at once (keys: sizes, at least two): the
+    shipped rules with their size exponents (`tuned_exponents`, each shown with its
+    leave-one-run-out range), and the snapshot ranker trained on all those runs (its features
+    are per-pixel measures of each snapshot, so runs of any size can train it)."""
     if len(tuning) < 2:
         return {}
     stop, patience = tuned_exponents(tuning)
     wmv, ratio = selection.TUNED_WMV, f"(pixels / {selection.STOP_SIZE}²)"
     sizes = "/".join(str(size) for size in sorted(tuning))
-    tuned_on = f"PolyU, {sum(len(runs) for runs in tuning.values())} runs at {sizes} px"
-    return {
+    every_run = [run for runs in tuning.values() for run in runs]
+    tuned_on = f"PolyU, {len(every_run)} runs at {sizes} px"
+    return ranker_rule("snapshot ranker, every size", every_run, tuned_on) | {
         "fixed:auto, exponent tuned": Rule(
             f"{selection.TUNED_FIXED.iteration} x {ratio} ^ {stop.setting()}",
             lambda run: stop_at(run, stop.best),
