@@ -70,13 +70,12 @@ def freeze_set(polyu_run: Path, image_set: Path, min_images: int) -> list[str] |
     return images
 
 
-def complete(run: Path) -> bool:
-    """Whether every input image of a run_BDN.py output folder is finished (its args.json names
-    the input folder)."""
-    noisy = common.read_args(run).get("dataset_real_path")
-    if not noisy or not Path(noisy).is_dir():
-        return False
-    return len(common.run_images(run)) == len(list(Path(noisy).iterdir()))
+def complete(run: Path, crops: Path) -> bool:
+    """Whether every crop of `crops` (a folder with real/) is finished in the run_BDN.py output
+    folder `run` (which may have been filled by several calls, one crop each)."""
+    real = crops / "real"
+    wanted = {path.stem for path in real.iterdir()} if real.is_dir() else set()
+    return bool(wanted) and wanted <= set(common.run_images(run))
 
 
 def make_labels(image_set: Path, labels: Path, kind: str) -> bool:
@@ -174,7 +173,10 @@ def main(args: argparse.Namespace) -> int:
             return 1
         for seed in args.seeds:
             scored = out / f"CC_s{seed}"
-            if complete(runs / f"CC_s{seed}") and not (scored / SELECTION_FILE).is_file():
+            if (
+                complete(runs / f"CC_s{seed}", Path(args.crops))
+                and not (scored / SELECTION_FILE).is_file()
+            ):
                 common.run_step(score_command(args, runs / f"CC_s{seed}", scored))
     print(f"{collect(args, images)} image(s) of scores under {args.results}")
     return 0
@@ -187,6 +189,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", default="devdata/scale", help="experiments/scale_runs.sh's runs")
     parser.add_argument("--polyu", default="PolyU30_s0", help="PolyU run folder (training)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="CC run seeds")
+    parser.add_argument("--crops", help="the CC crops (default devdata/crops<size>/CC)")
     parser.add_argument(
         "--labels", choices=LABEL_RULES, default="absolute", help="absolute (the paper's, default)"
     )
@@ -203,6 +206,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--collect", action="store_true", help="only collect finished scores")
     args = parser.parse_args(argv)
     args.out = args.out or f"devdata/biqan_scale/{args.size}px/{args.labels}"
+    args.crops = args.crops or f"devdata/crops{args.size}/CC"
     return args
 
 

@@ -41,8 +41,10 @@ def test_training_set_waits_for_enough_images_then_stays_frozen(tmp_path):
 def test_steps_run_once_and_score_only_finished_cc_runs(tmp_path, monkeypatch):
     runs = tmp_path / "runs" / "256px" / "bf16"
     fake_run(runs / "PolyU30_s0", ["p0", "p1"], ["p0", "p1"], tmp_path / "polyu")
-    fake_run(runs / "CC_s0", ["c1"], ["c1"], tmp_path / "cc")
-    fake_run(runs / "CC_s1", ["c1", "c2"], ["c1"], tmp_path / "cc1")  # under way
+    crops = tmp_path / "crops"
+    fake_run(runs / "CC_s0", ["c1", "c2"], ["c1", "c2"], crops / "real")
+    fake_run(runs / "CC_s0", ["c2"], ["c2"], tmp_path / "pending_c2")  # refitted one crop at a time
+    fake_run(runs / "CC_s1", ["c1", "c2"], ["c1"], crops / "real")  # under way
     commands, label_flags = [], []
 
     def run_step(command: list[str], log: Path | None = None) -> int:
@@ -70,7 +72,7 @@ def test_steps_run_once_and_score_only_finished_cc_runs(tmp_path, monkeypatch):
 
     monkeypatch.setattr(biqan_scale.common, "run_step", run_step)
     shared = ["--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
-    shared += ["--min_images", "2"]
+    shared += ["--min_images", "2", "--crops", str(crops)]
     argv = shared + ["--out", str(tmp_path / "out")]
     assert biqan_scale.main(biqan_scale.parse_args(argv)) == 0
     assert commands == ["generator_dataset.py", "train_BIQAN.py", "test_BIQAN.py"]
