@@ -9,8 +9,8 @@ Reads what exists, never runs a DIP fit, and leaves a placeholder where a measur
 
 The selection table (q3) goes between `<!-- BEGIN q3 -->` and `<!-- END q3 -->` in the
 document, the text around the markers left alone; the per-crop table (q1) is printed and kept in
-`<tables>/q1.md` (the document's section 1 is `experiments.per_image`'s, from results/). Figures go to `--figures` (our own plots only: no image
-crops, since the data is licensed).
+`<tables>/q1.md` (the document's section 1 is `experiments.per_image`'s, from results/). Figures
+go to `--figures` (our own plots only: no image crops, since the data is licensed).
 
     python experiments/report.py --crops devdata/crops --runs devdata/runs --doc docs/REPRODUCTION.md
 """
