@@ -1,4 +1,4 @@
-"""Regenerate the measured tables and figures of docs/REPRODUCTION.md from devdata/.
+"""Regenerate the 2026 selection table (docs/ARCHIVE_2026.md) and the figures from devdata/.
 
 Reads what exists, never runs a DIP fit, and leaves a placeholder where a measurement is missing:
 - `<crops>/CC/{real,mean}` (experiments/prepare_data.py): noisy-input PSNR/SSIM; CBM3D baselines
@@ -12,7 +12,7 @@ document, the text around the markers left alone; the per-crop table (q1) is pri
 `<tables>/q1.md` (the document's section 1 is `experiments.per_image`'s, from results/). Figures
 go to `--figures` (our own plots only: no image crops, since the data is licensed).
 
-    python experiments/report.py --crops devdata/crops --runs devdata/runs --doc docs/REPRODUCTION.md
+    python experiments/report.py --crops devdata/crops --runs devdata/runs --doc docs/ARCHIVE_2026.md
 """
 
 from __future__ import annotations
@@ -535,7 +535,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--figures", default="docs/figures", help="figure folder (default docs/figures)"
     )
     parser.add_argument(
-        "--doc", default="docs/REPRODUCTION.md", help="document whose marked blocks are replaced"
+        "--doc", default="docs/ARCHIVE_2026.md", help="document whose marked blocks are replaced"
     )
     parser.add_argument(
         "--seeds",

@@ -225,7 +225,7 @@ PUBLISHED_WMV = WmvSettings()
 TUNED_WMV = WmvSettings(window=2, patience=2)
 # The iteration with the best mean PSNR over the 100 PolyU runs (64x64 centre crops, 1200
 # iterations, the run_BDN.py defaults; experiments/selector_study.py): on the CC crops no
-# image-based rule trained on PolyU picks better (docs/REPRODUCTION.md section 6).
+# image-based rule trained on PolyU picked better (docs/ARCHIVE_2026.md, A2).
 TUNED_FIXED = Selector(name="fixed", iteration=600)
 # The best iteration grows with the image: `fixed:auto` and `--stop_iteration auto` scale
 # TUNED_FIXED by (pixels / STOP_SIZE^2) ** STOP_EXPONENT, and WMV's default patience
