@@ -29,7 +29,8 @@
 # Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder
 # `collect` copies the per-iteration rows (no pixels) of its finished images under results/scale,
 # to commit. A crop whose rows are there already is not fitted again (on a new machine too).
-# Environment: PY, CODE (experiments/runs_setup.sh), ITERATIONS (3000; 512x512: LARGE_ITERATIONS,
+# Environment: PY, CODE (experiments/runs_setup.sh), GPU_ID (cpu, or a CUDA device such as 0: every
+# fit, BIQAN's training and scoring run there), ITERATIONS (3000; 512x512: LARGE_ITERATIONS,
 # 5000), PRECISION (bf16), STUDY (scale: the devdata/ and results/ folder of the runs; the 64 px
 # transfer runs go with precision_runs.sh's 64 px scratch runs they are compared with, 1200
 # iterations, from the same PolyU crop as at 128 px).
@@ -78,7 +79,8 @@ main() {
         nice -n 5 "$PY" "$CODE/run_BDN.py" --dataset_real_path "$folder/real" \
             --dataset_mean_path "$folder/mean" --output_path "$out" \
             --num_iter "${ITERATIONS:-3000}" --save_iter 20 --seed "$3" \
-            --init_from "${5:-scratch}" --gpu_id cpu --precision "${PRECISION:-bf16}" --quiet
+            --init_from "${5:-scratch}" --gpu_id "${GPU_ID:-cpu}" --precision "${PRECISION:-bf16}" \
+            --quiet
         "$PY" -m experiments.precision_study collect --runs "devdata/${STUDY:-scale}" \
             --results "results/${STUDY:-scale}"
     }
@@ -121,7 +123,7 @@ main() {
             echo "$(date -Is) 64px transfer chains -> $runs"
             nice -n 5 "$PY" -m experiments.transfer run --crops devdata/crops64 --runs "$runs" \
                 --code "$CODE" --inits previous polyu_chain8_short --seeds 0 1 2 \
-                --num_iter 1200 --precision "${PRECISION:-bf16}" --gpu_id cpu
+                --num_iter 1200 --precision "${PRECISION:-bf16}" --gpu_id "${GPU_ID:-cpu}"
             "$PY" -m experiments.precision_study collect --runs devdata/precision \
                 --results results/precision
         fi
@@ -151,7 +153,7 @@ main() {
         for labels in absolute relative; do
             nice -n 5 "$PY" -m experiments.biqan_scale --size "$size" --labels "$labels" \
                 --runs "devdata/${STUDY:-scale}" --polyu "${set}_s0" --min_images "$min" \
-                --seeds "$@"
+                --seeds "$@" --gpu_id "${GPU_ID:-cpu}"
         done
     }
     # stream: the 256 list, in order

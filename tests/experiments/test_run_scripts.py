@@ -72,3 +72,18 @@ def test_shards_count_over_every_crop(crops):
     add_rows(crops, "b")
     assert pending(crops, "crops", "results", "shard", shard="2 1") == "shard"
     assert stems(crops / "shard" / "real") == ["d"]  # b and d are shard 1 of 2; b has rows
+
+
+def test_every_fit_and_training_of_scale_runs_goes_to_gpu_id():
+    """scale_runs.sh's run_BDN.py, transfer and BIQAN commands take their device from GPU_ID
+    (default cpu), so that `GPU_ID=0 experiments/scale_runs.sh` runs the study on a GPU."""
+    script = (RUNS_SETUP.parent / "scale_runs.sh").read_text().replace("\\\n", " ")
+    commands = [
+        line
+        for line in script.splitlines()
+        if any(
+            tool in line for tool in ('run_BDN.py"', "experiments.transfer run", "biqan_scale -")
+        )
+    ]
+    assert len(commands) == 3
+    assert all('--gpu_id "${GPU_ID:-cpu}"' in line for line in commands)
