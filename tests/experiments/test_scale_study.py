@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from experiments import precision_study, scale_study
-from utils import snapshot_features
+from utils import selection, snapshot_features
 
 ITERATIONS = np.arange(20, 1220, 20)
 
@@ -110,7 +110,8 @@ def test_a_cc_folder_is_tabled_once_every_crop_is_in(tmp_path):
     assert not any("Still filling" in line for line in lines)
 
 
-def test_size_exponents_are_tuned_on_polyu_at_every_size(tmp_path):
+def test_size_exponents_are_tuned_on_polyu_at_every_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(selection, "PATIENCE_EXPONENT", 0.0)  # the default: the 64 px patience
     long = np.arange(20, 3620, 20)
     write_run(tmp_path, "CC", "c1", 2400, 36.0, iterations=long, dip_at=1000)
     for index in range(scale_study.MIN_TUNING_RUNS):  # PolyU peaks at 600 at 64 px and
