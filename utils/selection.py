@@ -249,8 +249,8 @@ NO_SNAPSHOTS = "there are no snapshots to select from"
 BINS = np.arange(1, 11, dtype=np.float64)  # BIQAN's quality scores 1..10
 # test_BIQAN.py's default selector (denoise.py's default rule is its online twin): it adapts to
 # the run. Since the exponents were tuned on PolyU's noisiest crops too, `fixed:auto` picks
-# closer on the CC crops at every size measured (docs/REPRODUCTION.md section 9); which of the two
-# is the default is to be decided on PolyU alone, not on those CC figures.
+# closer on the CC crops at every size measured (docs/REPRODUCTION.md section 9), but on the PolyU
+# tuning runs the two pick equally well, and the default is not chosen on CC.
 DEFAULT_SELECTOR = Selector(name="wmv")
 # test_BIQAN.py's default when a trained BIQAN is given (the original's only selector).
 BIQAN = Selector(name="biqan")
