@@ -336,12 +336,42 @@ class TunedExponent(NamedTuple):
         return f"{self.best:g} ({self.least:g}-{self.largest:g} leaving one run out)"
 
 
+def left_out_exponents(psnr: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """best_exponent tuned without each run in turn, (runs,) (arguments as best_exponent's)."""
+    runs = np.arange(len(sizes))
+    return np.array([best_exponent(psnr, sizes, runs != left) for left in runs])
+
+
 def tuned_exponent(psnr: np.ndarray, sizes: np.ndarray) -> TunedExponent:
     """best_exponent over every run, and over each leave-one-run-out fold (arguments as
     best_exponent's)."""
-    runs = np.arange(len(sizes))
-    folds = [best_exponent(psnr, sizes, runs != left) for left in runs]
-    return TunedExponent(best_exponent(psnr, sizes, runs >= 0), min(folds), max(folds))
+    folds = left_out_exponents(psnr, sizes)
+    return TunedExponent(best_exponent(psnr, sizes, sizes > 0), min(folds), max(folds))
+
+
+def polyu_comparison_lines(runs: list[ImageRun]) -> list[str]:
+    """How the PolyU tuning runs alone compare the two shipped size-scaled rules: per precision
+    with tuning runs at two sizes or more, each rule's mean picked PSNR per size (dB), every
+    run picked with the exponent tuned leaving that run out."""
+    lines = []
+    for precision in PRECISIONS:
+        tuning = tuning_by_size(runs, precision)
+        if len(tuning) < 2:
+            continue
+        cells = []
+        for name, pick in (("fixed:auto", stop_at), ("wmv", wmv_at)):
+            psnr, sizes = picked_psnr(tuning, pick)
+            columns = [EXPONENTS.index(exponent) for exponent in left_out_exponents(psnr, sizes)]
+            picked = psnr[np.arange(len(sizes)), columns]
+            means = ", ".join(f"{size} px {picked[sizes == size].mean():.2f}" for size in tuning)
+            cells.append(f"{name} {means}")
+        lines += [
+            "",
+            f"The shipped size-scaled rules on the PolyU tuning runs ({precision}, seed 0), each "
+            "run picked with the exponent tuned leaving it out; mean picked PSNR (dB): "
+            f"{'; '.join(cells)}.",
+        ]
+    return lines
 
 
 def stop_at(run: ImageRun, exponent: float) -> int:
@@ -530,7 +560,7 @@ def report_lines(results: Path) -> list[str]:
         rules_here |= biqan_rules(results, size, precision, report)
         rules_here |= across[precision] | hindsight_bounds(report)
         rules += rule_rows(size, precision, report, rules_here, cbm3d)
-    return quality + rules + waiting_lines(every_run)
+    return quality + rules + polyu_comparison_lines(runs) + waiting_lines(every_run)
 
 
 def waiting_lines(runs: list[ImageRun]) -> list[str]:

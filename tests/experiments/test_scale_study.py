@@ -130,6 +130,8 @@ def test_size_exponents_are_tuned_on_polyu_at_every_size(tmp_path, monkeypatch):
     exponent = float(scaled[4].rpartition("^ ")[2].split()[0])
     assert 2 * 16**exponent > 20  # waits past the plateau: the variance falls again 500 later
     assert scaled[6] == "0.00 [0.00]"
+    polyu = next(line for line in lines if line.startswith("The shipped size-scaled rules"))
+    assert "fixed:auto 64 px 40.00, 256 px 40.00; wmv 64 px" in polyu  # left out: the same 0.5
 
 
 def test_tuned_exponent_reports_its_range_over_leave_one_out_folds():
