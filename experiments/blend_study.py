@@ -3,23 +3,28 @@
     python -m experiments.blend_study compute   # devdata runs and crops -> results/blend (minutes)
     python -m experiments.blend_study report [--write]   # results/blend -> the table (seconds)
 
+A row is a fact about pixels, not about a rule: one image's DIP output (one fit's snapshot, or
+the mean of the snapshots of seeds 0..K-1), named by the iterations it takes (`picks`: "1400",
+or "1400;1720;2140" for seeds 0, 1, 2), blended with CBM3D at the σ tuned on that size's PolyU
+crops (`scale_study.cbm3d_tuned`) as `weight * dip + (1 - weight) * cbm3d` for every weight of
+`WEIGHTS` (1: DIP alone, 0: CBM3D alone), and its PSNR. So a retuned rule reuses the rows of the
+snapshots it still picks and needs new ones only where its picks moved.
+
 `compute` reads the runs that `scale_study` tables (their rows under `results/`, their
-snapshots in the git-ignored run folders named by `RUN_FOLDERS`; the rows of runs whose
-snapshots are gone, on a new machine, are kept as they are) and, for every CC and PolyU
-image run at seed 0 and every shipped rule (`scale_study.shipped_rules`), takes the snapshot the
-rule picks (CC: at every seed), and for CC the mean of the picks of the image's seeds (K fits of
-one image). Each
-output is blended with CBM3D at the σ tuned on that size's PolyU crops (`scale_study.cbm3d_tuned`)
-as `weight * dip + (1 - weight) * cbm3d` for every weight of `WEIGHTS` (1: DIP alone, 0: CBM3D
-alone), and one row per (image, rule, output, weight) with CBM3D's σ and the PSNR goes to
-`results/blend/<size>px/<precision>.csv`: numbers only, no pixels. `report` tunes the weight on
-PolyU (the mean PSNR of the seed-0 blends) and gives CC's mean PSNR of CBM3D, one fit (over the
-image runs of every seed), the seed mean and both blended, each against CBM3D.
+snapshots in the git-ignored run folders named by `RUN_FOLDERS`) and adds the rows that the
+shipped rules' current picks (`scale_study.shipped_rules`) need and lack: for every CC image run
+(every seed) and PolyU tuning run (seed 0) its pick, and for a CC image fitted at several seeds
+the mean of their picks. Rows already written stay (their snapshots may be gone: on a new
+machine they cannot be recomputed). `report` takes each shipped rule's current picks: the
+weight tuned on PolyU (the mean PSNR of the blended picks), and CC's mean PSNR of one fit (every
+seed's run), the seed mean and both blended, each against CBM3D on the same runs. Runs whose
+picks have no row (picks moved after their snapshots were gone) are left out, and counted.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -46,8 +51,55 @@ RUN_FOLDERS = {
 WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 OUTPUTS = ("one fit", "seed mean")  # one seed's pick; the mean of the picks of seeds 0, 1, 2...
 # seed: the fit's seed for "one fit", the number of seeds averaged for "seed mean"
-COLUMNS = ["set", "stem", "rule", "output", "seed", "sigma", "weight", "psnr"]
-RULES = tuple(scale_study.shipped_rules())  # the rules blended, in the rows' order
+COLUMNS = ["set", "stem", "output", "seed", "picks", "sigma", "weight", "psnr"]
+KEY = ["set", "stem", "output", "seed", "picks"]  # one output's rows, one per weight
+RULES = scale_study.shipped_rules()
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """One image's DIP output as its rows name it: `kind` (one of OUTPUTS), `seed` (the fit's
+    seed, or the number of seeds averaged) and the snapshot taken from each of `runs`
+    (`iterations`, one per run)."""
+
+    kind: str
+    seed: int
+    runs: tuple[scale_study.ImageRun, ...]
+    iterations: tuple[int, ...]
+
+    @property
+    def key(self) -> tuple[str, str, str, int, str]:
+        """The values of KEY."""
+        first = self.runs[0]
+        picks = ";".join(str(iteration) for iteration in self.iterations)
+        return first.set_name, first.stem, self.kind, self.seed, picks
+
+
+def rule_outputs(runs_of_image: list[scale_study.ImageRun], rule: scale_study.Rule) -> list[Output]:
+    """The outputs `rule` gives for one image (its runs, one per seed, in seed order): each
+    run's pick and, for several seeds, the mean of their picks."""
+    picks = tuple(int(run.iterations[rule.pick(run)]) for run in runs_of_image)
+    found = [
+        Output(OUTPUTS[0], run.seed, (run,), (pick,)) for run, pick in zip(runs_of_image, picks)
+    ]
+    if len(runs_of_image) > 1:
+        found.append(Output(OUTPUTS[1], len(runs_of_image), tuple(runs_of_image), picks))
+    return found
+
+
+def image_runs(
+    runs: list[scale_study.ImageRun], size: int, precision: str
+) -> dict[tuple[str, str], list[scale_study.ImageRun]]:
+    """The blended runs of one size and precision by (set, image stem), in seed order: every CC
+    seed, and seed 0 of the PolyU tuning sets."""
+    images: dict[tuple[str, str], list[scale_study.ImageRun]] = {}
+    for run in sorted(runs, key=lambda run: run.seed):
+        if (run.size, run.precision) == (size, precision) and (
+            run.set_name == scale_study.REPORT_SET
+            or (scale_study.is_tuning_set(run.set_name) and run.seed == 0)
+        ):
+            images.setdefault((run.set_name, run.stem), []).append(run)
+    return images
 
 
 def cbm3d_output(noisy: np.ndarray, sigma_255: float) -> np.ndarray:
@@ -58,14 +110,27 @@ def cbm3d_output(noisy: np.ndarray, sigma_255: float) -> np.ndarray:
     return image_io.quantize(np.clip(estimate, 0.0, 1.0), 8) / 255.0
 
 
-def picked_snapshot(run_dir: Path, run: scale_study.ImageRun, rule: scale_study.Rule) -> np.ndarray:
-    """The snapshot `rule` picks in `run` (whose image folder is `run_dir/<stem>`), [0, 1] HWC."""
-    iteration = int(run.iterations[rule.pick(run)])
-    return image_io.read_rgb(run_output.snapshot_path(run_dir / run.stem, iteration))
+def run_folder(run_root: Path, run: scale_study.ImageRun) -> Path:
+    """The image folder of `run` (its snapshots and input.json) under `run_root`."""
+    return run_root / f"{run.size}px" / run.precision / f"{run.set_name}_s{run.seed}" / run.stem
 
 
-def blend_rows(base: dict, dip: np.ndarray, cbm3d: np.ndarray, clean: np.ndarray) -> list[dict]:
+def output_pixels(output: Output, run_root: Path) -> np.ndarray | None:
+    """The mean of the output's snapshots, [0, 1] HWC, or None where one of them is gone."""
+    paths = [
+        run_output.snapshot_path(run_folder(run_root, run), iteration)
+        for run, iteration in zip(output.runs, output.iterations)
+    ]
+    if not all(path.is_file() for path in paths):
+        return None
+    return np.mean([image_io.read_rgb(path) for path in paths], axis=0)
+
+
+def blend_rows(
+    key: tuple, sigma: float, dip: np.ndarray, cbm3d: np.ndarray, clean: np.ndarray
+) -> list[dict]:
     """One row per weight: the PSNR of weight * dip + (1 - weight) * cbm3d."""
+    base = dict(zip(KEY, key)) | {"sigma": sigma}
     return [
         base
         | {
@@ -76,57 +141,55 @@ def blend_rows(base: dict, dip: np.ndarray, cbm3d: np.ndarray, clean: np.ndarray
     ]
 
 
-def run_folder(run_root: Path, run: scale_study.ImageRun) -> Path:
-    """The image folder of `run` (its snapshots and input.json) under `run_root`."""
-    return run_root / f"{run.size}px" / run.precision / f"{run.set_name}_s{run.seed}" / run.stem
-
-
 def image_rows(
     runs_of_image: list[scale_study.ImageRun], run_root: Path, sigma: float, kept: pd.DataFrame
 ) -> list[dict]:
     """Rows of one image (its runs at every seed of one size and precision): those in `kept`
-    (its rows computed before at this σ) stay, the missing ones are computed from the run
-    folders that are still there; the seed mean is recomputed when a seed is added and the
-    snapshots of every seed are there, else the one in `kept` stays. So rows survive the loss
-    of the git-ignored snapshots."""
-    have = {seed for seed in kept.loc[kept["output"] == OUTPUTS[0], "seed"]}
-    mean_seeds = set(kept.loc[kept["output"] == OUTPUTS[1], "seed"])
+    (its rows at this σ) and those of the shipped rules' outputs that `kept` lacks, computed
+    where their snapshots are still there."""
+    have = set(kept[KEY].itertuples(index=False, name=None))
+    todo = {}
+    for rule in RULES.values():
+        for output in rule_outputs(runs_of_image, rule):
+            if output.key not in have:
+                todo.setdefault(output.key, output)
+    rows = kept.to_dict("records")
     present = [run for run in runs_of_image if run_folder(run_root, run).is_dir()]
-    missing = [run for run in runs_of_image if run.seed not in have]
-    if any(run not in present for run in missing):
-        print(f"{runs_of_image[0].stem}: snapshots of seeds {[run.seed for run in missing]} gone")
-    missing = [run for run in missing if run in present]
-    seeds = len(runs_of_image)
-    averaged = seeds > 1 and mean_seeds != {seeds} and len(present) == seeds
-    if not missing and not averaged:
-        return kept.to_dict("records")
-    first = present[0]
-    inputs = json.loads((run_folder(run_root, first) / run_output.INPUT_FILE).read_text())
+    if not todo or not present:
+        if todo:
+            print(f"{runs_of_image[0].stem}: {len(todo)} output(s) without rows, snapshots gone")
+        return rows
+    inputs = json.loads((run_folder(run_root, present[0]) / run_output.INPUT_FILE).read_text())
     noisy, clean = read_rgb(REPO / inputs["noisy"]), read_rgb(REPO / inputs["clean"])
     cbm3d = cbm3d_output(noisy, sigma)
-    rows = (kept[kept["output"] != OUTPUTS[1]] if averaged else kept).to_dict("records")
-    for name, rule in scale_study.shipped_rules().items():
-        base = {"set": first.set_name, "stem": first.stem, "rule": name, "sigma": sigma}
-        for run in missing:
-            pick = picked_snapshot(run_folder(run_root, run).parent, run, rule)
-            rows += blend_rows(base | {"output": OUTPUTS[0], "seed": run.seed}, pick, cbm3d, clean)
-        if averaged:
-            picks = [
-                picked_snapshot(run_folder(run_root, run).parent, run, rule) for run in present
-            ]
-            rows += blend_rows(base | {"output": OUTPUTS[1], "seed": seeds}, np.mean(picks, axis=0),
-                               cbm3d, clean)  # fmt: skip
+    gone = 0
+    for key, output in todo.items():
+        pixels = output_pixels(output, run_root)
+        if pixels is None:
+            gone += 1
+        else:
+            rows += blend_rows(key, sigma, pixels, cbm3d, clean)
+    if gone:
+        print(f"{runs_of_image[0].stem}: {gone} output(s) without rows, snapshots gone")
     return rows
 
 
 def row_order(row: dict) -> tuple:
-    """An image's rows in writing order: rule (shipped order), output, seed, weight."""
-    return RULES.index(row["rule"]), OUTPUTS.index(row["output"]), row["seed"], row["weight"]
+    """An image's rows in writing order: output, seed, picks (as numbers), weight."""
+    picks = tuple(int(pick) for pick in str(row["picks"]).split(";"))
+    return OUTPUTS.index(row["output"]), row["seed"], picks, row["weight"]
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """The rows of one size and precision (`picks` as text), or none."""
+    if not path.is_file():
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.read_csv(path, dtype={"picks": str})
 
 
 def compute(results: Path) -> int:
-    """Write the rows of every size and precision whose runs and CBM3D σ are there, keeping the
-    rows already written for runs whose snapshots are gone (`image_rows`)."""
+    """Add the rows the shipped rules' picks need, for every size and precision whose runs and
+    CBM3D σ are there, keeping the rows already written (`image_rows`)."""
     runs = scale_study.read_runs(results)
     for size, precision in sorted({(run.size, run.precision) for run in runs}):
         if size not in RUN_FOLDERS or precision not in scale_study.PRECISIONS:
@@ -135,62 +198,101 @@ def compute(results: Path) -> int:
         if tuned is None:
             print(f"{size}px: no CBM3D σ tuned yet; skipped")
             continue
-        images: dict[tuple[str, str], list] = {}
-        for run in runs:
-            if (run.size, run.precision) == (size, precision) and (
-                run.set_name == scale_study.REPORT_SET
-                or (scale_study.is_tuning_set(run.set_name) and run.seed == 0)
-            ):
-                images.setdefault((run.set_name, run.stem), []).append(run)
         target = results / ROWS / f"{size}px" / f"{precision}.csv"
-        before = pd.read_csv(target) if target.is_file() else pd.DataFrame(columns=COLUMNS)
+        before = read_rows(target)
         before = before[before["sigma"] == tuned[0]]  # rows at another σ are stale
         rows = []
-        for key in sorted(images):
-            kept = before[(before["set"] == key[0]) & (before["stem"] == key[1])]
+        for (set_name, stem), runs_of_image in sorted(image_runs(runs, size, precision).items()):
+            kept = before[(before["set"] == set_name) & (before["stem"] == stem)]
             rows += sorted(
-                image_rows(images[key], RUN_FOLDERS[size], tuned[0], kept), key=row_order
+                image_rows(runs_of_image, RUN_FOLDERS[size], tuned[0], kept), key=row_order
             )
-            print(f"{size}px {precision} {key[0]} {key[1]}", flush=True)
+            print(f"{size}px {precision} {set_name} {stem}", flush=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         image_io.write_text(target, pd.DataFrame(rows, columns=COLUMNS).to_csv(index=False))
     return 0
 
 
+def mean_psnr(curves: list[pd.Series], weight: float) -> str:
+    """The mean PSNR of `curves` (PSNR by weight) at `weight`, and against CBM3D (weight 0) on
+    the same outputs, or "-" for none."""
+    if not curves:
+        return "-"
+    blended = np.mean([curve[weight] for curve in curves])
+    return f"{blended:.2f} ({blended - np.mean([curve[0.0] for curve in curves]):+.2f})"
+
+
+def counted(found: int, total: int) -> str:
+    """`found`, or "found of total" where some are missing."""
+    return f"{found}" if found == total else f"{found} of {total}"
+
+
+def found_curves(
+    images: dict, rule: scale_study.Rule, curves: dict[tuple, pd.Series], report: bool, kind: str
+) -> tuple[list[pd.Series], int]:
+    """The curves (PSNR by weight) of `rule`'s outputs of `kind` on the CC (`report`) or the
+    PolyU images that have rows, and how many such outputs there are in all."""
+    outputs = [
+        output
+        for (set_name, _), runs_of_image in images.items()
+        if (set_name == scale_study.REPORT_SET) == report
+        for output in rule_outputs(runs_of_image, rule)
+        if output.kind == kind
+    ]
+    return [curves[output.key] for output in outputs if output.key in curves], len(outputs)
+
+
+def rule_line(size: int, precision: str, name: str, images: dict, curves: dict) -> str:
+    """The table row of the shipped rule `name` at one size and precision: its outputs of
+    `images` (`image_runs`) found in `curves` (PSNR by weight, by KEY)."""
+    rule = RULES[name]
+    polyu, polyu_total = found_curves(images, rule, curves, False, OUTPUTS[0])
+    one, one_total = found_curves(images, rule, curves, True, OUTPUTS[0])
+    mean, mean_total = found_curves(images, rule, curves, True, OUTPUTS[1])
+    weight = pd.concat(polyu, axis=1).mean(axis=1).idxmax() if polyu else None
+    seeds = max((len(runs) for (set_name, _), runs in images.items()
+                 if set_name == scale_study.REPORT_SET), default=0)  # fmt: skip
+    averaged = ""
+    if mean_total:
+        images_found = "" if len(mean) == mean_total else f"; {len(mean)} of {mean_total} images"
+        averaged = f" ({seeds}{images_found})"
+    cells = [
+        str(size),
+        precision,
+        name,
+        counted(len(one), one_total),
+        f"{np.mean([curve[0.0] for curve in one]):.2f}" if one else "-",
+        mean_psnr(one, 1.0),
+        mean_psnr(mean, 1.0) + averaged,
+        "-" if weight is None else f"{weight:g} ({counted(len(polyu), polyu_total)})",
+        "-" if weight is None else mean_psnr(one, weight),
+        "-" if weight is None else mean_psnr(mean, weight),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
 def report_lines(results: Path) -> list[str]:
-    """The markdown table: per size, precision and rule, CC's mean PSNR of each output."""
+    """The markdown table: per size, precision and shipped rule, CC's mean PSNR of each output
+    at the rule's current picks."""
+    runs = scale_study.read_runs(results)
     lines = [
-        "Seed averaging and the CBM3D blend on the CC crops (mean PSNR, dB, and against CBM3D "
-        "tuned on PolyU; the blend weight tuned on the seed-0 picks of the PolyU crops):",
+        "Seed averaging and the CBM3D blend on the CC crops at the shipped rules' picks (mean PSNR, "
+        "dB, and against CBM3D tuned on PolyU on the same runs; the blend weight tuned on the "
+        "seed-0 picks of the PolyU crops; runs whose picks have no blend row, their snapshots "
+        "gone, are left out and counted):",
         "",
-        "| size | precision | rule | CBM3D | one fit | seed mean (seeds) | weight (PolyU images) | one fit, "
-        "blended | seed mean, blended |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| size | precision | rule | CC runs | CBM3D | one fit | seed mean (seeds) | weight "
+        "(PolyU images) | one fit, blended | seed mean, blended |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path in sorted(
         (results / ROWS).glob("*px/*.csv"), key=lambda path: (int(path.parent.name[:-2]), path.stem)
     ):
-        rows = pd.read_csv(path)
-        for rule, group in rows.groupby("rule", sort=False):
-            polyu = group[
-                group["set"].map(scale_study.is_tuning_set) & (group["output"] == OUTPUTS[0])
-            ]
-            weight = polyu.groupby("weight")["psnr"].mean().idxmax() if len(polyu) else None
-            cc = group[group["set"] == scale_study.REPORT_SET]
-            mean = cc.groupby(["output", "weight"])["psnr"].mean()
-            cbm3d = mean[(OUTPUTS[0], 0.0)]
-            averaged = cc[cc["output"] == OUTPUTS[1]]["seed"]
-            keys = [(output, w) for w in (1.0, weight) for output in OUTPUTS]  # None: not tuned
-            versus = [
-                f"{mean[key]:.2f} ({mean[key] - cbm3d:+.2f})" if key in mean else "-"
-                for key in keys
-            ]
-            seeds = f" ({averaged.min()})" if len(averaged) else ""
-            tuned = "-" if weight is None else f"{weight:g} ({polyu['stem'].nunique()})"
-            lines.append(
-                f"| {path.parent.name[:-2]} | {path.stem} | {rule} | {cbm3d:.2f} | {versus[0]} | "
-                f"{versus[1]}{seeds} | {tuned} | {versus[2]} | {versus[3]} |"
-            )
+        size, precision = int(path.parent.name[:-2]), path.stem
+        rows = read_rows(path)
+        curves = {key: group.set_index("weight")["psnr"] for key, group in rows.groupby(KEY)}
+        images = image_runs(runs, size, precision)
+        lines += [rule_line(size, precision, name, images, curves) for name in RULES]
     return lines
 
 

@@ -68,25 +68,53 @@ def study(tmp_path, monkeypatch) -> Path:
 
 def test_rows_blend_the_pick_with_cbm3d_and_average_the_seeds(study):
     assert blend_study.compute(study) == 0
-    rows = pd.read_csv(study / blend_study.ROWS / f"{SIZE}px" / "bf16.csv")
-    cc = rows[(rows["set"] == "CC") & (rows["rule"] == "last")]
+    rows = pd.read_csv(study / blend_study.ROWS / f"{SIZE}px" / "bf16.csv", dtype={"picks": str})
+    last = str(ITERATIONS[-1])  # the pick of the rule "last"
+    cc = rows[(rows["set"] == "CC") & (rows["picks"].str.split(";").str[0] == last)]
     assert sorted(cc[cc["output"] == "one fit"]["seed"].unique()) == [0, 1]
     cc = cc[cc["seed"] != 1].set_index(["output", "weight"])  # seed 0's fit, and the mean of 2
     assert cc.loc[("seed mean", 1.0), "seed"] == 2
+    assert cc.loc[("seed mean", 1.0), "picks"] == f"{last};{last}"
     run_dir = study.parent / "runs" / f"{SIZE}px" / "bf16" / "CC_s0" / "c"
     inputs = json.loads((run_dir / run_output.INPUT_FILE).read_text())
     clean = image_io.read_rgb(inputs["clean"])
-    last = image_io.read_rgb(run_output.snapshot_path(run_dir, int(ITERATIONS[-1])))
-    assert cc.loc[("one fit", 1.0), "psnr"] == pytest.approx(metrics.psnr(last, clean), abs=1e-3)
+    snapshot = image_io.read_rgb(run_output.snapshot_path(run_dir, int(last)))
+    assert cc.loc[("one fit", 1.0), "psnr"] == pytest.approx(
+        metrics.psnr(snapshot, clean), abs=1e-3
+    )
     cbm3d = blend_study.cbm3d_output(image_io.read_rgb(inputs["noisy"]), 20.0)
     assert cc.loc[("one fit", 0.0), "psnr"] == pytest.approx(metrics.psnr(cbm3d, clean), abs=1e-3)
     assert set(rows["weight"]) == set(blend_study.WEIGHTS)
+    picks = {str(pick) for pick in ITERATIONS}
+    assert set(rows.loc[rows["output"] == "one fit", "picks"]) <= picks
+
+
+def test_rows_are_of_picks_not_of_rules(study, monkeypatch):
+    """A rule whose picks move needs rows at its new picks; the rows of the old picks stay, and
+    the report reads the rule's current picks only."""
+    assert blend_study.compute(study) == 0
+    target = study / blend_study.ROWS / f"{SIZE}px" / "bf16.csv"
+    before = pd.read_csv(target, dtype={"picks": str})
+    moved = scale_study.Rule("the first candidate", lambda run: 0)
+    first = str(scale_study.read_runs(study)[0].iterations[0])
+    monkeypatch.setattr(blend_study, "RULES", blend_study.RULES | {"fixed:auto": moved})
+    assert blend_study.compute(study) == 0
+    after = pd.read_csv(target, dtype={"picks": str})
+    assert after.merge(before).shape == before.shape  # every row of before is kept
+    new = after[
+        ~after.set_index(blend_study.KEY).index.isin(before.set_index(blend_study.KEY).index)
+    ]
+    assert set(new["picks"]) == {first, f"{first};{first}"}
+    line = next(line for line in blend_study.report_lines(study) if "| fixed:auto |" in line)
+    at_first = (after["set"] == "CC") & (after["output"] == "one fit") & (after["picks"] == first)
+    one = after[at_first & (after["weight"] == 1.0)]["psnr"].mean()
+    assert f"| {one:.2f} (" in line
 
 
 def test_rows_of_runs_whose_snapshots_are_gone_are_kept(study):
     """A new machine has the rows of results/ but not the snapshots: compute keeps the rows it
-    cannot recompute, adds those of a new seed, and keeps the old seed mean until every seed's
-    snapshots are there."""
+    cannot recompute, adds those of a new seed, and the seed mean of all three seeds is missing
+    (seed 0's snapshots are gone); the report counts what it leaves out."""
     assert blend_study.compute(study) == 0
     target = study / blend_study.ROWS / f"{SIZE}px" / "bf16.csv"
     first = target.read_text()
@@ -102,58 +130,60 @@ def test_rows_of_runs_whose_snapshots_are_gone_are_kept(study):
     before = pd.read_csv(io.StringIO(first))
     new_fit = (rows["output"] == "one fit") & (rows["seed"] == 2)
     assert rows[~new_fit].reset_index(drop=True).equals(before)
+    for line in blend_study.report_lines(study)[4:]:
+        assert "| 3 | " in line and "- (3; 0 of 1 images)" in line  # 3 CC runs, no mean of 3
 
 
-def synthetic_rows() -> pd.DataFrame:
-    """Blend rows whose best weight is 0.3 on PolyU and 0.8 on CC; the seed mean 0.5 dB up."""
+def synthetic_rows(study: Path) -> pd.DataFrame:
+    """Blend rows at every pick of the study's runs whose best weight is 0.3 on PolyU and 0.8
+    on CC; the seed mean 0.5 dB up."""
+    images = blend_study.image_runs(scale_study.read_runs(study), SIZE, "bf16")
     rows = []
-    for set_name, best_weight in (("PolyU30", 0.3), ("CC", 0.8)):
-        for output in blend_study.OUTPUTS:
-            for weight in blend_study.WEIGHTS:
-                psnr = 30.0 - (weight - best_weight) ** 2 + (0.5 if output == "seed mean" else 0)
-                rows.append([set_name, "x", "wmv", output, 3, 10.0, weight, psnr])
-    return pd.DataFrame(rows, columns=blend_study.COLUMNS)
-
-
-def test_report_tunes_the_weight_on_polyu_only(tmp_path):
-    target = tmp_path / blend_study.ROWS / "64px" / "fp32.csv"
-    target.parent.mkdir(parents=True)
-    synthetic_rows().to_csv(target, index=False)
-    line = blend_study.report_lines(tmp_path)[-1]
-    cbm3d, one = 30.0 - 0.8**2, 30.0 - 0.2**2
-    assert line.startswith(f"| 64 | fp32 | wmv | {cbm3d:.2f} | {one:.2f} ({one - cbm3d:+.2f}) |")
-    seeds = one + 0.5
-    assert f"| {seeds:.2f} ({seeds - cbm3d:+.2f}) (3) |" in line
-    blended = 30.0 - 0.5**2  # the weight tuned on PolyU, 0.3, not CC's 0.8
-    assert f"| 0.3 (1) | {blended:.2f} ({blended - cbm3d:+.2f}) |" in line
-
-
-def test_report_tunes_the_weight_on_no_cc_folder(tmp_path):
-    """CC fitted from another network (`CC_polyu1`) is CC all the same: not tuning data."""
-    rows = synthetic_rows()
-    transfer = rows[rows["set"] == "CC"].assign(set="CC_polyu1")
-    target = tmp_path / blend_study.ROWS / "64px" / "fp32.csv"
-    target.parent.mkdir(parents=True)
-    pd.concat([rows, transfer, transfer, transfer]).to_csv(target, index=False)
-    assert "| 0.3 (1) |" in blend_study.report_lines(tmp_path)[-1]
+    for runs_of_image in images.values():
+        for rule in blend_study.RULES.values():
+            for output in blend_study.rule_outputs(runs_of_image, rule):
+                best_weight = 0.8 if output.runs[0].set_name == "CC" else 0.3
+                for weight in blend_study.WEIGHTS:
+                    psnr = 30.0 - (weight - best_weight) ** 2 + (0.5 if output.seed == 2 else 0)
+                    rows.append(list(output.key) + [10.0, weight, psnr])
+    return pd.DataFrame(rows, columns=blend_study.COLUMNS).drop_duplicates(
+        blend_study.KEY + ["weight"]
+    )
 
 
 def report_cells(results: Path, rows: pd.DataFrame) -> list[str]:
-    """The cells of the last table row of `rows` as the 256 px bf16 blend rows."""
-    target = results / blend_study.ROWS / "256px" / "bf16.csv"
-    target.parent.mkdir(parents=True)
+    """The cells of the last table row of `rows` as the blend rows of the study's size."""
+    target = results / blend_study.ROWS / f"{SIZE}px" / "bf16.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(target, index=False)
     return [cell.strip() for cell in blend_study.report_lines(results)[-1].split("|")]
 
 
-def test_report_of_one_seed_has_no_seed_mean(tmp_path):
-    rows = synthetic_rows()
-    cells = report_cells(tmp_path, rows[rows["output"] == "one fit"])
-    assert cells[6] == "-" and cells[9] == "-"  # seed mean, plain and blended
-    assert cells[5] != "-" and cells[8] != "-"
+def test_report_tunes_the_weight_on_polyu_only(study):
+    cells = report_cells(study, synthetic_rows(study))
+    cbm3d, one = 30.0 - 0.8**2, 30.0 - 0.2**2
+    assert cells[3:7] == ["last", "2", f"{cbm3d:.2f}", f"{one:.2f} ({one - cbm3d:+.2f})"]
+    seeds = one + 0.5
+    assert cells[7] == f"{seeds:.2f} ({seeds - 0.5 - cbm3d:+.2f}) (2)"
+    blended = 30.0 - 0.5**2  # the weight tuned on PolyU, 0.3, not CC's 0.8
+    assert cells[8:10] == ["0.3 (1)", f"{blended:.2f} ({blended - cbm3d:+.2f})"]
 
 
-def test_report_without_polyu_rows_does_not_blend(tmp_path):
-    rows = synthetic_rows()
-    cells = report_cells(tmp_path, rows[rows["set"] == "CC"])
-    assert cells[5] != "-" and cells[7:10] == ["-", "-", "-"]  # no weight tuned on PolyU
+def test_report_tunes_the_weight_on_no_cc_folder(study):
+    """CC fitted from another network (`CC_polyu1`) is CC all the same: not tuning data."""
+    rows = synthetic_rows(study)
+    transfer = rows[rows["set"] == "CC"].assign(set="CC_polyu1")
+    assert report_cells(study, pd.concat([rows, transfer]))[8] == "0.3 (1)"
+
+
+def test_report_of_one_seed_has_no_seed_mean(study):
+    rows = synthetic_rows(study)
+    cells = report_cells(study, rows[rows["output"] == "one fit"])
+    assert cells[7] == "- (2; 0 of 1 images)" and cells[10] == "-"  # seed mean, plain and blended
+    assert cells[6] != "-" and cells[9] != "-"
+
+
+def test_report_without_polyu_rows_does_not_blend(study):
+    rows = synthetic_rows(study)
+    cells = report_cells(study, rows[rows["set"] == "CC"])
+    assert cells[6] != "-" and cells[8:11] == ["-", "-", "-"]  # no weight tuned on PolyU
