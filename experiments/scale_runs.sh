@@ -28,7 +28,9 @@
 # BIQAN at 128 px, then the list.
 # Runs go to devdata/scale/<size>px/<precision>/<set>[_<init>]_s<seed>; after each folder
 # `collect` copies the per-iteration rows (no pixels) of its finished images under results/scale,
-# to commit. A crop whose rows are there already is not fitted again (on a new machine too).
+# to commit, and `blend_study compute` adds the CBM3D blends of their picks under results/blend
+# (they need the snapshots, which a lost machine takes). A crop whose rows are there already is
+# not fitted again (on a new machine too).
 # Environment: PY, CODE (experiments/runs_setup.sh), GPU_ID (cpu, or a CUDA device such as 0: every
 # fit, BIQAN's training and scoring run there), ITERATIONS (3000; 512x512: LARGE_ITERATIONS,
 # 5000), PRECISION (bf16), STUDY (scale: the devdata/ and results/ folder of the runs; the 64 px
@@ -83,6 +85,8 @@ main() {
             --quiet
         "$PY" -m experiments.precision_study collect --runs "devdata/${STUDY:-scale}" \
             --results "results/${STUDY:-scale}"
+        # the CBM3D blends of the shipped rules' picks, while the snapshots are here
+        nice -n 5 "$PY" -m experiments.blend_study compute > /dev/null
     }
     # first_stem SIZE SET: the name, without extension, of SET's first crop at SIZE
     first_stem() {
