@@ -6,19 +6,19 @@
 A row is a fact about pixels, not about a rule: one image's DIP output (one fit's snapshot, or
 the mean of the snapshots of seeds 0..K-1), named by the iterations it takes (`picks`: "1400",
 or "1400;1720;2140" for seeds 0, 1, 2), blended with CBM3D at the σ tuned on that size's PolyU
-crops (`scale_study.cbm3d_tuned`) as `weight * dip + (1 - weight) * cbm3d` for every weight of
-`WEIGHTS` (1: DIP alone, 0: CBM3D alone), and its PSNR. So a retuned rule reuses the rows of the
-snapshots it still picks and needs new ones only where its picks moved.
+crops (`scale_study.cbm3d_tuned`) as `weight * dip + (1 - weight) * cbm3d`, and its PSNR at
+every weight of `WEIGHTS` (a column each; 1: DIP alone, 0: CBM3D alone).
 
 `compute` reads the runs that `scale_study` tables (their rows under `results/`, their
-snapshots in the git-ignored run folders named by `RUN_FOLDERS`) and adds the rows that the
-shipped rules' current picks (`scale_study.shipped_rules`) need and lack: for every CC image run
-(every seed) and PolyU tuning run (seed 0) its pick, and for a CC image fitted at several seeds
-the mean of their picks. Rows already written stay (their snapshots may be gone: on a new
-machine they cannot be recomputed). `report` takes each shipped rule's current picks: the
-weight tuned on PolyU (the mean PSNR of the blended picks), and CC's mean PSNR of one fit (every
-seed's run), the seed mean and both blended, each against CBM3D on the same runs. Runs whose
-picks have no row (picks moved after their snapshots were gone) are left out, and counted.
+snapshots in the git-ignored run folders named by `RUN_FOLDERS`) and adds the rows missing:
+every snapshot of every CC image run (every seed) and PolyU tuning run (seed 0) whose snapshots
+are there, so that a rule retuned later finds the rows of its new picks, and for a CC image
+fitted at several seeds the mean of the shipped rules' picks (`scale_study.shipped_rules`).
+Rows already written stay (their snapshots may be gone: on a new machine they cannot be
+recomputed). `report` takes each shipped rule's current picks: the weight tuned on PolyU (the
+mean PSNR of the blended picks), and CC's mean PSNR of one fit (every seed's run), the seed mean
+and both blended, each against CBM3D on the same runs. Runs whose picks have no row (the rules
+moved after their snapshots were gone) are left out, and counted.
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ RUN_FOLDERS = {
 WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 OUTPUTS = ("one fit", "seed mean")  # one seed's pick; the mean of the picks of seeds 0, 1, 2...
 # seed: the fit's seed for "one fit", the number of seeds averaged for "seed mean"
-COLUMNS = ["set", "stem", "output", "seed", "picks", "sigma", "weight", "psnr"]
-KEY = ["set", "stem", "output", "seed", "picks"]  # one output's rows, one per weight
+KEY = ["set", "stem", "output", "seed", "picks"]  # one output's row
+WEIGHT_COLUMNS = [f"{weight:.1f}" for weight in WEIGHTS]  # its blended PSNR at each weight
+COLUMNS = KEY + ["sigma"] + WEIGHT_COLUMNS
 RULES = scale_study.shipped_rules()
 
 
@@ -87,6 +88,11 @@ def rule_outputs(runs_of_image: list[scale_study.ImageRun], rule: scale_study.Ru
     return found
 
 
+def snapshot_outputs(run: scale_study.ImageRun) -> list[Output]:
+    """One fit's output at each of the run's snapshots (the candidates any rule can pick)."""
+    return [Output(OUTPUTS[0], run.seed, (run,), (int(iteration),)) for iteration in run.iterations]
+
+
 def image_runs(
     runs: list[scale_study.ImageRun], size: int, precision: str
 ) -> dict[tuple[str, str], list[scale_study.ImageRun]]:
@@ -115,69 +121,62 @@ def run_folder(run_root: Path, run: scale_study.ImageRun) -> Path:
     return run_root / f"{run.size}px" / run.precision / f"{run.set_name}_s{run.seed}" / run.stem
 
 
-def output_pixels(output: Output, run_root: Path) -> np.ndarray | None:
-    """The mean of the output's snapshots, [0, 1] HWC, or None where one of them is gone."""
-    paths = [
+def snapshot_paths(output: Output, run_root: Path) -> list[Path]:
+    """The snapshot files the output averages."""
+    return [
         run_output.snapshot_path(run_folder(run_root, run), iteration)
         for run, iteration in zip(output.runs, output.iterations)
     ]
-    if not all(path.is_file() for path in paths):
-        return None
-    return np.mean([image_io.read_rgb(path) for path in paths], axis=0)
 
 
-def blend_rows(
+def blend_row(
     key: tuple, sigma: float, dip: np.ndarray, cbm3d: np.ndarray, clean: np.ndarray
-) -> list[dict]:
-    """One row per weight: the PSNR of weight * dip + (1 - weight) * cbm3d."""
-    base = dict(zip(KEY, key)) | {"sigma": sigma}
-    return [
-        base
-        | {
-            "weight": weight,
-            "psnr": round(metrics.psnr(weight * dip + (1 - weight) * cbm3d, clean), 4),
-        }
-        for weight in WEIGHTS
-    ]
+) -> dict:
+    """The row of one output: the PSNR of weight * dip + (1 - weight) * cbm3d at each weight."""
+    row = dict(zip(KEY, key)) | {"sigma": sigma}
+    for column, weight in zip(WEIGHT_COLUMNS, WEIGHTS):
+        row[column] = round(metrics.psnr(weight * dip + (1 - weight) * cbm3d, clean), 4)
+    return row
 
 
 def image_rows(
     runs_of_image: list[scale_study.ImageRun], run_root: Path, sigma: float, kept: pd.DataFrame
 ) -> list[dict]:
     """Rows of one image (its runs at every seed of one size and precision): those in `kept`
-    (its rows at this σ) and those of the shipped rules' outputs that `kept` lacks, computed
-    where their snapshots are still there."""
+    (its rows at this σ), and the missing rows of its snapshots and of the shipped rules' seed
+    means, computed where their snapshots are still there."""
     have = set(kept[KEY].itertuples(index=False, name=None))
-    todo = {}
-    for rule in RULES.values():
-        for output in rule_outputs(runs_of_image, rule):
-            if output.key not in have:
-                todo.setdefault(output.key, output)
+    needed = {
+        output.key: output
+        for rule in RULES.values()
+        for output in rule_outputs(runs_of_image, rule)
+    }
+    every = {output.key: output for run in runs_of_image for output in snapshot_outputs(run)}
+    todo = {
+        key: output
+        for key, output in (every | needed).items()
+        if key not in have and all(path.is_file() for path in snapshot_paths(output, run_root))
+    }
+    gone = [key for key in needed if key not in have and key not in todo]
+    if gone:
+        print(f"{runs_of_image[0].stem}: {len(gone)} picked output(s) without rows, snapshots gone")
     rows = kept.to_dict("records")
-    present = [run for run in runs_of_image if run_folder(run_root, run).is_dir()]
-    if not todo or not present:
-        if todo:
-            print(f"{runs_of_image[0].stem}: {len(todo)} output(s) without rows, snapshots gone")
+    if not todo:
         return rows
-    inputs = json.loads((run_folder(run_root, present[0]) / run_output.INPUT_FILE).read_text())
+    folder = run_folder(run_root, next(iter(todo.values())).runs[0])
+    inputs = json.loads((folder / run_output.INPUT_FILE).read_text())
     noisy, clean = read_rgb(REPO / inputs["noisy"]), read_rgb(REPO / inputs["clean"])
     cbm3d = cbm3d_output(noisy, sigma)
-    gone = 0
     for key, output in todo.items():
-        pixels = output_pixels(output, run_root)
-        if pixels is None:
-            gone += 1
-        else:
-            rows += blend_rows(key, sigma, pixels, cbm3d, clean)
-    if gone:
-        print(f"{runs_of_image[0].stem}: {gone} output(s) without rows, snapshots gone")
+        pixels = np.mean([image_io.read_rgb(path) for path in snapshot_paths(output, run_root)], 0)
+        rows.append(blend_row(key, sigma, pixels, cbm3d, clean))
     return rows
 
 
 def row_order(row: dict) -> tuple:
-    """An image's rows in writing order: output, seed, picks (as numbers), weight."""
+    """An image's rows in writing order: output, seed, picks (as numbers)."""
     picks = tuple(int(pick) for pick in str(row["picks"]).split(";"))
-    return OUTPUTS.index(row["output"]), row["seed"], picks, row["weight"]
+    return OUTPUTS.index(row["output"]), row["seed"], picks
 
 
 def read_rows(path: Path) -> pd.DataFrame:
@@ -290,7 +289,10 @@ def report_lines(results: Path) -> list[str]:
     ):
         size, precision = int(path.parent.name[:-2]), path.stem
         rows = read_rows(path)
-        curves = {key: group.set_index("weight")["psnr"] for key, group in rows.groupby(KEY)}
+        curves = {
+            tuple(row[:-1]): pd.Series(row[-1], index=WEIGHTS)
+            for row in zip(*(rows[column] for column in KEY), rows[WEIGHT_COLUMNS].to_numpy())
+        }
         images = image_runs(runs, size, precision)
         lines += [rule_line(size, precision, name, images, curves) for name in RULES]
     return lines

@@ -66,49 +66,50 @@ def study(tmp_path, monkeypatch) -> Path:
     return tmp_path / "results"
 
 
-def test_rows_blend_the_pick_with_cbm3d_and_average_the_seeds(study):
+def read_rows(study: Path) -> pd.DataFrame:
+    return blend_study.read_rows(study / blend_study.ROWS / f"{SIZE}px" / "bf16.csv")
+
+
+def test_rows_blend_every_snapshot_with_cbm3d_and_average_the_seeds(study):
     assert blend_study.compute(study) == 0
-    rows = pd.read_csv(study / blend_study.ROWS / f"{SIZE}px" / "bf16.csv", dtype={"picks": str})
+    rows = read_rows(study)
+    candidates = scale_study.read_runs(study)[0].iterations
+    fits = rows[rows["output"] == "one fit"].groupby(["set", "seed"])["picks"]
+    assert len(fits) == 3  # PolyU seed 0, CC seeds 0 and 1
+    assert all(picks.tolist() == [str(iteration) for iteration in candidates] for _, picks in fits)
+    assert sorted(rows[rows["set"] == "CC"]["seed"].unique()) == [0, 1, 2]  # seed 2: the mean
     last = str(ITERATIONS[-1])  # the pick of the rule "last"
-    cc = rows[(rows["set"] == "CC") & (rows["picks"].str.split(";").str[0] == last)]
-    assert sorted(cc[cc["output"] == "one fit"]["seed"].unique()) == [0, 1]
-    cc = cc[cc["seed"] != 1].set_index(["output", "weight"])  # seed 0's fit, and the mean of 2
-    assert cc.loc[("seed mean", 1.0), "seed"] == 2
-    assert cc.loc[("seed mean", 1.0), "picks"] == f"{last};{last}"
+    cc = rows[rows["set"] == "CC"].set_index(["output", "seed", "picks"])
     run_dir = study.parent / "runs" / f"{SIZE}px" / "bf16" / "CC_s0" / "c"
     inputs = json.loads((run_dir / run_output.INPUT_FILE).read_text())
     clean = image_io.read_rgb(inputs["clean"])
     snapshot = image_io.read_rgb(run_output.snapshot_path(run_dir, int(last)))
-    assert cc.loc[("one fit", 1.0), "psnr"] == pytest.approx(
-        metrics.psnr(snapshot, clean), abs=1e-3
-    )
+    one = cc.loc[("one fit", 0, last)]
+    assert one["1.0"] == pytest.approx(metrics.psnr(snapshot, clean), abs=1e-3)
     cbm3d = blend_study.cbm3d_output(image_io.read_rgb(inputs["noisy"]), 20.0)
-    assert cc.loc[("one fit", 0.0), "psnr"] == pytest.approx(metrics.psnr(cbm3d, clean), abs=1e-3)
-    assert set(rows["weight"]) == set(blend_study.WEIGHTS)
-    picks = {str(pick) for pick in ITERATIONS}
-    assert set(rows.loc[rows["output"] == "one fit", "picks"]) <= picks
+    assert one["0.0"] == pytest.approx(metrics.psnr(cbm3d, clean), abs=1e-3)
+    half = metrics.psnr(0.5 * snapshot + 0.5 * cbm3d, clean)
+    assert one["0.5"] == pytest.approx(half, abs=1e-3)
+    assert ("seed mean", 2, f"{last};{last}") in cc.index
 
 
-def test_rows_are_of_picks_not_of_rules(study, monkeypatch):
-    """A rule whose picks move needs rows at its new picks; the rows of the old picks stay, and
-    the report reads the rule's current picks only."""
+def test_a_retuned_rule_finds_its_rows_without_the_snapshots(study, monkeypatch):
+    """Every snapshot has its row: a rule whose picks move finds one fit's rows on a machine
+    without the snapshots; the seed mean of its new picks is missing there, and counted."""
     assert blend_study.compute(study) == 0
-    target = study / blend_study.ROWS / f"{SIZE}px" / "bf16.csv"
-    before = pd.read_csv(target, dtype={"picks": str})
+    shutil.rmtree(study.parent / "runs")
     moved = scale_study.Rule("the first candidate", lambda run: 0)
-    first = str(scale_study.read_runs(study)[0].iterations[0])
     monkeypatch.setattr(blend_study, "RULES", blend_study.RULES | {"fixed:auto": moved})
-    assert blend_study.compute(study) == 0
-    after = pd.read_csv(target, dtype={"picks": str})
-    assert after.merge(before).shape == before.shape  # every row of before is kept
-    new = after[
-        ~after.set_index(blend_study.KEY).index.isin(before.set_index(blend_study.KEY).index)
-    ]
-    assert set(new["picks"]) == {first, f"{first};{first}"}
+    target = study / blend_study.ROWS / f"{SIZE}px" / "bf16.csv"
+    before = target.read_text()
+    assert blend_study.compute(study) == 0 and target.read_text() == before
+    rows = read_rows(study)
+    first = str(scale_study.read_runs(study)[0].iterations[0])
+    at_first = (rows["set"] == "CC") & (rows["output"] == "one fit") & (rows["picks"] == first)
+    one = rows[at_first]["1.0"].mean()
     line = next(line for line in blend_study.report_lines(study) if "| fixed:auto |" in line)
-    at_first = (after["set"] == "CC") & (after["output"] == "one fit") & (after["picks"] == first)
-    one = after[at_first & (after["weight"] == 1.0)]["psnr"].mean()
-    assert f"| {one:.2f} (" in line
+    assert f"| 2 | {rows[at_first]['0.0'].mean():.2f} | {one:.2f} (" in line
+    assert "- (2; 0 of 1 images)" in line
 
 
 def test_rows_of_runs_whose_snapshots_are_gone_are_kept(study):
@@ -123,11 +124,11 @@ def test_rows_of_runs_whose_snapshots_are_gone_are_kept(study):
     clean = image_io.read_rgb(study.parent / "c_1_clean.png")
     write_image_run(study.parent, "CC", "c", 2, clean)
     assert blend_study.compute(study) == 0
-    rows = pd.read_csv(target)
+    rows = read_rows(study)
     cc = rows[rows["set"] == "CC"]
     assert sorted(cc[cc["output"] == "one fit"]["seed"].unique()) == [0, 1, 2]
     assert set(cc[cc["output"] == "seed mean"]["seed"]) == {2}  # seed 0's snapshots are gone
-    before = pd.read_csv(io.StringIO(first))
+    before = pd.read_csv(io.StringIO(first), dtype={"picks": str})
     new_fit = (rows["output"] == "one fit") & (rows["seed"] == 2)
     assert rows[~new_fit].reset_index(drop=True).equals(before)
     for line in blend_study.report_lines(study)[4:]:
@@ -138,17 +139,18 @@ def synthetic_rows(study: Path) -> pd.DataFrame:
     """Blend rows at every pick of the study's runs whose best weight is 0.3 on PolyU and 0.8
     on CC; the seed mean 0.5 dB up."""
     images = blend_study.image_runs(scale_study.read_runs(study), SIZE, "bf16")
-    rows = []
+    rows = {}
     for runs_of_image in images.values():
         for rule in blend_study.RULES.values():
             for output in blend_study.rule_outputs(runs_of_image, rule):
                 best_weight = 0.8 if output.runs[0].set_name == "CC" else 0.3
-                for weight in blend_study.WEIGHTS:
-                    psnr = 30.0 - (weight - best_weight) ** 2 + (0.5 if output.seed == 2 else 0)
-                    rows.append(list(output.key) + [10.0, weight, psnr])
-    return pd.DataFrame(rows, columns=blend_study.COLUMNS).drop_duplicates(
-        blend_study.KEY + ["weight"]
-    )
+                shift = 0.5 if output.kind == "seed mean" else 0.0
+                rows[output.key] = (
+                    list(output.key)
+                    + [10.0]
+                    + [30.0 - (weight - best_weight) ** 2 + shift for weight in blend_study.WEIGHTS]
+                )
+    return pd.DataFrame(list(rows.values()), columns=blend_study.COLUMNS)
 
 
 def report_cells(results: Path, rows: pd.DataFrame) -> list[str]:
