@@ -35,7 +35,7 @@ import pandas as pd
 from experiments import scale_study
 from experiments.cbm3d_full import read_rgb
 from experiments.common import REPO, add_report_flags, publish_table
-from utils import image_io, metrics, run_output
+from utils import image_io, metrics, run_output, selection
 
 RESULTS = REPO / "results"
 ROWS = "blend"  # RESULTS/blend/<size>px/<precision>.csv
@@ -270,6 +270,60 @@ def rule_line(size: int, precision: str, name: str, images: dict, curves: dict) 
     return "| " + " | ".join(cells) + " |"
 
 
+def snapshot_curves(images: dict, curves: dict, report: bool) -> tuple[list[tuple], int]:
+    """(iterations (n,), blended PSNR (n, weights)) of each one-fit run of the CC (`report`) or
+    PolyU images (`image_runs`) whose every snapshot has a row, and how many runs there are."""
+    found, total = [], 0
+    for (set_name, _), runs_of_image in images.items():
+        if (set_name == scale_study.REPORT_SET) != report:
+            continue
+        for run in runs_of_image:
+            total += 1
+            keys = [output.key for output in snapshot_outputs(run)]
+            if all(key in curves for key in keys):
+                found.append((run.iterations, np.array([curves[key].to_numpy() for key in keys])))
+    return found, total
+
+
+def joint_setting(found: list[tuple]) -> tuple[int, int]:
+    """(stop iteration, weight index) with the best mean blended PSNR over the `found` curves,
+    among the iterations they all have."""
+    common = sorted(set.intersection(*(set(iterations.tolist()) for iterations, _ in found)))
+    stack = np.array(
+        [[psnr[list(iterations).index(stop)] for stop in common] for iterations, psnr in found]
+    )
+    stop, weight = np.unravel_index(np.argmax(stack.mean(axis=0)), stack.shape[1:])
+    return int(common[stop]), int(weight)
+
+
+def joint_line(size: int, precision: str, name: str, setting, cc: tuple, polyu: str) -> str:
+    """A table row for the blend of the snapshot at `setting`'s stop with CBM3D at its weight."""
+    (found, total), (stop, weight) = cc, setting
+    picked = [psnr[selection.select_at_or_after(iterations, stop)] for iterations, psnr in found]
+    curves = [pd.Series(row, index=WEIGHTS) for row in picked]
+    cells = [
+        str(size), precision, f"{name}: fixed:{stop}", counted(len(found), total),
+        f"{np.mean([curve[0.0] for curve in curves]):.2f}", mean_psnr(curves, 1.0), "-",
+        f"{WEIGHTS[weight]:g} ({polyu})", mean_psnr(curves, WEIGHTS[weight]), "-",
+    ]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+def joint_lines(size: int, precision: str, images: dict, curves: dict) -> list[str]:
+    """Rows of one fit's stop and blend weight tuned together for the blend: on the PolyU runs
+    whose every snapshot has a row, and on the CC runs themselves in hindsight (bound)."""
+    polyu, polyu_total = snapshot_curves(images, curves, False)
+    cc = snapshot_curves(images, curves, True)
+    if not polyu or not cc[0]:
+        return []
+    return [
+        joint_line(size, precision, "stop and weight, tuned", joint_setting(polyu), cc,
+                   counted(len(polyu), polyu_total)),
+        joint_line(size, precision, "stop and weight, tuned (bound)", joint_setting(cc[0]), cc,
+                   "CC itself, in hindsight"),
+    ]  # fmt: skip
+
+
 def report_lines(results: Path) -> list[str]:
     """The markdown table: per size, precision and shipped rule, CC's mean PSNR of each output
     at the rule's current picks."""
@@ -278,7 +332,9 @@ def report_lines(results: Path) -> list[str]:
         "Seed averaging and the CBM3D blend on the CC crops at the shipped rules' picks (mean PSNR, "
         "dB, and against CBM3D tuned on PolyU on the same runs; the blend weight tuned on the "
         "seed-0 picks of the PolyU crops; runs whose picks have no blend row, their snapshots "
-        "gone, are left out and counted):",
+        "gone, are left out and counted; `stop and weight, tuned`: one fit's stop, a fixed "
+        "iteration, and the weight tuned together for the blend on the PolyU runs whose every "
+        "snapshot has a row, and (bound) on the CC runs themselves in hindsight, not a result):",
         "",
         "| size | precision | rule | CC runs | CBM3D | one fit | seed mean (seeds) | weight "
         "(PolyU images) | one fit, blended | seed mean, blended |",
@@ -295,6 +351,7 @@ def report_lines(results: Path) -> list[str]:
         }
         images = image_runs(runs, size, precision)
         lines += [rule_line(size, precision, name, images, curves) for name in RULES]
+        lines += joint_lines(size, precision, images, curves)
     return lines
 
 

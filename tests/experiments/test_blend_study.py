@@ -131,7 +131,7 @@ def test_rows_of_runs_whose_snapshots_are_gone_are_kept(study):
     before = pd.read_csv(io.StringIO(first), dtype={"picks": str})
     new_fit = (rows["output"] == "one fit") & (rows["seed"] == 2)
     assert rows[~new_fit].reset_index(drop=True).equals(before)
-    for line in blend_study.report_lines(study)[4:]:
+    for line in blend_study.report_lines(study)[4 : 4 + len(blend_study.RULES)]:
         assert "| 3 | " in line and "- (3; 0 of 1 images)" in line  # 3 CC runs, no mean of 3
 
 
@@ -189,3 +189,26 @@ def test_report_without_polyu_rows_does_not_blend(study):
     rows = synthetic_rows(study)
     cells = report_cells(study, rows[rows["set"] == "CC"])
     assert cells[6] != "-" and cells[8:11] == ["-", "-", "-"]  # no weight tuned on PolyU
+
+
+def test_joint_setting_is_the_best_mean_over_the_common_iterations():
+    iterations = np.array([20, 40, 60])
+    peak_40_at_half = np.array([[30.0] * 11, [30.0] * 5 + [31.0] + [30.0] * 5, [30.0] * 11])
+    longer = (np.array([20, 40, 60, 80]), np.vstack([peak_40_at_half, np.full((1, 11), 40.0)]))
+    assert blend_study.joint_setting([(iterations, peak_40_at_half), longer]) == (40, 5)
+
+
+def test_report_tunes_the_stop_and_weight_for_the_blend_on_polyu(study):
+    """Rows for one fit's stop and blend weight tuned together: on PolyU (every snapshot of the
+    PolyU run has a row), and on CC in hindsight, which no tuning can beat (a bound)."""
+    assert blend_study.compute(study) == 0
+    lines = blend_study.report_lines(study)
+    tuned = next(line for line in lines if "| stop and weight, tuned: fixed:" in line)
+    bound = next(line for line in lines if "| stop and weight, tuned (bound): fixed:" in line)
+    cells = [cell.strip() for cell in tuned.split("|")]
+    assert cells[4] == "2" and cells[8].endswith("(1)")  # CC seeds 0-1, tuned on 1 PolyU run
+
+    def blended(line: str) -> float:
+        return float(line.split("|")[9].split()[0])
+
+    assert blended(bound) >= blended(tuned)
