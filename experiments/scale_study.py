@@ -350,26 +350,37 @@ def tuned_exponent(psnr: np.ndarray, sizes: np.ndarray) -> TunedExponent:
 
 
 def polyu_comparison_lines(runs: list[ImageRun]) -> list[str]:
-    """How the PolyU tuning runs alone compare the two shipped size-scaled rules: per precision
-    with tuning runs at two sizes or more, each rule's mean picked PSNR per size (dB), every
-    run picked with the exponent tuned leaving that run out."""
+    """How the PolyU tuning runs alone compare the shipped size-scaled rules and WMV stopped at
+    fixed:auto's stop (`wmv_by_stop`): per precision with tuning runs at two sizes or more, each
+    rule's mean picked PSNR per size (dB), every run picked with the exponents tuned leaving
+    that run out."""
     lines = []
     for precision in PRECISIONS:
         tuning = tuning_by_size(runs, precision)
         if len(tuning) < 2:
             continue
+        flat = [run for size_runs in tuning.values() for run in size_runs]  # picked_psnr's order
+        sizes = np.array([run.size for run in flat])
+        stops = left_out_exponents(picked_psnr(tuning, stop_at)[0], sizes)
+        patiences = left_out_exponents(picked_psnr(tuning, wmv_at)[0], sizes)
+        rules = {
+            "fixed:auto": lambda run, stop, patience: stop_at(run, stop),
+            "wmv": lambda run, stop, patience: wmv_at(run, patience),
+            "wmv stopped by fixed:auto": wmv_by_stop,
+        }
         cells = []
-        for name, pick in (("fixed:auto", stop_at), ("wmv", wmv_at)):
-            psnr, sizes = picked_psnr(tuning, pick)
-            columns = [EXPONENTS.index(exponent) for exponent in left_out_exponents(psnr, sizes)]
-            picked = psnr[np.arange(len(sizes)), columns]
-            means = ", ".join(f"{size} px {picked[sizes == size].mean():.2f}" for size in tuning)
-            cells.append(f"{name} {means}")
+        for name, pick in rules.items():
+            picked = np.array(
+                [run.psnr[pick(run, *cell)] for run, *cell in zip(flat, stops, patiences)]
+            )
+            means = [picked[sizes == size].mean() for size in tuning]
+            sized = ", ".join(f"{size} px {mean:.2f}" for size, mean in zip(tuning, means))
+            cells.append(f"{name} {sized} (mean {np.mean(means):.3f})")
         lines += [
             "",
-            f"The shipped size-scaled rules on the PolyU tuning runs ({precision}, seed 0), each "
-            "run picked with the exponent tuned leaving it out; mean picked PSNR (dB): "
-            f"{'; '.join(cells)}.",
+            f"The shipped size-scaled rules on the PolyU tuning runs ({precision}, seed 0), and "
+            "WMV stopped at fixed:auto's stop at the latest, each run picked with the exponents "
+            f"tuned leaving it out; mean picked PSNR (dB): {'; '.join(cells)}.",
         ]
     return lines
 
@@ -383,6 +394,13 @@ def wmv_at(run: ImageRun, exponent: float) -> int:
     """The default WMV's pick with the patience exponent `exponent`."""
     patience = selection.scaled_patience(run.height, run.width, exponent)
     return wmv_pick(run, selection.DEFAULT_WMV.window, patience)
+
+
+def wmv_by_stop(run: ImageRun, stop_exponent: float, patience_exponent: float) -> int:
+    """The default WMV's pick in a run that ends at `fixed:auto`'s stop (with `stop_exponent`)
+    at the latest: WMV within fixed:auto's budget, a candidate default (not shipped)."""
+    last = int(run.iterations[stop_at(run, stop_exponent)])
+    return wmv_at(capped_run(run, last), patience_exponent)
 
 
 def tuned_exponents(tuning: dict[int, list[ImageRun]]) -> tuple[TunedExponent, TunedExponent]:
@@ -425,6 +443,12 @@ def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
         "wmv, patience scaled": Rule(
             f"window {wmv.window}, patience {wmv.patience} x {ratio} ^ {patience.setting()}",
             lambda run: wmv_at(run, patience.best),
+            lambda run: -run.variances[wmv.window],
+            tuned_on,
+        ),
+        "wmv stopped by fixed:auto (candidate)": Rule(
+            "the two rows above: wmv, stopping at fixed:auto's stop at the latest",
+            lambda run: wmv_by_stop(run, stop.best, patience.best),
             lambda run: -run.variances[wmv.window],
             tuned_on,
         ),

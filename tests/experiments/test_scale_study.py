@@ -131,7 +131,7 @@ def test_size_exponents_are_tuned_on_polyu_at_every_size(tmp_path, monkeypatch):
     assert 2 * 16**exponent > 20  # waits past the plateau: the variance falls again 500 later
     assert scaled[6] == "0.00 [0.00]"
     polyu = next(line for line in lines if line.startswith("The shipped size-scaled rules"))
-    assert "fixed:auto 64 px 40.00, 256 px 40.00; wmv 64 px" in polyu  # left out: the same 0.5
+    assert "fixed:auto 64 px 40.00, 256 px 40.00 (mean 40.000); wmv 64 px" in polyu  # left out: 0.5
 
 
 def test_tuned_exponent_reports_its_range_over_leave_one_out_folds():
@@ -209,3 +209,14 @@ def test_denoise_rows_replay_the_rules_on_denoise_py_s_default_length(tmp_path):
     assert not any(
         "(denoise.py)" in line for line in scale_study.report_lines(tmp_path) if "| 256 |" in line
     )
+
+
+def test_wmv_stopped_by_fixed_auto_picks_nothing_after_the_stop(tmp_path):
+    write_run(tmp_path, "CC", "c1", 1000, 36.0, size=64)  # least variance at 1000
+    run = scale_study.read_runs(tmp_path)[0]
+    stop = int(run.iterations[scale_study.stop_at(run, 0.0)])  # the 64 px stop, 600
+    assert run.iterations[scale_study.wmv_at(run, 0.0)] > stop  # WMV alone waits for 1000
+    assert run.iterations[scale_study.wmv_by_stop(run, 0.0, 0.0)] <= stop
+    write_run(tmp_path, "CC", "c2", 400, 36.0, size=64)  # WMV fires before the stop: its pick
+    early = next(run for run in scale_study.read_runs(tmp_path) if run.stem == "c2")
+    assert scale_study.wmv_by_stop(early, 0.0, 0.0) == scale_study.wmv_at(early, 0.0)
