@@ -42,7 +42,7 @@ from scipy.stats import spearmanr
 from experiments import biqan_scale
 from experiments.common import REPO, report_main
 from experiments.precision_study import IMAGES_FILE, WINDOWS, variance_column
-from utils import method, ranker_training, selection, snapshot_features
+from utils import ranker_training, selection, snapshot_features
 
 RESULTS = REPO / "results"
 DIP_ROWS = ("precision", "scale")  # folders of RESULTS holding <size>px/<precision>/<set>_s<seed>
@@ -474,7 +474,8 @@ def shipped_rules() -> dict[str, Rule]:
 
 
 def capped_run(run: ImageRun, num_iter: int) -> ImageRun:
-    """`run` up to iteration `num_iter`: the run a fit stopped there would have given."""
+    """`run` up to iteration `num_iter`: the run a fit stopped there would have given (a fit
+    does not depend on its planned length)."""
     count = int(np.searchsorted(run.iterations, num_iter, side="right"))
     return dataclasses.replace(
         run,
@@ -483,21 +484,6 @@ def capped_run(run: ImageRun, num_iter: int) -> ImageRun:
         variances={window: values[:count] for window, values in run.variances.items()},
         features=None if run.features is None else run.features[:count],
     )
-
-
-def denoise_rules(report: list[ImageRun]) -> dict[str, Rule]:
-    """The shipped rules as denoise.py runs them with its default length (`FitSettings.num_iter`)
-    where the CC runs go on longer (the 512 px runs): each rule replayed on the iterations up to
-    that length, its gap to the best of the whole run. None where no run is longer."""
-    num_iter = method.FitSettings.num_iter
-    if all(run.iterations[-1] <= num_iter for run in report):
-        return {}
-    return {
-        f"{name}, first {num_iter} (denoise.py)": dataclasses.replace(
-            rule, pick=lambda run, rule=rule: rule.pick(capped_run(run, num_iter)), score=None
-        )
-        for name, rule in shipped_rules().items()
-    }
 
 
 def within_image_srcc(runs: list[ImageRun], score: Callable[[ImageRun], np.ndarray]) -> float:
@@ -607,8 +593,7 @@ def report_lines(results: Path) -> list[str]:
     for (size, precision, _), report in cc_groups(runs).items():
         cbm3d = cbm3d_tuned(results, size)
         quality.append(quality_row(size, precision, report, cbm3d))
-        rules_here = shipped_rules() | denoise_rules(report)
-        rules_here |= tune_on(tuning_runs(runs, size, precision))
+        rules_here = shipped_rules() | tune_on(tuning_runs(runs, size, precision))
         rules_here |= biqan_rules(results, size, precision, report)
         rules_here |= across[precision] | hindsight_bounds(report)
         rules += rule_rows(size, precision, report, rules_here, cbm3d)

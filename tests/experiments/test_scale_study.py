@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from experiments import precision_study, scale_study
-from utils import method, selection, snapshot_features
+from utils import selection, snapshot_features
 
 ITERATIONS = np.arange(20, 1220, 20)
 
@@ -190,25 +190,6 @@ def test_cc_groups_hold_the_cc_sets_of_each_size_and_precision(tmp_path):
     with_inits = scale_study.cc_groups(runs, inits=True)
     assert list(with_inits)[-1] == (256, "bf16", "CC_polyu1")
     assert len(with_inits) == 3
-
-
-def test_denoise_rows_replay_the_rules_on_denoise_py_s_default_length(tmp_path):
-    """Runs longer than denoise.py's --num_iter get rows of the shipped rules cut there: at a
-    peak after the cut, `last` cut at the default length loses what the longer run gains."""
-    num_iter = method.FitSettings.num_iter
-    long_run = np.arange(20, num_iter + 2520, 20)  # to 1500 after the peak
-    write_run(tmp_path, "CC", "c1", num_iter + 1000, 36.0, size=512, iterations=long_run)
-    lines = scale_study.report_lines(tmp_path)
-    cut = row_cells(lines, f"last, first {num_iter} (denoise.py)")
-    gap = 1e-5 * 1000**2  # the PSNR at num_iter, 1000 iterations before the peak
-    assert cut[6].startswith(f"{gap:.2f}") and cut[-2] == "-"
-    assert row_cells(lines, "last")[6].startswith(f"{1e-5 * 1500**2:.2f}")
-    wmv = row_cells(lines, f"wmv (default), first {num_iter} (denoise.py)")
-    assert float(wmv[7]) <= 36.0 - gap + 1e-9  # nothing after the cut is picked
-    write_run(tmp_path, "CC", "c1", 800, 36.0, size=256)  # no run beyond the default: no rows
-    assert not any(
-        "(denoise.py)" in line for line in scale_study.report_lines(tmp_path) if "| 256 |" in line
-    )
 
 
 def test_wmv_stopped_by_fixed_auto_picks_nothing_after_the_stop(tmp_path):
