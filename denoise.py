@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--early_stop",
         choices=early_stop_choices(),
         default=selection.DEFAULT_SELECTOR.label,
-        help="online stopping rule (default: %(default)s; fixed stops at --stop_iteration; none = "
-        "run --num_iter and keep the last snapshot)",
+        help="online stopping rule (default: %(default)s; fixed stops at --stop_iteration, wmv "
+        "there at the latest; none = run --num_iter and keep the last snapshot)",
     )
     parser.add_argument(
         "--pre_trained_model",

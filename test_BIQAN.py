@@ -102,7 +102,8 @@ def add_selector_flags(parser: argparse.ArgumentParser) -> None:
         "wmv rule (in iterations, multiples of the run's --save_iter, as in run_BDN.py and "
         f"denoise.py; default: the setting tuned on PolyU, a window of {tuned.window} snapshots "
         f"and the patience scaled to each image, denoise.py's default at its snapshot interval; "
-        f"the published rule: {published.window} and {published.patience} snapshots)"
+        f"the published rule: {published.window} and {published.patience} snapshots; it stops at "
+        "fixed:auto's stop at the latest)"
     )
     wmv.add_argument("--wmv_window", type=int, help="iterations of the variance window")
     cli.add_patience_flag(wmv, "iterations without a new variance minimum before it stops")

@@ -136,11 +136,10 @@ def image_outcomes(table: pd.DataFrame, height: int, width: int) -> dict[str, fl
     iterations = candidates["iteration"].to_numpy()
     variances = candidates[variance_column(selection.TUNED_WMV.window)].to_numpy().copy()
     variances[: selection.TUNED_WMV.window - 1] = np.nan  # windows start at the first candidate
+    stop = selection.select_at_or_after(iterations, selection.scaled_stop(height, width))
     picks = {
-        "wmv": selection.wmv_replay(variances, selection.TUNED_WMV.patience)[0],
-        "fixed:auto": selection.select_at_or_after(
-            iterations, selection.scaled_stop(height, width)
-        ),
+        "wmv": selection.wmv_replay(variances[: stop + 1], selection.TUNED_WMV.patience)[0],
+        "fixed:auto": stop,
         "last": selection.select_last(len(iterations)),
     }
     best = int(np.argmax(psnr))

@@ -350,8 +350,8 @@ def tuned_exponent(psnr: np.ndarray, sizes: np.ndarray) -> TunedExponent:
 
 
 def polyu_comparison_lines(runs: list[ImageRun]) -> list[str]:
-    """How the PolyU tuning runs alone compare the shipped size-scaled rules and WMV stopped at
-    fixed:auto's stop (`wmv_by_stop`): per precision with tuning runs at two sizes or more, each
+    """How the PolyU tuning runs alone compare the size-scaled rules (fixed:auto, WMV alone, and
+    WMV stopped at fixed:auto's stop, `wmv_by_stop`, the default): per precision with tuning runs at two sizes or more, each
     rule's mean picked PSNR per size (dB), every run picked with the exponents tuned leaving
     that run out."""
     lines = []
@@ -365,8 +365,8 @@ def polyu_comparison_lines(runs: list[ImageRun]) -> list[str]:
         patiences = left_out_exponents(picked_psnr(tuning, wmv_at)[0], sizes)
         rules = {
             "fixed:auto": lambda run, stop, patience: stop_at(run, stop),
-            "wmv": lambda run, stop, patience: wmv_at(run, patience),
-            "wmv stopped by fixed:auto": wmv_by_stop,
+            "wmv alone": lambda run, stop, patience: wmv_at(run, patience),
+            "wmv stopped by fixed:auto (the default)": wmv_by_stop,
         }
         cells = []
         for name, pick in rules.items():
@@ -378,9 +378,10 @@ def polyu_comparison_lines(runs: list[ImageRun]) -> list[str]:
             cells.append(f"{name} {sized} (mean {np.mean(means):.3f})")
         lines += [
             "",
-            f"The shipped size-scaled rules on the PolyU tuning runs ({precision}, seed 0), and "
-            "WMV stopped at fixed:auto's stop at the latest, each run picked with the exponents "
-            f"tuned leaving it out; mean picked PSNR (dB): {'; '.join(cells)}.",
+            f"The size-scaled rules on the PolyU tuning runs ({precision}, seed 0): fixed:auto, "
+            "WMV alone and WMV stopped at fixed:auto's stop at the latest (the default), each "
+            "run picked with the exponents tuned leaving it out; mean picked PSNR (dB): "
+            f"{'; '.join(cells)}.",
         ]
     return lines
 
@@ -397,8 +398,8 @@ def wmv_at(run: ImageRun, exponent: float) -> int:
 
 
 def wmv_by_stop(run: ImageRun, stop_exponent: float, patience_exponent: float) -> int:
-    """The default WMV's pick in a run that ends at `fixed:auto`'s stop (with `stop_exponent`)
-    at the latest: WMV within fixed:auto's budget, a candidate default (not shipped)."""
+    """The default WMV's pick (its patience scaled with `patience_exponent`): WMV in a run that
+    ends at `fixed:auto`'s stop (with `stop_exponent`) at the latest, as it runs online."""
     last = int(run.iterations[stop_at(run, stop_exponent)])
     return wmv_at(capped_run(run, last), patience_exponent)
 
@@ -423,8 +424,8 @@ def tuning_by_size(runs: list[ImageRun], precision: str) -> dict[int, list[Image
 
 def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
     """Rules tuned on the tuning runs of every size at once (keys: sizes, at least two): the
-    shipped rules with their size exponents (`tuned_exponents`, each shown with its
-    leave-one-run-out range), and the snapshot ranker trained on all those runs (its features
+    size-scaled rules with their exponents (`tuned_exponents`, each shown with its
+    leave-one-run-out range; WMV alone, without the default's stop at fixed:auto's), and the snapshot ranker trained on all those runs (its features
     are per-pixel measures of each snapshot, so runs of any size can train it)."""
     if len(tuning) < 2:
         return {}
@@ -440,15 +441,9 @@ def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
             None,
             tuned_on,
         ),
-        "wmv, patience scaled": Rule(
+        "wmv alone, patience scaled": Rule(
             f"window {wmv.window}, patience {wmv.patience} x {ratio} ^ {patience.setting()}",
             lambda run: wmv_at(run, patience.best),
-            lambda run: -run.variances[wmv.window],
-            tuned_on,
-        ),
-        "wmv stopped by fixed:auto (candidate)": Rule(
-            "the two rows above: wmv, stopping at fixed:auto's stop at the latest",
-            lambda run: wmv_by_stop(run, stop.best, patience.best),
             lambda run: -run.variances[wmv.window],
             tuned_on,
         ),
@@ -466,8 +461,9 @@ def shipped_rules() -> dict[str, Rule]:
     window, exponent = selection.DEFAULT_WMV.window, selection.PATIENCE_EXPONENT
     wmv = Rule(
         f"window {window}, patience {selection.TUNED_WMV.patience}"
-        + (f" x (pixels / {selection.STOP_SIZE}²) ^ {exponent:g}" if exponent else ""),
-        lambda run: wmv_pick(run, window, selection.scaled_patience(run.height, run.width)),
+        + (f" x (pixels / {selection.STOP_SIZE}²) ^ {exponent:g}" if exponent else "")
+        + ", stopping at fixed:auto's stop at the latest",
+        lambda run: wmv_by_stop(run, selection.STOP_EXPONENT, exponent),
         lambda run: -run.variances[window],
     )
     return {"wmv (default)": wmv, "fixed:auto": scaled, "last": last}

@@ -18,7 +18,7 @@ import denoise  # noqa: E402
 import run_BDN  # noqa: E402
 import test_BIQAN  # noqa: E402
 from tests.conftest import make_pair  # noqa: E402
-from utils import early_stopping, image_io, selection  # noqa: E402
+from utils import early_stopping, image_io, method, selection  # noqa: E402
 from utils.early_stopping import from_iterations  # noqa: E402
 from utils.method import BestScoreRule, FixedRule, RuleOptions, WmvRule, replay  # noqa: E402
 
@@ -319,3 +319,13 @@ def test_online_fixed_stop_matches_test_biqan_offline_fixed(tmp_path):
     assert test_BIQAN.main(test_BIQAN.parse_args(selection_args)) == 0
     (offline,) = read_csv(selected / "selection.csv")
     assert offline["picked_iteration"] == "50"
+
+
+def test_wmv_fires_at_the_stop_iteration_at_the_latest():
+    """Online WMV with a stop (denoise.py passes fixed:auto's): it fires at the first snapshot
+    at or after it, keeping the lowest variance so far, though its patience has not run out."""
+    snapshots = [(20 * (i + 1), np.full((4, 4), np.sqrt(i))) for i in range(10)]  # falling
+    rule = method.WmvRule(method.RuleOptions(window=2, patience=50, stop_iteration=100))
+    assert method.replay(rule, snapshots) == 100 and rule.pick_iteration == 100
+    patient = method.WmvRule(method.RuleOptions(window=2, patience=50))
+    assert method.replay(patient, snapshots) is None and patient.pick_iteration == 200

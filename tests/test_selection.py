@@ -132,10 +132,15 @@ def test_wmv_errors():
         )
 
 
+def sized_snapshots(values: list[float], side: int = selection.STOP_SIZE) -> list[np.ndarray]:
+    """side x side x 1 images holding one value each (at 64 px `fixed:auto` stops at 600)."""
+    return [np.full((side, side, 1), value) for value in values]
+
+
 def test_apply_selectors_runs_each_selector():
     iterations = np.array([20, 40, 60, 80, 100, 120])
     distributions = np.eye(10)[[2, 3, 8, 5, 4, 3]]
-    snapshots = scalar_snapshots([0, 1, 1.5, 1.6, 2.6, 4.6])
+    snapshots = sized_snapshots([0, 1, 1.5, 1.6, 2.6, 4.6])
     selectors = [selection.parse_selector(text) for text in ("biqan", "wmv", "last", "fixed:40")]
     chosen = selection.apply_selectors(
         selectors,
@@ -291,3 +296,16 @@ def test_no_candidates_fail_every_selector_with_one_reason():
     )
     assert chosen.picks == {}
     assert chosen.failures == dict.fromkeys(["wmv", "fixed:auto", "last"], selection.NO_SNAPSHOTS)
+
+
+def test_wmv_fires_at_fixed_auto_s_stop_at_the_latest():
+    """WMV looks at no snapshot after `fixed:auto`'s stop: with the variance still falling
+    there, its pick is the stop's snapshot, where `fixed:auto` stops too."""
+    iterations = np.arange(20, 1220, 20)  # 60 snapshots, past the 64 px stop (600)
+    snapshots = sized_snapshots(list(np.sqrt(np.arange(60.0))), side=selection.STOP_SIZE)
+    selectors = [selection.parse_selector(text) for text in ("wmv", "fixed:auto")]
+    chosen = selection.apply_selectors(
+        selectors, iterations, None, snapshots.__getitem__, selection.WmvSettings(2, 50)
+    )
+    assert iterations[chosen.picks["wmv"]] == iterations[chosen.picks["fixed:auto"]] == 600
+    assert chosen.wmv.fired and np.isnan(chosen.wmv.variances[30:]).all()  # none loaded after

@@ -289,7 +289,8 @@ class WindowVariance:
 class WmvRule(BestScoreRule):
     """ES-WMV (Wang et al., "Early Stopping for Deep Image Prior"): the pick is the snapshot of
     the lowest `WindowVariance` from the first full window on; it fires after `patience`
-    snapshots without a new minimum."""
+    snapshots without a new minimum, and at the latest at the first snapshot at or after
+    `stop_iteration` (when given; the fixed rule's stop) where it has a pick, keeping it."""
 
     needs_pixels, scored = True, False
 
@@ -301,6 +302,11 @@ class WmvRule(BestScoreRule):
         self.window_variance = WindowVariance(options.window)
         score, skip = self.minus_variance, options.window - 1
         super().__init__(dataclasses.replace(options, score=score, skip=skip))
+
+    def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
+        super().push(iteration, snapshot)
+        stop, picked = self.options.stop_iteration, self.pick_iteration is not None
+        self.fired = self.fired or (stop is not None and iteration >= stop and picked)
 
     def minus_variance(self, snapshot: np.ndarray | None) -> float:
         """The score: minus the window variance after `snapshot` (NaN before a full window)."""

@@ -88,16 +88,17 @@ def test_a_previous_chain_leaves_out_its_first_image(tmp_path):
 
 def test_online_table_replays_the_shipped_stops(tmp_path):
     """WMV stops where its patience runs out after the variance minimum (the crop's peak here),
-    fixed:auto at its scaled iteration; a run that peaks at its end is never stopped early."""
-    write_run(tmp_path, "CC", "c1", 600, 36.0, size=64)
-    write_run(tmp_path, "CC", "c2", int(ITERATIONS[-1]), 36.0, size=64)
+    or at fixed:auto's scaled iteration at the latest, where fixed:auto stops."""
+    write_run(tmp_path, "CC", "c1", 400, 36.0, size=64)
+    write_run(tmp_path, "CC", "c2", int(ITERATIONS[-1]), 36.0, size=64)  # peaks at the end
     rows = [cells_of(line) for line in online_study.report_lines(tmp_path) if "| 64 |" in line]
     wmv, fixed = rows
-    patience = selection.scaled_patience(64, 64)
-    stop = (600 + 20 * patience + int(ITERATIONS[-1])) / 2
-    assert wmv[8:12] == ["wmv (default)", "1/2", f"{stop:.0f} [{600 + 20 * patience}, 1200]",
+    patience_end = 400 + 20 * selection.scaled_patience(64, 64)
+    stop = (patience_end + 600) / 2
+    assert wmv[8:12] == ["wmv (default)", "2/2", f"{stop:.0f} [{patience_end}, 600]",
                          f"{1200 / stop:.2f}x"]  # fmt: skip
-    assert wmv[-1] == "+0.00"  # both picks at the peak
+    lost = 1e-5 * (int(ITERATIONS[-1]) - 600) ** 2  # c2 picked at 600, its peak at the end
+    assert wmv[-1] == f"{-lost / 2:+.2f}"  # c1 picked at its peak
     assert fixed[8:12] == ["fixed:auto", "2/2", "600 [600, 600]", "2.00x"]
 
 

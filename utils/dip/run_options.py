@@ -158,13 +158,14 @@ def early_stop_settings(args: argparse.Namespace) -> early_stopping.EarlyStopSet
 
 
 def add_stop_flag(group: Any) -> None:
-    """--stop_iteration of the fixed rule: an iteration, or auto (scaled to each image);
-    parsed to an int, or None for auto."""
+    """--stop_iteration of the fixed rule (and wmv's latest stop): an iteration, or auto (scaled
+    to each image); parsed to an int, or None for auto."""
     group.add_argument(
         "--stop_iteration",
         type=cli.iterations_or_auto,
         default=selection.AUTO,
-        help=f"fixed: stop at the first snapshot at or after this iteration and keep it; "
+        help=f"fixed: stop at the first snapshot at or after this iteration and keep it (wmv: "
+        f"stop there at the latest, keeping its pick); "
         f"{selection.AUTO} (default): {selection.TUNED_FIXED.iteration} for a "
         f"{selection.STOP_SIZE}x{selection.STOP_SIZE} image, times (pixels / "
         f"{selection.STOP_SIZE}^2) ** {selection.STOP_EXPONENT}",
