@@ -21,8 +21,9 @@
 # pairs at seed 2; the 4 noisiest PolyU pairs outside the 30 (tuning that covers PolyU's whole
 # noise range: experiments/noise_levels.py); the CC pairs at 256x256 from the first PolyU pair's
 # network (after the seeds: on a new machine that network must be fitted again, an hour); the
-# rest of the 30 PolyU pairs; the CC images at 512x512, seed 0. The second stream first fits the
-# 5 CC pairs at 128x128, seed 0, then the other transfer inits at 64x64 (`chains64`), CBM3D
+# rest of the 30 PolyU pairs; the CC images at 512x512, seed 0; the CC pairs at 256x256, seeds
+# 0-1, again where their snapshots are gone (the blend of the seed mean). The second stream first
+# fits the 5 CC pairs at 128x128, seed 0, then the other transfer inits at 64x64 (`chains64`), CBM3D
 # on the whole 512x512 images (`cbm3d512`), BIQAN at 64 px (`biqan`), the first CC image at
 # 512x512 (so that the longest runs start early: denoise.py's default check at the paper's size),
 # BIQAN at 128 px, then the list.
@@ -139,20 +140,24 @@ main() {
         nice -n 5 "$PY" experiments/cbm3d_full.py --data devdata/crops512 \
             --tables results/cbm3d/512px --polyu_every 10
     }
+    # refit SIZE SET SEED: fit each of SET's crops at SIZE and SEED whose snapshots this machine
+    # lacks, rows or not (bit-identical to the committed rows): for what needs the pixels
+    refit() {
+        local real
+        for real in $(ls "$(subset "$1" "$2")/real"); do
+            run "$1" "$2" "$3" "" "" "${real%.*}"
+        done
+    }
     # biqan SIZE POLYU MIN SEED...: BIQAN with the paper's recipe (and on relative labels)
     # trained on POLYU's seed-0 run at SIZE (at least MIN crops) and scored on the CC runs of
     # each SEED (experiments/biqan_scale.py), their scores under results/biqan; the snapshots
     # it needs are fitted again where a machine lost them (bit-identical to the committed rows)
     biqan() {
-        local size=$1 set=$2 min=$3 real seed labels
+        local size=$1 set=$2 min=$3 seed labels
         shift 3
-        for real in $(ls "$(subset "$size" "$set")/real"); do
-            run "$size" "$set" 0 "" "" "${real%.*}"
-        done
+        refit "$size" "$set" 0
         for seed in "$@"; do
-            for real in $(ls "devdata/crops$size/CC/real"); do
-                run "$size" CC "$seed" "" "" "${real%.*}"
-            done
+            refit "$size" CC "$seed"
         done
         for labels in absolute relative; do
             nice -n 5 "$PY" -m experiments.biqan_scale --size "$size" --labels "$labels" \
@@ -166,6 +171,7 @@ main() {
         transfer 128 PolyU10; transfer64 0; transfer64 1; transfer64 2
         run 256 CC 2; run 256 PolyUnoisy4 0; transfer 256 PolyU30; run 256 PolyU30 0
         ITERATIONS=${LARGE_ITERATIONS:-5000} run 512 CC 0
+        refit 256 CC 0; refit 256 CC 1  # their snapshots: the seed mean's CBM3D blend
     }
     stream & sleep 5; run 128 CC 0; chains64; cbm3d512
     STUDY=precision ITERATIONS=1200 biqan 64 PolyU20 20 0 1 2
