@@ -10,8 +10,9 @@ rank a model's scores get them from the adapters here, which load their model la
   features need the noisy input.
 
 Both never pick the first `selection.START_INDEX` snapshots (test_BIQAN's default
-`--start_index`: the ranker is trained on the later ones). The fixed rule's stop defaults to the
-tuned stop scaled to the image's size (`selection.scaled_stop`, test_BIQAN's `fixed:auto`).
+`--start_index`: the ranker is trained on the later ones). The fixed rule's stop, where the wmv
+rule fires at the latest too, defaults to the tuned stop scaled to the image's size
+(`selection.scaled_stop`, test_BIQAN's `fixed:auto`).
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def early_stop_choices() -> tuple[str, ...]:
 @dataclasses.dataclass(frozen=True)
 class EarlyStopSettings:
     """Which rule and its parameters: window and patience in snapshots (run_BDN's flags are in
-    iterations; a patience of None is scaled to each image's size), the fixed rule's stop in
-    iterations (None: scaled to each image's size)."""
+    iterations; a patience of None is scaled to each image's size), the fixed rule's stop (the
+    wmv rule's latest) in iterations (None: scaled to each image's size)."""
 
     rule: str = "none"
     window: int = 5
