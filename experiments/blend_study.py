@@ -221,6 +221,11 @@ def mean_psnr(curves: list[pd.Series], weight: float) -> str:
     return f"{blended:.2f} ({blended - np.mean([curve[0.0] for curve in curves]):+.2f})"
 
 
+def cbm3d_cell(curves: list[pd.Series]) -> str:
+    """CBM3D's mean PSNR (the curves at weight 0) over `curves`, or "-" for none."""
+    return f"{np.mean([curve[0.0] for curve in curves]):.2f}" if curves else "-"
+
+
 def counted(found: int, total: int) -> str:
     """`found`, or "found of total" where some are missing."""
     return f"{found}" if found == total else f"{found} of {total}"
@@ -260,7 +265,7 @@ def rule_line(size: int, precision: str, name: str, images: dict, curves: dict) 
         precision,
         name,
         counted(len(one), one_total),
-        f"{np.mean([curve[0.0] for curve in one]):.2f}" if one else "-",
+        cbm3d_cell(one),
         mean_psnr(one, 1.0),
         mean_psnr(mean, 1.0) + averaged,
         "-" if weight is None else f"{weight:g} ({counted(len(polyu), polyu_total)})",
@@ -303,7 +308,7 @@ def joint_line(size: int, precision: str, name: str, setting, cc: tuple, polyu: 
     curves = [pd.Series(row, index=WEIGHTS) for row in picked]
     cells = [
         str(size), precision, f"{name}: fixed:{stop}", counted(len(found), total),
-        f"{np.mean([curve[0.0] for curve in curves]):.2f}", mean_psnr(curves, 1.0), "-",
+        cbm3d_cell(curves), mean_psnr(curves, 1.0), "-",
         f"{WEIGHTS[weight]:g} ({polyu})", mean_psnr(curves, WEIGHTS[weight]), "-",
     ]  # fmt: skip
     return "| " + " | ".join(cells) + " |"

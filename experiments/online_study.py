@@ -16,6 +16,7 @@ runs: 5000 iterations against 3000) are replayed a second time cut to that lengt
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -35,12 +36,9 @@ def wmv_stop(run: scale_study.ImageRun) -> tuple[int, int | None]:
     patience or at `fixed:auto`'s stop, or None when it ran to the end)."""
     stop = scale_study.fixed_pick(run, selection.scaled_stop(run.height, run.width))
     window = selection.DEFAULT_WMV.window
-    pick, fired = selection.wmv_replay(
-        run.variances[window][: stop + 1], selection.scaled_patience(run.height, run.width)
+    return selection.wmv_replay(
+        run.variances[window], selection.scaled_patience(run.height, run.width), stop
     )
-    if fired is None and stop < len(run.iterations) - 1:
-        fired = stop
-    return pick, fired
 
 
 def fixed_stop(run: scale_study.ImageRun) -> tuple[int, int | None]:
@@ -51,6 +49,19 @@ def fixed_stop(run: scale_study.ImageRun) -> tuple[int, int | None]:
 
 STOPS = {"wmv (default)": wmv_stop, "fixed:auto": fixed_stop}
 DENOISE_LENGTH = method.FitSettings.num_iter  # denoise.py's default run length, iterations
+
+
+def cut(run: scale_study.ImageRun, length: int) -> scale_study.ImageRun:
+    """`run` as a run of `length` iterations would have been: its candidates up to `length` (a
+    fit does not depend on its planned length)."""
+    keep = int(np.searchsorted(run.iterations, length, side="right"))
+    return dataclasses.replace(
+        run,
+        iterations=run.iterations[:keep],
+        psnr=run.psnr[:keep],
+        variances={window: values[:keep] for window, values in run.variances.items()},
+        features=None if run.features is None else run.features[:keep],
+    )
 
 
 def rule_row(runs: list[scale_study.ImageRun], name: str) -> list[str]:
@@ -90,7 +101,7 @@ def report_lines(results: Path) -> list[str]:
         versions = [(init, runs)]
         if min(run.iterations[-1] for run in runs) > DENOISE_LENGTH:
             label = f"{init}, first {DENOISE_LENGTH} (denoise.py)"
-            versions.append((label, [scale_study.capped_run(run, DENOISE_LENGTH) for run in runs]))
+            versions.append((label, [cut(run, DENOISE_LENGTH) for run in runs]))
         for label, group in versions:
             seeds = ",".join(str(seed) for seed in sorted({run.seed for run in group}))
             fixed = [

@@ -138,7 +138,7 @@ def image_outcomes(table: pd.DataFrame, height: int, width: int) -> dict[str, fl
     variances[: selection.TUNED_WMV.window - 1] = np.nan  # windows start at the first candidate
     stop = selection.select_at_or_after(iterations, selection.scaled_stop(height, width))
     picks = {
-        "wmv": selection.wmv_replay(variances[: stop + 1], selection.TUNED_WMV.patience)[0],
+        "wmv": selection.wmv_replay(variances, selection.TUNED_WMV.patience, stop)[0],
         "fixed:auto": stop,
         "last": selection.select_last(len(iterations)),
     }

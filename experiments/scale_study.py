@@ -185,9 +185,10 @@ def cbm3d_tuned(results: Path, size: int) -> tuple[float, int, dict[str, float]]
     return sigma, count, dict(zip(at_sigma["image"], at_sigma["psnr"]))
 
 
-def wmv_pick(run: ImageRun, window: int, patience: int) -> int:
-    """Index of the snapshot the WMV rule (`window`, `patience`) picks."""
-    return selection.wmv_replay(run.variances[window], patience)[0]
+def wmv_pick(run: ImageRun, window: int, patience: int, stop_index: int | None = None) -> int:
+    """Index of the snapshot the WMV rule (`window`, `patience`; stopping at snapshot
+    `stop_index` at the latest, if given) picks."""
+    return selection.wmv_replay(run.variances[window], patience, stop_index)[0]
 
 
 def fixed_pick(run: ImageRun, iteration: float) -> int:
@@ -351,9 +352,9 @@ def tuned_exponent(psnr: np.ndarray, sizes: np.ndarray) -> TunedExponent:
 
 def polyu_comparison_lines(runs: list[ImageRun]) -> list[str]:
     """How the PolyU tuning runs alone compare the size-scaled rules (fixed:auto, WMV alone, and
-    WMV stopped at fixed:auto's stop, `wmv_by_stop`, the default): per precision with tuning runs at two sizes or more, each
-    rule's mean picked PSNR per size (dB), every run picked with the exponents tuned leaving
-    that run out."""
+    WMV stopped at fixed:auto's stop, `wmv_by_stop`, the default): per precision with tuning
+    runs at two sizes or more, each rule's mean picked PSNR per size (dB), every run picked with
+    the exponents tuned leaving that run out."""
     lines = []
     for precision in PRECISIONS:
         tuning = tuning_by_size(runs, precision)
@@ -391,17 +392,17 @@ def stop_at(run: ImageRun, exponent: float) -> int:
     return fixed_pick(run, selection.scaled_stop(run.height, run.width, exponent))
 
 
-def wmv_at(run: ImageRun, exponent: float) -> int:
-    """The default WMV's pick with the patience exponent `exponent`."""
+def wmv_at(run: ImageRun, exponent: float, stop_index: int | None = None) -> int:
+    """WMV's pick with the patience exponent `exponent` (stopping at snapshot `stop_index` at the
+    latest, if given)."""
     patience = selection.scaled_patience(run.height, run.width, exponent)
-    return wmv_pick(run, selection.DEFAULT_WMV.window, patience)
+    return wmv_pick(run, selection.DEFAULT_WMV.window, patience, stop_index)
 
 
 def wmv_by_stop(run: ImageRun, stop_exponent: float, patience_exponent: float) -> int:
-    """The default WMV's pick (its patience scaled with `patience_exponent`): WMV in a run that
-    ends at `fixed:auto`'s stop (with `stop_exponent`) at the latest, as it runs online."""
-    last = int(run.iterations[stop_at(run, stop_exponent)])
-    return wmv_at(capped_run(run, last), patience_exponent)
+    """The default WMV's pick (its patience scaled with `patience_exponent`), stopping at
+    `fixed:auto`'s stop (with `stop_exponent`) at the latest, as it runs online."""
+    return wmv_at(run, patience_exponent, stop_at(run, stop_exponent))
 
 
 def tuned_exponents(tuning: dict[int, list[ImageRun]]) -> tuple[TunedExponent, TunedExponent]:
@@ -425,8 +426,9 @@ def tuning_by_size(runs: list[ImageRun], precision: str) -> dict[int, list[Image
 def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
     """Rules tuned on the tuning runs of every size at once (keys: sizes, at least two): the
     size-scaled rules with their exponents (`tuned_exponents`, each shown with its
-    leave-one-run-out range; WMV alone, without the default's stop at fixed:auto's), and the snapshot ranker trained on all those runs (its features
-    are per-pixel measures of each snapshot, so runs of any size can train it)."""
+    leave-one-run-out range; WMV alone, without the default's stop at fixed:auto's), and the
+    snapshot ranker trained on all those runs (its features are per-pixel measures of each
+    snapshot, so runs of any size can train it)."""
     if len(tuning) < 2:
         return {}
     stop, patience = tuned_exponents(tuning)
@@ -467,19 +469,6 @@ def shipped_rules() -> dict[str, Rule]:
         lambda run: -run.variances[window],
     )
     return {"wmv (default)": wmv, "fixed:auto": scaled, "last": last}
-
-
-def capped_run(run: ImageRun, num_iter: int) -> ImageRun:
-    """`run` up to iteration `num_iter`: the run a fit stopped there would have given (a fit
-    does not depend on its planned length)."""
-    count = int(np.searchsorted(run.iterations, num_iter, side="right"))
-    return dataclasses.replace(
-        run,
-        iterations=run.iterations[:count],
-        psnr=run.psnr[:count],
-        variances={window: values[:count] for window, values in run.variances.items()},
-        features=None if run.features is None else run.features[:count],
-    )
 
 
 def within_image_srcc(runs: list[ImageRun], score: Callable[[ImageRun], np.ndarray]) -> float:

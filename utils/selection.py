@@ -163,15 +163,21 @@ class WmvResult:
     stop_index: int | None
 
 
-def wmv_replay(variances: np.ndarray, patience: int) -> tuple[int, int | None]:
+def wmv_replay(
+    variances: np.ndarray, patience: int, stop_index: int | None = None
+) -> tuple[int, int | None]:
     """The WMV rule over window variances computed before ((snapshots,), NaN until the first
-    full window): (the pick, at the minimum up to where the rule fired; where it fired, or
-    None), the decisions `method.WmvRule` takes."""
+    full window), firing after `patience` snapshots without a new minimum or at snapshot
+    `stop_index` (`fixed:auto`'s stop) at the latest: (the pick, at the minimum up to where the
+    rule fired; where it fired, or None), the decisions `method.WmvRule` takes."""
     variances = np.asarray(variances, dtype=np.float64)
     skip = int(np.isnan(variances).sum())  # before the first full window
     options = method.RuleOptions(patience=patience, score=lambda variance: -variance, skip=skip)
     rule = method.BestScoreRule(options)
-    fired_at = method.replay(rule, enumerate(variances))
+    seen = variances if stop_index is None else variances[: stop_index + 1]
+    fired_at = method.replay(rule, enumerate(seen))
+    if fired_at is None and len(seen) < len(variances):
+        fired_at = len(seen) - 1
     return rule.best_index, fired_at
 
 
