@@ -18,7 +18,6 @@ from models.skip import SkipConfig
 from utils import cli, cluster, selection
 from utils.dip import core_share, denoising, devices, planning, reconstruction, run_options
 from utils.early_stopping import early_stop_choices
-from utils.method import FitSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,12 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_flags(
         parser,
         (
-            ("--num_iter", FitSettings.num_iter, "most iterations per image"),
             ("--save_iter", denoising.SAVE_ITER, "snapshot every N iterations"),
             ("--wmv_window", denoising.WMV_WINDOW, "wmv window in iterations"),
         ),
     )
     cli.add_patience_flag(parser, "wmv patience in iterations")
+    run_options.add_length_flag(parser)
     run_options.add_stop_flag(parser)
     run_options.add_loss_flag(parser)
     run_options.add_precision_flag(parser)

@@ -7,16 +7,14 @@ tabled runs): the fixed-length pipeline (every iteration, then a pick; its true 
 picker) against each shipped stop: the default WMV (its patience scaled with the size) and
 `fixed:auto` (a fixed iteration scaled with the size). Per rule: how many runs it stopped before
 their end, the iteration it stopped at, the speed-up over the fixed length, its pick against
-the true best and the last snapshot. Runs longer than denoise.py's default length (the 512 px
-runs: 5000 iterations against 3000) are replayed a second time cut to that length: what
-`denoise.py photo.png` does on such an image.
+the true best and the last snapshot. `denoise.py photo.png` runs at least to the default rule's
+latest stop (its --num_iter auto), so the default row is what it does at every size.
 
     python -m experiments.online_study [--write]
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import numpy as np
 
 from experiments import scale_study
 from experiments.common import report_main
-from utils import method, selection
+from utils import selection
 
 RESULTS = scale_study.RESULTS
 TABLE_FILE = "online.md"
@@ -48,20 +46,6 @@ def fixed_stop(run: scale_study.ImageRun) -> tuple[int, int | None]:
 
 
 STOPS = {"wmv (default)": wmv_stop, "fixed:auto": fixed_stop}
-DENOISE_LENGTH = method.FitSettings.num_iter  # denoise.py's default run length, iterations
-
-
-def cut(run: scale_study.ImageRun, length: int) -> scale_study.ImageRun:
-    """`run` as a run of `length` iterations would have been: its candidates up to `length` (a
-    fit does not depend on its planned length)."""
-    keep = int(np.searchsorted(run.iterations, length, side="right"))
-    return dataclasses.replace(
-        run,
-        iterations=run.iterations[:keep],
-        psnr=run.psnr[:keep],
-        variances={window: values[:keep] for window, values in run.variances.items()},
-        features=None if run.features is None else run.features[:keep],
-    )
 
 
 def rule_row(runs: list[scale_study.ImageRun], name: str) -> list[str]:
@@ -98,20 +82,15 @@ def report_lines(results: Path) -> list[str]:
     groups = scale_study.cc_groups(scale_study.read_runs(results), inits=True)
     for (size, precision, set_name), runs in groups.items():
         init = set_name.partition("_")[2] or "scratch"
-        versions = [(init, runs)]
-        if min(run.iterations[-1] for run in runs) > DENOISE_LENGTH:
-            label = f"{init}, first {DENOISE_LENGTH} (denoise.py)"
-            versions.append((label, [cut(run, DENOISE_LENGTH) for run in runs]))
-        for label, group in versions:
-            seeds = ",".join(str(seed) for seed in sorted({run.seed for run in group}))
-            fixed = [
-                str(size), precision, label, seeds, str(len(group)),
-                f"{np.mean([run.iterations[-1] for run in group]):.0f}",
-                f"{np.mean([run.best for run in group]):.2f}",
-                f"{np.mean([run.psnr[-1] for run in group]):.2f}",
-            ]  # fmt: skip
-            for name in STOPS:
-                lines.append("| " + " | ".join(fixed + rule_row(group, name)) + " |")
+        seeds = ",".join(str(seed) for seed in sorted({run.seed for run in runs}))
+        fixed = [
+            str(size), precision, init, seeds, str(len(runs)),
+            f"{np.mean([run.iterations[-1] for run in runs]):.0f}",
+            f"{np.mean([run.best for run in runs]):.2f}",
+            f"{np.mean([run.psnr[-1] for run in runs]):.2f}",
+        ]  # fmt: skip
+        for name in STOPS:
+            lines.append("| " + " | ".join(fixed + rule_row(runs, name)) + " |")
     return lines
 
 

@@ -6,19 +6,24 @@ tests/test_pick_follows_model.py."""
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import denoise  # noqa: E402
 import run_BDN  # noqa: E402
 import test_BIQAN  # noqa: E402
+from models.skip import SkipConfig  # noqa: E402
 from tests.conftest import make_pair  # noqa: E402
 from utils import early_stopping, image_io, method, selection  # noqa: E402
+from utils.dip import planning  # noqa: E402
 from utils.early_stopping import from_iterations  # noqa: E402
 from utils.method import BestScoreRule, FixedRule, RuleOptions, WmvRule, replay  # noqa: E402
 
@@ -173,21 +178,10 @@ def test_biqan_early_stop_needs_a_model(tmp_path, capsys):
 
 
 def denoise_args(*argv: str):
-    """denoise.py's flags for a short fit; the patience is the default, auto."""
-    return denoise.parse_args(
-        [
-            *argv,
-            "--num_iter",
-            "60",
-            "--save_iter",
-            "10",
-            "--wmv_window",
-            "20",
-            "--gpu_id",
-            "cpu",
-            "--quiet",
-        ]
-    )
+    """denoise.py's flags for a short fit, then `argv` (its flags win); the patience is the
+    default, auto."""
+    short = ["--num_iter", "60", "--save_iter", "10", "--wmv_window", "20", "--gpu_id", "cpu"]
+    return denoise.parse_args([*short, "--quiet", *argv])
 
 
 def test_denoise_keeps_names_sizes_and_formats_and_survives_a_bad_file(tmp_path, caplog):
@@ -329,3 +323,40 @@ def test_wmv_fires_at_the_stop_iteration_at_the_latest():
     assert method.replay(rule, snapshots) == 100 and rule.pick_iteration == 100
     patient = method.WmvRule(method.RuleOptions(window=2, patience=50))
     assert method.replay(patient, snapshots) is None and patient.pick_iteration == 200
+
+
+def test_auto_length_runs_to_the_latest_stop_of_each_group():
+    """--num_iter auto (denoise.py's default): method.NUM_ITER, or the group's latest stop
+    rounded up to a snapshot where that is later; a number is kept as it is."""
+    auto = method.FitSettings(num_iter=None, save_iter=20)
+    assert auto.run_length(selection.scaled_stop(64, 64)) == method.NUM_ITER
+    assert auto.run_length(4064.4) == 4080
+    assert method.FitSettings(num_iter=500).run_length(4064.4) == 500
+    with pytest.raises(ValueError, match="save_iter must be in 1..num_iter"):
+        method.FitSettings(num_iter=None, save_iter=method.NUM_ITER + 1).validate()
+    settings = planning.RunSettings(
+        output_path=Path("out"),
+        network=SkipConfig(),
+        fit=method.FitSettings(num_iter=None, save_iter=10),
+        device=torch.device("cpu"),
+        early_stop=from_iterations("wmv", 40, None, 10, None),
+    )
+    images = [SimpleNamespace(noisy=SimpleNamespace(pixels=np.zeros(shape))) for shape in
+              [(64, 64), (1024, 1024, 3)]]  # fmt: skip
+    stop = early_stopping.latest_stop(settings.early_stop, (1024, 1024))
+    assert stop == selection.scaled_stop(1024, 1024) > method.NUM_ITER
+    assert planning.for_group(settings, images).fit.num_iter == math.ceil(stop / 10) * 10
+    assert planning.for_group(settings, images[:1]).fit.num_iter == method.NUM_ITER
+
+
+@pytest.mark.parametrize("stop, length", [(30, 40), (70, 70)])
+def test_denoise_auto_length_reaches_the_stop(tmp_path, monkeypatch, stop, length):
+    """End to end, with NUM_ITER made small: the fit without a rule runs to the later of
+    NUM_ITER and --stop_iteration, and keeps that last snapshot."""
+    monkeypatch.setattr(method, "NUM_ITER", 40)
+    make_pair(tmp_path, "one", height=16, width=16, seed=3)
+    argv = [str(tmp_path / "real"), "-o", str(tmp_path / "out"), "--keep_snapshots"]
+    argv += ["--early_stop", "none", "--stop_iteration", str(stop), "--num_iter", "auto"]
+    assert denoise.main(denoise_args(*argv)) == 0
+    rows = read_csv(tmp_path / "out" / "snapshots" / "one" / "metrics.csv")
+    assert int(rows[-1]["iteration"]) == length

@@ -66,15 +66,20 @@ def parse_checked(
 def add_patience_flag(group: Any, text: str, default: int | str = selection.AUTO) -> None:
     """--patience in iterations, or auto (`selection.scaled_patience` of each image, in
     snapshots of the run); parsed to an int, or None for auto."""
-    group.add_argument(
+    add_auto_flag(
+        group,
         "--patience",
-        type=iterations_or_auto,
-        default=default,
-        help=f"{text}, or {selection.AUTO}: {selection.TUNED_WMV.patience} snapshots for a "
+        f"{text}, or {selection.AUTO}: {selection.TUNED_WMV.patience} snapshots for a "
         f"{selection.STOP_SIZE}x{selection.STOP_SIZE} image, times (pixels / "
         f"{selection.STOP_SIZE}^2) ** {selection.PATIENCE_EXPONENT}, rounded (default: "
         "%(default)s)",
+        default,
     )
+
+
+def add_auto_flag(group: Any, flag: str, text: str, default: int | str = selection.AUTO) -> None:
+    """A flag in iterations that also takes auto, parsed to an int or None (`iterations_or_auto`)."""
+    group.add_argument(flag, type=iterations_or_auto, default=default, help=text)
 
 
 def iterations_or_auto(text: str) -> int | None:

@@ -158,6 +158,14 @@ def model_scorers(settings: EarlyStopSettings, noisy: list[np.ndarray]) -> list[
     raise ValueError(f"no model scores the snapshots of the {settings.rule!r} rule")
 
 
+def latest_stop(settings: EarlyStopSettings, size: tuple[int, int]) -> float:
+    """The fixed rule's stop (wmv's latest) for an image of `size` (height, width), an
+    iteration: --stop_iteration, or auto's, scaled to the size (`selection.scaled_stop`)."""
+    if settings.stop_iteration is not None:
+        return settings.stop_iteration
+    return selection.scaled_stop(*size)
+
+
 def make_stoppers(
     settings: EarlyStopSettings, noisy: list[np.ndarray]
 ) -> list[method.StoppingRule] | None:
@@ -174,9 +182,7 @@ def make_stoppers(
                 patience=settings.patience
                 if settings.patience is not None
                 else selection.scaled_patience(*image.shape[:2]),
-                stop_iteration=settings.stop_iteration
-                if settings.stop_iteration is not None
-                else selection.scaled_stop(*image.shape[:2]),
+                stop_iteration=latest_stop(settings, image.shape[:2]),
                 score=score,
                 skip=selection.START_INDEX if rule.scored else 0,
             )

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     import torch
 
 INPUT_KINDS = ("noise", "noisy_image")
+# Upstream DIP's run length for denoising: run_BDN.py's --num_iter, and the least of denoise.py's
+# auto length (`FitSettings.run_length`)
+NUM_ITER = 3000
 Entry = TypeVar("Entry")
 Loss = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 LOSSES: dict[str, Loss] = {}
@@ -51,9 +54,10 @@ def mean_squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 @dataclasses.dataclass(frozen=True)
 class FitSettings:
-    """Hyper-parameters of one DIP fit (defaults: upstream DIP's denoising notebook)."""
+    """Hyper-parameters of one DIP fit (defaults: upstream DIP's denoising notebook); a
+    `num_iter` of None is auto (`run_length`)."""
 
-    num_iter: int = 3000
+    num_iter: int | None = NUM_ITER
     save_iter: int = 20
     lr: float = 0.01
     reg_noise_std: float = 1.0 / 30.0
@@ -71,12 +75,10 @@ class FitSettings:
         for name in ("lr", "reg_noise_std", "target_noise_std", "exp_weight", "backtrack_db"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+        most = NUM_ITER if self.num_iter is None else self.num_iter
         requirements = {
-            "num_iter": (self.num_iter >= 1, "positive"),
-            "save_iter": (
-                1 <= self.save_iter <= self.num_iter,
-                f"in 1..num_iter ({self.num_iter})",
-            ),
+            "num_iter": (self.num_iter is None or self.num_iter >= 1, "positive"),
+            "save_iter": (1 <= self.save_iter <= most, f"in 1..num_iter ({most})"),
             "lr": (self.lr > 0, "positive"),
             "reg_noise_std": (self.reg_noise_std >= 0, ">= 0"),
             "target_noise_std": (self.target_noise_std >= 0, ">= 0"),
@@ -89,6 +91,14 @@ class FitSettings:
         for name, (holds, requirement) in requirements.items():
             if not holds:
                 raise ValueError(f"{name} must be {requirement}, got {getattr(self, name)!r}")
+
+    def run_length(self, stop: float) -> int:
+        """The fit's iterations: `num_iter`; auto (None): NUM_ITER, or `stop` (the stopping
+        rule's latest, an iteration) rounded up to a snapshot where that is later, so that
+        the rule is never cut short by the run's end."""
+        if self.num_iter is not None:
+            return self.num_iter
+        return max(NUM_ITER, math.ceil(stop / self.save_iter) * self.save_iter)
 
 
 def update_average(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -97,6 +98,12 @@ def scaled_stop(height: int, width: int, exponent: float | None = None) -> float
     snapshot."""
     ratio = size_ratio(height, width)
     return TUNED_FIXED.iteration * ratio ** (STOP_EXPONENT if exponent is None else exponent)
+
+
+def stop_side(iteration: float) -> float:
+    """The side of the square image whose scaled stop is `iteration` (`scaled_stop` inverted)."""
+    ratio = (iteration / TUNED_FIXED.iteration) ** (1 / STOP_EXPONENT)
+    return STOP_SIZE * math.sqrt(ratio)
 
 
 def scaled_patience(height: int, width: int, exponent: float | None = None) -> int:

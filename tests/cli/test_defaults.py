@@ -5,6 +5,7 @@ its default."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import subprocess
 import sys
@@ -104,7 +105,7 @@ def test_run_bdn_without_flags_fits_the_design_method(tmp_path):
     assert args.checkpoint_every == planning.RunSettings.checkpoint_every
     assert args.precision == ("bf16" if run_options.native_bf16(args.device) else "fp32")
     assert args.early_stop == "none"
-    assert denoise.build_parser().get_default("num_iter") == FitSettings.num_iter
+    assert denoise.build_parser().parse_args(["in.png", "-o", "out"]).num_iter is None  # auto
     assert run_BDN.build_parser().get_default("precision") == run_options.AUTO_PRECISION
     assert denoise.build_parser().get_default("precision") == run_options.AUTO_PRECISION
     with pytest.raises(ValueError, match="no default"):
@@ -172,7 +173,12 @@ def test_usage_prose_gives_denoise_defaults():
     expected = (
         f"online `{defaults.early_stop}` stopping (window {defaults.wmv_window} and patience "
         f"`{selection.AUTO if defaults.patience is None else defaults.patience}` iterations",
-        f"at most `--num_iter` {defaults.num_iter}",
+        f"at most `--num_iter` {selection.AUTO}: {FitSettings.num_iter} iterations",
+        f"over about {selection.stop_side(FitSettings.num_iter):.0f}x",
     )
+    for side in (256, 512):  # the stops the prose gives, a snapshot at or after the scaled stop
+        stop = math.ceil(selection.scaled_stop(side, side) / FitSettings.save_iter)
+        assert f"{stop * FitSettings.save_iter} " in usage.split(f"on a {side}x{side}")[0][-30:]
+    assert defaults.num_iter is None
     for text in expected:
         assert text in usage, text

@@ -4,11 +4,13 @@ alone."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from experiments import inventory, online_study, per_image, seed_spread, transfer_study
 from tests.experiments.test_scale_study import ITERATIONS, row_cells, write_cbm3d, write_run
-from utils import selection
+from utils import method, selection
 
 
 def cells_of(line: str) -> list[str]:
@@ -102,14 +104,15 @@ def test_online_table_replays_the_shipped_stops(tmp_path):
     assert fixed[8:12] == ["fixed:auto", "2/2", "600 [600, 600]", "2.00x"]
 
 
-def test_runs_longer_than_denoise_are_replayed_cut_to_its_length(tmp_path):
-    """A 512 px run of 5000 iterations also shows what denoise.py's default 3000 would do: the
-    true best and the last snapshot of its first 3000 iterations."""
+def test_long_runs_are_replayed_whole_as_denoise_runs_to_the_stop(tmp_path):
+    """A 512 px run of 5000 iterations: denoise.py's auto --num_iter runs past 3000 to the
+    default rule's latest stop, so one pair of rows replays the whole run; still rising at
+    fixed:auto's stop (a snapshot at or after 4064), both rules stop there."""
     long = np.arange(20, 5020, 20)
-    write_run(tmp_path, "CC", "c1", 4000, 36.0, size=512, iterations=long)
+    write_run(tmp_path, "CC", "c1", 4900, 36.0, size=512, iterations=long)
     rows = [cells_of(line) for line in online_study.report_lines(tmp_path) if "| 512 |" in line]
-    assert [row[2] for row in rows] == ["scratch"] * 2 + ["scratch, first 3000 (denoise.py)"] * 2
-    full, cut = rows[0], rows[2]
-    assert full[5:7] == ["5000", "36.00"]
-    assert cut[5:7] == ["3000", f"{36.0 - 1e-5 * 1000**2:.2f}"]
-    assert cut[9] == "0/1"  # still rising at 3000: WMV never fires, the run ends there
+    assert [row[2] for row in rows] == ["scratch"] * 2
+    stop = math.ceil(selection.scaled_stop(512, 512) / 20) * 20
+    assert stop > method.NUM_ITER
+    for row in rows:
+        assert row[5] == "5000" and row[9:11] == ["1/1", f"{stop} [{stop}, {stop}]"]

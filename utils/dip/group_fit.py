@@ -21,7 +21,7 @@ from utils import image_io, metrics, plots
 from utils.cluster import Interrupted
 from utils.dip import networks, run_guard
 from utils.dip.fitting import DipFit, grouped_network, run_fit, to_tensor
-from utils.dip.planning import PreparedImage, RunSettings, image_seed
+from utils.dip.planning import PreparedImage, RunSettings, for_group, image_seed
 from utils.dip.snapshots import (
     Checkpointer,
     Progress,
@@ -50,6 +50,7 @@ def fit_group(
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
     """Fit K same-size images together (resuming from their state files); returns the
     summaries of the finished images and (file, reason) for each whose fit diverged."""
+    settings = for_group(settings, images)
     folders = [settings.output_path / image.job.stem for image in images]
     starts = [networks.initial_state(image, settings, previous) for image in images]
     for folder, image in zip(folders, images):

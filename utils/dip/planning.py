@@ -21,7 +21,7 @@ from utils.cluster import StopRequest
 from utils.dip import devices, run_guard
 from utils.dip.fitting import Padding, pad_image, padded_side
 from utils.dip.snapshots import resume_iteration
-from utils.early_stopping import EarlyStopSettings
+from utils.early_stopping import EarlyStopSettings, latest_stop
 from utils.method import FitSettings
 from utils.run_output import SUMMARY_FILE
 
@@ -228,6 +228,14 @@ def prepare_all(
             failures.append((job.noisy, str(error)))
             LOGGER.error("%s", error)
     return prepared, failures
+
+
+def for_group(settings: RunSettings, images: list[PreparedImage]) -> RunSettings:
+    """`settings` with the fit's length for these images: an auto --num_iter
+    (`FitSettings.run_length`) reaches the latest stop of every image of the group."""
+    stop = max(latest_stop(settings.early_stop, image.noisy.pixels.shape[:2]) for image in images)
+    fit = dataclasses.replace(settings.fit, num_iter=settings.fit.run_length(stop))
+    return dataclasses.replace(settings, fit=fit)
 
 
 def make_groups(images: list[PreparedImage], settings: RunSettings) -> list[list[PreparedImage]]:

@@ -160,11 +160,10 @@ def early_stop_settings(args: argparse.Namespace) -> early_stopping.EarlyStopSet
 def add_stop_flag(group: Any) -> None:
     """--stop_iteration of the fixed rule (and wmv's latest stop): an iteration, or auto (scaled
     to each image); parsed to an int, or None for auto."""
-    group.add_argument(
+    cli.add_auto_flag(
+        group,
         "--stop_iteration",
-        type=cli.iterations_or_auto,
-        default=selection.AUTO,
-        help=f"fixed: stop at the first snapshot at or after this iteration and keep it (wmv: "
+        f"fixed: stop at the first snapshot at or after this iteration and keep it (wmv: "
         f"stop there at the latest, keeping its pick); "
         f"{selection.AUTO} (default): {selection.TUNED_FIXED.iteration} for a "
         f"{selection.STOP_SIZE}x{selection.STOP_SIZE} image, times (pixels / "
@@ -172,11 +171,25 @@ def add_stop_flag(group: Any) -> None:
     )
 
 
+def add_length_flag(group: Any) -> None:
+    """denoise.py's --num_iter: iterations, or auto (`FitSettings.run_length`); parsed to an
+    int, or None for auto."""
+    side = selection.stop_side(method.NUM_ITER)
+    cli.add_auto_flag(
+        group,
+        "--num_iter",
+        f"most iterations per image; {selection.AUTO} (default): {method.NUM_ITER}, or the "
+        f"image's --stop_iteration where that is later (so that the rule is not cut short: "
+        f"with the auto stop, images over about {side:.0f}x{side:.0f} px)",
+    )
+
+
 def show_interval(args: argparse.Namespace) -> int:
     """--show_iter, or its default: about num_iter/10 in a log file (--quiet), else never."""
     if getattr(args, "show_iter", None) is not None:
         return args.show_iter
-    return cluster.log_interval(args.num_iter, args.save_iter) if args.quiet else 0
+    length = method.NUM_ITER if args.num_iter is None else args.num_iter
+    return cluster.log_interval(length, args.save_iter) if args.quiet else 0
 
 
 def run_settings(
