@@ -52,6 +52,12 @@ def mean_squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return (output - target).square().flatten(1).mean(dim=1)
 
 
+def least_length(num_iter: int | None) -> int:
+    """The fewest iterations a fit of `num_iter` makes: `num_iter`, or NUM_ITER where it is
+    auto (None; `FitSettings.run_length` may make it longer)."""
+    return NUM_ITER if num_iter is None else num_iter
+
+
 @dataclasses.dataclass(frozen=True)
 class FitSettings:
     """Hyper-parameters of one DIP fit (defaults: upstream DIP's denoising notebook); a
@@ -75,7 +81,7 @@ class FitSettings:
         for name in ("lr", "reg_noise_std", "target_noise_std", "exp_weight", "backtrack_db"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
-        most = NUM_ITER if self.num_iter is None else self.num_iter
+        most = least_length(self.num_iter)
         requirements = {
             "num_iter": (self.num_iter is None or self.num_iter >= 1, "positive"),
             "save_iter": (1 <= self.save_iter <= most, f"in 1..num_iter ({most})"),

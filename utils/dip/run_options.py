@@ -188,7 +188,7 @@ def show_interval(args: argparse.Namespace) -> int:
     """--show_iter, or its default: about num_iter/10 in a log file (--quiet), else never."""
     if getattr(args, "show_iter", None) is not None:
         return args.show_iter
-    length = method.NUM_ITER if args.num_iter is None else args.num_iter
+    length = method.least_length(args.num_iter)
     return cluster.log_interval(length, args.save_iter) if args.quiet else 0
 
 
