@@ -107,9 +107,7 @@ def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--runs", default="devdata/runs", help="run_BDN outputs (default devdata/runs)"
-    )
+    common.add_folder_flags(parser, "runs")
     parser.add_argument(
         "--polyu", default="PolyU_s0", help="PolyU run folder under --runs (default PolyU_s0)"
     )

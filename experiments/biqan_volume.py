@@ -240,9 +240,9 @@ def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="devdata/runs", help="run_BDN outputs")
+    common.add_folder_flags(parser, "runs")
     parser.add_argument("--out", default="devdata/biqan_volume", help="sets, labels, models")
-    parser.add_argument("--tables", default="devdata/tables", help="table folder")
+    common.add_folder_flags(parser, "tables")
     common.add_imagenet_flag(parser)
     parser.add_argument("--only", nargs="*", default=[], help="variant names to run")
     parser.add_argument("--epochs", type=int, default=12, help="most epochs per stage")

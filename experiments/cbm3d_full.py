@@ -162,7 +162,7 @@ def main(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data", help="folder with PolyU/ and CC/")
-    parser.add_argument("--tables", default="devdata/tables", help="where the CSV and table go")
+    common.add_folder_flags(parser, "tables")
     parser.add_argument(
         "--polyu_every",
         type=int,

@@ -26,6 +26,13 @@ from utils import image_io, run_output
 
 REPO = Path(__file__).resolve().parents[1]
 REPRODUCTION = REPO / "docs" / "REPRODUCTION.md"  # the document whose marked blocks studies rewrite
+# The experiments' working folders (git-ignored): flag name -> (default, what it holds)
+FOLDERS = {
+    "crops": ("devdata/crops", "crops of prepare_data.py, <dataset>/{real,mean}"),
+    "runs": ("devdata/runs", "run_BDN.py output folders"),
+    "selection": ("devdata/selection", "test_BIQAN.py outputs, <run>/<model>/<image>_scores.csv"),
+    "tables": ("devdata/tables", "tables, CSVs and caches"),
+}
 
 
 def read_metrics(image_dir: Path) -> dict[str, np.ndarray] | None:
@@ -254,6 +261,19 @@ def replace_block(text: str, name: str, content: str) -> str:
         print(f"warning: no block {name} in the document")
         return text
     return pattern.sub(lambda m: m.group(1) + content.rstrip() + "\n" + m.group(2), text)
+
+
+def add_folder_flags(parser: argparse.ArgumentParser, *names: str, path: bool = False) -> None:
+    """Add a flag --<name> with its default folder for each of `names` (keys of FOLDERS); its
+    value a Path where `path`, else a str."""
+    for name in names:
+        default, holds = FOLDERS[name]
+        parser.add_argument(
+            f"--{name}",
+            type=Path if path else str,
+            default=default,
+            help=f"{holds} (default {default})",
+        )
 
 
 def add_report_flags(parser: argparse.ArgumentParser, results: Path, table_file: str) -> None:

@@ -212,9 +212,7 @@ def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--crops", default="devdata/crops", help="crops of prepare_data.py")
-    parser.add_argument("--runs", default="devdata/runs", help="run folders")
-    parser.add_argument("--tables", default="devdata/tables", help="selector_picks.csv and outputs")
+    common.add_folder_flags(parser, "crops", "runs", "tables")
     return parser.parse_args(argv)
 
 

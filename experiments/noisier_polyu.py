@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from experiments import run_polyu
+from experiments import common, run_polyu
 
 
 def name_seed(name: str) -> int:
@@ -79,8 +79,7 @@ def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--crops", default="devdata/crops", help="crop folder of run_polyu.py")
-    parser.add_argument("--runs", default="devdata/runs", help="run_BDN outputs")
+    common.add_folder_flags(parser, "crops", "runs")
     parser.add_argument("--offsets", type=int, nargs="+", default=[0, 1], help="PolyU subsets")
     parser.add_argument(
         "--sigmas", type=float, nargs="+", default=[3.0, 5.0, 8.0], help="added std, /255"

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments import common
 from utils import image_io, method, run_output
 
 
@@ -205,21 +206,18 @@ def main(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
-if __name__ == "__main__":
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, default=Path("devdata/runs"))
+    common.add_folder_flags(parser, "runs", path=True)
     parser.add_argument(
         "--tune_on", default="PolyU_s0", help="run folder (under --runs) to tune on"
     )
     parser.add_argument("--windows", type=int, nargs="+", default=[2, 3, 5, 10])
     parser.add_argument("--patiences", type=int, nargs="+", default=[2, 3, 5, 10, 25, 50])
-    parser.add_argument("--out", type=Path, default=Path("devdata/tables/online_stopping.md"))
     parser.add_argument(
-        "--selection",
-        type=Path,
-        default=Path("devdata/selection"),
-        help="test_BIQAN.py outputs holding <run>/<model>/<image>_scores.csv",
+        "--out", type=Path, default=Path(common.FOLDERS["tables"][0]) / "online_stopping.md"
     )
+    common.add_folder_flags(parser, "selection", path=True)
     parser.add_argument(
         "--biqan",
         nargs="*",
@@ -233,4 +231,8 @@ if __name__ == "__main__":
         default=71.0,
         help="time of one iteration for the time columns (default 71.0: 64x64 on the 2-core CI CPU)",
     )
-    main(parser.parse_args())
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from experiments import common
 from utils import image_io
 
 DATASETS = ("PolyU", "CC")
+CROPS = common.FOLDERS["crops"][0]
 
 
 def list_by_stem(folder: Path) -> dict[str, Path]:
@@ -123,9 +125,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="../shared/data",
         help="folder holding PolyU/ and CC/ (default ../shared/data)",
     )
-    parser.add_argument(
-        "--out", default="devdata/crops", help="output folder (default devdata/crops)"
-    )
+    parser.add_argument("--out", default=CROPS, help=f"output folder (default {CROPS})")
     parser.add_argument("--size", type=int, default=64, help="crop side in pixels (default 64)")
     parser.add_argument(
         "--datasets", nargs="+", default=list(DATASETS), help="datasets to crop (default PolyU CC)"

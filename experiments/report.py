@@ -517,20 +517,7 @@ def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--crops", default="devdata/crops", help="crops folder (default devdata/crops)"
-    )
-    parser.add_argument(
-        "--runs", default="devdata/runs", help="run_BDN outputs (default devdata/runs)"
-    )
-    parser.add_argument(
-        "--selection",
-        default="devdata/selection",
-        help="test_BIQAN outputs (default devdata/selection)",
-    )
-    parser.add_argument(
-        "--tables", default="devdata/tables", help="tables and caches (default devdata/tables)"
-    )
+    common.add_folder_flags(parser, "crops", "runs", "selection", "tables")
     parser.add_argument(
         "--figures", default="docs/figures", help="figure folder (default docs/figures)"
     )

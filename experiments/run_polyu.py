@@ -123,11 +123,7 @@ def add_run_flags(parser: argparse.ArgumentParser, num_iter: int = 1200) -> None
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--crops",
-        default="devdata/crops",
-        help="folder holding <dataset>/{real,mean} (default devdata/crops)",
-    )
+    common.add_folder_flags(parser, "crops")
     parser.add_argument(
         "--subsets",
         default=None,

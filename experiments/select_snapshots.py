@@ -306,17 +306,7 @@ def action_table(args: argparse.Namespace) -> int:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("noref", "tune_wmv", "tune_fixed", "biqan", "table"))
-    parser.add_argument(
-        "--runs", default="devdata/runs", help="run_BDN outputs (default devdata/runs)"
-    )
-    parser.add_argument(
-        "--selection",
-        default="devdata/selection",
-        help="test_BIQAN outputs (default devdata/selection)",
-    )
-    parser.add_argument(
-        "--tables", default="devdata/tables", help="tables (default devdata/tables)"
-    )
+    common.add_folder_flags(parser, "runs", "selection", "tables")
     parser.add_argument(
         "--polyu_run", default="devdata/runs/PolyU_s0", help="PolyU run for tune_wmv"
     )

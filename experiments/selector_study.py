@@ -561,7 +561,7 @@ def main(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default="devdata/features", help="feature cache folder")
-    parser.add_argument("--tables", default="devdata/tables", help="output folder")
+    common.add_folder_flags(parser, "tables")
     parser.add_argument("--start_index", type=int, default=8, help="snapshots skipped (default 8)")
     parser.add_argument("--folds", type=int, default=5, help="PolyU cross-validation folds")
     parser.add_argument(

@@ -188,7 +188,7 @@ def main(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="SIZE=FOLDER, e.g. 64=devdata/runs")
-    parser.add_argument("--tables", default="devdata/tables", help="output folder")
+    common.add_folder_flags(parser, "tables")
     parser.add_argument("--start_index", type=int, default=8, help="snapshots skipped (default 8)")
     return parser.parse_args(argv)
 

@@ -285,24 +285,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "action", choices=("run", "analyse"), help="run the fits, or analyse the finished ones"
     )
-    parser.add_argument(
-        "--crops",
-        default="devdata/crops",
-        help="folder holding CC/ and PolyU/ {real,mean} (default devdata/crops)",
-    )
+    common.add_folder_flags(parser, "crops")
     parser.add_argument(
         "--subsets",
         default=None,
         help="where the PolyU chain subsets are made (default: inside --crops; give one when --crops is ../shared/data)",
     )
-    parser.add_argument(
-        "--runs", default="devdata/runs", help="folder of run_BDN outputs (default devdata/runs)"
-    )
-    parser.add_argument(
-        "--tables",
-        default="devdata/tables",
-        help="where analyse writes its tables (default devdata/tables)",
-    )
+    common.add_folder_flags(parser, "runs", "tables")
     parser.add_argument(
         "--polyu_run",
         default="devdata/runs/PolyU_s0",
