@@ -47,18 +47,30 @@ class LabelSettings:
     votes: int = 10000
 
 
+def _rescale(
+    values: float | np.ndarray, source: tuple[float, float], target: tuple[float, float]
+) -> np.ndarray:
+    """Map `values` linearly from the interval `source` onto `target` (not clipped), in float64."""
+    (source_low, source_high), (target_low, target_high) = source, target
+    return (np.asarray(values, dtype=np.float64) - source_low) / (source_high - source_low) * (
+        target_high - target_low
+    ) + target_low
+
+
+def _psnr_range(min_psnr: float, max_psnr: float) -> tuple[float, float]:
+    """(min_psnr, max_psnr) in dB; ValueError unless max_psnr > min_psnr."""
+    if not max_psnr > min_psnr:
+        raise ValueError(f"max_psnr ({max_psnr}) must be greater than min_psnr ({min_psnr})")
+    return min_psnr, max_psnr
+
+
 def psnr_to_mean_score(
     psnr: float | np.ndarray,
     min_psnr: float = LabelSettings.min_psnr,
     max_psnr: float = LabelSettings.max_psnr,
 ) -> float | np.ndarray:
     """Map PSNR (dB) linearly to a mean score: min_psnr -> 2.5, max_psnr -> 7.5 (not clipped)."""
-    if not max_psnr > min_psnr:
-        raise ValueError(f"max_psnr ({max_psnr}) must be greater than min_psnr ({min_psnr})")
-    low, high = SCORE_RANGE
-    return (np.asarray(psnr, dtype=np.float64) - min_psnr) / (max_psnr - min_psnr) * (
-        high - low
-    ) + low
+    return _rescale(psnr, _psnr_range(min_psnr, max_psnr), SCORE_RANGE)
 
 
 def image_mean_scores(
@@ -80,11 +92,9 @@ def image_mean_scores(
         with np.errstate(over="ignore", invalid="ignore"):
             return psnr_to_mean_score(values, min_psnr, max_psnr)
     values = np.exp(psnr - psnr.max()) if use_exp else psnr
-    low, high = SCORE_RANGE
-    spread = values.max() - values.min()
-    if not spread > 0:
-        return np.full(psnr.shape, (low + high) / 2)
-    return (values - values.min()) / spread * (high - low) + low
+    if not values.max() > values.min():
+        return np.full(psnr.shape, sum(SCORE_RANGE) / 2)
+    return _rescale(values, (values.min(), values.max()), SCORE_RANGE)
 
 
 def mean_score_to_psnr(
@@ -93,12 +103,7 @@ def mean_score_to_psnr(
     max_psnr: float = LabelSettings.max_psnr,
 ) -> float | np.ndarray:
     """Inverse of :func:`psnr_to_mean_score`: mean score on the 1..10 scale -> PSNR in dB."""
-    if not max_psnr > min_psnr:
-        raise ValueError(f"max_psnr ({max_psnr}) must be greater than min_psnr ({min_psnr})")
-    low, high = SCORE_RANGE
-    return (np.asarray(mean_score, dtype=np.float64) - low) / (high - low) * (
-        max_psnr - min_psnr
-    ) + min_psnr
+    return _rescale(mean_score, SCORE_RANGE, _psnr_range(min_psnr, max_psnr))
 
 
 def _normal_cdf(values: np.ndarray) -> np.ndarray:
