@@ -182,15 +182,8 @@ def pick_row(selector: str, run: ImageRun, scores: np.ndarray) -> dict:
 
 def variants() -> list[Variant]:
     names = snapshot_features.FEATURE_NAMES
-    trajectory = ("fit_db", "fit_rate_db", "step_db")
-    residual = (
-        "noise_db",
-        "residual_db",
-        "residual_correlation",
-        "residual_edge_correlation",
-        "detail_db",
-        "snapshot_noise_db",
-    )
+    trajectory = snapshot_features.TRAJECTORY_FEATURES
+    residual = snapshot_features.RESIDUAL_FEATURES
     base = RankerTraining()
     return [
         Variant("all features", names, False, base),

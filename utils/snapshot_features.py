@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-FEATURE_NAMES = (
-    "fit_db",
-    "fit_rate_db",
-    "step_db",
+TRAJECTORY_FEATURES = ("fit_db", "fit_rate_db", "step_db")  # the fit's course
+RESIDUAL_FEATURES = (  # the snapshot against the noisy input
     "noise_db",
     "residual_db",
     "residual_correlation",
@@ -37,6 +35,7 @@ FEATURE_NAMES = (
     "detail_db",
     "snapshot_noise_db",
 )
+FEATURE_NAMES = TRAJECTORY_FEATURES + RESIDUAL_FEATURES
 RATE_SNAPSHOTS = 5
 EPSILON = 1e-12
 
