@@ -19,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from models import snapshot_ranker  # noqa: E402
@@ -208,7 +210,9 @@ def load_models(args: argparse.Namespace) -> tuple[object, object, object, str]:
     return model, config, ranker, input_mode
 
 
-def wmv_by_interval(args: argparse.Namespace, images: list, ranker) -> dict:
+def wmv_by_interval(
+    args: argparse.Namespace, images: list, ranker: snapshot_ranker.SnapshotRanker | None
+) -> dict:
     """The wmv settings per snapshot interval of the finished images (`images`, their metrics),
     with the ranker's warning for an interval it was not trained on."""
     wmv_settings = {}
@@ -232,7 +236,10 @@ def check_candidates(args: argparse.Namespace, images: list) -> None:
 
 
 def select_image(
-    args: argparse.Namespace, metrics, models: tuple, wmv_settings: selection.WmvSettings
+    args: argparse.Namespace,
+    metrics: run_output.ImageMetrics,
+    models: tuple,
+    wmv_settings: selection.WmvSettings,
 ) -> selection.ImageSelection:
     """Every selector's pick among one image's snapshots after --start_index (`models`: as
     `load_models` returns them)."""
@@ -241,7 +248,8 @@ def select_image(
     model, config, ranker, input_mode = models
     paths = metrics.snapshot_paths()[args.start_index :]
 
-    def score():
+    def score() -> np.ndarray:
+        """BIQAN's predicted distributions (candidates, 10) of the candidate snapshots."""
         return biqan_data.score_snapshots(
             model,
             paths,
@@ -252,7 +260,8 @@ def select_image(
             args.workers,
         )
 
-    def rank():
+    def rank() -> np.ndarray:
+        """The ranker's scores (candidates,), its features computed over every snapshot."""
         noisy = image_io.read_rgb(
             run_output.noisy_input(args.dataset_image_path, metrics.name, args.noisy_path)
         )

@@ -17,7 +17,9 @@ import subprocess
 import sys
 import time
 import types
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -155,6 +157,7 @@ def run_images(run_dir: Path) -> list[str]:
 
 
 def read_args(run_dir: Path) -> dict:
+    """The run's recorded arguments (`run_output.RUN_RECORD_FILE`), {} when absent."""
     path = Path(run_dir) / run_output.RUN_RECORD_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -165,14 +168,14 @@ def first_reaching(iterations: np.ndarray, values: np.ndarray, target: float) ->
     return float(iterations[hits[0]]) if hits.size else math.nan
 
 
-def tune_fixed(runs) -> int:
+def tune_fixed(runs: Sequence[Any]) -> int:
     """The iteration with the best mean PSNR over `runs` (objects with `iteration` and `psnr`
     arrays (N,), all saved at the same iterations): the fixed stop tuned on them."""
     iterations = runs[0].iteration
     return int(iterations[int(np.argmax(np.mean([run.psnr for run in runs], axis=0)))])
 
 
-def mean_std(values, digits: int = 2) -> str:
+def mean_std(values: Iterable[float | None], digits: int = 2) -> str:
     """'mean ± std (n)' over the finite values, '-' when there are none."""
     values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     if values.size == 0:
@@ -182,7 +185,8 @@ def mean_std(values, digits: int = 2) -> str:
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f} (n={values.size})"
 
 
-def fmt(value, digits: int = 2) -> str:
+def fmt(value: float | np.number | None, digits: int = 2) -> str:
+    """A table cell: an integer as is, a float with `digits` decimals, '-' for None, NaN, inf."""
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "-"
     if isinstance(value, (int, np.integer)):
@@ -191,6 +195,7 @@ def fmt(value, digits: int = 2) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table: strings as they are, other cells through `fmt`."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += [
         "| " + " | ".join(fmt(cell) if not isinstance(cell, str) else cell for cell in row) + " |"
@@ -200,6 +205,8 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """Write `rows` as CSV atomically, the columns in order of first appearance (an empty
+    file for no rows); the parent folder is created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not rows:

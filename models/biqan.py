@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -70,7 +71,7 @@ def preprocess_pixels(images: np.ndarray) -> np.ndarray:
     return images * 2.0 - 1.0
 
 
-def _backbone_constructor(architecture: str):
+def _backbone_constructor(architecture: str) -> Callable[..., keras.Model]:
     """The keras.applications constructor of ``architecture`` (``inceptionv2`` is the
     original code's name for InceptionResNetV2)."""
     if architecture == "mobilenet":
@@ -174,6 +175,7 @@ def best_checkpoint(checkpoint_folder: str | Path, written_since: float = 0.0) -
         raise ValueError(f"{checkpoint_folder}: no checkpoint weights.*-*.weights.h5 found")
 
     def rank(path: Path) -> tuple[float, int]:
+        """Sort key: val_loss, then the later epoch first."""
         epoch, val_loss = _checkpoint_epoch_and_loss(path)
         return val_loss, -epoch
 

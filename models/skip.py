@@ -53,10 +53,13 @@ class SkipConfig:
         return self.channels_down, self.channels_up, self.channels_skip
 
     def to_dict(self) -> dict:
+        """The settings as a JSON-ready dict (field name -> value)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> SkipConfig:
+        """The settings of a `to_dict` dict (missing fields at their defaults); ValueError on
+        an unknown field."""
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:

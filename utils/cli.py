@@ -8,7 +8,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from utils import original_flags, selection
 
@@ -23,7 +23,7 @@ def one_line(text: str) -> str:
     )
 
 
-def say(text: str, file=None) -> None:
+def say(text: str, file: TextIO | None = None) -> None:
     """Print one line of a script's report (`one_line`) to `file` (default: stdout)."""
     print(one_line(text), file=file)
 
@@ -32,6 +32,7 @@ class OneLineFormatter(logging.Formatter):
     """`LEVEL: message`, the message on one line (`one_line`); a traceback, if any, follows."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as `LEVEL: message`, its message on one line."""
         message = one_line(record.getMessage())
         return super().format(logging.makeLogRecord({**vars(record), "msg": message, "args": None}))
 

@@ -31,10 +31,12 @@ class StopRequest:
 
     @property
     def requested(self) -> bool:
+        """Whether a stop signal arrived."""
         return self.signal_number is not None
 
     @property
     def signal_name(self) -> str:
+        """The name of the signal that arrived (`SIGTERM`, ...), '' before one."""
         return "" if self.signal_number is None else signal.Signals(self.signal_number).name
 
     def handle(self, signal_number: int, frame: object) -> None:

@@ -20,16 +20,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from utils import method, selection
 
+if TYPE_CHECKING:
+    from models.snapshot_ranker import SnapshotRanker
+
 RANKER_SKIP = selection.START_INDEX
 Scorer = Callable[[np.ndarray], float]
 
 
-def ranker_scorer(ranker, noisy: np.ndarray) -> Callable[[np.ndarray], float]:
+def ranker_scorer(ranker: SnapshotRanker, noisy: np.ndarray) -> Callable[[np.ndarray], float]:
     """Snapshot -> the snapshot ranker's score, its features computed in snapshot order against
     `noisy`, the image's noisy input (H, W[, C]) in [0, 1]. One scorer per image."""
     from utils.snapshot_features import FeatureTracker
@@ -133,6 +137,7 @@ def biqan_scorer(model_path: Path, crops_per_side: int = 3) -> Callable[[np.ndar
     model, config, _ = biqan.load_biqan(model_path)
 
     def score(snapshot: np.ndarray) -> float:
+        """Predicted mean quality in [1, 10] of one snapshot (H, W[, C]) in [0, 1]."""
         pixels = np.repeat(snapshot[..., None], 3, axis=2) if snapshot.ndim == 2 else snapshot
         views = biqan_data.evaluation_views(
             pixels, config.input_mode, config.image_size, crops_per_side

@@ -37,6 +37,7 @@ class Image:
 
     @property
     def stem(self) -> str:
+        """The file name without its suffix."""
         return self.path.stem
 
     @property

@@ -34,7 +34,10 @@ def registrar(table: dict[str, Entry]) -> Callable[[str], Callable[[Entry], Entr
     """A decorator factory: `@registrar(table)(name)` adds the decorated entry under `name`."""
 
     def register(name: str) -> Callable[[Entry], Entry]:
+        """The decorator that adds its entry to the table under `name`."""
+
         def add(entry: Entry) -> Entry:
+            """Add `entry` under `name` and return it unchanged."""
             table[name] = entry
             return entry
 
@@ -267,6 +270,8 @@ class BestScoreRule(StoppingRule):
         self.scores: list[float] = []
 
     def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
+        """Score the snapshot: a new finite best past the first `skip` becomes the pick;
+        `patience` snapshots without one fire the rule."""
         value = float(self.options.score(snapshot))
         self.scores.append(value)
         if len(self.scores) <= self.options.skip:
@@ -320,6 +325,8 @@ class WmvRule(BestScoreRule):
         super().__init__(dataclasses.replace(options, score=score, skip=skip))
 
     def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
+        """As `BestScoreRule.push`; also fire at the first snapshot at or after `stop_iteration`
+        once there is a pick."""
         super().push(iteration, snapshot)
         stop, picked = self.options.stop_iteration, self.pick_iteration is not None
         self.fired = self.fired or (stop is not None and iteration >= stop and picked)
@@ -330,6 +337,7 @@ class WmvRule(BestScoreRule):
 
     @property
     def variances(self) -> list[float]:
+        """The window variance after each snapshot so far (NaN before a full window)."""
         return self.window_variance.variances
 
 
@@ -346,6 +354,7 @@ class FixedRule(StoppingRule):
             raise ValueError(f"the stop iteration must be at least 1, got {options.stop_iteration}")
 
     def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
+        """Pick the snapshot; fire at the first one at or after `stop_iteration`."""
         if not self.fired:
             self.pick_iteration = iteration
             self.fired = iteration >= self.options.stop_iteration
@@ -368,6 +377,7 @@ class LastRule(StoppingRule):
     needs_pixels, online = False, False
 
     def push(self, iteration: int, snapshot: np.ndarray | None) -> None:
+        """Pick the snapshot (the last pushed wins)."""
         self.pick_iteration = iteration
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 from utils.method import INPUT_KINDS, FitSettings
 
@@ -69,7 +71,13 @@ def refused_action(reason: str) -> type[argparse.Action]:
     """An argparse action that stops with one line: the flag, and `reason` (what replaces it)."""
 
     class Refused(argparse.Action):
-        def __call__(self, parser, namespace, values, option_string=None) -> None:
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: str | Sequence[Any] | None,
+            option_string: str | None = None,
+        ) -> None:
             parser.error(f"{option_string} (a flag of the original code): {reason}")
 
     return Refused
@@ -80,7 +88,13 @@ def ignored_action(flag: IgnoredFlag) -> type[argparse.Action]:
     stderr, and stops with one line (the flag and its reason) at any other value."""
 
     class Ignored(argparse.Action):
-        def __call__(self, parser, namespace, values, option_string=None) -> None:
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: str | Sequence[Any] | None,
+            option_string: str | None = None,
+        ) -> None:
             if flag.original is not None and values != flag.original:
                 parser.error(
                     f"{option_string} {values} (a flag of the original code): {flag.reason}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
@@ -13,8 +14,11 @@ from matplotlib import pyplot  # noqa: E402  (backend must be chosen first)
 
 from utils import image_io  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def save_figure(figure, path: Path) -> None:
+
+def save_figure(figure: Figure, path: Path) -> None:
     """Save a figure as PNG atomically and close it."""
     buffer = io.BytesIO()
     try:

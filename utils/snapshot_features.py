@@ -135,6 +135,8 @@ class FeatureTracker:
         self.fits: list[float] = []
 
     def push(self, snapshot: np.ndarray) -> np.ndarray:
+        """The features (len(FEATURE_NAMES),) of the next snapshot, HW or HWC float in [0, 1]
+        of the noisy input's shape."""
         snapshot = as_channels(snapshot)
         if snapshot.shape != self.noisy.shape:
             raise ValueError(

@@ -154,7 +154,10 @@ class SnapshotDataset(keras.utils.PyDataset):
     def __len__(self) -> int:
         return math.ceil(len(self.paths) / self.batch_size)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[np.ndarray] | tuple[np.ndarray, np.ndarray]:
+        """Batch `index`: views (B, S, S, 3) float32 in [-1, 1] and, with labels, their target
+        distributions (B, 10) (B: one view per snapshot in training, K per snapshot in
+        evaluation)."""
         members = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, index])
@@ -187,6 +190,7 @@ class SnapshotDataset(keras.utils.PyDataset):
         return pixels, targets
 
     def on_epoch_end(self) -> None:
+        """Count the epoch and draw its snapshot order."""
         self.epoch += 1
         self.order = self._order()
 
@@ -197,7 +201,7 @@ def views_per_snapshot(input_mode: str, crops_per_side: int) -> int:
 
 
 def score_snapshots(
-    model,
+    model: keras.Model,
     paths: Sequence[Path],
     input_mode: str,
     image_size: int,

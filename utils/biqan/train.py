@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -57,8 +58,10 @@ def set_backbone_trainable(
                 layer.trainable = False
 
 
-def earth_movers_distance(y_true, y_pred, r: float = 2.0):
+def earth_movers_distance(y_true: Any, y_pred: Any, r: float = 2.0) -> Any:
     """EMD between score distributions (N, 10) -> (N,): (mean_k |CDF_t - CDF_p|^r)^(1/r).
+
+    ``y_true``, ``y_pred``: backend tensors or arrays; the result is a backend tensor.
 
     A tiny epsilon inside the root keeps the gradient finite when the distributions are equal.
     """
@@ -95,11 +98,12 @@ class ClaimCheckpoint(keras.callbacks.Callback):
     (`utils.ownership`) before the ModelCheckpoint after it in the callback list may write it;
     a name that is the user's file stops the training with ownership's ValueError."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path) -> None:
         super().__init__()
         self.folder = folder
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Claim the name of epoch `epoch`'s checkpoint (counted from 0) when val_loss is finite."""
         if logs and np.isfinite(logs.get("val_loss", np.nan)):
             name = biqan.CHECKPOINT_NAME.format(epoch=epoch + 1, val_loss=logs["val_loss"])
             ownership.claim(self.folder, [name])
@@ -107,8 +111,8 @@ class ClaimCheckpoint(keras.callbacks.Callback):
 
 def fit_stage(
     model: keras.Model,
-    train_data,
-    validation_data,
+    train_data: keras.utils.PyDataset,
+    validation_data: keras.utils.PyDataset,
     checkpoint_folder: Path,
     settings: StageSettings,
     initial_epoch: int,
@@ -159,8 +163,8 @@ def fit_stage(
 
 def train_stages(
     model: keras.Model,
-    train_data,
-    validation_data,
+    train_data: keras.utils.PyDataset,
+    validation_data: keras.utils.PyDataset,
     checkpoint_folder: Path,
     stages: list[StageSettings],
 ) -> tuple[list[dict], float]:

@@ -81,6 +81,7 @@ class CoreShare:
             self.release()
 
     def release(self) -> None:
+        """Remove and unlock this command's file (idempotent)."""
         if self.path is not None:
             self.path.unlink(missing_ok=True)
             self.path = None

@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import queue as queue_module
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -19,10 +20,18 @@ from tqdm import tqdm
 from utils import cli, cluster, run_output
 from utils.dip import devices, group_fit, planning, reconstruction
 
+if TYPE_CHECKING:
+    import multiprocessing.queues
+
 LOGGER = logging.getLogger(__name__)
 
 
-def worker(settings: planning.RunSettings, threads: int, jobs, results) -> None:
+def worker(
+    settings: planning.RunSettings,
+    threads: int,
+    jobs: multiprocessing.queues.Queue,
+    results: multiprocessing.queues.Queue,
+) -> None:
     """Worker process: fit groups from `jobs` until a None arrives; put (summaries, failures) on `results`."""
     cli.configure_logging()
     torch.set_num_threads(threads)

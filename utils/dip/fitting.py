@@ -202,6 +202,7 @@ class DipFit:
 
     @property
     def images(self) -> int:
+        """K, the number of images fitted together (one network each)."""
         return self.net.groups
 
     def noise_like(
@@ -274,7 +275,9 @@ class DipFit:
 class FitCallback(Protocol):
     """Periodic work outside the loop; every method receives device tensors (no sync needed)."""
 
-    def on_iteration(self, fit: DipFit, output: torch.Tensor, loss: torch.Tensor) -> None: ...
+    def on_iteration(self, fit: DipFit, output: torch.Tensor, loss: torch.Tensor) -> None:
+        """After each step (counted in `fit.iteration`): its raw outputs (K, C, H, W) and
+        losses (K,)."""
 
 
 def run_fit(fit: DipFit, callbacks: list[FitCallback]) -> None:

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -285,10 +286,13 @@ def summarize(
     }
 
 
-def progress_reporter(images: list[PreparedImage], settings: RunSettings, bar):
+def progress_reporter(
+    images: list[PreparedImage], settings: RunSettings, bar: tqdm
+) -> Callable[[int, dict], None]:
     """Callback for each metrics row: bar postfix, and a log line every show_iter when quiet."""
 
     def report(index: int, row: dict) -> None:
+        """Show metrics row `row` of image `index` (the bar follows image 0)."""
         postfix = {"loss": f"{row['loss']:.2e}"}
         if row["psnr_avg"] is not None:
             postfix["psnr"] = f"{row['psnr_avg']:.2f}"

@@ -37,6 +37,7 @@ class ImageJob:
 
     @property
     def stem(self) -> str:
+        """The noisy file's name without its suffix: the image's name in the outputs."""
         return self.noisy.stem
 
 
@@ -72,6 +73,7 @@ class PreparedImage:
 
     @property
     def channels(self) -> int:
+        """1 for a grey image, 3 for RGB."""
         return 1 if self.noisy.pixels.ndim == 2 else 3
 
     @property

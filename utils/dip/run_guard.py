@@ -227,6 +227,7 @@ def other_inputs(output_path: Path, record: dict) -> bool:
         return False
 
     def resolved(value: object) -> Path | None:
+        """A recorded path, resolved (None stays None)."""
         return None if value is None else Path(str(value)).resolve()
 
     return any(resolved(existing.get(key)) != resolved(record.get(key)) for key in INPUT_KEYS)

@@ -13,7 +13,9 @@ import concurrent.futures
 import dataclasses
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +25,9 @@ from utils.cluster import StopRequest
 from utils.dip.fitting import DipFit, Padding, to_array
 from utils.method import StoppingRule
 from utils.run_output import METRICS_COLUMNS, METRICS_FILE, STATE_FILE, metrics_csv, snapshot_path
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 MAX_PENDING_SNAPSHOTS = 4
 
@@ -61,7 +66,12 @@ class SnapshotTarget:
 class SnapshotWriter:
     """Every `save_iter` iterations: write each image's averaged output and a metrics.csv row."""
 
-    def __init__(self, targets: list[SnapshotTarget], save_iter: int, on_row=None) -> None:
+    def __init__(
+        self,
+        targets: list[SnapshotTarget],
+        save_iter: int,
+        on_row: Callable[[int, dict], None] | None = None,
+    ) -> None:
         self.targets = targets
         self.save_iter = save_iter
         self.on_row = on_row
@@ -100,6 +110,7 @@ class SnapshotWriter:
 
     @property
     def early_stopping(self) -> bool:
+        """Whether any image has a stopping rule."""
         return any(target.stopper is not None for target in self.targets)
 
     def all_stopped(self, iteration: int) -> bool:
@@ -113,6 +124,8 @@ class SnapshotWriter:
         )
 
     def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
+        """Every `save_iter` iterations: queue the snapshots for the writer thread (waiting while
+        too many are pending) and stop the fit once every image's rule has fired."""
         if fit.iteration % self.save_iter:
             return
         future = self.executor.submit(
@@ -131,6 +144,7 @@ class SnapshotWriter:
             self.pending.pop(0).result()
 
     def close(self) -> None:
+        """Wait for the queued snapshots, then stop the writer thread."""
         try:
             self.flush()
         finally:
@@ -161,6 +175,7 @@ class Checkpointer:
         return self.elapsed[index] + time.perf_counter() - self.clock_start
 
     def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
+        """Save every `every` iterations, except at the last (a finished image keeps no state)."""
         if fit.iteration % self.every or fit.iteration == fit.settings.num_iter:
             return
         self.save(fit)
@@ -178,10 +193,11 @@ class Checkpointer:
 class Progress:
     """Advance a tqdm bar by one per iteration (host-side counter only)."""
 
-    def __init__(self, bar) -> None:
+    def __init__(self, bar: tqdm) -> None:
         self.bar = bar
 
     def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
+        """Advance the bar by one."""
         self.bar.update(1)
 
 
@@ -192,6 +208,7 @@ class StopOnRequest:
         self.request = request
 
     def on_iteration(self, fit: DipFit, output: torch.Tensor, losses: torch.Tensor) -> None:
+        """Set `fit.stopped` once a stop signal arrived."""
         if self.request.requested:
             fit.stopped = True
 
