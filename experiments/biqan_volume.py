@@ -238,7 +238,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_folder_flags(parser, "runs")
     parser.add_argument("--out", default="devdata/biqan_volume", help="sets, labels, models")

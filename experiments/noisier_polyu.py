@@ -77,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_folder_flags(parser, "crops", "runs")
     parser.add_argument("--offsets", type=int, nargs="+", default=[0, 1], help="PolyU subsets")

@@ -515,7 +515,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_folder_flags(parser, "crops", "runs", "selection", "tables")
     parser.add_argument(

@@ -121,7 +121,7 @@ def add_run_flags(parser: argparse.ArgumentParser, num_iter: int = 1200) -> None
     )
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_folder_flags(parser, "crops")
     parser.add_argument(

@@ -303,7 +303,7 @@ def action_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("noref", "tune_wmv", "tune_fixed", "biqan", "table"))
     common.add_folder_flags(parser, "runs", "selection", "tables")

@@ -280,7 +280,7 @@ def analyse(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "action", choices=("run", "analyse"), help="run the fits, or analyse the finished ones"
