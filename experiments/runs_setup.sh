@@ -7,7 +7,7 @@
 runs_setup() {
     cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
     PY=${PY:-$PWD/.venv/bin/python}
-    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=$PWD
+    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
     mkdir -p devdata/logs
     if [ -z "${CODE:-}" ]; then
         CODE=devdata/code/$(git rev-parse --short HEAD)

@@ -32,16 +32,25 @@
 # to commit, and `blend_study compute` adds the CBM3D blends of their picks under results/blend
 # (they need the snapshots, which a lost machine takes). A crop whose rows are there already is
 # not fitted again (on a new machine too).
+# `experiments/scale_runs.sh gpu` runs instead the list for one call on a lent GPU
+# (bench/scale_gpu.sh): what results/ lacks at 512 and 256 px, several fits at once on the device.
 # Environment: PY, CODE (experiments/runs_setup.sh), GPU_ID (cpu, or a CUDA device such as 0: every
 # fit, BIQAN's training and scoring run there), ITERATIONS (3000; 512x512: LARGE_ITERATIONS,
 # 5000), PRECISION (bf16), STUDY (scale: the devdata/ and results/ folder of the runs; the 64 px
 # transfer runs go with precision_runs.sh's 64 px scratch runs they are compared with, 1200
-# iterations, from the same PolyU crop as at 128 px).
+# iterations, from the same PolyU crop as at 128 px), PARALLEL (1: run_BDN.py processes per fit
+# folder, sharing its images through their locks), COLLECT (1; 0: no collect and blend after
+# each folder, bench/scale_gpu.sh does them once at the end).
 set -u
 main() {
     . "$(dirname "$0")/runs_setup.sh"
     runs_setup
-    prepare_crops 64 128 256 512
+    local list=${1:-cpu}
+    case $list in
+        cpu) prepare_crops 64 128 256 512 ;;
+        gpu) prepare_crops 256 512 ;;
+        *) echo "error: unknown list '$list' (cpu or gpu)" >&2; return 2 ;;
+    esac
     # subset SIZE SET: the folder of the pairs of SET (PolyU<N>: every 3rd (N=30) or 10th (N=10)
     # PolyU pair, N of them; N=20: every 5th, the 64 px set of precision_runs.sh; PolyUnoisy4:
     # the 4 noisiest PolyU pairs outside PolyU30, experiments/noise_levels.py; CC: all)
@@ -68,10 +77,10 @@ main() {
             "devdata/pending/$layout${4:+_$4}${SHARD:+_shard${SHARD// /-}}" "${4:-}"
     }
     # run SIZE SET SEED [INIT NET [STEM]]: fit SET's pending crops at SIZE from scratch, or from
-    # the network NET (a saved net.pt), into devdata/<STUDY>/.../<SET>_<INIT>_s<SEED>; with STEM,
-    # that crop only, rows or not; SHARD as for `pending_crops`
+    # the network NET (a saved net.pt), into devdata/<STUDY>/.../<SET>_<INIT>_s<SEED>, in PARALLEL
+    # processes; with STEM, that crop only, rows or not; SHARD as for `pending_crops`
     run() {
-        local name=$2${4:+_$4}_s$3 folder
+        local name=$2${4:+_$4}_s$3 folder copy fits=()
         folder=$(pending "$1" "$2" "$name" "${6:-}")
         if [ -z "$folder" ]; then
             echo "$(date -Is) $1px $name: every crop has its rows in results/${STUDY:-scale}"
@@ -79,11 +88,16 @@ main() {
         fi
         local out=devdata/${STUDY:-scale}/$1px/${PRECISION:-bf16}/$name
         echo "$(date -Is) $1px $2 seed $3 ${4:-scratch} ${6:-} -> $out"
-        nice -n 5 "$PY" "$CODE/run_BDN.py" --dataset_real_path "$folder/real" \
-            --dataset_mean_path "$folder/mean" --output_path "$out" \
-            --num_iter "${ITERATIONS:-3000}" --save_iter 20 --seed "$3" \
-            --init_from "${5:-scratch}" --gpu_id "${GPU_ID:-cpu}" --precision "${PRECISION:-bf16}" \
-            --quiet
+        for copy in $(seq "${PARALLEL:-1}"); do
+            nice -n 5 "$PY" "$CODE/run_BDN.py" --dataset_real_path "$folder/real" \
+                --dataset_mean_path "$folder/mean" --output_path "$out" \
+                --num_iter "${ITERATIONS:-3000}" --save_iter 20 --seed "$3" \
+                --init_from "${5:-scratch}" --gpu_id "${GPU_ID:-cpu}" \
+                --precision "${PRECISION:-bf16}" --quiet &
+            fits+=($!)
+        done
+        wait "${fits[@]}"
+        [ "${COLLECT:-1}" = 1 ] || return 0
         "$PY" -m experiments.precision_study collect --runs "devdata/${STUDY:-scale}" \
             --results "results/${STUDY:-scale}"
         # the CBM3D blends of the shipped rules' picks, while the snapshots are here
@@ -106,7 +120,7 @@ main() {
         fi
         stem=$(first_stem "$1" "$2")
         net=devdata/${STUDY:-scale}/$1px/${PRECISION:-bf16}/$2_s0/$stem/net.pt
-        [ -f "$net" ] || run "$1" "$2" 0 "" "" "$stem"
+        [ -f "$net" ] || PARALLEL=1 run "$1" "$2" 0 "" "" "$stem"
         if [ -f "$net" ]; then
             run "$1" CC "$seed" polyu1 "$net"
         else
@@ -173,6 +187,22 @@ main() {
         ITERATIONS=${LARGE_ITERATIONS:-5000} run 512 CC 0
         refit 256 CC 0; refit 256 CC 1  # their snapshots: the seed mean's CBM3D blend
     }
+    # gpu: the list of one device call, in two parts at once (the 512 px fits are the longest):
+    # the CC images at 512x512; the transfer runs at 256 px (after the PolyU crop whose network
+    # they start from, where it is not here), then the PolyU30 crops at 256x256 (one after the
+    # other: run_BDN.py refuses a folder that another run with other inputs is writing)
+    gpu() {
+        local large
+        COLLECT=0 PARALLEL=${PARALLEL_512:-3} ITERATIONS=${LARGE_ITERATIONS:-5000} run 512 CC 0 &
+        large=$!
+        COLLECT=0 PARALLEL=2 transfer 256 PolyU30
+        COLLECT=0 PARALLEL=${PARALLEL_256:-4} run 256 PolyU30 0
+        wait "$large"
+    }
+    if [ "$list" = gpu ]; then
+        gpu
+        return
+    fi
     stream & sleep 5; run 128 CC 0; chains64; cbm3d512
     STUDY=precision ITERATIONS=1200 biqan 64 PolyU20 20 0 1 2
     ITERATIONS=${LARGE_ITERATIONS:-5000} run 512 CC 0 "" "" "$(first_stem 512 CC)"
