@@ -13,7 +13,7 @@ import pandas as pd
 
 from experiments import scale_study
 from experiments.common import report_main
-from experiments.precision_study import IMAGES_FILE
+from experiments.precision_study import DIP_STUDIES, IMAGES_FILE
 
 RESULTS = scale_study.RESULTS
 TABLE_FILE = "inventory.md"
@@ -50,7 +50,7 @@ def report_lines(results: Path) -> list[str]:
         "| rows under results/ | size | precision | set | init | seed | images | iterations |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for folder in scale_study.DIP_ROWS:
+    for folder in DIP_STUDIES:
         for images_file in sorted((results / folder).glob(f"*px/*/*/{IMAGES_FILE}")):
             lines.append("| " + " | ".join(folder_row(images_file.parent, results)) + " |")
     return lines

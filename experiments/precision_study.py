@@ -34,12 +34,14 @@ from utils import image_io, method, run_output, selection, snapshot_features
 
 RUNS = REPO / "devdata" / "precision"
 RESULTS = REPO / "results" / "precision"
+DIP_STUDIES = ("precision", "scale")  # folders of results/ with <size>px/<precision>/<set>_s<seed>
 REFERENCE = "fp32"  # every other variant is compared with it
 WINDOWS = (selection.TUNED_WMV.window, selection.PUBLISHED_WMV.window)
 IMAGES_FILE = "images.csv"  # per run folder: stem, height, width, noisy_psnr
 TABLE_FILE = "precision.md"  # the report, beside the rows it comes from
 DOC_BLOCK = "precision"  # this table's block in docs/REPRODUCTION.md
 RULES = ("best", "wmv", "fixed:auto", "last")  # what each image contributes to the table
+SEED_YARDSTICKS = (REFERENCE, "bf16")  # precisions whose seed-to-seed differences are tabled
 
 
 def variance_column(window: int) -> str:
@@ -148,10 +150,22 @@ def image_outcomes(table: pd.DataFrame, height: int, width: int) -> dict[str, fl
     }
 
 
+def study_folders(results: Path) -> list[Path]:
+    """`results` (this study's rows) and the other `DIP_STUDIES` beside it that exist: the scale
+    study's runs (experiments/scale_runs.sh) pair too where a crop was fitted in both precisions
+    (its fp32 check at 256 px)."""
+    others = [results.parent / name for name in DIP_STUDIES if name != results.name]
+    return [results, *(folder for folder in others if folder.is_dir())]
+
+
 def outcomes(results: Path) -> pd.DataFrame:
-    """One row per image run under `results`: size, precision, set, seed, stem, outcomes."""
+    """One row per image run under `study_folders(results)`: size, precision, set, seed, stem,
+    outcomes."""
     rows = []
-    for images_file in sorted(results.glob(f"*px/*/*/{IMAGES_FILE}")):
+    images_files = [
+        path for folder in study_folders(results) for path in folder.glob(f"*px/*/*/{IMAGES_FILE}")
+    ]
+    for images_file in sorted(images_files):
         run_dir = images_file.parent
         set_name, _, seed = run_dir.name.rpartition("_s")
         for image in pd.read_csv(images_file).itertuples():
@@ -186,12 +200,12 @@ def paired_differences(table: pd.DataFrame, candidate: str) -> pd.DataFrame:
     return differences(table, ["size", "set", "seed", "stem"], "precision", REFERENCE, candidate)
 
 
-def seed_differences(table: pd.DataFrame) -> pd.DataFrame:
-    """fp32 at seed s - fp32 at seed 0 (s > 0): how far two equally good fits are apart, the
-    yardstick for the precision's differences."""
-    fp32 = table[table["precision"] == REFERENCE]
-    seeds = sorted(seed for seed in fp32["seed"].unique() if seed > 0)
-    parts = [differences(fp32, ["size", "set", "stem"], "seed", 0, seed) for seed in seeds]
+def seed_differences(table: pd.DataFrame, precision: str = REFERENCE) -> pd.DataFrame:
+    """`precision` at seed s - the same at seed 0 (s > 0), from scratch (sets without an init):
+    how far two equally good fits are apart, the yardstick for the precisions' differences."""
+    runs = table[(table["precision"] == precision) & ~table["set"].str.contains("_")]
+    seeds = sorted(seed for seed in runs["seed"].unique() if seed > 0)
+    parts = [differences(runs, ["size", "set", "stem"], "seed", 0, seed) for seed in seeds]
     parts = [part.assign(seed=seed) for part, seed in zip(parts, seeds) if not part.empty]
     return pd.concat(parts) if parts else pd.DataFrame()
 
@@ -277,7 +291,7 @@ def report_lines(results: Path) -> list[str]:
     candidates = sorted(set(table["precision"]) - {REFERENCE})
     for paired, what in [
         *[(paired_differences(table, name), f"{name} - {REFERENCE}") for name in candidates],
-        (seed_differences(table), f"{REFERENCE} seed s - seed 0"),
+        *[(seed_differences(table, name), f"{name} seed s - seed 0") for name in SEED_YARDSTICKS],
     ]:
         if not paired.empty:
             lines += table_rows(paired, what)

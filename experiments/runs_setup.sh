@@ -1,18 +1,33 @@
 # Sourced by the run scripts of experiments/ (precision_runs.sh, scale_runs.sh, size_runs.sh).
 #
-# runs_setup: go to the repository, one thread per process, devdata/logs, PY (default
+# runs_setup: go to the repository, THREADS threads per process (default 1: two one-thread fits
+# fill two cores; THREADS=2 with one fit finishes that fit sooner), devdata/logs, PY (default
 # .venv/bin/python) and CODE (a frozen copy of the repository whose run_BDN.py the runs use, so
 # that edits to the checkout cannot change running experiments; default this checkout's HEAD,
 # exported once).
 runs_setup() {
     cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
     PY=${PY:-$PWD/.venv/bin/python}
-    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+    export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
     mkdir -p devdata/logs
     if [ -z "${CODE:-}" ]; then
         CODE=devdata/code/$(git rev-parse --short HEAD)
         if [ ! -f "$CODE/run_BDN.py" ]; then mkdir -p "$CODE" && git archive HEAD | tar -x -C "$CODE"; fi
     fi
+}
+
+# native_precision PRECISION: fails, saying why, when PRECISION is bf16 and the fits run on a CPU
+# (GPU_ID unset or cpu) without bf16 instructions (AVX512-BF16 or AMX), where bf16 runs about 8
+# times slower than fp32 (results/bench/cpu_2026-12-06_avx2.md): a list of weeks, not days.
+native_precision() {
+    [ "$1" = bf16 ] && [ "${GPU_ID:-cpu}" = cpu ] || return 0
+    [ -z "$("$PY" -c 'from utils.dip.devices import bf16_instructions; print(bf16_instructions())')" ] \
+        || return 0
+    echo "error: this CPU has no bf16 instructions (AVX512-BF16 or AMX), where bf16 fits run about" \
+        "8 times slower than fp32; run the bf16 runs on a CPU that has them, or set PRECISION=fp32" \
+        "(its rows go to <size>px/fp32)" >&2
+    return 1
 }
 
 # prepare_crops SIZE...: the centre crops of every PolyU and CC pair at each size, once.

@@ -34,6 +34,9 @@
 # not fitted again (on a new machine too).
 # `experiments/scale_runs.sh gpu` runs instead the list for one call on a lent GPU
 # (bench/scale_gpu.sh): what results/ lacks at 512 and 256 px, several fits at once on the device.
+# `PRECISION=fp32 PARALLEL=2 experiments/scale_runs.sh cc256` fits only the CC crops at 256x256,
+# seed 0: in fp32, section 8's paired check of bf16 at the study's size (and the list for a CPU
+# without bf16 instructions, where the bf16 lists refuse to start).
 # Environment: PY, CODE (experiments/runs_setup.sh), GPU_ID (cpu, or a CUDA device such as 0: every
 # fit, BIQAN's training and scoring run there), ITERATIONS (3000; 512x512: LARGE_ITERATIONS,
 # 5000), PRECISION (bf16), STUDY (scale: the devdata/ and results/ folder of the runs; the 64 px
@@ -49,8 +52,10 @@ main() {
     case $list in
         cpu) prepare_crops 64 128 256 512 ;;
         gpu) prepare_crops 256 512 ;;
-        *) echo "error: unknown list '$list' (cpu or gpu)" >&2; return 2 ;;
+        cc256) prepare_crops 256 ;;
+        *) echo "error: unknown list '$list' (cpu, gpu or cc256)" >&2; return 2 ;;
     esac
+    native_precision "${PRECISION:-bf16}" || return 2
     # subset SIZE SET: the folder of the pairs of SET (PolyU<N>: every 3rd (N=30) or 10th (N=10)
     # PolyU pair, N of them; N=20: every 5th, the 64 px set of precision_runs.sh; PolyUnoisy4:
     # the 4 noisiest PolyU pairs outside PolyU30, experiments/noise_levels.py; CC: all)
@@ -201,6 +206,9 @@ main() {
     }
     if [ "$list" = gpu ]; then
         gpu
+        return
+    elif [ "$list" = cc256 ]; then
+        run 256 CC 0
         return
     fi
     stream & sleep 5; run 128 CC 0; chains64; cbm3d512

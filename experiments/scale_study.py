@@ -41,11 +41,10 @@ from scipy.stats import spearmanr
 
 from experiments import biqan_scale
 from experiments.common import REPO, report_main
-from experiments.precision_study import IMAGES_FILE, WINDOWS, variance_column
+from experiments.precision_study import DIP_STUDIES, IMAGES_FILE, WINDOWS, variance_column
 from utils import ranker_training, selection, snapshot_features
 
 RESULTS = REPO / "results"
-DIP_ROWS = ("precision", "scale")  # folders of RESULTS holding <size>px/<precision>/<set>_s<seed>
 CBM3D_ROWS = "cbm3d"  # RESULTS/cbm3d/<size>px/cbm3d_full.csv
 TABLE_FILE = "scale.md"
 DOC_BLOCK = "scale"  # this table's block in docs/REPRODUCTION.md
@@ -153,7 +152,7 @@ def cc_groups(
 def read_all_runs(results: Path) -> list[ImageRun]:
     """Every collected image run under `results`/{precision,scale}."""
     runs = []
-    for folder in DIP_ROWS:
+    for folder in DIP_STUDIES:
         for images_file in sorted((results / folder).glob(f"*px/*/*/{IMAGES_FILE}")):
             run_dir = images_file.parent
             set_name, _, seed = run_dir.name.rpartition("_s")

@@ -3,6 +3,7 @@ fp32/bf16 table regenerated from results/ alone."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,25 @@ def test_report_pairs_the_precisions(runs):
     assert row.split("|")[5].strip().startswith(f"{(bf16 - fp32).mean():+.2f}")
 
 
+def test_report_pairs_runs_of_the_scale_study_beside_its_own(runs, tmp_path):
+    """A crop fitted in fp32 by the scale study pairs with its bf16 run here (the check at 256
+    px); a sibling folder that is not a study of DIP_STUDIES is not read."""
+    collected = runs / "results"
+    precision_study.collect(runs / "runs", collected)
+    for study, precision in (("precision", "bf16"), ("scale", "fp32"), ("other", "fp32")):
+        source = collected / "32px" / precision / "X_s0"
+        shutil.copytree(source, tmp_path / study / "32px" / precision / "X_s0")
+    assert precision_study.study_folders(tmp_path / "precision") == [
+        tmp_path / "precision",
+        tmp_path / "scale",
+    ]
+    lines = precision_study.report_lines(tmp_path / "precision")
+    assert any(line.startswith("| bf16 - fp32 | 32 | X (seed 0) | 2 |") for line in lines)
+    shutil.rmtree(tmp_path / "scale")
+    lines = precision_study.report_lines(tmp_path / "precision")
+    assert not any(line.startswith("| bf16 - fp32 |") for line in lines)
+
+
 def test_seed_differences_pair_each_seed_with_seed_0():
     rows = []
     for seed, shift in ((0, 0.0), (1, 0.3), (2, -0.1)):
@@ -90,7 +110,8 @@ def test_seed_differences_pair_each_seed_with_seed_0():
                 | outcome
                 | {"best_iteration": 600 + 20 * seed}
             )
-    paired = precision_study.seed_differences(pd.DataFrame(rows))
+    transfer = [row | {"set": "CC_polyu1", "best": 0.0} for row in rows]  # not a yardstick
+    paired = precision_study.seed_differences(pd.DataFrame(rows + transfer))
     assert sorted(paired["seed"]) == [1, 1, 2, 2]
     assert paired.set_index(["seed", "stem"])["best"].round(6).to_dict() == {
         (1, "a"): 0.3,

@@ -1,5 +1,6 @@
-"""experiments/runs_setup.sh's `pending_crops`: the crops a run script still has to fit, so that
-a new machine (an empty devdata/) fits only what results/ lacks."""
+"""experiments/runs_setup.sh: `pending_crops`, the crops a run script still has to fit, so that
+a new machine (an empty devdata/) fits only what results/ lacks; `native_precision`, the refusal
+of bf16 runs on a CPU without bf16 instructions."""
 
 from __future__ import annotations
 
@@ -87,3 +88,30 @@ def test_every_fit_and_training_of_scale_runs_goes_to_gpu_id():
     ]
     assert len(commands) == 3
     assert all('--gpu_id "${GPU_ID:-cpu}"' in line for line in commands)
+
+
+@pytest.mark.parametrize(
+    ("instructions", "precision", "gpu_id", "refused"),
+    [
+        ("", "bf16", "", True),
+        ("", "bf16", "cpu", True),
+        ("avx512_bf16", "bf16", "", False),
+        ("", "fp32", "", False),
+        ("", "bf16", "0", False),  # a GPU: its own bf16, not the CPU's
+    ],
+)
+def test_bf16_runs_need_a_cpu_with_bf16_instructions(
+    tmp_path, instructions, precision, gpu_id, refused
+):
+    python = tmp_path / "python"  # stands in for PY: prints what bf16_instructions() would
+    python.write_text(f"#!/bin/sh\necho '{instructions}'\n")
+    python.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "PY": str(python)} | ({"GPU_ID": gpu_id} if gpu_id else {})
+    done = subprocess.run(
+        ["bash", "-c", f'. "{RUNS_SETUP}"; native_precision "$1"', "bash", precision],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert (done.returncode != 0) == refused
+    assert ("no bf16 instructions" in done.stderr) == refused
