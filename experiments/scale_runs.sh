@@ -170,10 +170,22 @@ main() {
     # biqan SIZE POLYU MIN SEED...: BIQAN with the paper's recipe (and on relative labels)
     # trained on POLYU's seed-0 run at SIZE (at least MIN crops) and scored on the CC runs of
     # each SEED (experiments/biqan_scale.py), their scores under results/biqan; the snapshots
-    # it needs are fitted again where a machine lost them (bit-identical to the committed rows)
+    # it needs are fitted again where a machine lost them (bit-identical to the committed rows),
+    # unless every CC run of each SEED has its scores there already
     biqan() {
-        local size=$1 set=$2 min=$3 seed labels
+        local size=$1 set=$2 min=$3 seed labels scores missing=""
         shift 3
+        for labels in absolute relative; do
+            for seed in "$@"; do
+                scores=results/biqan/${size}px/${PRECISION:-bf16}/$labels/CC_s$seed
+                [ "$(ls "$scores" 2>/dev/null | wc -l)" -ge "$(ls "$(subset "$size" CC)/real" | wc -l)" ] \
+                    || missing+=" $labels/CC_s$seed"
+            done
+        done
+        if [ -z "$missing" ]; then  # a new machine need not fit the runs again
+            echo "$(date -Is) BIQAN at ${size}px: every CC run has its scores in results/biqan"
+            return
+        fi
         refit "$size" "$set" 0
         for seed in "$@"; do
             refit "$size" CC "$seed"
