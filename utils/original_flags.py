@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from utils.method import INPUT_KINDS, FitSettings
@@ -67,10 +67,14 @@ DENOISED_IMAGE_REASON = (
 BOOLEAN_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def refused_action(reason: str) -> type[argparse.Action]:
-    """An argparse action that stops with one line: the flag, and `reason` (what replaces it)."""
+FlagHandler = Callable[[argparse.ArgumentParser, str | None, Any], None]  # parser, flag, value
 
-    class Refused(argparse.Action):
+
+def handler_action(handle: FlagHandler) -> type[argparse.Action]:
+    """An argparse action that calls `handle(parser, option_string, values)` and stores
+    nothing."""
+
+    class Handled(argparse.Action):
         def __call__(
             self,
             parser: argparse.ArgumentParser,
@@ -78,34 +82,34 @@ def refused_action(reason: str) -> type[argparse.Action]:
             values: str | Sequence[Any] | None,
             option_string: str | None = None,
         ) -> None:
-            parser.error(f"{option_string} (a flag of the original code): {reason}")
+            handle(parser, option_string, values)
 
-    return Refused
+    return Handled
+
+
+def refused_action(reason: str) -> type[argparse.Action]:
+    """An argparse action that stops with one line: the flag, and `reason` (what replaces it)."""
+
+    def refuse(parser: argparse.ArgumentParser, option_string: str | None, values: Any) -> None:
+        parser.error(f"{option_string} (a flag of the original code): {reason}")
+
+    return handler_action(refuse)
 
 
 def ignored_action(flag: IgnoredFlag) -> type[argparse.Action]:
     """An argparse action that accepts `flag` at its original value with one note line on
     stderr, and stops with one line (the flag and its reason) at any other value."""
 
-    class Ignored(argparse.Action):
-        def __call__(
-            self,
-            parser: argparse.ArgumentParser,
-            namespace: argparse.Namespace,
-            values: str | Sequence[Any] | None,
-            option_string: str | None = None,
-        ) -> None:
-            if flag.original is not None and values != flag.original:
-                parser.error(
-                    f"{option_string} {values} (a flag of the original code): {flag.reason}"
-                )
-            shown = option_string if values is None else f"{option_string} {values}"
-            print(
-                f"note: {shown} (a flag of the original code) is ignored: {flag.reason}",
-                file=sys.stderr,
-            )
+    def ignore(parser: argparse.ArgumentParser, option_string: str | None, values: Any) -> None:
+        if flag.original is not None and values != flag.original:
+            parser.error(f"{option_string} {values} (a flag of the original code): {flag.reason}")
+        shown = option_string if values is None else f"{option_string} {values}"
+        print(
+            f"note: {shown} (a flag of the original code) is ignored: {flag.reason}",
+            file=sys.stderr,
+        )
 
-    return Ignored
+    return handler_action(ignore)
 
 
 def add_refused(
