@@ -16,6 +16,7 @@ set -u
 main() {
     . "$(dirname "$0")/runs_setup.sh"
     runs_setup
+    native_precision bf16 || return 2  # its bf16 stream
     prepare_crops 64 128
     # subset SIZE SET: the folder of the pairs of SET (PolyU20: every 5th PolyU pair; CC: all)
     subset() {

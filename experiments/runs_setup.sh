@@ -17,16 +17,16 @@ runs_setup() {
     fi
 }
 
-# native_precision PRECISION: fails, saying why, when PRECISION is bf16 and the fits run on a CPU
-# (GPU_ID unset or cpu) without bf16 instructions (AVX512-BF16 or AMX), where bf16 runs about 8
-# times slower than fp32 (results/bench/cpu_2026-12-06_avx2.md): a list of weeks, not days.
+# native_precision PRECISION [ALTERNATIVE]: fails with one line, ending with ALTERNATIVE, when
+# PRECISION is bf16 and the fits run on a CPU (GPU_ID unset or cpu) without bf16 instructions
+# (AVX512-BF16 or AMX), where bf16 runs about 8 times slower than fp32
+# (results/bench/cpu_2026-12-06_avx2.md): a list of weeks, not days.
 native_precision() {
     [ "$1" = bf16 ] && [ "${GPU_ID:-cpu}" = cpu ] || return 0
     [ -z "$("$PY" -c 'from utils.dip.devices import bf16_instructions; print(bf16_instructions())')" ] \
         || return 0
     echo "error: this CPU has no bf16 instructions (AVX512-BF16 or AMX), where bf16 fits run about" \
-        "8 times slower than fp32; run the bf16 runs on a CPU that has them, or set PRECISION=fp32" \
-        "(its rows go to <size>px/fp32)" >&2
+        "8 times slower than fp32: run the bf16 fits on a CPU that has them${2:+, or $2}" >&2
     return 1
 }
 

@@ -48,14 +48,16 @@ set -u
 main() {
     . "$(dirname "$0")/runs_setup.sh"
     runs_setup
-    local list=${1:-cpu}
+    local list=${1:-cpu} sizes
     case $list in
-        cpu) prepare_crops 64 128 256 512 ;;
-        gpu) prepare_crops 256 512 ;;
-        cc256) prepare_crops 256 ;;
+        cpu) sizes="64 128 256 512" ;;
+        gpu) sizes="256 512" ;;
+        cc256) sizes=256 ;;
         *) echo "error: unknown list '$list' (cpu, gpu or cc256)" >&2; return 2 ;;
     esac
-    native_precision "${PRECISION:-bf16}" || return 2
+    native_precision "${PRECISION:-bf16}" "set PRECISION=fp32 (its rows go to <size>px/fp32)" \
+        || return 2
+    prepare_crops $sizes
     # subset SIZE SET: the folder of the pairs of SET (PolyU<N>: every 3rd (N=30) or 10th (N=10)
     # PolyU pair, N of them; N=20: every 5th, the 64 px set of precision_runs.sh; PolyUnoisy4:
     # the 4 noisiest PolyU pairs outside PolyU30, experiments/noise_levels.py; CC: all)

@@ -108,10 +108,11 @@ def test_bf16_runs_need_a_cpu_with_bf16_instructions(
     python.chmod(0o755)
     env = {"PATH": os.environ["PATH"], "PY": str(python)} | ({"GPU_ID": gpu_id} if gpu_id else {})
     done = subprocess.run(
-        ["bash", "-c", f'. "{RUNS_SETUP}"; native_precision "$1"', "bash", precision],
+        ["bash", "-c", f'. "{RUNS_SETUP}"; native_precision "$1" "$2"', "bash", precision, "use X"],
         env=env,
         capture_output=True,
         text=True,
     )
     assert (done.returncode != 0) == refused
     assert ("no bf16 instructions" in done.stderr) == refused
+    assert done.stderr.rstrip().endswith(", or use X") == refused  # the caller's alternative
