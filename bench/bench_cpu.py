@@ -92,10 +92,19 @@ def iteration_flops(size: int, images: int) -> int:
     return counter.get_total_flops()
 
 
-def gemm_rate(dtype: torch.dtype, side: int = 2048, repeats: int = 4) -> float:
-    """FLOP/s of a side x side matrix product in `dtype` at the current thread count."""
-    first, second = torch.rand(side, side).to(dtype), torch.rand(side, side).to(dtype)
-    torch.mm(first, second)
+def gemm_rate(
+    dtype: torch.dtype, largest: int = 2048, repeats: int = 4, long_enough: float = 0.25
+) -> float:
+    """FLOP/s of a square matrix product in `dtype` at the current thread count: the side doubles
+    from 256 until one product takes `long_enough` seconds or the side is `largest`, so that a
+    precision without fast kernels (bf16 on a CPU without bf16 instructions: below 1 GFLOP/s)
+    is measured in seconds, not minutes."""
+    side = 256
+    while True:
+        first, second = torch.rand(side, side).to(dtype), torch.rand(side, side).to(dtype)
+        if timed(torch.mm, first, second) >= long_enough or side >= largest:
+            break
+        side *= 2
     return 2 * side**3 / min(timed(torch.mm, first, second) for _ in range(repeats))
 
 
