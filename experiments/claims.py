@@ -228,7 +228,8 @@ def precision_kept(tables: Tables, size: int) -> str:
         return "-"
     best = "best PSNR (dB)"
     return ", ".join(
-        f"{row['set'].split()[0]} {' '.join(row[best].split()[:3])} dB ({row['image runs']} runs)"
+        f"{row['set'].split()[0]} {' '.join(row[best].split()[:3])} dB ({row['image runs']} run"
+        f"{'' if row['image runs'] == '1' else 's'})"
         for row in rows
     )
 
