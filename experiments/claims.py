@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from experiments import blend_study, precision_study, scale_study, transfer_study
-from experiments.common import REPO, report_main
+from experiments.common import REPO, count_of, report_main
 
 RESULTS = REPO / "results"
 TABLE_FILE = "claims.md"
@@ -228,8 +228,8 @@ def precision_kept(tables: Tables, size: int) -> str:
         return "-"
     best = "best PSNR (dB)"
     return ", ".join(
-        f"{row['set'].split()[0]} {' '.join(row[best].split()[:3])} dB ({row['image runs']} run"
-        f"{'' if row['image runs'] == '1' else 's'})"
+        f"{row['set'].split()[0]} {' '.join(row[best].split()[:3])} dB"
+        f" ({count_of(int(row['image runs']), 'run')})"
         for row in rows
     )
 

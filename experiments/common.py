@@ -175,6 +175,11 @@ def tune_fixed(runs: Sequence[Any]) -> int:
     return int(iterations[int(np.argmax(np.mean([run.psnr for run in runs], axis=0)))])
 
 
+def count_of(count: int, noun: str) -> str:
+    """'1 run', '2 runs': `count` and `noun`, in the plural unless `count` is 1."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def mean_std(values: Iterable[float | None], digits: int = 2) -> str:
     """'mean ± std (n)' over the finite values, '-' when there are none."""
     values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)

@@ -40,7 +40,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from experiments import biqan_scale
-from experiments.common import REPO, report_main
+from experiments.common import REPO, count_of, report_main
 from experiments.precision_study import DIP_STUDIES, IMAGES_FILE, WINDOWS, variance_column
 from utils import ranker_training, selection, snapshot_features
 
@@ -229,7 +229,7 @@ def tune_on(runs: list[ImageRun], source: str = TUNING_SET) -> dict[str, Rule]:
     iteration = common[int(np.argmax(fixed_means))]
     grid = [(window, patience) for window in WINDOWS for patience in PATIENCES]
     wmv_means = [np.mean([run.psnr[wmv_pick(run, *cell)] for run in runs]) for cell in grid]
-    tuned_on = f"{source}, {len(runs)} runs"
+    tuned_on = f"{source}, {count_of(len(runs), 'run')}"
     rules = {
         "fixed, tuned": Rule(
             f"fixed:{iteration}", lambda run: fixed_pick(run, iteration), None, tuned_on
@@ -293,7 +293,7 @@ def biqan_rule(record: dict, scores: dict) -> Rule:
         record["recipe"],
         lambda run: selection.select_argmax(score(run)),
         score,
-        f"PolyU, {len(record['polyu_images'])} runs",
+        f"PolyU, {count_of(len(record['polyu_images']), 'run')}",
     )
 
 
@@ -434,7 +434,7 @@ def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
     wmv, ratio = selection.TUNED_WMV, f"(pixels / {selection.STOP_SIZE}²)"
     sizes = "/".join(str(size) for size in sorted(tuning))
     every_run = [run for runs in tuning.values() for run in runs]
-    tuned_on = f"PolyU, {len(every_run)} runs at {sizes} px"
+    tuned_on = f"PolyU, {count_of(len(every_run), 'run')} at {sizes} px"
     return ranker_rule("snapshot ranker, every size", every_run, tuned_on) | {
         "fixed:auto, exponent tuned": Rule(
             f"{selection.TUNED_FIXED.iteration} x {ratio} ^ {stop.setting()}",

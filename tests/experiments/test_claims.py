@@ -76,3 +76,17 @@ def test_our_bars_say_no_when_missed_and_yes_when_a_complete_output_clears(tmp_p
     no_blend = BLEND.replace("37.30 (+0.40)", "37.00 (+0.10)")
     write_tables(tmp_path / "no", blend=no_blend)
     assert claim_cells(tmp_path / "no")["5"][1].startswith("no: ")
+
+
+def test_precision_cell_counts_its_runs_in_the_singular_and_plural():
+    def row(image_runs: str) -> dict[str, str]:
+        return {
+            "difference": "bf16 - fp32", "size": "256", "set": f"CC{image_runs} seeds 0",
+            "image runs": image_runs, "best PSNR (dB)": "-0.13 [-0.13, -0.13] (n)",
+        }  # fmt: skip
+
+    tables = claims.Tables([], [], [], [], [row("1"), row("15")])
+    assert claims.precision_kept(tables, 256) == (
+        "CC1 -0.13 [-0.13, -0.13] dB (1 run), CC15 -0.13 [-0.13, -0.13] dB (15 runs)"
+    )
+    assert claims.precision_kept(tables, 64) == "-"
