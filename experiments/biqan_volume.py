@@ -193,8 +193,7 @@ def write_table(args: argparse.Namespace) -> None:
         + common.markdown_table(list(table.columns), table.round(2).values.tolist())
         + "\n"
     )
-    (tables / "biqan_volume.md").write_text(text)
-    print(text)
+    common.write_table(tables, "biqan_volume.md", text)
 
 
 def training_set(args: argparse.Namespace, variant: Variant) -> Path | None:
@@ -248,7 +247,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=12, help="most epochs per stage")
     parser.add_argument("--early_stopping_patience", type=int, default=3, help="epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="CC run seeds")
-    parser.add_argument("--start_index", type=int, default=8, help="snapshots skipped (default 8)")
+    common.add_start_index_flag(parser)
     parser.add_argument("--table", action="store_true", help="only write the table")
     parser.add_argument(
         "--allow_partial",

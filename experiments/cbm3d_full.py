@@ -154,8 +154,7 @@ def main(args: argparse.Namespace) -> int:
     table = Path(args.tables) / ROWS_FILE
     rows = compute(Path(args.data), table, args.polyu_every)
     text = report(rows)
-    (Path(args.tables) / TABLE_FILE).write_text(text)
-    print(text)
+    common.write_table(args.tables, TABLE_FILE, text)
     return 0
 
 

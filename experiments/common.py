@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from utils import image_io, run_output
+from utils import image_io, run_output, selection
 
 REPO = Path(__file__).resolve().parents[1]
 REPRODUCTION = REPO / "docs" / "REPRODUCTION.md"  # the document whose marked blocks studies rewrite
@@ -286,6 +286,23 @@ def add_folder_flags(parser: argparse.ArgumentParser, *names: str, path: bool = 
             default=default,
             help=f"{holds} (default {default})",
         )
+
+
+def add_start_index_flag(parser: argparse.ArgumentParser) -> None:
+    """Add --start_index: the snapshots every selector skips (test_BIQAN.py's default)."""
+    parser.add_argument(
+        "--start_index",
+        type=int,
+        default=selection.START_INDEX,
+        help="snapshots skipped by every selector (default %(default)s)",
+    )
+
+
+def write_table(tables: Path | str, name: str, text: str) -> None:
+    """Write `text` to the file `name` in the folder `tables` (made if missing) and print it."""
+    Path(tables).mkdir(parents=True, exist_ok=True)
+    (Path(tables) / name).write_text(text)
+    print(text)
 
 
 def add_report_flags(parser: argparse.ArgumentParser, results: Path, table_file: str) -> None:

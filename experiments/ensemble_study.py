@@ -205,8 +205,7 @@ def main(args: argparse.Namespace) -> int:
         + "\n".join(curve)
         + "\n"
     )
-    (tables / "ensemble_study.md").write_text(text)
-    print(text)
+    common.write_table(tables, "ensemble_study.md", text)
     return 0
 
 

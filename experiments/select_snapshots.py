@@ -154,10 +154,8 @@ def action_tune_wmv(args: argparse.Namespace) -> int:
         + common.markdown_table(["window", "patience", "mean gap dB", "rule fired"], rows)
         + "\n"
     )
-    Path(args.tables).mkdir(parents=True, exist_ok=True)
-    (Path(args.tables) / "wmv_tuning.md").write_text(text)
+    common.write_table(args.tables, "wmv_tuning.md", text)
     common.write_csv(Path(args.tables) / "wmv_tuning.csv", grid)
-    print(text)
     for run in cc_runs(Path(args.runs), args.seeds):
         out = Path(args.selection) / run.name / "wmv_tuned"
         test_biqan(args, run, out, ["wmv"], wmv_flags(args, best["window"], best["patience"]))
@@ -191,9 +189,7 @@ def action_tune_fixed(args: argparse.Namespace) -> int:
         + ", ".join(f"{it}: {gap:.2f}" for it, gap in shown)
         + " dB.\n"
     )
-    Path(args.tables).mkdir(parents=True, exist_ok=True)
-    (Path(args.tables) / "fixed_tuning.md").write_text(text)
-    print(text)
+    common.write_table(args.tables, "fixed_tuning.md", text)
     failures = 0
     for run in cc_runs(Path(args.runs), args.seeds):
         out = Path(args.selection) / run.name / "fixed_tuned"
@@ -297,9 +293,7 @@ def action_table(args: argparse.Namespace) -> int:
             tuning = Path(args.tables) / name
             if tuning.is_file():
                 text += "\n" + tuning.read_text()
-    Path(args.tables).mkdir(parents=True, exist_ok=True)
-    (Path(args.tables) / "selection.md").write_text(text)
-    print(text)
+    common.write_table(args.tables, "selection.md", text)
     return 0
 
 
@@ -326,9 +320,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model", nargs="+", default=[], help="biqan: NAME=CHECKPOINT (file or folder)"
     )
-    parser.add_argument(
-        "--start_index", type=int, default=8, help="snapshots skipped by every selector (default 8)"
-    )
+    common.add_start_index_flag(parser)
     parser.add_argument(
         "--save_iter", type=int, default=20, help="snapshot interval of the runs (default 20)"
     )

@@ -546,8 +546,7 @@ def main(args: argparse.Namespace) -> int:
     lines += noise_shift_lines(polyu, cc, noisier_copies, args.folds)
     lines += why_lines(polyu, cc, noisier_copies, args.folds)
     text = "\n".join(lines) + "\n"
-    (Path(args.tables) / "selector_study.md").write_text(text)
-    print(text)
+    common.write_table(args.tables, "selector_study.md", text)
     return 0
 
 
@@ -555,7 +554,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default="devdata/features", help="feature cache folder")
     common.add_folder_flags(parser, "tables")
-    parser.add_argument("--start_index", type=int, default=8, help="snapshots skipped (default 8)")
+    common.add_start_index_flag(parser)
     parser.add_argument("--folds", type=int, default=5, help="PolyU cross-validation folds")
     parser.add_argument(
         "--online_variant",

@@ -179,9 +179,7 @@ def main(args: argparse.Namespace) -> int:
         f"(against the same images' at {selection.STOP_SIZE}px); {tune_alpha(larger):g} for the "
         f"smallest mean gap (grid {ALPHAS[0]:g}-{ALPHAS[-1]:g}).\n"
     )
-    Path(args.tables).mkdir(parents=True, exist_ok=True)
-    (Path(args.tables) / "size_study.md").write_text(text)
-    print(text)
+    common.write_table(args.tables, "size_study.md", text)
     return 0
 
 
@@ -189,7 +187,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="SIZE=FOLDER, e.g. 64=devdata/runs")
     common.add_folder_flags(parser, "tables")
-    parser.add_argument("--start_index", type=int, default=8, help="snapshots skipped (default 8)")
+    common.add_start_index_flag(parser)
     return parser.parse_args(argv)
 
 

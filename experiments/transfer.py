@@ -275,8 +275,7 @@ def analyse(args: argparse.Namespace) -> int:
         f"{table}\n\nPer image (iterations to reach the scratch peak - {TOLERANCE_DB} dB, one entry per seed, "
         f"'never' = not within the run; mean own peak over seeds):\n\n{per_image_table(rows, args.inits)}\n"
     )
-    (tables / "transfer.md").write_text(text)
-    print(text)
+    common.write_table(tables, "transfer.md", text)
     return 0
 
 
