@@ -32,11 +32,8 @@ DOC_BLOCK = "online"  # section 5's block in docs/REPRODUCTION.md
 def wmv_stop(run: scale_study.ImageRun) -> tuple[int, int | None]:
     """The default WMV rule online: (its pick, the candidate index where it stopped, after its
     patience or at `fixed:auto`'s stop, or None when it ran to the end)."""
-    stop = scale_study.fixed_pick(run, selection.scaled_stop(run.height, run.width))
-    window = selection.DEFAULT_WMV.window
-    return selection.wmv_replay(
-        run.variances[window], selection.scaled_patience(run.height, run.width), stop
-    )
+    variances = run.variances[selection.DEFAULT_WMV.window]
+    return selection.default_wmv_replay(variances, run.iterations, run.height, run.width)
 
 
 def fixed_stop(run: scale_study.ImageRun) -> tuple[int, int | None]:

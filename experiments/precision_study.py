@@ -136,12 +136,14 @@ def image_outcomes(table: pd.DataFrame, height: int, width: int) -> dict[str, fl
     candidates = table.iloc[selection.START_INDEX :].reset_index(drop=True)
     psnr = candidates["psnr_avg"].to_numpy()
     iterations = candidates["iteration"].to_numpy()
-    variances = candidates[variance_column(selection.TUNED_WMV.window)].to_numpy().copy()
-    variances[: selection.TUNED_WMV.window - 1] = np.nan  # windows start at the first candidate
-    stop = selection.select_at_or_after(iterations, selection.scaled_stop(height, width))
+    window = selection.DEFAULT_WMV.window
+    variances = candidates[variance_column(window)].to_numpy().copy()
+    variances[: window - 1] = np.nan  # windows start at the first candidate
     picks = {
-        "wmv": selection.wmv_replay(variances, selection.TUNED_WMV.patience, stop)[0],
-        "fixed:auto": stop,
+        "wmv": selection.default_wmv_replay(variances, iterations, height, width)[0],
+        "fixed:auto": selection.select_at_or_after(
+            iterations, selection.scaled_stop(height, width)
+        ),
         "last": selection.select_last(len(iterations)),
     }
     best = int(np.argmax(psnr))

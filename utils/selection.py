@@ -188,6 +188,17 @@ def wmv_replay(
     return rule.best_index, fired_at
 
 
+def default_wmv_replay(
+    variances: np.ndarray, iterations: np.ndarray, height: int, width: int
+) -> tuple[int, int | None]:
+    """The default rule (`DEFAULT_WMV`, as denoise.py and test_BIQAN.py run it) replayed on a
+    height x width image's window variances ((snapshots,), window `DEFAULT_WMV.window`, NaN
+    until the first full window) saved at `iterations`: its patience scaled to the size,
+    stopping at `fixed:auto`'s stop at the latest; `wmv_replay`'s (pick, fired)."""
+    stop = select_at_or_after(iterations, scaled_stop(height, width))
+    return wmv_replay(variances, scaled_patience(height, width), stop)
+
+
 def windowed_moving_variance(
     snapshots: Sequence[np.ndarray] | Callable[[int], np.ndarray],
     window: int,

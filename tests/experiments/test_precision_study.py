@@ -21,7 +21,8 @@ TINY += ["--num_iter", "160", "--save_iter", "10", "--quiet"]
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    """Two 32x32 images fitted in fp32 and bf16 (16 snapshots each) in the study's layout."""
+    """Two 64x64 images fitted in fp32 and bf16 (16 snapshots each) in the study's layout
+    (under a 32px folder: the label is not read here)."""
     root = tmp_path_factory.mktemp("precision")
     for stem, seed in (("a", 1), ("b", 2)):
         make_pair(root / "data", stem, seed=seed)
@@ -41,21 +42,41 @@ def test_collected_rows_replay_test_biqans_picks(runs):
     metrics = run_output.read_metrics(run_dir / "a")
     assert np.array_equal(table["iteration"], metrics.iteration)
     assert np.allclose(table["psnr_avg"], metrics.psnr_avg, atol=1e-4)
-    outcome = precision_study.image_outcomes(table, 32, 32)
-    candidates = metrics.iteration[selection.START_INDEX :]
     snapshots = [image_io.read_rgb(path) for path in metrics.snapshot_paths()]
+    outcome = precision_study.image_outcomes(table, *snapshots[0].shape[:2])
+    candidates = metrics.iteration[selection.START_INDEX :]
     offline = selection.apply_selectors(
         [selection.DEFAULT_SELECTOR, selection.AUTO_STOP, selection.Selector("last")],
         candidates,
         None,
         lambda index: snapshots[selection.START_INDEX + index],
-        selection.TUNED_WMV,
+        selection.DEFAULT_WMV,  # test_BIQAN.py's: the patience scaled to the size
     )
     psnr = metrics.psnr_avg[selection.START_INDEX :]
     for rule, label in (("wmv", "wmv"), ("fixed:auto", "fixed:auto"), ("last", "last")):
         assert outcome[rule] == pytest.approx(psnr[offline.picks[label]], abs=1e-4), rule
     assert outcome["best"] == pytest.approx(psnr.max(), abs=1e-4)
     assert precision_study.collect(runs / "runs", results) == 0  # nothing new: nothing rewritten
+
+
+def test_the_wmv_outcome_is_the_default_rule_with_its_patience_scaled_to_the_size():
+    """Window variances that fall, rise for 3 snapshots, fall lower to a minimum at candidate
+    30, then rise: the 64 px patience (2 snapshots) fires on the first rise and picks candidate
+    9, the 256 px one (26) waits and picks candidate 30."""
+    window, start = selection.DEFAULT_WMV.window, selection.START_INDEX
+    variances = np.concatenate([np.linspace(1.0, 0.5, start + 31), np.linspace(0.6, 1.0, 50)])
+    variances[start + 10 : start + 13] = 2.0
+    variances[: start + window - 1] = np.nan
+    table = pd.DataFrame(
+        {
+            "iteration": 20 * np.arange(1, len(variances) + 1),
+            "psnr_avg": np.arange(len(variances)) - start,  # the candidate's index, in dB
+            precision_study.variance_column(window): variances,
+        }
+    )
+    assert selection.scaled_patience(64, 64) == 2 and selection.scaled_patience(256, 256) == 26
+    assert precision_study.image_outcomes(table, 64, 64)["wmv"] == 9
+    assert precision_study.image_outcomes(table, 256, 256)["wmv"] == 30
 
 
 def test_collect_adds_to_the_images_table_of_an_earlier_machine(runs, tmp_path):
