@@ -464,7 +464,9 @@ def shipped_rules() -> dict[str, Rule]:
         f"window {window}, patience {selection.TUNED_WMV.patience}"
         + (f" x (pixels / {selection.STOP_SIZE}²) ^ {exponent:g}" if exponent else "")
         + ", stopping at fixed:auto's stop at the latest",
-        lambda run: wmv_by_stop(run, selection.STOP_EXPONENT, exponent),
+        lambda run: selection.default_wmv_replay(
+            run.variances[window], run.iterations, run.height, run.width
+        )[0],
         lambda run: -run.variances[window],
     )
     return {"wmv (default)": wmv, "fixed:auto": scaled, "last": last}
