@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,26 @@ TABLE_FILE = "precision.md"  # the report, beside the rows it comes from
 DOC_BLOCK = "precision"  # this table's block in docs/REPRODUCTION.md
 RULES = ("best", "wmv", "fixed:auto", "last")  # what each image contributes to the table
 SEED_YARDSTICKS = (REFERENCE, "bf16")  # precisions whose seed-to-seed differences are tabled
+
+
+@dataclass(frozen=True)
+class PoolingCheck:
+    """The check set down in docs/REPRODUCTION.md section 8 on 2026-12-07, before its pairs were
+    in: on a CPU without bf16 instructions, section 9's remaining PolyU tuning crops may be fitted
+    in fp32 and tuned on beside the bf16 ones if, over `pairs` crops of `set_name` at `size` px
+    fitted in both, the mean `candidate` - fp32 best PSNR is within ±`mean_bound` dB, no pair is
+    below `lowest` dB, and the mean best-iteration difference is within ±`iteration_bound`."""
+
+    candidate: str = "bf16"
+    size: int = 256
+    set_name: str = "CC"
+    pairs: int = 5
+    mean_bound: float = 0.10
+    lowest: float = -0.30
+    iteration_bound: float = 200.0
+
+
+POOLING_CHECK = PoolingCheck()
 
 
 def variance_column(window: int) -> str:
@@ -276,6 +297,45 @@ def seed_mean_rows(table: pd.DataFrame, candidate: str) -> list[str]:
     return lines
 
 
+def pooling_verdict(paired: pd.DataFrame, check: PoolingCheck = POOLING_CHECK) -> str:
+    """One line: `check` applied to `paired` (`paired_differences` of `check.candidate`): the
+    figures so far against its bounds, and `pending` until all its pairs are in, then `passed`,
+    or `failed` naming each bound missed."""
+    title = (
+        f"Section 8's check ({check.candidate} - {REFERENCE}, {check.set_name} at {check.size} "
+        "px, set down before the pairs were in)"
+    )
+    if not paired.empty:
+        paired = paired[(paired["size"] == check.size) & (paired["set"] == check.set_name)]
+    if paired.empty:
+        return f"{title}: 0 of {check.pairs} pairs in: pending."
+    mean, lowest = paired["best"].mean(), paired["best"].min()
+    iterations = paired["best_iteration"].mean()
+    missed = [
+        name
+        for name, holds in [
+            (f"mean best beyond ±{check.mean_bound:.2f} dB", abs(mean) <= check.mean_bound),
+            (f"a pair below {check.lowest:+.2f} dB", lowest >= check.lowest),
+            (
+                f"mean best iteration beyond ±{check.iteration_bound:.0f}",
+                abs(iterations) <= check.iteration_bound,
+            ),
+        ]
+        if not holds
+    ]
+    if len(paired) < check.pairs:
+        verdict = "pending"
+    elif missed:
+        verdict = "failed (" + "; ".join(missed) + "): the PolyU crops wait for bf16 or a GPU"
+    else:
+        verdict = "passed: fp32 PolyU crops may be tuned on beside the bf16 ones"
+    return (
+        f"{title}: {len(paired)} of {check.pairs} pairs in; mean best {mean:+.2f} dB "
+        f"(bound ±{check.mean_bound:.2f}), lowest {lowest:+.2f} (bound {check.lowest:+.2f}), "
+        f"mean best iteration {iterations:+.0f} (bound ±{check.iteration_bound:.0f}): {verdict}."
+    )
+
+
 def report_lines(results: Path) -> list[str]:
     """The markdown table: each variant - fp32 by size and set, and fp32 seed s - seed 0."""
     table = outcomes(results)
@@ -299,7 +359,9 @@ def report_lines(results: Path) -> list[str]:
             lines += table_rows(paired, what)
     for name in candidates:
         lines += seed_mean_rows(table, name)
-    return lines
+    pooled = POOLING_CHECK.candidate
+    paired = paired_differences(table, pooled) if pooled in candidates else pd.DataFrame()
+    return [*lines, "", pooling_verdict(paired)]
 
 
 def main(args: argparse.Namespace) -> int:

@@ -165,3 +165,37 @@ def test_seed_means_average_each_image_over_the_seeds_both_precisions_have():
     assert row[("difference", "")] == -0.75
     lines = precision_study.seed_mean_rows(pd.DataFrame(rows), "bf16")
     assert lines[-1] == "| 64 | CC | a | 2 | 40.50 [40.00, 41.00] | 39.75 [39.00, 40.50] | -0.75 |"
+
+
+def check_pairs(bests: list[float], iteration: int = 100, size: int = 256) -> pd.DataFrame:
+    """`paired_differences`-shaped rows: one CC crop per best-PSNR difference (dB)."""
+    return pd.DataFrame(
+        {"size": size, "set": "CC", "seed": 0, "stem": f"c{index}", "best": best}
+        | {"best_iteration": iteration}
+        for index, best in enumerate(bests)
+    )
+
+
+@pytest.mark.parametrize(
+    ("bests", "iteration", "verdict"),
+    [
+        ([-0.06, 0.02], 100, "2 of 5 pairs in; mean best -0.02 dB"),
+        ([-0.05, 0.02, -0.1, 0.0, 0.05], 100, ": passed:"),
+        ([0.2, 0.2, 0.2, 0.1, 0.1], 100, "failed (mean best beyond ±0.10 dB)"),
+        ([-0.4, 0.1, 0.1, 0.1, 0.0], 100, "failed (a pair below -0.30 dB)"),
+        ([0.0] * 5, -250, "failed (mean best iteration beyond ±200)"),
+        ([-0.4, -0.4, 0.0, 0.0, 0.0], 300, "below -0.30 dB; mean best iteration beyond ±200)"),
+    ],
+)
+def test_pooling_verdict_applies_each_bound_of_the_check_set_down(bests, iteration, verdict):
+    line = precision_study.pooling_verdict(check_pairs(bests, iteration))
+    assert verdict in line
+    assert line.endswith(": pending.") == (len(bests) < precision_study.POOLING_CHECK.pairs)
+
+
+def test_pooling_verdict_counts_only_the_checks_size_and_set():
+    other_size = check_pairs([0.5] * 5, size=64)
+    assert precision_study.pooling_verdict(other_size).endswith("0 of 5 pairs in: pending.")
+    assert precision_study.pooling_verdict(pd.DataFrame()).endswith("0 of 5 pairs in: pending.")
+    mixed = pd.concat([other_size, check_pairs([0.0] * 5)])
+    assert ": 5 of 5 pairs in; mean best +0.00 dB" in precision_study.pooling_verdict(mixed)
