@@ -15,7 +15,7 @@ convolutions) divided by the GEMM rate this process measures in that precision a
 
     python -m bench.bench_cpu --sizes 64 128 256 512 --threads 1 2 --images 1 4
     python -m bench.bench_cpu --profile 256           # time by kind of operation
-    python -m bench.bench_cpu --contention 128        # one command alone, then two at once
+    python -m bench.bench_cpu --contention 128 --variants bf16-cl   # alone, then two at once
 """
 
 from __future__ import annotations
@@ -242,7 +242,8 @@ def main(args: argparse.Namespace) -> int:
             "\n| size | variant | threads | alone, s/iteration | first of two at once | second |"
             "\n|---|---|---|---|---|---|"
         )
-        print("\n".join(contention(args.contention, "bf16-cl", args.iterations)))
+        for variant in args.variants:
+            print("\n".join(contention(args.contention, variant, args.iterations)), flush=True)
         return 0
     rates = gemm_rates(args.threads)
     for threads, rate in rates.items():

@@ -23,3 +23,17 @@ def test_the_profile_accounts_for_the_whole_step():
     shares = [float(row.split("|")[3].strip().rstrip("%")) for row in rows]
     assert abs(sum(shares) - 100) < 1
     assert rows[0].startswith("| convolution |")
+
+
+def test_contention_measures_each_variant_asked_for(monkeypatch, capsys):
+    calls = []
+
+    def contention(size: int, variant: str, iterations: int) -> list[str]:
+        calls.append((size, variant, iterations))
+        return [f"| {size} | {variant} |"]
+
+    monkeypatch.setattr(bench_cpu, "contention", contention)
+    argv = ["--contention", "64", "--variants", "fp32-nchw", "bf16-cl", "--iterations", "2"]
+    assert bench_cpu.main(bench_cpu.parse_args(argv)) == 0
+    assert calls == [(64, "fp32-nchw", 2), (64, "bf16-cl", 2)]
+    assert "| 64 | bf16-cl |" in capsys.readouterr().out
