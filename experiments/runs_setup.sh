@@ -51,6 +51,15 @@ crop_subset() {
     echo "$folder"
 }
 
+# pending_stems FROM RESULTS: the stems of FROM/real's pairs that have no rows RESULTS/<stem>.csv
+# yet, one a line, in name order (a list fitted crop by crop, each collected as it finishes).
+pending_stems() {
+    local real
+    for real in $(ls "$1/real"); do
+        [ -f "$2/${real%.*}.csv" ] || echo "${real%.*}"
+    done
+}
+
 # pending_crops FROM RESULTS TO [STEM]: copies into TO/real and TO/mean the pairs of FROM/real and
 # FROM/mean that have no rows RESULTS/<stem>.csv yet, or the pair STEM alone (rows or not); with
 # SHARD="N I", only every N-th pair of FROM by name from the I-th (0-based). Prints TO, or nothing

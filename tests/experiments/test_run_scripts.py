@@ -1,6 +1,6 @@
-"""experiments/runs_setup.sh: `pending_crops`, the crops a run script still has to fit, so that
-a new machine (an empty devdata/) fits only what results/ lacks; `native_precision`, the refusal
-of bf16 runs on a CPU without bf16 instructions."""
+"""experiments/runs_setup.sh: `pending_crops` and `pending_stems`, the crops a run script still
+has to fit, so that a new machine (an empty devdata/) fits only what results/ lacks;
+`native_precision`, the refusal of bf16 runs on a CPU without bf16 instructions."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ RUNS_SETUP = Path(__file__).resolve().parents[2] / "experiments" / "runs_setup.s
 STEMS = ("a", "b", "c", "d")
 
 
-def pending(folder: Path, *args: str, shard: str = "") -> str:
-    """What `pending_crops ARGS` prints, run in `folder` (SHARD set when `shard` is given)."""
+def pending(folder: Path, *args: str, shard: str = "", function: str = "pending_crops") -> str:
+    """What `FUNCTION ARGS` (runs_setup.sh's) prints, run in `folder` (SHARD set when `shard` is
+    given)."""
     env = {"PATH": os.environ["PATH"]} | ({"SHARD": shard} if shard else {})
-    command = f'. "{RUNS_SETUP}"; pending_crops "$@"'
+    command = f'. "{RUNS_SETUP}"; {function} "$@"'
     done = subprocess.run(
         ["bash", "-c", command, "bash", *args],
         cwd=folder,
@@ -67,6 +68,13 @@ def test_a_named_crop_is_pending_with_its_rows(crops):
     add_rows(crops, *STEMS)
     assert pending(crops, "crops", "results", "source", "c") == "source"
     assert stems(crops / "source" / "real") == ["c"]
+
+
+def test_pending_stems_are_the_crops_without_rows_in_name_order(crops):
+    add_rows(crops, "b")
+    assert pending(crops, "crops", "results", function="pending_stems").split() == ["a", "c", "d"]
+    add_rows(crops, "a", "c", "d")
+    assert pending(crops, "crops", "results", function="pending_stems") == ""
 
 
 def test_shards_count_over_every_crop(crops):
