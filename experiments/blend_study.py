@@ -355,6 +355,8 @@ def report_lines(results: Path) -> list[str]:
             for row in zip(*(rows[column] for column in KEY), rows[WEIGHT_COLUMNS].to_numpy())
         }
         images = image_runs(runs, size, precision)
+        if not any(set_name == scale_study.REPORT_SET for set_name, _ in images):
+            continue  # its CC folder is still filling (scale_study.waiting_folders)
         lines += [rule_line(size, precision, name, images, curves) for name in RULES]
         lines += joint_lines(size, precision, images, curves)
     return lines

@@ -120,18 +120,19 @@ def report_folder(run: ImageRun) -> tuple[int, str, str, int]:
 
 def waiting_folders(runs: list[ImageRun]) -> dict[tuple[int, str, str, int], str]:
     """The CC folders (`CC` or `CC_<init>`, one seed) that lack some of the CC crops of their
-    size and precision (the crops of every CC folder there), each with "k of n crops": a seed or
-    an init is tabled once all its crops are in, so that the means compare the same crops."""
-    crops: dict[tuple[int, str], set[str]] = {}
+    size (the crops of every CC folder of that size, in any precision), each with "k of n
+    crops": a seed, an init or a precision is tabled once all its crops are in, so that the
+    means compare the same crops."""
+    crops: dict[int, set[str]] = {}
     folders: dict[tuple[int, str, str, int], set[str]] = {}
     for run in runs:
         if run.set_name.startswith(REPORT_SET):
-            crops.setdefault((run.size, run.precision), set()).add(run.stem)
+            crops.setdefault(run.size, set()).add(run.stem)
             folders.setdefault(report_folder(run), set()).add(run.stem)
     return {
-        folder: f"{len(stems)} of {len(crops[folder[:2]])} crops"
+        folder: f"{len(stems)} of {len(crops[folder[0]])} crops"
         for folder, stems in sorted(folders.items())
-        if stems != crops[folder[:2]]
+        if stems != crops[folder[0]]
     }
 
 

@@ -191,6 +191,14 @@ def test_report_without_polyu_rows_does_not_blend(study):
     assert cells[6] != "-" and cells[8:11] == ["-", "-", "-"]  # no weight tuned on PolyU
 
 
+def test_report_leaves_out_a_size_whose_cc_folders_are_still_filling(study):
+    report_cells(study, synthetic_rows(study))
+    assert any(line.startswith(f"| {SIZE} | bf16 |") for line in blend_study.report_lines(study))
+    clean = np.random.default_rng(8).uniform(0.2, 0.8, (SIZE, SIZE, 3))
+    write_image_run(study.parent, "CC_polyu1", "d", 0, clean)  # a crop CC_s0 and CC_s1 lack
+    assert not any(line.startswith(f"| {SIZE} |") for line in blend_study.report_lines(study))
+
+
 def test_joint_setting_is_the_best_mean_over_the_common_iterations():
     iterations = np.array([20, 40, 60])
     peak_40_at_half = np.array([[30.0] * 11, [30.0] * 5 + [31.0] + [30.0] * 5, [30.0] * 11])

@@ -23,11 +23,12 @@ def write_run(
     iterations: np.ndarray = ITERATIONS,
     dip_at: int | None = None,
     seed: int = 0,
+    precision: str = "bf16",
 ) -> None:
-    """A collected image run at `size` px, bf16, `seed` whose PSNR peaks at `peak` with `top`
+    """A collected image run at `size` px, `precision`, `seed` whose PSNR peaks at `peak` with `top`
     dB; its window variances are least at the peak, with a local minimum at `dip_at` if given
     (an early plateau, where a short patience stops)."""
-    run_dir = results / "scale" / f"{size}px" / "bf16" / f"{set_name}_s{seed}"
+    run_dir = results / "scale" / f"{size}px" / precision / f"{set_name}_s{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     psnr = top - 1e-5 * (iterations - peak) ** 2
     table = pd.DataFrame({"iteration": iterations, "psnr_avg": psnr})
@@ -108,6 +109,16 @@ def test_a_cc_folder_is_tabled_once_every_crop_is_in(tmp_path):
     lines = scale_study.report_lines(tmp_path)
     assert any(line.startswith("| 256 | bf16 | 0,1 | 4 | 29.00 | 33.00 |") for line in lines)
     assert not any("Still filling" in line for line in lines)
+
+
+def test_a_precision_is_tabled_once_it_has_every_cc_crop_of_its_size(tmp_path):
+    for stem in ("c1", "c2"):
+        write_run(tmp_path, "CC", stem, 800, 36.0)
+    write_run(tmp_path, "CC", "c1", 800, 30.0, precision="fp32")  # a check filling crop by crop
+    assert {run.precision for run in scale_study.read_runs(tmp_path)} == {"bf16"}
+    lines = scale_study.report_lines(tmp_path)
+    assert not any(line.startswith("| 256 | fp32 |") for line in lines)
+    assert lines[-1].endswith(": 256 px fp32 CC_s0 (1 of 2 crops).")
 
 
 def test_size_exponents_are_tuned_on_polyu_at_every_size(tmp_path, monkeypatch):
