@@ -188,8 +188,9 @@ def read_rows(path: Path) -> pd.DataFrame:
 
 def compute(results: Path) -> int:
     """Add the rows the shipped rules' picks need, for every size and precision whose runs and
-    CBM3D σ are there, keeping the rows already written (`image_rows`)."""
-    runs = scale_study.read_runs(results)
+    CBM3D σ are there, keeping the rows already written (`image_rows`): of every collected run,
+    its CC folder filling or not (`scale_study.read_all_runs`), while its snapshots are here."""
+    runs = scale_study.read_all_runs(results)
     for size, precision in sorted({(run.size, run.precision) for run in runs}):
         if size not in RUN_FOLDERS or precision not in scale_study.PRECISIONS:
             continue

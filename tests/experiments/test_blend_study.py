@@ -191,6 +191,17 @@ def test_report_without_polyu_rows_does_not_blend(study):
     assert cells[6] != "-" and cells[8:11] == ["-", "-", "-"]  # no weight tuned on PolyU
 
 
+def test_rows_are_computed_for_a_cc_folder_still_filling(study):
+    """A folder is tabled once every crop is in, but its snapshots may be gone by then: its
+    rows are computed as its crops come in."""
+    clean = image_io.read_rgb(study.parent / "c_1_clean.png")
+    write_image_run(study.parent, "CC", "d", 0, clean)  # CC_s1 lacks d: it is still filling
+    assert 1 not in {run.seed for run in scale_study.read_runs(study)}
+    assert blend_study.compute(study) == 0
+    rows = read_rows(study)
+    assert ((rows["stem"] == "c") & (rows["seed"] == 1) & (rows["output"] == "one fit")).any()
+
+
 def test_report_leaves_out_a_size_whose_cc_folders_are_still_filling(study):
     report_cells(study, synthetic_rows(study))
     assert any(line.startswith(f"| {SIZE} | bf16 |") for line in blend_study.report_lines(study))
