@@ -35,8 +35,9 @@
 # `experiments/scale_runs.sh gpu` runs instead the list for one call on a lent GPU
 # (bench/scale_gpu.sh): what results/ lacks at 512 and 256 px, several fits at once on the device.
 # `PRECISION=fp32 THREADS=2 experiments/scale_runs.sh cc256` fits only the CC crops at 256x256,
-# seed 0, one at a time on two threads, each collected as it finishes: in fp32, section 8's paired check of bf16 at the study's
-# size (and the list for a CPU without bf16 instructions, where the bf16 lists refuse to start).
+# seed 0, one at a time on two threads, each collected as it finishes: in fp32, section 8's
+# paired check of bf16 at the study's size (and the list for a CPU without bf16 instructions,
+# where the bf16 lists refuse to start).
 # Environment: PY, CODE, THREADS (experiments/runs_setup.sh), GPU_ID (cpu, or a CUDA device such as 0: every
 # fit, BIQAN's training and scoring run there), ITERATIONS (3000; 512x512: LARGE_ITERATIONS,
 # 5000), PRECISION (bf16), STUDY (scale: the devdata/ and results/ folder of the runs; the 64 px
