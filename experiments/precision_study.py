@@ -1,9 +1,10 @@
 """Issue 21: does bf16 change what DIP finds? fp32 against bf16 on the same crops and seeds.
 
-Two actions:
+Three actions:
 
     python -m experiments.precision_study collect    # devdata/precision -> results/precision
     python -m experiments.precision_study report     # results/precision -> the table (seconds)
+    python -m experiments.precision_study pooling    # section 8's check; exit 0 if it passed
 
 `collect` reads the finished images of experiments/precision_runs.sh (run_BDN.py folders under
 `devdata/precision/<size>px/<precision>/<set>_s<seed>/`) and writes, per image, its metrics.csv
@@ -16,7 +17,9 @@ bf16 before it). `report` needs nothing else: for every image run in fp32 and in
 takes DIP's best PSNR and best iteration over test_BIQAN.py's candidates (the snapshots from
 `selection.START_INDEX`), and the PSNR each shipped rule picks (the default `wmv`, `fixed:auto`,
 `last`), and prints the paired differences variant - fp32 (mean, standard deviation, lowest and
-highest) by size and set, as the markdown table of docs/REPRODUCTION.md.
+highest) by size and set, as the markdown table of docs/REPRODUCTION.md, with the verdict of
+section 8's check (`POOLING_CHECK`) under it; `pooling` prints that verdict alone and exits 0
+only where the check passed (experiments/scale_runs.sh's `polyu256` list starts only then).
 """
 
 from __future__ import annotations
@@ -297,21 +300,22 @@ def seed_mean_rows(table: pd.DataFrame, candidate: str) -> list[str]:
     return lines
 
 
-def pooling_verdict(paired: pd.DataFrame, check: PoolingCheck = POOLING_CHECK) -> str:
-    """One line: `check` applied to `paired` (`paired_differences` of `check.candidate`): the
-    figures so far against its bounds, and `pending` until all its pairs are in, then `passed`,
-    or `failed` naming each bound missed."""
-    title = (
-        f"Section 8's check ({check.candidate} - {REFERENCE}, {check.set_name} at {check.size} "
-        "px, set down before the pairs were in)"
-    )
-    if not paired.empty:
-        paired = paired[(paired["size"] == check.size) & (paired["set"] == check.set_name)]
+def check_pairs(table: pd.DataFrame, check: PoolingCheck = POOLING_CHECK) -> pd.DataFrame:
+    """The pairs `check` judges: `paired_differences` of `check.candidate` in `table`
+    (`outcomes`) at its size and set; empty where there are none."""
+    if table.empty or check.candidate not in set(table["precision"]):
+        return pd.DataFrame()
+    paired = paired_differences(table, check.candidate)
     if paired.empty:
-        return f"{title}: 0 of {check.pairs} pairs in: pending."
+        return paired
+    return paired[(paired["size"] == check.size) & (paired["set"] == check.set_name)]
+
+
+def missed_bounds(paired: pd.DataFrame, check: PoolingCheck = POOLING_CHECK) -> list[str]:
+    """The bounds of `check` that `paired` (`check_pairs`, not empty) misses, named."""
     mean, lowest = paired["best"].mean(), paired["best"].min()
     iterations = paired["best_iteration"].mean()
-    missed = [
+    return [
         name
         for name, holds in [
             (f"mean best beyond ±{check.mean_bound:.2f} dB", abs(mean) <= check.mean_bound),
@@ -323,6 +327,30 @@ def pooling_verdict(paired: pd.DataFrame, check: PoolingCheck = POOLING_CHECK) -
         ]
         if not holds
     ]
+
+
+def pooling_passed(paired: pd.DataFrame, check: PoolingCheck = POOLING_CHECK) -> bool:
+    """Whether `paired` (`check_pairs`) holds all of `check`'s pairs and meets every bound: only
+    then are fp32 runs pooled with `check.candidate`'s for tuning (scale_study)."""
+    return len(paired) >= check.pairs and not missed_bounds(paired, check)
+
+
+def pooling_holds(results: Path = RESULTS) -> bool:
+    """`pooling_passed` on the rows under `results` (and the studies beside it)."""
+    return pooling_passed(check_pairs(outcomes(results)))
+
+
+def pooling_verdict(paired: pd.DataFrame, check: PoolingCheck = POOLING_CHECK) -> str:
+    """One line: `check` applied to `paired` (`check_pairs`): the figures so far against its
+    bounds, and `pending` until all its pairs are in, then `passed`, or `failed` naming each
+    bound missed."""
+    title = (
+        f"Section 8's check ({check.candidate} - {REFERENCE}, {check.set_name} at {check.size} "
+        "px, set down before the pairs were in)"
+    )
+    if paired.empty:
+        return f"{title}: 0 of {check.pairs} pairs in: pending."
+    missed = missed_bounds(paired, check)
     if len(paired) < check.pairs:
         verdict = "pending"
     elif missed:
@@ -330,9 +358,10 @@ def pooling_verdict(paired: pd.DataFrame, check: PoolingCheck = POOLING_CHECK) -
     else:
         verdict = "passed: fp32 PolyU crops may be tuned on beside the bf16 ones"
     return (
-        f"{title}: {len(paired)} of {check.pairs} pairs in; mean best {mean:+.2f} dB "
-        f"(bound ±{check.mean_bound:.2f}), lowest {lowest:+.2f} (bound {check.lowest:+.2f}), "
-        f"mean best iteration {iterations:+.0f} (bound ±{check.iteration_bound:.0f}): {verdict}."
+        f"{title}: {len(paired)} of {check.pairs} pairs in; mean best "
+        f"{paired['best'].mean():+.2f} dB (bound ±{check.mean_bound:.2f}), lowest "
+        f"{paired['best'].min():+.2f} (bound {check.lowest:+.2f}), mean best iteration "
+        f"{paired['best_iteration'].mean():+.0f} (bound ±{check.iteration_bound:.0f}): {verdict}."
     )
 
 
@@ -359,21 +388,23 @@ def report_lines(results: Path) -> list[str]:
             lines += table_rows(paired, what)
     for name in candidates:
         lines += seed_mean_rows(table, name)
-    pooled = POOLING_CHECK.candidate
-    paired = paired_differences(table, pooled) if pooled in candidates else pd.DataFrame()
-    return [*lines, "", pooling_verdict(paired)]
+    return [*lines, "", pooling_verdict(check_pairs(table))]
 
 
 def main(args: argparse.Namespace) -> int:
     if args.action == "collect":
         return collect(args.runs, args.results)
+    if args.action == "pooling":  # exit status 0 only where the check passed (scale_runs.sh)
+        paired = check_pairs(outcomes(args.results))
+        print(pooling_verdict(paired))
+        return 0 if pooling_passed(paired) else 1
     publish_table(report_lines(args.results), args.results / TABLE_FILE, DOC_BLOCK, args.write)
     return 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("collect", "report"))
+    parser.add_argument("action", choices=("collect", "report", "pooling"))
     parser.add_argument("--runs", type=Path, default=RUNS, help="the runs (collect)")
     add_report_flags(parser, RESULTS, TABLE_FILE)
     return parser.parse_args(argv)

@@ -51,19 +51,24 @@ crop_subset() {
     echo "$folder"
 }
 
-# pending_stems FROM RESULTS: the stems of FROM/real's pairs that have no rows RESULTS/<stem>.csv
-# yet, one a line, in name order (a list fitted crop by crop, each collected as it finishes).
+# pending_stems FROM RESULTS...: the stems of FROM/real's pairs that have no rows <stem>.csv in
+# any of the RESULTS folders yet, one a line, in name order (a list fitted crop by crop, each
+# collected as it finishes).
 pending_stems() {
-    local real
+    local real results fitted
     for real in $(ls "$1/real"); do
-        [ -f "$2/${real%.*}.csv" ] || echo "${real%.*}"
+        fitted=""
+        for results in "${@:2}"; do
+            [ -f "$results/${real%.*}.csv" ] && fitted=1
+        done
+        [ -n "$fitted" ] || echo "${real%.*}"
     done
 }
 
-# pending_crops FROM RESULTS TO [STEM]: copies into TO/real and TO/mean the pairs of FROM/real and
-# FROM/mean that have no rows RESULTS/<stem>.csv yet, or the pair STEM alone (rows or not); with
-# SHARD="N I", only every N-th pair of FROM by name from the I-th (0-based). Prints TO, or nothing
-# when TO holds no pair (TO is made only to hold one). Pairs are only added to TO, never removed:
+# pending_crops FROM RESULTS TO [STEMS]: copies into TO/real and TO/mean the pairs of FROM/real
+# and FROM/mean that have no rows RESULTS/<stem>.csv yet, or the pairs STEMS alone (names
+# separated by spaces; rows or not); with SHARD="N I", only every N-th pair of FROM by name from
+# the I-th (0-based). Prints TO, or nothing when TO holds no pair (TO is made only to hold one). Pairs are only added to TO, never removed:
 # two processes may share it, and run_BDN.py skips the images it has finished.
 pending_crops() {
     local real stem index=0
@@ -73,7 +78,7 @@ pending_crops() {
         if [ -n "${SHARD:-}" ] && [ $(((index - 1) % ${SHARD% *})) != "${SHARD#* }" ]; then
             continue
         elif [ -n "${4:-}" ]; then
-            [ "$stem" = "$4" ] || continue
+            case " $4 " in *" $stem "*) ;; *) continue ;; esac
         elif [ -f "$2/$stem.csv" ]; then
             continue
         fi

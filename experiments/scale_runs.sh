@@ -37,7 +37,10 @@
 # `PRECISION=fp32 THREADS=2 experiments/scale_runs.sh cc256` fits only the CC crops at 256x256,
 # seed 0, one at a time on two threads, each collected as it finishes: in fp32, section 8's
 # paired check of bf16 at the study's size (and the list for a CPU without bf16 instructions,
-# where the bf16 lists refuse to start).
+# where the bf16 lists refuse to start). `experiments/scale_runs.sh polyu256` (fp32, THREADS=1)
+# fits the PolyU30 crops at 256x256 that have no rows in either precision, two at a time, as
+# section 9's tuning stand-ins for bf16; it starts only once section 8's check has passed
+# (`python -m experiments.precision_study pooling`), about 21 hours for the 20 crops on two cores.
 # Environment: PY, CODE, THREADS (experiments/runs_setup.sh), GPU_ID (cpu, or a CUDA device such as 0: every
 # fit, BIQAN's training and scoring run there), ITERATIONS (3000; 512x512: LARGE_ITERATIONS,
 # 5000), PRECISION (bf16), STUDY (scale: the devdata/ and results/ folder of the runs; the 64 px
@@ -54,7 +57,19 @@ main() {
         cpu) sizes="64 128 256 512" ;;
         gpu) sizes="256 512" ;;
         cc256) sizes=256 ;;
-        *) echo "error: unknown list '$list' (cpu, gpu or cc256)" >&2; return 2 ;;
+        polyu256)
+            sizes=256
+            if [ "${PRECISION:-fp32}" != fp32 ]; then
+                echo "error: polyu256 fits in fp32 (section 8's stand-ins); unset PRECISION" >&2
+                return 2
+            fi
+            PRECISION=fp32
+            "$PY" -m experiments.precision_study pooling || {
+                echo "error: section 8's check has not passed: the PolyU crops wait for bf16" >&2
+                return 2
+            }
+            ;;
+        *) echo "error: unknown list '$list' (cpu, gpu, cc256 or polyu256)" >&2; return 2 ;;
     esac
     native_precision "${PRECISION:-bf16}" "set PRECISION=fp32 (its rows go to <size>px/fp32)" \
         || return 2
@@ -75,18 +90,18 @@ main() {
             *) crop_subset "$1" "$2" CC 1 100 ;;
         esac
     }
-    # pending SIZE SET NAME [STEM]: prints a folder (devdata/pending/...) of SET's crops at SIZE
-    # that have no rows under results/<STUDY>/<SIZE>px/<precision>/NAME yet, or of the crop STEM
-    # alone; prints nothing when none is left (`pending_crops`). So a new machine, whose devdata/
-    # is empty, fits only what the repository lacks.
+    # pending SIZE SET NAME [STEMS]: prints a folder (devdata/pending/...) of SET's crops at SIZE
+    # that have no rows under results/<STUDY>/<SIZE>px/<precision>/NAME yet, or of the crops
+    # STEMS alone (separated by spaces); prints nothing when none is left (`pending_crops`). So a
+    # new machine, whose devdata/ is empty, fits only what the repository lacks.
     pending() {
         local layout=$1px/${PRECISION:-bf16}/$3
         pending_crops "$(subset "$1" "$2")" "results/${STUDY:-scale}/$layout" \
-            "devdata/pending/$layout${4:+_$4}${SHARD:+_shard${SHARD// /-}}" "${4:-}"
+            "devdata/pending/$layout${4:+_${4// /+}}${SHARD:+_shard${SHARD// /-}}" "${4:-}"
     }
-    # run SIZE SET SEED [INIT NET [STEM]]: fit SET's pending crops at SIZE from scratch, or from
+    # run SIZE SET SEED [INIT NET [STEMS]]: fit SET's pending crops at SIZE from scratch, or from
     # the network NET (a saved net.pt), into devdata/<STUDY>/.../<SET>_<INIT>_s<SEED>, in PARALLEL
-    # processes; with STEM, that crop only, rows or not; SHARD as for `pending_crops`
+    # processes; with STEMS, those crops only, rows or not; SHARD as for `pending_crops`
     run() {
         local name=$2${4:+_$4}_s$3 folder copy fits=()
         folder=$(pending "$1" "$2" "$name" "${6:-}")
@@ -199,6 +214,19 @@ main() {
                 --seeds "$@" --gpu_id "${GPU_ID:-cpu}"
         done
     }
+    # polyu256: section 8's pooling on a CPU without bf16 instructions: the PolyU30 crops at
+    # 256x256 without rows in bf16 or fp32, fitted in fp32 (seed 0) two at a time, one process
+    # each (THREADS=1: 1.2x the throughput of one fit on two threads), each pair collected as it
+    # ends; every 5th pending crop first (the names run camera by camera)
+    polyu256() {
+        set -- $(pending_stems "$(subset 256 PolyU30)" \
+            "results/${STUDY:-scale}/256px/"{bf16,fp32}/PolyU30_s0 \
+            | awk '{ print (NR - 1) % 5, NR, $0 }' | sort -n -k1,1 -k2,2 | cut -d " " -f 3)
+        while [ $# -gt 0 ]; do
+            PARALLEL=2 run 256 PolyU30 0 "" "" "$1${2:+ $2}"
+            shift $(($# > 1 ? 2 : 1))
+        done
+    }
     # stream: the 256 list, in order
     stream() {
         run 256 CC 0; SHARD="5 0" run 256 PolyU30 0; run 256 CC 1; run 128 PolyU10 0
@@ -219,8 +247,8 @@ main() {
         COLLECT=0 PARALLEL=${PARALLEL_256:-4} run 256 PolyU30 0
         wait "$large"
     }
-    if [ "$list" = gpu ]; then
-        gpu
+    if [ "$list" = gpu ] || [ "$list" = polyu256 ]; then
+        "$list"
         return
     elif [ "$list" = cc256 ]; then  # crop by crop: each pair is collected as it finishes
         local stem

@@ -13,7 +13,9 @@ from experiments/scale_runs.sh; layout `<size>px/<precision>/<set>_s<seed>/<stem
 2. on CC: each no-reference rule's gap to DIP's best, its pick against CBM3D, and, for rules
    that score snapshots, the within-image Spearman correlation of the score with PSNR. The rules
    are the shipped ones (`wmv`, `fixed:auto`, `last`); the same two kinds tuned on that size's
-   PolyU runs (a fixed iteration, and WMV's window and patience), and BIQAN with the paper's
+   PolyU runs (a fixed iteration, and WMV's window and patience; at 256 px with the fp32 runs
+   of the crops that have no bf16 run once section 8's check has passed,
+   `precision_study.pooling_holds`), and BIQAN with the paper's
    recipe trained on them, and with per-image relative labels (experiments/biqan_scale.py,
    once its scores are collected under `results/biqan/`); the shipped ones with a size
    exponent tuned on the PolyU runs of every size at once (`fixed:auto`'s stop and WMV's
@@ -39,7 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from experiments import biqan_scale
+from experiments import biqan_scale, precision_study
 from experiments.common import REPO, count_of, report_main
 from experiments.precision_study import DIP_STUDIES, IMAGES_FILE, WINDOWS, variance_column
 from utils import ranker_training, selection, snapshot_features
@@ -230,7 +232,7 @@ def tune_on(runs: list[ImageRun], source: str = TUNING_SET) -> dict[str, Rule]:
     iteration = common[int(np.argmax(fixed_means))]
     grid = [(window, patience) for window in WINDOWS for patience in PATIENCES]
     wmv_means = [np.mean([run.psnr[wmv_pick(run, *cell)] for run in runs]) for cell in grid]
-    tuned_on = f"{source}, {count_of(len(runs), 'run')}"
+    tuned_on = f"{source}, {runs_count(runs)}"
     rules = {
         "fixed, tuned": Rule(
             f"fixed:{iteration}", lambda run: fixed_pick(run, iteration), None, tuned_on
@@ -350,14 +352,14 @@ def tuned_exponent(psnr: np.ndarray, sizes: np.ndarray) -> TunedExponent:
     return TunedExponent(best_exponent(psnr, sizes, sizes > 0), min(folds), max(folds))
 
 
-def polyu_comparison_lines(runs: list[ImageRun]) -> list[str]:
-    """How the PolyU tuning runs alone compare the size-scaled rules (fixed:auto, WMV alone, and
+def polyu_comparison_lines(runs: list[ImageRun], pooled: bool = False) -> list[str]:
+    """How the PolyU tuning runs (`tuning_by_size`, `pooled` as there) alone compare the size-scaled rules (fixed:auto, WMV alone, and
     WMV stopped at fixed:auto's stop, `wmv_by_stop`, the default): per precision with tuning
     runs at two sizes or more, each rule's mean picked PSNR per size (dB), every run picked with
     the exponents tuned leaving that run out."""
     lines = []
     for precision in PRECISIONS:
-        tuning = tuning_by_size(runs, precision)
+        tuning = tuning_by_size(runs, precision, pooled)
         if len(tuning) < 2:
             continue
         flat = [run for size_runs in tuning.values() for run in size_runs]  # picked_psnr's order
@@ -379,7 +381,8 @@ def polyu_comparison_lines(runs: list[ImageRun]) -> list[str]:
             cells.append(f"{name} {sized} (mean {np.mean(means):.3f})")
         lines += [
             "",
-            f"The size-scaled rules on the PolyU tuning runs ({precision}, seed 0): fixed:auto, "
+            f"The size-scaled rules on the PolyU tuning runs ({precision}, seed 0; "
+            f"{runs_count(flat)}): fixed:auto, "
             "WMV alone and WMV stopped at fixed:auto's stop at the latest (the default), each "
             "run picked with the exponents tuned leaving it out; mean picked PSNR (dB): "
             f"{'; '.join(cells)}.",
@@ -416,11 +419,15 @@ def tuned_exponents(tuning: dict[int, list[ImageRun]]) -> tuple[TunedExponent, T
     )
 
 
-def tuning_by_size(runs: list[ImageRun], precision: str) -> dict[int, list[ImageRun]]:
-    """size -> the tuning runs of `precision` at that size (`tuning_runs`), for the sizes that
-    have enough of them."""
+def tuning_by_size(
+    runs: list[ImageRun], precision: str, pooled: bool = False
+) -> dict[int, list[ImageRun]]:
+    """size -> the tuning runs of `precision` at that size (`tuning_runs`, `pooled` as there),
+    for the sizes that have enough of them."""
     sizes = sorted({run.size for run in runs if run.precision == precision})
-    return {size: tuned for size in sizes if (tuned := tuning_runs(runs, size, precision))}
+    return {
+        size: tuned for size in sizes if (tuned := tuning_runs(runs, size, precision, pooled))
+    }
 
 
 def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
@@ -435,7 +442,7 @@ def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
     wmv, ratio = selection.TUNED_WMV, f"(pixels / {selection.STOP_SIZE}²)"
     sizes = "/".join(str(size) for size in sorted(tuning))
     every_run = [run for runs in tuning.values() for run in runs]
-    tuned_on = f"PolyU, {count_of(len(every_run), 'run')} at {sizes} px"
+    tuned_on = f"PolyU, {runs_count(every_run)} at {sizes} px"
     return ranker_rule("snapshot ranker, every size", every_run, tuned_on) | {
         "fixed:auto, exponent tuned": Rule(
             f"{selection.TUNED_FIXED.iteration} x {ratio} ^ {stop.setting()}",
@@ -535,16 +542,32 @@ def rule_rows(
     return rows
 
 
-def tuning_runs(runs: list[ImageRun], size: int, precision: str) -> list[ImageRun]:
-    """The tuning runs (PolyU sets, seed 0) of one size and precision; none while there are
-    fewer than MIN_TUNING_RUNS (one or two images would tune to themselves)."""
-    tuning = [
-        run
-        for run in runs
-        if (run.size, run.precision, run.seed) == (size, precision, 0)
-        and is_tuning_set(run.set_name)
+def tuning_runs(
+    runs: list[ImageRun], size: int, precision: str, pooled: bool = False
+) -> list[ImageRun]:
+    """The tuning runs (PolyU sets, seed 0) of one size and precision; with `pooled` (section 8's
+    check passed: `precision_study.pooling_holds`) and the check's size and precision, also the
+    fp32 runs of the tuning crops that have none in `precision`. None while there are fewer than
+    MIN_TUNING_RUNS (one or two images would tune to themselves)."""
+    check = precision_study.POOLING_CHECK
+    seed_0 = [
+        run for run in runs if (run.size, run.seed) == (size, 0) and is_tuning_set(run.set_name)
     ]
+    tuning = [run for run in seed_0 if run.precision == precision]
+    if pooled and (size, precision) == (check.size, check.candidate):
+        fitted = {run.stem for run in tuning}
+        for run in seed_0:
+            if run.precision == precision_study.REFERENCE and run.stem not in fitted:
+                tuning.append(run)
+                fitted.add(run.stem)
     return tuning if len(tuning) >= MIN_TUNING_RUNS else []
+
+
+def runs_count(runs: list[ImageRun]) -> str:
+    """"N runs", with the count of each precision where they mix (pooled tuning runs)."""
+    precisions = pd.Series([run.precision for run in runs]).value_counts().sort_index()
+    mix = f" ({', '.join(f'{count} {name}' for name, count in precisions.items())})"
+    return count_of(len(runs), "run") + (mix if len(precisions) > 1 else "")
 
 
 def report_lines(results: Path) -> list[str]:
@@ -552,8 +575,10 @@ def report_lines(results: Path) -> list[str]:
     precision that has CC runs."""
     every_run = read_all_runs(results)
     runs = tabled_runs(every_run)
+    pooled = precision_study.pooling_holds(results / precision_study.RESULTS.name)
     across = {  # per precision: the size exponents tuned on the PolyU runs of every size
-        precision: tune_across_sizes(tuning_by_size(runs, precision)) for precision in PRECISIONS
+        precision: tune_across_sizes(tuning_by_size(runs, precision, pooled))
+        for precision in PRECISIONS
     }
     quality = [
         "DIP and CBM3D on the CC crops (mean over image runs; CBM3D's σ tuned on the PolyU crops "
@@ -580,11 +605,11 @@ def report_lines(results: Path) -> list[str]:
     for (size, precision, _), report in cc_groups(runs).items():
         cbm3d = cbm3d_tuned(results, size)
         quality.append(quality_row(size, precision, report, cbm3d))
-        rules_here = shipped_rules() | tune_on(tuning_runs(runs, size, precision))
+        rules_here = shipped_rules() | tune_on(tuning_runs(runs, size, precision, pooled))
         rules_here |= biqan_rules(results, size, precision, report)
         rules_here |= across[precision] | hindsight_bounds(report)
         rules += rule_rows(size, precision, report, rules_here, cbm3d)
-    return quality + rules + polyu_comparison_lines(runs) + waiting_lines(every_run)
+    return quality + rules + polyu_comparison_lines(runs, pooled) + waiting_lines(every_run)
 
 
 def waiting_lines(runs: list[ImageRun]) -> list[str]:

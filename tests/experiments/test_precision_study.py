@@ -167,10 +167,10 @@ def test_seed_means_average_each_image_over_the_seeds_both_precisions_have():
     assert lines[-1] == "| 64 | CC | a | 2 | 40.50 [40.00, 41.00] | 39.75 [39.00, 40.50] | -0.75 |"
 
 
-def check_pairs(bests: list[float], iteration: int = 100, size: int = 256) -> pd.DataFrame:
-    """`paired_differences`-shaped rows: one CC crop per best-PSNR difference (dB)."""
+def check_pairs(bests: list[float], iteration: int = 100) -> pd.DataFrame:
+    """`check_pairs`-shaped rows: one CC crop at 256 px per best-PSNR difference (dB)."""
     return pd.DataFrame(
-        {"size": size, "set": "CC", "seed": 0, "stem": f"c{index}", "best": best}
+        {"size": 256, "set": "CC", "seed": 0, "stem": f"c{index}", "best": best}
         | {"best_iteration": iteration}
         for index, best in enumerate(bests)
     )
@@ -188,14 +188,46 @@ def check_pairs(bests: list[float], iteration: int = 100, size: int = 256) -> pd
     ],
 )
 def test_pooling_verdict_applies_each_bound_of_the_check_set_down(bests, iteration, verdict):
-    line = precision_study.pooling_verdict(check_pairs(bests, iteration))
+    paired = check_pairs(bests, iteration)
+    line = precision_study.pooling_verdict(paired)
     assert verdict in line
     assert line.endswith(": pending.") == (len(bests) < precision_study.POOLING_CHECK.pairs)
+    assert precision_study.pooling_passed(paired) == (": passed:" in line)
 
 
-def test_pooling_verdict_counts_only_the_checks_size_and_set():
-    other_size = check_pairs([0.5] * 5, size=64)
-    assert precision_study.pooling_verdict(other_size).endswith("0 of 5 pairs in: pending.")
-    assert precision_study.pooling_verdict(pd.DataFrame()).endswith("0 of 5 pairs in: pending.")
-    mixed = pd.concat([other_size, check_pairs([0.0] * 5)])
-    assert ": 5 of 5 pairs in; mean best +0.00 dB" in precision_study.pooling_verdict(mixed)
+def outcome_rows(bf16_bests: list[float], size: int = 256) -> pd.DataFrame:
+    """`outcomes`-shaped rows: CC crops at `size` px fitted in fp32 (best 40 dB at 1000) and in
+    bf16 (one best per crop, at 1100)."""
+    rows = [
+        {"size": size, "precision": precision, "set": "CC", "seed": 0, "stem": f"c{index}"}
+        | {"best": best if precision == "bf16" else 40.0}
+        | {"best_iteration": 1100 if precision == "bf16" else 1000}
+        | {rule: 39.0 for rule in precision_study.RULES[1:]}
+        for index, best in enumerate(bf16_bests)
+        for precision in ("fp32", "bf16")
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_the_check_counts_only_its_size_and_set():
+    other_size = outcome_rows([40.5] * 5, size=64)
+    line = precision_study.pooling_verdict(precision_study.check_pairs(other_size))
+    assert line.endswith("0 of 5 pairs in: pending.")
+    assert precision_study.check_pairs(pd.DataFrame()).empty
+    mixed = pd.concat([other_size, outcome_rows([40.0] * 5)])
+    line = precision_study.pooling_verdict(precision_study.check_pairs(mixed))
+    assert ": 5 of 5 pairs in; mean best +0.00 dB" in line
+
+
+def test_the_pooling_action_exits_0_only_where_the_check_passed(tmp_path, monkeypatch, capsys):
+    """`precision_study pooling` (what scale_runs.sh's polyu256 list asks): the verdict line,
+    exit status 0 once all the pairs are in and within bounds, 1 while pending or failed."""
+    args = precision_study.parse_args(["pooling", "--results", str(tmp_path)])
+    assert precision_study.main(args) == 1
+    assert capsys.readouterr().out.endswith("0 of 5 pairs in: pending.\n")
+    for bests, status in [([39.95] * 4, 1), ([39.95] * 5, 0), ([39.95] * 4 + [39.5], 1)]:
+        monkeypatch.setattr(precision_study, "outcomes", lambda results: outcome_rows(bests))
+        assert precision_study.main(args) == status
+        assert ("passed" in capsys.readouterr().out) == (status == 0)
+    monkeypatch.setattr(precision_study, "outcomes", lambda results: outcome_rows([39.95] * 5, 64))
+    assert precision_study.main(args) == 1  # pairs of another size do not count

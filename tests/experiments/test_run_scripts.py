@@ -70,11 +70,26 @@ def test_a_named_crop_is_pending_with_its_rows(crops):
     assert stems(crops / "source" / "real") == ["c"]
 
 
+def test_named_crops_are_pending_with_their_rows(crops):
+    add_rows(crops, *STEMS)
+    assert pending(crops, "crops", "results", "pair", "d b") == "pair"
+    assert stems(crops / "pair" / "real") == ["b", "d"]
+
+
 def test_pending_stems_are_the_crops_without_rows_in_name_order(crops):
     add_rows(crops, "b")
     assert pending(crops, "crops", "results", function="pending_stems").split() == ["a", "c", "d"]
     add_rows(crops, "a", "c", "d")
     assert pending(crops, "crops", "results", function="pending_stems") == ""
+
+
+def test_pending_stems_have_rows_in_none_of_the_results_folders(crops):
+    """polyu256's crops: rows in bf16 or in fp32 both count as fitted."""
+    add_rows(crops, "b")
+    (crops / "other").mkdir()
+    (crops / "other" / "c.csv").write_text("iteration\n")
+    found = pending(crops, "crops", "results", "other", function="pending_stems")
+    assert found.split() == ["a", "d"]
 
 
 def test_shards_count_over_every_crop(crops):
@@ -124,3 +139,31 @@ def test_bf16_runs_need_a_cpu_with_bf16_instructions(
     assert (done.returncode != 0) == refused
     assert ("no bf16 instructions" in done.stderr) == refused
     assert done.stderr.rstrip().endswith(", or use X") == refused  # the caller's alternative
+
+
+@pytest.mark.parametrize(
+    ("precision", "pooling_status", "error"),
+    [
+        ("bf16", 0, "polyu256 fits in fp32"),
+        ("", 1, "section 8's check has not passed"),
+    ],
+)
+def test_the_polyu256_list_starts_only_in_fp32_once_the_check_passed(
+    tmp_path, precision, pooling_status, error
+):
+    """scale_runs.sh polyu256 (fp32 stand-ins for bf16 tuning crops) refuses before any fit:
+    in another precision, or while `precision_study pooling` says the check has not passed."""
+    python = tmp_path / "python"  # stands in for PY: the pooling verdict's exit status
+    python.write_text(f"#!/bin/sh\necho verdict\nexit {pooling_status}\n")
+    python.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "PY": str(python), "CODE": str(tmp_path)}
+    env |= {"PRECISION": precision} if precision else {}
+    done = subprocess.run(
+        ["bash", str(RUNS_SETUP.parent / "scale_runs.sh"), "polyu256"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: {error}")
+    assert done.stdout.strip() == ("verdict" if pooling_status else "")

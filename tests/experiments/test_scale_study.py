@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from experiments import precision_study, scale_study
 from utils import selection, snapshot_features
@@ -184,6 +185,41 @@ def test_only_polyu_sets_fitted_from_scratch_tune(tmp_path):
         write_run(tmp_path, "PolyU_previous", f"p{index}", 200, 40.0)
     tuning = scale_study.tuning_runs(scale_study.read_runs(tmp_path), 256, "bf16")
     assert {run.set_name for run in tuning} == {"PolyU30"}
+
+
+def bf16_tuned_on(results: Path) -> str | None:
+    """The `tuned on` cell of the bf16 row `fixed, tuned` at 256 px, or None without one."""
+    lines = scale_study.report_lines(results)
+    row = next((line for line in lines if line.startswith("| 256 | bf16 | fixed, tuned |")), None)
+    return None if row is None else row.split("|")[5].strip()
+
+
+@pytest.mark.parametrize(("last_fp32_top", "pooled"), [(36.0, True), (37.0, False)])
+def test_fp32_polyu_runs_tune_beside_bf16_once_section_8s_check_passes(
+    tmp_path, last_fp32_top, pooled
+):
+    """fp32 stands in for bf16 at 256 px (the crops without a bf16 run) only when all the
+    check's CC pairs are in and within its bounds; a crop fitted in both tunes once, in bf16."""
+    check = precision_study.POOLING_CHECK
+    for index in range(3):  # 3 bf16 runs tune nothing alone (MIN_TUNING_RUNS)
+        write_run(tmp_path, "PolyU30", f"p{index}", 400, 40.0)
+        write_run(tmp_path, "PolyU30", f"q{index}", 400, 40.0, precision="fp32")
+    write_run(tmp_path, "PolyU30", "p0", 400, 40.0, precision="fp32")
+    for index in range(check.pairs - 1):
+        for precision in ("bf16", "fp32"):
+            write_run(tmp_path, "CC", f"c{index}", 800, 36.0, precision=precision)
+    write_run(tmp_path, "CC", "last", 800, 36.0)
+    assert bf16_tuned_on(tmp_path) is None  # 4 of 5 pairs: pending
+    write_run(tmp_path, "CC", "last", 800, last_fp32_top, precision="fp32")
+    expected = "PolyU, 6 runs (3 bf16, 3 fp32)" if pooled else None
+    assert bf16_tuned_on(tmp_path) == expected
+    runs = scale_study.read_runs(tmp_path)
+    tuning = scale_study.tuning_runs(runs, 256, "bf16", pooled=True)
+    assert sorted((run.stem, run.precision) for run in tuning) == [
+        ("p0", "bf16"), ("p1", "bf16"), ("p2", "bf16"),
+        ("q0", "fp32"), ("q1", "fp32"), ("q2", "fp32"),
+    ]  # fmt: skip
+    assert scale_study.tuning_runs(runs, 128, "bf16", pooled=True) == []  # the check's size only
 
 
 def test_cc_groups_hold_the_cc_sets_of_each_size_and_precision(tmp_path):
