@@ -353,10 +353,11 @@ def tuned_exponent(psnr: np.ndarray, sizes: np.ndarray) -> TunedExponent:
 
 
 def polyu_comparison_lines(runs: list[ImageRun], pooled: bool = False) -> list[str]:
-    """How the PolyU tuning runs (`tuning_by_size`, `pooled` as there) alone compare the size-scaled rules (fixed:auto, WMV alone, and
-    WMV stopped at fixed:auto's stop, `wmv_by_stop`, the default): per precision with tuning
-    runs at two sizes or more, each rule's mean picked PSNR per size (dB), every run picked with
-    the exponents tuned leaving that run out."""
+    """How the PolyU tuning runs (`tuning_by_size`, `pooled` as there) alone compare the
+    size-scaled rules (fixed:auto, WMV alone, and WMV stopped at fixed:auto's stop,
+    `wmv_by_stop`, the default): per precision with tuning runs at two sizes or more, each
+    rule's mean picked PSNR per size (dB), every run picked with the exponents tuned leaving that
+    run out."""
     lines = []
     for precision in PRECISIONS:
         tuning = tuning_by_size(runs, precision, pooled)
@@ -425,9 +426,7 @@ def tuning_by_size(
     """size -> the tuning runs of `precision` at that size (`tuning_runs`, `pooled` as there),
     for the sizes that have enough of them."""
     sizes = sorted({run.size for run in runs if run.precision == precision})
-    return {
-        size: tuned for size in sizes if (tuned := tuning_runs(runs, size, precision, pooled))
-    }
+    return {size: tuned for size in sizes if (tuned := tuning_runs(runs, size, precision, pooled))}
 
 
 def tune_across_sizes(tuning: dict[int, list[ImageRun]]) -> dict[str, Rule]:
@@ -564,7 +563,7 @@ def tuning_runs(
 
 
 def runs_count(runs: list[ImageRun]) -> str:
-    """"N runs", with the count of each precision where they mix (pooled tuning runs)."""
+    """ "N runs", with the count of each precision where they mix (pooled tuning runs)."""
     precisions = pd.Series([run.precision for run in runs]).value_counts().sort_index()
     mix = f" ({', '.join(f'{count} {name}' for name, count in precisions.items())})"
     return count_of(len(runs), "run") + (mix if len(precisions) > 1 else "")

@@ -226,7 +226,8 @@ def test_the_pooling_action_exits_0_only_where_the_check_passed(tmp_path, monkey
     assert precision_study.main(args) == 1
     assert capsys.readouterr().out.endswith("0 of 5 pairs in: pending.\n")
     for bests, status in [([39.95] * 4, 1), ([39.95] * 5, 0), ([39.95] * 4 + [39.5], 1)]:
-        monkeypatch.setattr(precision_study, "outcomes", lambda results: outcome_rows(bests))
+        table = outcome_rows(bests)
+        monkeypatch.setattr(precision_study, "outcomes", lambda results, table=table: table)
         assert precision_study.main(args) == status
         assert ("passed" in capsys.readouterr().out) == (status == 0)
     monkeypatch.setattr(precision_study, "outcomes", lambda results: outcome_rows([39.95] * 5, 64))
