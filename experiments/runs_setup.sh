@@ -68,8 +68,9 @@ pending_stems() {
 # pending_crops FROM RESULTS TO [STEMS]: copies into TO/real and TO/mean the pairs of FROM/real
 # and FROM/mean that have no rows RESULTS/<stem>.csv yet, or the pairs STEMS alone (names
 # separated by spaces; rows or not); with SHARD="N I", only every N-th pair of FROM by name from
-# the I-th (0-based). Prints TO, or nothing when TO holds no pair (TO is made only to hold one). Pairs are only added to TO, never removed:
-# two processes may share it, and run_BDN.py skips the images it has finished.
+# the I-th (0-based). Prints TO, or nothing when TO holds no pair (TO is made only to hold one).
+# Pairs are only added to TO, never removed: two processes may share it, and run_BDN.py skips the
+# images it has finished.
 pending_crops() {
     local real stem index=0
     for real in $(ls "$1/real"); do

@@ -19,8 +19,8 @@ def test_a_stale_table_is_reported(tmp_path, monkeypatch):
 def test_the_shipped_size_exponents_are_the_ones_the_committed_polyu_runs_give():
     """utils/selection.py's exponents are tuned on the PolyU runs under results/ (bf16, every
     size, with fp32 stand-ins at 256 px once section 8's check has passed; docs/REPRODUCTION.md
-    section 9): committing tuning runs that move them means retuning
-    the defaults in the same change."""
+    section 9): committing tuning runs that move them means retuning the defaults in the same
+    change."""
     runs = scale_study.read_runs(scale_study.RESULTS)
     tuning = scale_study.tuning_by_size(runs, "bf16", precision_study.pooling_holds())
     stop, patience = scale_study.tuned_exponents(tuning)
