@@ -6,8 +6,9 @@ results-backed tables.
 Each cell quotes the table of the study that measures it (`results/scale.md`, `blend.md`,
 `transfer.md`, `precision/precision.md`, as `python -m experiments.tables` writes them), so that
 every figure is written once, by its study, and the claims follow each new run and retune. Per
-size, the shipped precision (bf16; section 9 also has fp32 at 64 px) and the rules measured on
-CC: "best pick" is the no-reference rule with the best pick against CBM3D, leaving out the
+size, the shipped precision (bf16; section 9 also has fp32 at 64 and 256 px), or fp32 where a
+size has CC runs in fp32 alone (a CPU without bf16 instructions; section 8's check compares the
+two), its cells marked so, and the rules measured on CC: "best pick" is the no-reference rule with the best pick against CBM3D, leaving out the
 (bound) rows tuned on CC in hindsight. Our two bars decide a "yes" or "no"; the paper's claims
 are set beside our figures without a verdict.
 """
@@ -27,7 +28,8 @@ from experiments.common import REPO, count_of, report_main
 RESULTS = REPO / "results"
 TABLE_FILE = "claims.md"
 DOC_BLOCK = "claims"
-PRECISION = "bf16"  # the precision quoted: the shipped CPU fast path, run at every size
+PRECISION = "bf16"  # the precision quoted: the shipped CPU fast path ...
+FALLBACK = precision_study.REFERENCE  # ... or, at a size with CC runs in it alone, fp32
 SIZES = (64, 128, 256, 512)
 PICK_BAR_DB = 0.15  # our bar: a no-reference pick within this of the true best ...
 SRCC_BAR = 0.8  # ... with a score of at least this within-image SRCC
@@ -87,11 +89,31 @@ def read_tables(results: Path) -> Tables:
     return Tables(quality, rules, blend, transfer, precision)
 
 
-def at(rows: list[Row], size: int) -> list[Row]:
-    """The rows of `size` and the quoted precision."""
-    return [
-        row for row in rows if row.get("size") == str(size) and row.get("precision") == PRECISION
-    ]
+def quoted_precision(tables: Tables, size: int) -> str:
+    """The precision quoted at `size`: PRECISION, unless the CC runs of that size are tabled in
+    FALLBACK alone."""
+    tabled = {row.get("precision") for row in tables.quality if row.get("size") == str(size)}
+    return FALLBACK if tabled == {FALLBACK} else PRECISION
+
+
+def at(tables: Tables, size: int) -> Tables:
+    """`tables` with the rows of `size` and its quoted precision alone (the paired precision
+    rows, which have no precision, whole)."""
+    precision = quoted_precision(tables, size)
+
+    def keep(rows: list[Row]) -> list[Row]:
+        return [
+            row
+            for row in rows
+            if row.get("size") == str(size) and row.get("precision") == precision
+        ]
+
+    return tables._replace(
+        quality=keep(tables.quality),
+        rules=keep(tables.rules),
+        blend=keep(tables.blend),
+        transfer=keep(tables.transfer),
+    )
 
 
 def mean_of(cell: str) -> float:
@@ -106,7 +128,7 @@ def results_of(rules: list[Row]) -> list[Row]:
 
 def best_pick(tables: Tables, size: int) -> tuple[str, str] | None:
     """(pick - CBM3D, rule) of the rule whose pick is best against CBM3D, or None."""
-    measured = [row for row in results_of(at(tables.rules, size)) if row["pick - CBM3D"] != "-"]
+    measured = [row for row in results_of(tables.rules) if row["pick - CBM3D"] != "-"]
     if not measured:
         return None
     row = max(measured, key=lambda row: float(row["pick - CBM3D"]))
@@ -115,13 +137,13 @@ def best_pick(tables: Tables, size: int) -> tuple[str, str] | None:
 
 def above_noisy(tables: Tables, size: int) -> str:
     """Claim 1: DIP's true best against the noisy input."""
-    rows = at(tables.quality, size)
+    rows = tables.quality
     return f"{rows[0]['best - noisy']} dB" if rows else "-"
 
 
 def against_cbm3d(tables: Tables, size: int) -> str:
     """Claim 2: DIP's true best and one fit's best pick against CBM3D tuned on PolyU."""
-    rows, pick = at(tables.quality, size), best_pick(tables, size)
+    rows, pick = tables.quality, best_pick(tables, size)
     if not rows or rows[0]["best - CBM3D"] == "-":
         return "-"
     cell = f"best {rows[0]['best - CBM3D']} dB"
@@ -130,7 +152,7 @@ def against_cbm3d(tables: Tables, size: int) -> str:
 
 def biqan_pick(tables: Tables, size: int) -> str:
     """Claim 3: BIQAN with the paper's recipe, its gap and within-image SRCC."""
-    rows = [row for row in at(tables.rules, size) if row["rule"] == "biqan, paper's recipe"]
+    rows = [row for row in tables.rules if row["rule"] == "biqan, paper's recipe"]
     if not rows:
         return "-"
     row = rows[0]
@@ -139,7 +161,7 @@ def biqan_pick(tables: Tables, size: int) -> str:
 
 def pick_bar(tables: Tables, size: int) -> str:
     """Claim 4 (our bar): the least gap and the best within-image SRCC of any rule."""
-    rules = results_of(at(tables.rules, size))
+    rules = results_of(tables.rules)
     if not rules:
         return "-"
     closest = min(rules, key=lambda row: mean_of(row["gap to best"]))
@@ -159,7 +181,7 @@ def outputs(tables: Tables, size: int) -> list[tuple[float, str, bool]]:
     """(difference to CBM3D, what, complete) of each averaged or blended output in the blend
     table (a row that leaves runs or images out, their snapshots gone, is not complete)."""
     found = []
-    for row in at(tables.blend, size):
+    for row in tables.blend:
         if BOUND in row["rule"]:
             continue
         fits = SEEDS.search(row["seed mean (seeds)"])
@@ -207,7 +229,7 @@ def transfer_saving(tables: Tables, size: int) -> str:
     """Claim 6: each init's saving of summed iterations to the scratch peak, the best first,
     with its peak against scratch."""
     rows = sorted(
-        at(tables.transfer, size),
+        tables.transfer,
         key=lambda row: -float(row["saving of summed iterations"].rstrip("%")),
     )
     if not rows:
@@ -239,6 +261,7 @@ class Claim(NamedTuple):
     paper: str
     cell: Callable[[Tables, int], str]
     command: str
+    of_one_precision: bool = True  # False: the cell compares precisions (it is never marked)
 
 
 SCALE = "`python -m experiments.scale_study`"
@@ -256,8 +279,18 @@ CLAIMS = (
     Claim("6. transfer learning: 36 % fewer iterations", "36 %", transfer_saving,
           "`python -m experiments.transfer_study`"),
     Claim("7. bf16 keeps DIP's quality (ours: the CPU fast path; bf16 - fp32)", "-",
-          precision_kept, "`python -m experiments.precision_study report`"),
+          precision_kept, "`python -m experiments.precision_study report`", False),
 )  # fmt: skip
+
+
+def quoted_cell(claim: Claim, tables: Tables, size: int) -> str:
+    """`claim`'s cell at `size`, from that size's rows in its quoted precision, which the cell
+    names where it is not PRECISION."""
+    cell = claim.cell(at(tables, size), size)
+    precision = quoted_precision(tables, size)
+    if precision == PRECISION or cell == "-" or not claim.of_one_precision:
+        return cell
+    return f"{cell} ({precision})"
 
 
 def report_lines(results: Path) -> list[str]:
@@ -269,7 +302,7 @@ def report_lines(results: Path) -> list[str]:
         "|---|---|" + "---|" * len(SIZES) + "---|",
     ]
     for claim in CLAIMS:
-        cells = [claim.claim, claim.paper, *(claim.cell(tables, size) for size in SIZES)]
+        cells = [claim.claim, claim.paper, *(quoted_cell(claim, tables, size) for size in SIZES)]
         lines.append("| " + " | ".join([*cells, claim.command]) + " |")
     return lines
 

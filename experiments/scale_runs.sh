@@ -34,20 +34,24 @@
 # not fitted again (on a new machine too).
 # `experiments/scale_runs.sh gpu` runs instead the list for one call on a lent GPU
 # (bench/scale_gpu.sh): what results/ lacks at 512 and 256 px, several fits at once on the device.
-# `PRECISION=fp32 THREADS=2 experiments/scale_runs.sh cc256` fits only the CC crops at 256x256,
-# seed 0, one at a time on two threads, each collected as it finishes: in fp32, section 8's
-# paired check of bf16 at the study's size (and the list for a CPU without bf16 instructions,
-# where the bf16 lists refuse to start). `experiments/scale_runs.sh polyu256` (fp32, THREADS=1)
-# fits the PolyU30 crops at 256x256 that have no rows in either precision, two at a time, as
-# section 9's tuning stand-ins for bf16; it starts only once section 8's check has passed
-# (`python -m experiments.precision_study pooling`), about 21 hours for the 20 crops on two cores.
-# Environment: PY, CODE, THREADS (experiments/runs_setup.sh), GPU_ID (cpu, or a CUDA device such as 0: every
-# fit, BIQAN's training and scoring run there), ITERATIONS (3000; 512x512: LARGE_ITERATIONS,
-# 5000), PRECISION (bf16), STUDY (scale: the devdata/ and results/ folder of the runs; the 64 px
-# transfer runs go with precision_runs.sh's 64 px scratch runs they are compared with, 1200
-# iterations, from the same PolyU crop as at 128 px), PARALLEL (1: run_BDN.py processes per fit
-# folder, sharing its images through their locks), COLLECT (1; 0: no collect and blend after
-# each folder, bench/scale_gpu.sh does them once at the end).
+# `PRECISION=fp32 THREADS=2 experiments/scale_runs.sh cc256` fits only the CC crops at 256x256, seed
+# 0, one at a time on two threads, each collected as it finishes: in fp32, section 8's paired check
+# of bf16 at the study's size (and the list for a CPU without bf16 instructions, where the bf16
+# lists refuse to start); `cc512` the same for the whole CC images at 512x512 (LARGE_ITERATIONS;
+# state saved every 100 iterations, 10 minutes of a two-thread fp32 fit on an AVX2 CPU): on such a
+# CPU, the paper's scale in the reference precision, section 8's check standing for its comparison
+# with the bf16 rows. `experiments/scale_runs.sh polyu256` (fp32, THREADS=1) fits the PolyU30 crops
+# at 256x256 that have no rows in either precision, two at a time, as section 9's tuning stand-ins
+# for bf16; it starts only once section 8's check has passed (`python -m experiments.precision_study
+# pooling`), about 21 hours for the 20 crops on two cores.
+# Environment: PY, CODE, THREADS (experiments/runs_setup.sh), GPU_ID (cpu, or a CUDA device such as
+# 0: every fit, BIQAN's training and scoring run there), ITERATIONS (3000; 512x512:
+# LARGE_ITERATIONS, 5000), CHECKPOINT_EVERY (run_BDN.py's default; cc512: 100), PRECISION (bf16),
+# STUDY (scale: the devdata/ and results/ folder of the runs; the 64 px transfer runs go with
+# precision_runs.sh's 64 px scratch runs they are compared with, 1200 iterations, from the same
+# PolyU crop as at 128 px), PARALLEL (1: run_BDN.py processes per fit folder, sharing its images
+# through their locks), COLLECT (1; 0: no collect and blend after each folder, bench/scale_gpu.sh
+# does them once at the end).
 set -u
 main() {
     . "$(dirname "$0")/runs_setup.sh"
@@ -56,7 +60,7 @@ main() {
     case $list in
         cpu) sizes="64 128 256 512" ;;
         gpu) sizes="256 512" ;;
-        cc256) sizes=256 ;;
+        cc256 | cc512) sizes=${list#cc} ;;
         polyu256)
             sizes=256
             if [ "${PRECISION:-fp32}" != fp32 ]; then
@@ -69,7 +73,7 @@ main() {
                 return 2
             }
             ;;
-        *) echo "error: unknown list '$list' (cpu, gpu, cc256 or polyu256)" >&2; return 2 ;;
+        *) echo "error: unknown list '$list' (cpu, gpu, cc256, cc512 or polyu256)" >&2; return 2 ;;
     esac
     native_precision "${PRECISION:-bf16}" "set PRECISION=fp32 (its rows go to <size>px/fp32)" \
         || return 2
@@ -116,7 +120,8 @@ main() {
                 --dataset_mean_path "$folder/mean" --output_path "$out" \
                 --num_iter "${ITERATIONS:-3000}" --save_iter 20 --seed "$3" \
                 --init_from "${5:-scratch}" --gpu_id "${GPU_ID:-cpu}" \
-                --precision "${PRECISION:-bf16}" --quiet &
+                --precision "${PRECISION:-bf16}" --quiet \
+                ${CHECKPOINT_EVERY:+--checkpoint_every "$CHECKPOINT_EVERY"} &
             fits+=($!)
         done
         wait "${fits[@]}"
@@ -250,11 +255,14 @@ main() {
     if [ "$list" = gpu ] || [ "$list" = polyu256 ]; then
         "$list"
         return
-    elif [ "$list" = cc256 ]; then  # crop by crop: each pair is collected as it finishes
+    elif [ "$list" = cc256 ] || [ "$list" = cc512 ]; then  # crop by crop, each collected as it ends
         local stem
-        for stem in $(pending_stems "$(subset 256 CC)" \
-            "results/${STUDY:-scale}/256px/${PRECISION:-bf16}/CC_s0"); do
-            run 256 CC 0 "" "" "$stem"
+        if [ "$sizes" = 512 ]; then
+            ITERATIONS=${LARGE_ITERATIONS:-5000} CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
+        fi
+        for stem in $(pending_stems "$(subset "$sizes" CC)" \
+            "results/${STUDY:-scale}/${sizes}px/${PRECISION:-bf16}/CC_s0"); do
+            run "$sizes" CC 0 "" "" "$stem"
         done
         return
     fi

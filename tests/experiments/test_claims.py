@@ -90,3 +90,16 @@ def test_precision_cell_counts_its_runs_in_the_singular_and_plural():
         "CC1 -0.13 [-0.13, -0.13] dB (1 run), CC15 -0.13 [-0.13, -0.13] dB (15 runs)"
     )
     assert claims.precision_kept(tables, 64) == "-"
+
+
+def test_a_size_tabled_in_fp32_alone_is_quoted_in_fp32_and_says_so(tmp_path):
+    """A CPU without bf16 instructions fits 512 px in fp32: its cells quote the fp32 rows, each
+    marked "(fp32)", while a size with bf16 rows quotes those alone."""
+    scale = SCALE.replace("| 64 | fp32 | 0 |", "| 512 | fp32 | 0 |")
+    write_tables(tmp_path, scale=scale.replace("| 64 | bf16 | wmv", "| 512 | fp32 | wmv"))
+    cells = claim_cells(tmp_path)
+    assert cells["1"][1:] == ["+3.10 dB", "-", "-", "+3.00 dB (fp32)"]
+    assert cells["2"][4] == "best +0.10 dB; best pick +0.08 (wmv (default)) (fp32)"
+    assert cells["4"][4].startswith("yes: 0.12 dB (wmv (default))")
+    assert cells["4"][1].startswith("no: 0.90 dB (last)")  # wmv's row is 512 px fp32 now
+    assert cells["7"][4] == "-"

@@ -167,3 +167,45 @@ def test_the_polyu256_list_starts_only_in_fp32_once_the_check_passed(
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: {error}")
     assert done.stdout.strip() == ("verdict" if pooling_status else "")
+
+
+@pytest.mark.parametrize(
+    ("size", "iterations", "checkpoint_every"), [("256", "3000", None), ("512", "5000", "100")]
+)
+def test_the_cc_lists_fit_each_pending_image_alone_and_collect_it(
+    tmp_path, crops, size, iterations, checkpoint_every
+):
+    """`PRECISION=fp32 scale_runs.sh cc<SIZE>`, run on a copy of the scripts (whose folder is
+    the repository it works in): one run_BDN.py per CC image without rows, in name order, each
+    followed by its collect; at 512 px LARGE_ITERATIONS and the state saved every 100."""
+    (tmp_path / "experiments").mkdir()
+    for script in ("scale_runs.sh", "runs_setup.sh"):
+        (tmp_path / "experiments" / script).write_bytes((RUNS_SETUP.parent / script).read_bytes())
+    (tmp_path / "devdata" / f"crops{size}").mkdir(parents=True)
+    (crops / "crops").rename(tmp_path / "devdata" / f"crops{size}" / "CC")
+    rows = tmp_path / "results" / "scale" / f"{size}px" / "fp32" / "CC_s0"
+    rows.mkdir(parents=True)
+    (rows / "b.csv").write_text("iteration\n")
+    calls = tmp_path / "calls"
+    python = tmp_path / "python"  # stands in for PY: writes down each command it is given
+    python.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\n')
+    python.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "PY": str(python), "CODE": "code", "PRECISION": "fp32"}
+    subprocess.run(
+        ["bash", str(tmp_path / "experiments" / "scale_runs.sh"), f"cc{size}"],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    commands = calls.read_text().splitlines()
+    fits = [command.split() for command in commands if command.startswith("code/run_BDN.py")]
+    folders = [tmp_path / fit[fit.index("--dataset_real_path") + 1] for fit in fits]
+    assert [stems(folder) for folder in folders] == [["a"], ["c"], ["d"]]
+    for fit in fits:
+        assert fit[fit.index("--num_iter") + 1] == iterations
+        assert fit[fit.index("--precision") + 1] == "fp32"
+        saved = fit[fit.index("--checkpoint_every") + 1] if "--checkpoint_every" in fit else None
+        assert saved == checkpoint_every
+    collects = [index for index, command in enumerate(commands) if " collect " in command]
+    assert len(collects) == 3
+    assert all(commands[index - 1].startswith("code/run_BDN.py") for index in collects)
