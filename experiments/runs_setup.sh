@@ -4,11 +4,18 @@
 # fill two cores; THREADS=2 with one fit finishes that fit sooner), devdata/logs, PY (default
 # .venv/bin/python) and CODE (a frozen copy of the repository whose run_BDN.py the runs use, so
 # that edits to the checkout cannot change running experiments; default this checkout's HEAD,
-# exported once).
+# exported once); tcmalloc preloaded where it is installed (Debian's libtcmalloc-minimal4):
+# glibc's malloc maps DIP's large activations afresh at every iteration, tcmalloc reuses them,
+# 1.3x faster at 256 px and 1.8x or more at 512 px, the fits' numbers the same bit for bit
+# (results/bench/cpu_2026-12-07_allocator.md).
 runs_setup() {
     cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
     PY=${PY:-$PWD/.venv/bin/python}
     export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
+    local tcmalloc
+    tcmalloc=$({ ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null \
+        | awk '$1 == "libtcmalloc_minimal.so.4" { print $NF; exit }')
+    [ -z "$tcmalloc" ] || export LD_PRELOAD=$tcmalloc${LD_PRELOAD:+:$LD_PRELOAD}
     export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
     mkdir -p devdata/logs
     if [ -z "${CODE:-}" ]; then

@@ -38,12 +38,13 @@
 # 0, one at a time on two threads, each collected as it finishes: in fp32, section 8's paired check
 # of bf16 at the study's size (and the list for a CPU without bf16 instructions, where the bf16
 # lists refuse to start); `cc512` the same for the whole CC images at 512x512 (LARGE_ITERATIONS;
-# state saved every 100 iterations, 10 minutes of a two-thread fp32 fit on an AVX2 CPU): on such a
-# CPU, the paper's scale in the reference precision, section 8's check standing for its comparison
-# with the bf16 rows. `experiments/scale_runs.sh polyu256` (fp32, THREADS=1) fits the PolyU30 crops
-# at 256x256 that have no rows in either precision, two at a time, as section 9's tuning stand-ins
-# for bf16; it starts only once section 8's check has passed (`python -m experiments.precision_study
-# pooling`), about 21 hours for the 20 crops on two cores.
+# state saved every 100 iterations, about 7 minutes of a two-thread fp32 fit on an AVX2 CPU): on
+# such a CPU, the paper's scale in the reference precision, section 8's check standing for its
+# comparison with the bf16 rows. `experiments/scale_runs.sh polyu256` (fp32, THREADS=1) fits the
+# PolyU30 crops at 256x256 that have no rows in either precision, two at a time, as section 9's
+# tuning stand-ins for bf16; it starts only once section 8's check has passed (`python -m
+# experiments.precision_study pooling`), about 17 hours for the 20 crops on two cores (2.0 s per
+# iteration each).
 # Environment: PY, CODE, THREADS (experiments/runs_setup.sh), GPU_ID (cpu, or a CUDA device such as
 # 0: every fit, BIQAN's training and scoring run there), ITERATIONS (3000; 512x512:
 # LARGE_ITERATIONS, 5000), CHECKPOINT_EVERY (run_BDN.py's default; cc512: 100), PRECISION (bf16),

@@ -209,3 +209,23 @@ def test_the_cc_lists_fit_each_pending_image_alone_and_collect_it(
     collects = [index for index, command in enumerate(commands) if " collect " in command]
     assert len(collects) == 3
     assert all(commands[index - 1].startswith("code/run_BDN.py") for index in collects)
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_runs_setup_preloads_tcmalloc_where_it_is_installed(tmp_path, installed):
+    """The fits of the run scripts get tcmalloc (results/bench/cpu_2026-12-07_allocator.md)
+    where ldconfig knows it, and the C library's malloc otherwise."""
+    tools = tmp_path / "bin"  # an ldconfig that lists tcmalloc, or nothing
+    tools.mkdir()
+    listing = "\tlibtcmalloc_minimal.so.4 (libc6,x86-64) => /lib/tc.so.4\\n" if installed else ""
+    (tools / "ldconfig").write_text(f"#!/bin/sh\nprintf '\\tlibc.so.6 => /lib/c.so\\n{listing}'\n")
+    (tools / "ldconfig").chmod(0o755)
+    env = {"PATH": f"{tools}:{os.environ['PATH']}", "CODE": "code", "PY": "python"}
+    done = subprocess.run(
+        ["bash", "-c", f'. "{RUNS_SETUP}"; runs_setup; echo "$LD_PRELOAD"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == ("/lib/tc.so.4" if installed else "")
