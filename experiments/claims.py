@@ -8,8 +8,8 @@ Each cell quotes the table of the study that measures it (`results/scale.md`, `b
 every figure is written once, by its study, and the claims follow each new run and retune. Per
 size, the shipped precision (bf16; section 9 also has fp32 at 64 and 256 px), or fp32 where a
 size has CC runs in fp32 alone (a CPU without bf16 instructions; section 8's check compares the
-two), its cells marked so, and the rules measured on CC: "best pick" is the no-reference rule with the best pick against CBM3D, leaving out the
-(bound) rows tuned on CC in hindsight. Our two bars decide a "yes" or "no"; the paper's claims
+two), its cells marked so, and the rules measured on CC: "best pick" is the no-reference rule
+with the best pick against CBM3D, leaving out the (bound) rows tuned on CC in hindsight. Our two bars decide a "yes" or "no"; the paper's claims
 are set beside our figures without a verdict.
 """
 
@@ -96,10 +96,9 @@ def quoted_precision(tables: Tables, size: int) -> str:
     return FALLBACK if tabled == {FALLBACK} else PRECISION
 
 
-def at(tables: Tables, size: int) -> Tables:
-    """`tables` with the rows of `size` and its quoted precision alone (the paired precision
-    rows, which have no precision, whole)."""
-    precision = quoted_precision(tables, size)
+def at(tables: Tables, size: int, precision: str) -> Tables:
+    """`tables` with the rows of `size` and `precision` alone (the paired precision rows, which
+    have no precision, whole)."""
 
     def keep(rows: list[Row]) -> list[Row]:
         return [
@@ -286,8 +285,8 @@ CLAIMS = (
 def quoted_cell(claim: Claim, tables: Tables, size: int) -> str:
     """`claim`'s cell at `size`, from that size's rows in its quoted precision, which the cell
     names where it is not PRECISION."""
-    cell = claim.cell(at(tables, size), size)
     precision = quoted_precision(tables, size)
+    cell = claim.cell(at(tables, size, precision), size)
     if precision == PRECISION or cell == "-" or not claim.of_one_precision:
         return cell
     return f"{cell} ({precision})"
