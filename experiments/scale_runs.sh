@@ -223,11 +223,21 @@ main() {
     # polyu256: section 8's pooling on a CPU without bf16 instructions: the PolyU30 crops at
     # 256x256 without rows in bf16 or fp32, fitted in fp32 (seed 0) two at a time, one process
     # each (THREADS=1: 1.2x the throughput of one fit on two threads), each pair collected as it
-    # ends; every 5th pending crop first (the names run camera by camera)
+    # ends; first the crops that a stopped run left with saved state, the furthest on first (so
+    # that they finish before new ones start), then the others, every 5th first (the names run
+    # camera by camera)
     polyu256() {
-        set -- $(pending_stems "$(subset 256 PolyU30)" \
+        local fits=devdata/${STUDY:-scale}/256px/fp32/PolyU30_s0 stem started="" others=()
+        for stem in $(pending_stems "$(subset 256 PolyU30)" \
             "results/${STUDY:-scale}/256px/"{bf16,fp32}/PolyU30_s0 \
-            | awk '{ print (NR - 1) % 5, NR, $0 }' | sort -n -k1,1 -k2,2 | cut -d " " -f 3)
+            | awk '{ print (NR - 1) % 5, NR, $0 }' | sort -n -k1,1 -k2,2 | cut -d " " -f 3); do
+            if [ -f "$fits/$stem/state.pt" ]; then  # its last metrics row's iteration, the stem
+                started+="$(tail -n 1 "$fits/$stem/metrics.csv" | cut -d , -f 1) $stem"$'\n'
+            else
+                others+=("$stem")
+            fi
+        done
+        set -- $(printf %s "$started" | sort -s -rn -k1,1 | cut -d " " -f 2) "${others[@]}"
         while [ $# -gt 0 ]; do
             PARALLEL=2 run 256 PolyU30 0 "" "" "$1${2:+ $2}"
             shift $(($# > 1 ? 2 : 1))

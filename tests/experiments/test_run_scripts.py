@@ -169,6 +169,63 @@ def test_the_polyu256_list_starts_only_in_fp32_once_the_check_passed(
     assert done.stdout.strip() == ("verdict" if pooling_status else "")
 
 
+def scripts_copy(repository: Path) -> Path:
+    """scale_runs.sh and runs_setup.sh copied into repository/experiments (the repository they
+    work in), and a stand-in for PY there that writes down each command it is given to
+    repository/calls (and exits 0); returns the stand-in."""
+    (repository / "experiments").mkdir()
+    for script in ("scale_runs.sh", "runs_setup.sh"):
+        source = RUNS_SETUP.parent / script
+        (repository / "experiments" / script).write_bytes(source.read_bytes())
+    python = repository / "python"
+    python.write_text(f'#!/bin/sh\necho "$*" >> "{repository / "calls"}"\n')
+    python.chmod(0o755)
+    return python
+
+
+def run_list(repository: Path, name: str) -> list[str]:
+    """The commands that `PRECISION=fp32 scale_runs.sh NAME` gives PY, run in its copy."""
+    env = {"PATH": os.environ["PATH"], "PY": str(scripts_copy(repository))}
+    subprocess.run(
+        ["bash", str(repository / "experiments" / "scale_runs.sh"), name],
+        env=env | {"CODE": "code", "PRECISION": "fp32"},
+        capture_output=True,
+        check=True,
+    )
+    return (repository / "calls").read_text().splitlines()
+
+
+def fitted_stems(repository: Path, commands: list[str]) -> list[list[str]]:
+    """The crops of each run_BDN.py command among `commands`, in their order."""
+    fits = [command.split() for command in commands if command.startswith("code/run_BDN.py")]
+    return [stems(repository / fit[fit.index("--dataset_real_path") + 1]) for fit in fits]
+
+
+def test_polyu256_resumes_the_crops_with_saved_state_first(tmp_path):
+    """`scale_runs.sh polyu256`: PolyU30's crops without rows, two processes a pair, each pair
+    collected; first the crops a stopped run saved state for, the furthest on first, then every
+    5th of the others."""
+    polyu = tmp_path / "devdata" / "crops256" / "PolyU"
+    for index in range(24):  # PolyU30 takes every 3rd: s00, s03, ..., s21
+        for side, suffix in (("real", ".png"), ("mean", ".jpg")):
+            (polyu / side).mkdir(parents=True, exist_ok=True)
+            (polyu / side / f"s{index:02d}{suffix}").write_bytes(b"")
+    (tmp_path / "devdata" / "crops256" / "CC").mkdir()
+    rows = tmp_path / "results" / "scale" / "256px" / "bf16" / "PolyU30_s0"
+    rows.mkdir(parents=True)
+    (rows / "s00.csv").write_text("iteration\n")
+    for stem, iteration in (("s12", 100), ("s06", 700), ("s21", 400)):  # stopped there
+        stopped = tmp_path / "devdata" / "scale" / "256px" / "fp32" / "PolyU30_s0" / stem
+        stopped.mkdir(parents=True)
+        (stopped / "state.pt").write_bytes(b"")
+        (stopped / "metrics.csv").write_text(f"iteration,loss\n{iteration - 20},1\n{iteration},1\n")
+    commands = run_list(tmp_path, "polyu256")
+    pairs = [["s06", "s21"], ["s03", "s12"], ["s09", "s18"], ["s15"]]
+    assert fitted_stems(tmp_path, commands) == [pair for pair in pairs for _ in range(2)]
+    collects = [index for index, command in enumerate(commands) if " collect " in command]
+    assert len(collects) == 4
+
+
 @pytest.mark.parametrize(
     ("size", "iterations", "checkpoint_every"), [("256", "3000", None), ("512", "5000", "100")]
 )
@@ -178,29 +235,14 @@ def test_the_cc_lists_fit_each_pending_image_alone_and_collect_it(
     """`PRECISION=fp32 scale_runs.sh cc<SIZE>`, run on a copy of the scripts (whose folder is
     the repository it works in): one run_BDN.py per CC image without rows, in name order, each
     followed by its collect; at 512 px LARGE_ITERATIONS and the state saved every 100."""
-    (tmp_path / "experiments").mkdir()
-    for script in ("scale_runs.sh", "runs_setup.sh"):
-        (tmp_path / "experiments" / script).write_bytes((RUNS_SETUP.parent / script).read_bytes())
     (tmp_path / "devdata" / f"crops{size}").mkdir(parents=True)
     (crops / "crops").rename(tmp_path / "devdata" / f"crops{size}" / "CC")
     rows = tmp_path / "results" / "scale" / f"{size}px" / "fp32" / "CC_s0"
     rows.mkdir(parents=True)
     (rows / "b.csv").write_text("iteration\n")
-    calls = tmp_path / "calls"
-    python = tmp_path / "python"  # stands in for PY: writes down each command it is given
-    python.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\n')
-    python.chmod(0o755)
-    env = {"PATH": os.environ["PATH"], "PY": str(python), "CODE": "code", "PRECISION": "fp32"}
-    subprocess.run(
-        ["bash", str(tmp_path / "experiments" / "scale_runs.sh"), f"cc{size}"],
-        env=env,
-        capture_output=True,
-        check=True,
-    )
-    commands = calls.read_text().splitlines()
+    commands = run_list(tmp_path, f"cc{size}")
+    assert fitted_stems(tmp_path, commands) == [["a"], ["c"], ["d"]]
     fits = [command.split() for command in commands if command.startswith("code/run_BDN.py")]
-    folders = [tmp_path / fit[fit.index("--dataset_real_path") + 1] for fit in fits]
-    assert [stems(folder) for folder in folders] == [["a"], ["c"], ["d"]]
     for fit in fits:
         assert fit[fit.index("--num_iter") + 1] == iterations
         assert fit[fit.index("--precision") + 1] == "fp32"
