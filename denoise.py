@@ -16,7 +16,15 @@ from pathlib import Path
 
 from models.skip import SkipConfig
 from utils import cli, cluster, selection
-from utils.dip import core_share, denoising, devices, planning, reconstruction, run_options
+from utils.dip import (
+    allocator,
+    core_share,
+    denoising,
+    devices,
+    planning,
+    reconstruction,
+    run_options,
+)
 from utils.early_stopping import early_stop_choices
 
 
@@ -119,6 +127,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    allocator.preload_tcmalloc()
     cli.configure_logging()
     arguments = parse_args()
     arguments.stop_request.install()

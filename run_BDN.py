@@ -17,7 +17,15 @@ from pathlib import Path
 from models.skip import SkipConfig
 from utils import cli, cluster, original_flags
 from utils.biqan import labels
-from utils.dip import core_share, devices, dispatch, planning, reconstruction, run_options
+from utils.dip import (
+    allocator,
+    core_share,
+    devices,
+    dispatch,
+    planning,
+    reconstruction,
+    run_options,
+)
 from utils.early_stopping import EarlyStopSettings, early_stop_choices
 from utils.method import FitSettings
 
@@ -266,6 +274,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    allocator.preload_tcmalloc()
     cli.configure_logging()
     arguments = parse_args()
     arguments.stop_request.install()

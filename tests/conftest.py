@@ -177,3 +177,10 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real-noise data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The commands that the tests start keep the allocator they are given: with LD_PRELOAD
+    set (empty where unset), run_BDN.py and denoise.py do not start again with tcmalloc
+    (utils/dip/allocator.py, tested on its own), so the suite runs the same with it or not."""
+    os.environ.setdefault("LD_PRELOAD", "")
