@@ -108,6 +108,10 @@ def run_bdn_process(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
 # (the scripts take their thread count from OMP_NUM_THREADS, `devices.available_cores`).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
+# The commands the tests start keep the allocator they are given: with LD_PRELOAD set (empty
+# where unset), run_BDN.py and denoise.py do not start again with tcmalloc (utils/dip/allocator.py,
+# tested on its own), so the suite runs the same with it installed or not.
+os.environ.setdefault("LD_PRELOAD", "")
 
 
 def smooth_image(height: int, width: int, channels: int, seed: int) -> np.ndarray:
@@ -177,10 +181,3 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real-noise data not found at {SHARED_DATA}")
     return SHARED_DATA
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """The commands that the tests start keep the allocator they are given: with LD_PRELOAD
-    set (empty where unset), run_BDN.py and denoise.py do not start again with tcmalloc
-    (utils/dip/allocator.py, tested on its own), so the suite runs the same with it or not."""
-    os.environ.setdefault("LD_PRELOAD", "")

@@ -85,6 +85,24 @@ def test_trained_ranker_orders_held_out_images_and_round_trips(tmp_path: Path):
         ranker.score(features[:, :2])
 
 
+def test_the_ranker_trains_on_one_thread_and_gives_the_others_back(monkeypatch):
+    """Its rounding, and so the committed tables built on it, independent of the core count."""
+    seen = []
+    step = torch.optim.Adam.step
+    monkeypatch.setattr(
+        torch.optim.Adam, "step", lambda self: seen.append(torch.get_num_threads()) or step(self)
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        settings = ranker_training.RankerTraining(steps=3)
+        ranker_training.train_ranker(synthetic_images(2, 0), ("a", "b", "c"), settings)
+        assert seen == [1, 1, 1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_broken_ranker_files_are_one_line_errors(tmp_path: Path):
     path = tmp_path / snapshot_ranker.RANKER_FILE
     path.write_text("{not json")

@@ -10,8 +10,10 @@ cannot dominate the loss as they do for absolute PSNR labels.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +67,19 @@ def padded(
     return features, psnr, mask
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread inside, its thread count restored after: the ranker is small, so one
+    thread is as fast, spins against no fit on the same cores, and makes the training's rounding
+    (and the tables built on it) independent of the machine's core count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def train_ranker(
     images: list[tuple[np.ndarray, np.ndarray]],
     feature_names: tuple[str, ...],
@@ -97,17 +112,19 @@ def train_ranker(
     optimiser = torch.optim.Adam(
         parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
-    for _ in range(settings.steps):
-        hidden = inputs
-        for index, (weight, bias) in enumerate(layers):
-            hidden = hidden @ weight + bias
-            if index < len(layers) - 1:
-                hidden = torch.tanh(hidden)
-        log_probabilities = torch.log_softmax(hidden[..., 0].masked_fill(~valid, -torch.inf), dim=1)
-        loss = -(targets * log_probabilities.masked_fill(~valid, 0.0)).sum(dim=1).mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+    with one_thread():
+        for _ in range(settings.steps):
+            hidden = inputs
+            for index, (weight, bias) in enumerate(layers):
+                hidden = hidden @ weight + bias
+                if index < len(layers) - 1:
+                    hidden = torch.tanh(hidden)
+            scores = hidden[..., 0].masked_fill(~valid, -torch.inf)
+            log_probabilities = torch.log_softmax(scores, dim=1)
+            loss = -(targets * log_probabilities.masked_fill(~valid, 0.0)).sum(dim=1).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
     return SnapshotRanker(
         feature_names=tuple(feature_names),
         feature_mean=mean,
