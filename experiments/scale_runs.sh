@@ -44,7 +44,8 @@
 # PolyU30 crops at 256x256 that have no rows in either precision, two at a time, as section 9's
 # tuning stand-ins for bf16; it starts only once section 8's check has passed (`python -m
 # experiments.precision_study pooling`), about 17 hours for the 20 crops on two cores (2.0 s per
-# iteration each).
+# iteration each). `experiments/scale_runs.sh fp32` runs polyu256 and then cc512 on two threads:
+# such a CPU's whole list in one command.
 # Environment: PY, CODE, THREADS (experiments/runs_setup.sh), GPU_ID (cpu, or a CUDA device such as
 # 0: every fit, BIQAN's training and scoring run there), ITERATIONS (3000; 512x512:
 # LARGE_ITERATIONS, 5000), CHECKPOINT_EVERY (run_BDN.py's default; cc512: 100), PRECISION (bf16),
@@ -62,10 +63,11 @@ main() {
         cpu) sizes="64 128 256 512" ;;
         gpu) sizes="256 512" ;;
         cc256 | cc512) sizes=${list#cc} ;;
-        polyu256)
+        polyu256 | fp32)
             sizes=256
+            [ "$list" = polyu256 ] || sizes="256 512"
             if [ "${PRECISION:-fp32}" != fp32 ]; then
-                echo "error: polyu256 fits in fp32 (section 8's stand-ins); unset PRECISION" >&2
+                echo "error: $list fits in fp32 (section 8's stand-ins); unset PRECISION" >&2
                 return 2
             fi
             PRECISION=fp32
@@ -74,7 +76,7 @@ main() {
                 return 2
             }
             ;;
-        *) echo "error: unknown list '$list' (cpu, gpu, cc256, cc512 or polyu256)" >&2; return 2 ;;
+        *) echo "error: unknown list '$list' (cpu, gpu, cc256, cc512, polyu256 or fp32)" >&2; return 2 ;;
     esac
     native_precision "${PRECISION:-bf16}" "set PRECISION=fp32 (its rows go to <size>px/fp32)" \
         || return 2
@@ -263,20 +265,31 @@ main() {
         COLLECT=0 PARALLEL=${PARALLEL_256:-4} run 256 PolyU30 0
         wait "$large"
     }
-    if [ "$list" = gpu ] || [ "$list" = polyu256 ]; then
-        "$list"
-        return
-    elif [ "$list" = cc256 ] || [ "$list" = cc512 ]; then  # crop by crop, each collected as it ends
+    # cc SIZE: the CC images at SIZE without rows (seed 0), one at a time, each collected as it
+    # ends; at 512x512 LARGE_ITERATIONS and the state saved every CHECKPOINT_EVERY (100)
+    cc() {
         local stem
-        if [ "$sizes" = 512 ]; then
-            ITERATIONS=${LARGE_ITERATIONS:-5000} CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
-        fi
-        for stem in $(pending_stems "$(subset "$sizes" CC)" \
-            "results/${STUDY:-scale}/${sizes}px/${PRECISION:-bf16}/CC_s0"); do
-            run "$sizes" CC 0 "" "" "$stem"
+        for stem in $(pending_stems "$(subset "$1" CC)" \
+            "results/${STUDY:-scale}/$1px/${PRECISION:-bf16}/CC_s0"); do
+            if [ "$1" = 512 ]; then
+                ITERATIONS=${LARGE_ITERATIONS:-5000} CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100} \
+                    run 512 CC 0 "" "" "$stem"
+            else
+                run "$1" CC 0 "" "" "$stem"
+            fi
         done
-        return
-    fi
+    }
+    # fp32: a CPU without bf16 instructions, start to end: polyu256 (one thread a fit), then
+    # cc512 (two threads)
+    fp32() {
+        polyu256
+        OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 cc 512
+    }
+    case $list in
+        gpu | polyu256 | fp32) "$list" ;;
+        cc256 | cc512) cc "$sizes" ;;
+    esac
+    [ "$list" = cpu ] || return 0
     stream & sleep 5; run 128 CC 0; chains64; cbm3d512
     STUDY=precision ITERATIONS=1200 biqan 64 PolyU20 20 0 1 2
     ITERATIONS=${LARGE_ITERATIONS:-5000} run 512 CC 0 "" "" "$(first_stem 512 CC)"

@@ -172,13 +172,17 @@ def test_the_polyu256_list_starts_only_in_fp32_once_the_check_passed(
 def scripts_copy(repository: Path) -> Path:
     """scale_runs.sh and runs_setup.sh copied into repository/experiments (the repository they
     work in), and a stand-in for PY there that writes down each command it is given to
-    repository/calls (and exits 0); returns the stand-in."""
+    repository/calls and its OMP_NUM_THREADS to repository/threads (and exits 0); returns the
+    stand-in."""
     (repository / "experiments").mkdir()
     for script in ("scale_runs.sh", "runs_setup.sh"):
         source = RUNS_SETUP.parent / script
         (repository / "experiments" / script).write_bytes(source.read_bytes())
     python = repository / "python"
-    python.write_text(f'#!/bin/sh\necho "$*" >> "{repository / "calls"}"\n')
+    python.write_text(
+        f'#!/bin/sh\necho "$*" >> "{repository / "calls"}"\n'
+        f'echo "$OMP_NUM_THREADS" >> "{repository / "threads"}"\n'
+    )
     python.chmod(0o755)
     return python
 
@@ -201,15 +205,38 @@ def fitted_stems(repository: Path, commands: list[str]) -> list[list[str]]:
     return [stems(repository / fit[fit.index("--dataset_real_path") + 1]) for fit in fits]
 
 
+def make_crops(folder: Path, names: list[str]) -> None:
+    """Empty noisy/clean files `folder`/{real,mean}/<name>.{png,jpg} (the scripts copy them)."""
+    for name in names:
+        for side, suffix in (("real", ".png"), ("mean", ".jpg")):
+            (folder / side).mkdir(parents=True, exist_ok=True)
+            (folder / side / f"{name}{suffix}").write_bytes(b"")
+
+
+def test_the_fp32_list_runs_polyu256_then_cc512_on_two_threads(tmp_path):
+    """`scale_runs.sh fp32`, a CPU without bf16 start to end: the PolyU30 crops at 256 px, two
+    one-thread processes a pair, then each CC image at 512 px alone on two threads."""
+    make_crops(tmp_path / "devdata" / "crops256" / "PolyU", ["s00", "s01", "s02", "s03"])
+    (tmp_path / "devdata" / "crops256" / "CC").mkdir()
+    make_crops(tmp_path / "devdata" / "crops512" / "CC", ["a", "b"])
+    commands = run_list(tmp_path, "fp32")
+    assert fitted_stems(tmp_path, commands) == [["s00", "s03"], ["s00", "s03"], ["a"], ["b"]]
+    threads = (tmp_path / "threads").read_text().split()
+    fits = [
+        (command.split(), count)
+        for command, count in zip(commands, threads)
+        if command.startswith("code/run_BDN.py")
+    ]
+    assert [count for _, count in fits] == ["1", "1", "2", "2"]
+    assert [fit[fit.index("--num_iter") + 1] for fit, _ in fits] == ["3000"] * 2 + ["5000"] * 2
+
+
 def test_polyu256_resumes_the_crops_with_saved_state_first(tmp_path):
     """`scale_runs.sh polyu256`: PolyU30's crops without rows, two processes a pair, each pair
     collected; first the crops a stopped run saved state for, the furthest on first, then every
     5th of the others."""
     polyu = tmp_path / "devdata" / "crops256" / "PolyU"
-    for index in range(24):  # PolyU30 takes every 3rd: s00, s03, ..., s21
-        for side, suffix in (("real", ".png"), ("mean", ".jpg")):
-            (polyu / side).mkdir(parents=True, exist_ok=True)
-            (polyu / side / f"s{index:02d}{suffix}").write_bytes(b"")
+    make_crops(polyu, [f"s{index:02d}" for index in range(24)])  # PolyU30: s00, s03, ..., s21
     (tmp_path / "devdata" / "crops256" / "CC").mkdir()
     rows = tmp_path / "results" / "scale" / "256px" / "bf16" / "PolyU30_s0"
     rows.mkdir(parents=True)
