@@ -44,8 +44,9 @@
 # PolyU30 crops at 256x256 that have no rows in either precision, two at a time, as section 9's
 # tuning stand-ins for bf16; it starts only once section 8's check has passed (`python -m
 # experiments.precision_study pooling`), about 17 hours for the 20 crops on two cores (2.0 s per
-# iteration each). `experiments/scale_runs.sh fp32` runs polyu256 and then cc512 on two threads:
-# such a CPU's whole list in one command.
+# iteration each). `experiments/scale_runs.sh fp32` runs polyu256, BIQAN at 256 px trained on
+# its fp32 crops (about 2 hours), then cc512 on two threads: such a CPU's whole list in one
+# command.
 # Environment: PY, CODE, THREADS (experiments/runs_setup.sh), GPU_ID (cpu, or a CUDA device such as
 # 0: every fit, BIQAN's training and scoring run there), ITERATIONS (3000; 512x512:
 # LARGE_ITERATIONS, 5000), CHECKPOINT_EVERY (run_BDN.py's default; cc512: 100), PRECISION (bf16),
@@ -279,10 +280,24 @@ main() {
             fi
         done
     }
-    # fp32: a CPU without bf16 instructions, start to end: polyu256 (one thread a fit), then
-    # cc512 (two threads)
+    # biqan_fp32: BIQAN at 256 px, both kinds of labels at once (one thread each), trained on the
+    # PolyU30 crops fitted here in fp32 (polyu256's 20; the bf16 ones have no snapshots here) and
+    # scored on the fp32 CC run (seed 0, section 8's)
+    biqan_fp32() {
+        local labels
+        for labels in absolute relative; do
+            nice -n 5 "$PY" -m experiments.biqan_scale --size 256 --precision fp32 \
+                --labels "$labels" --runs "devdata/${STUDY:-scale}" --polyu PolyU30_s0 \
+                --out "devdata/biqan_scale/256px/fp32/$labels" --min_images 20 --seeds 0 \
+                --gpu_id "${GPU_ID:-cpu}" &
+        done
+        wait
+    }
+    # fp32: a CPU without bf16 instructions, start to end: polyu256 (one thread a fit), BIQAN on
+    # its crops, then cc512 (two threads)
     fp32() {
         polyu256
+        biqan_fp32
         OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 cc 512
     }
     case $list in

@@ -4,6 +4,7 @@ has to fit, so that a new machine (an empty devdata/) fits only what results/ la
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 from pathlib import Path
@@ -109,7 +110,7 @@ def test_every_fit_and_training_of_scale_runs_goes_to_gpu_id():
             tool in line for tool in ('run_BDN.py"', "experiments.transfer run", "biqan_scale -")
         )
     ]
-    assert len(commands) == 3
+    assert len(commands) == 4
     assert all('--gpu_id "${GPU_ID:-cpu}"' in line for line in commands)
 
 
@@ -215,7 +216,8 @@ def make_crops(folder: Path, names: list[str]) -> None:
 
 def test_the_fp32_list_runs_polyu256_then_cc512_on_two_threads(tmp_path):
     """`scale_runs.sh fp32`, a CPU without bf16 start to end: the PolyU30 crops at 256 px, two
-    one-thread processes a pair, then each CC image at 512 px alone on two threads."""
+    one-thread processes a pair, BIQAN at 256 px on them (both kinds of labels, in fp32), then
+    each CC image at 512 px alone on two threads."""
     make_crops(tmp_path / "devdata" / "crops256" / "PolyU", ["s00", "s01", "s02", "s03"])
     (tmp_path / "devdata" / "crops256" / "CC").mkdir()
     make_crops(tmp_path / "devdata" / "crops512" / "CC", ["a", "b"])
@@ -229,6 +231,17 @@ def test_the_fp32_list_runs_polyu256_then_cc512_on_two_threads(tmp_path):
     ]
     assert [count for _, count in fits] == ["1", "1", "2", "2"]
     assert [fit[fit.index("--num_iter") + 1] for fit, _ in fits] == ["3000"] * 2 + ["5000"] * 2
+    trainings = [command for command in commands if "biqan_scale" in command]
+    assert len(trainings) == 2
+    assert all(
+        "--precision fp32" in command and "--min_images 20" in command for command in trainings
+    )
+    stages = [  # the fits' output folders devdata/scale/<size>px/..., and the trainings
+        "biqan" if "biqan_scale" in command else command.split("--output_path ")[1].split("/")[2]
+        for command in commands
+        if "biqan_scale" in command or command.startswith("code/run_BDN.py")
+    ]
+    assert [stage for stage, _ in itertools.groupby(stages)] == ["256px", "biqan", "512px"]
 
 
 def test_polyu256_resumes_the_crops_with_saved_state_first(tmp_path):
