@@ -105,14 +105,15 @@ def test_online_table_replays_the_shipped_stops(tmp_path):
 
 
 def test_long_runs_are_replayed_whole_as_denoise_runs_to_the_stop(tmp_path):
-    """A 1024 px run of 5000 iterations: denoise.py's auto --num_iter runs past 3000 to the
+    """A 768 px run of 7000 iterations: denoise.py's auto --num_iter runs past 3000 to the
     default rule's latest stop, so one pair of rows replays the whole run; still rising at
-    fixed:auto's stop (a snapshot at or after 4935), both rules stop there."""
-    long = np.arange(20, 5020, 20)
-    write_run(tmp_path, "CC", "c1", 4990, 36.0, size=1024, iterations=long)
-    rows = [cells_of(line) for line in online_study.report_lines(tmp_path) if "| 1024 |" in line]
+    fixed:auto's stop (a snapshot at or after 4839 with the stop exponent of 0.42), both rules
+    stop there."""
+    long = np.arange(20, 7020, 20)
+    write_run(tmp_path, "CC", "c1", 6990, 36.0, size=768, iterations=long)
+    rows = [cells_of(line) for line in online_study.report_lines(tmp_path) if "| 768 |" in line]
     assert [row[2] for row in rows] == ["scratch"] * 2
-    stop = math.ceil(selection.scaled_stop(1024, 1024) / 20) * 20
-    assert stop > method.NUM_ITER
+    stop = math.ceil(selection.scaled_stop(768, 768) / 20) * 20
+    assert method.NUM_ITER < stop < 7000
     for row in rows:
-        assert row[5] == "5000" and row[9:11] == ["1/1", f"{stop} [{stop}, {stop}]"]
+        assert row[5] == "7000" and row[9:11] == ["1/1", f"{stop} [{stop}, {stop}]"]
