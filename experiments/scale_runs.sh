@@ -270,14 +270,12 @@ main() {
     # ends; at 512x512 LARGE_ITERATIONS and the state saved every CHECKPOINT_EVERY (100)
     cc() {
         local stem
+        if [ "$1" = 512 ]; then  # seen by `run`, for this list only
+            local ITERATIONS=${LARGE_ITERATIONS:-5000} CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
+        fi
         for stem in $(pending_stems "$(subset "$1" CC)" \
             "results/${STUDY:-scale}/$1px/${PRECISION:-bf16}/CC_s0"); do
-            if [ "$1" = 512 ]; then
-                ITERATIONS=${LARGE_ITERATIONS:-5000} CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100} \
-                    run 512 CC 0 "" "" "$stem"
-            else
-                run "$1" CC 0 "" "" "$stem"
-            fi
+            run "$1" CC 0 "" "" "$stem"
         done
     }
     # biqan_fp32: BIQAN at 256 px, both kinds of labels at once (one thread each), trained on the
