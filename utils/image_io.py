@@ -46,6 +46,12 @@ class Image:
         return self.pixels.shape[0], self.pixels.shape[1]
 
 
+def shown(path: str | Path) -> str:
+    """`path` as text that any UTF-8 stream or log file can carry: the bytes of a name that are
+    not UTF-8 (read as surrogate escapes) written as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Image files of `folder` (suffix in IMAGE_SUFFIXES, any case), sorted by name.
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from utils import image_io
+
 NOISY_SUFFIXES = ("_real", "_noisy")
 REFERENCE_SUFFIXES = ("_mean", "_clean", "_gt")
 LISTED_NAMES = 10
@@ -47,7 +49,7 @@ def pair_references(noisy_paths: list[Path], reference_paths: list[Path]) -> lis
 
 def name_list(paths: list[Path]) -> str:
     """'a.png, b.png' for at most LISTED_NAMES paths, then '... (N in all)'."""
-    names = ", ".join(path.name for path in paths[:LISTED_NAMES])
+    names = ", ".join(image_io.shown(path.name) for path in paths[:LISTED_NAMES])
     return names if len(paths) <= LISTED_NAMES else f"{names}, ... ({len(paths)} in all)"
 
 

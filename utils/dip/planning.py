@@ -115,11 +115,13 @@ def plan_jobs(noisy_folder: Path, clean_folder: Path | None) -> list[ImageJob]:
 def refuse_unsafe_names(
     jobs: list[ImageJob], output_path: Path
 ) -> tuple[list[ImageJob], list[tuple[Path, str]]]:
-    """(jobs whose image folder lies inside `output_path`, (file, reason) for the others: a stem
-    '.', '..' or hidden, or a folder that is a symbolic link); each refusal is logged in one line."""
+    """(jobs whose image folder lies inside `output_path`, (file, reason) for the others: a name
+    that is not UTF-8, a stem '.', '..' or hidden, or a folder that is a symbolic link); each
+    refusal is logged in one line."""
     kept, refused = [], []
     for job in jobs:
         try:
+            check_utf8_names(job)
             run_output.check_image_stem(job.noisy)
             run_output.image_folder(output_path, job.stem)
         except ValueError as error:
@@ -140,6 +142,13 @@ def shard(jobs: list[ImageJob], num_shards: int, shard_index: int) -> list[Image
 def image_seed(seed: int, stem: str) -> int:
     """Per-image seed from the run seed and the image name (independent of order and sharding)."""
     return (seed * 1_000_003 + zlib.crc32(stem.encode("utf-8"))) % 2**31
+
+
+def check_utf8_names(job: ImageJob) -> None:
+    """ValueError naming the noisy image or its reference when its name is not valid UTF-8."""
+    for path in (job.noisy, job.clean):
+        if path is not None and not valid_utf8(path.name):
+            raise ValueError(f"{image_io.shown(path)}: file name is not valid UTF-8; rename it")
 
 
 def valid_utf8(name: str) -> bool:
@@ -185,9 +194,7 @@ def prepare(
 ) -> PreparedImage:
     """Decode the noisy image and its reference and pad; ValueError naming the file on any problem
     (with `network` and `memory`, a fit that cannot fit in `memory` bytes, before padding)."""
-    for path in (job.noisy, job.clean):
-        if path is not None and not valid_utf8(path.name):
-            raise ValueError(f"{path}: file name is not valid UTF-8; rename it")
+    check_utf8_names(job)
     noisy = image_io.read_image(job.noisy)
     clean = None
     if job.clean is not None:

@@ -273,6 +273,6 @@ def exit_code(failures: list[tuple[Path, str]], total: int) -> int:
         "%d of %d images failed: %s",
         len(failures),
         total,
-        ", ".join(path.name for path, _ in failures),
+        ", ".join(image_io.shown(path.name) for path, _ in failures),
     )
     return 1
