@@ -213,7 +213,7 @@ def test_file_name_that_is_not_utf8(pairs, tmp_path, caplog):
     output = tmp_path / "out"
     assert run(pairs, output) == 1
     assert r"\xff\xfe.png: file name is not valid UTF-8" in caplog.text
-    assert "white space" not in caplog.text  # refused before any other warning about it
+    assert "white space" not in caplog.text  # refused before the labelling check warns of it
     caplog.text.encode("utf-8")  # every message can go to a UTF-8 log file
     assert (output / "a" / "summary.json").exists() and (output / "b" / "summary.json").exists()
 
