@@ -134,8 +134,8 @@ def image_labels(
     ValueError for a name the label file cannot hold or a missing snapshot."""
     if not labels.fits_image_id(folder.name):
         raise ValueError(
-            f"{folder}: the AVA label file separates fields by spaces and "
-            "cannot hold this name; rename the image and rerun step 1"
+            f"{folder}: {labels.UNFIT_IMAGE_ID}: the AVA label file separates fields by "
+            "spaces and cannot hold it; rename the image and rerun step 1"
         )
     metrics = run_output.read_metrics(folder)
     run_output.check_complete(metrics)

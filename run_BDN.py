@@ -243,9 +243,10 @@ def main(args: argparse.Namespace) -> int:
         for job in jobs:
             if not labels.fits_image_id(job.stem):
                 logging.warning(
-                    "%s: a name with white space cannot be labelled by step 2 "
-                    "(generator_dataset.py); rename it if you will train BIQAN on this run",
+                    "%s: %s cannot be labelled by step 2 (generator_dataset.py); "
+                    "rename it if you will train BIQAN on this run",
                     job.noisy,
+                    labels.UNFIT_IMAGE_ID,
                 )
         run_lock = reconstruction.start_folder(
             args.output_path,

@@ -24,7 +24,7 @@ import generator_dataset
 import run_BDN
 from models.skip import SkipConfig, SkipNet
 from tests.conftest import ROOT, make_pair, run_bdn_process, smooth_image
-from utils import image_io
+from utils import cli, image_io
 from utils.dip import networks, reconstruction, run_guard, snapshots
 
 FAST = [
@@ -417,11 +417,13 @@ def test_step2_accepts_complete_metrics(tmp_path, capsys):
     assert label(tmp_path / "run", tmp_path, capsys)[0] == 0
 
 
-def test_step2_names_an_image_whose_name_has_a_space(tmp_path, capsys):
-    fake_run(tmp_path / "run", "my image", rows=2, iterations=20)
+@pytest.mark.parametrize("stem", ["my image", "bell\x07"])
+def test_step2_names_an_image_whose_name_has_a_space(stem, tmp_path, capsys):
+    fake_run(tmp_path / "run", stem, rows=2, iterations=20)
     code, error = label(tmp_path / "run", tmp_path, capsys)
     assert code == 2
-    assert "my image" in error and "rename" in error and "Traceback" not in error
+    assert f"{cli.one_line(stem)}: a name with white space or an unprintable character" in error
+    assert "rename" in error and "Traceback" not in error
 
 
 # Two processes, one output folder.
@@ -519,10 +521,12 @@ def test_a_chain_stops_at_an_image_another_process_is_fitting(pairs, tmp_path, c
     assert json.loads((output / "b" / "summary.json").read_text())["init"] == "previous"
 
 
-def test_step1_warns_of_a_name_step2_cannot_label(tmp_path, caplog):
-    make_pair(tmp_path, "my image", seed=1)
+@pytest.mark.parametrize("stem", ["my image", "bell\x07"])
+def test_step1_warns_of_a_name_step2_cannot_label(stem, tmp_path, caplog):
+    make_pair(tmp_path, stem, seed=1)
     assert run(tmp_path, tmp_path / "out") == 0
-    assert "my image.png: a name with white space cannot be labelled by step 2" in caplog.text
+    expected = f"{stem}.png: a name with white space or an unprintable character cannot be labelled"
+    assert expected in caplog.text
 
 
 def test_a_file_system_without_locks_warns_and_runs(pairs, tmp_path, caplog, monkeypatch):

@@ -202,9 +202,12 @@ def format_ava_row(row: AvaRow) -> str:
     return " ".join(fields)
 
 
+UNFIT_IMAGE_ID = "a name with white space or an unprintable character"
+
+
 def fits_image_id(name: str) -> bool:
     """True when ``name`` can be part of an AVA image id: printable, no white space (the
-    fields of a row are separated by spaces)."""
+    fields of a row are separated by spaces); `UNFIT_IMAGE_ID` says what the others hold."""
     return name.isprintable() and not any(character.isspace() for character in name)
 
 
