@@ -259,11 +259,11 @@ TUNED_FIXED = Selector(name="fixed", iteration=600)
 # TUNED_FIXED by (pixels / STOP_SIZE^2) ** STOP_EXPONENT, and WMV's default patience
 # (`--patience auto`, `DEFAULT_WMV`) is TUNED_WMV's times (pixels / STOP_SIZE^2) **
 # PATIENCE_EXPONENT, rounded. Both exponents are the grid values with the best mean picked PSNR
-# on the PolyU runs of every size at once (bf16, seed 0: 20 crops at 64x64, 10 at 128x128, 18
-# at 256x256: 10 from the four cameras, 4 more fitted in fp32 as section 8's check allows, and
+# on the PolyU runs of every size at once (bf16, seed 0: 20 crops at 64x64, 10 at 128x128, 20
+# at 256x256: 10 from the four cameras, 6 more fitted in fp32 as section 8's check allows, and
 # PolyU's 4 noisiest outside them; experiments/scale_study.py, docs/REPRODUCTION.md section 9,
 # which gives how they moved as runs came in): 1923 iterations and 26 snapshots at 256x256. The
-# objective is flat, so one crop can move them (leaving one of the 48 runs out gives 0.38-0.46
+# objective is flat, so one crop can move them (leaving one of the 50 runs out gives 0.38-0.46
 # and 0.54-0.92; 0.46 with the 44 runs before the fp32 crops, 0.38 with the first 2 of them);
 # STOP_EXPONENT was 0.18 before that (fitted to PolyU's best iterations at 64 to 128 pixels),
 # which stopped at the first plateau at 256 pixels.
